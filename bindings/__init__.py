@@ -1,0 +1,1 @@
+"""cffi declarations of vendor C libraries and their C mocks."""

@@ -1,0 +1,1 @@
+"""Instrument transports, drivers, roles and the simulated optical bench."""

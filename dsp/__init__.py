@@ -1,0 +1,1 @@
+"""Key distillation: pure functions on numpy arrays, numba kernels with plain-numpy twins."""

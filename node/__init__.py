@@ -1,0 +1,1 @@
+"""The running node: protocols, QKD module runtime, key manager, APIs, configuration, CLI."""

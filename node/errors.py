@@ -1,0 +1,78 @@
+"""Exceptions of the node layer, and one place to import every qkdnode exception from.
+
+``ProtocolError`` splits like h11's: :class:`LocalProtocolError` when we broke the protocol,
+:class:`RemoteProtocolError` when the peer did. :class:`ConfigError` names the file, the key and,
+where known, the line. No message ever holds key material.
+"""
+
+from __future__ import annotations
+
+from qkdnode.drivers.errors import (
+    DeviceError,
+    InstrumentError,
+    TransportError,
+    TransportTimeout,
+    VendorLibraryError,
+)
+from qkdnode.dsp.errors import DistillationError, ReconciliationFailed, VerificationFailed
+
+__all__ = [
+    "ConfigError",
+    "DeviceError",
+    "DistillationError",
+    "InstrumentError",
+    "KeyManagerError",
+    "LocalProtocolError",
+    "ProtocolError",
+    "ReconciliationFailed",
+    "RemoteProtocolError",
+    "TransportError",
+    "TransportTimeout",
+    "VendorLibraryError",
+    "VerificationFailed",
+]
+
+
+class ProtocolError(Exception):
+    """A protocol (Qdist, Kq-1, Kx) was violated."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We tried to do something the protocol forbids in its current state."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something the protocol forbids (malformed, out of order, unauthenticated)."""
+
+
+class KeyManagerError(Exception):
+    """The key manager could not carry out a request."""
+
+
+class ConfigError(Exception):
+    """A node configuration file is invalid.
+
+    Attributes:
+        file: the configuration file (as given), or ``None`` for a configuration not from a file.
+        key: the dotted key path that is wrong (``links[0].distillation.qber_abort``), or ``None``
+            when the file as a whole is wrong (a syntax error).
+        line: the 1-based line in the file, when it could be found.
+        reason: what is wrong, in words.
+    """
+
+    def __init__(
+        self, file: str | None, key: str | None, line: int | None, reason: str
+    ) -> None:
+        super().__init__(file, key, line, reason)
+        self.file = file
+        self.key = key
+        self.line = line
+        self.reason = reason
+
+    def __str__(self) -> str:
+        where = self.file or "<config>"
+        if self.line is not None:
+            where += f":{self.line}"
+        if self.key:
+            return f"{where}: {self.key}: {self.reason}"
+        return f"{where}: {self.reason}"
