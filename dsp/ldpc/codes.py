@@ -1,0 +1,373 @@
+"""LDPC parity-check matrices for syndrome reconciliation, with the index arrays decoders need.
+
+The shipped family lives in ``qkdnode/dsp/codes/*.npz`` (package data), one file per code, built by
+:mod:`qkdnode.dsp.ldpc.construct`. Two storage formats are understood:
+
+* ``format == "qc"``: a quasi-cyclic code given by its base graph. Arrays ``rows``, ``cols``,
+  ``shifts`` (one entry per base edge) and the lifting size ``z``; base edge ``(i, j, s)`` expands
+  to the ``z`` edges ``(check i*z + (t + s) % z, variable j*z + t)`` for ``t`` in ``0..z-1``.
+* ``format == "csr"``: ``row_ptr`` and ``col_idx`` of ``H`` directly, with ``n`` and ``m``.
+
+Both carry ``n``, ``m`` and optional metadata (``girth``, ``distribution``).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import NamedTuple, TypeVar
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+__all__ = [
+    "DEFAULT_N",
+    "CodeInfo",
+    "LdpcCode",
+    "available_codes",
+    "code_from_matrix",
+    "get_code",
+    "load_code",
+    "syndrome",
+    "syndrome_reference",
+]
+
+# Frame length of the shipped family used when get_code is called without n: long enough that
+# the codes decode within ~10 % of the Slepian-Wolf bound, short enough to decode fast and to keep
+# the latency of one frame small (see construct.py and the evaluation table in its docstring).
+DEFAULT_N = 64000
+
+# Shipped design rates are exact fractions (m/n with n a multiple of 20), but compare with slack so
+# that get_code(0.8) matches a code whose rate is 0.8 up to float rounding.
+_RATE_TOLERANCE = 1e-9
+
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class LdpcCode:
+    """A binary LDPC code given by its parity-check matrix, with decoder index arrays.
+
+    The ``E`` edges (ones of ``H``) are numbered in *check-major* order: the edges of check 0 with
+    increasing variable index, then those of check 1, and so on (the CSR order of ``H``).
+    All arrays are C-contiguous and read-only.
+
+    Attributes:
+        H: ``scipy.sparse.csr_matrix`` of ``uint8``, shape ``(m, n)``, sorted indices, all ones.
+        n: Number of variable nodes (frame length in bits).
+        m: Number of check nodes (syndrome length in bits).
+        rate: Design rate ``1 - m/n`` (the true rate is higher if ``H`` has dependent rows).
+        name: Name of the code (file stem for shipped codes).
+        chk_ptr: ``int64[m + 1]``; edges of check ``c`` are ``chk_ptr[c]:chk_ptr[c + 1]``
+            (the CSR row pointer of ``H``).
+        chk_var: ``int32[E]``; variable index of each edge in check-major order (CSR column
+            indices), increasing within each check.
+        var_ptr: ``int64[n + 1]``; the variable-major edge slots of variable ``v`` are
+            ``var_ptr[v]:var_ptr[v + 1]`` (the CSC column pointer of ``H``).
+        var_edge: ``int32[E]``; for each variable-major slot, the index of that same edge in
+            check-major order, so ``chk_var[var_edge[k]] == v`` for every slot ``k`` of ``v``;
+            within a variable the slots go by increasing check index. It is a permutation of
+            ``0..E-1``.
+        var_chk: ``int32[E]``; check index of each variable-major slot (CSC row indices), so
+            ``var_chk[k]`` is the check of edge ``var_edge[k]``.
+        var_degree: ``int32[n]``; number of checks of each variable.
+        chk_degree: ``int32[m]``; number of variables of each check.
+    """
+
+    H: sp.csr_matrix
+    n: int
+    m: int
+    rate: float
+    name: str
+    chk_ptr: NDArray[np.int64]
+    chk_var: NDArray[np.int32]
+    var_ptr: NDArray[np.int64]
+    var_edge: NDArray[np.int32]
+    var_chk: NDArray[np.int32]
+    var_degree: NDArray[np.int32]
+    chk_degree: NDArray[np.int32]
+
+    @property
+    def n_edges(self) -> int:
+        """Number of ones in ``H``."""
+        return int(self.chk_var.shape[0])
+
+    def __repr__(self) -> str:
+        return f"LdpcCode(name={self.name!r}, n={self.n}, m={self.m}, rate={self.rate:.4f})"
+
+
+class CodeInfo(NamedTuple):
+    """One shipped code, as listed by :func:`available_codes`."""
+
+    name: str
+    n: int
+    rate: float
+
+
+_ArrayT = TypeVar("_ArrayT", bound=np.generic)
+
+
+def _readonly(array: NDArray[_ArrayT]) -> NDArray[_ArrayT]:
+    array = np.ascontiguousarray(array)
+    array.setflags(write=False)
+    return array
+
+
+def code_from_matrix(
+    H: sp.spmatrix | sp.sparray | NDArray[np.integer], name: str = "custom"
+) -> LdpcCode:
+    """Builds an :class:`LdpcCode` from any binary parity-check matrix.
+
+    Args:
+        H: Dense or sparse ``m x n`` matrix of zeros and ones; duplicate sparse entries are not
+            allowed (they would be a double edge).
+        name: Name given to the code.
+
+    Returns:
+        The code, with all index arrays precomputed.
+
+    Raises:
+        TypeError: ``H`` is not a 2-d array or sparse matrix.
+        ValueError: ``H`` is empty, has entries other than 0 and 1, or has fewer columns than rows.
+    """
+    if sp.issparse(H):
+        csr = sp.csr_matrix(H)
+        csr.sum_duplicates()
+        csr.eliminate_zeros()
+    elif isinstance(H, np.ndarray):
+        if H.ndim != 2:
+            raise TypeError(f"H must be 2-d, got shape {H.shape}")
+        csr = sp.csr_matrix(H)
+        csr.eliminate_zeros()
+    else:
+        raise TypeError(f"H must be a numpy array or scipy sparse matrix, got {type(H).__name__}")
+    m, n = csr.shape
+    if m == 0 or n == 0:
+        raise ValueError(f"H must be non-empty, got shape {csr.shape}")
+    if m >= n:
+        raise ValueError(f"H must have fewer rows than columns, got shape {csr.shape}")
+    if csr.nnz and (csr.data != 1).any():
+        raise ValueError("H must contain only zeros and ones")
+    csr.sort_indices()
+    chk_ptr = csr.indptr.astype(np.int64)
+    chk_var = csr.indices.astype(np.int32)
+    return _build(m, n, chk_ptr, chk_var, name)
+
+
+def _build(
+    m: int, n: int, chk_ptr: NDArray[np.int64], chk_var: NDArray[np.int32], name: str
+) -> LdpcCode:
+    """Assembles the code from a sorted CSR structure (column indices increasing per row)."""
+    n_edges = chk_var.shape[0]
+    chk_degree = np.diff(chk_ptr).astype(np.int32)
+    var_degree = np.bincount(chk_var, minlength=n).astype(np.int32)
+    # A stable sort by variable keeps the check-major (increasing check) order within a variable.
+    var_edge = np.argsort(chk_var, kind="stable").astype(np.int32)
+    edge_chk = np.repeat(np.arange(m, dtype=np.int32), chk_degree)
+    var_chk = edge_chk[var_edge]
+    var_ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(var_degree, out=var_ptr[1:])
+    H = sp.csr_matrix(
+        (np.ones(n_edges, dtype=np.uint8), chk_var.copy(), chk_ptr.copy()), shape=(m, n)
+    )
+    H.has_sorted_indices = True
+    return LdpcCode(
+        H=H,
+        n=n,
+        m=m,
+        rate=1.0 - m / n,
+        name=name,
+        chk_ptr=_readonly(chk_ptr),
+        chk_var=_readonly(chk_var),
+        var_ptr=_readonly(var_ptr),
+        var_edge=_readonly(var_edge),
+        var_chk=_readonly(var_chk),
+        var_degree=_readonly(var_degree),
+        chk_degree=_readonly(chk_degree),
+    )
+
+
+def expand_qc(
+    z: int, base_m: int, rows: NDArray[np.integer], cols: NDArray[np.integer],
+    shifts: NDArray[np.integer],
+) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
+    """Lifts a quasi-cyclic base graph to the sorted CSR structure of the full matrix.
+
+    Args:
+        z: Lifting (circulant) size.
+        base_m: Number of base checks.
+        rows: Base check of each base edge.
+        cols: Base variable of each base edge.
+        shifts: Circulant shift of each base edge, in ``0..z-1``.
+
+    Returns:
+        ``(chk_ptr, chk_var)`` of the lifted ``base_m*z x base_n*z`` matrix.
+    """
+    t = np.arange(z, dtype=np.int64)
+    rows64 = np.asarray(rows, dtype=np.int64)[:, None]
+    checks = rows64 * z + (t[None, :] + np.asarray(shifts, dtype=np.int64)[:, None]) % z
+    variables = np.asarray(cols, dtype=np.int64)[:, None] * z + t[None, :]
+    checks = checks.ravel()
+    variables = variables.ravel()
+    order = np.lexsort((variables, checks))
+    chk_var = variables[order].astype(np.int32)
+    counts = np.bincount(checks, minlength=base_m * z)
+    chk_ptr = np.zeros(base_m * z + 1, dtype=np.int64)
+    np.cumsum(counts, out=chk_ptr[1:])
+    return chk_ptr, chk_var
+
+
+@numba.njit(cache=True, nogil=True)
+def _syndrome_kernel(
+    chk_ptr: NDArray[np.int64], chk_var: NDArray[np.int32], bits: NDArray[np.uint8]
+) -> NDArray[np.uint8]:  # pragma: no cover - compiled
+    m = chk_ptr.shape[0] - 1
+    out = np.zeros(m, dtype=np.uint8)
+    for c in range(m):
+        acc = np.uint8(0)
+        for e in range(chk_ptr[c], chk_ptr[c + 1]):
+            acc ^= bits[chk_var[e]]
+        out[c] = acc & np.uint8(1)
+    return out
+
+
+def _check_bits(code: LdpcCode, bits: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    if not isinstance(bits, np.ndarray):
+        raise TypeError(f"bits must be a numpy array, got {type(bits).__name__}")
+    if bits.dtype != np.uint8:
+        raise TypeError(f"bits must have dtype uint8, got {bits.dtype}")
+    if bits.shape != (code.n,):
+        raise ValueError(f"bits must have shape ({code.n},), got {bits.shape}")
+    return np.ascontiguousarray(bits)
+
+
+def syndrome(code: LdpcCode, bits: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Computes the syndrome ``H @ bits mod 2``.
+
+    Args:
+        code: The code.
+        bits: ``uint8[n]`` of zeros and ones.
+
+    Returns:
+        ``uint8[m]`` of zeros and ones.
+
+    Raises:
+        TypeError: ``bits`` is not a uint8 numpy array.
+        ValueError: ``bits`` does not have length ``code.n``.
+    """
+    result: NDArray[np.uint8] = _syndrome_kernel(
+        code.chk_ptr, code.chk_var, _check_bits(code, bits)
+    )
+    return result
+
+
+def syndrome_reference(code: LdpcCode, bits: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Plain scipy twin of :func:`syndrome` (``H @ bits mod 2``)."""
+    checked = _check_bits(code, bits)
+    product = code.H.astype(np.int64) @ (checked & 1).astype(np.int64)
+    return (np.asarray(product) % 2).astype(np.uint8)
+
+
+def _code_files() -> dict[str, resources.abc.Traversable]:
+    folder = resources.files("qkdnode.dsp").joinpath("codes")
+    if not folder.is_dir():
+        return {}
+    return {
+        entry.name[: -len(".npz")]: entry
+        for entry in folder.iterdir()
+        if entry.name.endswith(".npz")
+    }
+
+
+def _scalar(data: np.lib.npyio.NpzFile, key: str) -> int:
+    return int(data[key])
+
+
+@functools.cache
+def available_codes() -> tuple[CodeInfo, ...]:
+    """Lists the shipped codes, sorted by frame length then rate.
+
+    Returns:
+        One :class:`CodeInfo` (name, n, design rate) per shipped code.
+    """
+    infos = []
+    for name, entry in _code_files().items():
+        with entry.open("rb") as handle, np.load(handle, allow_pickle=False) as data:
+            n = _scalar(data, "n")
+            m = _scalar(data, "m")
+        infos.append(CodeInfo(name=name, n=n, rate=1.0 - m / n))
+    return tuple(sorted(infos, key=lambda info: (info.n, info.rate, info.name)))
+
+
+@functools.lru_cache(maxsize=64)
+def load_code(name: str) -> LdpcCode:
+    """Loads a shipped code by name (cached).
+
+    Args:
+        name: One of the names listed by :func:`available_codes`.
+
+    Returns:
+        The code.
+
+    Raises:
+        ValueError: No shipped code has that name.
+    """
+    files = _code_files()
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name) or name not in files:
+        raise ValueError(f"name: no shipped code {name!r}; available: {sorted(files)}")
+    with files[name].open("rb") as handle, np.load(handle, allow_pickle=False) as data:
+        n = _scalar(data, "n")
+        m = _scalar(data, "m")
+        fmt = str(data["format"])
+        if fmt == "qc":
+            z = _scalar(data, "z")
+            chk_ptr, chk_var = expand_qc(z, m // z, data["rows"], data["cols"], data["shifts"])
+        elif fmt == "csr":
+            chk_ptr = data["row_ptr"].astype(np.int64)
+            chk_var = data["col_idx"].astype(np.int32)
+        else:
+            raise ValueError(f"name: code file {name!r} has unknown format {fmt!r}")
+    return _build(m, n, chk_ptr, chk_var, name)
+
+
+@functools.lru_cache(maxsize=64)
+def get_code(rate: float, n: int | None = None) -> LdpcCode:
+    """Returns the shipped code of lowest design rate at or above ``rate``.
+
+    The rule: among the shipped codes of frame length ``n`` (``DEFAULT_N`` when ``None``), take
+    the one whose design rate is the smallest that is ``>= rate``. A code of higher rate discloses
+    fewer bits; the caller lowers its effective rate by puncturing or raises it by shortening.
+
+    Args:
+        rate: Wanted rate, in ``(0, 1)``.
+        n: Wanted frame length, or ``None`` for the default family.
+
+    Returns:
+        The code (cached; the same object for repeated calls).
+
+    Raises:
+        TypeError: ``rate`` is not a real number or ``n`` not an int.
+        ValueError: ``rate`` is outside ``(0, 1)``, or no code of that length has a rate high
+            enough (the message names the available lengths and rates).
+    """
+    if isinstance(rate, bool) or not isinstance(rate, int | float | np.floating):
+        raise TypeError(f"rate must be a real number, got {type(rate).__name__}")
+    if not 0.0 < float(rate) < 1.0:
+        raise ValueError(f"rate must be in (0, 1), got {rate}")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int | np.integer)):
+        raise TypeError(f"n must be an int or None, got {type(n).__name__}")
+    length = DEFAULT_N if n is None else int(n)
+    candidates = [info for info in available_codes() if info.n == length]
+    fitting = [info for info in candidates if info.rate >= float(rate) - _RATE_TOLERANCE]
+    if not fitting:
+        lengths = sorted({info.n for info in available_codes()})
+        rates = [round(info.rate, 4) for info in candidates]
+        raise ValueError(
+            f"rate: no shipped code with n={length} and rate >= {rate}; "
+            f"rates at n={length}: {rates}; lengths available: {lengths}"
+        )
+    return load_code(min(fitting, key=lambda info: info.rate).name)
