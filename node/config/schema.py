@@ -1,0 +1,254 @@
+"""The node configuration: one TOML file, one frozen dataclass per section.
+
+Every key is declared with :func:`~qkdnode.node.config.fields.setting`, which carries its
+documentation and check; ``qkdnode config schema`` prints them all. To extend the schema, add
+a dataclass here (or in the module that owns the part) and a field that holds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .fields import (
+    between,
+    host_port,
+    matches,
+    multiple_of,
+    non_empty,
+    positive,
+    probability,
+    resource_url,
+    setting,
+)
+
+__all__ = [
+    "ROLES",
+    "DecoyConfig",
+    "DistillationConfig",
+    "InstrumentConfig",
+    "KeyManagerConfig",
+    "LinkConfig",
+    "NodeConfig",
+    "NodeIdentity",
+    "PeerConfig",
+    "TlsConfig",
+]
+
+# Instrument roles of ARCHITECTURE.md ("Roles the node needs").
+ROLES = (
+    "time_tagger",
+    "detector",
+    "transmitter",
+    "receiver",
+    "bias_controller",
+    "attenuator",
+    "power_meter",
+    "random_source",
+)
+Role = Literal[
+    "time_tagger",
+    "detector",
+    "transmitter",
+    "receiver",
+    "bias_controller",
+    "attenuator",
+    "power_meter",
+    "random_source",
+]
+
+_NAME = matches(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}",
+                "1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+# Lim et al. 2014 need at least ~10^4 sifted X bits per block for any key at all (Fig. 1), and
+# 10^9 is the largest block their analysis shows; a block is held in memory while it distils.
+MIN_BLOCK_BITS = 10_000
+MAX_BLOCK_BITS = 1_000_000_000
+# Above 11 % QBER no one-way BB84 post-processing yields key (Shor-Preskill bound).
+MAX_QBER_ABORT = 0.11
+
+
+def _unique(items: tuple[Any, ...], attr: str, section: str) -> Iterator[tuple[Any, str]]:
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        name = getattr(item, attr)
+        if name in seen:
+            yield (section, i, attr), f"duplicate {attr} {name!r} (also {section}[{seen[name]}])"
+        seen[name] = i
+
+
+@dataclass(frozen=True, slots=True)
+class NodeIdentity:
+    """Who this node is."""
+
+    name: str = setting("Node name, unique in the network (used in logs, key IDs, Kx).",
+                        check=_NAME)
+    kme_id: str | None = setting(
+        "Key management entity ID announced through ETSI GS QKD 014; defaults to the node name.",
+        default=None, check=non_empty)
+    site: str = setting("Free text: where the node is (lab, building, rack).", default="")
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentConfig:
+    """One instrument: its role, its driver and how to reach it."""
+
+    name: str = setting("Instrument name, unique in this file; links refer to it.", check=_NAME)
+    role: Role = setting("What the node uses it for: " + ", ".join(ROLES) + ".")
+    driver: str = setting(
+        "Driver name, vendor.model (for example 'idq.id1000', 'thorlabs.pm100').",
+        check=matches(r"[a-z0-9_]+(\.[a-z0-9_]+)+", "vendor.model in lower case"))
+    resource: str = setting(
+        "Resource URL: visa://RESOURCE, serial://PORT?baudrate=N, lib://PATH?device=N or "
+        "sim://BENCH/INSTRUMENT.", check=resource_url)
+    timeout_s: float = setting("I/O timeout for one exchange.", default=2.0,
+                               check=between(0.0, 600.0, low_open=True), unit="s")
+    settings: dict[str, Any] = setting(
+        "Driver-specific settings (a table), checked by the driver when it opens.",
+        default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DecoyConfig:
+    """Decoy-state BB84 source settings (Lim et al., PRA 89, 022307, 2014)."""
+
+    mu1: float = setting("Signal intensity, mean photons per pulse.", default=0.5,
+                         check=between(0.0, 2.0, low_open=True))
+    mu2: float = setting("Decoy intensity.", default=0.1, check=between(0.0, 2.0, low_open=True))
+    mu3: float = setting("Vacuum-like decoy intensity (>= 0).", default=2e-4,
+                         check=between(0.0, 2.0))
+    p_mu1: float = setting("Probability of sending mu1.", default=0.7, check=probability)
+    p_mu2: float = setting("Probability of sending mu2 (mu3 takes the rest).", default=0.2,
+                           check=probability)
+    q_x: float = setting("Probability of the X (key) basis, at both ends.", default=0.9,
+                         check=probability)
+
+    def validate(self) -> Iterator[tuple[str, str]]:
+        if not self.mu1 > self.mu2 + self.mu3:
+            yield "mu1", f"must exceed mu2 + mu3 = {self.mu2 + self.mu3:g} (Lim et al. 2014)"
+        if not self.mu2 > self.mu3:
+            yield "mu2", f"must exceed mu3 = {self.mu3:g}"
+        if not self.p_mu1 + self.p_mu2 < 1.0:
+            yield "p_mu2", "p_mu1 + p_mu2 must be < 1 so that mu3 is sent too"
+
+
+@dataclass(frozen=True, slots=True)
+class DistillationConfig:
+    """Key distillation settings of one link."""
+
+    block_bits: int = setting(
+        "Sifted X-basis bits per distillation block (the finite-key block size n_X).",
+        default=1_000_000, check=between(MIN_BLOCK_BITS, MAX_BLOCK_BITS), unit="bits")
+    eps_cor: float = setting("Correctness parameter epsilon_cor.", default=1e-15,
+                             check=probability)
+    eps_sec: float | None = setting(
+        "Secrecy parameter epsilon_sec; give it or kappa, not both "
+        "(default 1e-10 when neither is given).", default=None, check=probability)
+    kappa: float | None = setting(
+        "Secrecy per key bit: epsilon_sec = kappa * key length (Lim et al. 2014).",
+        default=None, check=probability)
+    qber_abort: float = setting("Abort a block whose QBER estimate exceeds this.",
+                                default=MAX_QBER_ABORT,
+                                check=between(0.0, MAX_QBER_ABORT, low_open=True))
+
+    def validate(self) -> Iterator[tuple[str, str]]:
+        if self.eps_sec is not None and self.kappa is not None:
+            yield "kappa", "give eps_sec or kappa, not both"
+
+    @property
+    def effective_eps_sec(self) -> float | None:
+        """epsilon_sec when fixed; None when it follows from kappa."""
+        if self.kappa is not None:
+            return None
+        return 1e-10 if self.eps_sec is None else self.eps_sec
+
+
+@dataclass(frozen=True, slots=True)
+class LinkConfig:
+    """One QKD link: this node's QKD module and its partner at the peer."""
+
+    name: str = setting("Link name, unique in this file.", check=_NAME)
+    peer: str = setting("Name of the peer node at the other end (one of [[peers]]).")
+    role: Literal["transmitter", "receiver"] = setting("This end's role: Alice or Bob.")
+    instruments: tuple[str, ...] = setting(
+        "Names of the instruments this module drives (from [[instruments]]).",
+        default=(), check=None)
+    pulse_rate_hz: float = setting("Transmitter pulse (slot) rate.", default=1e9,
+                                   check=between(1e3, 1e11), unit="Hz")
+    decoy: DecoyConfig = setting("Decoy-state source settings.", default=DecoyConfig())
+    distillation: DistillationConfig = setting("Distillation settings.",
+                                               default=DistillationConfig())
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """TLS material (PEM files); relative paths are relative to the configuration file."""
+
+    ca: Path = setting("CA certificate(s) that issue the certificates of peers and SAEs.")
+    cert: Path = setting("This node's certificate.")
+    key: Path = setting("This node's private key.")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyManagerConfig:
+    """The embedded key management daemon."""
+
+    store_path: Path = setting("Key store (SQLite file); relative to the configuration file.",
+                               default=Path("keys.sqlite"))
+    etsi014_listen: str = setting("ETSI GS QKD 014 (HTTPS) listen address, HOST:PORT.",
+                                  default="127.0.0.1:8443", check=host_port)
+    kx_listen: str = setting("Kx (peer key managers, TLS) listen address, HOST:PORT.",
+                             default="0.0.0.0:9443", check=host_port)
+    management_listen: str = setting("Metrics and status (HTTP) listen address, HOST:PORT.",
+                                     default="127.0.0.1:9100", check=host_port)
+    key_size_bits: int = setting("Default key size served to applications.", default=256,
+                                 check=multiple_of(8), unit="bits")
+    max_key_count: int = setting("Capacity: keys kept per peer before intake pauses.",
+                                 default=100_000, check=positive)
+    tls: TlsConfig | None = setting("TLS material; required to serve keys.", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConfig:
+    """Another node this node speaks Kx with."""
+
+    name: str = setting("The peer's node name.", check=_NAME)
+    kx_address: str = setting("The peer's Kx address, HOST:PORT.", check=host_port)
+    kme_id: str | None = setting("The peer's KME ID; defaults to its name.", default=None,
+                                 check=non_empty)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """A whole node configuration file."""
+
+    node: NodeIdentity = setting("This node's identity.")
+    instruments: tuple[InstrumentConfig, ...] = setting("Instruments ([[instruments]]).",
+                                                        default=())
+    links: tuple[LinkConfig, ...] = setting("QKD links ([[links]]).", default=())
+    key_manager: KeyManagerConfig = setting("Key manager.", default=KeyManagerConfig())
+    peers: tuple[PeerConfig, ...] = setting("Peer nodes ([[peers]]).", default=())
+
+    def validate(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        yield from _unique(self.instruments, "name", "instruments")
+        yield from _unique(self.links, "name", "links")
+        yield from _unique(self.peers, "name", "peers")
+        instruments = {i.name for i in self.instruments}
+        peers = {p.name for p in self.peers}
+        for i, peer in enumerate(self.peers):
+            if peer.name == self.node.name:
+                yield ("peers", i, "name"), "a node cannot be its own peer"
+        for i, link in enumerate(self.links):
+            if link.peer not in peers:
+                known = ", ".join(sorted(peers)) or "none declared"
+                yield ("links", i, "peer"), f"unknown peer {link.peer!r} (peers: {known})"
+            for j, name in enumerate(link.instruments):
+                if name not in instruments:
+                    known = ", ".join(sorted(instruments)) or "none declared"
+                    yield (("links", i, "instruments", j),
+                           f"unknown instrument {name!r} (instruments: {known})")
+
+    def instruments_with_role(self, role: str) -> tuple[InstrumentConfig, ...]:
+        """The instruments of one role, in file order."""
+        return tuple(i for i in self.instruments if i.role == role)
