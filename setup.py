@@ -30,6 +30,6 @@ setup(
     package_dir=PACKAGE_DIR,
     package_data={
         "qkdnode": ["py.typed"],
-        "qkdnode.dsp": ["codes/*.npz", "codes/*.json"],
+        "qkdnode.dsp.codes": ["*.npz", "*.json"],
     },
 )

@@ -24,14 +24,14 @@ def _section_type(tp: Any) -> tuple[type | None, bool]:
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         return _section_type(inner[0])
-    if dataclasses.is_dataclass(tp):
-        return tp, False  # type: ignore[return-value]
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return tp, False
     return None, False
 
 
 def _walk(cls: type, prefix: str) -> Iterator[tuple[str, str, dataclasses.Field[Any], Any]]:
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):
         key = f"{prefix}.{f.name}" if prefix else f.name
         section, is_array = _section_type(hints[f.name])
         if section is not None:

@@ -1,0 +1,1 @@
+"""Shipped LDPC codes (package data): see qkdnode.dsp.ldpc.codes."""
