@@ -19,7 +19,7 @@ def _section_type(tp: Any) -> tuple[type | None, bool]:
     """(dataclass, is_array) when ``tp`` is a section or an array of sections."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if origin is tuple and args and dataclasses.is_dataclass(args[0]):
+    if origin is tuple and args and isinstance(args[0], type) and dataclasses.is_dataclass(args[0]):
         return args[0], True
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
