@@ -1,0 +1,197 @@
+"""Tests of the layered min-sum syndrome decoder and its plain-Python twin."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qkdnode.dsp.ldpc.codes import LdpcCode, code_from_matrix, syndrome
+from qkdnode.dsp.ldpc.decoder import (
+    LLR_LIMIT,
+    decode_syndrome,
+    decode_syndrome_reference,
+    decode_syndromes,
+)
+
+
+def random_code(n: int, m: int, var_degree: int, seed: int) -> LdpcCode:
+    """A random LDPC code: each variable joins ``var_degree`` distinct random checks."""
+    rng = np.random.default_rng(seed)
+    rows = np.concatenate([rng.choice(m, size=min(var_degree, m), replace=False) for _ in range(n)])
+    cols = np.repeat(np.arange(n), min(var_degree, m))
+    H = sp.csr_matrix((np.ones(rows.size, dtype=np.uint8), (rows, cols)), shape=(m, n))
+    return code_from_matrix(H)
+
+
+def channel(
+    rng: np.random.Generator, n: int, qber: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Alice's random word, Bob's noisy copy and Bob's LLRs for a BSC(qber)."""
+    alice = rng.integers(0, 2, n, dtype=np.uint8)
+    bob = alice ^ (rng.random(n) < qber).astype(np.uint8)
+    llr = ((1.0 - 2.0 * bob) * np.log((1 - qber) / qber)).astype(np.float32)
+    return alice, bob, llr
+
+
+llr_values = st.sampled_from([0.0, 0.5, -0.5, 1.5, -1.5, 3.9, -3.9, 0.1, LLR_LIMIT, -LLR_LIMIT])
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    n=st.integers(4, 40),
+    rate_tenths=st.integers(2, 8),
+    var_degree=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+    data=st.data(),
+    scale=st.sampled_from([1.0, 0.78, 0.5, 0.8125]),
+    offset=st.sampled_from([0.0, 0.15, 0.5]),
+    max_iterations=st.integers(0, 8),
+)
+def test_kernel_agrees_with_twin(
+    n: int,
+    rate_tenths: int,
+    var_degree: int,
+    seed: int,
+    data: st.DataObject,
+    scale: float,
+    offset: float,
+    max_iterations: int,
+) -> None:
+    m = max(1, n * (10 - rate_tenths) // 10)
+    code = random_code(n, m, var_degree, seed)
+    synd = np.array(data.draw(st.lists(st.integers(0, 1), min_size=m, max_size=m)), np.uint8)
+    llr = np.array(data.draw(st.lists(llr_values, min_size=n, max_size=n)), np.float32)
+    result = decode_syndrome(code, synd, llr, max_iterations, scale=scale, offset=offset)
+    bits, iterations, converged = decode_syndrome_reference(
+        code.chk_ptr, code.chk_var, synd, llr, max_iterations, scale, offset
+    )
+    np.testing.assert_array_equal(result.bits, bits)
+    assert result.iterations == iterations
+    assert result.converged == converged
+
+
+@settings(deadline=None, max_examples=30)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    qber=st.sampled_from([0.01, 0.05, 0.12, 0.3]),
+    max_iterations=st.integers(0, 30),
+)
+def test_converged_decode_matches_syndrome(seed: int, qber: float, max_iterations: int) -> None:
+    code = random_code(200, 80, 3, seed)
+    rng = np.random.default_rng(seed)
+    alice, _, llr = channel(rng, code.n, qber)
+    synd = syndrome(code, alice)
+    result = decode_syndrome(code, synd, llr, max_iterations)
+    assert result.iterations <= max_iterations
+    if result.converged:
+        np.testing.assert_array_equal(syndrome(code, result.bits), synd)
+    else:
+        assert result.iterations == max_iterations
+        assert not np.array_equal(syndrome(code, result.bits), synd)
+
+
+def test_corrects_errors_below_threshold() -> None:
+    code = random_code(4000, 2000, 3, seed=7)
+    rng = np.random.default_rng(11)
+    for _ in range(5):
+        alice, bob, llr = channel(rng, code.n, 0.03)
+        assert (alice != bob).sum() > 50
+        result = decode_syndrome(code, syndrome(code, alice), llr)
+        assert result.converged
+        assert 0 < result.iterations < 60
+        np.testing.assert_array_equal(result.bits, alice)
+
+
+def test_zero_iterations_when_word_already_matches() -> None:
+    code = random_code(100, 40, 3, seed=1)
+    alice = np.random.default_rng(2).integers(0, 2, code.n, dtype=np.uint8)
+    llr = (1.0 - 2.0 * alice).astype(np.float32)
+    result = decode_syndrome(code, syndrome(code, alice), llr)
+    assert result.converged
+    assert result.iterations == 0
+    np.testing.assert_array_equal(result.bits, alice)
+
+
+def test_punctured_and_shortened_llrs() -> None:
+    # Punctured bits (LLR 0) are recovered; shortened ones (huge LLR) are never flipped.
+    code = random_code(2000, 1000, 3, seed=3)
+    rng = np.random.default_rng(4)
+    alice, _, llr = channel(rng, code.n, 0.02)
+    llr[:100] = 0.0
+    llr[100:200] = np.where(alice[100:200] == 0, LLR_LIMIT, -LLR_LIMIT)
+    result = decode_syndrome(code, syndrome(code, alice), llr)
+    assert result.converged
+    np.testing.assert_array_equal(result.bits, alice)
+
+
+@settings(deadline=None, max_examples=10)
+@given(seed=st.integers(0, 2**32 - 1), frames=st.integers(0, 5))
+def test_batch_equals_single(seed: int, frames: int) -> None:
+    code = random_code(300, 150, 3, seed)
+    rng = np.random.default_rng(seed)
+    words = [channel(rng, code.n, 0.08) for _ in range(frames)]
+    synds = np.array([syndrome(code, a) for a, _, _ in words], np.uint8).reshape(frames, code.m)
+    llrs = np.array([llr for _, _, llr in words], np.float32).reshape(frames, code.n)
+    batch = decode_syndromes(code, synds, llrs, 20)
+    assert batch.bits.shape == (frames, code.n)
+    assert batch.converged.shape == (frames,)
+    assert batch.iterations.shape == (frames,)
+    for k in range(frames):
+        single = decode_syndrome(code, synds[k], llrs[k], 20)
+        np.testing.assert_array_equal(batch.bits[k], single.bits)
+        assert bool(batch.converged[k]) == single.converged
+        assert int(batch.iterations[k]) == single.iterations
+
+
+def test_float64_llrs_are_accepted() -> None:
+    code = random_code(100, 50, 3, seed=5)
+    rng = np.random.default_rng(6)
+    alice, _, llr = channel(rng, code.n, 0.02)
+    a = decode_syndrome(code, syndrome(code, alice), llr.astype(np.float64))
+    b = decode_syndrome(code, syndrome(code, alice), llr)
+    np.testing.assert_array_equal(a.bits, b.bits)
+
+
+class TestBadInput:
+    code = random_code(50, 20, 3, seed=0)
+    synd = np.zeros(20, np.uint8)
+    llr = np.ones(50, np.float32)
+
+    def test_syndrome_dtype(self) -> None:
+        with pytest.raises(TypeError, match="syndrome"):
+            decode_syndrome(self.code, self.synd.astype(np.int64), self.llr)
+
+    def test_syndrome_length(self) -> None:
+        with pytest.raises(ValueError, match="syndrome"):
+            decode_syndrome(self.code, np.zeros(21, np.uint8), self.llr)
+
+    def test_llr_type_dtype_shape_nan(self) -> None:
+        with pytest.raises(TypeError, match="llr"):
+            decode_syndrome(self.code, self.synd, [1.0] * 50)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="llr"):
+            decode_syndrome(self.code, self.synd, np.ones(50, np.int32))
+        with pytest.raises(ValueError, match="llr"):
+            decode_syndrome(self.code, self.synd, np.ones(49, np.float32))
+        with pytest.raises(ValueError, match="llr"):
+            decode_syndrome(self.code, self.synd, np.full(50, np.nan, np.float32))
+
+    def test_parameters(self) -> None:
+        with pytest.raises(ValueError, match="max_iterations"):
+            decode_syndrome(self.code, self.synd, self.llr, -1)
+        with pytest.raises(TypeError, match="max_iterations"):
+            decode_syndrome(self.code, self.synd, self.llr, 2.5)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="scale"):
+            decode_syndrome(self.code, self.synd, self.llr, scale=0.0)
+        with pytest.raises(ValueError, match="offset"):
+            decode_syndrome(self.code, self.synd, self.llr, offset=-1.0)
+
+    def test_batch_shapes(self) -> None:
+        with pytest.raises(TypeError, match="syndromes"):
+            decode_syndromes(self.code, self.synd, np.ones((1, 50), np.float32))
+        with pytest.raises(ValueError, match="syndromes"):
+            decode_syndromes(self.code, np.zeros((2, 19), np.uint8), np.ones((2, 50), np.float32))
+        with pytest.raises(ValueError, match="llrs"):
+            decode_syndromes(self.code, np.zeros((2, 20), np.uint8), np.ones((3, 50), np.float32))
