@@ -1,0 +1,340 @@
+"""Privacy amplification by Toeplitz hashing, computed exactly with floating-point FFTs.
+
+Convention: for an input ``x`` of ``n`` bits and a seed of ``n + m - 1`` bits, ``T`` is the
+``m x n`` matrix ``T[i, j] = seed[i - j + n - 1]`` and the hash is ``y = T x mod 2``. Toeplitz
+matrices with a uniform seed form a two-universal family, which is what the leftover hash lemma
+needs (the final key length comes from ``dsp.estimation``).
+
+How it is computed: ``y[i] = c[i + n - 1] mod 2`` where ``c = seed * x`` is the linear convolution
+over the integers. The wanted window of ``c`` is also the same window of the *cyclic* convolution of
+any length ``F >= n + m - 1`` (wrap-around only lands below index ``n - 1``), so one real FFT
+product of length ``F``, rounded to integers and reduced mod 2, gives ``y``. Large problems are cut
+into tiles (a slice of ``x`` against a slice of ``y``, itself a Toeplitz product with a seed window)
+whose parities are XORed, which bounds both memory and the FFT length.
+
+Why the rounding is exact: every entry of ``c`` is an integer, so rounding recovers it whenever the
+absolute floating-point error is below 1/2. For an FFT-based convolution of real vectors ``a`` and
+``b`` of length ``F`` with ``k = ceil(log2 F)`` levels, Percival (Math. Comp. 72, 2003, Thm. 5.1)
+bounds the error of every output by
+``||a||_2 ||b||_2 ((1+u)^(3k) (1+u*sqrt5)^(3k+1) (1+beta)^(3k) - 1)`` with unit roundoff
+``u = 2**-53`` and twiddle-factor error ``beta``; to first order ``(3 + 3*sqrt5 + 3) k u`` for
+``beta <= u``, i.e. about ``12.7 k u ||a|| ||b||``. We charge ``FFT_ERROR_PER_LEVEL = 16`` per level
+(headroom for pocketfft's mixed radix-3/4/5 butterflies, whose per-level error constants are of the
+same size) and require the resulting bound to stay below ``ROUNDING_BUDGET = 1/8``, four times
+inside the 1/2 that rounding tolerates. The norms are the actual ones: ``||x||_2 = sqrt(popcount)``.
+For plain 0/1 operands and ``F <= 2**27`` the bound is below ``1e-5``, so the plain path always
+qualifies; it is checked anyway, per tile.
+
+Two outputs per FFT element: when the bound allows it (roughly ``n`` up to a few million), the
+seed windows of the two halves of ``y`` are packed into one real operand as
+``s_top + 2**b s_bot`` with ``2**b > popcount(x)``. Then ``c = c_top + 2**b c_bot`` with
+``0 <= c_top < 2**b``, so the low bit gives ``y_top`` and bit ``b`` gives ``y_bot``, and the FFT
+length drops from ``n + m - 1`` to ``n + ceil(m/2) - 1``. The same error bound, with the packed
+operand's norm, decides per tile.
+
+As a last line of defence every rounding is also measured: a residual above
+``ROUNDING_TRIPWIRE`` raises :class:`~qkdnode.dsp.errors.DistillationError` (it cannot happen
+while the bound above holds).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import scipy.fft
+from numpy.typing import NDArray
+
+from .errors import DistillationError
+
+__all__ = ["ToeplitzTile", "plan_tiles", "toeplitz_hash"]
+
+# Percival's first-order constant is 3 + 3*sqrt(5) + 3 ~ 12.7 per radix-2 level; 16 leaves room
+# for the mixed-radix butterflies of pocketfft (scipy.fft).
+FFT_ERROR_PER_LEVEL = 16.0
+# Unit roundoff of IEEE double precision.
+UNIT_ROUNDOFF = 2.0**-53
+# The a-priori error bound must stay below this (rounding is exact below 1/2; 4x margin).
+ROUNDING_BUDGET = 0.125
+# A measured distance to the nearest integer above this means the arithmetic went wrong.
+ROUNDING_TRIPWIRE = 0.25
+# Longest FFT per tile. At 2**26 (~6.7e7) points a tile needs about 32 bytes per point when its
+# two forward transforms run one after the other (~2.1 GiB), which keeps n = 1e8, m = 5e7 well
+# inside a 4 GiB budget together with the caller's arrays.
+DEFAULT_MAX_FFT_LEN = 2**26
+
+
+def _check_bits(name: str, a: object) -> NDArray[np.uint8]:
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array of uint8 bits, got {type(a).__name__}")
+    if a.dtype != np.uint8:
+        raise TypeError(f"{name} must have dtype uint8, got {a.dtype}")
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {a.shape}")
+    if a.size and int(a.max()) > 1:
+        raise ValueError(f"{name} must hold only 0 and 1")
+    return np.ascontiguousarray(a)
+
+
+def toeplitz_hash(
+    x: NDArray[np.uint8],
+    seed: NDArray[np.uint8],
+    m: int,
+    *,
+    max_fft_len: int = DEFAULT_MAX_FFT_LEN,
+) -> NDArray[np.uint8]:
+    """Hash ``x`` with the Toeplitz matrix given by ``seed``: ``y = T x mod 2``.
+
+    ``T[i, j] = seed[i - j + n - 1]`` for ``0 <= i < m``, ``0 <= j < n``. Bit-exact (see the
+    module docstring for the error bound that makes the FFT rounding exact).
+
+    Args:
+        x: Input bits, uint8 0/1, length ``n >= 1``.
+        seed: Seed bits, uint8 0/1, length ``n + m - 1``.
+        m: Output length, ``1 <= m <= n``.
+        max_fft_len: Longest FFT per tile; bounds memory (about 32-48 bytes per point).
+
+    Returns:
+        The ``m`` output bits as a new uint8 array.
+
+    Raises:
+        TypeError: ``x`` or ``seed`` is not a uint8 numpy array, or ``m`` is not an int.
+        ValueError: Wrong seed length, ``m`` out of range, values other than 0/1, bad options.
+        DistillationError: The FFT rounding tripwire fired (a numerical fault, never expected).
+    """
+    xb = _check_bits("x", x)
+    sb = _check_bits("seed", seed)
+    if isinstance(m, bool) or not isinstance(m, int | np.integer):
+        raise TypeError(f"m must be an int, got {type(m).__name__}")
+    m = int(m)
+    n = xb.size
+    if n < 1:
+        raise ValueError("x must hold at least one bit")
+    if not 1 <= m <= n:
+        raise ValueError(f"m must satisfy 1 <= m <= n = {n}, got {m}")
+    if sb.size != n + m - 1:
+        raise ValueError(f"seed must have n + m - 1 = {n + m - 1} bits, got {sb.size}")
+    if max_fft_len < 16:
+        raise ValueError(f"max_fft_len must be >= 16, got {max_fft_len}")
+
+    y = np.zeros(m, dtype=np.uint8)
+    for tile in plan_tiles(n, m, max_fft_len):
+        xt = xb[tile.x_start : tile.x_start + tile.n]
+        weight = int(np.count_nonzero(xt))
+        if weight == 0:
+            continue
+        st = sb[tile.seed_start : tile.seed_start + tile.n + tile.m - 1]
+        rows = y[tile.y_start : tile.y_start + tile.m]
+        rows ^= _hash_tile(xt, st, tile.m, weight)
+    return y
+
+
+class ToeplitzTile:
+    """One tile of a tiled Toeplitz product: ``y[y_start:+m] ^= T' x[x_start:+n]``.
+
+    ``T'`` is itself a Toeplitz matrix whose seed is ``seed[seed_start : seed_start + n + m - 1]``.
+    """
+
+    __slots__ = ("m", "n", "seed_start", "x_start", "y_start")
+
+    def __init__(self, x_start: int, n: int, y_start: int, m: int, seed_start: int) -> None:
+        self.x_start = x_start
+        self.n = n
+        self.y_start = y_start
+        self.m = m
+        self.seed_start = seed_start
+
+    def __repr__(self) -> str:
+        return (
+            f"ToeplitzTile(x_start={self.x_start}, n={self.n}, y_start={self.y_start}, "
+            f"m={self.m}, seed_start={self.seed_start})"
+        )
+
+
+def plan_tiles(n: int, m: int, max_fft_len: int) -> list[ToeplitzTile]:
+    """Cut an ``m x n`` Toeplitz product into tiles whose cyclic length fits ``max_fft_len``.
+
+    A tile of ``kx`` columns and ``ky`` rows needs ``kx + ky - 1`` FFT points. Rows are split only
+    when ``m`` alone exceeds half the budget; columns then take the rest of the budget.
+
+    Args:
+        n: Input length.
+        m: Output length.
+        max_fft_len: Largest allowed ``kx + ky - 1``.
+
+    Returns:
+        Tiles covering the matrix exactly once, rows-major.
+    """
+    if n + m - 1 <= max_fft_len:
+        return [ToeplitzTile(0, n, 0, m, 0)]
+    q = -(-m // (max_fft_len // 2))
+    ky = -(-m // q)
+    kx_max = max_fft_len + 1 - ky
+    p = -(-n // kx_max)
+    kx = -(-n // p)
+    tiles = []
+    for i0 in range(0, m, ky):
+        mt = min(ky, m - i0)
+        for j0 in range(0, n, kx):
+            nt = min(kx, n - j0)
+            # T[i, j] = seed[i - j + n - 1]; the tile's own convention needs seed'[0] at
+            # i = i0, j = j0 + nt - 1.
+            tiles.append(ToeplitzTile(j0, nt, i0, mt, i0 - j0 - nt + n))
+    return tiles
+
+
+def _error_bound(fft_len: int, norm_a_sq: float, norm_b_sq: float) -> float:
+    levels = max(1, math.ceil(math.log2(fft_len)))
+    return FFT_ERROR_PER_LEVEL * UNIT_ROUNDOFF * levels * math.sqrt(norm_a_sq * norm_b_sq)
+
+
+def _hash_tile(
+    x: NDArray[np.uint8], seed: NDArray[np.uint8], m: int, weight: int
+) -> NDArray[np.uint8]:
+    """Toeplitz product of one tile (any ``m``, also ``m > n``) by one cyclic FFT convolution."""
+    n = x.size
+    seed_weight = int(np.count_nonzero(seed))
+    if seed_weight == 0:
+        return np.zeros(m, dtype=np.uint8)
+    # Packed variant: rows [0, m_top) from the low digit, [m_top, m) from the high digit.
+    m_top = (m + 1) // 2
+    m_bot = m - m_top
+    shift = weight.bit_length()  # 2**shift > weight >= every low digit
+    if m_bot > 0:
+        fft_len = scipy.fft.next_fast_len(n + m_top - 1, real=True)
+        s_top = seed[: n + m_top - 1]
+        s_bot = seed[m_top:]
+        w_top = int(np.count_nonzero(s_top))
+        w_bot = int(np.count_nonzero(s_bot))
+        # sum (t + 2^b u)^2 <= w_top + (2^(b+1) + 4^b) w_bot for 0/1 entries t, u
+        packed_sq = w_top + (2.0 ** (shift + 1) + 4.0**shift) * w_bot
+        if _error_bound(fft_len, weight, packed_sq) < ROUNDING_BUDGET:
+            b_row = np.zeros(fft_len, dtype=np.float64)
+            b_row[: s_top.size] = s_top
+            b_row[: s_bot.size] += np.ldexp(s_bot.astype(np.float64), shift)
+            spec_b = _spectrum(b_row)
+            del b_row
+            conv = _convolve_with_spectrum(x, spec_b, fft_len)
+            del spec_b
+            lo = np.empty(m_top, dtype=np.uint8)
+            hi = np.empty(m_bot, dtype=np.uint8)
+            residual = round_split_kernel(conv, n - 1, shift, lo, hi)
+            _check_residual(residual)
+            return np.concatenate((lo, hi))
+    fft_len = scipy.fft.next_fast_len(n + m - 1, real=True)
+    if _error_bound(fft_len, weight, seed_weight) >= ROUNDING_BUDGET:
+        # Unreachable for fft_len <= 2**40; kept so that the bound is enforced, not assumed.
+        raise ValueError(f"tile of {fft_len} FFT points is too long for exact rounding")
+    b_row = np.zeros(fft_len, dtype=np.float64)
+    b_row[: seed.size] = seed
+    spec_b = _spectrum(b_row)
+    del b_row
+    conv = _convolve_with_spectrum(x, spec_b, fft_len)
+    del spec_b
+    out = np.empty(m, dtype=np.uint8)
+    _check_residual(round_parity_kernel(conv, n - 1, out))
+    return out
+
+
+def _check_residual(residual: float) -> None:
+    if not residual <= ROUNDING_TRIPWIRE:  # also catches NaN
+        raise DistillationError(
+            f"FFT rounding residual {residual:.3g} exceeds {ROUNDING_TRIPWIRE}; result discarded"
+        )
+
+
+def _spectrum(row: NDArray[np.float64]) -> NDArray[np.complex128]:
+    spectrum: NDArray[np.complex128] = scipy.fft.rfft(row, overwrite_x=True)
+    return spectrum
+
+
+def _convolve_with_spectrum(
+    x: NDArray[np.uint8], spec_b: NDArray[np.complex128], fft_len: int
+) -> NDArray[np.float64]:
+    """Cyclic convolution of zero-padded ``x`` with the signal whose rfft is ``spec_b``.
+
+    Transforms run one after the other, each input freed as soon as it is used: about 32 bytes
+    per point at the peak. (pocketfft runs a single 1-D transform on one thread whatever
+    ``workers`` says, and batching two long rows into one call was slower; parallelism comes from
+    running independent blocks concurrently, as the node's pool does.)
+    """
+    a_row = np.zeros(fft_len, dtype=np.float64)
+    a_row[: x.size] = x
+    product = scipy.fft.rfft(a_row, overwrite_x=True)
+    del a_row
+    product *= spec_b
+    conv: NDArray[np.float64] = scipy.fft.irfft(product, fft_len, overwrite_x=True)
+    return conv
+
+
+# --- kernels and their plain-numpy twins -------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def round_parity_kernel(conv: NDArray[np.float64], start: int, out: NDArray[np.uint8]) -> float:
+    """Write ``round(conv[start + i]) mod 2`` into ``out``; return the largest rounding residual.
+
+    Numba kernel; :func:`round_parity_reference` is its plain-numpy twin.
+    """
+    worst = 0.0
+    for i in range(out.shape[0]):
+        v = conv[start + i]
+        r = np.floor(v + 0.5)
+        d = abs(v - r)
+        if d > worst or d != d:
+            worst = d
+        out[i] = np.uint8(np.int64(r) & 1)
+    return worst
+
+
+def round_parity_reference(conv: NDArray[np.float64], start: int, out: NDArray[np.uint8]) -> float:
+    """Plain-numpy twin of :func:`round_parity_kernel`."""
+    window = conv[start : start + out.size]
+    r = np.floor(window + 0.5)
+    out[:] = (r.astype(np.int64) & 1).astype(np.uint8)
+    return float(np.max(np.abs(window - r))) if window.size else 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def round_split_kernel(
+    conv: NDArray[np.float64],
+    start: int,
+    shift: int,
+    lo: NDArray[np.uint8],
+    hi: NDArray[np.uint8],
+) -> float:
+    """Round ``conv[start + i]`` to ``r``; ``lo[i] = r & 1``, ``hi[i] = (r >> shift) & 1``.
+
+    ``hi`` may be shorter than ``lo``. Returns the largest rounding residual. Numba kernel;
+    :func:`round_split_reference` is its plain-numpy twin.
+    """
+    worst = 0.0
+    n_hi = hi.shape[0]
+    for i in range(lo.shape[0]):
+        v = conv[start + i]
+        r = np.floor(v + 0.5)
+        d = abs(v - r)
+        if d > worst or d != d:
+            worst = d
+        k = np.int64(r)
+        lo[i] = np.uint8(k & 1)
+        if i < n_hi:
+            hi[i] = np.uint8((k >> shift) & 1)
+    return worst
+
+
+def round_split_reference(
+    conv: NDArray[np.float64],
+    start: int,
+    shift: int,
+    lo: NDArray[np.uint8],
+    hi: NDArray[np.uint8],
+) -> float:
+    """Plain-numpy twin of :func:`round_split_kernel`."""
+    window = conv[start : start + lo.size]
+    r = np.floor(window + 0.5)
+    k = r.astype(np.int64)
+    lo[:] = (k & 1).astype(np.uint8)
+    hi[:] = ((k[: hi.size] >> shift) & 1).astype(np.uint8)
+    return float(np.max(np.abs(window - r))) if window.size else 0.0

@@ -1,0 +1,329 @@
+"""Tests of Toeplitz privacy amplification against independent exact references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.typing import NDArray
+
+from qkdnode.dsp import privacy
+from qkdnode.dsp.errors import DistillationError
+from qkdnode.dsp.privacy import plan_tiles, toeplitz_hash
+
+
+def dense_reference(x: NDArray[np.uint8], seed: NDArray[np.uint8], m: int) -> NDArray[np.uint8]:
+    """The definition itself: build T and multiply (small n only)."""
+    n = x.size
+    i = np.arange(m)[:, None]
+    j = np.arange(n)[None, :]
+    t = seed[i - j + n - 1].astype(np.int64)
+    return ((t @ x.astype(np.int64)) & 1).astype(np.uint8)
+
+
+def bitsliced_reference(x: NDArray[np.uint8], seed: NDArray[np.uint8], m: int) -> NDArray[np.uint8]:
+    """GF(2) row by row on packed bytes: y[i] = parity(popcount(row_i & x)); no FFT, no floats.
+
+    Row i of T is r[m-1-i : m-1-i+n] with r the reversed seed.
+    """
+    n = x.size
+    nbytes = -(-n // 8)
+    xp = np.packbits(x)
+    r = np.concatenate((seed[::-1], np.zeros(8 * nbytes + 8, dtype=np.uint8)))
+    y = np.empty(m, dtype=np.uint8)
+    starts = m - 1 - np.arange(m)
+    for shift in range(8):
+        rows = np.nonzero(starts % 8 == shift)[0]
+        if rows.size == 0:
+            continue
+        rp = np.packbits(r[shift:])
+        windows = np.lib.stride_tricks.sliding_window_view(rp, nbytes)[starts[rows] // 8]
+        counts = np.bitwise_count(windows & xp).sum(axis=1, dtype=np.int64)
+        y[rows] = (counts & 1).astype(np.uint8)
+    return y
+
+
+def random_bits(rng: np.random.Generator, size: int) -> NDArray[np.uint8]:
+    return rng.integers(0, 2, size, dtype=np.uint8)
+
+
+@st.composite
+def problems(draw: st.DrawFn, max_n: int = 300) -> tuple[NDArray[np.uint8], NDArray[np.uint8], int]:
+    n = draw(st.integers(1, max_n))
+    m = draw(st.integers(1, n))
+    seed_int = draw(st.integers(0, 2**32 - 1))
+    density = draw(st.sampled_from([0.0, 0.05, 0.5, 0.95, 1.0]))
+    rng = np.random.default_rng(seed_int)
+    x = (rng.random(n) < density).astype(np.uint8)
+    seed = random_bits(rng, n + m - 1)
+    return x, seed, m
+
+
+# --- agreement with the definition -----------------------------------------------------------
+
+
+@settings(deadline=None, max_examples=60)
+@given(problems())
+def test_matches_dense_matrix_product(problem: tuple[NDArray[np.uint8], ...]) -> None:
+    x, seed, m = problem
+    y = toeplitz_hash(x, seed, int(m))
+    assert y.dtype == np.uint8
+    assert y.shape == (m,)
+    np.testing.assert_array_equal(y, dense_reference(x, seed, int(m)))
+
+
+@settings(deadline=None, max_examples=40)
+@given(problems(max_n=200), st.integers(16, 120))
+def test_tiling_gives_the_same_result(
+    problem: tuple[NDArray[np.uint8], ...], max_fft_len: int
+) -> None:
+    x, seed, m = problem
+    np.testing.assert_array_equal(
+        toeplitz_hash(x, seed, int(m), max_fft_len=max_fft_len), dense_reference(x, seed, int(m))
+    )
+
+
+def test_bitsliced_reference_matches_dense() -> None:
+    rng = np.random.default_rng(7)
+    for n, m in [(1, 1), (9, 4), (64, 64), (101, 37)]:
+        x, seed = random_bits(rng, n), random_bits(rng, n + m - 1)
+        np.testing.assert_array_equal(bitsliced_reference(x, seed, m), dense_reference(x, seed, m))
+
+
+@pytest.mark.parametrize(("n", "m"), [(20_000, 10_000), (40_001, 7_777), (65_536, 65_536)])
+def test_matches_bitsliced_reference_medium(n: int, m: int) -> None:
+    rng = np.random.default_rng(n + m)
+    x, seed = random_bits(rng, n), random_bits(rng, n + m - 1)
+    expected = bitsliced_reference(x, seed, m)
+    np.testing.assert_array_equal(toeplitz_hash(x, seed, m), expected)
+    # Tiled: 3 x 2 tiles and more.
+    np.testing.assert_array_equal(toeplitz_hash(x, seed, m, max_fft_len=n // 2), expected)
+
+
+@pytest.mark.parametrize("n", [1_000_003, 3_000_000])
+def test_worst_case_all_ones_has_known_answer(n: int) -> None:
+    # Every partial sum is as large as it can be: c[i + n - 1] = n for all rows.
+    m = n // 2
+    y = toeplitz_hash(np.ones(n, np.uint8), np.ones(n + m - 1, np.uint8), m)
+    assert np.all(y == n % 2)
+
+
+def test_all_ones_input_against_closed_form() -> None:
+    # seed[k] = k mod 2: row i sums seed[i .. i + n - 1], i.e. counts odd k in that range.
+    n, m = 200_001, 100_000
+    seed = (np.arange(n + m - 1) % 2).astype(np.uint8)
+    i = np.arange(m)
+    odd_count = (i + n) // 2 - i // 2  # odd numbers in [i, i + n - 1]
+    y = toeplitz_hash(np.ones(n, np.uint8), seed, m)
+    np.testing.assert_array_equal(y, (odd_count % 2).astype(np.uint8))
+
+
+@settings(deadline=None, max_examples=40)
+@given(problems(max_n=400), st.integers(0, 2**32 - 1))
+def test_linear_in_the_input(problem: tuple[NDArray[np.uint8], ...], salt: int) -> None:
+    x, seed, m = problem
+    other = random_bits(np.random.default_rng(salt), x.size)
+    lhs = toeplitz_hash(x ^ other, seed, int(m))
+    rhs = toeplitz_hash(x, seed, int(m)) ^ toeplitz_hash(other, seed, int(m))
+    np.testing.assert_array_equal(lhs, rhs)
+
+
+@settings(deadline=None, max_examples=25)
+@given(problems(max_n=400), st.integers(0, 2**32 - 1))
+def test_linear_in_the_seed(problem: tuple[NDArray[np.uint8], ...], salt: int) -> None:
+    x, seed, m = problem
+    other = random_bits(np.random.default_rng(salt), seed.size)
+    lhs = toeplitz_hash(x, seed ^ other, int(m))
+    rhs = toeplitz_hash(x, seed, int(m)) ^ toeplitz_hash(x, other, int(m))
+    np.testing.assert_array_equal(lhs, rhs)
+
+
+def test_packed_and_plain_paths_are_both_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"split": 0, "parity": 0}
+    real_split, real_parity = privacy.round_split_kernel, privacy.round_parity_kernel
+
+    def split(*args: object) -> float:
+        calls["split"] += 1
+        return float(real_split(*args))
+
+    def parity(*args: object) -> float:
+        calls["parity"] += 1
+        return float(real_parity(*args))
+
+    monkeypatch.setattr(privacy, "round_split_kernel", split)
+    monkeypatch.setattr(privacy, "round_parity_kernel", parity)
+    rng = np.random.default_rng(3)
+    n, m = 50_000, 20_000
+    x, seed = random_bits(rng, n), random_bits(rng, n + m - 1)
+    np.testing.assert_array_equal(toeplitz_hash(x, seed, m), bitsliced_reference(x, seed, m))
+    assert calls == {"split": 1, "parity": 0}
+    # m = 1 has no second half to pack.
+    np.testing.assert_array_equal(toeplitz_hash(x, seed[:n], 1), dense_reference(x, seed[:n], 1))
+    assert calls == {"split": 1, "parity": 1}
+
+
+def test_error_bound_rejects_packing_for_huge_operands() -> None:
+    # The bound that guards the packed path: tiny for plain bits, above budget for 2**26 packing.
+    assert privacy._error_bound(2**27, 2**27, 2**27) < 1e-5
+    assert privacy._error_bound(2**24, 1e7, 1e7 * 4.0**24) > privacy.ROUNDING_BUDGET
+
+
+def test_rounding_tripwire(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = privacy._convolve_with_spectrum
+
+    def off_by_0_4(*args: object) -> NDArray[np.float64]:
+        return real(*args) + 0.4  # type: ignore[arg-type]
+
+    monkeypatch.setattr(privacy, "_convolve_with_spectrum", off_by_0_4)
+    rng = np.random.default_rng(1)
+    with pytest.raises(DistillationError, match="residual"):
+        toeplitz_hash(random_bits(rng, 100), random_bits(rng, 149), 50)
+
+
+def test_zero_input_gives_zero_output() -> None:
+    rng = np.random.default_rng(2)
+    y = toeplitz_hash(np.zeros(1000, np.uint8), random_bits(rng, 1499), 500)
+    assert y.shape == (500,)
+    assert not y.any()
+
+
+def test_input_arrays_are_not_modified() -> None:
+    rng = np.random.default_rng(5)
+    x, seed = random_bits(rng, 500), random_bits(rng, 749)
+    x0, s0 = x.copy(), seed.copy()
+    toeplitz_hash(x, seed, 250)
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(seed, s0)
+
+
+def test_non_contiguous_input() -> None:
+    rng = np.random.default_rng(6)
+    x = random_bits(rng, 600)[::2]
+    seed = random_bits(rng, 449)
+    np.testing.assert_array_equal(toeplitz_hash(x, seed, 150), dense_reference(x, seed, 150))
+
+
+# --- tiling plan -----------------------------------------------------------------------------
+
+
+@given(st.integers(1, 5000), st.data(), st.integers(16, 700))
+def test_tiles_cover_the_matrix_once(n: int, data: st.DataObject, max_len: int) -> None:
+    m = data.draw(st.integers(1, n))
+    cover = np.zeros((m, n), dtype=np.int64) if m * n <= 200_000 else None
+    total = 0
+    for t in plan_tiles(n, m, max_len):
+        assert t.n + t.m - 1 <= max_len or (t.n, t.m) == (n, m)
+        assert t.seed_start == t.y_start - t.x_start - t.n + n
+        assert t.seed_start >= 0
+        assert t.seed_start + t.n + t.m - 1 <= n + m - 1
+        total += t.n * t.m
+        if cover is not None:
+            cover[t.y_start : t.y_start + t.m, t.x_start : t.x_start + t.n] += 1
+    assert total == n * m
+    if cover is not None:
+        assert np.all(cover == 1)
+
+
+# --- kernels agree with their twins ----------------------------------------------------------
+
+finite = st.floats(min_value=-(2.0**50), max_value=2.0**50, allow_nan=False)
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.lists(finite, min_size=1, max_size=64), st.data())
+def test_round_parity_kernel_matches_twin(values: list[float], data: st.DataObject) -> None:
+    conv = np.array(values, dtype=np.float64)
+    start = data.draw(st.integers(0, conv.size - 1))
+    count = data.draw(st.integers(0, conv.size - start))
+    a, b = np.empty(count, np.uint8), np.empty(count, np.uint8)
+    ra = privacy.round_parity_kernel(conv, start, a)
+    rb = privacy.round_parity_reference(conv, start, b)
+    np.testing.assert_array_equal(a, b)
+    assert ra == rb
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    st.lists(st.floats(min_value=0.0, max_value=2.0**50), min_size=1, max_size=64),
+    st.integers(1, 30),
+    st.data(),
+)
+def test_round_split_kernel_matches_twin(
+    values: list[float], shift: int, data: st.DataObject
+) -> None:
+    conv = np.array(values, dtype=np.float64)
+    start = data.draw(st.integers(0, conv.size - 1))
+    n_lo = data.draw(st.integers(0, conv.size - start))
+    n_hi = data.draw(st.integers(0, n_lo))
+    lo_a, hi_a = np.empty(n_lo, np.uint8), np.empty(n_hi, np.uint8)
+    lo_b, hi_b = np.empty(n_lo, np.uint8), np.empty(n_hi, np.uint8)
+    ra = privacy.round_split_kernel(conv, start, shift, lo_a, hi_a)
+    rb = privacy.round_split_reference(conv, start, shift, lo_b, hi_b)
+    np.testing.assert_array_equal(lo_a, lo_b)
+    np.testing.assert_array_equal(hi_a, hi_b)
+    assert ra == rb
+
+
+def test_round_kernels_report_residuals() -> None:
+    conv = np.array([3.0, 4.2, 5.49, -1.1, 2.0**20 + 2.0**5 + 1], dtype=np.float64)
+    out = np.empty(5, np.uint8)
+    assert privacy.round_parity_kernel(conv, 0, out) == pytest.approx(0.49)
+    np.testing.assert_array_equal(out, [1, 0, 1, 1, 1])
+    lo, hi = np.empty(1, np.uint8), np.empty(1, np.uint8)
+    assert privacy.round_split_kernel(conv, 4, 5, lo, hi) == 0.0
+    assert (lo[0], hi[0]) == (1, 1)
+
+
+# --- argument errors ---------------------------------------------------------------------------
+
+
+def test_wrong_seed_length_names_both_lengths() -> None:
+    with pytest.raises(ValueError, match=r"seed must have n \+ m - 1 = 14 bits, got 13"):
+        toeplitz_hash(np.zeros(10, np.uint8), np.zeros(13, np.uint8), 5)
+
+
+@pytest.mark.parametrize("m", [0, -1, 11])
+def test_m_out_of_range(m: int) -> None:
+    with pytest.raises(ValueError, match="m must satisfy"):
+        toeplitz_hash(np.zeros(10, np.uint8), np.zeros(max(1, 10 + m - 1), np.uint8), m)
+
+
+def test_m_must_be_an_int() -> None:
+    with pytest.raises(TypeError, match="m must be an int"):
+        toeplitz_hash(np.zeros(10, np.uint8), np.zeros(14, np.uint8), 5.0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="m must be an int"):
+        toeplitz_hash(np.zeros(10, np.uint8), np.zeros(10, np.uint8), True)
+
+
+def test_non_binary_values() -> None:
+    with pytest.raises(ValueError, match="x must hold only 0 and 1"):
+        toeplitz_hash(np.full(10, 2, np.uint8), np.zeros(14, np.uint8), 5)
+    with pytest.raises(ValueError, match="seed must hold only 0 and 1"):
+        toeplitz_hash(np.zeros(10, np.uint8), np.full(14, 255, np.uint8), 5)
+
+
+def test_wrong_dtype_and_type() -> None:
+    with pytest.raises(TypeError, match="x must have dtype uint8"):
+        toeplitz_hash(np.zeros(10, np.int64), np.zeros(14, np.uint8), 5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="seed must have dtype uint8"):
+        toeplitz_hash(np.zeros(10, np.uint8), np.zeros(14, bool), 5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="x must be a numpy array"):
+        toeplitz_hash([0, 1], np.zeros(2, np.uint8), 1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="one-dimensional"):
+        toeplitz_hash(np.zeros((2, 5), np.uint8), np.zeros(14, np.uint8), 5)
+    with pytest.raises(ValueError, match="at least one bit"):
+        toeplitz_hash(np.zeros(0, np.uint8), np.zeros(0, np.uint8), 1)
+
+
+def test_bad_max_fft_len() -> None:
+    with pytest.raises(ValueError, match="max_fft_len"):
+        toeplitz_hash(np.zeros(10, np.uint8), np.zeros(14, np.uint8), 5, max_fft_len=3)
+
+
+@pytest.mark.slow
+def test_large_tiled_worst_case() -> None:
+    # 2e7 bits cut into many tiles, all partial sums maximal.
+    n, m = 20_000_001, 10_000_000
+    y = toeplitz_hash(np.ones(n, np.uint8), np.ones(n + m - 1, np.uint8), m, max_fft_len=2**23)
+    assert np.all(y == 1)
