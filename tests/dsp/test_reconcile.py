@@ -1,0 +1,262 @@
+"""Tests of rate-adaptive blind LDPC reconciliation (both ends wired together in memory)."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qkdnode.dsp import reconcile
+from qkdnode.dsp.ldpc import codes
+from qkdnode.dsp.ldpc.codes import LdpcCode, code_from_matrix, syndrome
+from qkdnode.dsp.reconcile import (
+    ABORT_QBER,
+    AliceFrame,
+    BitsRevealed,
+    BobFrame,
+    SyndromeComputed,
+    TagComputed,
+    binary_entropy,
+    modulated_positions,
+    plan_frame,
+    reconcile_local,
+)
+
+
+def random_code(n: int, m: int, var_degree: int, seed: int) -> LdpcCode:
+    """A random LDPC code: each variable joins ``var_degree`` distinct random checks."""
+    rng = np.random.default_rng(seed)
+    rows = np.concatenate([rng.choice(m, size=var_degree, replace=False) for _ in range(n)])
+    cols = np.repeat(np.arange(n), var_degree)
+    H = sp.csr_matrix((np.ones(rows.size, dtype=np.uint8), (rows, cols)), shape=(m, n))
+    return code_from_matrix(H, name=f"random{n}x{m}s{seed}")
+
+
+CODE = random_code(2000, 1000, 3, seed=1)
+
+
+def bsc(seed: int, size: int, qber: float) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    alice = rng.integers(0, 2, size, dtype=np.uint8)
+    bob = alice ^ (rng.random(size) < qber).astype(np.uint8)
+    return alice, bob
+
+
+def test_reexports() -> None:
+    assert reconcile.get_code is codes.get_code
+    assert callable(reconcile.decode_syndrome)
+    assert callable(reconcile.decode_syndromes)
+
+
+def test_modulated_positions_have_private_checks() -> None:
+    positions, checks = modulated_positions(CODE)
+    assert positions.size > 50
+    assert np.unique(positions).size == positions.size
+    assert np.unique(checks).size == checks.size
+    H = CODE.H.toarray()
+    is_modulated = np.zeros(CODE.n, bool)
+    is_modulated[positions] = True
+    for v, c in zip(positions, checks, strict=True):
+        assert H[c, v] == 1
+        # The dedicated check touches no other modulated position.
+        assert H[c, is_modulated].sum() == 1
+
+
+def test_punctured_values_zero_their_checks() -> None:
+    alice, _ = bsc(1, 5000, 0.05)
+    frame = AliceFrame(CODE, 0, alice[: plan_frame(CODE, 5000, 0.05).payload_length], 0.05)
+    message = frame.start()
+    assert message.syndrome.size == CODE.m - frame.plan.n_punctured
+    full = syndrome(CODE, frame._word)
+    assert not full[frame._layout.punctured_checks].any()
+    np.testing.assert_array_equal(full[frame._layout.sent_rows], message.syndrome)
+
+
+def test_reconciles_and_corrects() -> None:
+    alice, bob = bsc(2, 12_000, 0.03)
+    report = reconcile_local(alice, bob, 0.03, rng=np.random.default_rng(0), code=CODE)
+    assert not report.aborted
+    assert report.corrected.shape == alice.shape
+    assert report.kept.sum() > 10_000
+    assert report.frames_attempted >= 6
+    np.testing.assert_array_equal(report.corrected[report.kept], alice[report.kept])
+    # Bits outside kept frames are Bob's, unchanged.
+    np.testing.assert_array_equal(report.corrected[~report.kept], bob[~report.kept])
+    assert report.errors_corrected == int((alice != bob)[report.kept].sum())
+    # Slepian-Wolf: no protocol can disclose less than n h(q) about the kept bits.
+    actual = float((alice != bob)[report.kept].mean())
+    assert report.kept_disclosed_bits > report.kept.sum() * binary_entropy(actual)
+
+
+def test_blind_rounds_reveal_bits_and_succeed() -> None:
+    alice, bob = bsc(3, 8000, 0.075)
+    # Planning for 4 % while the channel has 7.5 %: the first syndromes are too short.
+    report = reconcile_local(
+        alice, bob, 0.04, rng=np.random.default_rng(1), code=CODE, keep_messages=True
+    )
+    reveals = [m for m in report.messages if isinstance(m, BitsRevealed)]
+    assert reveals
+    assert any(f.rounds > 1 and f.kept for f in report.frames)
+    np.testing.assert_array_equal(report.corrected[report.kept], alice[report.kept])
+
+
+def test_leakage_is_the_sum_of_message_sizes() -> None:
+    alice, bob = bsc(4, 9000, 0.06)
+    report = reconcile_local(
+        alice, bob, 0.05, rng=np.random.default_rng(2), code=CODE, keep_messages=True
+    )
+    syndromes = sum(m.syndrome.size for m in report.messages if isinstance(m, SyndromeComputed))
+    reveals = sum(m.values.size for m in report.messages if isinstance(m, BitsRevealed))
+    tags = sum(m.tag.size for m in report.messages if isinstance(m, TagComputed))
+    assert report.disclosed_bits == syndromes + reveals + tags
+    assert report.disclosed_bits == sum(f.disclosed_bits for f in report.frames)
+    assert tags == 64 * sum(1 for m in report.messages if isinstance(m, TagComputed))
+    assert syndromes == sum(CODE.m - f.plan.n_punctured for f in _syndrome_messages(report))
+
+
+def _syndrome_messages(report: reconcile.ReconcileReport) -> list[SyndromeComputed]:
+    return [m for m in report.messages if isinstance(m, SyndromeComputed)]
+
+
+@settings(deadline=None, max_examples=25)
+@given(seed=st.integers(0, 2**32 - 1), qber=st.sampled_from([0.05, 0.1, 0.15, 0.25]))
+def test_never_keeps_a_frame_that_differs(seed: int, qber: float) -> None:
+    # A tiny code at high noise: the decoder often converges to a wrong word of the right
+    # syndrome; verification must discard every such frame.
+    tiny = random_code(60, 24, 3, seed=seed % 1000)
+    alice, bob = bsc(seed, 300, qber)
+    report = reconcile_local(
+        alice, bob, min(qber, ABORT_QBER), rng=np.random.default_rng(seed), code=tiny,
+        max_iterations=10,
+    )
+    np.testing.assert_array_equal(report.corrected[report.kept], alice[report.kept])
+    for outcome in report.frames:
+        span = slice(outcome.start, outcome.start + outcome.payload_length)
+        assert outcome.kept == bool(report.kept[span].all())
+        assert outcome.kept or not report.kept[span].any()
+    assert report.frames_discarded == sum(1 for f in report.frames if not f.kept)
+
+
+def test_wrong_convergence_is_caught_by_verification() -> None:
+    tiny = random_code(60, 24, 3, seed=5)
+    statuses = set()
+    for seed in range(40):
+        alice, bob = bsc(seed, 300, 0.1)
+        report = reconcile_local(alice, bob, 0.1, rng=np.random.default_rng(seed), code=tiny)
+        statuses |= {f.status for f in report.frames}
+        np.testing.assert_array_equal(report.corrected[report.kept], alice[report.kept])
+    assert "tag_mismatch" in statuses
+
+
+def test_bob_never_sees_alice_bits() -> None:
+    # Bob's constructor and handlers take only public data, Bob's bits and Alice's messages.
+    assert list(inspect.signature(BobFrame.__init__).parameters) == [
+        "self", "code", "message", "bob_payload",
+    ]
+    alice, bob = bsc(6, 1700, 0.02)
+    plan = plan_frame(CODE, alice.size, 0.02)
+    alice_end = AliceFrame(CODE, 0, alice[: plan.payload_length], 0.02)
+    first = alice_end.start()
+    bob_end = BobFrame(CODE, first, bob[: plan.payload_length].copy())
+    report = bob_end.decode()
+    assert report.status == "decoded"
+    verdict = bob_end.on_tag(alice_end.tag(np.random.default_rng(0), 1e-15))
+    assert verdict.accepted
+    assert verdict.errors == int((alice != bob)[: plan.payload_length].sum())
+    assert bob_end.corrected is not None
+    np.testing.assert_array_equal(bob_end.corrected, alice[: plan.payload_length])
+
+
+def test_unknown_qber_is_estimated() -> None:
+    alice, bob = bsc(7, 15_000, 0.03)
+    report = reconcile_local(alice, bob, None, rng=np.random.default_rng(3), code=CODE)
+    assert report.kept.sum() > 12_000
+    np.testing.assert_array_equal(report.corrected[report.kept], alice[report.kept])
+    assert report.frames_attempted > 1
+
+
+def test_tail_rules() -> None:
+    full = plan_frame(CODE, 10**9, 0.03).payload_length
+    # A tail of 60 % of a frame is reconciled by shortening; one of 10 % is left unkept.
+    alice, bob = bsc(8, 2 * full + int(0.6 * full), 0.03)
+    report = reconcile_local(alice, bob, 0.03, rng=np.random.default_rng(4), code=CODE)
+    assert report.frames_attempted == 3
+    assert report.frames[-1].payload_length == int(0.6 * full)
+    alice, bob = bsc(9, 2 * full + int(0.1 * full), 0.03)
+    report = reconcile_local(alice, bob, 0.03, rng=np.random.default_rng(4), code=CODE)
+    assert report.frames_attempted == 2
+    assert not report.kept[2 * full :].any()
+
+
+def test_shipped_code_at_two_percent() -> None:
+    code = codes.get_code(0.8)
+    alice, bob = bsc(10, 2 * code.n, 0.02)
+    report = reconcile_local(alice, bob, 0.02, rng=np.random.default_rng(5), n=code.n)
+    assert report.frames_attempted >= 2
+    np.testing.assert_array_equal(report.corrected[report.kept], alice[report.kept])
+    assert report.kept.sum() >= code.n
+
+
+def test_abort_above_threshold() -> None:
+    alice, bob = bsc(11, 1000, 0.2)
+    report = reconcile_local(alice, bob, 0.2, code=CODE)
+    assert report.aborted
+    assert report.reason is not None
+    assert "QBER" in report.reason
+    assert not report.kept.any()
+    assert report.disclosed_bits == 0
+    assert report.frames_attempted == 0
+
+
+def test_empty_input() -> None:
+    empty = np.zeros(0, np.uint8)
+    report = reconcile_local(empty, empty, 0.02, code=CODE)
+    assert report.frames_attempted == 0
+    assert report.corrected.size == 0
+
+
+class TestBadInput:
+    alice, bob = bsc(12, 100, 0.02)
+
+    def test_types_and_dtypes(self) -> None:
+        with pytest.raises(TypeError, match="alice_bits"):
+            reconcile_local(list(self.alice), self.bob)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="bob_bits"):
+            reconcile_local(self.alice, self.bob.astype(np.int8))  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="qber_estimate"):
+            reconcile_local(self.alice, self.bob, "0.02")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="rng"):
+            reconcile_local(self.alice, self.bob, 0.02, rng=3)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="code"):
+            reconcile_local(self.alice, self.bob, 0.02, code="x")  # type: ignore[arg-type]
+
+    def test_values_and_lengths(self) -> None:
+        with pytest.raises(ValueError, match="bob_bits"):
+            reconcile_local(self.alice, self.bob[:-1])
+        with pytest.raises(ValueError, match="alice_bits"):
+            reconcile_local(self.alice * 2, self.bob)
+        with pytest.raises(ValueError, match="alice_bits"):
+            reconcile_local(self.alice.reshape(10, 10), self.bob.reshape(10, 10))
+        with pytest.raises(ValueError, match="qber_estimate"):
+            reconcile_local(self.alice, self.bob, -0.1)
+        with pytest.raises(ValueError, match="rng"):
+            reconcile_local(self.alice, self.bob, 0.02, rng=b"short")
+
+    def test_messages_that_do_not_fit(self) -> None:
+        plan = plan_frame(CODE, 10**9, 0.02)
+        alice_end = AliceFrame(CODE, 0, np.zeros(plan.payload_length, np.uint8), 0.02)
+        first = alice_end.start()
+        with pytest.raises(ValueError, match="bob_payload"):
+            BobFrame(CODE, first, np.zeros(plan.payload_length - 1, np.uint8))
+        other = random_code(2000, 1000, 3, seed=2)
+        with pytest.raises(ValueError, match="message"):
+            BobFrame(other, first, np.zeros(plan.payload_length, np.uint8))
+        bob_end = BobFrame(CODE, first, np.zeros(plan.payload_length, np.uint8))
+        with pytest.raises(ValueError, match="message"):
+            bob_end.on_reveal(BitsRevealed(1, np.zeros(1, np.uint8)))
+        with pytest.raises(ValueError, match="message"):
+            bob_end.on_tag(alice_end.tag(np.random.default_rng(0), 1e-15))
