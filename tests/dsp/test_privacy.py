@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 from qkdnode.dsp import privacy
 from qkdnode.dsp.errors import DistillationError
-from qkdnode.dsp.privacy import plan_tiles, toeplitz_hash
+from qkdnode.dsp.privacy import ToeplitzHasher, plan_tiles, toeplitz_hash
 
 
 def dense_reference(x: NDArray[np.uint8], seed: NDArray[np.uint8], m: int) -> NDArray[np.uint8]:
@@ -202,6 +202,40 @@ def test_non_contiguous_input() -> None:
     x = random_bits(rng, 600)[::2]
     seed = random_bits(rng, 449)
     np.testing.assert_array_equal(toeplitz_hash(x, seed, 150), dense_reference(x, seed, 150))
+
+
+# --- reusable seed ----------------------------------------------------------------------------
+
+
+@settings(deadline=None, max_examples=30)
+@given(problems(max_n=200), st.integers(16, 400), st.integers(0, 2**32 - 1))
+def test_hasher_reuses_the_seed(
+    problem: tuple[NDArray[np.uint8], ...], max_fft_len: int, salt: int
+) -> None:
+    x, seed, m = problem
+    hasher = ToeplitzHasher(seed, x.size, int(m), max_fft_len=max_fft_len)
+    other = random_bits(np.random.default_rng(salt), x.size)
+    for inp in (x, other, x):
+        np.testing.assert_array_equal(hasher(inp), dense_reference(inp, seed, int(m)))
+
+
+def test_hasher_medium_and_errors() -> None:
+    rng = np.random.default_rng(11)
+    n, m = 30_000, 12_345
+    seed = random_bits(rng, n + m - 1)
+    hasher = ToeplitzHasher(seed, n, m)
+    for _ in range(2):
+        x = random_bits(rng, n)
+        np.testing.assert_array_equal(hasher(x), bitsliced_reference(x, seed, m))
+    np.testing.assert_array_equal(
+        hasher(np.ones(n, np.uint8)), toeplitz_hash(np.ones(n, np.uint8), seed, m)
+    )
+    with pytest.raises(ValueError, match="x must have n = 30000 bits, got 29999"):
+        hasher(np.zeros(n - 1, np.uint8))
+    with pytest.raises(ValueError, match=r"seed must have n \+ m - 1 = 42344 bits, got 42343"):
+        ToeplitzHasher(seed[:-1], n, m)
+    with pytest.raises(ValueError, match="m must satisfy"):
+        ToeplitzHasher(seed, n, n + 1)
 
 
 # --- tiling plan -----------------------------------------------------------------------------
