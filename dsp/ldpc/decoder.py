@@ -239,12 +239,13 @@ def decode_syndrome_reference(
             order = sorted(range(len(mags)), key=lambda i: (mags[i], i))
             min1 = mags[order[0]] if mags else _FLOAT32_MAX
             min2 = mags[order[1]] if len(mags) > 1 else _FLOAT32_MAX
-            negative = (s + sum(1 for x in t if x < zero)) % 2
+            # The kernel reads signs from the IEEE sign bit, so -0.0 counts as negative here too.
+            negative = (s + sum(1 for x in t if np.signbit(x))) % 2
             mag1 = max(f32(scale32 * min1) - offset32, zero)
             mag2 = max(f32(scale32 * min2) - offset32, zero)
             for i, (v, e) in enumerate(zip(vs, edges, strict=True)):
                 mag = mag2 if i == order[0] else mag1
-                r = -mag if (negative + (t[i] < zero)) % 2 else mag
+                r = -mag if (negative + int(np.signbit(t[i]))) % 2 else mag
                 msg[e] = r
                 post[v] = f32(t[i] + r)
         iterations += 1

@@ -36,7 +36,9 @@ def channel(
     return alice, bob, llr
 
 
-llr_values = st.sampled_from([0.0, 0.5, -0.5, 1.5, -1.5, 3.9, -3.9, 0.1, LLR_LIMIT, -LLR_LIMIT])
+llr_values = st.sampled_from(
+    [0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 3.9, -3.9, 0.1, LLR_LIMIT, -LLR_LIMIT]
+)
 
 
 @settings(deadline=None, max_examples=40)
