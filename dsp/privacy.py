@@ -59,9 +59,10 @@ UNIT_ROUNDOFF = 2.0**-53
 ROUNDING_BUDGET = 0.125
 # A measured distance to the nearest integer above this means the arithmetic went wrong.
 ROUNDING_TRIPWIRE = 0.25
-# Longest FFT per tile. At 2**26 (~6.7e7) points a tile needs about 32 bytes per point when its
-# two forward transforms run one after the other (~2.1 GiB), which keeps n = 1e8, m = 5e7 well
-# inside a 4 GiB budget together with the caller's arrays.
+# Longest FFT per tile. A tile works in about 40 bytes per FFT point: one float64 row and two
+# complex128 half spectra (24 B, reused across tiles) plus the 16 B/point scratch numpy.fft takes
+# while it transforms. 2**26 points are then ~2.5 GiB at the worst, and n = 1e8, m = 5e7 (six
+# tiles of ~5.8e7 points) stays near 2.7 GiB with the caller's arrays, inside a 4 GiB budget.
 DEFAULT_MAX_FFT_LEN = 2**26
 
 
@@ -93,7 +94,7 @@ def toeplitz_hash(
         x: Input bits, uint8 0/1, length ``n >= 1``.
         seed: Seed bits, uint8 0/1, length ``n + m - 1``.
         m: Output length, ``1 <= m <= n``.
-        max_fft_len: Longest FFT per tile; bounds memory (about 32-48 bytes per point).
+        max_fft_len: Longest FFT per tile; bounds memory (about 40 bytes per point).
 
     Returns:
         The ``m`` output bits as a new uint8 array.
@@ -113,17 +114,17 @@ def toeplitz_hash(
         raise ValueError(f"seed must have n + m - 1 = {n + m - 1} bits, got {sb.size}")
 
     y = np.zeros(m, dtype=np.uint8)
+    cache: dict[int, _Workspace] = {}
     for tile in plan_tiles(n, m, max_fft_len):
         xt = xb[tile.x_start : tile.x_start + tile.n]
         weight = int(np.count_nonzero(xt))
         if weight == 0:
             continue
         st = sb[tile.seed_start : tile.seed_start + tile.n + tile.m - 1]
-        op = _prepare_seed(st, tile.n, tile.m, weight)
+        op = _prepare_seed(st, tile.n, tile.m, weight, cache)
         if op is not None:
             rows = y[tile.y_start : tile.y_start + tile.m]
-            rows ^= _apply(xt, op)
-            del op
+            rows ^= _apply(xt, op, cache)
     return y
 
 
@@ -175,11 +176,12 @@ class ToeplitzHasher:
         if xb.size != self.n:
             raise ValueError(f"x must have n = {self.n} bits, got {xb.size}")
         y = np.zeros(self.m, dtype=np.uint8)
+        cache: dict[int, _Workspace] = {}
         for tile, op in zip(self._tiles, self._ops, strict=True):
             xt = xb[tile.x_start : tile.x_start + tile.n]
             if op is not None and xt.any():
                 rows = y[tile.y_start : tile.y_start + tile.m]
-                rows ^= _apply(xt, op)
+                rows ^= _apply(xt, op, cache)
         return y
 
 
@@ -258,44 +260,86 @@ class _SeedOperand:
         self.shift = shift
 
 
-def _prepare_seed(seed: NDArray[np.uint8], n: int, m: int, max_weight: int) -> _SeedOperand | None:
-    """Transform a tile's seed (any ``m``, also ``m > n``), packed when the error bound allows.
+class _Workspace:
+    """FFT buffers of one length, reused across tiles (fresh pages cost page faults)."""
 
-    ``max_weight`` bounds the number of ones of every input this operand will meet.
-    Returns ``None`` for an all-zero seed (its product is zero).
-    """
-    seed_weight = int(np.count_nonzero(seed))
-    if seed_weight == 0:
-        return None
+    __slots__ = ("fft_len", "real", "spec_b", "spec_x")
+
+    def __init__(self, fft_len: int, with_seed: bool) -> None:
+        self.fft_len = fft_len
+        self.real = np.empty(fft_len, dtype=np.float64)
+        self.spec_x = np.empty(fft_len // 2 + 1, dtype=np.complex128)
+        self.spec_b = np.empty_like(self.spec_x) if with_seed else None
+
+
+def _workspace(cache: dict[int, _Workspace], fft_len: int, with_seed: bool) -> _Workspace:
+    """The workspace of ``fft_len``, dropping others (tiles of a call share one or two lengths)."""
+    ws = cache.get(fft_len)
+    if ws is None:
+        cache.clear()
+        ws = cache[fft_len] = _Workspace(fft_len, with_seed)
+    return ws
+
+
+def _plan_operand(n: int, m: int, seed: NDArray[np.uint8], max_weight: int) -> tuple[int, int, int]:
+    """``(fft_len, m_top, shift)`` for a tile: packed (``m_top < m``) when the bound allows."""
     # Packed variant: rows [0, m_top) from the low digit, [m_top, m) from the high digit.
     m_top = (m + 1) // 2
-    m_bot = m - m_top
     shift = max_weight.bit_length()  # 2**shift > max_weight >= every low digit
-    if m_bot > 0:
+    if m - m_top > 0:
         fft_len = scipy.fft.next_fast_len(n + m_top - 1, real=True)
-        s_top = seed[: n + m_top - 1]
-        s_bot = seed[m_top:]
-        w_top = int(np.count_nonzero(s_top))
-        w_bot = int(np.count_nonzero(s_bot))
+        w_top = int(np.count_nonzero(seed[: n + m_top - 1]))
+        w_bot = int(np.count_nonzero(seed[m_top:]))
         # sum (t + 2^b u)^2 <= w_top + (2^(b+1) + 4^b) w_bot for 0/1 entries t, u
         packed_sq = w_top + (2.0 ** (shift + 1) + 4.0**shift) * w_bot
         if _error_bound(fft_len, max_weight, packed_sq) < ROUNDING_BUDGET:
-            b_row = np.zeros(fft_len, dtype=np.float64)
-            b_row[: s_top.size] = s_top
-            b_row[: s_bot.size] += np.ldexp(s_bot.astype(np.float64), shift)
-            return _SeedOperand(_spectrum(b_row), fft_len, n, m, m_top, shift)
+            return fft_len, m_top, shift
     fft_len = scipy.fft.next_fast_len(n + m - 1, real=True)
-    if _error_bound(fft_len, max_weight, seed_weight) >= ROUNDING_BUDGET:
+    if _error_bound(fft_len, max_weight, int(np.count_nonzero(seed))) >= ROUNDING_BUDGET:
         # Unreachable for fft_len <= 2**40; kept so that the bound is enforced, not assumed.
         raise ValueError(f"tile of {fft_len} FFT points is too long for exact rounding")
-    b_row = np.zeros(fft_len, dtype=np.float64)
-    b_row[: seed.size] = seed
-    return _SeedOperand(_spectrum(b_row), fft_len, n, m, m, 0)
+    return fft_len, m, 0
 
 
-def _apply(x: NDArray[np.uint8], op: _SeedOperand) -> NDArray[np.uint8]:
+def _prepare_seed(
+    seed: NDArray[np.uint8],
+    n: int,
+    m: int,
+    max_weight: int,
+    cache: dict[int, _Workspace] | None = None,
+) -> _SeedOperand | None:
+    """Transform a tile's seed (any ``m``, also ``m > n``), packed when the error bound allows.
+
+    ``max_weight`` bounds the number of ones of every input this operand will meet. With a
+    workspace ``cache`` the spectrum lives in the workspace (one-shot use); without, it is a new
+    array (kept by :class:`ToeplitzHasher`). Returns ``None`` for an all-zero seed.
+    """
+    if not seed.any():
+        return None
+    fft_len, m_top, shift = _plan_operand(n, m, seed, max_weight)
+    if cache is None:
+        row = np.zeros(fft_len, dtype=np.float64)
+        spectrum = np.empty(fft_len // 2 + 1, dtype=np.complex128)
+    else:
+        ws = _workspace(cache, fft_len, with_seed=True)
+        assert ws.spec_b is not None
+        row, spectrum = ws.real, ws.spec_b
+        row.fill(0.0)
+    if m_top == m:
+        row[: seed.size] = seed
+    else:
+        s_bot = seed[m_top:]
+        row[: n + m_top - 1] = seed[: n + m_top - 1]
+        row[: s_bot.size] += np.ldexp(s_bot.astype(np.float64), shift)
+    np.fft.rfft(row, out=spectrum)
+    return _SeedOperand(spectrum, fft_len, n, m, m_top, shift)
+
+
+def _apply(
+    x: NDArray[np.uint8], op: _SeedOperand, cache: dict[int, _Workspace]
+) -> NDArray[np.uint8]:
     """The tile's product ``T' x`` for a prepared seed operand."""
-    conv = _convolve_with_spectrum(x, op.spectrum, op.fft_len)
+    conv = _convolve_with_spectrum(x, op.spectrum, _workspace(cache, op.fft_len, False))
     if op.m_top == op.m:
         out = np.empty(op.m, dtype=np.uint8)
         _check_residual(round_parity_kernel(conv, op.n - 1, out))
@@ -313,28 +357,23 @@ def _check_residual(residual: float) -> None:
         )
 
 
-def _spectrum(row: NDArray[np.float64]) -> NDArray[np.complex128]:
-    spectrum: NDArray[np.complex128] = scipy.fft.rfft(row, overwrite_x=True)
-    return spectrum
-
-
 def _convolve_with_spectrum(
-    x: NDArray[np.uint8], spec_b: NDArray[np.complex128], fft_len: int
+    x: NDArray[np.uint8], spec_b: NDArray[np.complex128], ws: _Workspace
 ) -> NDArray[np.float64]:
     """Cyclic convolution of zero-padded ``x`` with the signal whose rfft is ``spec_b``.
 
-    Transforms run one after the other, each input freed as soon as it is used: about 32 bytes
-    per point at the peak. (pocketfft runs a single 1-D transform on one thread whatever
-    ``workers`` says, and batching two long rows into one call was slower; parallelism comes from
-    running independent blocks concurrently, as the node's pool does.)
+    Uses numpy.fft (pocketfft) with ``out=`` into the workspace, so only numpy's own scratch
+    (16 bytes per point while a transform runs) comes on top of the workspace's 24. (A single 1-D pocketfft transform runs on one
+    thread; parallelism comes from running independent blocks concurrently, as the node's pool
+    does.) Returns a view of the workspace's real buffer.
     """
-    a_row = np.zeros(fft_len, dtype=np.float64)
-    a_row[: x.size] = x
-    product = scipy.fft.rfft(a_row, overwrite_x=True)
-    del a_row
-    product *= spec_b
-    conv: NDArray[np.float64] = scipy.fft.irfft(product, fft_len, overwrite_x=True)
-    return conv
+    row = ws.real
+    row[: x.size] = x
+    row[x.size :] = 0.0
+    np.fft.rfft(row, out=ws.spec_x)
+    ws.spec_x *= spec_b
+    np.fft.irfft(ws.spec_x, ws.fft_len, out=row)
+    return row
 
 
 # --- kernels and their plain-numpy twins -------------------------------------------------------

@@ -1,0 +1,202 @@
+"""Toeplitz privacy amplification: qkdnode.dsp.privacy against peers, side by side, in one run.
+
+Prints one JSON document to stdout (progress goes to stderr). Every measurement runs in its own
+child process, so that its peak RSS is its own; all implementations get identical inputs and
+their outputs are cross-checked (SHA-256 of the output bits).
+
+Implementations:
+  qkdnode            toeplitz_hash(x, seed, m)                      (seed FFT computed per call)
+  qkdnode_reuse      ToeplitzHasher(seed, n, m)(x)                  (seed spectra prepared once)
+  scipy_plain        the straightforward product: rfft of zero-padded x and seed at the full
+                     linear length, multiply, irfft, round, mod 2, slice (implemented here)
+  cryptomite         cryptomite.Toeplitz(n, m).extract(...)          (pip install cryptomite;
+                     benchmark only, its licence forbids commercial use)
+
+Usage: python benchmarks/bench_privacy.py [--sizes 1e6,1e7,1e8] [--repeats 3] [--peer-max 1e7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+IMPLS = ("qkdnode", "qkdnode_reuse", "scipy_plain", "cryptomite")
+
+
+def make_inputs(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(20_261_122 + n)
+    return (
+        rng.integers(0, 2, n, dtype=np.uint8),
+        rng.integers(0, 2, n + m - 1, dtype=np.uint8),
+    )
+
+
+def scipy_plain(x: np.ndarray, seed: np.ndarray, m: int) -> np.ndarray:
+    """The textbook FFT Toeplitz product (one bit per FFT point, full linear length)."""
+    import scipy.fft
+
+    n = x.size
+    length = scipy.fft.next_fast_len(n + seed.size - 1, real=True)
+    spec_x = scipy.fft.rfft(x.astype(np.float64), length)
+    spec_s = scipy.fft.rfft(seed.astype(np.float64), length)
+    conv = scipy.fft.irfft(spec_x * spec_s, length)
+    return (np.rint(conv[n - 1 : n - 1 + m]).astype(np.int64) % 2).astype(np.uint8)
+
+
+def run_child(impl: str, n: int, m: int, repeats: int) -> dict[str, Any]:
+    x, seed = make_inputs(n, m)
+    if impl == "qkdnode":
+        from qkdnode.dsp.privacy import toeplitz_hash
+
+        toeplitz_hash(x[:1000], seed[: 1000 + 499], 500)  # numba compile/cache load
+
+        def fn() -> np.ndarray:
+            return toeplitz_hash(x, seed, m)
+
+    elif impl == "qkdnode_reuse":
+        from qkdnode.dsp.privacy import ToeplitzHasher
+
+        t0 = time.perf_counter()
+        hasher = ToeplitzHasher(seed, n, m)
+        prepare = time.perf_counter() - t0
+
+        def fn() -> np.ndarray:
+            return hasher(x)
+
+    elif impl == "scipy_plain":
+
+        def fn() -> np.ndarray:
+            return scipy_plain(x, seed, m)
+
+    elif impl == "cryptomite":
+        from cryptomite import Toeplitz
+
+        ext = Toeplitz(n, m)
+        # cryptomite's second input is our seed rotated: see the mapping in the README section.
+        in2 = np.concatenate((seed[n - 1 : n - 1 + m], seed[: n - 1])).tolist()
+        in1 = x.tolist()
+
+        def fn() -> np.ndarray:
+            return np.asarray(ext.extract(in1, in2), dtype=np.uint8)
+
+    else:
+        raise ValueError(impl)
+    times = []
+    cpu = []
+    out = None
+    for _ in range(repeats):
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    assert out is not None
+    result: dict[str, Any] = {
+        "seconds": [round(t, 4) for t in times],
+        "best_seconds": round(min(times), 4),
+        "mbit_per_s": round(n / min(times) / 1e6, 2),
+        # CPU time of the process (all threads): less sensitive to other load on the machine.
+        "best_cpu_seconds": round(min(cpu), 4),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "output_sha256": hashlib.sha256(np.ascontiguousarray(out, dtype=np.uint8)).hexdigest(),
+    }
+    if impl == "qkdnode_reuse":
+        result["prepare_seconds"] = round(prepare, 4)
+    return result
+
+
+def measure(impl: str, n: int, m: int, repeats: int) -> dict[str, Any]:
+    if impl == "cryptomite":
+        try:
+            import cryptomite  # noqa: F401
+        except ImportError as exc:
+            return {"available": False, "reason": f"cannot import cryptomite: {exc}"}
+    cmd = [sys.executable, __file__, "--child", impl, str(n), str(m), str(repeats)]
+    print(f"  {impl} n={n:.0e} ...", file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return {"available": True, "failed": proc.stderr.strip().splitlines()[-3:]}
+    res: dict[str, Any] = json.loads(proc.stdout)
+    print(f"    {res['best_seconds']} s, {res['peak_rss_mib']} MiB", file=sys.stderr, flush=True)
+    return {"available": True, **res}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="1e6,1e7,1e8")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--peer-max", type=float, default=1e7, help="largest n for scipy_plain and cryptomite"
+    )
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        impl, n, m, repeats = args.child
+        print(json.dumps(run_child(impl, int(n), int(m), int(repeats))))
+        return
+
+    doc: dict[str, Any] = {
+        "benchmark": "toeplitz_hash, m = n/2, random 0/1 input and seed",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_avg_at_start": [round(v, 2) for v in os.getloadavg()],
+        },
+        "results": {},
+    }
+    baseline = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import resource, scipy.fft, numba, numpy; "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    doc["machine"]["interpreter_rss_mib"] = round(int(baseline.stdout) / 1024, 1)
+    for size in args.sizes.split(","):
+        n = int(float(size))
+        m = n // 2
+        print(f"n = {n}", file=sys.stderr, flush=True)
+        row: dict[str, Any] = {"n": n, "m": m}
+        for impl in IMPLS:
+            if impl in ("scipy_plain", "cryptomite") and n > args.peer_max:
+                row[impl] = {
+                    "available": True,
+                    "skipped": f"n > --peer-max {args.peer_max:.0e} (memory/time); "
+                    "pass a larger --peer-max to run it",
+                }
+                continue
+            repeats = args.repeats if n < 10**8 else 1
+            row[impl] = measure(impl, n, m, repeats)
+        digests = {
+            k: v["output_sha256"]
+            for k, v in row.items()
+            if isinstance(v, dict) and "output_sha256" in v
+        }
+        row["outputs_agree"] = len(set(digests.values())) == 1
+        ours = row["qkdnode"].get("best_seconds")
+        for peer in ("scipy_plain", "cryptomite"):
+            theirs = row[peer].get("best_seconds")
+            if ours and theirs:
+                row[f"speedup_vs_{peer}"] = round(theirs / ours, 2)
+        doc["results"][str(n)] = row
+    doc["machine"]["load_avg_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    print(json.dumps(doc, indent=2))
+
+
+if __name__ == "__main__":
+    main()
