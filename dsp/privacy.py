@@ -363,9 +363,9 @@ def _convolve_with_spectrum(
     """Cyclic convolution of zero-padded ``x`` with the signal whose rfft is ``spec_b``.
 
     Uses numpy.fft (pocketfft) with ``out=`` into the workspace, so only numpy's own scratch
-    (16 bytes per point while a transform runs) comes on top of the workspace's 24. (A single 1-D pocketfft transform runs on one
-    thread; parallelism comes from running independent blocks concurrently, as the node's pool
-    does.) Returns a view of the workspace's real buffer.
+    (16 bytes per point while a transform runs) comes on top of the workspace's 24. (A single
+    1-D pocketfft transform runs on one thread; parallelism comes from running independent blocks
+    concurrently, as the node's pool does.) Returns a view of the workspace's real buffer.
     """
     row = ws.real
     row[: x.size] = x
