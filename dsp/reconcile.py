@@ -68,6 +68,7 @@ __all__ = [
     "SyndromeComputed",
     "TagComputed",
     "binary_entropy",
+    "choose_code",
     "decode_syndrome",
     "decode_syndromes",
     "get_code",
@@ -528,7 +529,7 @@ def _rng(source: np.random.Generator | bytes | None) -> np.random.Generator:
     raise TypeError(f"rng must be a numpy Generator, bytes or None, got {type(source).__name__}")
 
 
-def _choose_code(qber: float, n: int | None) -> LdpcCode:
+def choose_code(qber: float, n: int | None) -> LdpcCode:
     """The shipped code of length ``n`` whose plan comes closest to ``START_EFFICIENCY``."""
     length = DEFAULT_N if n is None else n
     names = [info.name for info in available_codes() if info.n == length]
@@ -622,7 +623,7 @@ def reconcile_local(
     offset = 0
     aborted_reason: str | None = None
     while offset < alice.size:
-        frame_code = code if code is not None else _choose_code(qber, n)
+        frame_code = code if code is not None else choose_code(qber, n)
         full_payload = plan_frame(frame_code, frame_code.n, qber).payload_length
         batch_size = 1 if qber_estimate is None and not outcomes else FRAMES_PER_BATCH
         starts: list[int] = []

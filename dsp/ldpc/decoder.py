@@ -21,8 +21,9 @@ Each compiled kernel has a plain-Python twin (``*_reference``) implementing the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numba
 import numpy as np
@@ -59,6 +60,22 @@ LLR_LIMIT = 1e6
 MAX_CHECK_DEGREE = (1 << 20) - 1
 
 _FLOAT32_MAX = np.float32(np.finfo(np.float32).max)
+
+# Sum-product check update through phi(x) = -log(tanh(x / 2)) (phi is its own inverse):
+# |r_i| = phi(sum_j phi(|t_j|) - phi(|t_i|)). phi is tabulated on [0, PHI_TABLE_END) with step
+# 1/PHI_TABLE_RESOLUTION and interpolated linearly (error < 0.01 above PHI_SMALL_X); below
+# PHI_SMALL_X, where phi is steep, log(2/x) is used (error < x^2/12); beyond the table phi < 2e-7
+# is taken as 0; at or below PHI_TINY_X it saturates at PHI_CAP = log(2/PHI_TINY_X).
+PHI_TABLE_RESOLUTION = 128
+PHI_TABLE_END = 16.0
+PHI_SMALL_X = 1.0 / 64.0
+PHI_TINY_X = 1e-12
+PHI_CAP = float(np.log(2.0 / PHI_TINY_X))
+
+# Algorithms, as the integer codes the kernel takes.
+Algorithm = Literal["sum-product", "min-sum"]
+_ALGORITHM_CODES: dict[str, int] = {"min-sum": 0, "sum-product": 1}
+DEFAULT_ALGORITHM: Algorithm = "sum-product"
 
 # Upper bound on the iteration budget, so that a typo cannot stall a worker for minutes.
 MAX_ITERATIONS_LIMIT = 10_000
@@ -100,6 +117,53 @@ class DecodeResult:
     iterations: Any
 
 
+def phi_table() -> NDArray[np.float32]:
+    """The tabulated ``phi`` at ``x = i / PHI_TABLE_RESOLUTION`` (entry 0 is never read)."""
+    x = np.arange(1, int(PHI_TABLE_END * PHI_TABLE_RESOLUTION) + 1) / PHI_TABLE_RESOLUTION
+    values = -np.log(np.tanh(x / 2.0))
+    return np.concatenate([[values[0]], values]).astype(np.float32)
+
+
+_PHI_TABLE = phi_table()
+# What the kernels need besides the table: resolution, small-x bound, tiny-x bound, cap.
+_PHI_CONSTANTS = np.array(
+    [PHI_TABLE_RESOLUTION, PHI_SMALL_X, PHI_TINY_X, PHI_CAP], dtype=np.float32
+)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _phi(
+    x: np.float32, table: NDArray[np.float32], constants: NDArray[np.float32]
+) -> np.float32:  # pragma: no cover - compiled
+    """phi(x) for x >= 0, as described at the PHI_* constants."""
+    if x < constants[1]:
+        if x <= constants[2]:
+            return constants[3]
+        return np.float32(math.log(2.0 / np.float64(x)))
+    u = x * constants[0]
+    last = table.shape[0] - 1
+    if u >= np.float32(last):
+        return np.float32(0.0)
+    i = int(u)
+    return table[i] + (u - np.float32(i)) * (table[i + 1] - table[i])
+
+
+def _phi_reference(x: np.float32, table: NDArray[np.float32]) -> np.float32:
+    """Plain twin of ``_phi`` in numpy.float32 scalars."""
+    c = _PHI_CONSTANTS
+    if x < c[1]:
+        if x <= c[2]:
+            return np.float32(c[3])
+        return np.float32(math.log(2.0 / float(x)))
+    u = np.float32(x * c[0])
+    last = table.shape[0] - 1
+    if u >= np.float32(last):
+        return np.float32(0.0)
+    i = int(u)
+    fraction = np.float32(u - np.float32(i))
+    return np.float32(table[i] + np.float32(fraction * np.float32(table[i + 1] - table[i])))
+
+
 @numba.njit(cache=True, nogil=True)
 def _syndrome_matches(
     chk_ptr: NDArray[np.int64],
@@ -125,11 +189,14 @@ def _decode_kernel(
     syndrome: NDArray[np.uint8],
     llr: NDArray[np.float32],
     max_iterations: int,
+    algorithm: int,
     scale: np.float32,
     offset: np.float32,
+    table: NDArray[np.float32],
+    constants: NDArray[np.float32],
     bits_out: NDArray[np.uint8],
 ) -> tuple[int, bool]:  # pragma: no cover - compiled
-    """Layered min-sum; writes hard decisions to ``bits_out``; returns (iterations, converged)."""
+    """Layered BP; writes hard decisions to ``bits_out``; returns (iterations, converged)."""
     m = chk_ptr.shape[0] - 1
     n = llr.shape[0]
     post = llr.copy()
@@ -137,11 +204,12 @@ def _decode_kernel(
     max_degree = 1
     for c in range(m):
         max_degree = max(max_degree, chk_ptr[c + 1] - chk_ptr[c])
-    # Per-check scratch: the extrinsic inputs, also seen as their IEEE bits. For non-negative
-    # floats the bit patterns order like the values, so the two smallest magnitudes are tracked
-    # as integer keys (magnitude bits, edge position) with branch-free integer min/max.
+    # Per-check scratch: the extrinsic inputs, also seen as their IEEE bits (sign bit, and for
+    # min-sum the magnitude bits, which order like the values for non-negative floats, so the two
+    # smallest are tracked as integer keys (magnitude bits, position) with branch-free min/max).
     extrinsic = np.empty(max_degree, dtype=np.float32)
     extrinsic_bits = extrinsic.view(np.int32)
+    phis = np.empty(max_degree, dtype=np.float32)
     minima = np.empty(2, dtype=np.int32)
     minima_f = minima.view(np.float32)
     zero = np.float32(0.0)
@@ -155,25 +223,41 @@ def _decode_kernel(
             start = chk_ptr[c]
             degree = chk_ptr[c + 1] - start
             negative = np.int32(syndrome[c] & np.uint8(1))
-            key1 = no_key
-            key2 = no_key
-            for i in range(degree):
-                extrinsic[i] = post[chk_var[start + i]] - msg[start + i]
-                b = extrinsic_bits[i]
-                negative ^= (b >> 31) & 1
-                key = (np.int64(b & 0x7FFFFFFF) << 20) | i
-                key2 = min(key2, max(key1, key))
-                key1 = min(key1, key)
-            arg_min = key1 & 0xFFFFF
-            minima[0] = np.int32(key1 >> 20)
-            minima[1] = np.int32(key2 >> 20)
-            mag1 = max(scale * minima_f[0] - offset, zero)
-            mag2 = max(scale * minima_f[1] - offset, zero)
-            for i in range(degree):
-                mag = mag2 if i == arg_min else mag1
-                r = -mag if (negative ^ ((extrinsic_bits[i] >> 31) & 1)) != 0 else mag
-                msg[start + i] = r
-                post[chk_var[start + i]] = extrinsic[i] + r
+            if algorithm == 0:
+                key1 = no_key
+                key2 = no_key
+                for i in range(degree):
+                    extrinsic[i] = post[chk_var[start + i]] - msg[start + i]
+                    b = extrinsic_bits[i]
+                    negative ^= (b >> 31) & 1
+                    key = (np.int64(b & 0x7FFFFFFF) << 20) | i
+                    key2 = min(key2, max(key1, key))
+                    key1 = min(key1, key)
+                arg_min = key1 & 0xFFFFF
+                minima[0] = np.int32(key1 >> 20)
+                minima[1] = np.int32(key2 >> 20)
+                mag1 = max(scale * minima_f[0] - offset, zero)
+                mag2 = max(scale * minima_f[1] - offset, zero)
+                for i in range(degree):
+                    mag = mag2 if i == arg_min else mag1
+                    r = -mag if (negative ^ ((extrinsic_bits[i] >> 31) & 1)) != 0 else mag
+                    msg[start + i] = r
+                    post[chk_var[start + i]] = extrinsic[i] + r
+            else:
+                total = zero
+                for i in range(degree):
+                    t = post[chk_var[start + i]] - msg[start + i]
+                    extrinsic[i] = t
+                    negative ^= (extrinsic_bits[i] >> 31) & 1
+                    p = _phi(abs(t), table, constants)
+                    phis[i] = p
+                    total += p
+                for i in range(degree):
+                    y = total - phis[i]
+                    mag = _phi(y if y > zero else zero, table, constants)
+                    r = -mag if (negative ^ ((extrinsic_bits[i] >> 31) & 1)) != 0 else mag
+                    msg[start + i] = r
+                    post[chk_var[start + i]] = extrinsic[i] + r
         iterations += 1
         converged = _syndrome_matches(chk_ptr, chk_var, syndrome, post)
     for v in range(n):
@@ -188,15 +272,19 @@ def _decode_batch_kernel(
     syndromes: NDArray[np.uint8],
     llrs: NDArray[np.float32],
     max_iterations: int,
+    algorithm: int,
     scale: np.float32,
     offset: np.float32,
+    table: NDArray[np.float32],
+    constants: NDArray[np.float32],
     bits_out: NDArray[np.uint8],
     converged_out: NDArray[np.bool_],
     iterations_out: NDArray[np.int32],
 ) -> None:  # pragma: no cover - compiled
     for k in numba.prange(syndromes.shape[0]):
         iterations, converged = _decode_kernel(
-            chk_ptr, chk_var, syndromes[k], llrs[k], max_iterations, scale, offset, bits_out[k]
+            chk_ptr, chk_var, syndromes[k], llrs[k], max_iterations, algorithm, scale, offset,
+            table, constants, bits_out[k],
         )
         iterations_out[k] = iterations
         converged_out[k] = converged
@@ -210,8 +298,9 @@ def decode_syndrome_reference(
     max_iterations: int,
     scale: float,
     offset: float,
+    algorithm: Algorithm = DEFAULT_ALGORITHM,
 ) -> tuple[NDArray[np.uint8], int, bool]:
-    """Plain-Python twin of the layered min-sum kernel, in ``numpy.float32`` arithmetic.
+    """Plain-Python twin of the layered decoding kernel, in ``numpy.float32`` arithmetic.
 
     Returns:
         ``(bits, iterations, converged)``, bit for bit what the compiled kernel returns.
@@ -235,12 +324,24 @@ def decode_syndrome_reference(
         for vs, start, s in checks:
             edges = range(start, start + vs.shape[0])
             t = [f32(post[v] - msg[e]) for v, e in zip(vs, edges, strict=True)]
+            # The kernel reads signs from the IEEE sign bit, so -0.0 counts as negative here too.
+            negative = (s + sum(1 for x in t if np.signbit(x))) % 2
+            if algorithm == "sum-product":
+                phis = [_phi_reference(abs(x), _PHI_TABLE) for x in t]
+                total = zero
+                for p in phis:
+                    total = f32(total + p)
+                for i, (v, e) in enumerate(zip(vs, edges, strict=True)):
+                    y = f32(total - phis[i])
+                    mag = _phi_reference(y if y > zero else zero, _PHI_TABLE)
+                    r = -mag if (negative + int(np.signbit(t[i]))) % 2 else mag
+                    msg[e] = r
+                    post[v] = f32(t[i] + r)
+                continue
             mags = [abs(x) for x in t]
             order = sorted(range(len(mags)), key=lambda i: (mags[i], i))
             min1 = mags[order[0]] if mags else _FLOAT32_MAX
             min2 = mags[order[1]] if len(mags) > 1 else _FLOAT32_MAX
-            # The kernel reads signs from the IEEE sign bit, so -0.0 counts as negative here too.
-            negative = (s + sum(1 for x in t if np.signbit(x))) % 2
             mag1 = max(f32(scale32 * min1) - offset32, zero)
             mag2 = max(f32(scale32 * min2) - offset32, zero)
             for i, (v, e) in enumerate(zip(vs, edges, strict=True)):
@@ -268,7 +369,9 @@ def _check_code(code: CheckMajorCode) -> None:
         raise ValueError(f"code: check degree above {MAX_CHECK_DEGREE} is not supported")
 
 
-def _check_parameters(max_iterations: int, scale: float, offset: float) -> None:
+def _check_parameters(max_iterations: int, scale: float, offset: float, algorithm: str) -> None:
+    if algorithm not in _ALGORITHM_CODES:
+        raise ValueError(f"algorithm must be one of {sorted(_ALGORITHM_CODES)}, got {algorithm!r}")
     if isinstance(max_iterations, bool) or not isinstance(max_iterations, int | np.integer):
         raise TypeError(f"max_iterations must be an int, got {type(max_iterations).__name__}")
     if not 0 <= max_iterations <= MAX_ITERATIONS_LIMIT:
@@ -292,6 +395,7 @@ def decode_syndrome(
     llr: NDArray[np.floating[Any]],
     max_iterations: int = DEFAULT_MAX_ITERATIONS,
     *,
+    algorithm: Algorithm = DEFAULT_ALGORITHM,
     scale: float = DEFAULT_SCALE,
     offset: float = DEFAULT_OFFSET,
 ) -> DecodeResult:
@@ -303,6 +407,8 @@ def decode_syndrome(
         llr: ``float32[n]`` (or float64, converted) channel log-likelihood ratios of Bob's bits,
             ``log(P(0)/P(1))``; values are clipped to ``+/-LLR_LIMIT``.
         max_iterations: Budget of layered iterations.
+        algorithm: ``"sum-product"`` (tabulated phi; best efficiency on the shipped irregular
+            codes) or ``"min-sum"`` (normalised/offset; faster, fails on highly irregular codes).
         scale: Normalisation factor of min-sum, in ``(0, 1]``.
         offset: Offset of offset min-sum, ``>= 0``.
 
@@ -320,7 +426,7 @@ def decode_syndrome(
     _check_llr("llr", llr)
     if llr.shape != (code.n,):
         raise ValueError(f"llr must have shape ({code.n},), got {llr.shape}")
-    _check_parameters(max_iterations, scale, offset)
+    _check_parameters(max_iterations, scale, offset, algorithm)
     llr32 = np.ascontiguousarray(np.clip(llr, -LLR_LIMIT, LLR_LIMIT), dtype=np.float32)
     bits = np.empty(code.n, dtype=np.uint8)
     iterations, converged = _decode_kernel(
@@ -329,8 +435,11 @@ def decode_syndrome(
         np.ascontiguousarray(syndrome),
         llr32,
         int(max_iterations),
+        _ALGORITHM_CODES[algorithm],
         np.float32(scale),
         np.float32(offset),
+        _PHI_TABLE,
+        _PHI_CONSTANTS,
         bits,
     )
     return DecodeResult(bits=bits, converged=bool(converged), iterations=int(iterations))
@@ -342,6 +451,7 @@ def decode_syndromes(
     llrs: NDArray[np.floating[Any]],
     max_iterations: int = DEFAULT_MAX_ITERATIONS,
     *,
+    algorithm: Algorithm = DEFAULT_ALGORITHM,
     scale: float = DEFAULT_SCALE,
     offset: float = DEFAULT_OFFSET,
 ) -> DecodeResult:
@@ -352,6 +462,7 @@ def decode_syndromes(
         syndromes: ``uint8[k, m]``, one syndrome per frame.
         llrs: ``float32[k, n]`` (or float64), one row of channel LLRs per frame.
         max_iterations: Budget of layered iterations per frame.
+        algorithm: ``"sum-product"`` or ``"min-sum"`` (see :func:`decode_syndrome`).
         scale: Normalisation factor of min-sum, in ``(0, 1]``.
         offset: Offset of offset min-sum, ``>= 0``.
 
@@ -373,7 +484,7 @@ def decode_syndromes(
     _check_llr("llrs", llrs)
     if llrs.shape != (k, code.n):
         raise ValueError(f"llrs must have shape ({k}, {code.n}), got {llrs.shape}")
-    _check_parameters(max_iterations, scale, offset)
+    _check_parameters(max_iterations, scale, offset, algorithm)
     llrs32 = np.ascontiguousarray(np.clip(llrs, -LLR_LIMIT, LLR_LIMIT), dtype=np.float32)
     bits = np.empty((k, code.n), dtype=np.uint8)
     converged = np.zeros(k, dtype=np.bool_)
@@ -385,8 +496,11 @@ def decode_syndromes(
             np.ascontiguousarray(syndromes),
             llrs32,
             int(max_iterations),
+            _ALGORITHM_CODES[algorithm],
             np.float32(scale),
             np.float32(offset),
+            _PHI_TABLE,
+            _PHI_CONSTANTS,
             bits,
             converged,
             iterations,

@@ -11,9 +11,12 @@ from hypothesis import strategies as st
 from qkdnode.dsp.ldpc.codes import LdpcCode, code_from_matrix, syndrome
 from qkdnode.dsp.ldpc.decoder import (
     LLR_LIMIT,
+    Algorithm,
+    _phi_reference,
     decode_syndrome,
     decode_syndrome_reference,
     decode_syndromes,
+    phi_table,
 )
 
 
@@ -37,8 +40,18 @@ def channel(
 
 
 llr_values = st.sampled_from(
-    [0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 3.9, -3.9, 0.1, LLR_LIMIT, -LLR_LIMIT]
+    [0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 3.9, -3.9, 0.1, 0.01, 1e-13, 17.0, LLR_LIMIT, -LLR_LIMIT]
 )
+
+
+def test_phi_approximates_log_tanh() -> None:
+    table = phi_table()
+    for x in [1e-11, 1e-5, 0.01, 0.0157, 0.1, 0.5, 1.0, 2.5, 7.0, 15.9]:
+        exact = -np.log(np.tanh(x / 2.0))
+        approx = float(_phi_reference(np.float32(x), table))
+        assert abs(approx - exact) < 0.01 + 0.001 * exact
+    assert float(_phi_reference(np.float32(16.5), table)) == 0.0
+    assert float(_phi_reference(np.float32(0.0), table)) > 28.0
 
 
 @settings(deadline=None, max_examples=40)
@@ -51,6 +64,7 @@ llr_values = st.sampled_from(
     scale=st.sampled_from([1.0, 0.78, 0.5, 0.8125]),
     offset=st.sampled_from([0.0, 0.15, 0.5]),
     max_iterations=st.integers(0, 8),
+    algorithm=st.sampled_from(["sum-product", "min-sum"]),
 )
 def test_kernel_agrees_with_twin(
     n: int,
@@ -61,14 +75,17 @@ def test_kernel_agrees_with_twin(
     scale: float,
     offset: float,
     max_iterations: int,
+    algorithm: Algorithm,
 ) -> None:
     m = max(1, n * (10 - rate_tenths) // 10)
     code = random_code(n, m, var_degree, seed)
     synd = np.array(data.draw(st.lists(st.integers(0, 1), min_size=m, max_size=m)), np.uint8)
     llr = np.array(data.draw(st.lists(llr_values, min_size=n, max_size=n)), np.float32)
-    result = decode_syndrome(code, synd, llr, max_iterations, scale=scale, offset=offset)
+    result = decode_syndrome(
+        code, synd, llr, max_iterations, algorithm=algorithm, scale=scale, offset=offset
+    )
     bits, iterations, converged = decode_syndrome_reference(
-        code.chk_ptr, code.chk_var, synd, llr, max_iterations, scale, offset
+        code.chk_ptr, code.chk_var, synd, llr, max_iterations, scale, offset, algorithm
     )
     np.testing.assert_array_equal(result.bits, bits)
     assert result.iterations == iterations
@@ -80,13 +97,16 @@ def test_kernel_agrees_with_twin(
     seed=st.integers(0, 2**32 - 1),
     qber=st.sampled_from([0.01, 0.05, 0.12, 0.3]),
     max_iterations=st.integers(0, 30),
+    algorithm=st.sampled_from(["sum-product", "min-sum"]),
 )
-def test_converged_decode_matches_syndrome(seed: int, qber: float, max_iterations: int) -> None:
+def test_converged_decode_matches_syndrome(
+    seed: int, qber: float, max_iterations: int, algorithm: Algorithm
+) -> None:
     code = random_code(200, 80, 3, seed)
     rng = np.random.default_rng(seed)
     alice, _, llr = channel(rng, code.n, qber)
     synd = syndrome(code, alice)
-    result = decode_syndrome(code, synd, llr, max_iterations)
+    result = decode_syndrome(code, synd, llr, max_iterations, algorithm=algorithm)
     assert result.iterations <= max_iterations
     if result.converged:
         np.testing.assert_array_equal(syndrome(code, result.bits), synd)
@@ -95,13 +115,14 @@ def test_converged_decode_matches_syndrome(seed: int, qber: float, max_iteration
         assert not np.array_equal(syndrome(code, result.bits), synd)
 
 
-def test_corrects_errors_below_threshold() -> None:
+@pytest.mark.parametrize("algorithm", ["sum-product", "min-sum"])
+def test_corrects_errors_below_threshold(algorithm: Algorithm) -> None:
     code = random_code(4000, 2000, 3, seed=7)
     rng = np.random.default_rng(11)
     for _ in range(5):
         alice, bob, llr = channel(rng, code.n, 0.03)
         assert (alice != bob).sum() > 50
-        result = decode_syndrome(code, syndrome(code, alice), llr)
+        result = decode_syndrome(code, syndrome(code, alice), llr, algorithm=algorithm)
         assert result.converged
         assert 0 < result.iterations < 60
         np.testing.assert_array_equal(result.bits, alice)
@@ -189,6 +210,8 @@ class TestBadInput:
             decode_syndrome(self.code, self.synd, self.llr, scale=0.0)
         with pytest.raises(ValueError, match="offset"):
             decode_syndrome(self.code, self.synd, self.llr, offset=-1.0)
+        with pytest.raises(ValueError, match="algorithm"):
+            decode_syndrome(self.code, self.synd, self.llr, algorithm="bp")  # type: ignore[arg-type]
 
     def test_batch_shapes(self) -> None:
         with pytest.raises(TypeError, match="syndromes"):

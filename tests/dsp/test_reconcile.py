@@ -21,6 +21,7 @@ from qkdnode.dsp.reconcile import (
     SyndromeComputed,
     TagComputed,
     binary_entropy,
+    choose_code,
     modulated_positions,
     plan_frame,
     reconcile_local,
@@ -193,12 +194,13 @@ def test_tail_rules() -> None:
 
 
 def test_shipped_code_at_two_percent() -> None:
-    code = codes.get_code(0.8)
-    alice, bob = bsc(10, 2 * code.n, 0.02)
-    report = reconcile_local(alice, bob, 0.02, rng=np.random.default_rng(5), n=code.n)
-    assert report.frames_attempted >= 2
+    code = choose_code(0.02, None)
+    payload = plan_frame(code, code.n, 0.02).payload_length
+    alice, bob = bsc(10, 2 * payload, 0.02)
+    report = reconcile_local(alice, bob, 0.02, rng=np.random.default_rng(5))
+    assert report.frames_attempted == 2
     np.testing.assert_array_equal(report.corrected[report.kept], alice[report.kept])
-    assert report.kept.sum() >= code.n
+    assert report.kept.sum() >= payload
 
 
 def test_abort_above_threshold() -> None:
