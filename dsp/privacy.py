@@ -143,8 +143,9 @@ def _check_sizes(n: int, m: object, max_fft_len: int) -> int:
 class ToeplitzHasher:
     """A Toeplitz hash with a fixed seed: seed spectra computed once, reused for every input.
 
-    Saves one of the three FFTs per tile on each call; costs about 8 bytes per FFT point per tile
-    of memory for as long as it lives. The packing decision assumes inputs of any weight.
+    Saves one of the three FFTs per tile on each call; holds about 8 bytes per FFT point per tile
+    (the spectra) plus one 16-byte-per-point workspace for as long as it lives. Not thread-safe:
+    use one hasher per thread. The packing decision assumes inputs of any weight.
 
     Args:
         seed: Seed bits, uint8 0/1, length ``n + m - 1``.
@@ -169,6 +170,8 @@ class ToeplitzHasher:
             _prepare_seed(sb[t.seed_start : t.seed_start + t.n + t.m - 1], t.n, t.m, t.n)
             for t in self._tiles
         ]
+        # Kept across calls: fresh buffers would be paid again in page faults on every call.
+        self._cache: dict[int, _Workspace] = {}
 
     def __call__(self, x: NDArray[np.uint8]) -> NDArray[np.uint8]:
         """Hash ``x`` (uint8 0/1, length ``n``); same result as :func:`toeplitz_hash`."""
@@ -176,12 +179,11 @@ class ToeplitzHasher:
         if xb.size != self.n:
             raise ValueError(f"x must have n = {self.n} bits, got {xb.size}")
         y = np.zeros(self.m, dtype=np.uint8)
-        cache: dict[int, _Workspace] = {}
         for tile, op in zip(self._tiles, self._ops, strict=True):
             xt = xb[tile.x_start : tile.x_start + tile.n]
             if op is not None and xt.any():
                 rows = y[tile.y_start : tile.y_start + tile.m]
-                rows ^= _apply(xt, op, cache)
+                rows ^= _apply(xt, op, self._cache)
         return y
 
 
