@@ -90,12 +90,24 @@ MIN_PLANNING_QBER = 1e-3
 START_EFFICIENCY = 1.04
 
 # Each blind round reveals about this much efficiency (in units of P * h(q)); smaller steps leak
-# less on average but cost more decoding rounds.
-BLIND_STEP_EFFICIENCY = 0.02
+# less on average (the overshoot is about half a step) but cost more decoding rounds.
+BLIND_STEP_EFFICIENCY = 0.015
 
 # The payload is cut so that the full syndrome (every punctured bit revealed) reaches at least
-# this efficiency: the room blind reconciliation has to absorb a QBER above the estimate.
-MIN_FULL_EFFICIENCY = 1.30
+# this efficiency: the room blind reconciliation has to absorb a QBER above the estimate (the
+# error count of a 64 000-bit frame at 2 % fluctuates by ~3 %, so 1.2 leaves wide margins).
+MIN_FULL_EFFICIENCY = 1.20
+
+# At most this fraction of a frame is modulated (punctured/shortened by the blind protocol). The
+# untainted positions are low-degree variables; fixing too many of them distorts the code's
+# degree distribution and costs more efficiency than their rate range is worth. 2 % covers the
+# f range START_EFFICIENCY .. MIN_FULL_EFFICIENCY at every QBER of interest.
+MAX_MODULATED_FRACTION = 0.02
+
+# Iteration budget of each blind round after the first. Rounds continue from the messages the
+# previous round left (warm start), so a short budget suffices once the revealed bits tip the
+# balance, and a frame that still fails costs little.
+BLIND_ROUND_ITERATIONS = 20
 
 # QBER assumed for the first frame when the caller has no estimate: mid-range of typical links;
 # later frames use the error rate measured on the frames already reconciled.
@@ -127,7 +139,9 @@ def binary_entropy(q: float) -> float:
 def modulated_positions(code: LdpcCode) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Untainted puncturing: positions that can be punctured or shortened, with dedicated checks.
 
-    Greedy, deterministic: variables by increasing degree then index; a variable is taken if none
+    Greedy, deterministic: variables by increasing degree, then in a fixed scrambled order (so that
+    the positions spread over the frame instead of filling the first columns of a quasi-cyclic
+    code), at most ``MAX_MODULATED_FRACTION`` of the frame; a variable is taken if none
     of its checks is already dedicated and one of them touches no modulated position yet; that
     check becomes its dedicated check. So each dedicated check has exactly one modulated
     variable, and a punctured value can be set to zero its check.
@@ -139,9 +153,14 @@ def modulated_positions(code: LdpcCode) -> tuple[NDArray[np.int64], NDArray[np.i
     dedicated = np.zeros(code.m, dtype=np.bool_)
     positions: list[int] = []
     checks: list[int] = []
-    order = np.lexsort((np.arange(code.n), code.var_degree))
+    # Multiplicative hashing (Knuth's constant) scrambles the index order reproducibly.
+    scrambled = (np.arange(code.n, dtype=np.uint64) * np.uint64(2654435761)) % np.uint64(2**32)
+    order = np.lexsort((scrambled, code.var_degree))
     var_ptr, var_chk, chk_degree = code.var_ptr, code.var_chk, code.chk_degree
+    limit = max(1, int(MAX_MODULATED_FRACTION * code.n))
     for v in order.tolist():
+        if len(positions) >= limit:
+            break
         neighbours = var_chk[var_ptr[v] : var_ptr[v + 1]]
         if neighbours.size == 0 or dedicated[neighbours].any():
             continue
@@ -391,14 +410,20 @@ class BobFrame:
         self._llr[self._layout.payload] = np.where(bob_payload == 0, magnitude, -magnitude)
         self._llr[self._layout.shortened] = LLR_LIMIT
         self._revealed = 0
+        self.rounds = 0
+        self.messages = np.zeros(code.n_edges, dtype=np.float32)
         self.corrected: NDArray[np.uint8] | None = None
 
-    def decode_input(self) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
-        """The decoder's inputs for the current round: (full syndrome, LLRs)."""
-        return self._syndrome, self._llr
+    def decode_input(self) -> tuple[NDArray[np.uint8], NDArray[np.float32], NDArray[np.float32]]:
+        """The decoder's inputs for the current round: (full syndrome, LLRs, messages).
+
+        The messages are those the previous round left (zeros at first): rounds warm-start.
+        """
+        return self._syndrome, self._llr, self.messages
 
     def absorb(self, bits: NDArray[np.uint8], converged: bool) -> DecodingReported:
         """Takes a decoding result (from :meth:`decode_input`) and reports it to Alice."""
+        self.rounds += 1
         if converged:
             self.corrected = bits[self._layout.payload].copy()
             return DecodingReported(self.frame, "decoded")
@@ -406,9 +431,16 @@ class BobFrame:
             return DecodingReported(self.frame, "failed")
         return DecodingReported(self.frame, "need_more")
 
+    def round_budget(self, max_iterations: int = DEFAULT_MAX_ITERATIONS) -> int:
+        """Iteration budget of the next round: full for the first, short for warm rounds."""
+        return max_iterations if self.rounds == 0 else min(max_iterations, BLIND_ROUND_ITERATIONS)
+
     def decode(self, max_iterations: int = DEFAULT_MAX_ITERATIONS) -> DecodingReported:
         """Decodes this round on its own and reports (the path of a single frame)."""
-        result = decode_syndrome(self.code, *self.decode_input(), max_iterations)
+        synd, llr, messages = self.decode_input()
+        result = decode_syndrome(
+            self.code, synd, llr, self.round_budget(max_iterations), messages=messages
+        )
         return self.absorb(result.bits, result.converged)
 
     def on_reveal(self, message: BitsRevealed) -> None:
@@ -705,11 +737,18 @@ def _run_batch(
     errors = [0] * len(starts)
     active = list(range(len(starts)))
     while active:
-        syndromes = np.stack([bobs[k].decode_input()[0] for k in active])
-        llrs = np.stack([bobs[k].decode_input()[1] for k in active])
-        result = decode_syndromes(code, syndromes, llrs, max_iterations)
+        inputs = [bobs[k].decode_input() for k in active]
+        messages = np.stack([m for _, _, m in inputs])
+        result = decode_syndromes(
+            code,
+            np.stack([synd for synd, _, _ in inputs]),
+            np.stack([llr for _, llr, _ in inputs]),
+            bobs[active[0]].round_budget(max_iterations),
+            messages=messages,
+        )
         still_active = []
         for row, k in enumerate(active):
+            bobs[k].messages[:] = messages[row]
             rounds[k] += 1
             report = bobs[k].absorb(result.bits[row], bool(result.converged[row]))
             send(k, report)

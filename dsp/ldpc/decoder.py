@@ -194,13 +194,19 @@ def _decode_kernel(
     offset: np.float32,
     table: NDArray[np.float32],
     constants: NDArray[np.float32],
+    msg: NDArray[np.float32],
     bits_out: NDArray[np.uint8],
 ) -> tuple[int, bool]:  # pragma: no cover - compiled
-    """Layered BP; writes hard decisions to ``bits_out``; returns (iterations, converged)."""
+    """Layered BP; writes hard decisions to ``bits_out``; returns (iterations, converged).
+
+    ``msg`` holds the check-to-variable messages (check-major), zeros for a cold start; it is
+    updated in place, so a later call can continue from it (warm start).
+    """
     m = chk_ptr.shape[0] - 1
     n = llr.shape[0]
     post = llr.copy()
-    msg = np.zeros(chk_var.shape[0], dtype=np.float32)
+    for e in range(chk_var.shape[0]):
+        post[chk_var[e]] += msg[e]
     max_degree = 1
     for c in range(m):
         max_degree = max(max_degree, chk_ptr[c + 1] - chk_ptr[c])
@@ -277,6 +283,7 @@ def _decode_batch_kernel(
     offset: np.float32,
     table: NDArray[np.float32],
     constants: NDArray[np.float32],
+    msgs: NDArray[np.float32],
     bits_out: NDArray[np.uint8],
     converged_out: NDArray[np.bool_],
     iterations_out: NDArray[np.int32],
@@ -284,7 +291,7 @@ def _decode_batch_kernel(
     for k in numba.prange(syndromes.shape[0]):
         iterations, converged = _decode_kernel(
             chk_ptr, chk_var, syndromes[k], llrs[k], max_iterations, algorithm, scale, offset,
-            table, constants, bits_out[k],
+            table, constants, msgs[k], bits_out[k],
         )
         iterations_out[k] = iterations
         converged_out[k] = converged
@@ -299,8 +306,12 @@ def decode_syndrome_reference(
     scale: float,
     offset: float,
     algorithm: Algorithm = DEFAULT_ALGORITHM,
+    messages: NDArray[np.float32] | None = None,
 ) -> tuple[NDArray[np.uint8], int, bool]:
     """Plain-Python twin of the layered decoding kernel, in ``numpy.float32`` arithmetic.
+
+    ``messages`` (updated in place) are the starting check-to-variable messages, as for
+    :func:`decode_syndrome`.
 
     Returns:
         ``(bits, iterations, converged)``, bit for bit what the compiled kernel returns.
@@ -308,7 +319,9 @@ def decode_syndrome_reference(
     f32 = np.float32
     scale32, offset32, zero = f32(scale), f32(offset), f32(0.0)
     post = np.clip(np.array(llr, dtype=np.float32), -LLR_LIMIT, LLR_LIMIT).astype(np.float32)
-    msg = np.zeros(chk_var.shape[0], dtype=np.float32)
+    msg = np.zeros(chk_var.shape[0], dtype=np.float32) if messages is None else messages
+    for e in range(chk_var.shape[0]):
+        post[chk_var[e]] = f32(post[chk_var[e]] + msg[e])
     checks = [
         (chk_var[chk_ptr[c] : chk_ptr[c + 1]].astype(np.int64), int(chk_ptr[c]), int(syndrome[c]))
         for c in range(chk_ptr.shape[0] - 1)
@@ -363,6 +376,15 @@ def _check_array(name: str, array: object, dtype: type[np.generic], shape: tuple
         raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
 
 
+def _check_messages(name: str, messages: object, shape: tuple[int, ...]) -> None:
+    _check_array(name, messages, np.float32, shape)
+    assert isinstance(messages, np.ndarray)
+    if not messages.flags.c_contiguous or not messages.flags.writeable:
+        raise ValueError(f"{name} must be C-contiguous and writeable")
+    if not np.isfinite(messages).all():
+        raise ValueError(f"{name} must be finite")
+
+
 def _check_code(code: CheckMajorCode) -> None:
     degrees = np.diff(code.chk_ptr)
     if degrees.size and int(degrees.max()) > MAX_CHECK_DEGREE:
@@ -398,6 +420,7 @@ def decode_syndrome(
     algorithm: Algorithm = DEFAULT_ALGORITHM,
     scale: float = DEFAULT_SCALE,
     offset: float = DEFAULT_OFFSET,
+    messages: NDArray[np.float32] | None = None,
 ) -> DecodeResult:
     """Finds the word of syndrome ``syndrome`` most consistent with Bob's channel LLRs.
 
@@ -411,6 +434,9 @@ def decode_syndrome(
             codes) or ``"min-sum"`` (normalised/offset; faster, fails on highly irregular codes).
         scale: Normalisation factor of min-sum, in ``(0, 1]``.
         offset: Offset of offset min-sum, ``>= 0``.
+        messages: Optional ``float32[E]`` check-to-variable messages (check-major edge order) to
+            start from, updated in place: pass the array of an earlier failed decode of the same
+            frame (after fixing more bits) to continue where it stopped; ``None`` starts cold.
 
     Returns:
         A :class:`DecodeResult` with ``bits`` ``uint8[n]``, ``converged`` bool, ``iterations`` int.
@@ -428,6 +454,11 @@ def decode_syndrome(
         raise ValueError(f"llr must have shape ({code.n},), got {llr.shape}")
     _check_parameters(max_iterations, scale, offset, algorithm)
     llr32 = np.ascontiguousarray(np.clip(llr, -LLR_LIMIT, LLR_LIMIT), dtype=np.float32)
+    edges = code.chk_var.shape[0]
+    if messages is None:
+        messages = np.zeros(edges, dtype=np.float32)
+    else:
+        _check_messages("messages", messages, (edges,))
     bits = np.empty(code.n, dtype=np.uint8)
     iterations, converged = _decode_kernel(
         code.chk_ptr,
@@ -440,6 +471,7 @@ def decode_syndrome(
         np.float32(offset),
         _PHI_TABLE,
         _PHI_CONSTANTS,
+        messages,
         bits,
     )
     return DecodeResult(bits=bits, converged=bool(converged), iterations=int(iterations))
@@ -454,6 +486,7 @@ def decode_syndromes(
     algorithm: Algorithm = DEFAULT_ALGORITHM,
     scale: float = DEFAULT_SCALE,
     offset: float = DEFAULT_OFFSET,
+    messages: NDArray[np.float32] | None = None,
 ) -> DecodeResult:
     """Decodes ``k`` frames in parallel on all cores (numba ``prange`` over frames).
 
@@ -465,6 +498,8 @@ def decode_syndromes(
         algorithm: ``"sum-product"`` or ``"min-sum"`` (see :func:`decode_syndrome`).
         scale: Normalisation factor of min-sum, in ``(0, 1]``.
         offset: Offset of offset min-sum, ``>= 0``.
+        messages: Optional ``float32[k, E]`` starting messages, updated in place (see
+            :func:`decode_syndrome`).
 
     Returns:
         A :class:`DecodeResult` of arrays: ``bits`` ``uint8[k, n]``, ``converged`` ``bool[k]``,
@@ -486,6 +521,11 @@ def decode_syndromes(
         raise ValueError(f"llrs must have shape ({k}, {code.n}), got {llrs.shape}")
     _check_parameters(max_iterations, scale, offset, algorithm)
     llrs32 = np.ascontiguousarray(np.clip(llrs, -LLR_LIMIT, LLR_LIMIT), dtype=np.float32)
+    edges = code.chk_var.shape[0]
+    if messages is None:
+        messages = np.zeros((k, edges), dtype=np.float32)
+    else:
+        _check_messages("messages", messages, (k, edges))
     bits = np.empty((k, code.n), dtype=np.uint8)
     converged = np.zeros(k, dtype=np.bool_)
     iterations = np.zeros(k, dtype=np.int32)
@@ -501,6 +541,7 @@ def decode_syndromes(
             np.float32(offset),
             _PHI_TABLE,
             _PHI_CONSTANTS,
+            messages,
             bits,
             converged,
             iterations,

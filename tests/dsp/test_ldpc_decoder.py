@@ -220,3 +220,50 @@ class TestBadInput:
             decode_syndromes(self.code, np.zeros((2, 19), np.uint8), np.ones((2, 50), np.float32))
         with pytest.raises(ValueError, match="llrs"):
             decode_syndromes(self.code, np.zeros((2, 20), np.uint8), np.ones((3, 50), np.float32))
+
+
+@settings(deadline=None, max_examples=20)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    first=st.integers(0, 4),
+    second=st.integers(0, 4),
+    algorithm=st.sampled_from(["sum-product", "min-sum"]),
+)
+def test_warm_start_agrees_with_twin(
+    seed: int, first: int, second: int, algorithm: Algorithm
+) -> None:
+    code = random_code(120, 60, 3, seed % 1000)
+    rng = np.random.default_rng(seed)
+    alice, _, llr = channel(rng, code.n, 0.1)
+    synd = syndrome(code, alice)
+    messages = np.zeros(code.n_edges, np.float32)
+    decode_syndrome(code, synd, llr, first, algorithm=algorithm, messages=messages)
+    # Fix a few bits (as a blind reveal does) and continue from the messages left.
+    llr[:5] = np.where(alice[:5] == 0, LLR_LIMIT, -LLR_LIMIT)
+    twin_messages = messages.copy()
+    result = decode_syndrome(code, synd, llr, second, algorithm=algorithm, messages=messages)
+    bits, iterations, converged = decode_syndrome_reference(
+        code.chk_ptr, code.chk_var, synd, llr, second, 0.78, 0.0, algorithm, twin_messages
+    )
+    np.testing.assert_array_equal(result.bits, bits)
+    assert (result.iterations, result.converged) == (iterations, converged)
+    np.testing.assert_array_equal(messages, twin_messages)
+
+
+def test_warm_start_checks_messages() -> None:
+    code = random_code(50, 20, 3, seed=0)
+    synd = np.zeros(20, np.uint8)
+    llr = np.ones(50, np.float32)
+    with pytest.raises(ValueError, match="messages"):
+        decode_syndrome(code, synd, llr, messages=np.zeros(code.n_edges + 1, np.float32))
+    with pytest.raises(TypeError, match="messages"):
+        decode_syndrome(code, synd, llr, messages=np.zeros(code.n_edges, np.float64))
+    bad = np.zeros(code.n_edges, np.float32)
+    bad[0] = np.nan
+    with pytest.raises(ValueError, match="messages"):
+        decode_syndrome(code, synd, llr, messages=bad)
+    with pytest.raises(ValueError, match="messages"):
+        decode_syndromes(
+            code, np.zeros((2, 20), np.uint8), np.ones((2, 50), np.float32),
+            messages=np.zeros((1, code.n_edges), np.float32),
+        )
