@@ -320,19 +320,17 @@ def _prepare_seed(
         return None
     fft_len, m_top, shift = _plan_operand(n, m, seed, max_weight)
     if cache is None:
-        row = np.zeros(fft_len, dtype=np.float64)
+        row = np.empty(fft_len, dtype=np.float64)
         spectrum = np.empty(fft_len // 2 + 1, dtype=np.complex128)
     else:
         ws = _workspace(cache, fft_len, with_seed=True)
         assert ws.spec_b is not None
         row, spectrum = ws.real, ws.spec_b
-        row.fill(0.0)
     if m_top == m:
         row[: seed.size] = seed
+        row[seed.size :] = 0.0
     else:
-        s_bot = seed[m_top:]
-        row[: n + m_top - 1] = seed[: n + m_top - 1]
-        row[: s_bot.size] += np.ldexp(s_bot.astype(np.float64), shift)
+        pack_seed_kernel(seed, n + m_top - 1, m_top, float(2**shift), row)
     np.fft.rfft(row, out=spectrum)
     return _SeedOperand(spectrum, fft_len, n, m, m_top, shift)
 
@@ -432,6 +430,36 @@ def round_split_kernel(
         if i < n_hi:
             hi[i] = np.uint8((k >> shift) & 1)
     return worst
+
+
+@numba.njit(cache=True, nogil=True)
+def pack_seed_kernel(
+    seed: NDArray[np.uint8], top_len: int, m_top: int, scale: float, row: NDArray[np.float64]
+) -> None:
+    """``row[i] = seed[i] (i < top_len) + scale * seed[m_top + i]`` (where it exists), else 0.
+
+    Builds the packed operand ``s_top + 2**b s_bot`` in one pass. Numba kernel;
+    :func:`pack_seed_reference` is its plain-numpy twin.
+    """
+    bot_len = seed.shape[0] - m_top
+    for i in range(row.shape[0]):
+        v = 0.0
+        if i < top_len:
+            v = float(seed[i])
+        if i < bot_len:
+            v += scale * float(seed[m_top + i])
+        row[i] = v
+
+
+def pack_seed_reference(
+    seed: NDArray[np.uint8], top_len: int, m_top: int, scale: float, row: NDArray[np.float64]
+) -> None:
+    """Plain-numpy twin of :func:`pack_seed_kernel`."""
+    row[:] = 0.0
+    top = seed[: min(top_len, row.size)]
+    row[: top.size] = top
+    bot = seed[m_top:][: row.size]
+    row[: bot.size] += scale * bot.astype(np.float64)
 
 
 def round_split_reference(

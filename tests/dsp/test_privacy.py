@@ -299,6 +299,27 @@ def test_round_split_kernel_matches_twin(
     assert ra == rb
 
 
+@settings(deadline=None, max_examples=60)
+@given(st.integers(1, 60), st.data())
+def test_pack_seed_kernel_matches_twin(n: int, data: st.DataObject) -> None:
+    m = data.draw(st.integers(2, n + 5))
+    m_top = (m + 1) // 2
+    seed = np.array(
+        data.draw(st.lists(st.integers(0, 1), min_size=n + m - 1, max_size=n + m - 1)), np.uint8
+    )
+    length = n + m_top - 1 + data.draw(st.integers(0, 7))
+    shift = data.draw(st.integers(1, 30))
+    a = np.full(length, np.nan)
+    b = np.full(length, np.nan)
+    privacy.pack_seed_kernel(seed, n + m_top - 1, m_top, float(2**shift), a)
+    privacy.pack_seed_reference(seed, n + m_top - 1, m_top, float(2**shift), b)
+    np.testing.assert_array_equal(a, b)
+    expected = np.zeros(length)
+    expected[: n + m_top - 1] += seed[: n + m_top - 1]
+    expected[: n + m - 1 - m_top] += 2.0**shift * seed[m_top:]
+    np.testing.assert_array_equal(a, expected)
+
+
 def test_round_kernels_report_residuals() -> None:
     conv = np.array([3.0, 4.2, 5.49, -1.1, 2.0**20 + 2.0**5 + 1], dtype=np.float64)
     out = np.empty(5, np.uint8)
