@@ -19,11 +19,15 @@ bounds the error of every output by
 ``||a||_2 ||b||_2 ((1+u)^(3k) (1+u*sqrt5)^(3k+1) (1+beta)^(3k) - 1)`` with unit roundoff
 ``u = 2**-53`` and twiddle-factor error ``beta``; to first order ``(3 + 3*sqrt5 + 3) k u`` for
 ``beta <= u``, i.e. about ``12.7 k u ||a|| ||b||``. We charge ``FFT_ERROR_PER_LEVEL = 16`` per level
-(headroom for pocketfft's mixed radix-3/4/5 butterflies, whose per-level error constants are of the
-same size) and require the resulting bound to stay below ``ROUNDING_BUDGET = 1/8``, four times
-inside the 1/2 that rounding tolerates. The norms are the actual ones: ``||x||_2 = sqrt(popcount)``.
-For plain 0/1 operands and ``F <= 2**27`` the bound is below ``1e-5``, so the plain path always
-qualifies; it is checked anyway, per tile.
+and require the resulting bound to stay below ``ROUNDING_BUDGET = 1/8``, four times inside the 1/2
+that rounding tolerates. The norms are the actual ones: ``||x||_2 = sqrt(popcount)``. Caveat:
+Percival's theorem is proved for radix-2 transforms; numpy.fft (pocketfft) mixes radix-2/3/4/5
+passes with accurately computed twiddles, whose per-level error constants are of the same size,
+and the 16 (vs 12.7) plus the factor 4 are the headroom we take for that; it is an engineering
+extension of the theorem, not a proof for pocketfft's exact code. For plain 0/1 operands and
+``F <= 2**27`` the bound is below ``1e-5``, five orders of magnitude inside 1/2, so the plain path
+always qualifies (checked anyway, per tile); the packed path below is the one that uses the
+budget, and the tripwire below backs it.
 
 Two outputs per FFT element: when the bound allows it (roughly ``n`` up to a few million), the
 seed windows of the two halves of ``y`` are packed into one real operand as
@@ -51,7 +55,7 @@ from .errors import DistillationError
 __all__ = ["ToeplitzHasher", "ToeplitzTile", "plan_tiles", "toeplitz_hash"]
 
 # Percival's first-order constant is 3 + 3*sqrt(5) + 3 ~ 12.7 per radix-2 level; 16 leaves room
-# for the mixed-radix butterflies of pocketfft (scipy.fft).
+# for the mixed-radix butterflies of pocketfft (numpy.fft).
 FFT_ERROR_PER_LEVEL = 16.0
 # Unit roundoff of IEEE double precision.
 UNIT_ROUNDOFF = 2.0**-53

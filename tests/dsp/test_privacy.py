@@ -169,6 +169,29 @@ def test_error_bound_rejects_packing_for_huge_operands() -> None:
     assert privacy._error_bound(2**24, 1e7, 1e7 * 4.0**24) > privacy.ROUNDING_BUDGET
 
 
+@pytest.mark.parametrize("density", [0.5, 1.0])
+def test_error_bound_covers_the_measured_fft_error(density: float) -> None:
+    # Packed operand against the exact integer convolution: the bound must exceed the real error.
+    rng = np.random.default_rng(9)
+    n, m = 6000, 4000
+    x = (rng.random(n) < density).astype(np.uint8)
+    seed = (rng.random(n + m - 1) < density).astype(np.uint8)
+    m_top = (m + 1) // 2
+    shift = int(x.sum()).bit_length()
+    packed = seed[: n + m_top - 1].astype(np.int64)
+    packed[: n + m - 1 - m_top] += seed[m_top:].astype(np.int64) << shift
+    exact = np.convolve(packed, x.astype(np.int64))
+    length = n + m_top - 1
+    fx = np.fft.rfft(x.astype(np.float64), length)
+    fs = np.fft.rfft(packed.astype(np.float64), length)
+    approx = np.fft.irfft(fx * fs, length)
+    window = slice(n - 1, n - 1 + m_top)
+    measured = float(np.max(np.abs(approx[window] - exact[window])))
+    bound = privacy._error_bound(length, float(x.sum()), float(np.sum(packed.astype(float) ** 2)))
+    assert measured <= bound
+    assert bound < privacy.ROUNDING_BUDGET
+
+
 def test_rounding_tripwire(monkeypatch: pytest.MonkeyPatch) -> None:
     real = privacy._convolve_with_spectrum
 
