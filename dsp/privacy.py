@@ -52,7 +52,7 @@ from numpy.typing import NDArray
 
 from .errors import DistillationError
 
-__all__ = ["ToeplitzHasher", "ToeplitzTile", "plan_tiles", "toeplitz_hash"]
+__all__ = ["FFTWorkspace", "ToeplitzHasher", "ToeplitzTile", "plan_tiles", "toeplitz_hash"]
 
 # Percival's first-order constant is 3 + 3*sqrt(5) + 3 ~ 12.7 per radix-2 level; 16 leaves room
 # for the mixed-radix butterflies of pocketfft (numpy.fft).
@@ -88,6 +88,7 @@ def toeplitz_hash(
     m: int,
     *,
     max_fft_len: int = DEFAULT_MAX_FFT_LEN,
+    workspace: FFTWorkspace | None = None,
 ) -> NDArray[np.uint8]:
     """Hash ``x`` with the Toeplitz matrix given by ``seed``: ``y = T x mod 2``.
 
@@ -99,6 +100,8 @@ def toeplitz_hash(
         seed: Seed bits, uint8 0/1, length ``n + m - 1``.
         m: Output length, ``1 <= m <= n``.
         max_fft_len: Longest FFT per tile; bounds memory (about 40 bytes per point).
+        workspace: Buffers to reuse across calls of the same size (saves page faults); by
+            default fresh buffers are allocated and dropped on return.
 
     Returns:
         The ``m`` output bits as a new uint8 array.
@@ -118,7 +121,7 @@ def toeplitz_hash(
         raise ValueError(f"seed must have n + m - 1 = {n + m - 1} bits, got {sb.size}")
 
     y = np.zeros(m, dtype=np.uint8)
-    cache: dict[int, _Workspace] = {}
+    cache = workspace.buffers if workspace is not None else {}
     for tile in plan_tiles(n, m, max_fft_len):
         xt = xb[tile.x_start : tile.x_start + tile.n]
         weight = int(np.count_nonzero(xt))
@@ -278,12 +281,28 @@ class _Workspace:
         self.spec_b = np.empty_like(self.spec_x) if with_seed else None
 
 
+class FFTWorkspace:
+    """FFT buffers a caller keeps to reuse across :func:`toeplitz_hash` calls of the same size.
+
+    Holds about 24 bytes per FFT point of the last length used. Not thread-safe: one per thread.
+    """
+
+    def __init__(self) -> None:
+        self.buffers: dict[int, _Workspace] = {}
+
+    def clear(self) -> None:
+        """Drop the buffers."""
+        self.buffers.clear()
+
+
 def _workspace(cache: dict[int, _Workspace], fft_len: int, with_seed: bool) -> _Workspace:
     """The workspace of ``fft_len``, dropping others (tiles of a call share one or two lengths)."""
     ws = cache.get(fft_len)
     if ws is None:
         cache.clear()
         ws = cache[fft_len] = _Workspace(fft_len, with_seed)
+    elif with_seed and ws.spec_b is None:
+        ws.spec_b = np.empty_like(ws.spec_x)
     return ws
 
 

@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 from qkdnode.dsp import privacy
 from qkdnode.dsp.errors import DistillationError
-from qkdnode.dsp.privacy import ToeplitzHasher, plan_tiles, toeplitz_hash
+from qkdnode.dsp.privacy import FFTWorkspace, ToeplitzHasher, plan_tiles, toeplitz_hash
 
 
 def dense_reference(x: NDArray[np.uint8], seed: NDArray[np.uint8], m: int) -> NDArray[np.uint8]:
@@ -202,6 +202,23 @@ def test_rounding_tripwire(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(1)
     with pytest.raises(DistillationError, match="residual"):
         toeplitz_hash(random_bits(rng, 100), random_bits(rng, 149), 50)
+
+
+def test_workspace_reuse_across_calls_and_sizes() -> None:
+    rng = np.random.default_rng(12)
+    ws = FFTWorkspace()
+    for n, m in [(5000, 2500), (5000, 2500), (777, 300), (5000, 2500), (5000, 1)]:
+        x, seed = random_bits(rng, n), random_bits(rng, n + m - 1)
+        np.testing.assert_array_equal(
+            toeplitz_hash(x, seed, m, workspace=ws), bitsliced_reference(x, seed, m)
+        )
+        np.testing.assert_array_equal(
+            toeplitz_hash(x, seed, m, workspace=ws, max_fft_len=1000),
+            bitsliced_reference(x, seed, m),
+        )
+    assert ws.buffers
+    ws.clear()
+    assert not ws.buffers
 
 
 def test_zero_input_gives_zero_output() -> None:
