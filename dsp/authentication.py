@@ -245,7 +245,8 @@ class WegmanCarter:
             KeyPoolDepleted: No pad left (nothing consumed).
         """
         data = _as_bytes("message", message)
-        return verify(data, received_tag, self._hash_key, self._next_pad(len(data)))
+        received = _as_bytes("received_tag", received_tag)  # type errors before any state change
+        return verify(data, received, self._hash_key, self._next_pad(len(data)))
 
     @property
     def bits_consumed(self) -> int:

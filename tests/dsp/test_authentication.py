@@ -276,6 +276,17 @@ def test_two_ends_in_step() -> None:
     assert alice.tags_used == 3
 
 
+def test_type_errors_consume_nothing() -> None:
+    pool = KeyPool(bytes(range(24)))
+    wc = WegmanCarter.from_pool(pool)
+    with pytest.raises(TypeError, match="received_tag must be bytes-like"):
+        wc.verify(b"m", "tag")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="message must be bytes-like"):
+        wc.tag(["m"])  # type: ignore[arg-type]
+    assert pool.bits_consumed == 64
+    assert wc.tags_used == 0
+
+
 def test_pads_are_fresh_per_tag() -> None:
     wc = WegmanCarter(KEY, KeyPool(bytes(range(1, 17))))
     assert wc.tag(b"same") != wc.tag(b"same")
