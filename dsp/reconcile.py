@@ -87,16 +87,17 @@ MIN_PLANNING_QBER = 1e-3
 
 # Efficiency f of the first syndrome of a frame. Finite-length codes decoded by min-sum rarely
 # succeed below f ~ 1.03; starting lower wastes decoding rounds, higher wastes disclosed bits.
-START_EFFICIENCY = 1.04
+START_EFFICIENCY = 1.05
 
 # Each blind round reveals about this much efficiency (in units of P * h(q)); smaller steps leak
 # less on average (the overshoot is about half a step) but cost more decoding rounds.
-BLIND_STEP_EFFICIENCY = 0.015
+BLIND_STEP_EFFICIENCY = 0.01
 
 # The payload is cut so that the full syndrome (every punctured bit revealed) reaches at least
 # this efficiency: the room blind reconciliation has to absorb a QBER above the estimate (the
-# error count of a 64 000-bit frame at 2 % fluctuates by ~3 %, so 1.2 leaves wide margins).
-MIN_FULL_EFFICIENCY = 1.20
+# error count of a 64 000-bit frame at 2 % fluctuates by ~3 %, so 1.14 leaves a margin). More
+# room means more shortening, which on the shipped codes costs ~0.01 of efficiency per 0.06.
+MIN_FULL_EFFICIENCY = 1.14
 
 # At most this fraction of a frame is modulated (punctured/shortened by the blind protocol). The
 # untainted positions are low-degree variables; fixing too many of them distorts the code's
@@ -107,7 +108,7 @@ MAX_MODULATED_FRACTION = 0.02
 # Iteration budget of each blind round after the first. Rounds continue from the messages the
 # previous round left (warm start), so a short budget suffices once the revealed bits tip the
 # balance, and a frame that still fails costs little.
-BLIND_ROUND_ITERATIONS = 20
+BLIND_ROUND_ITERATIONS = 30
 
 # QBER assumed for the first frame when the caller has no estimate: mid-range of typical links;
 # later frames use the error rate measured on the frames already reconciled.

@@ -125,9 +125,14 @@ def phi_table() -> NDArray[np.float32]:
 
 
 _PHI_TABLE = phi_table()
-# What the kernels need besides the table: resolution, small-x bound, tiny-x bound, cap.
+# Bound on min-sum message magnitudes (a check of degree 1, or agreeing checks over many
+# iterations, would otherwise grow them towards overflow); as large as a known bit's LLR.
+MESSAGE_LIMIT = LLR_LIMIT
+
+# What the kernels need besides the table: resolution, small-x bound, tiny-x bound, cap, and the
+# min-sum message limit.
 _PHI_CONSTANTS = np.array(
-    [PHI_TABLE_RESOLUTION, PHI_SMALL_X, PHI_TINY_X, PHI_CAP], dtype=np.float32
+    [PHI_TABLE_RESOLUTION, PHI_SMALL_X, PHI_TINY_X, PHI_CAP, MESSAGE_LIMIT], dtype=np.float32
 )
 
 
@@ -138,14 +143,14 @@ def _phi(
     """phi(x) for x >= 0, as described at the PHI_* constants."""
     if x < constants[1]:
         if x <= constants[2]:
-            return constants[3]
+            return np.float32(constants[3])
         return np.float32(math.log(2.0 / np.float64(x)))
     u = x * constants[0]
     last = table.shape[0] - 1
     if u >= np.float32(last):
         return np.float32(0.0)
     i = int(u)
-    return table[i] + (u - np.float32(i)) * (table[i + 1] - table[i])
+    return np.float32(table[i] + (u - np.float32(i)) * (table[i + 1] - table[i]))
 
 
 def _phi_reference(x: np.float32, table: NDArray[np.float32]) -> np.float32:
@@ -242,8 +247,8 @@ def _decode_kernel(
                 arg_min = key1 & 0xFFFFF
                 minima[0] = np.int32(key1 >> 20)
                 minima[1] = np.int32(key2 >> 20)
-                mag1 = max(scale * minima_f[0] - offset, zero)
-                mag2 = max(scale * minima_f[1] - offset, zero)
+                mag1 = min(max(scale * minima_f[0] - offset, zero), constants[4])
+                mag2 = min(max(scale * minima_f[1] - offset, zero), constants[4])
                 for i in range(degree):
                     mag = mag2 if i == arg_min else mag1
                     r = -mag if (negative ^ ((extrinsic_bits[i] >> 31) & 1)) != 0 else mag
@@ -355,8 +360,9 @@ def decode_syndrome_reference(
             order = sorted(range(len(mags)), key=lambda i: (mags[i], i))
             min1 = mags[order[0]] if mags else _FLOAT32_MAX
             min2 = mags[order[1]] if len(mags) > 1 else _FLOAT32_MAX
-            mag1 = max(f32(scale32 * min1) - offset32, zero)
-            mag2 = max(f32(scale32 * min2) - offset32, zero)
+            limit = _PHI_CONSTANTS[4]
+            mag1 = min(max(f32(scale32 * min1) - offset32, zero), limit)
+            mag2 = min(max(f32(scale32 * min2) - offset32, zero), limit)
             for i, (v, e) in enumerate(zip(vs, edges, strict=True)):
                 mag = mag2 if i == order[0] else mag1
                 r = -mag if (negative + int(np.signbit(t[i]))) % 2 else mag
