@@ -394,6 +394,8 @@ class BobFrame:
         """
         if message.plan.code_name != code.name:
             raise ValueError("message: names a different code")
+        _check_bits("message.syndrome", message.syndrome)
+        _check_bits("bob_payload", bob_payload)
         if bob_payload.size != message.plan.payload_length:
             raise ValueError("bob_payload: length differs from the frame's payload")
         self.code = code
@@ -446,6 +448,7 @@ class BobFrame:
 
     def on_reveal(self, message: BitsRevealed) -> None:
         """Fixes the revealed punctured values as known bits."""
+        _check_bits("message.values", message.values)
         stop = self._revealed + message.values.size
         if message.frame != self.frame or stop > self.plan.n_punctured:
             raise ValueError("message: reveal does not fit this frame")

@@ -262,6 +262,14 @@ class TestBadInput:
         first = alice_end.start()
         with pytest.raises(ValueError, match="bob_payload"):
             BobFrame(CODE, first, np.zeros(plan.payload_length - 1, np.uint8))
+        with pytest.raises(TypeError, match="bob_payload"):
+            BobFrame(CODE, first, np.zeros(plan.payload_length, np.int64))  # type: ignore[arg-type]
+        forged = SyndromeComputed(0, first.plan, first.syndrome.astype(np.int64))
+        with pytest.raises(TypeError, match=r"message\.syndrome"):
+            BobFrame(CODE, forged, np.zeros(plan.payload_length, np.uint8))
+        short = SyndromeComputed(0, first.plan, first.syndrome[:-1])
+        with pytest.raises(ValueError, match="message"):
+            BobFrame(CODE, short, np.zeros(plan.payload_length, np.uint8))
         other = random_code(2000, 1000, 3, seed=2)
         with pytest.raises(ValueError, match="message"):
             BobFrame(other, first, np.zeros(plan.payload_length, np.uint8))
