@@ -44,6 +44,7 @@ while the bound above holds).
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -68,6 +69,9 @@ ROUNDING_TRIPWIRE = 0.25
 # while it transforms. 2**26 points are then ~2.5 GiB at the worst, and n = 1e8, m = 5e7 (six
 # tiles of ~5.8e7 points) stays near 2.7 GiB with the caller's arrays, inside a 4 GiB budget.
 DEFAULT_MAX_FFT_LEN = 2**26
+# With workers=2 the two forward transforms run at once: one more row and a second numpy scratch,
+# ~64 bytes per point. Longer tiles run sequentially so that the memory bound above still holds.
+PARALLEL_MAX_FFT_LEN = 2**25
 
 
 def _check_bits(name: str, a: object) -> NDArray[np.uint8]:
@@ -89,6 +93,7 @@ def toeplitz_hash(
     *,
     max_fft_len: int = DEFAULT_MAX_FFT_LEN,
     workspace: FFTWorkspace | None = None,
+    workers: int = 1,
 ) -> NDArray[np.uint8]:
     """Hash ``x`` with the Toeplitz matrix given by ``seed``: ``y = T x mod 2``.
 
@@ -102,6 +107,9 @@ def toeplitz_hash(
         max_fft_len: Longest FFT per tile; bounds memory (about 40 bytes per point).
         workspace: Buffers to reuse across calls of the same size (saves page faults); by
             default fresh buffers are allocated and dropped on return.
+        workers: 2 runs the input's and the seed's forward transforms on two threads (for tiles
+            up to ``PARALLEL_MAX_FFT_LEN`` points; ~64 bytes per point). The default 1 suits a
+            node whose pool already runs one block per core.
 
     Returns:
         The ``m`` output bits as a new uint8 array.
@@ -120,18 +128,37 @@ def toeplitz_hash(
     if sb.size != n + m - 1:
         raise ValueError(f"seed must have n + m - 1 = {n + m - 1} bits, got {sb.size}")
 
+    if workers not in (1, 2):
+        raise ValueError(f"workers must be 1 or 2, got {workers}")
+
     y = np.zeros(m, dtype=np.uint8)
     cache = workspace.buffers if workspace is not None else {}
-    for tile in plan_tiles(n, m, max_fft_len):
-        xt = xb[tile.x_start : tile.x_start + tile.n]
-        weight = int(np.count_nonzero(xt))
-        if weight == 0:
-            continue
-        st = sb[tile.seed_start : tile.seed_start + tile.n + tile.m - 1]
-        op = _prepare_seed(st, tile.n, tile.m, weight, cache)
-        if op is not None:
+    pool = ThreadPoolExecutor(max_workers=1) if workers == 2 else None
+    try:
+        for tile in plan_tiles(n, m, max_fft_len):
+            xt = xb[tile.x_start : tile.x_start + tile.n]
+            st = sb[tile.seed_start : tile.seed_start + tile.n + tile.m - 1]
+            weight = int(np.count_nonzero(xt))
+            if weight == 0 or not st.any():
+                continue
+            fft_len, m_top, shift = _plan_operand(tile.n, tile.m, st, weight)
+            parallel = pool is not None and fft_len <= PARALLEL_MAX_FFT_LEN
+            ws = _workspace(cache, fft_len, with_seed=True, seed_row=parallel)
+            assert ws.spec_b is not None
+            op = _SeedOperand(ws.spec_b, fft_len, tile.n, tile.m, m_top, shift)
+            if parallel and pool is not None and ws.seed_row is not None:
+                # The two forward transforms are independent; numpy.fft releases the GIL.
+                seed_done = pool.submit(_transform_seed, st, op, ws.seed_row)
+                _forward_x(xt, ws)
+                seed_done.result()
+            else:
+                _transform_seed(st, op, ws.real)
+                _forward_x(xt, ws)
             rows = y[tile.y_start : tile.y_start + tile.m]
-            rows ^= _apply(xt, op, cache)
+            rows ^= _finish(ws, op)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return y
 
 
@@ -272,13 +299,14 @@ class _SeedOperand:
 class _Workspace:
     """FFT buffers of one length, reused across tiles (fresh pages cost page faults)."""
 
-    __slots__ = ("fft_len", "real", "spec_b", "spec_x")
+    __slots__ = ("fft_len", "real", "seed_row", "spec_b", "spec_x")
 
-    def __init__(self, fft_len: int, with_seed: bool) -> None:
+    def __init__(self, fft_len: int) -> None:
         self.fft_len = fft_len
         self.real = np.empty(fft_len, dtype=np.float64)
         self.spec_x = np.empty(fft_len // 2 + 1, dtype=np.complex128)
-        self.spec_b = np.empty_like(self.spec_x) if with_seed else None
+        self.spec_b: NDArray[np.complex128] | None = None
+        self.seed_row: NDArray[np.float64] | None = None  # only for two-thread runs
 
 
 class FFTWorkspace:
@@ -295,14 +323,18 @@ class FFTWorkspace:
         self.buffers.clear()
 
 
-def _workspace(cache: dict[int, _Workspace], fft_len: int, with_seed: bool) -> _Workspace:
+def _workspace(
+    cache: dict[int, _Workspace], fft_len: int, *, with_seed: bool = False, seed_row: bool = False
+) -> _Workspace:
     """The workspace of ``fft_len``, dropping others (tiles of a call share one or two lengths)."""
     ws = cache.get(fft_len)
     if ws is None:
         cache.clear()
-        ws = cache[fft_len] = _Workspace(fft_len, with_seed)
-    elif with_seed and ws.spec_b is None:
+        ws = cache[fft_len] = _Workspace(fft_len)
+    if with_seed and ws.spec_b is None:
         ws.spec_b = np.empty_like(ws.spec_x)
+    if seed_row and ws.seed_row is None:
+        ws.seed_row = np.empty_like(ws.real)
     return ws
 
 
@@ -326,43 +358,52 @@ def _plan_operand(n: int, m: int, seed: NDArray[np.uint8], max_weight: int) -> t
     return fft_len, m, 0
 
 
-def _prepare_seed(
-    seed: NDArray[np.uint8],
-    n: int,
-    m: int,
-    max_weight: int,
-    cache: dict[int, _Workspace] | None = None,
-) -> _SeedOperand | None:
-    """Transform a tile's seed (any ``m``, also ``m > n``), packed when the error bound allows.
+def _prepare_seed(seed: NDArray[np.uint8], n: int, m: int, max_weight: int) -> _SeedOperand | None:
+    """Transform a tile's seed (any ``m``, also ``m > n``) into a new spectrum array.
 
-    ``max_weight`` bounds the number of ones of every input this operand will meet. With a
-    workspace ``cache`` the spectrum lives in the workspace (one-shot use); without, it is a new
-    array (kept by :class:`ToeplitzHasher`). Returns ``None`` for an all-zero seed.
+    ``max_weight`` bounds the number of ones of every input this operand will meet (packing is
+    chosen by the error bound for that weight). Returns ``None`` for an all-zero seed.
     """
     if not seed.any():
         return None
     fft_len, m_top, shift = _plan_operand(n, m, seed, max_weight)
-    if cache is None:
-        row = np.empty(fft_len, dtype=np.float64)
-        spectrum = np.empty(fft_len // 2 + 1, dtype=np.complex128)
-    else:
-        ws = _workspace(cache, fft_len, with_seed=True)
-        assert ws.spec_b is not None
-        row, spectrum = ws.real, ws.spec_b
-    if m_top == m:
+    op = _SeedOperand(np.empty(fft_len // 2 + 1, np.complex128), fft_len, n, m, m_top, shift)
+    _transform_seed(seed, op, np.empty(fft_len, dtype=np.float64))
+    return op
+
+
+def _transform_seed(seed: NDArray[np.uint8], op: _SeedOperand, row: NDArray[np.float64]) -> None:
+    """Fill ``row`` with the (packed) seed operand and write its rfft into ``op.spectrum``."""
+    if op.m_top == op.m:
         row[: seed.size] = seed
         row[seed.size :] = 0.0
     else:
-        pack_seed_kernel(seed, n + m_top - 1, m_top, float(2**shift), row)
-    np.fft.rfft(row, out=spectrum)
-    return _SeedOperand(spectrum, fft_len, n, m, m_top, shift)
+        pack_seed_kernel(seed, op.n + op.m_top - 1, op.m_top, float(2**op.shift), row)
+    np.fft.rfft(row, out=op.spectrum)
 
 
-def _apply(
-    x: NDArray[np.uint8], op: _SeedOperand, cache: dict[int, _Workspace]
-) -> NDArray[np.uint8]:
-    """The tile's product ``T' x`` for a prepared seed operand."""
-    conv = _convolve_with_spectrum(x, op.spectrum, _workspace(cache, op.fft_len, False))
+def _forward_x(x: NDArray[np.uint8], ws: _Workspace) -> None:
+    """rfft of zero-padded ``x`` into ``ws.spec_x`` (numpy.fft with ``out=``: no new buffers)."""
+    row = ws.real
+    row[: x.size] = x
+    row[x.size :] = 0.0
+    np.fft.rfft(row, out=ws.spec_x)
+
+
+def _inverse(ws: _Workspace, spec_b: NDArray[np.complex128]) -> NDArray[np.float64]:
+    """Cyclic convolution from the two spectra; a view of the workspace's real buffer.
+
+    numpy.fft's own scratch (16 bytes per point while a transform runs) comes on top of the
+    workspace's 24 (one more 8 with two threads).
+    """
+    ws.spec_x *= spec_b
+    np.fft.irfft(ws.spec_x, ws.fft_len, out=ws.real)
+    return ws.real
+
+
+def _finish(ws: _Workspace, op: _SeedOperand) -> NDArray[np.uint8]:
+    """Multiply, transform back, round and take the parities of the tile's rows."""
+    conv = _inverse(ws, op.spectrum)
     if op.m_top == op.m:
         out = np.empty(op.m, dtype=np.uint8)
         _check_residual(round_parity_kernel(conv, op.n - 1, out))
@@ -373,30 +414,20 @@ def _apply(
     return np.concatenate((lo, hi))
 
 
+def _apply(
+    x: NDArray[np.uint8], op: _SeedOperand, cache: dict[int, _Workspace]
+) -> NDArray[np.uint8]:
+    """The tile's product ``T' x`` for a prepared seed operand."""
+    ws = _workspace(cache, op.fft_len)
+    _forward_x(x, ws)
+    return _finish(ws, op)
+
+
 def _check_residual(residual: float) -> None:
     if not residual <= ROUNDING_TRIPWIRE:  # also catches NaN
         raise DistillationError(
             f"FFT rounding residual {residual:.3g} exceeds {ROUNDING_TRIPWIRE}; result discarded"
         )
-
-
-def _convolve_with_spectrum(
-    x: NDArray[np.uint8], spec_b: NDArray[np.complex128], ws: _Workspace
-) -> NDArray[np.float64]:
-    """Cyclic convolution of zero-padded ``x`` with the signal whose rfft is ``spec_b``.
-
-    Uses numpy.fft (pocketfft) with ``out=`` into the workspace, so only numpy's own scratch
-    (16 bytes per point while a transform runs) comes on top of the workspace's 24. (A single
-    1-D pocketfft transform runs on one thread; parallelism comes from running independent blocks
-    concurrently, as the node's pool does.) Returns a view of the workspace's real buffer.
-    """
-    row = ws.real
-    row[: x.size] = x
-    row[x.size :] = 0.0
-    np.fft.rfft(row, out=ws.spec_x)
-    ws.spec_x *= spec_b
-    np.fft.irfft(ws.spec_x, ws.fft_len, out=row)
-    return row
 
 
 # --- kernels and their plain-numpy twins -------------------------------------------------------

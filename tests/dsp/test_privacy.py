@@ -193,12 +193,12 @@ def test_error_bound_covers_the_measured_fft_error(density: float) -> None:
 
 
 def test_rounding_tripwire(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = privacy._convolve_with_spectrum
+    real = privacy._inverse
 
     def off_by_0_4(*args: object) -> NDArray[np.float64]:
         return real(*args) + 0.4  # type: ignore[arg-type]
 
-    monkeypatch.setattr(privacy, "_convolve_with_spectrum", off_by_0_4)
+    monkeypatch.setattr(privacy, "_inverse", off_by_0_4)
     rng = np.random.default_rng(1)
     with pytest.raises(DistillationError, match="residual"):
         toeplitz_hash(random_bits(rng, 100), random_bits(rng, 149), 50)
@@ -219,6 +219,31 @@ def test_workspace_reuse_across_calls_and_sizes() -> None:
     assert ws.buffers
     ws.clear()
     assert not ws.buffers
+
+
+@settings(deadline=None, max_examples=25)
+@given(problems(max_n=300), st.integers(16, 200))
+def test_two_workers_give_the_same_result(
+    problem: tuple[NDArray[np.uint8], ...], max_fft_len: int
+) -> None:
+    x, seed, m = problem
+    np.testing.assert_array_equal(
+        toeplitz_hash(x, seed, int(m), workers=2, max_fft_len=max_fft_len),
+        dense_reference(x, seed, int(m)),
+    )
+
+
+def test_two_workers_medium_and_bad_workers() -> None:
+    rng = np.random.default_rng(13)
+    n, m = 40_000, 20_000
+    x, seed = random_bits(rng, n), random_bits(rng, n + m - 1)
+    ws = FFTWorkspace()
+    for _ in range(2):
+        np.testing.assert_array_equal(
+            toeplitz_hash(x, seed, m, workers=2, workspace=ws), bitsliced_reference(x, seed, m)
+        )
+    with pytest.raises(ValueError, match="workers must be 1 or 2, got 3"):
+        toeplitz_hash(x, seed, m, workers=3)
 
 
 def test_zero_input_gives_zero_output() -> None:
