@@ -6,6 +6,7 @@ their outputs are cross-checked (SHA-256 of the output bits).
 
 Implementations:
   qkdnode            toeplitz_hash(x, seed, m)                      (seed FFT computed per call)
+  qkdnode_2threads   toeplitz_hash(x, seed, m, workers=2)            (forward FFTs on 2 threads)
   qkdnode_reuse      ToeplitzHasher(seed, n, m)(x)                  (seed spectra prepared once)
   scipy_plain        the straightforward product: rfft of zero-padded x and seed at the full
                      linear length, multiply, irfft, round, mod 2, slice (implemented here)
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-IMPLS = ("qkdnode", "qkdnode_reuse", "scipy_plain", "cryptomite")
+IMPLS = ("qkdnode", "qkdnode_2threads", "qkdnode_reuse", "scipy_plain", "cryptomite")
 
 
 def make_inputs(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -62,6 +63,14 @@ def run_child(impl: str, n: int, m: int, repeats: int) -> dict[str, Any]:
 
         def fn() -> np.ndarray:
             return toeplitz_hash(x, seed, m)
+
+    elif impl == "qkdnode_2threads":
+        from qkdnode.dsp.privacy import toeplitz_hash
+
+        toeplitz_hash(x[:1000], seed[: 1000 + 499], 500, workers=2)
+
+        def fn() -> np.ndarray:
+            return toeplitz_hash(x, seed, m, workers=2)
 
     elif impl == "qkdnode_reuse":
         from qkdnode.dsp.privacy import ToeplitzHasher
