@@ -17,6 +17,7 @@ per-slot choices of the transmitter, which are key material.
 from __future__ import annotations
 
 import math
+import threading
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
@@ -135,7 +136,12 @@ class TransportBase:
     """Shared bookkeeping for transport implementations (not required by the protocol).
 
     Keeps the names used in messages, the last command sent (a bare ``read`` names it), the
-    closed state and the context manager, and builds the errors.
+    closed state, the context manager and a lock, and builds the errors.
+
+    Threads: instrument I/O runs in worker threads, so implementations hold ``_lock`` (re-entrant)
+    around each operation and across the write and read of a ``query``, which is therefore
+    atomic. A ``write`` followed by a separate ``read`` is not: threads sharing a transport use
+    ``query``.
 
     Args:
         instrument: a name for messages, e.g. ``"detector 'spd'"``.
@@ -149,6 +155,7 @@ class TransportBase:
         self._timeout_s = check_timeout(timeout_s)
         self._last_command: str | bytes | None = None
         self._closed = False
+        self._lock = threading.RLock()
 
     @property
     def resource(self) -> str:

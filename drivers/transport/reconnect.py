@@ -19,6 +19,8 @@ Policy (what :class:`ReconnectingTransport` does when a command fails with
   only ever time out when unplugged); then it is handled like a broken link.
 * The first open (in the constructor) is not retried: a missing instrument at start-up is a
   configuration problem to report, not to wait out.
+* Commands from several threads are serialised; a thread arriving during a reconnect waits for
+  it. ``close`` stops a reconnect in progress after its current wait.
 
 Each attempt is logged at WARNING on ``logging.getLogger(__name__)``.
 """
@@ -26,6 +28,7 @@ Each attempt is logged at WARNING on ``logging.getLogger(__name__)``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -147,6 +150,7 @@ class ReconnectingTransport:
         self._instrument = first.instrument
         self._reconnects = 0
         self._closed = False
+        self._lock = threading.RLock()
 
     @property
     def resource(self) -> str:
@@ -212,7 +216,8 @@ class ReconnectingTransport:
     def close(self) -> None:
         """Closes the wrapped transport; no further reconnects."""
         self._closed = True
-        self._drop()
+        with self._lock:
+            self._drop()
 
     def _message(self, text: str) -> str:
         return f"{error_prefix(self._instrument, self._resource)}: {text}"
@@ -233,6 +238,12 @@ class ReconnectingTransport:
             logger.debug("%s", self._message(f"error while closing the broken link: {exc}"))
 
     def _run(
+        self, command: str | bytes | None, op: Callable[[Transport], _T], resend: bool
+    ) -> _T:
+        with self._lock:
+            return self._run_locked(command, op, resend)
+
+    def _run_locked(
         self, command: str | bytes | None, op: Callable[[Transport], _T], resend: bool
     ) -> _T:
         if self._closed:
@@ -281,6 +292,10 @@ class ReconnectingTransport:
             )
             self._sleep(delay)
             waited += delay
+            if self._closed:
+                raise TransportError(
+                    self._message(f"closed while reconnecting for {describe_command(command)}")
+                ) from last
             try:
                 link = self._opener()
             except (TransportError, TransportTimeout) as exc:

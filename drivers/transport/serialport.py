@@ -101,16 +101,19 @@ class SerialTransport(TransportBase):
 
     @contextmanager
     def _converted(self, action: str, command: str | bytes | None) -> Iterator[None]:
-        """Turns pyserial's exceptions into ours, naming the instrument and command."""
-        self._check_open(command)
-        try:
-            yield
-        except serial.SerialTimeoutException as exc:
-            raise TransportTimeout(
-                self._message(f"{action} {describe_command(command)} timed out (write timeout)")
-            ) from exc
-        except (serial.SerialException, OSError) as exc:
-            raise self._error(f"{action} {describe_command(command)} failed: {exc}") from exc
+        """Holds the lock; turns pyserial's exceptions into ours, naming instrument and command."""
+        with self._lock:
+            self._check_open(command)
+            try:
+                yield
+            except serial.SerialTimeoutException as exc:
+                raise TransportTimeout(
+                    self._message(
+                        f"{action} {describe_command(command)} timed out (write timeout)"
+                    )
+                ) from exc
+            except (serial.SerialException, OSError) as exc:
+                raise self._error(f"{action} {describe_command(command)} failed: {exc}") from exc
 
     def _send(self, payload: bytes, command: str | bytes) -> None:
         with self._converted("sending", command):
@@ -148,9 +151,10 @@ class SerialTransport(TransportBase):
             ) from exc
 
     def query(self, command: str) -> str:
-        """Sends one command and reads its reply."""
-        self.write(command)
-        return self.read()
+        """Sends one command and reads its reply (atomically, see TransportBase)."""
+        with self._lock:
+            self.write(command)
+            return self.read()
 
     def write_bytes(self, data: bytes) -> None:
         """Sends raw bytes (no termination added)."""
@@ -170,11 +174,12 @@ class SerialTransport(TransportBase):
 
     def close(self) -> None:
         """Closes the port."""
-        if self.closed:
-            return
-        super().close()
-        try:
-            self._port.close()
-        except (serial.SerialException, OSError) as exc:
-            # The link may be the reason we are closing; nothing left to do about it.
-            logger.debug("%s: error while closing: %s", self._message("close"), exc)
+        with self._lock:
+            if self.closed:
+                return
+            super().close()
+            try:
+                self._port.close()
+            except (serial.SerialException, OSError) as exc:
+                # The link may be the reason we are closing; nothing left to do about it.
+                logger.debug("%s", self._message(f"error while closing: {exc}"))

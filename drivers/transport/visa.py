@@ -27,6 +27,12 @@ class VisaTransport(TransportBase):
     Opens its own resource manager (the backend given, or the system's default VISA library) and
     closes it with the transport.
 
+    After a reply times out, the instrument may still hold that reply in its output queue (a
+    USBTMC or GPIB instrument sends it on the next read request), and the next query would take
+    it for its own. So the next command is preceded by a device clear, which empties the
+    instrument's input and output buffers without changing its settings (IEEE 488.2); on a
+    serial (ASRL) resource the read buffer is discarded instead.
+
     Args:
         visa_resource: the VISA resource string, e.g. ``USB0::0x1313::0x8078::P0012345::INSTR``.
         instrument: a name for messages, e.g. ``"power meter 'pm'"``.
@@ -84,31 +90,51 @@ class VisaTransport(TransportBase):
                 f"{self._message(f'{visa_resource} is not a message-based VISA resource')}"
             )
         self._visa: MessageBasedResource = opened
+        self._clear_before_next = False
+
+    def _clear_stale_reply(self) -> None:
+        if not self._clear_before_next:
+            return
+        self._clear_before_next = False
+        try:
+            if self._visa.interface_type == visa_constants.InterfaceType.asrl:
+                # A device clear on a serial line sends a break, which some instruments take
+                # badly; dropping what arrived is enough there.
+                self._visa.flush(visa_constants.BufferOperation.discard_read_buffer)
+            else:
+                self._visa.clear()
+        except (visa_errors.Error, OSError, NotImplementedError) as exc:
+            # Not every backend or interface supports a device clear (pyvisa-sim does not);
+            # the command is still worth sending.
+            logger.debug("%s", self._message(f"device clear after a timeout failed: {exc}"))
 
     @contextmanager
     def _converted(self, action: str, command: str | bytes | None) -> Iterator[None]:
-        """Turns pyvisa's exceptions into ours, naming the instrument and command."""
-        self._check_open(command)
-        try:
-            yield
-        except visa_errors.VisaIOError as exc:
-            if exc.error_code == visa_constants.StatusCode.error_timeout:
-                raise self._timeout(command) from exc
-            raise self._error(
-                f"{action} {describe_command(command)} failed: {_visa_text(exc)}"
-            ) from exc
-        except (visa_errors.Error, OSError) as exc:
-            raise self._error(
-                f"{action} {describe_command(command)} failed: {_visa_text(exc)}"
-            ) from exc
-        except UnicodeDecodeError as exc:
-            raise self._error(
-                f"reply to {describe_command(command)} is not valid {exc.encoding}"
-            ) from exc
+        """Holds the lock; turns pyvisa's exceptions into ours, naming instrument and command."""
+        with self._lock:
+            self._check_open(command)
+            try:
+                yield
+            except visa_errors.VisaIOError as exc:
+                if exc.error_code == visa_constants.StatusCode.error_timeout:
+                    self._clear_before_next = True
+                    raise self._timeout(command) from exc
+                raise self._error(
+                    f"{action} {describe_command(command)} failed: {_visa_text(exc)}"
+                ) from exc
+            except (visa_errors.Error, OSError) as exc:
+                raise self._error(
+                    f"{action} {describe_command(command)} failed: {_visa_text(exc)}"
+                ) from exc
+            except UnicodeDecodeError as exc:
+                raise self._error(
+                    f"reply to {describe_command(command)} is not valid {exc.encoding}"
+                ) from exc
 
     def write(self, command: str) -> None:
         """Sends one command."""
         with self._converted("sending", command):
+            self._clear_stale_reply()
             self._last_command = command
             self._visa.write(command)
 
@@ -118,13 +144,15 @@ class VisaTransport(TransportBase):
             return self._visa.read()
 
     def query(self, command: str) -> str:
-        """Sends one command and reads its reply."""
-        self.write(command)
-        return self.read()
+        """Sends one command and reads its reply (atomically, see TransportBase)."""
+        with self._lock:
+            self.write(command)
+            return self.read()
 
     def write_bytes(self, data: bytes) -> None:
         """Sends raw bytes (no termination added)."""
         with self._converted("sending", data):
+            self._clear_stale_reply()
             self._last_command = bytes(data)
             self._visa.write_raw(bytes(data))
 
@@ -139,15 +167,19 @@ class VisaTransport(TransportBase):
 
     def close(self) -> None:
         """Closes the VISA session and its resource manager."""
-        if self.closed:
-            return
-        super().close()
+        with self._lock:
+            if self.closed:
+                return
+            super().close()
+            self._release()
+
+    def _release(self) -> None:
         for closeable in (self._visa, self._manager):
             try:
                 closeable.close()
             except (visa_errors.Error, OSError) as exc:
                 # The link may be the reason we are closing; nothing left to do about it.
-                logger.debug("%s: error while closing: %s", self._message("close"), exc)
+                logger.debug("%s", self._message(f"error while closing: {exc}"))
 
 
 def _visa_text(exc: BaseException) -> str:

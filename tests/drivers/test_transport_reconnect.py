@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import pickle
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -291,6 +293,46 @@ def test_closed_reconnecting_transport_refuses():
     with pytest.raises(TransportError, match="'MZM:VOLTAGE\\?' not sent: closed"):
         transport.query("MZM:VOLTAGE?")
     assert (sleeps, bench.opens) == ([], 1)
+
+
+def test_close_during_back_off_stops_the_reconnect():
+    bench = Bench(failing_opens=0)
+    holder: list[ReconnectingTransport] = []
+
+    def sleep_then_close(seconds: float) -> None:
+        holder[0].close()  # as another thread would, while this one waits
+
+    transport = ReconnectingTransport(bench.open, sleep=sleep_then_close)
+    holder.append(transport)
+    bench.links[0].breaks = 1
+    with pytest.raises(TransportError, match=r"closed while reconnecting for 'MZM:VOLTAGE\?'"):
+        transport.query("MZM:VOLTAGE?")
+    assert bench.opens == 1
+
+
+def test_threads_sharing_a_reconnecting_transport_are_serialised():
+    bench = Bench()
+    transport, _ = make(bench)
+    active = 0
+    overlaps = 0
+    original_query = FlakyLink.query
+
+    def slow_query(self: FlakyLink, command: str) -> str:
+        nonlocal active, overlaps
+        active += 1
+        overlaps += active > 1
+        time.sleep(0.001)
+        active -= 1
+        return original_query(self, command)
+
+    FlakyLink.query = slow_query  # type: ignore[method-assign]
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            replies = list(pool.map(lambda _: transport.query("MZM:VOLTAGE?"), range(40)))
+    finally:
+        FlakyLink.query = original_query  # type: ignore[method-assign]
+    assert replies == ["1.234"] * 40
+    assert overlaps == 0
 
 
 def test_reconnect_over_scripted_links_tests_a_driver_fault_path():

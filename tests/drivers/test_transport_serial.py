@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import types
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -46,6 +47,13 @@ def test_loop_echoes_commands(loop):
     loop.write("A")
     loop.write("B")
     assert [loop.read(), loop.read()] == ["A", "B"]
+
+
+def test_concurrent_queries_each_get_their_own_reply(loop):
+    # query holds the transport's lock across write and read, so threads do not swap replies.
+    with ThreadPoolExecutor(4) as pool:
+        replies = list(pool.map(lambda i: loop.query(f"VOA:ATTEN {i}"), range(200)))
+    assert replies == [f"VOA:ATTEN {i}" for i in range(200)]
 
 
 def test_read_with_nothing_sent_times_out(loop):

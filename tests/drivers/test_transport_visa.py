@@ -79,6 +79,26 @@ def test_unknown_query_times_out_naming_instrument_resource_and_command(pm):
     assert pm.query("*IDN?").startswith("Thorlabs,")
 
 
+def test_device_clear_before_the_command_after_a_timeout(pm, monkeypatch):
+    clears: list[str] = []
+    monkeypatch.setattr(pm._visa, "clear", lambda: clears.append("clear"))
+    assert pm.query("*IDN?").startswith("Thorlabs,")
+    with pytest.raises(TransportTimeout):
+        pm.query("FETCH?")
+    assert clears == []
+    assert pm.query("*IDN?").startswith("Thorlabs,")
+    assert clears == ["clear"]
+    assert pm.query("*IDN?").startswith("Thorlabs,")
+    assert clears == ["clear"]
+
+
+def test_unsupported_device_clear_does_not_block_the_next_command(pm):
+    with pytest.raises(TransportTimeout):
+        pm.query("FETCH?")
+    # pyvisa-sim has no device clear; the command still goes out.
+    assert float(pm.query("MEAS:POW?")) == pytest.approx(1.234e-3)
+
+
 def test_read_bytes_timeout_names_last_command(pm):
     pm.write("*IDN?")
     with pytest.raises(TransportTimeout, match=r"no reply to '\*IDN\?'"):
