@@ -17,6 +17,7 @@ per-slot choices of the transmitter, which are key material.
 from __future__ import annotations
 
 import math
+import re
 import threading
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
@@ -35,6 +36,11 @@ __all__ = [
 # long one carries data (a waveform in ASCII, a pattern table) that can encode per-slot choices,
 # which are key material and must not reach logs or exception text.
 MAX_COMMAND_IN_MESSAGE = 64
+# A long command is named by its SCPI header (mnemonics with at most a two-digit suffix, so a run
+# of pattern digits is not taken for one), cut at this length: the longest headers we drive
+# (``SOURce1:FUNCtion:ARBitrary:SRATe``) fit.
+MAX_HEADER_IN_MESSAGE = 40
+_SCPI_HEADER = re.compile(r"(?:[*:]?[A-Za-z]+\d{0,2})+\??")
 
 
 @runtime_checkable
@@ -110,7 +116,8 @@ def describe_command(command: str | bytes | None) -> str:
         return f"a binary block of {len(command)} bytes"
     if len(command) <= MAX_COMMAND_IN_MESSAGE:
         return repr(command)
-    header = command.split(maxsplit=1)[0][:MAX_COMMAND_IN_MESSAGE] if command.strip() else ""
+    match = _SCPI_HEADER.match(command.strip())
+    header = match.group()[:MAX_HEADER_IN_MESSAGE] if match else ""
     return f"{header!r}... ({len(command)} characters)"
 
 
@@ -136,7 +143,9 @@ class TransportBase:
     """Shared bookkeeping for transport implementations (not required by the protocol).
 
     Keeps the names used in messages, the last command sent (a bare ``read`` names it), the
-    closed state, the context manager and a lock, and builds the errors.
+    closed state, the context manager and a lock, and builds the errors (``_message``,
+    ``_error``, ``_timeout``, ``_check_open`` are for subclasses, such as the simulated bench's
+    transport).
 
     Threads: instrument I/O runs in worker threads, so implementations hold ``_lock`` (re-entrant)
     around each operation and across the write and read of a ``query``, which is therefore

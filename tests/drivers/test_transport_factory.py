@@ -240,3 +240,7 @@ def test_describe_command():
     assert describe_command(b"\x00" * 7) == "a binary block of 7 bytes"
     long = "DATA:ARB qkd," + "0," * MAX_COMMAND_IN_MESSAGE
     assert describe_command(long) == f"'DATA:ARB'... ({len(long)} characters)"
+    # No separator: the header stops before the data, which may be per-slot choices.
+    pattern = "PATTERN:" + "01" * 100
+    assert describe_command(pattern) == f"'PATTERN'... ({len(pattern)} characters)"
+    assert describe_command("0110" * 30) == "''... (120 characters)"
