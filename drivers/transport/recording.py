@@ -57,8 +57,19 @@ class RecordingTransport:
         return list(self._steps)
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Writes the exchange as JSON lines (see :func:`~.scripted.save_steps`)."""
-        save_steps(path, self.steps, instrument=self.instrument, resource=self.resource)
+        """Writes the exchange as JSON lines (see :func:`~.scripted.save_steps`).
+
+        The header keeps the recorded transport's ``timeout_s`` if it has one, so replayed
+        timeout messages read as the lab's did.
+        """
+        timeout_s = getattr(self._inner, "timeout_s", None)
+        save_steps(
+            path,
+            self.steps,
+            instrument=self.instrument,
+            resource=self.resource,
+            timeout_s=timeout_s if isinstance(timeout_s, int | float) else None,
+        )
 
     def __enter__(self) -> Self:
         return self

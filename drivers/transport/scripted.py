@@ -128,6 +128,8 @@ class ScriptedTransport(TransportBase):
         header, steps = load_steps(path)
         options: dict[str, Any] = {"instrument": header["instrument"]}
         options["resource"] = header["resource"]
+        if isinstance(header.get("timeout_s"), int | float):
+            options["timeout_s"] = header["timeout_s"]
         options.update(names)
         return cls(steps, **options)
 
@@ -323,21 +325,29 @@ def _decode_value(value: object, where: str) -> Reply:
 
 
 def save_steps(
-    path: str | os.PathLike[str], steps: Sequence[Step], *, instrument: str, resource: str
+    path: str | os.PathLike[str],
+    steps: Sequence[Step],
+    *,
+    instrument: str,
+    resource: str,
+    timeout_s: float | None = None,
 ) -> None:
     """Writes a script as JSON lines.
 
     The first line is a header ``{"format": ..., "version": 1, "instrument": ...,
-    "resource": ...}``; then one ``{"sent": ..., "reply": ...}`` per step, where a value is
-    ``null``, a string, ``{"base64": ...}`` for bytes or ``{"fault": "timeout"|"disconnect"}``.
+    "resource": ..., "timeout_s": ...}`` (``timeout_s`` only if given); then one
+    ``{"sent": ..., "reply": ...}`` per step, where a value is ``null``, a string,
+    ``{"base64": ...}`` for bytes or ``{"fault": "timeout"|"disconnect"}``.
     """
     checked = [_check_step(i, s) for i, s in enumerate(steps)]
-    header = {
+    header: dict[str, object] = {
         "format": EXCHANGE_FORMAT,
         "version": EXCHANGE_FORMAT_VERSION,
         "instrument": instrument,
         "resource": resource,
     }
+    if timeout_s is not None:
+        header["timeout_s"] = timeout_s
     with open(path, "w", encoding="utf-8") as out:
         out.write(json.dumps(header) + "\n")
         for sent, reply in checked:

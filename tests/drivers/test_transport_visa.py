@@ -184,7 +184,8 @@ def test_record_a_visa_session_and_replay_it(tmp_path):
     path = tmp_path / "pm.jsonl"
     recorder.save(path)
 
-    replay = ScriptedTransport.load(path, timeout_s=TIMEOUT_S)
-    assert session(replay)[:2] == lab[:2]
+    replay = ScriptedTransport.load(path)
+    assert replay.timeout_s == TIMEOUT_S
+    assert lab[2] == f"power meter 'pm' at {URL}: no reply to 'FETCH?' within {TIMEOUT_S} s"
+    assert session(replay) == [*lab[:2], f"{lab[2]} (scripted)"]
     replay.assert_done()
-    assert lab[2].startswith(f"power meter 'pm' at {URL}: no reply to 'FETCH?'")
