@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import pickle
+import tempfile
+from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from qkdnode.drivers.errors import DeviceError, TransportError, TransportTimeout
 from qkdnode.drivers.transport import (
@@ -13,6 +17,7 @@ from qkdnode.drivers.transport import (
     SCRIPTED_TIMEOUT,
     RecordingTransport,
     ScriptedTransport,
+    Step,
     Transport,
     load_steps,
     read_block,
@@ -333,3 +338,80 @@ def test_malformed_recordings_name_file_and_line(tmp_path, lines, message):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=message):
         load_steps(path)
+
+
+# --- property: recording, saving, loading and replaying preserves what a driver sees ----------
+
+COMMANDS = st.text(alphabet="ABCMZ:?* 0123456789", min_size=1, max_size=12)
+REPLIES = st.text(max_size=16)
+
+
+@st.composite
+def exchanges(draw: st.DrawFn) -> tuple[list[Step], list[tuple[object, ...]]]:
+    """A script and the driver actions that use it exactly."""
+    steps: list[Step] = []
+    actions: list[tuple[object, ...]] = []
+    for kind in draw(st.lists(st.sampled_from("QWVDBRT"), max_size=12)):
+        if kind == "Q":  # query: a reply, a timeout or a disconnect
+            cmd = draw(COMMANDS)
+            faults = st.sampled_from([SCRIPTED_TIMEOUT, SCRIPTED_DISCONNECT])
+            reply = draw(st.one_of(REPLIES, faults))
+            steps.append((cmd, reply))
+            actions.append(("query", cmd))
+        elif kind == "W":  # write, then read its reply separately
+            cmd, reply = draw(COMMANDS), draw(REPLIES)
+            steps.append((cmd, reply))
+            actions += [("write", cmd), ("read",)]
+        elif kind == "V":  # write with no reply
+            cmd = draw(COMMANDS)
+            steps.append((cmd, None))
+            actions.append(("write", cmd))
+        elif kind == "D":  # a write on a dead link
+            cmd = draw(COMMANDS)
+            steps.append((cmd, SCRIPTED_DISCONNECT))
+            actions.append(("write", cmd))
+        elif kind == "B":  # binary out, binary reply read in pieces
+            data, reply = draw(st.binary(min_size=1, max_size=20)), draw(st.binary(max_size=20))
+            steps.append((data, reply or None))
+            actions.append(("write_bytes", data))
+            left = len(reply)
+            while left:
+                n = draw(st.integers(1, left))
+                actions.append(("read_bytes", n))
+                left -= n
+        elif kind == "R":  # a line read with nothing sent
+            steps.append((None, draw(REPLIES)))
+            actions.append(("read",))
+        else:  # a read that times out with nothing sent
+            steps.append((None, SCRIPTED_TIMEOUT))
+            actions.append(("read",))
+    return steps, actions
+
+
+def _drive(transport: Transport, actions: list[tuple[object, ...]]) -> list[object]:
+    seen: list[object] = []
+    for name, *args in actions:
+        try:
+            seen.append(getattr(transport, str(name))(*args))
+        except (TransportError, TransportTimeout) as exc:
+            seen.append((type(exc).__name__, str(exc)))
+    return seen
+
+
+@given(exchanges())
+def test_record_save_load_replay_preserves_what_the_driver_sees(exchange):
+    steps, actions = exchange
+    with tempfile.TemporaryDirectory() as folder:
+        lab = ScriptedTransport(steps, **PM)
+        recorder = RecordingTransport(lab)
+        seen = _drive(recorder, actions)
+        lab.assert_done()
+        path = Path(folder) / "session.jsonl"
+        recorder.save(path)
+
+        replay = ScriptedTransport.load(path)
+        again = RecordingTransport(replay)
+        assert _drive(again, actions) == seen
+        replay.assert_done()
+        # The recorded form is canonical: recording the replay gives the same steps.
+        assert again.steps == recorder.steps

@@ -42,6 +42,21 @@ def test_loop_url_builds_a_serial_transport(loop):
     assert loop._port.baudrate == 115200
 
 
+def test_url_line_settings_reach_pyserial():
+    url = (
+        "serial://loop://?baudrate=19200&bytesize=7&parity=E&stopbits=2&rtscts=1&xonxoff=0"
+        "&write_timeout=0.5"
+    )
+    with open_transport(url, instrument="x", timeout_s=TIMEOUT_S) as transport:
+        port = transport._port
+        assert (port.baudrate, port.bytesize, port.parity, port.stopbits) == (19200, 7, "E", 2)
+        assert (port.rtscts, port.xonxoff, port.write_timeout, port.timeout) == (
+            True, False, 0.5, TIMEOUT_S
+        )
+    with open_transport("serial://loop://", instrument="x", timeout_s=TIMEOUT_S) as transport:
+        assert transport._port.baudrate == serialport.DEFAULT_BAUDRATE
+
+
 def test_loop_echoes_commands(loop):
     assert loop.query("MZM:VOLTAGE?") == "MZM:VOLTAGE?"
     loop.write("A")
