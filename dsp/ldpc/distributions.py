@@ -1,0 +1,186 @@
+"""Variable-node degree distributions of the shipped LDPC family, with their sources.
+
+Kept as Python data (not a data file) so that every installation carries them; read them through
+:func:`qkdnode.dsp.ldpc.construct.load_distributions`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+__all__ = ["DISTRIBUTIONS"]
+
+# description: what the numbers mean; sources: citations; rates: one entry per shipped rate.
+DISTRIBUTIONS: Final[dict[str, Any]] = {
+    "description": "Edge-perspective variable-node degree distributions lambda(x) = sum_d "
+    "lambda_d x^(d-1), keyed by degree d, optimised for the binary symmetric "
+    "channel. Check degrees are not taken from the sources: construct.py keeps "
+    "them concentrated (two consecutive degrees), which is what the sources' "
+    "rho(x) are as well (except at rates 0.65, 0.60, 0.50). 'threshold' is the BSC "
+    "crossover probability of the source's density evolution (infinite length, "
+    "sum-product).",
+    "sources": {
+        "EL2009": "D. Elkouss, A. Leverrier, R. Alleaume, J. J. Boutros, 'Efficient "
+        "reconciliation protocol for discrete-variable quantum key "
+        "distribution', Proc. IEEE ISIT 2009, pp. 1879-1883, arXiv:0901.2140, "
+        "Table I.",
+        "qkdnode": "This project: extrapolated from EL2009's rate-0.90 distribution (its "
+        "degree-21 share moved to degrees 3 and 12); checked by simulation "
+        "only (construct.py --evaluate), not by density evolution.",
+    },
+    "rates": {
+        "0.95": {
+            "source": "qkdnode",
+            "threshold": None,
+            "lambda": {"2": 0.08, "3": 0.3, "5": 0.09, "9": 0.19, "12": 0.34},
+        },
+        "0.90": {
+            "source": "EL2009",
+            "threshold": None,
+            "note": "EL2009's rate-0.85 lambda(x), used at rate 0.90 with denser "
+            "checks. EL2009's own rate-0.90 distribution (threshold 0.0109, "
+            "i.e. f = 1.15 even at infinite length: 2 0.07689, 3 0.28096, 5 "
+            "0.08933, 9 0.19620, 12 0.30631, 21 0.05031) failed 18 of 40 "
+            "frames at QBER 1.05 % (n = 16000, layered min-sum) where this one "
+            "failed 9.",
+            "lambda": {
+                "2": 0.04528,
+                "3": 0.20537,
+                "4": 0.05878,
+                "5": 0.04274,
+                "6": 0.08454,
+                "7": 0.01176,
+                "9": 0.05137,
+                "21": 0.50015,
+            },
+        },
+        "0.85": {
+            "source": "EL2009",
+            "threshold": 0.0199,
+            "note": "Table I prints 0.094274 for lambda_5; the coefficients sum to 1 "
+            "only with 0.04274, used here.",
+            "lambda": {
+                "2": 0.04528,
+                "3": 0.20537,
+                "4": 0.05878,
+                "5": 0.04274,
+                "6": 0.08454,
+                "7": 0.01176,
+                "9": 0.05137,
+                "21": 0.50015,
+            },
+        },
+        "0.80": {
+            "source": "EL2009",
+            "threshold": 0.0298,
+            "lambda": {
+                "2": 0.0942,
+                "3": 0.18088,
+                "6": 0.11972,
+                "7": 0.0855,
+                "8": 0.09816,
+                "17": 0.07194,
+                "26": 0.3496,
+            },
+        },
+        "0.75": {
+            "source": "EL2009",
+            "threshold": 0.0392,
+            "lambda": {
+                "2": 0.10805,
+                "3": 0.09511,
+                "4": 0.01449,
+                "5": 0.13764,
+                "6": 0.10667,
+                "7": 0.05288,
+                "28": 0.01107,
+                "31": 0.47408,
+            },
+        },
+        "0.70": {
+            "source": "EL2009",
+            "threshold": 0.0504,
+            "lambda": {
+                "2": 0.05343,
+                "3": 0.29406,
+                "6": 0.00896,
+                "9": 0.15571,
+                "12": 0.12189,
+                "25": 0.19872,
+                "46": 0.09572,
+                "62": 0.02741,
+                "65": 0.04056,
+                "73": 0.00354,
+            },
+        },
+        "0.65": {
+            "source": "EL2009",
+            "threshold": 0.0633,
+            "lambda": {
+                "2": 0.10451,
+                "3": 0.15652,
+                "4": 0.08057,
+                "5": 0.00056,
+                "9": 0.12151,
+                "13": 0.10485,
+                "15": 0.10719,
+                "21": 0.00771,
+                "51": 0.31656,
+            },
+        },
+        "0.60": {
+            "source": "EL2009",
+            "threshold": 0.0766,
+            "lambda": {
+                "2": 0.1104,
+                "3": 0.20804,
+                "8": 0.14163,
+                "9": 0.14858,
+                "26": 0.14438,
+                "27": 0.08909,
+                "46": 0.00748,
+                "71": 0.15038,
+            },
+        },
+        "0.55": {
+            "source": "EL2009",
+            "threshold": 0.0904,
+            "lambda": {
+                "2": 0.1688,
+                "3": 0.20994,
+                "6": 0.18095,
+                "15": 0.03846,
+                "16": 0.02635,
+                "18": 0.23454,
+                "19": 0.05815,
+                "31": 0.0828,
+            },
+        },
+        "0.50": {
+            "source": "EL2009",
+            "threshold": 0.1071,
+            "lambda": {
+                "2": 0.14438,
+                "3": 0.19026,
+                "4": 0.01836,
+                "5": 0.00233,
+                "6": 0.04697,
+                "8": 0.053943,
+                "9": 0.0559,
+                "10": 0.0129,
+                "11": 0.00162,
+                "14": 0.06159,
+                "15": 0.13115,
+                "17": 0.01481,
+                "47": 0.00879,
+                "49": 0.0065,
+                "55": 0.0021,
+                "56": 0.00099,
+                "57": 0.11178,
+                "58": 0.06238,
+                "59": 0.05094,
+                "66": 0.0223,
+            },
+        },
+    },
+}
