@@ -247,7 +247,8 @@ class ReconnectingTransport:
         self, command: str | bytes | None, op: Callable[[Transport], _T], resend: bool
     ) -> _T:
         if self._closed:
-            raise TransportError(self._message(f"{describe_command(command)} not sent: closed"))
+            what = f"{describe_command(command)} not sent" if command is not None else "no read"
+            raise TransportError(self._message(f"{what}: closed"))
         if self._inner is None:
             # The link broke on an earlier command; this one was not sent yet, so reopen first.
             return self._reconnect(command, None, op, resend)
