@@ -14,8 +14,10 @@ Protocol, per frame of ``n`` bits (one LDPC codeword):
    bits, 0 on punctured ones. If decoding fails he asks for more (:class:`DecodingReported`), and
    Alice reveals the values of the next punctured positions (:class:`BitsRevealed`): blind
    reconciliation (Martinez-Mateo, Elkouss, Martin, 2012), so the rate falls only as far as the
-   frame needs and a rough prior QBER suffices. When every punctured position is revealed
-   (the full ``m``-bit syndrome is then known) and decoding still fails, the frame is discarded.
+   frame needs and a rough prior QBER suffices. Once every punctured value is revealed (the
+   full ``m``-bit syndrome is then known), rounds reveal payload bits, spread over the frame, up
+   to ``PAYLOAD_REVEAL_EFFICIENCY``; if decoding still fails, the frame is discarded. Rounds
+   continue from the decoder messages of the previous round (warm start).
 4. After a converged decode, Alice sends a verification tag of her payload under a fresh seed
    (:class:`TagComputed`, :mod:`qkdnode.dsp.verification`); Bob keeps the frame only if his tag
    matches (:class:`FrameVerified`).
@@ -98,6 +100,11 @@ BLIND_STEP_EFFICIENCY = 0.01
 # error count of a 64 000-bit frame at 2 % fluctuates by ~3 %, so 1.14 leaves a margin). More
 # room means more shortening, which on the shipped codes costs ~0.01 of efficiency per 0.06.
 MIN_FULL_EFFICIENCY = 1.14
+
+# After every punctured value, blind rounds may reveal payload bits, up to this much efficiency
+# (in units of P * h(q)) beyond the full syndrome. Each is one disclosed bit and then known to
+# Bob; it rescues frames whose errors exceed the plan, instead of discarding them.
+PAYLOAD_REVEAL_EFFICIENCY = 0.25
 
 # At most this fraction of a frame is modulated (punctured/shortened by the blind protocol). The
 # untainted positions are low-degree variables; fixing too many of them distorts the code's
@@ -185,6 +192,8 @@ class FramePlan:
         code_name: Name of the LDPC code.
         payload_length: ``P``, number of key bits in the frame.
         n_punctured: ``p``, modulated positions punctured at the start (the rest are shortened).
+        payload_reveals: Payload bits that may be revealed after every punctured value has been
+            (the last resort of blind reconciliation before the frame is discarded).
         step: Number of punctured values revealed per blind round.
         qber: QBER the plan assumes (sets Bob's channel LLRs).
     """
@@ -192,6 +201,7 @@ class FramePlan:
     code_name: str
     payload_length: int
     n_punctured: int
+    payload_reveals: int
     step: int
     qber: float
 
@@ -218,7 +228,10 @@ def plan_frame(
     payload = max(payload, 1)
     punctured = min(d, max(0, code.m - math.ceil(start_efficiency * payload * h)))
     step = max(1, math.ceil(BLIND_STEP_EFFICIENCY * payload * h))
-    return FramePlan(code.name, payload, punctured, step, float(max(qber, MIN_PLANNING_QBER)))
+    payload_reveals = min(payload, math.ceil(PAYLOAD_REVEAL_EFFICIENCY * payload * h))
+    return FramePlan(
+        code.name, payload, punctured, payload_reveals, step, float(max(qber, MIN_PLANNING_QBER))
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,13 +241,19 @@ class _Layout:
     punctured: NDArray[np.int64]
     punctured_checks: NDArray[np.int64]
     sent_rows: NDArray[np.int64]
+    reveal_order: NDArray[np.int64]
 
 
 def _layout(code: LdpcCode, plan: FramePlan) -> _Layout:
     positions, checks = modulated_positions(code)
     d = positions.size
-    if not 1 <= plan.payload_length <= code.n - d or not 0 <= plan.n_punctured <= d:
-        raise ValueError("plan: payload_length or n_punctured out of range for the code")
+    if (
+        not 1 <= plan.payload_length <= code.n - d
+        or not 0 <= plan.n_punctured <= d
+        or not 0 <= plan.payload_reveals <= plan.payload_length
+        or plan.step < 1
+    ):
+        raise ValueError("plan: a field is out of range for the code")
     modulated = np.zeros(code.n, dtype=np.bool_)
     modulated[positions] = True
     free = np.flatnonzero(~modulated)
@@ -246,12 +265,18 @@ def _layout(code: LdpcCode, plan: FramePlan) -> _Layout:
     first_punctured = d - plan.n_punctured
     row_sent = np.ones(code.m, dtype=np.bool_)
     row_sent[checks[first_punctured:]] = False
+    payload = free[~is_extra]
+    # Payload bits are revealed spread over the frame: every k-th payload position.
+    spread = (np.arange(plan.payload_reveals, dtype=np.int64) * payload.size) // max(
+        plan.payload_reveals, 1
+    )
     return _Layout(
-        payload=free[~is_extra],
+        payload=payload,
         shortened=np.concatenate([positions[:first_punctured], free[is_extra]]),
         punctured=positions[first_punctured:],
         punctured_checks=checks[first_punctured:],
         sent_rows=np.flatnonzero(row_sent),
+        reveal_order=np.concatenate([positions[first_punctured:], payload[spread]]),
     )
 
 
@@ -287,7 +312,10 @@ class DecodingReported:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class BitsRevealed:
-    """Alice -> Bob: values of the next punctured positions, in the agreed order."""
+    """Alice -> Bob: values of the next positions of the agreed reveal order.
+
+    The order is the punctured positions, then ``plan.payload_reveals`` payload positions.
+    """
 
     frame: int
     values: NDArray[np.uint8]
@@ -368,10 +396,10 @@ class AliceFrame:
         """Reveals more punctured values if Bob needs them; ``None`` when none are left."""
         if report.frame != self.frame or report.status != "need_more":
             raise ValueError("report: not a request for more bits of this frame")
-        stop = min(self._revealed + self.plan.step, self.plan.n_punctured)
+        stop = min(self._revealed + self.plan.step, self._layout.reveal_order.size)
         if stop == self._revealed:
             return None
-        values = self._word[self._layout.punctured[self._revealed : stop]].copy()
+        values = self._word[self._layout.reveal_order[self._revealed : stop]].copy()
         self._revealed = stop
         return BitsRevealed(self.frame, values)
 
@@ -430,7 +458,7 @@ class BobFrame:
         if converged:
             self.corrected = bits[self._layout.payload].copy()
             return DecodingReported(self.frame, "decoded")
-        if self._revealed >= self.plan.n_punctured:
+        if self._revealed >= self._layout.reveal_order.size:
             return DecodingReported(self.frame, "failed")
         return DecodingReported(self.frame, "need_more")
 
@@ -450,9 +478,9 @@ class BobFrame:
         """Fixes the revealed punctured values as known bits."""
         _check_bits("message.values", message.values)
         stop = self._revealed + message.values.size
-        if message.frame != self.frame or stop > self.plan.n_punctured:
+        if message.frame != self.frame or stop > self._layout.reveal_order.size:
             raise ValueError("message: reveal does not fit this frame")
-        where = self._layout.punctured[self._revealed : stop]
+        where = self._layout.reveal_order[self._revealed : stop]
         self._llr[where] = np.where(message.values == 0, LLR_LIMIT, -LLR_LIMIT)
         self._revealed = stop
 
