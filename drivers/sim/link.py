@@ -1,0 +1,455 @@
+"""The simulated decoy-state BB84 link: Alice's loaded frame in, Bob's time tags out.
+
+:class:`SimulatedLink` is the physics engine the simulated instruments sit on. It draws only
+events, never empty slots:
+
+1. photon clicks, per detector: candidate slots at geometric gaps with the largest per-slot
+   click probability of the loaded frame, each kept with the ratio of its own slot's
+   probability (:func:`~qkdnode.drivers.sim.kernels.thin_geometric`);
+2. their times: emission time + fibre delay + detector latency + Gaussian jitter;
+3. dark counts: a Poisson process in continuous time, per detector;
+4. per detector, in time order: non-paralysable dead time and afterpulse cascades
+   (:func:`~qkdnode.drivers.sim.kernels.dead_time_scan`);
+5. the sync channel (a tag every K slots), Bob's clock (offset, drift), the tagger's jitter and
+   quantisation (:func:`~qkdnode.drivers.sim.kernels.tagger_times`), time order;
+6. the tagger's buffer: tags beyond ``buffer_events`` in one call are dropped and counted.
+
+Calls continue the stream: a batch delivers every tag earlier than its
+``complete_until_ps`` and keeps later ones (and the detectors' dead time and pending
+afterpulses) for the next call, so tags come in time order across calls and batch boundaries
+leave no trace in the statistics.
+
+Time: Alice's axis starts at slot 0 at 0 ps; slot s is emitted at ``s * T``; frame position of
+slot s is ``s mod L`` (an AWG repeating the loaded pattern). Bob's clock reads
+``t * (1 + drift) + offset``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+from fractions import Fraction
+
+import numpy as np
+from numpy.typing import NDArray
+
+from . import kernels, optics
+from .params import N_DETECTORS, BenchParams
+
+__all__ = ["Origin", "SimulatedLink", "TagBatch", "TagTruth"]
+
+# Gaussian jitters are truncated at this many sigma (the cut-off mass, 1.2e-15, is invisible
+# in any run), which bounds how far an event can move and lets a batch finalise every event
+# earlier than the next batch's earliest possible one.
+JITTER_CLIP_SIGMA = 8.0
+# Margin (ps) on top of the clipped jitter at batch cuts, for float rounding of the times.
+CUT_MARGIN_PS = 1.0
+# Candidates drawn per thinning kernel call: bounds the memory of one call (2 x 8 MiB).
+CANDIDATE_CHUNK = 1 << 20
+# Extra uniforms for afterpulse decisions, beyond one per event: afterpulses are clicks too.
+AP_EXTRA_FACTOR = 3.0
+AP_EXTRA_MIN = 64
+# Slot periods are kept as exact fractions of a picosecond with at most this denominator
+# (1.5 GHz -> 2000/3 ps exactly); origins of batches are then exact integers.
+PERIOD_MAX_DENOMINATOR = 1_000_000
+
+
+class Origin(IntEnum):
+    """What caused a tag (ground truth only)."""
+
+    PHOTON = 0
+    DARK = 1
+    AFTERPULSE = 2
+    SYNC = 3
+
+
+@dataclass(frozen=True, slots=True)
+class TagBatch:
+    """What the time tagger delivers for one read: tags in time order on Bob's clock.
+
+    Attributes:
+        timestamps_ps: tag times (int64 ps, multiples of the tagger resolution, non-decreasing).
+        channels: tagger channel of each tag (int16).
+        lost_events: tags dropped because the buffer was full (0 when none were).
+        complete_until_ps: every tag before this time (Bob's clock) has been delivered or
+            counted as lost; later tags come in later batches.
+    """
+
+    timestamps_ps: NDArray[np.int64]
+    channels: NDArray[np.int16]
+    lost_events: int
+    complete_until_ps: int
+
+    @property
+    def overflow(self) -> bool:
+        """True when tags were dropped (``lost_events > 0``)."""
+        return self.lost_events > 0
+
+    def __len__(self) -> int:
+        return int(self.timestamps_ps.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class TagTruth:
+    """Ground truth of a :class:`TagBatch`, for tests only (the node never sees it).
+
+    Arrays are aligned with the delivered tags; the ``lost_*`` arrays describe dropped tags.
+
+    Attributes:
+        slots: emission slot of photon clicks and sync tags; -1 for dark counts, afterpulses.
+        origins: :class:`Origin` codes (uint8).
+        detectors: detector index 0..3 (X0, X1, Z0, Z1); -1 for sync tags.
+        lost_slots: ``slots`` of the dropped tags.
+        lost_origins: ``origins`` of the dropped tags.
+        first_slot: first slot simulated in this call.
+        n_slots: slots simulated in this call.
+    """
+
+    slots: NDArray[np.int64]
+    origins: NDArray[np.uint8]
+    detectors: NDArray[np.int8]
+    lost_slots: NDArray[np.int64]
+    lost_origins: NDArray[np.uint8]
+    first_slot: int
+    n_slots: int
+
+
+@dataclass(slots=True)
+class _DetectorState:
+    """What a detector carries across batches (times relative to the current origin)."""
+
+    last_click: float
+    pending: NDArray[np.float64]
+    carry_t: NDArray[np.float64]
+    carry_kind: NDArray[np.uint8]
+    carry_slot: NDArray[np.int64]
+
+
+def _empty_state() -> _DetectorState:
+    return _DetectorState(-math.inf, np.empty(0, np.float64), np.empty(0, np.float64),
+                          np.empty(0, np.uint8), np.empty(0, np.int64))
+
+
+class SimulatedLink:
+    """A seeded event-level simulation of a decoy-state BB84 link and Bob's time tagger.
+
+    Args:
+        params: every physical parameter.
+        seed: seed of the ``numpy.random.Generator``; the same seed, parameters, frames and
+            sequence of calls give the same tags.
+
+    Example:
+        >>> link = SimulatedLink(BenchParams(), seed=1)
+        >>> link.load_frame(basis, bit, intensity)      # what the transmitter's AWG got
+        >>> tags = link.run(n_slots=10**8)              # 0.1 s at 1 GHz
+        >>> tags, truth = link.run_with_truth(duration_ps=10**11)
+    """
+
+    def __init__(self, params: BenchParams, seed: int | np.random.SeedSequence) -> None:
+        if not isinstance(params, BenchParams):
+            raise TypeError(f"params must be BenchParams, got {type(params).__name__}")
+        self._rng = np.random.default_rng(seed)
+        self._params = params
+        self._set_constants(params)
+        self._bias = params.source.bias_voltage_v
+        self._slot = 0
+        self._origin = 0
+        self._frame: tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]] | None = None
+        self._types = np.zeros(1, dtype=np.uint8)
+        self._present = self._types
+        self._sync_next = 0
+        self._det = [_empty_state() for _ in range(N_DETECTORS)]
+        self._held_t = np.empty(0, np.int64)
+        self._held_ch = np.empty(0, np.int16)
+        self._held_slot = np.empty(0, np.int64)
+        self._held_origin = np.empty(0, np.uint8)
+        self._held_det = np.empty(0, np.int8)
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def _set_constants(self, params: BenchParams) -> None:
+        period = Fraction(10**12) / Fraction(params.source.slot_rate_hz)
+        self._period = period.limit_denominator(PERIOD_MAX_DENOMINATOR)
+        self._period_f = float(self._period)
+        fibre_delay = params.fibre.delay_ps
+        self._delays = [fibre_delay + d.latency_ps for d in params.detectors]
+        self._sigmas = [d.jitter_sigma_ps for d in params.detectors]
+        # Events of detector j earlier than s1 * T + delay_j - guard_j are final once slots up
+        # to s1 are simulated; the common cut is the earliest of them.
+        self._cut_offset = min(
+            dl - (JITTER_CLIP_SIGMA * sg + CUT_MARGIN_PS)
+            for dl, sg in zip(self._delays, self._sigmas, strict=True))
+        self._channels = np.array(params.tagger.channels, dtype=np.int16)
+
+    @property
+    def params(self) -> BenchParams:
+        """The current parameters."""
+        return self._params
+
+    def set_params(self, params: BenchParams) -> None:
+        """Changes parameters from the next call on (an attenuator, a detector setting...).
+
+        The stream continues: the dead time and pending afterpulses carry over. The bias
+        voltage stays what :meth:`set_bias_voltage` last set.
+        """
+        if not isinstance(params, BenchParams):
+            raise TypeError(f"params must be BenchParams, got {type(params).__name__}")
+        self._params = params
+        self._set_constants(params)
+
+    @property
+    def bias_voltage(self) -> float:
+        """Bias voltage of the intensity modulator (V)."""
+        return self._bias
+
+    def set_bias_voltage(self, volts: float) -> None:
+        """Sets the modulator's bias voltage (what the bias controller's DAC applies)."""
+        if not math.isfinite(volts):
+            raise ValueError(f"bias voltage must be finite, got {volts!r}")
+        self._bias = float(volts)
+
+    def bias_null_voltage(self) -> float:
+        """The modulator's null voltage now (it drifts at ``bias_drift_v_per_s``)."""
+        src = self._params.source
+        return src.bias_null_v + src.bias_drift_v_per_s * self.time_ps * 1e-12
+
+    def load_frame(self, basis: NDArray[np.uint8], bit: NDArray[np.uint8],
+                   intensity: NDArray[np.uint8]) -> None:
+        """Loads Alice's per-slot choices (what the transmitter's AWG plays, repeated).
+
+        Slot s uses position ``s mod L`` of the frame, L its length; the frame applies from the
+        next call of :meth:`run`.
+
+        Args:
+            basis: 0 = X, 1 = Z, per frame position.
+            bit: 0 or 1.
+            intensity: class 0 (mu1), 1 (mu2) or 2 (mu3).
+        """
+        arrays = []
+        for name, arr, high in (("basis", basis, 1), ("bit", bit, 1), ("intensity", intensity, 2)):
+            a = np.ascontiguousarray(arr)
+            if a.ndim != 1 or a.size == 0:
+                raise ValueError(f"{name} must be a non-empty 1-D array, got shape {a.shape}")
+            if a.dtype.kind not in "ub" and a.dtype.kind != "i":
+                raise TypeError(f"{name} must be an integer array, got {a.dtype}")
+            if a.min() < 0 or a.max() > high:
+                raise ValueError(f"{name} values must be in 0..{high}")
+            arrays.append(a.astype(np.uint8))
+        if not arrays[0].size == arrays[1].size == arrays[2].size:
+            raise ValueError("basis, bit and intensity must have the same length")
+        for a in arrays:
+            a.flags.writeable = False
+        self._frame = (arrays[0], arrays[1], arrays[2])
+        self._types = (6 * arrays[0] + 3 * arrays[1] + arrays[2]).astype(np.uint8)
+        self._present = np.unique(self._types)
+
+    @property
+    def frame(self) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]]:
+        """The loaded (basis, bit, intensity) arrays (read-only)."""
+        if self._frame is None:
+            raise RuntimeError("no frame loaded")
+        return self._frame
+
+    # -- analytic model -------------------------------------------------------------------
+
+    def mean_photon_numbers(self) -> NDArray[np.float64]:
+        """Mean photon numbers actually sent per class at the current bias."""
+        return optics.mean_photon_numbers(self._params.source, self._bias,
+                                          self.bias_null_voltage())
+
+    def wrong_detector_probability(self) -> float:
+        """Misalignment combined with the modulator's contrast at the current bias."""
+        return optics.wrong_detector_probability(self._params, self._bias,
+                                                 self.bias_null_voltage())
+
+    def click_probabilities(self) -> NDArray[np.float64]:
+        """Photon click probability per slot, shape (4 detectors, frame length)."""
+        self.frame  # noqa: B018 (raises when no frame is loaded)
+        table = optics.click_probability_table(self._params, self._bias, self.bias_null_voltage())
+        return table[:, self._types]
+
+    # -- stream ----------------------------------------------------------------------------
+
+    @property
+    def slot(self) -> int:
+        """The next slot to simulate."""
+        return self._slot
+
+    @property
+    def time_ps(self) -> int:
+        """Alice's time of the next slot (ps, floored)."""
+        return self._slot * self._period.numerator // self._period.denominator
+
+    def run(self, n_slots: int | None = None, *, duration_ps: int | None = None) -> TagBatch:
+        """Simulates the next slots and returns what the tagger delivers.
+
+        Args:
+            n_slots: how many slots to simulate, or
+            duration_ps: how long (Alice's time; rounded down to whole slots).
+        """
+        return self._run(self._slots_of(n_slots, duration_ps))[0]
+
+    def run_with_truth(self, n_slots: int | None = None, *, duration_ps: int | None = None
+                       ) -> tuple[TagBatch, TagTruth]:
+        """Like :meth:`run`, with the ground truth of every tag (for tests)."""
+        return self._run(self._slots_of(n_slots, duration_ps))
+
+    def _slots_of(self, n_slots: int | None, duration_ps: int | None) -> int:
+        if (n_slots is None) == (duration_ps is None):
+            raise TypeError("give exactly one of n_slots and duration_ps")
+        if duration_ps is not None:
+            n_slots = int(Fraction(int(duration_ps)) / self._period)
+        assert n_slots is not None
+        if n_slots < 0:
+            raise ValueError(f"n_slots must be >= 0, got {n_slots}")
+        if self._frame is None:
+            raise RuntimeError("load_frame() before run()")
+        return int(n_slots)
+
+    def _run(self, n_slots: int) -> tuple[TagBatch, TagTruth]:
+        s0, s1 = self._slot, self._slot + n_slots
+        num, den = self._period.numerator, self._period.denominator
+        origin, rem = divmod(s0 * num, den)
+        frac0 = rem / den
+        shift = float(origin - self._origin)
+        t_span = n_slots * self._period_f
+        cut = t_span + frac0 + self._cut_offset
+        null_v = self.bias_null_voltage()
+        table = optics.click_probability_table(self._params, self._bias, null_v)
+        present = self._present
+
+        parts_t, parts_kind, parts_slot, parts_det = [], [], [], []
+        for j in range(N_DETECTORS):
+            st = self._det[j]
+            st.last_click -= shift
+            st.pending = st.pending - shift
+            st.carry_t = st.carry_t - shift
+            slots = self._photon_slots(s0, s1, table[j], present)
+            z = self._rng.standard_normal(size=(slots.shape[0],))
+            np.clip(z, -JITTER_CLIP_SIGMA, JITTER_CLIP_SIGMA, out=z)
+            t_ph = (slots - s0).astype(np.float64) * self._period_f
+            t_ph += frac0 + self._delays[j]
+            t_ph += self._sigmas[j] * z
+            rate = self._params.detectors[j].dark_count_rate_hz
+            n_dark = int(self._rng.poisson(rate * t_span * 1e-12))
+            t_dark = np.sort(self._rng.random(n_dark)) * t_span + (frac0 + self._delays[j])
+            prim_t = np.concatenate((st.carry_t, t_ph, t_dark))
+            prim_kind = np.concatenate((st.carry_kind,
+                                        np.full(slots.shape[0], Origin.PHOTON, np.uint8),
+                                        np.full(n_dark, Origin.DARK, np.uint8)))
+            prim_slot = np.concatenate((st.carry_slot, slots, np.full(n_dark, -1, np.int64)))
+            order = np.argsort(prim_t, kind="stable")
+            prim_t, prim_kind, prim_slot = prim_t[order], prim_kind[order], prim_slot[order]
+            t, kind, slot = self._scan(j, st, prim_t, prim_kind, prim_slot, cut)
+            parts_t.append(t)
+            parts_kind.append(kind)
+            parts_slot.append(slot)
+            parts_det.append(np.full(t.shape[0], j, np.int8))
+        sync_slots = self._sync_slots(s0, s1)
+        parts_t.append((sync_slots - s0).astype(np.float64) * self._period_f
+                       + (frac0 + self._params.tagger.sync_delay_ps))
+        parts_kind.append(np.full(sync_slots.shape[0], Origin.SYNC, np.uint8))
+        parts_slot.append(sync_slots)
+        parts_det.append(np.full(sync_slots.shape[0], -1, np.int8))
+
+        rel_t = np.concatenate(parts_t)
+        det = np.concatenate(parts_det)
+        tags = self._tag(origin, rel_t)
+        sync_ch = np.int16(self._params.tagger.sync_channel)
+        channels = np.where(det >= 0, self._channels[det], sync_ch).astype(np.int16)
+        tg = self._params.tagger
+        margin = 2.0 * (JITTER_CLIP_SIGMA * tg.jitter_rms_ps + CUT_MARGIN_PS)
+        complete = int(self._tag(origin, np.array([cut - margin]), noise=False)[0])
+
+        all_t = np.concatenate((self._held_t, tags))
+        all_ch = np.concatenate((self._held_ch, channels))
+        all_slot = np.concatenate((self._held_slot, *parts_slot))
+        all_origin = np.concatenate((self._held_origin, *parts_kind))
+        all_det = np.concatenate((self._held_det, det))
+        order = np.argsort(all_t, kind="stable")
+        n_out = int(np.searchsorted(all_t[order], complete, side="left"))
+        out, held = order[:n_out], order[n_out:]
+        self._held_t, self._held_ch = all_t[held], all_ch[held]
+        self._held_slot, self._held_origin = all_slot[held], all_origin[held]
+        self._held_det = all_det[held]
+        keep, lost = out[:tg.buffer_events], out[tg.buffer_events:]
+        self._slot, self._origin = s1, origin
+        batch = TagBatch(all_t[keep], all_ch[keep], int(lost.shape[0]), complete)
+        truth = TagTruth(all_slot[keep], all_origin[keep], all_det[keep], all_slot[lost],
+                         all_origin[lost], s0, n_slots)
+        return batch, truth
+
+    def _photon_slots(self, s0: int, s1: int, probs: NDArray[np.float64],
+                      present: NDArray[np.uint8]) -> NDArray[np.int64]:
+        """Slots in [s0, s1) where this detector sees a photon (before dead time)."""
+        p_max = float(probs[present].max())
+        if p_max <= 0.0 or s1 <= s0:
+            return np.empty(0, np.int64)
+        accept = probs / p_max
+        log1m = math.log1p(-p_max)
+        expected = (s1 - s0) * p_max
+        chunk = int(min(CANDIDATE_CHUNK, expected + 6.0 * math.sqrt(expected) + 16))
+        pos = s0 - 1
+        found = []
+        while True:
+            u = self._rng.random((2, chunk))
+            kept, pos, done = kernels.thin_geometric(
+                pos, s1, u[0], u[1], log1m, self._types, accept)
+            found.append(kept)
+            if done:
+                break
+        return found[0] if len(found) == 1 else np.concatenate(found)
+
+    def _scan(self, j: int, st: _DetectorState, prim_t: NDArray[np.float64],
+              prim_kind: NDArray[np.uint8], prim_slot: NDArray[np.int64], cut: float
+              ) -> tuple[NDArray[np.float64], NDArray[np.uint8], NDArray[np.int64]]:
+        """Dead time and afterpulses of detector j up to ``cut``; updates its carried state."""
+        d = self._params.detectors[j]
+        n_events = prim_t.shape[0] + st.pending.shape[0]
+        n_u = int(n_events * (1.0 + AP_EXTRA_FACTOR * d.afterpulse_probability)) + AP_EXTRA_MIN
+        ap_u = self._rng.random(n_u)
+        while True:
+            t, kind, slot, stop, pending, last, ok = kernels.dead_time_scan(
+                prim_t, prim_kind, prim_slot, st.pending, st.last_click, cut,
+                float(d.dead_time_ps), d.afterpulse_probability, d.afterpulse_tau_ps, ap_u,
+                int(Origin.AFTERPULSE))
+            if ok:
+                break
+            # Rare: a long afterpulse cascade used every uniform; extend (same prefix) and redo.
+            ap_u = np.concatenate((ap_u, self._rng.random(n_u)))
+        st.pending, st.last_click = pending, float(last)
+        st.carry_t, st.carry_kind = prim_t[stop:], prim_kind[stop:]
+        st.carry_slot = prim_slot[stop:]
+        return t, kind, slot
+
+    def _sync_slots(self, s0: int, s1: int) -> NDArray[np.int64]:
+        """Slots of the sync tags whose (untagged) time falls in this batch's window."""
+        k = self._params.tagger.sync_every_slots
+        if k == 0:
+            return np.empty(0, np.int64)
+        shift = (self._cut_offset - self._params.tagger.sync_delay_ps) / self._period_f
+        # Slots s < s1 + shift have their sync time before this batch's cut; the window
+        # continues where the previous call's ended.
+        lo = self._sync_next
+        hi = max(lo, math.ceil(s1 + shift))
+        self._sync_next = hi
+        first = -(-lo // k) * k
+        return np.arange(first, hi, k, dtype=np.int64)
+
+    def _tag(self, origin: int, rel_t: NDArray[np.float64], *, noise: bool = True
+             ) -> NDArray[np.int64]:
+        """Bob's tags of times relative to Alice's ``origin``."""
+        tg = self._params.tagger
+        drift = tg.drift_ppm * 1e-6
+        base_exact = Fraction(origin) * (1 + Fraction(drift)) + tg.offset_ps
+        base_int = math.floor(base_exact)
+        base_bins, r = divmod(base_int, tg.resolution_ps)
+        base_frac = r + float(base_exact - base_int)
+        if noise and tg.jitter_rms_ps > 0:
+            z = self._rng.standard_normal(size=(rel_t.shape[0],))
+            np.clip(z, -JITTER_CLIP_SIGMA, JITTER_CLIP_SIGMA, out=z)
+        else:
+            z = np.zeros(rel_t.shape[0])
+        return kernels.tagger_times(rel_t, z, float(tg.jitter_rms_ps), 1.0 + drift, base_frac,
+                                    base_bins, tg.resolution_ps)
