@@ -127,6 +127,10 @@ QBER_GUESS_GROWTH = 1.5
 # A tail shorter than this fraction of a full payload is not reconciled (see module docstring).
 MIN_TAIL_FRACTION = 0.25
 
+# A code whose first syndrome cannot be as short as START_EFFICIENCY by at most this much is
+# still preferred to a more shortened one (see choose_code).
+CODE_CHOICE_SLACK = 0.05
+
 # Frames decoded together (one decoder call over all cores) before plans are revised.
 FRAMES_PER_BATCH = 8
 
@@ -594,21 +598,31 @@ def _rng(source: np.random.Generator | bytes | None) -> np.random.Generator:
 
 
 def choose_code(qber: float, n: int | None) -> LdpcCode:
-    """The shipped code of length ``n`` whose plan comes closest to ``START_EFFICIENCY``."""
+    """Chooses the shipped code of length ``n`` (default length if ``None``) for a QBER.
+
+    Among the codes whose plan starts within ``CODE_CHOICE_SLACK`` of ``START_EFFICIENCY``, the
+    one with the largest payload (the least shortening: shortening costs efficiency and
+    throughput); if none can, the one whose start efficiency is lowest.
+
+    Raises:
+        ValueError: No shipped code has length ``n``.
+    """
     length = DEFAULT_N if n is None else n
     names = [info.name for info in available_codes() if info.n == length]
     if not names:
         return get_code(0.5, length)  # raises ValueError naming the lengths available
     h = binary_entropy(max(qber, MIN_PLANNING_QBER))
-    best: tuple[float, int, str] | None = None
+    feasible: list[tuple[int, str]] = []
+    fallback: list[tuple[float, str]] = []
     for name in names:
         code = load_code(name)
         plan = plan_frame(code, code.n, qber)
         efficiency = (code.m - plan.n_punctured) / (plan.payload_length * h)
-        score = (abs(efficiency - START_EFFICIENCY), -plan.payload_length, name)
-        best = score if best is None or score < best else best
-    assert best is not None
-    return load_code(best[2])
+        if efficiency <= START_EFFICIENCY + CODE_CHOICE_SLACK:
+            feasible.append((plan.payload_length, name))
+        fallback.append((efficiency, name))
+    best = max(feasible)[1] if feasible else min(fallback)[1]
+    return load_code(best)
 
 
 def _aborted(bob: NDArray[np.uint8], reason: str) -> ReconcileReport:
