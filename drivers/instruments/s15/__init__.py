@@ -1,0 +1,1 @@
+"""S-Fifteen-style instrument drivers."""

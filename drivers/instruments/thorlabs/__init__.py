@@ -1,0 +1,1 @@
+"""Thorlabs instrument drivers."""
