@@ -1,71 +1,90 @@
 """Numba kernels of the simulated bench, each with a plain-Python or numpy twin.
 
-The kernels take their random numbers as arrays (drawn by the caller's seeded
-``numpy.random.Generator``), so a kernel and its twin given the same inputs return the same
-outputs; ``tests/drivers/test_sim_kernels.py`` checks that with hypothesis. Times are float64
-picoseconds relative to the caller's batch origin until :func:`tagger_times` turns them into
-int64 picoseconds on Bob's clock.
+The kernels draw their random numbers from an explicit xoshiro256** state
+(:mod:`~qkdnode.drivers.sim.prng`), advanced in place, so a kernel and its twin started from
+copies of one state return the same outputs; ``tests/drivers/test_sim_kernels.py`` checks that
+with hypothesis. Times are float64 picoseconds relative to the caller's batch origin until
+:func:`tagger_times` turns them into int64 picoseconds on Bob's clock.
 
 Kernels:
-    :func:`thin_geometric`: candidate slots at geometric gaps (rate ``p_max``), each kept with
-        the probability ``accept[type]`` of its frame position: a Bernoulli process whose
-        per-slot probability follows the loaded frame, at a cost proportional to the events.
+    :func:`photon_clicks`: candidate slots at geometric gaps (rate ``p_max``), each kept with
+        the probability ``accept[type]`` of its frame position, then timed with Gaussian
+        jitter: a Bernoulli process whose per-slot probability follows the loaded frame, at a
+        cost proportional to the events.
     :func:`dead_time_scan`: one detector's clicks in time order: non-paralysable dead time,
         afterpulses (each click, afterpulses included, afterpulses with probability ``p_ap``
         after the dead time plus an exponential delay), stopping at a cut time.
     :func:`tagger_times`: Bob's clock (offset and drift), the tagger's jitter, quantisation.
+    :func:`merge_streams`: runs of tags (detectors, sync, held) merged into time order.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
+from .prng import PyXoshiro, next_normal, next_uniform
+
 __all__ = [
     "dead_time_scan",
     "dead_time_scan_reference",
+    "merge_streams",
+    "merge_streams_reference",
+    "photon_clicks",
+    "photon_clicks_reference",
     "tagger_times",
     "tagger_times_reference",
-    "thin_geometric",
-    "thin_geometric_reference",
 ]
 
 
 @njit(cache=True, nogil=True)
-def thin_geometric(
+def photon_clicks(
+    state: NDArray[np.uint64],
+    spare: NDArray[np.float64],
     pos: int,
     end: int,
-    u_gap: NDArray[np.float64],
-    u_acc: NDArray[np.float64],
     log1m_pmax: float,
     frame_types: NDArray[np.uint8],
     accept: NDArray[np.float64],
-) -> tuple[NDArray[np.int64], int, bool]:
-    """Slots in (pos, end) of a Bernoulli process with per-slot probability p_max * accept.
+    t_ref: float,
+    period: float,
+    sigma: float,
+    clip: float,
+    max_out: int,
+) -> tuple[NDArray[np.int64], NDArray[np.float64], int, bool]:
+    """Photon clicks of one detector in slots (pos, end), at most ``max_out`` of them.
 
-    Candidate i lies ``1 + floor(log(1 - u_gap[i]) * (1 / log(1 - p_max)))`` slots after the
-    previous one (geometric gaps; ``log`` rather than ``log1p``, several times slower in libm,
-    loses nothing that matters at these p); it is kept when
-    ``u_acc[i] < accept[frame_types[slot % L]]``.
+    A candidate lies ``1 + floor(log(1 - u) * (1 / log(1 - p_max)))`` slots after the previous
+    one (geometric gaps; ``log`` rather than the several times slower ``log1p`` loses nothing
+    at these p) and is kept when a second uniform is below ``accept[frame_types[slot % L]]``.
+    A kept slot s clicks at ``(s - pos) * period + t_ref + sigma * z``, z a standard normal
+    clipped to +-clip (no normal is drawn when sigma is 0).
 
     Args:
-        pos: the last slot already covered (the first candidate is after it).
+        state: xoshiro256** state, advanced in place.
+        spare: Box-Muller cache (see :func:`~qkdnode.drivers.sim.prng.next_normal`).
+        pos: the last slot already covered; also the reference of the times.
         end: one past the last slot to cover.
-        u_gap: uniforms in [0, 1), one per candidate.
-        u_acc: uniforms in [0, 1), one per candidate.
         log1m_pmax: ``log1p(-p_max)``, negative.
         frame_types: type index (into ``accept``) of each frame position; L = its length.
         accept: acceptance probability of each type, ``p_type / p_max``.
+        t_ref: time of slot ``pos``.
+        period: slot period.
+        sigma: RMS jitter.
+        clip: jitter bound in sigmas.
+        max_out: capacity of the output.
 
     Returns:
-        (kept slots, the last slot covered, whether ``end`` was reached before the uniforms
-        ran out). When not finished, call again from the returned slot with fresh uniforms.
+        (slots, times, the last slot covered, whether ``end`` was reached). When not finished,
+        call again from the returned slot (with its time as ``t_ref``).
     """
-    n = u_gap.shape[0]
-    out = np.empty(n, dtype=np.int64)
+    out_s = np.empty(max_out, dtype=np.int64)
+    out_t = np.empty(max_out, dtype=np.float64)
+    start = np.int64(pos)
     cur = np.int64(pos)
     frame_len = np.int64(frame_types.shape[0])
     inv_log = 1.0 / log1m_pmax
@@ -73,10 +92,10 @@ def thin_geometric(
     # Frame position tracked incrementally: a division only when a gap spans whole frames.
     fpos = cur % frame_len
     k = 0
-    for i in range(n):
-        gap_f = math.floor(math.log(1.0 - u_gap[i]) * inv_log) + 1.0
+    while k < max_out:
+        gap_f = math.floor(math.log(1.0 - next_uniform(state)) * inv_log) + 1.0
         if gap_f >= span:
-            return out[:k], int(end) - 1, True
+            return out_s[:k], out_t[:k], int(end) - 1, True
         gap = np.int64(gap_f)
         cur += gap
         span -= gap_f
@@ -85,187 +104,254 @@ def thin_geometric(
             fpos -= frame_len
             if fpos >= frame_len:
                 fpos = fpos % frame_len
-        if u_acc[i] < accept[frame_types[fpos]]:
-            out[k] = cur
+        if next_uniform(state) < accept[frame_types[fpos]]:
+            t = np.float64(cur - start) * period + t_ref
+            if sigma > 0.0:
+                z = min(clip, max(-clip, next_normal(state, spare)))
+                t += sigma * z
+            out_s[k] = cur
+            out_t[k] = t
             k += 1
-    return out[:k], int(cur), False
+    return out_s[:k], out_t[:k], int(cur), False
 
 
-def thin_geometric_reference(
+def photon_clicks_reference(
+    rng: PyXoshiro,
     pos: int,
     end: int,
-    u_gap: NDArray[np.float64],
-    u_acc: NDArray[np.float64],
     log1m_pmax: float,
     frame_types: NDArray[np.uint8],
     accept: NDArray[np.float64],
-) -> tuple[NDArray[np.int64], int, bool]:
-    """Plain-Python twin of :func:`thin_geometric`."""
-    out: list[int] = []
+    t_ref: float,
+    period: float,
+    sigma: float,
+    clip: float,
+    max_out: int,
+) -> tuple[NDArray[np.int64], NDArray[np.float64], int, bool]:
+    """Plain-Python twin of :func:`photon_clicks`."""
+    slots: list[int] = []
+    times: list[float] = []
+    start = pos
     inv_log = 1.0 / log1m_pmax
-    for ug, ua in zip(u_gap.tolist(), u_acc.tolist(), strict=True):
-        gap = math.floor(math.log(1.0 - ug) * inv_log) + 1.0
+    while len(slots) < max_out:
+        gap = math.floor(math.log(1.0 - rng.uniform()) * inv_log) + 1.0
         if gap >= end - pos:
-            return np.array(out, dtype=np.int64), end - 1, True
+            return (np.array(slots, dtype=np.int64), np.array(times, dtype=np.float64),
+                    end - 1, True)
         pos += int(gap)
-        if ua < accept[frame_types[pos % len(frame_types)]]:
-            out.append(pos)
-    return np.array(out, dtype=np.int64), pos, False
+        if rng.uniform() < accept[frame_types[pos % len(frame_types)]]:
+            t = float(pos - start) * period + t_ref
+            if sigma > 0.0:
+                t += sigma * min(clip, max(-clip, rng.normal()))
+            slots.append(pos)
+            times.append(t)
+    return np.array(slots, dtype=np.int64), np.array(times, dtype=np.float64), pos, False
+
+
+@njit(cache=True, nogil=True)
+def _grow_f(a: NDArray[np.float64], n: int) -> NDArray[np.float64]:
+    out = np.empty(max(2 * a.shape[0], n), dtype=a.dtype)
+    out[:a.shape[0]] = a
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _grow_i(a: NDArray[np.int64], n: int) -> NDArray[np.int64]:
+    out = np.empty(max(2 * a.shape[0], n), dtype=a.dtype)
+    out[:a.shape[0]] = a
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _grow_u8(a: NDArray[np.uint8], n: int) -> NDArray[np.uint8]:
+    out = np.empty(max(2 * a.shape[0], n), dtype=a.dtype)
+    out[:a.shape[0]] = a
+    return out
 
 
 @njit(cache=True, nogil=True)
 def dead_time_scan(
-    prim_t: NDArray[np.float64],
-    prim_kind: NDArray[np.uint8],
-    prim_slot: NDArray[np.int64],
+    a_t: NDArray[np.float64],
+    a_kind: NDArray[np.uint8],
+    a_slot: NDArray[np.int64],
+    b_t: NDArray[np.float64],
+    b_kind: NDArray[np.uint8],
+    b_slot: NDArray[np.int64],
     pending: NDArray[np.float64],
     last_click: float,
     t_cut: float,
     dead: float,
     p_ap: float,
     tau_ap: float,
-    ap_u: NDArray[np.float64],
+    state: NDArray[np.uint64],
     ap_kind: int,
 ) -> tuple[
-    NDArray[np.float64], NDArray[np.uint8], NDArray[np.int64], int, NDArray[np.float64],
-    float, bool,
+    NDArray[np.float64], NDArray[np.uint8], NDArray[np.int64], int, int, NDArray[np.float64],
+    float,
 ]:
     """One detector's clicks before ``t_cut``, in time order.
 
-    Events are the primaries (photon and dark clicks, sorted by time) and the pending
-    afterpulses (sorted). An event at t becomes a click if ``t - last_click >= dead``
-    (non-paralysable: ignored events do not extend the dead time). Click number j afterpulses
-    when ``ap_u[j] < p_ap``, at ``t + dead + tau_ap * (-log(1 - ap_u[j] / p_ap))`` (given
-    u < p_ap, u / p_ap is uniform, so one uniform decides and delays).
+    Events are two sorted streams of primaries (a: photons, b: dark counts and carried
+    events; on equal times a comes first) and the pending afterpulses (sorted; afterpulses
+    come after primaries at equal times). An event at t becomes a click if
+    ``t - last_click >= dead`` (non-paralysable: ignored events do not extend the dead time).
+    Each click draws one uniform u; if ``u < p_ap`` it afterpulses at
+    ``t + dead + tau_ap * (-log(1 - u / p_ap))`` (given u < p_ap, u / p_ap is uniform, so one
+    uniform decides and delays).
 
     Args:
-        prim_t, prim_kind, prim_slot: primaries' times, origins and slots (-1: none).
+        a_t, a_kind, a_slot: first stream's times, origins and slots (-1: none).
+        b_t, b_kind, b_slot: second stream.
         pending: afterpulse times carried from the previous batch, sorted.
         last_click: time of the detector's last click (-inf if none).
         t_cut: events at or after it are left for the next batch.
         dead: dead time.
         p_ap: afterpulse probability per click.
         tau_ap: afterpulse delay time constant (after the dead time).
-        ap_u: uniforms in [0, 1), one per click.
+        state: xoshiro256** state, advanced in place.
         ap_kind: origin code given to afterpulse clicks.
 
     Returns:
-        (click times, origins, slots, index of the first primary not consumed, pending
-        afterpulses at or after ``t_cut`` (sorted), last click time, ok). ``ok`` is False when
-        ``ap_u`` ran out; call again with a longer ``ap_u`` (same prefix) for the same result.
+        (click times, origins, slots, first unconsumed index of a, of b, pending afterpulses
+        at or after ``t_cut`` (sorted), last click time).
     """
-    n_prim = prim_t.shape[0]
-    n_u = ap_u.shape[0]
-    out_t = np.empty(n_u, dtype=np.float64)
-    out_kind = np.empty(n_u, dtype=np.uint8)
-    out_slot = np.empty(n_u, dtype=np.int64)
+    na = a_t.shape[0]
+    nb = b_t.shape[0]
+    cap = na + nb + pending.shape[0] + 16
+    out_t = np.empty(cap, dtype=np.float64)
+    out_kind = np.empty(cap, dtype=np.uint8)
+    out_slot = np.empty(cap, dtype=np.int64)
     # Sorted queue in heap_t[head:tail]; each click adds at most one afterpulse.
-    heap_t = np.empty(pending.shape[0] + n_u, dtype=np.float64)
+    heap_t = np.empty(pending.shape[0] + 16, dtype=np.float64)
     tail = pending.shape[0]
     heap_t[:tail] = pending
     head = 0
     i = 0
+    j = 0
     k = 0
+    inf = np.inf
     while True:
-        from_prim = i < n_prim and (head == tail or prim_t[i] <= heap_t[head])
-        if from_prim:
-            t = prim_t[i]
-        elif head < tail:
-            t = heap_t[head]
+        ta = a_t[i] if i < na else inf
+        tb = b_t[j] if j < nb else inf
+        th = heap_t[head] if head < tail else inf
+        if ta <= tb and ta <= th:
+            t = ta
+            src = 0
+        elif tb <= th:
+            t = tb
+            src = 1
         else:
+            t = th
+            src = 2
+        if t >= t_cut:  # also ends the loop when every stream is exhausted (t = inf)
             break
-        if t >= t_cut:
-            break
-        if from_prim:
-            kind = prim_kind[i]
-            slot = prim_slot[i]
+        if src == 0:
+            kind = a_kind[i]
+            slot = a_slot[i]
             i += 1
+        elif src == 1:
+            kind = b_kind[j]
+            slot = b_slot[j]
+            j += 1
         else:
-            kind = ap_kind
+            kind = np.uint8(ap_kind)
             slot = np.int64(-1)
             head += 1
         if t - last_click < dead:
             continue
-        if k == n_u:
-            return (out_t[:k], out_kind[:k], out_slot[:k], i, heap_t[head:tail].copy(),
-                    last_click, False)
+        if k == out_t.shape[0]:
+            out_t = _grow_f(out_t, k + 1)
+            out_kind = _grow_u8(out_kind, k + 1)
+            out_slot = _grow_i(out_slot, k + 1)
         last_click = t
         out_t[k] = t
         out_kind[k] = kind
         out_slot[k] = slot
-        u = ap_u[k]
         k += 1
+        u = next_uniform(state)
         if u < p_ap:
             t_ap = t + dead + tau_ap * -math.log1p(-u / p_ap)
-            j = tail
-            while j > head and heap_t[j - 1] > t_ap:
-                heap_t[j] = heap_t[j - 1]
-                j -= 1
-            heap_t[j] = t_ap
+            if tail == heap_t.shape[0]:
+                # Compact the consumed head first; grow only if the queue is really full.
+                live = tail - head
+                if head > 0:
+                    heap_t[:live] = heap_t[head:tail].copy()
+                    head, tail = 0, live
+                if tail == heap_t.shape[0]:
+                    heap_t = _grow_f(heap_t, tail + 1)
+            q = tail
+            while q > head and heap_t[q - 1] > t_ap:
+                heap_t[q] = heap_t[q - 1]
+                q -= 1
+            heap_t[q] = t_ap
             tail += 1
-    return out_t[:k], out_kind[:k], out_slot[:k], i, heap_t[head:tail].copy(), last_click, True
+    return (out_t[:k], out_kind[:k], out_slot[:k], i, j, heap_t[head:tail].copy(),
+            float(last_click))
 
 
 def dead_time_scan_reference(
-    prim_t: NDArray[np.float64],
-    prim_kind: NDArray[np.uint8],
-    prim_slot: NDArray[np.int64],
+    a_t: NDArray[np.float64],
+    a_kind: NDArray[np.uint8],
+    a_slot: NDArray[np.int64],
+    b_t: NDArray[np.float64],
+    b_kind: NDArray[np.uint8],
+    b_slot: NDArray[np.int64],
     pending: NDArray[np.float64],
     last_click: float,
     t_cut: float,
     dead: float,
     p_ap: float,
     tau_ap: float,
-    ap_u: NDArray[np.float64],
+    rng: PyXoshiro,
     ap_kind: int,
 ) -> tuple[
-    NDArray[np.float64], NDArray[np.uint8], NDArray[np.int64], int, NDArray[np.float64],
-    float, bool,
+    NDArray[np.float64], NDArray[np.uint8], NDArray[np.int64], int, int, NDArray[np.float64],
+    float,
 ]:
     """Plain-Python twin of :func:`dead_time_scan` (a heap instead of a sorted array)."""
-    import heapq
-
     queue = [float(x) for x in pending]
     heapq.heapify(queue)
     times: list[float] = []
     kinds: list[int] = []
     slots: list[int] = []
-    i = 0
-    ok = True
+    i = j = 0
     while True:
-        if i < len(prim_t) and (not queue or prim_t[i] <= queue[0]):
-            t, kind, slot = float(prim_t[i]), int(prim_kind[i]), int(prim_slot[i])
-            if t >= t_cut:
-                break
-            i += 1
-        elif queue:
-            if queue[0] >= t_cut:
-                break
-            t, kind, slot = heapq.heappop(queue), ap_kind, -1
-        else:
+        ta = float(a_t[i]) if i < len(a_t) else math.inf
+        tb = float(b_t[j]) if j < len(b_t) else math.inf
+        th = queue[0] if queue else math.inf
+        t = min(ta, tb, th)
+        if t >= t_cut:
             break
+        if ta == t:
+            kind, slot = int(a_kind[i]), int(a_slot[i])
+            i += 1
+        elif tb == t:
+            kind, slot = int(b_kind[j]), int(b_slot[j])
+            j += 1
+        else:
+            heapq.heappop(queue)
+            kind, slot = ap_kind, -1
         if t - last_click < dead:
             continue
-        if len(times) == len(ap_u):
-            ok = False
-            break
         last_click = t
-        u = float(ap_u[len(times)])
         times.append(t)
         kinds.append(kind)
         slots.append(slot)
+        u = rng.uniform()
         if u < p_ap:
             heapq.heappush(queue, t + dead + tau_ap * -math.log1p(-u / p_ap))
     return (np.array(times, dtype=np.float64), np.array(kinds, dtype=np.uint8),
-            np.array(slots, dtype=np.int64), i, np.array(sorted(queue), dtype=np.float64),
-            last_click, ok)
+            np.array(slots, dtype=np.int64), i, j, np.array(sorted(queue), dtype=np.float64),
+            last_click)
 
 
 @njit(cache=True, nogil=True)
 def tagger_times(
     rel_t: NDArray[np.float64],
-    z: NDArray[np.float64],
+    state: NDArray[np.uint64],
+    spare: NDArray[np.float64],
     sigma: float,
+    clip: float,
     scale: float,
     base_frac: float,
     base_bins: int,
@@ -276,26 +362,118 @@ def tagger_times(
     ``x = base_frac + rel_t * scale + sigma * z``: the caller has split Bob's reading of the batch
     origin into ``base_bins * resolution + base_frac`` (``0 <= base_frac < resolution``), so
     that the float part stays small whatever the absolute time; ``scale = 1 + drift``; ``z``
-    are standard normals (the tagger's own jitter, RMS ``sigma``).
+    are standard normals clipped to +-clip (the tagger's own jitter, RMS ``sigma``; none drawn
+    when sigma is 0).
     """
     n = rel_t.shape[0]
     out = np.empty(n, dtype=np.int64)
     res_f = np.float64(resolution)
     for i in range(n):
-        x = base_frac + rel_t[i] * scale + sigma * z[i]
+        x = base_frac + rel_t[i] * scale
+        if sigma > 0.0:
+            x += sigma * min(clip, max(-clip, next_normal(state, spare)))
         out[i] = (base_bins + np.int64(math.floor(x / res_f))) * resolution
     return out
 
 
 def tagger_times_reference(
     rel_t: NDArray[np.float64],
-    z: NDArray[np.float64],
+    rng: PyXoshiro,
     sigma: float,
+    clip: float,
     scale: float,
     base_frac: float,
     base_bins: int,
     resolution: int,
 ) -> NDArray[np.int64]:
-    """numpy twin of :func:`tagger_times`."""
-    x = base_frac + rel_t * scale + sigma * z
+    """numpy twin of :func:`tagger_times` (normals from the Python generator)."""
+    z = np.array([rng.normal() for _ in range(rel_t.shape[0])]) if sigma > 0 else 0.0
+    x = base_frac + rel_t * scale + sigma * np.clip(z, -clip, clip)
     return (base_bins + np.floor(x / float(resolution)).astype(np.int64)) * resolution
+
+
+
+@njit(cache=True, nogil=True)
+def merge_streams(
+    ts: tuple[NDArray[np.int64], ...],
+    dets: tuple[NDArray[np.int8], ...],
+    slots: tuple[NDArray[np.int64], ...],
+    origins: tuple[NDArray[np.uint8], ...],
+    channel_map: NDArray[np.int16],
+) -> tuple[NDArray[np.int64], NDArray[np.int16], NDArray[np.int8], NDArray[np.int64],
+           NDArray[np.uint8]]:
+    """Merges runs of tags into time order: (times, channels, detectors, slots, origins).
+
+    Run r is ``ts[r]`` with its ``dets[r]``, ``slots[r]``, ``origins[r]``; ties go to the
+    earlier run (what a stable sort of the concatenation gives). Sorted runs (the usual case:
+    one detector's tags) are merged in one pass; if any run is not sorted, a stable sort of
+    the concatenation is used. The channel of detector d is ``channel_map[d + 1]``.
+    """
+    n_runs = len(ts)
+    n = 0
+    runs_sorted = True
+    for r in range(n_runs):
+        tr = ts[r]
+        n += tr.shape[0]
+        for i in range(1, tr.shape[0]):
+            if tr[i] < tr[i - 1]:
+                runs_sorted = False
+    out_t = np.empty(n, dtype=np.int64)
+    out_ch = np.empty(n, dtype=np.int16)
+    out_det = np.empty(n, dtype=np.int8)
+    out_slot = np.empty(n, dtype=np.int64)
+    out_origin = np.empty(n, dtype=np.uint8)
+    if not runs_sorted:
+        run_of = np.empty(n, dtype=np.int64)
+        idx_of = np.empty(n, dtype=np.int64)
+        k = 0
+        for r in range(n_runs):
+            for i in range(ts[r].shape[0]):
+                out_t[k] = ts[r][i]
+                run_of[k] = r
+                idx_of[k] = i
+                k += 1
+        order = np.argsort(out_t, kind="mergesort")
+        for k in range(n):
+            r = run_of[order[k]]
+            i = idx_of[order[k]]
+            out_t[k] = ts[r][i]
+            out_det[k] = dets[r][i]
+            out_ch[k] = channel_map[dets[r][i] + 1]
+            out_slot[k] = slots[r][i]
+            out_origin[k] = origins[r][i]
+        return out_t, out_ch, out_det, out_slot, out_origin
+    heads = np.zeros(n_runs, dtype=np.int64)
+    for k in range(n):
+        best = -1
+        best_t = np.int64(0)
+        for r in range(n_runs):
+            h = heads[r]
+            if h < ts[r].shape[0] and (best < 0 or ts[r][h] < best_t):
+                best = r
+                best_t = ts[r][h]
+        i = heads[best]
+        heads[best] = i + 1
+        out_t[k] = best_t
+        d = dets[best][i]
+        out_det[k] = d
+        out_ch[k] = channel_map[d + 1]
+        out_slot[k] = slots[best][i]
+        out_origin[k] = origins[best][i]
+    return out_t, out_ch, out_det, out_slot, out_origin
+
+
+def merge_streams_reference(
+    ts: tuple[NDArray[np.int64], ...],
+    dets: tuple[NDArray[np.int8], ...],
+    slots: tuple[NDArray[np.int64], ...],
+    origins: tuple[NDArray[np.uint8], ...],
+    channel_map: NDArray[np.int16],
+) -> tuple[NDArray[np.int64], NDArray[np.int16], NDArray[np.int8], NDArray[np.int64],
+           NDArray[np.uint8]]:
+    """numpy twin of :func:`merge_streams`."""
+    t = np.concatenate(ts)
+    order = np.argsort(t, kind="stable")
+    det = np.concatenate(dets)[order]
+    return (t[order], channel_map[det.astype(np.int64) + 1], det,
+            np.concatenate(slots)[order], np.concatenate(origins)[order])

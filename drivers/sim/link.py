@@ -34,7 +34,7 @@ from fractions import Fraction
 import numpy as np
 from numpy.typing import NDArray
 
-from . import kernels, optics
+from . import kernels, optics, prng
 from .params import N_DETECTORS, BenchParams
 
 __all__ = ["Origin", "SimulatedLink", "TagBatch", "TagTruth"]
@@ -45,11 +45,8 @@ __all__ = ["Origin", "SimulatedLink", "TagBatch", "TagTruth"]
 JITTER_CLIP_SIGMA = 8.0
 # Margin (ps) on top of the clipped jitter at batch cuts, for float rounding of the times.
 CUT_MARGIN_PS = 1.0
-# Candidates drawn per thinning kernel call: bounds the memory of one call (2 x 8 MiB).
-CANDIDATE_CHUNK = 1 << 20
-# Extra uniforms for afterpulse decisions, beyond one per event: afterpulses are clicks too.
-AP_EXTRA_FACTOR = 3.0
-AP_EXTRA_MIN = 64
+# Photon clicks produced per kernel call at most: bounds the over-allocation of one call.
+CLICK_CHUNK = 1 << 22
 # Slot periods are kept as exact fractions of a picosecond with at most this denominator
 # (1.5 GHz -> 2000/3 ps exactly); origins of batches are then exact integers.
 PERIOD_MAX_DENOMINATOR = 1_000_000
@@ -150,6 +147,8 @@ class SimulatedLink:
         if not isinstance(params, BenchParams):
             raise TypeError(f"params must be BenchParams, got {type(params).__name__}")
         self._rng = np.random.default_rng(seed)
+        self._state = prng.new_state(self._rng)
+        self._spare = np.zeros(2, dtype=np.float64)
         self._params = params
         self._set_constants(params)
         self._bias = params.source.bias_voltage_v
@@ -158,10 +157,10 @@ class SimulatedLink:
         self._frame: tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]] | None = None
         self._types = np.zeros(1, dtype=np.uint8)
         self._present = self._types
+        self._type_counts = np.zeros(optics.N_TYPES, dtype=np.float64)
         self._sync_next = 0
         self._det = [_empty_state() for _ in range(N_DETECTORS)]
         self._held_t = np.empty(0, np.int64)
-        self._held_ch = np.empty(0, np.int16)
         self._held_slot = np.empty(0, np.int64)
         self._held_origin = np.empty(0, np.uint8)
         self._held_det = np.empty(0, np.int8)
@@ -180,7 +179,9 @@ class SimulatedLink:
         self._cut_offset = min(
             dl - (JITTER_CLIP_SIGMA * sg + CUT_MARGIN_PS)
             for dl, sg in zip(self._delays, self._sigmas, strict=True))
-        self._channels = np.array(params.tagger.channels, dtype=np.int16)
+        # Channel of detector index d at position d + 1; the sync channel (d = -1) at 0.
+        self._channel_map = np.array([params.tagger.sync_channel, *params.tagger.channels],
+                                     dtype=np.int16)
 
     @property
     def params(self) -> BenchParams:
@@ -243,6 +244,7 @@ class SimulatedLink:
         self._frame = (arrays[0], arrays[1], arrays[2])
         self._types = (6 * arrays[0] + 3 * arrays[1] + arrays[2]).astype(np.uint8)
         self._present = np.unique(self._types)
+        self._type_counts = np.bincount(self._types, minlength=optics.N_TYPES).astype(np.float64)
 
     @property
     def frame(self) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]]:
@@ -325,23 +327,18 @@ class SimulatedLink:
             st.last_click -= shift
             st.pending = st.pending - shift
             st.carry_t = st.carry_t - shift
-            slots = self._photon_slots(s0, s1, table[j], present)
-            z = self._rng.standard_normal(size=(slots.shape[0],))
-            np.clip(z, -JITTER_CLIP_SIGMA, JITTER_CLIP_SIGMA, out=z)
-            t_ph = (slots - s0).astype(np.float64) * self._period_f
-            t_ph += frac0 + self._delays[j]
-            t_ph += self._sigmas[j] * z
+            slots, t_ph = self._photons(s0, s1, table[j], present, frac0 + self._delays[j],
+                                        self._sigmas[j])
             rate = self._params.detectors[j].dark_count_rate_hz
             n_dark = int(self._rng.poisson(rate * t_span * 1e-12))
             t_dark = np.sort(self._rng.random(n_dark)) * t_span + (frac0 + self._delays[j])
-            prim_t = np.concatenate((st.carry_t, t_ph, t_dark))
-            prim_kind = np.concatenate((st.carry_kind,
-                                        np.full(slots.shape[0], Origin.PHOTON, np.uint8),
-                                        np.full(n_dark, Origin.DARK, np.uint8)))
-            prim_slot = np.concatenate((st.carry_slot, slots, np.full(n_dark, -1, np.int64)))
-            order = np.argsort(prim_t, kind="stable")
-            prim_t, prim_kind, prim_slot = prim_t[order], prim_kind[order], prim_slot[order]
-            t, kind, slot = self._scan(j, st, prim_t, prim_kind, prim_slot, cut)
+            b_t = np.concatenate((st.carry_t, t_dark))
+            b_kind = np.concatenate((st.carry_kind, np.full(n_dark, Origin.DARK, np.uint8)))
+            b_slot = np.concatenate((st.carry_slot, np.full(n_dark, -1, np.int64)))
+            order = np.argsort(b_t, kind="stable")
+            b_t, b_kind, b_slot = b_t[order], b_kind[order], b_slot[order]
+            a_kind = np.full(slots.shape[0], Origin.PHOTON, np.uint8)
+            t, kind, slot = self._scan(j, st, (t_ph, a_kind, slots), (b_t, b_kind, b_slot), cut)
             parts_t.append(t)
             parts_kind.append(kind)
             parts_slot.append(slot)
@@ -353,74 +350,71 @@ class SimulatedLink:
         parts_slot.append(sync_slots)
         parts_det.append(np.full(sync_slots.shape[0], -1, np.int8))
 
-        rel_t = np.concatenate(parts_t)
-        det = np.concatenate(parts_det)
-        tags = self._tag(origin, rel_t)
-        sync_ch = np.int16(self._params.tagger.sync_channel)
-        channels = np.where(det >= 0, self._channels[det], sync_ch).astype(np.int16)
         tg = self._params.tagger
         margin = 2.0 * (JITTER_CLIP_SIGMA * tg.jitter_rms_ps + CUT_MARGIN_PS)
         complete = int(self._tag(origin, np.array([cut - margin]), noise=False)[0])
-
-        all_t = np.concatenate((self._held_t, tags))
-        all_ch = np.concatenate((self._held_ch, channels))
-        all_slot = np.concatenate((self._held_slot, *parts_slot))
-        all_origin = np.concatenate((self._held_origin, *parts_kind))
-        all_det = np.concatenate((self._held_det, det))
-        order = np.argsort(all_t, kind="stable")
-        n_out = int(np.searchsorted(all_t[order], complete, side="left"))
-        out, held = order[:n_out], order[n_out:]
-        self._held_t, self._held_ch = all_t[held], all_ch[held]
-        self._held_slot, self._held_origin = all_slot[held], all_origin[held]
-        self._held_det = all_det[held]
-        keep, lost = out[:tg.buffer_events], out[tg.buffer_events:]
+        # Runs, each in time order: held tags, detectors 0..3, sync.
+        all_t, all_ch, all_det, all_slot, all_origin = kernels.merge_streams(
+            (self._held_t, *(self._tag(origin, x) for x in parts_t)),
+            (self._held_det, *parts_det), (self._held_slot, *parts_slot),
+            (self._held_origin, *parts_kind), self._channel_map)
+        n_out = int(np.searchsorted(all_t, complete, side="left"))
+        self._held_t, self._held_det = all_t[n_out:].copy(), all_det[n_out:].copy()
+        self._held_slot, self._held_origin = all_slot[n_out:].copy(), all_origin[n_out:].copy()
+        n_keep = min(n_out, tg.buffer_events)
         self._slot, self._origin = s1, origin
-        batch = TagBatch(all_t[keep], all_ch[keep], int(lost.shape[0]), complete)
-        truth = TagTruth(all_slot[keep], all_origin[keep], all_det[keep], all_slot[lost],
-                         all_origin[lost], s0, n_slots)
+        batch = TagBatch(all_t[:n_keep], all_ch[:n_keep], n_out - n_keep, complete)
+        truth = TagTruth(all_slot[:n_keep], all_origin[:n_keep], all_det[:n_keep],
+                         all_slot[n_keep:n_out], all_origin[n_keep:n_out], s0, n_slots)
         return batch, truth
 
-    def _photon_slots(self, s0: int, s1: int, probs: NDArray[np.float64],
-                      present: NDArray[np.uint8]) -> NDArray[np.int64]:
-        """Slots in [s0, s1) where this detector sees a photon (before dead time)."""
+    def _photons(self, s0: int, s1: int, probs: NDArray[np.float64],
+                 present: NDArray[np.uint8], t0: float, sigma: float
+                 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        """Slots in [s0, s1) where this detector sees a photon, and the click times (slot s0
+        clicks at ``t0`` plus jitter), in time order; dead time not applied yet."""
         p_max = float(probs[present].max())
         if p_max <= 0.0 or s1 <= s0:
-            return np.empty(0, np.int64)
+            return np.empty(0, np.int64), np.empty(0, np.float64)
         accept = probs / p_max
         log1m = math.log1p(-p_max)
-        expected = (s1 - s0) * p_max
-        chunk = int(min(CANDIDATE_CHUNK, expected + 6.0 * math.sqrt(expected) + 16))
+        expected = (s1 - s0) * float(self._type_counts @ probs) / self._types.shape[0]
+        cap = int(min(CLICK_CHUNK, expected + 6.0 * math.sqrt(expected) + 16))
         pos = s0 - 1
-        found = []
+        found_s, found_t = [], []
         while True:
-            u = self._rng.random((2, chunk))
-            kept, pos, done = kernels.thin_geometric(
-                pos, s1, u[0], u[1], log1m, self._types, accept)
-            found.append(kept)
+            t_ref = t0 + (pos - s0) * self._period_f
+            slots, times, pos, done = kernels.photon_clicks(
+                self._state, self._spare, pos, s1, log1m, self._types, accept, t_ref,
+                self._period_f, sigma, JITTER_CLIP_SIGMA, cap)
+            found_s.append(slots)
+            found_t.append(times)
             if done:
                 break
-        return found[0] if len(found) == 1 else np.concatenate(found)
+        slots = found_s[0] if len(found_s) == 1 else np.concatenate(found_s)
+        times = found_t[0] if len(found_t) == 1 else np.concatenate(found_t)
+        # Jitter reorders clicks of one detector only if it can span a slot period.
+        if 2.0 * JITTER_CLIP_SIGMA * sigma >= self._period_f and np.any(np.diff(times) < 0):
+            order = np.argsort(times, kind="stable")
+            slots, times = slots[order], times[order]
+        return slots, times
 
-    def _scan(self, j: int, st: _DetectorState, prim_t: NDArray[np.float64],
-              prim_kind: NDArray[np.uint8], prim_slot: NDArray[np.int64], cut: float
+    def _scan(self, j: int, st: _DetectorState,
+              a: tuple[NDArray[np.float64], NDArray[np.uint8], NDArray[np.int64]],
+              b: tuple[NDArray[np.float64], NDArray[np.uint8], NDArray[np.int64]], cut: float
               ) -> tuple[NDArray[np.float64], NDArray[np.uint8], NDArray[np.int64]]:
         """Dead time and afterpulses of detector j up to ``cut``; updates its carried state."""
         d = self._params.detectors[j]
-        n_events = prim_t.shape[0] + st.pending.shape[0]
-        n_u = int(n_events * (1.0 + AP_EXTRA_FACTOR * d.afterpulse_probability)) + AP_EXTRA_MIN
-        ap_u = self._rng.random(n_u)
-        while True:
-            t, kind, slot, stop, pending, last, ok = kernels.dead_time_scan(
-                prim_t, prim_kind, prim_slot, st.pending, st.last_click, cut,
-                float(d.dead_time_ps), d.afterpulse_probability, d.afterpulse_tau_ps, ap_u,
-                int(Origin.AFTERPULSE))
-            if ok:
-                break
-            # Rare: a long afterpulse cascade used every uniform; extend (same prefix) and redo.
-            ap_u = np.concatenate((ap_u, self._rng.random(n_u)))
-        st.pending, st.last_click = pending, float(last)
-        st.carry_t, st.carry_kind = prim_t[stop:], prim_kind[stop:]
-        st.carry_slot = prim_slot[stop:]
+        t, kind, slot, ia, ib, pending, last = kernels.dead_time_scan(
+            a[0], a[1], a[2], b[0], b[1], b[2], st.pending, st.last_click, cut,
+            float(d.dead_time_ps), d.afterpulse_probability, d.afterpulse_tau_ps, self._state,
+            int(Origin.AFTERPULSE))
+        st.pending, st.last_click = pending, last
+        carry_t = np.concatenate((a[0][ia:], b[0][ib:]))
+        order = np.argsort(carry_t, kind="stable")
+        st.carry_t = carry_t[order]
+        st.carry_kind = np.concatenate((a[1][ia:], b[1][ib:]))[order]
+        st.carry_slot = np.concatenate((a[2][ia:], b[2][ib:]))[order]
         return t, kind, slot
 
     def _sync_slots(self, s0: int, s1: int) -> NDArray[np.int64]:
@@ -446,10 +440,6 @@ class SimulatedLink:
         base_int = math.floor(base_exact)
         base_bins, r = divmod(base_int, tg.resolution_ps)
         base_frac = r + float(base_exact - base_int)
-        if noise and tg.jitter_rms_ps > 0:
-            z = self._rng.standard_normal(size=(rel_t.shape[0],))
-            np.clip(z, -JITTER_CLIP_SIGMA, JITTER_CLIP_SIGMA, out=z)
-        else:
-            z = np.zeros(rel_t.shape[0])
-        return kernels.tagger_times(rel_t, z, float(tg.jitter_rms_ps), 1.0 + drift, base_frac,
-                                    base_bins, tg.resolution_ps)
+        sigma = float(tg.jitter_rms_ps) if noise else 0.0
+        return kernels.tagger_times(rel_t, self._state, self._spare, sigma, JITTER_CLIP_SIGMA,
+                                    1.0 + drift, base_frac, base_bins, tg.resolution_ps)

@@ -7,43 +7,74 @@ import math
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numpy.typing import NDArray
 
-from qkdnode.drivers.sim import kernels
+from qkdnode.drivers.sim import kernels, prng
+from qkdnode.drivers.sim.prng import PyXoshiro
 
 seeds = st.integers(0, 2**32 - 1)
 
 
+def fresh(seed: int) -> tuple[NDArray[np.uint64], PyXoshiro]:
+    state = prng.new_state(np.random.default_rng(seed))
+    return state, PyXoshiro(state.copy())
+
+
 @settings(deadline=None)
-@given(seed=seeds, n=st.integers(0, 200), span=st.integers(1, 5000),
-       p_max=st.sampled_from([1e-4, 0.01, 0.3, 0.999]), frame_len=st.integers(1, 40),
-       start=st.integers(-1, 10**12))
-def test_thin_geometric_matches_twin(seed: int, n: int, span: int, p_max: float,
-                                     frame_len: int, start: int) -> None:
+@given(seed=seeds)
+def test_generator_matches_twin(seed: int) -> None:
+    state, twin = fresh(seed)
+    spare = np.zeros(2)
+    assert [int(prng.next_u64(state)) for _ in range(20)] == [twin.u64() for _ in range(20)]
+    assert [prng.next_uniform(state) for _ in range(5)] == [twin.uniform() for _ in range(5)]
+    assert [prng.next_normal(state, spare) for _ in range(7)] == [twin.normal() for _ in range(7)]
+    np.testing.assert_array_equal(state, twin.state())
+
+
+def test_generator_moments() -> None:
+    state, _ = fresh(1)
+    spare = np.zeros(2)
+    u = np.array([prng.next_uniform(state) for _ in range(100_000)])
+    z = np.array([prng.next_normal(state, spare) for _ in range(100_000)])
+    assert abs(u.mean() - 0.5) < 5 * math.sqrt(1 / 12 / u.size)
+    assert abs(z.mean()) < 5 / math.sqrt(z.size)
+    assert abs(z.std() - 1) < 0.01
+    assert u.min() >= 0
+    assert u.max() < 1
+
+
+@settings(deadline=None)
+@given(seed=seeds, span=st.integers(1, 5000), p_max=st.sampled_from([1e-4, 0.01, 0.3, 0.999]),
+       frame_len=st.integers(1, 40), start=st.integers(-1, 10**12), sigma=st.sampled_from(
+           [0.0, 30.0, 700.0]), max_out=st.integers(1, 300))
+def test_photon_clicks_match_twin(seed: int, span: int, p_max: float, frame_len: int,
+                                  start: int, sigma: float, max_out: int) -> None:
+    state, twin = fresh(seed)
     rng = np.random.default_rng(seed)
-    u_gap, u_acc = rng.random(n), rng.random(n)
     types = rng.integers(0, 12, frame_len).astype(np.uint8)
     accept = rng.random(12)
     log1m = math.log1p(-p_max)
-    got = kernels.thin_geometric(start, start + 1 + span, u_gap, u_acc, log1m,
-                                 types, accept)
-    ref = kernels.thin_geometric_reference(start, start + 1 + span, u_gap, u_acc, log1m, types,
-                                           accept)
+    args = (start, start + 1 + span, log1m, types, accept, 5.5, 1000.0, sigma, 8.0, max_out)
+    got = kernels.photon_clicks(state, np.zeros(2), *args)
+    ref = kernels.photon_clicks_reference(twin, *args)
     np.testing.assert_array_equal(got[0], ref[0])
-    assert int(got[1]) == ref[1]
-    assert bool(got[2]) == ref[2]
-    slots = got[0]
+    np.testing.assert_array_equal(got[1], ref[1])
+    assert int(got[2]) == ref[2]
+    assert bool(got[3]) == ref[3]
+    slots, times = got[0], got[1]
     assert np.all(np.diff(slots) > 0)
     assert np.all((slots > start) & (slots <= start + span))
+    assert np.all(np.abs(times - ((slots - start) * 1000.0 + 5.5)) <= 8.0 * sigma + 1e-6)
 
 
-def test_thin_geometric_rate() -> None:
-    """Every kept slot has probability p_max * accept: counts per type follow it."""
-    rng = np.random.default_rng(5)
+def test_photon_clicks_rate_follows_the_frame() -> None:
+    """Every kept slot has probability p_max * accept: counts per frame position follow it."""
+    state, _ = fresh(5)
     types = np.array([0, 1, 2, 1], dtype=np.uint8)
     accept = np.array([1.0, 0.5, 0.0])
     p_max, n_slots = 0.02, 4_000_000
-    slots, _, done = kernels.thin_geometric(-1, n_slots, rng.random(200_000),
-                                            rng.random(200_000), math.log1p(-p_max), types, accept)
+    slots, _, _, done = kernels.photon_clicks(state, np.zeros(2), -1, n_slots, math.log1p(-p_max),
+                                              types, accept, 0.0, 1000.0, 0.0, 8.0, 200_000)
     assert done
     per_pos = np.bincount(slots % 4, minlength=4)
     expected = n_slots / 4 * p_max * accept[types]
@@ -52,71 +83,97 @@ def test_thin_geometric_rate() -> None:
         assert abs(per_pos[pos] - expected[pos]) < 5 * math.sqrt(expected[pos])
 
 
-def _primaries(rng: np.random.Generator, n: int, t_max: float
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    t = np.sort(rng.random(n) * t_max)
+def _stream(rng: np.random.Generator, n: int, t_max: float
+            ) -> tuple[NDArray[np.float64], NDArray[np.uint8], NDArray[np.int64]]:
+    # Coarse times, so that equal times across streams (tie-breaking) occur.
+    t = np.sort(np.floor(rng.random(n) * t_max / 10) * 10)
     return t, rng.integers(0, 2, n).astype(np.uint8), rng.integers(-1, 100, n).astype(np.int64)
 
 
 @settings(deadline=None)
-@given(seed=seeds, n=st.integers(0, 60), n_pend=st.integers(0, 4), dead=st.floats(0, 300),
-       p_ap=st.sampled_from([0.0, 0.3, 0.9]), n_u_extra=st.integers(-20, 30),
+@given(seed=seeds, na=st.integers(0, 60), nb=st.integers(0, 20), n_pend=st.integers(0, 4),
+       dead=st.floats(0, 300), p_ap=st.sampled_from([0.0, 0.3, 0.95]),
        cut_frac=st.floats(0, 1.2))
-def test_dead_time_scan_matches_twin(seed: int, n: int, n_pend: int, dead: float, p_ap: float,
-                                     n_u_extra: int, cut_frac: float) -> None:
+def test_dead_time_scan_matches_twin(seed: int, na: int, nb: int, n_pend: int, dead: float,
+                                     p_ap: float, cut_frac: float) -> None:
     rng = np.random.default_rng(seed)
+    state, twin = fresh(seed)
     t_max = 2000.0
-    t, kind, slot = _primaries(rng, n, t_max)
+    a, b = _stream(rng, na, t_max), _stream(rng, nb, t_max)
     pending = np.sort(rng.random(n_pend) * t_max)
-    ap_u = rng.random(max(0, n + n_pend + n_u_extra))
     last = -math.inf if seed % 2 else -50.0
-    args = (t, kind, slot, pending, last, cut_frac * t_max, dead, p_ap, 70.0, ap_u)
-    got = kernels.dead_time_scan(*args, 2)
-    ref = kernels.dead_time_scan_reference(*args, 2)
-    for a, b in zip(got[:3], ref[:3], strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert int(got[3]) == ref[3]
-    np.testing.assert_array_equal(got[4], ref[4])
-    assert float(got[5]) == ref[5]
-    assert bool(got[6]) == ref[6]
+    scalars = (last, cut_frac * t_max, dead, p_ap, 70.0)
+    got = kernels.dead_time_scan(*a, *b, pending, *scalars, state, 2)
+    ref = kernels.dead_time_scan_reference(*a, *b, pending, *scalars, twin, 2)
+    for x, y in zip(got[:3], ref[:3], strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert (int(got[3]), int(got[4])) == (ref[3], ref[4])
+    np.testing.assert_array_equal(got[5], ref[5])
+    assert got[6] == ref[6]
+    np.testing.assert_array_equal(state, twin.state())
     clicks = got[0]
     assert np.all(np.diff(clicks) >= dead)
     assert np.all(clicks < cut_frac * t_max)
-    if got[6]:
-        assert np.all(got[4] >= cut_frac * t_max)
+    assert np.all(got[5] >= cut_frac * t_max)
+    # Every primary before the cut was consumed, none after it.
+    assert np.all(a[0][:got[3]] < cut_frac * t_max)
+    assert np.all(a[0][got[3]:] >= cut_frac * t_max)
 
 
-def test_dead_time_scan_retry_gives_same_prefix() -> None:
-    """Running out of uniforms, then retrying with a longer array (same prefix), is seamless."""
-    rng = np.random.default_rng(3)
-    t, kind, slot = _primaries(rng, 500, 1e6)
-    u = rng.random(2000)
-    short = kernels.dead_time_scan(t, kind, slot, np.empty(0), -math.inf, 1e6, 100.0, 0.5,
-                                   500.0, u[:300], 2)
-    full = kernels.dead_time_scan(t, kind, slot, np.empty(0), -math.inf, 1e6, 100.0, 0.5,
-                                  500.0, u, 2)
-    assert not short[6]
-    assert full[6]
-    np.testing.assert_array_equal(short[0], full[0][:300])
+def test_dead_time_scan_long_cascade_grows_its_buffers() -> None:
+    """p_ap close to 1: far more clicks than primaries, all kept in order."""
+    state, twin = fresh(3)
+    a = (np.array([0.0]), np.zeros(1, np.uint8), np.zeros(1, np.int64))
+    empty = (np.empty(0), np.empty(0, np.uint8), np.empty(0, np.int64))
+    got = kernels.dead_time_scan(*a, *empty, np.empty(0), -math.inf, 1e12, 10.0, 0.999, 5.0,
+                                 state, 2)
+    ref = kernels.dead_time_scan_reference(*a, *empty, np.empty(0), -math.inf, 1e12, 10.0, 0.999,
+                                           5.0, twin, 2)
+    assert got[0].size > 100
+    np.testing.assert_array_equal(got[0], ref[0])
+    assert np.all(got[1][1:] == 2)
 
 
 @settings(deadline=None)
-@given(seed=seeds, n=st.integers(0, 100), sigma=st.floats(0, 50),
+@given(seed=seeds, n=st.integers(0, 100), sigma=st.sampled_from([0.0, 3.0, 50.0]),
        drift=st.floats(-1e-4, 1e-4), res=st.sampled_from([1, 3, 10, 1000]),
        base_bins=st.integers(-10**9, 10**12))
 def test_tagger_times_matches_twin(seed: int, n: int, sigma: float, drift: float, res: int,
                                    base_bins: int) -> None:
     rng = np.random.default_rng(seed)
+    state, twin = fresh(seed)
     rel = rng.random(n) * 1e9 - 1e3
-    z = rng.standard_normal(n)
     base_frac = float(rng.random() * res)
-    got = kernels.tagger_times(rel, z, sigma, 1.0 + drift, base_frac, base_bins, res)
-    ref = kernels.tagger_times_reference(rel, z, sigma, 1.0 + drift, base_frac, base_bins, res)
+    got = kernels.tagger_times(rel, state, np.zeros(2), sigma, 8.0, 1.0 + drift, base_frac,
+                               base_bins, res)
+    ref = kernels.tagger_times_reference(rel, twin, sigma, 8.0, 1.0 + drift, base_frac,
+                                         base_bins, res)
     np.testing.assert_array_equal(got, ref)
     assert np.all(got % res == 0)
 
 
 def test_tagger_times_quantises_by_floor() -> None:
+    state, _ = fresh(0)
     rel = np.array([0.0, 0.4, 9.99, 10.0, -0.5])
-    got = kernels.tagger_times(rel, np.zeros(5), 0.0, 1.0, 0.0, 7, 10)
+    got = kernels.tagger_times(rel, state, np.zeros(2), 0.0, 8.0, 1.0, 0.0, 7, 10)
     np.testing.assert_array_equal(got, [70, 70, 70, 80, 60])
+
+
+@settings(deadline=None)
+@given(seed=seeds, lengths=st.lists(st.integers(0, 30), min_size=1, max_size=6),
+       unsorted=st.booleans())
+def test_merge_streams_matches_twin(seed: int, lengths: list[int], unsorted: bool) -> None:
+    rng = np.random.default_rng(seed)
+    ts = [np.sort(rng.integers(0, 50, n)).astype(np.int64) for n in lengths]
+    if unsorted and ts[0].size > 1:
+        ts[0] = ts[0][::-1].copy()
+    dets = [rng.integers(-1, 4, n).astype(np.int8) for n in lengths]
+    slots = [rng.integers(-1, 10**9, n).astype(np.int64) for n in lengths]
+    origins = [rng.integers(0, 4, n).astype(np.uint8) for n in lengths]
+    channel_map = np.array([9, 1, 2, 3, 4], dtype=np.int16)
+    args = (tuple(ts), tuple(dets), tuple(slots), tuple(origins), channel_map)
+    got = kernels.merge_streams(*args)
+    ref = kernels.merge_streams_reference(*args)
+    for x, y in zip(got, ref, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert np.all(np.diff(got[0]) >= 0)
