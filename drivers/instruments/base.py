@@ -51,8 +51,9 @@ T = TypeVar("T")
 I = TypeVar("I", bound="MessageInstrument")  # noqa: E741
 
 # Values given to instruments in integer sub-units (µV, µs, m°C) must be whole numbers of the
-# unit to within this fraction of one unit; anything else would be silently rounded.
-UNIT_ROUNDING_TOLERANCE = 1e-6
+# unit; anything else would be silently rounded. This relative tolerance only absorbs binary
+# floating-point error (about 1e-16 of the value), so 48.25 V is 48250000 µV.
+UNIT_ROUNDING_TOLERANCE = 1e-9
 
 
 def in_range(low: float, high: float) -> Callable[[Any], Any]:
@@ -92,7 +93,7 @@ def to_units(value: float, scale: float, what: str) -> int:
         raise ValueError(f"{what} must be a finite number, got {value!r}")
     scaled = value * scale
     whole = round(scaled)
-    if abs(scaled - whole) > UNIT_ROUNDING_TOLERANCE * max(1.0, abs(scaled)) + 1e-9:
+    if abs(scaled - whole) > UNIT_ROUNDING_TOLERANCE * max(1.0, abs(scaled)):
         raise ValueError(
             f"{what} {value!r} is not a whole number of the instrument's unit "
             f"({1 / scale:g} in SI units)"
