@@ -19,12 +19,14 @@ Settings: each driver lists what its ``settings`` table accepts in ``SETTINGS`` 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Self, TypeVar, overload
+from typing import Any, ClassVar, Generic, Self, TypeVar, cast, overload
 
 from ..errors import DeviceError, InstrumentError
 from ..roles import Limits
@@ -35,6 +37,7 @@ __all__ = [
     "MessageInstrument",
     "ScpiInstrument",
     "Setting",
+    "atomic",
     "boolean",
     "build_instrument",
     "control",
@@ -49,11 +52,25 @@ __all__ = [
 
 T = TypeVar("T")
 I = TypeVar("I", bound="MessageInstrument")  # noqa: E741
+F = TypeVar("F", bound=Callable[..., Any])
 
 # Values given to instruments in integer sub-units (µV, µs, m°C) must be whole numbers of the
 # unit; anything else would be silently rounded. This relative tolerance only absorbs binary
 # floating-point error (about 1e-16 of the value), so 48.25 V is 48250000 µV.
 UNIT_ROUNDING_TOLERANCE = 1e-9
+
+
+def atomic(method: F) -> F:
+    """Runs a driver method under the driver's lock, so that its exchanges are not interleaved
+    with another thread's (a set command and its error check, an upload and its verification).
+    """
+
+    @functools.wraps(method)
+    def locked(self: MessageInstrument, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return cast(F, locked)
 
 
 def in_range(low: float, high: float) -> Callable[[Any], Any]:
@@ -235,6 +252,10 @@ LIMIT_SETTINGS: dict[str, Setting] = {name: _limit_setting(name) for name in Lim
 class MessageInstrument:
     """Base of message-based drivers: a transport, limits, checked sets and parsed queries.
 
+    Threads: every exchange that belongs together (a set command and its error check, a query
+    and the error check after a bad reply, multi-command methods marked :func:`atomic`) runs
+    under the driver's re-entrant lock, so threads may share a driver.
+
     Args:
         transport: the instrument's open transport (the driver owns it from now on).
         limits: the safety limits (defaults: :class:`Limits` ()).
@@ -248,6 +269,7 @@ class MessageInstrument:
     def __init__(self, transport: Transport, *, limits: Limits | None = None) -> None:
         self._transport = transport
         self._limits = limits if limits is not None else Limits()
+        self._lock = threading.RLock()
 
     @property
     def transport(self) -> Transport:
@@ -288,6 +310,7 @@ class MessageInstrument:
             f"{self._where()}: unexpected reply {reply!r} to {describe_command(command)} ({why})"
         )
 
+    @atomic
     def _query_parsed(self, command: str, parse: Callable[[str], T]) -> T:
         reply = self._transport.query(command).strip()
         try:
@@ -296,6 +319,7 @@ class MessageInstrument:
             self._check()
             raise self._bad_reply(command, reply, str(exc)) from None
 
+    @atomic
     def _set(self, command: str) -> None:
         """Sends a set command and checks that the instrument accepted it."""
         self._transport.write(command)

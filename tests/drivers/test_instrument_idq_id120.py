@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from qkdnode.drivers.errors import DeviceError, InstrumentError, TransportError, TransportTimeout
@@ -142,8 +145,8 @@ def test_disconnect_names_instrument_resource_and_command():
     steps = [("BIAS:VOLTAGE 10000000", SCRIPTED_DISCONNECT)]
     with scripted(steps, **NAMES) as t, pytest.raises(TransportError) as info:
         make(t)[0].set_bias_v(10.0)
-    assert "detector 'apd'" in str(info.value)
-    assert "BIAS:VOLTAGE 10000000" in str(info.value)
+    assert f"detector 'apd' at {NAMES['resource']}" in str(info.value)
+    assert "'BIAS:VOLTAGE 10000000'" in str(info.value)
 
 
 def test_build_applies_settings_in_a_safe_order():
@@ -165,3 +168,48 @@ def test_build_refuses_an_initial_bias_above_the_configured_limit_and_closes():
         with pytest.raises(ValueError, match="max_bias_v"):
             build_instrument(ID120, t, {"bias_v": 65.0, "max_bias_v": 60.0})
         assert t.closed
+
+
+class PairingTransport:
+    """Answers every command; fails if a set command is not directly followed by its check."""
+
+    instrument = "detector 'apd'"
+    resource = "test://pairing"
+
+    def __init__(self) -> None:
+        self.expect_check = False
+        self.violations = 0
+
+    def write(self, command: str) -> None:
+        if self.expect_check:
+            self.violations += 1
+        self.expect_check = True
+        time.sleep(0)  # let another thread in, if nothing stops it
+
+    def query(self, command: str) -> str:
+        if command == "SYST:ERR?":
+            if not self.expect_check:
+                self.violations += 1
+            self.expect_check = False
+            return '0,"No error"'
+        return "1000000"
+
+    def close(self) -> None:
+        pass
+
+
+def test_threads_sharing_a_driver_do_not_split_a_set_from_its_check():
+    transport = PairingTransport()
+    detector = ID120(transport)  # type: ignore[arg-type]
+
+    def work() -> None:
+        for _ in range(300):
+            detector.set_threshold_v(0.01)
+            detector.bias_v()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert transport.violations == 0

@@ -212,3 +212,19 @@ def test_no_key_material_in_validation_errors(which):
         AWG33500(t).load_frame(basis, bit, intensity)
     for secret in secret_renderings():
         assert secret not in str(info.value)
+
+
+def test_timeout_and_disconnect_name_instrument_resource_and_command():
+    with scripted([("SOUR1:FUNC:ARB:SRAT?", SCRIPTED_TIMEOUT)], **NAMES) as t, pytest.raises(
+        TransportTimeout
+    ) as info:
+        AWG33500(t).slot_rate_hz()
+    assert str(info.value).startswith(
+        f"transmitter 'awg' at {NAMES['resource']}: no reply to 'SOUR1:FUNC:ARB:SRAT?'"
+    )
+    with scripted([("OUTP1 ON", SCRIPTED_DISCONNECT)], **NAMES) as t, pytest.raises(
+        TransportError
+    ) as info:
+        AWG33500(t).start()
+    assert f"transmitter 'awg' at {NAMES['resource']}" in str(info.value)
+    assert "'OUTP1 ON'" in str(info.value)

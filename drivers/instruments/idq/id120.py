@@ -31,7 +31,17 @@ from typing import ClassVar
 
 from ...roles import Limits
 from ...transport import Transport
-from ..base import ScpiInstrument, Setting, boolean, control, finite, in_range, parse_bool, to_units
+from ..base import (
+    ScpiInstrument,
+    Setting,
+    atomic,
+    boolean,
+    control,
+    finite,
+    in_range,
+    parse_bool,
+    to_units,
+)
 
 __all__ = ["ID120"]
 
@@ -155,6 +165,7 @@ class ID120(ScpiInstrument):
         """Whether the temperature regulation runs."""
         return self._regulation
 
+    @atomic
     def count_rate_hz(self, integration_time_s: float) -> float:
         """Sets the counter window, waits for a complete window, returns the click rate, Hz."""
         self.set_integration_time_s(integration_time_s)

@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 from ...errors import DeviceError
 from ...roles import Limits
 from ...transport import Transport, write_block
-from ..base import ScpiInstrument, Setting, finite, positive_int
+from ..base import ScpiInstrument, Setting, atomic, finite, positive_int
 
 __all__ = ["AWG33500", "DEFAULT_INTENSITY_CODES", "DEFAULT_PHASE_CODES", "WAVEFORM_NAMES"]
 
@@ -170,6 +170,7 @@ class AWG33500(ScpiInstrument):
         channel2 = np.repeat(self._phase_codes[2 * b + v], s)
         return channel1, channel2
 
+    @atomic
     def load_frame(
         self, basis: NDArray[np.uint8], bit: NDArray[np.uint8], intensity: NDArray[np.uint8]
     ) -> None:
@@ -207,6 +208,7 @@ class AWG33500(ScpiInstrument):
         """Slots in the frame loaded by this driver (0 if none, or after a failed upload)."""
         return self._frame_slots
 
+    @atomic
     def set_slot_rate_hz(self, rate_hz: float) -> None:
         """Sets both channels' sample rate to ``rate_hz * samples_per_slot``.
 
@@ -231,11 +233,13 @@ class AWG33500(ScpiInstrument):
             raise self._bad_reply("SOUR1:FUNC:ARB:SRAT?", str(sample_rate), "not finite")
         return sample_rate / self._samples_per_slot
 
+    @atomic
     def start(self) -> None:
         """Switches both outputs on."""
         for n in (1, 2):
             self._set(f"OUTP{n} ON")
 
+    @atomic
     def stop(self) -> None:
         """Switches both outputs off."""
         for n in (1, 2):

@@ -33,6 +33,7 @@ from ...transport import Transport
 from ..base import (
     MessageInstrument,
     Setting,
+    atomic,
     boolean,
     control,
     finite,
@@ -123,6 +124,7 @@ class SPD(MessageInstrument):
         if not math.isclose(wanted, got, rel_tol=0.0, abs_tol=tolerance):
             raise self._mismatch(what, wanted, got)
 
+    @atomic
     def set_bias_v(self, volts: float) -> None:
         """Sets the APD bias, V (Limits first), and verifies it by reading back."""
         mv = to_units(self.limits.check_bias_v(volts), MILLI, "bias (V)")
@@ -133,6 +135,7 @@ class SPD(MessageInstrument):
         """The APD bias, V."""
         return self._hvolt
 
+    @atomic
     def set_threshold_v(self, volts: float) -> None:
         """Sets the discriminator threshold, V, and verifies it by reading back."""
         mv = to_units(volts, MILLI, "threshold (V)")
@@ -170,6 +173,7 @@ class SPD(MessageInstrument):
             )
         return self._dead_time_s
 
+    @atomic
     def set_integration_time_s(self, seconds: float) -> None:
         """Sets the counter window, s (whole ms), and verifies it by reading back."""
         ms = to_units(seconds, MILLI, "integration time (s)")
@@ -192,6 +196,7 @@ class SPD(MessageInstrument):
                 f"timeout above it, the transport's is {timeout_s} s"
             )
 
+    @atomic
     def set_temperature_set_point_c(self, celsius: float) -> None:
         """Sets the cooler set point, degrees C (Limits first), verified by reading back."""
         value = self.limits.check_temperature_c(celsius)
@@ -207,6 +212,7 @@ class SPD(MessageInstrument):
         """The measured temperature, degrees C."""
         return self._temp_c
 
+    @atomic
     def set_regulation(self, on: bool) -> None:
         """Starts (True) or stops the temperature regulation, verified by reading back."""
         self._loop = bool(on)
@@ -218,6 +224,7 @@ class SPD(MessageInstrument):
         """Whether the temperature regulation runs."""
         return self._loop
 
+    @atomic
     def count_rate_hz(self, integration_time_s: float) -> float:
         """Sets the window, counts one window (the reply comes when it ends), returns Hz."""
         self.set_integration_time_s(integration_time_s)

@@ -36,6 +36,7 @@ from ...roles import LockMode
 from ..base import (
     MessageInstrument,
     Setting,
+    atomic,
     boolean,
     control,
     finite,
@@ -128,6 +129,7 @@ class MBX(MessageInstrument):
                 MBX_ERROR_CODE, f"{self._where()}: {message} (command {command!r})"
             )
 
+    @atomic
     def _query_parsed(self, command: str, parse: Callable[[str], T]) -> T:
         reply = self.transport.query(command).strip()
         self._raise_if_error(command, reply)
@@ -136,6 +138,7 @@ class MBX(MessageInstrument):
         except (ValueError, KeyError) as exc:
             raise self._bad_reply(command, reply, str(exc)) from None
 
+    @atomic
     def _set(self, command: str) -> None:
         """Sends a set command; the MBX acknowledges with ``1`` or answers ``Err: ...``."""
         reply = self.transport.query(command).strip()
@@ -179,6 +182,7 @@ class MBX(MessageInstrument):
         """The bias held in MANUAL mode, V."""
         return self._hold_mv / MILLI
 
+    @atomic
     def hold_ratio(self, positive_slope: bool, ratio: float) -> None:
         """Holds the tap power at ``ratio`` (0..1, in steps of 0.01) of its peak.
 
