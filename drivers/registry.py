@@ -32,6 +32,7 @@ from .roles import (
     Attenuator,
     BiasController,
     Detector,
+    Limits,
     OsRandomSource,
     PassiveReceiver,
     PowerMeter,
@@ -111,8 +112,6 @@ class DriverInfo:
     def known_settings(self) -> tuple[str, ...]:
         """The settings keys the driver accepts, sorted."""
         if self.transport is not None and issubclass(self.cls, MessageInstrument):
-            from .roles import Limits
-
             return tuple(sorted({*self.cls.SETTINGS, *Limits.KEYS}))
         return tuple(sorted(self.settings))
 

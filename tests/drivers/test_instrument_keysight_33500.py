@@ -6,6 +6,8 @@ import struct
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qkdnode.drivers.errors import DeviceError, InstrumentError, TransportError, TransportTimeout
 from qkdnode.drivers.instruments.base import build_instrument
@@ -228,3 +230,34 @@ def test_timeout_and_disconnect_name_instrument_resource_and_command():
         AWG33500(t).start()
     assert f"transmitter 'awg' at {NAMES['resource']}" in str(info.value)
     assert "'OUTP1 ON'" in str(info.value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    slots=st.integers(8, 200),
+    samples_per_slot=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_decode_inverts_encode(slots, samples_per_slot, seed):
+    rng = np.random.default_rng(seed)
+    basis = rng.integers(0, 2, slots, dtype=np.uint8)
+    bit = rng.integers(0, 2, slots, dtype=np.uint8)
+    intensity = rng.integers(0, 3, slots, dtype=np.uint8)
+    with scripted([], **NAMES) as t:
+        awg = AWG33500(t, samples_per_slot=samples_per_slot)
+        ch1, ch2 = awg.encode(basis, bit, intensity)
+        assert ch1.size == ch2.size == slots * samples_per_slot
+        decoded = awg.decode(ch1, ch2)
+    for got, want in zip(decoded, (basis, bit, intensity), strict=True):
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, want)
+
+
+def test_decode_refuses_foreign_codes_and_partial_slots():
+    with scripted([], **NAMES) as t:
+        awg = AWG33500(t, samples_per_slot=2)
+        ch1, ch2 = awg.encode(BASIS, BIT, INTENSITY)
+        with pytest.raises(ValueError, match="channel 1 holds samples that are not"):
+            awg.decode(ch1 + 1, ch2)
+        with pytest.raises(ValueError, match="not one frame"):
+            awg.decode(ch1[:-1], ch2[:-1])

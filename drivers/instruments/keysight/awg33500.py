@@ -98,6 +98,15 @@ def _choice_array(name: str, values: Any, high: int) -> NDArray[np.intp]:
     return array.astype(np.intp)
 
 
+def _lookup(name: str, samples: NDArray[Any], codes: NDArray[np.int16]) -> NDArray[np.uint8]:
+    """The index of each sample in ``codes`` (first match); ValueError if one is not a code."""
+    hits = samples[:, None] == codes[None, :]
+    if not hits.any(axis=1).all():
+        raise ValueError(f"{name} holds samples that are not configured codes")
+    index: NDArray[np.uint8] = np.argmax(hits, axis=1).astype(np.uint8)
+    return index
+
+
 class AWG33500(ScpiInstrument):
     """Keysight 33500-class AWG; implements :class:`~qkdnode.drivers.roles.Transmitter`.
 
@@ -155,7 +164,7 @@ class AWG33500(ScpiInstrument):
         b = _choice_array("basis", basis, 1)
         v = _choice_array("bit", bit, 1)
         k = _choice_array("intensity", intensity, N_INTENSITIES - 1)
-        if not b.size == v.size == k.size:
+        if not b.size == v.size == k.size:  # sizes only: the contents are key material
             raise ValueError(
                 f"basis, bit and intensity must have one length, got {b.size}, {v.size}, {k.size}"
             )
@@ -171,6 +180,29 @@ class AWG33500(ScpiInstrument):
         return channel1, channel2
 
     @atomic
+    def decode(
+        self, channel1: NDArray[np.int16], channel2: NDArray[np.int16]
+    ) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]]:
+        """Inverts :meth:`encode`: the (basis, bit, intensity) a pair of waveforms plays.
+
+        The first sample of each slot is read; a simulated AWG (or a check of a read-back
+        waveform) uses it.
+
+        Raises:
+            ValueError: if the waveforms differ in length, are not whole slots, or hold a code
+                that is not one of the configured ones (the message shows no samples).
+        """
+        c1, c2 = np.asarray(channel1), np.asarray(channel2)
+        s = self._samples_per_slot
+        if c1.shape != c2.shape or c1.ndim != 1 or c1.size % s:
+            raise ValueError(
+                f"waveforms of {c1.size} and {c2.size} points are not one frame of "
+                f"{s}-sample slots"
+            )
+        intensity = _lookup("channel 1", c1[::s], self._intensity_codes)
+        state = _lookup("channel 2", c2[::s], self._phase_codes)
+        return (state // 2).astype(np.uint8), (state % 2).astype(np.uint8), intensity
+
     def load_frame(
         self, basis: NDArray[np.uint8], bit: NDArray[np.uint8], intensity: NDArray[np.uint8]
     ) -> None:
