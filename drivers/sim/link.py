@@ -6,12 +6,13 @@ events, never empty slots:
 1. photon clicks, per detector: candidate slots at geometric gaps with the largest per-slot
    click probability of the loaded frame, each kept with the ratio of its own slot's
    probability (:func:`~qkdnode.drivers.sim.kernels.thin_geometric`);
-2. their times: emission time + fibre delay + detector latency + Gaussian jitter;
+2. their times: emission time + fibre delay + detector latency + Gaussian jitter (the
+   detector's and the tagger's, in quadrature);
 3. dark counts: a Poisson process in continuous time, per detector;
 4. per detector, in time order: non-paralysable dead time and afterpulse cascades
    (:func:`~qkdnode.drivers.sim.kernels.dead_time_scan`);
-5. the sync channel (a tag every K slots), Bob's clock (offset, drift), the tagger's jitter and
-   quantisation (:func:`~qkdnode.drivers.sim.kernels.tagger_times`), time order;
+5. the sync channel (a tag every K slots, with the tagger's jitter), Bob's clock (offset,
+   drift) and quantisation (:func:`~qkdnode.drivers.sim.kernels.tagger_times`), time order;
 6. the tagger's buffer: tags beyond ``buffer_events`` in one call are dropped and counted.
 
 Calls continue the stream: a batch delivers every tag earlier than its
@@ -173,7 +174,11 @@ class SimulatedLink:
         self._period_f = float(self._period)
         fibre_delay = params.fibre.delay_ps
         self._delays = [fibre_delay + d.latency_ps for d in params.detectors]
-        self._sigmas = [d.jitter_sigma_ps for d in params.detectors]
+        # The tagger's own jitter is independent and Gaussian: it is folded into each
+        # detector's (one normal per click instead of two). It then acts before the dead time
+        # rather than after, which only a tagger jitter comparable to the dead time could show.
+        tagger_rms = params.tagger.jitter_rms_ps
+        self._sigmas = [math.hypot(d.jitter_sigma_ps, tagger_rms) for d in params.detectors]
         # Events of detector j earlier than s1 * T + delay_j - guard_j are final once slots up
         # to s1 are simulated; the common cut is the earliest of them.
         self._cut_offset = min(
@@ -355,7 +360,8 @@ class SimulatedLink:
         complete = int(self._tag(origin, np.array([cut - margin]), noise=False)[0])
         # Runs, each in time order: held tags, detectors 0..3, sync.
         all_t, all_ch, all_det, all_slot, all_origin = kernels.merge_streams(
-            (self._held_t, *(self._tag(origin, x) for x in parts_t)),
+            (self._held_t, *(self._tag(origin, x, noise=False) for x in parts_t[:-1]),
+             self._tag(origin, parts_t[-1])),
             (self._held_det, *parts_det), (self._held_slot, *parts_slot),
             (self._held_origin, *parts_kind), self._channel_map)
         n_out = int(np.searchsorted(all_t, complete, side="left"))
