@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .instruments.base import MessageInstrument, build_instrument
+from .instruments.base import MessageInstrument, build_instrument, check_settings
 from .instruments.idq.id120 import ID120
 from .instruments.keysight.awg33500 import AWG33500
 from .instruments.s15.spd import SPD
@@ -211,10 +211,13 @@ def open_instrument(
     info = _driver(driver)
     _check_role(name, role, driver, info)
     table = dict(settings or {})
-    _check_settings(name, driver, info, table)
+    label = f"{role.replace('_', ' ')} {name!r}"
     if info.transport is None:
+        _check_settings(name, driver, info, table)
         assert info.build is not None
         return info.build(resource, table)
+    assert issubclass(info.cls, MessageInstrument)
+    check_settings(info.cls, table, instrument=label)  # before anything is opened
     url = parse_resource_url(resource)
     allowed = _SCHEMES_FOR_KIND[info.transport]
     if url.scheme not in allowed:
@@ -231,10 +234,9 @@ def open_instrument(
             importlib.import_module("qkdnode.drivers.sim")
     transport = open_transport(
         resource,
-        instrument=f"{role.replace('_', ' ')} {name!r}",
+        instrument=label,
         timeout_s=timeout_s,
         write_termination=info.write_termination,
         read_termination=info.read_termination,
     )
-    assert issubclass(info.cls, MessageInstrument)
     return build_instrument(info.cls, transport, table)

@@ -40,6 +40,7 @@ __all__ = [
     "atomic",
     "boolean",
     "build_instrument",
+    "check_settings",
     "control",
     "finite",
     "in_range",
@@ -358,10 +359,51 @@ class ScpiInstrument(MessageInstrument):
             raise InstrumentError(first[0], f"{self._where()}: {first[1]}")
 
 
+def check_settings(
+    cls: type[MessageInstrument], settings: Mapping[str, Any] | None, *, instrument: str
+) -> dict[str, Any]:
+    """Validates a settings table against ``cls.SETTINGS`` and the :class:`Limits` keys.
+
+    Nothing is sent: a registry calls this before it opens the transport.
+
+    Args:
+        cls: the driver class.
+        settings: the instrument's settings table.
+        instrument: a name for messages, e.g. ``"detector 'apd'"``.
+
+    Returns:
+        The checked (converted) values.
+
+    Raises:
+        ValueError: for an unknown setting (naming it and the known ones), a bad value (naming
+            the setting) or inconsistent limits.
+    """
+    known = {**LIMIT_SETTINGS, **cls.SETTINGS}
+    checked: dict[str, Any] = {}
+    for key, value in (settings or {}).items():
+        if key not in known:
+            raise ValueError(
+                f"{instrument}: unknown setting {key!r} for {cls.__name__} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        try:
+            checked[key] = known[key].check(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{instrument}: setting {key!r}: {exc}") from None
+    try:
+        Limits.from_settings(checked)
+    except ValueError as exc:
+        raise ValueError(f"{instrument}: {exc}") from None
+    return checked
+
+
 def build_instrument(
     cls: type[I], transport: Transport, settings: Mapping[str, Any] | None = None
 ) -> I:
-    """Validates a settings table against ``cls.SETTINGS``, builds the driver and applies it.
+    """Validates a settings table, builds the driver and applies the settings in order.
+
+    Settings with an ``apply`` method are applied in ``cls.SETTINGS`` order (so a driver lists
+    its cooler before its bias); the others go to the constructor.
 
     Args:
         cls: the driver class.
@@ -369,28 +411,16 @@ def build_instrument(
         settings: the instrument's settings table.
 
     Raises:
-        ValueError: for an unknown setting (naming it and the known ones) or a bad value
-            (naming the setting); a limit refusing an initial value.
+        ValueError: see :func:`check_settings`; also a limit refusing an initial value.
         DeviceError: if applying a setting fails at the instrument.
     """
-    settings = dict(settings or {})
-    known = {**LIMIT_SETTINGS, **cls.SETTINGS}
-    checked: dict[str, Any] = {}
-    for key, value in settings.items():
-        if key not in known:
-            raise ValueError(
-                f"{transport.instrument}: unknown setting {key!r} for {cls.__name__} "
-                f"(known: {', '.join(sorted(known))})"
-            )
-        try:
-            checked[key] = known[key].check(value)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{transport.instrument}: setting {key!r}: {exc}") from None
-    limits = Limits.from_settings({k: v for k, v in checked.items() if k in Limits.KEYS})
-    kwargs = {
-        k: v for k, v in checked.items() if k in cls.SETTINGS and cls.SETTINGS[k].apply is None
-    }
     try:
+        checked = check_settings(cls, settings, instrument=transport.instrument)
+        limits = Limits.from_settings(checked)
+        kwargs = {
+            k: v for k, v in checked.items()
+            if k in cls.SETTINGS and cls.SETTINGS[k].apply is None
+        }
         instrument = cls(transport, limits=limits, **kwargs)
         for key, spec in cls.SETTINGS.items():
             if spec.apply is not None and key in checked:

@@ -71,6 +71,18 @@ def test_unknown_setting_names_it_and_the_known_ones_before_opening_anything():
         open_instrument("r", "random_source", "os.csprng", "sim://b/r", 1.0, {"seed": 1})
 
 
+def test_bad_setting_values_are_refused_before_the_transport_opens(monkeypatch):
+    opener = FakeOpener([])
+    monkeypatch.setattr(registry, "open_transport", opener)
+    with pytest.raises(ValueError, match="detector 'apd': setting 'bias_v': must be a finite"):
+        open_instrument("apd", "detector", "idq.id120", "visa://X::INSTR", 1.0,
+                        {"bias_v": "high"})
+    with pytest.raises(ValueError, match=r"min_temperature_c .* exceeds max_temperature_c"):
+        open_instrument("apd", "detector", "idq.id120", "visa://X::INSTR", 1.0,
+                        {"min_temperature_c": 10, "max_temperature_c": -10})
+    assert opener.calls == []
+
+
 def test_resource_the_driver_cannot_use():
     with pytest.raises(ValueError, match="serial:// resources cannot reach it"):
         open_instrument("pm", "power_meter", "thorlabs.pm100", "serial:///dev/ttyS0", 1.0, {})
@@ -203,7 +215,9 @@ def test_parse_scpi_error(reply, parsed):
     assert parse_scpi_error(reply) == parsed
 
 
-def test_build_instrument_refuses_unknown_settings_with_the_known_list():
-    with scripted([]) as t, pytest.raises(ValueError, match="unknown setting 'colour'") as info:
-        build_instrument(Toy, t, {"colour": "red"})
+def test_build_instrument_refuses_unknown_settings_with_the_known_list_and_closes():
+    with scripted([]) as t:
+        with pytest.raises(ValueError, match="unknown setting 'colour'") as info:
+            build_instrument(Toy, t, {"colour": "red"})
+        assert t.closed
     assert "max_bias_v" in str(info.value)
