@@ -77,11 +77,15 @@ def atomic(method: F) -> F:
 def in_range(low: float, high: float) -> Callable[[Any], Any]:
     """A validator accepting numbers in ``[low, high]`` (the instrument's own range)."""
 
+    span = f"{low:g}..{high:g}" if isinstance(low, float) or isinstance(high, float) else (
+        f"{low}..{high}"
+    )
+
     def check(value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"must be a number, got {value!r}")
         if not (math.isfinite(value) and low <= value <= high):
-            raise ValueError(f"must be in {low:g}..{high:g}, got {value!r}")
+            raise ValueError(f"must be in {span}, got {value!r}")
         return value
 
     return check
@@ -174,6 +178,7 @@ class control(Generic[T]):  # lower case: declared like a function, as PyMeasure
         doc: what the property is, with its unit.
         parse: converts the reply text to the value (stripped of whitespace first).
         validator: checks (and may convert) a value before it is sent; raises ValueError.
+        unit: the unit on the wire, named in validation messages (e.g. ``"µV"``).
     """
 
     def __init__(
@@ -184,6 +189,7 @@ class control(Generic[T]):  # lower case: declared like a function, as PyMeasure
         *,
         parse: Callable[[str], T],
         validator: Callable[[Any], Any] | None = None,
+        unit: str = "",
     ) -> None:
         if get_cmd is None and set_fmt is None:
             raise ValueError("a control needs a query, a set command, or both")
@@ -191,6 +197,7 @@ class control(Generic[T]):  # lower case: declared like a function, as PyMeasure
         self.set_fmt = set_fmt
         self.parse = parse
         self.validator = validator
+        self.unit = unit
         self.__doc__ = doc
         self.name = "control"
 
@@ -218,7 +225,8 @@ class control(Generic[T]):  # lower case: declared like a function, as PyMeasure
                 value = self.validator(value)
             except ValueError as exc:
                 header = self.set_fmt.split(" ", 1)[0]
-                raise ValueError(f"{obj.transport.instrument}: {header} {exc}") from None
+                unit = f" ({self.unit} on the wire)" if self.unit else ""
+                raise ValueError(f"{obj.transport.instrument}: {header} {exc}{unit}") from None
         obj._set(self.set_fmt.format(value))
 
 

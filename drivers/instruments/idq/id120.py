@@ -84,20 +84,20 @@ class ID120(ScpiInstrument):
     }
 
     _bias_uv = control("BIAS:VOLTAGE?", "BIAS:VOLTAGE {:d}", "APD bias, µV.", parse=int,
-                       validator=in_range(*BIAS_RANGE_UV))
+                       validator=in_range(*BIAS_RANGE_UV), unit="µV")
     _threshold_uv = control("THRESHOLD:VOLTAGE?", "THRESHOLD:VOLTAGE {:d}",
                             "Discriminator threshold, µV.", parse=int,
-                            validator=in_range(*THRESHOLD_RANGE_UV))
+                            validator=in_range(*THRESHOLD_RANGE_UV), unit="µV")
     _dead_time_us = control("DEADTIME:TIME?", "DEADTIME:TIME {:d}", "Dead time, µs.", parse=int,
-                            validator=in_range(*DEAD_TIME_RANGE_US))
+                            validator=in_range(*DEAD_TIME_RANGE_US), unit="µs")
     _integration_ms = control("COUNTERS:INTEGRATION_TIME?", "COUNTERS:INTEGRATION_TIME {:d}",
                               "Counter window, ms.", parse=int,
-                              validator=in_range(*INTEGRATION_RANGE_MS))
+                              validator=in_range(*INTEGRATION_RANGE_MS), unit="ms")
     _detection_hz = control("COUNTERS:DETECTION_FREQ?", None,
                             "Click rate over the last window, Hz.", parse=float)
     _temperature_set_point_mc = control("REG:TEMP_SET_POINT?", "REG:TEMP_SET_POINT {:d}",
                                         "Cooler set point, m°C.", parse=int,
-                                        validator=in_range(*TEMPERATURE_RANGE_MC))
+                                        validator=in_range(*TEMPERATURE_RANGE_MC), unit="m°C")
     _temperature_mc = control("REG:TEMP?", None, "Measured temperature, m°C.", parse=float)
     _regulation = control("REG:RUN?", "REG:RUN {:d}", "Temperature regulation on/off.",
                           parse=parse_bool)
