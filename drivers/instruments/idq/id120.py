@@ -48,12 +48,18 @@ __all__ = ["ID120"]
 # Sub-units of the wire protocol, per SI unit.
 MICRO = 1e6
 MILLI = 1e3
-# The instrument's own ranges (wire units). The bias DAC of an APD controller spans a few
-# hundred volts; Limits (max_bias_v) is the lab's tighter bound and is checked first.
+# The instrument's own ranges (wire units), assumed wide enough for any unit of the class; the
+# controller refuses more through its error queue, and Limits are checked before these.
+# The bias supply of a silicon APD controller spans a few hundred volts.
 BIAS_RANGE_UV = (0, 500_000_000)
+# Discriminator thresholds of APD front ends sit in the tens to hundreds of millivolts; 2 V is
+# beyond any pulse the front end produces.
 THRESHOLD_RANGE_UV = (0, 2_000_000)
+# Dead times below 1 µs cannot be expressed in whole µs; above 1 ms the detector counts nothing.
 DEAD_TIME_RANGE_US = (1, 1_000)
+# Counter windows from 1 ms (the wire unit) to a minute (longer exceeds any reply timeout).
 INTEGRATION_RANGE_MS = (1, 60_000)
+# Thermo-electric coolers reach about -80 C; above +40 C the regulation cannot hold.
 TEMPERATURE_RANGE_MC = (-80_000, 40_000)
 # After the counter window changes, the window running at that moment still has the old length:
 # the first complete window under the new setting ends at most two windows later.
