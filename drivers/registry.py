@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .instruments.base import MessageInstrument, build_instrument, check_settings
+from .instruments.generic.passive_receiver import PassiveReceiver
 from .instruments.idq.id120 import ID120
 from .instruments.keysight.awg33500 import AWG33500
 from .instruments.s15.spd import SPD
@@ -34,7 +35,6 @@ from .roles import (
     Detector,
     Limits,
     OsRandomSource,
-    PassiveReceiver,
     PowerMeter,
     RandomSource,
     Receiver,

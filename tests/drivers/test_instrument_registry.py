@@ -16,10 +16,11 @@ from qkdnode.drivers.instruments.base import (
     parse_scpi_error,
     to_units,
 )
+from qkdnode.drivers.instruments.generic.passive_receiver import PassiveReceiver
 from qkdnode.drivers.instruments.idq.id120 import ID120
 from qkdnode.drivers.instruments.thorlabs.mbx import MBX
 from qkdnode.drivers.registry import DRIVERS, ROLE_PROTOCOLS, driver_names, open_instrument
-from qkdnode.drivers.roles import OsRandomSource, PassiveReceiver, SeededRandomSource
+from qkdnode.drivers.roles import OsRandomSource, SeededRandomSource
 from qkdnode.drivers.transport import ScriptedTransport, scripted
 
 OK = ("SYST:ERR?", '0,"No error"')

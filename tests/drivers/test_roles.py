@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from qkdnode.drivers.instruments.generic.passive_receiver import PassiveReceiver
 from qkdnode.drivers.instruments.idq.id120 import ID120
 from qkdnode.drivers.instruments.keysight.awg33500 import AWG33500
 from qkdnode.drivers.instruments.s15.spd import SPD
@@ -18,7 +19,6 @@ from qkdnode.drivers.roles import (
     Detector,
     Limits,
     OsRandomSource,
-    PassiveReceiver,
     PowerMeter,
     RandomSource,
     Receiver,

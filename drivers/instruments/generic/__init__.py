@@ -1,0 +1,1 @@
+"""Drivers that need no transport: configuration-only roles."""
