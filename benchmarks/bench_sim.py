@@ -11,7 +11,7 @@ Settings:
           events are dense (tens of millions of clicks per simulated second).
   50km    the defaults (Lim et al. Fig. 1 detectors, 50 km of 0.2 dB/km fibre).
 
-Usage: python benchmarks/bench_sim.py [--calls 5] [--slots-dense 2e8] [--slots-50km 2e9]
+Usage: python benchmarks/bench_sim.py [--calls 5] [--slots-dense 5e7] [--slots-50km 2e9]
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def measure(name: str, params: BenchParams, n_slots: int, calls: int) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=5)
-    parser.add_argument("--slots-dense", type=float, default=2e8)
+    parser.add_argument("--slots-dense", type=float, default=5e7)
     parser.add_argument("--slots-50km", type=float, default=2e9)
     args = parser.parse_args()
     slots = {"dense": int(args.slots_dense), "50km": int(args.slots_50km)}

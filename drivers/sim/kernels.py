@@ -50,19 +50,26 @@ def photon_clicks(
     log1m_pmax: float,
     frame_types: NDArray[np.uint8],
     accept: NDArray[np.float64],
-    t_ref: float,
+    pattern_cum: NDArray[np.float64],
+    pattern_mask: NDArray[np.uint8],
+    t_ref: NDArray[np.float64],
+    sigma: NDArray[np.float64],
     period: float,
-    sigma: float,
     clip: float,
     max_out: int,
-) -> tuple[NDArray[np.int64], NDArray[np.float64], int, bool]:
-    """Photon clicks of one detector in slots (pos, end), at most ``max_out`` of them.
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int64], int, bool]:
+    """Photon clicks of all detectors in slots (pos, end), per detector in slot order.
 
-    A candidate lies ``1 + floor(log(1 - u) * (1 / log(1 - p_max)))`` slots after the previous
-    one (geometric gaps; ``log`` rather than the several times slower ``log1p`` loses nothing
-    at these p) and is kept when a second uniform is below ``accept[frame_types[slot % L]]``.
-    A kept slot s clicks at ``(s - pos) * period + t_ref + sigma * z``, z a standard normal
-    clipped to +-clip (no normal is drawn when sigma is 0).
+    Slots where at least one detector clicks are drawn together: a candidate lies
+    ``1 + floor(log(1 - u) * (1 / log(1 - p_max)))`` slots after the previous one (geometric
+    gaps; ``log`` rather than the several times slower ``log1p`` loses nothing at these p),
+    ``p_max`` the largest any-click probability of the frame's types, and is kept when a
+    second uniform is below ``accept[type]`` (its own any-click probability over p_max).
+    A third uniform picks which detectors click, from the type's click patterns given at
+    least one click: ``pattern_mask[type, i]`` (bit j: detector j) with cumulative
+    probabilities ``pattern_cum[type, i]`` (the last entry above 1). Detector j clicks at
+    ``(s - pos) * period + t_ref[j] + sigma[j] * z``, z a standard normal clipped to +-clip
+    (none drawn when sigma[j] is 0).
 
     Args:
         state: xoshiro256** state, advanced in place.
@@ -70,32 +77,38 @@ def photon_clicks(
         pos: the last slot already covered; also the reference of the times.
         end: one past the last slot to cover.
         log1m_pmax: ``log1p(-p_max)``, negative.
-        frame_types: type index (into ``accept``) of each frame position; L = its length.
-        accept: acceptance probability of each type, ``p_type / p_max``.
-        t_ref: time of slot ``pos``.
+        frame_types: type index of each frame position; L = its length.
+        accept: per type, any-click probability / p_max.
+        pattern_cum: (types, patterns) cumulative conditional probabilities.
+        pattern_mask: (types, patterns) detector bit masks.
+        t_ref: per detector, the click time of slot ``pos`` without jitter.
+        sigma: per detector, RMS jitter.
         period: slot period.
-        sigma: RMS jitter.
         clip: jitter bound in sigmas.
-        max_out: capacity of the output.
+        max_out: at most this many slots with clicks per call.
 
     Returns:
-        (slots, times, the last slot covered, whether ``end`` was reached). When not finished,
-        call again from the returned slot (with its time as ``t_ref``).
+        (slots (4, max_out), times (4, max_out), clicks per detector, the last slot covered,
+        whether ``end`` was reached). Detector j's clicks are ``slots[j, :n[j]]``. When not
+        finished, call again from the returned slot (with its times as ``t_ref``).
     """
-    out_s = np.empty(max_out, dtype=np.int64)
-    out_t = np.empty(max_out, dtype=np.float64)
+    n_det = t_ref.shape[0]
+    out_s = np.empty((n_det, max_out), dtype=np.int64)
+    out_t = np.empty((n_det, max_out), dtype=np.float64)
+    counts = np.zeros(n_det, dtype=np.int64)
     start = np.int64(pos)
     cur = np.int64(pos)
     frame_len = np.int64(frame_types.shape[0])
+    n_pat = pattern_cum.shape[1]
     inv_log = 1.0 / log1m_pmax
     span = np.float64(end - cur)
     # Frame position tracked incrementally: a division only when a gap spans whole frames.
     fpos = cur % frame_len
-    k = 0
-    while k < max_out:
+    kept = 0
+    while kept < max_out:
         gap_f = math.floor(math.log(1.0 - next_uniform(state)) * inv_log) + 1.0
         if gap_f >= span:
-            return out_s[:k], out_t[:k], int(end) - 1, True
+            return out_s, out_t, counts, int(end) - 1, True
         gap = np.int64(gap_f)
         cur += gap
         span -= gap_f
@@ -104,15 +117,26 @@ def photon_clicks(
             fpos -= frame_len
             if fpos >= frame_len:
                 fpos = fpos % frame_len
-        if next_uniform(state) < accept[frame_types[fpos]]:
-            t = np.float64(cur - start) * period + t_ref
-            if sigma > 0.0:
-                z = min(clip, max(-clip, next_normal(state, spare)))
-                t += sigma * z
-            out_s[k] = cur
-            out_t[k] = t
-            k += 1
-    return out_s[:k], out_t[:k], int(cur), False
+        typ = frame_types[fpos]
+        if next_uniform(state) >= accept[typ]:
+            continue
+        kept += 1
+        u = next_uniform(state)
+        i = 0
+        while i < n_pat - 1 and u >= pattern_cum[typ, i]:
+            i += 1
+        mask = pattern_mask[typ, i]
+        t_slot = np.float64(cur - start) * period
+        for j in range(n_det):
+            if (mask >> j) & 1:
+                t = t_slot + t_ref[j]
+                if sigma[j] > 0.0:
+                    t += sigma[j] * min(clip, max(-clip, next_normal(state, spare)))
+                c = counts[j]
+                out_s[j, c] = cur
+                out_t[j, c] = t
+                counts[j] = c + 1
+    return out_s, out_t, counts, int(cur), False
 
 
 def photon_clicks_reference(
@@ -122,30 +146,41 @@ def photon_clicks_reference(
     log1m_pmax: float,
     frame_types: NDArray[np.uint8],
     accept: NDArray[np.float64],
-    t_ref: float,
+    pattern_cum: NDArray[np.float64],
+    pattern_mask: NDArray[np.uint8],
+    t_ref: NDArray[np.float64],
+    sigma: NDArray[np.float64],
     period: float,
-    sigma: float,
     clip: float,
     max_out: int,
-) -> tuple[NDArray[np.int64], NDArray[np.float64], int, bool]:
-    """Plain-Python twin of :func:`photon_clicks`."""
-    slots: list[int] = []
-    times: list[float] = []
+) -> tuple[list[list[int]], list[list[float]], int, bool]:
+    """Plain-Python twin of :func:`photon_clicks`: per detector, lists of slots and times."""
+    n_det = len(t_ref)
+    slots: list[list[int]] = [[] for _ in range(n_det)]
+    times: list[list[float]] = [[] for _ in range(n_det)]
     start = pos
     inv_log = 1.0 / log1m_pmax
-    while len(slots) < max_out:
+    kept = 0
+    while kept < max_out:
         gap = math.floor(math.log(1.0 - rng.uniform()) * inv_log) + 1.0
         if gap >= end - pos:
-            return (np.array(slots, dtype=np.int64), np.array(times, dtype=np.float64),
-                    end - 1, True)
+            return slots, times, end - 1, True
         pos += int(gap)
-        if rng.uniform() < accept[frame_types[pos % len(frame_types)]]:
-            t = float(pos - start) * period + t_ref
-            if sigma > 0.0:
-                t += sigma * min(clip, max(-clip, rng.normal()))
-            slots.append(pos)
-            times.append(t)
-    return np.array(slots, dtype=np.int64), np.array(times, dtype=np.float64), pos, False
+        typ = int(frame_types[pos % len(frame_types)])
+        if rng.uniform() >= accept[typ]:
+            continue
+        kept += 1
+        u = rng.uniform()
+        i = next((k for k in range(pattern_cum.shape[1] - 1) if u < pattern_cum[typ, k]),
+                 pattern_cum.shape[1] - 1)
+        for j in range(n_det):
+            if (int(pattern_mask[typ, i]) >> j) & 1:
+                t = float(pos - start) * period + float(t_ref[j])
+                if sigma[j] > 0.0:
+                    t += float(sigma[j]) * min(clip, max(-clip, rng.normal()))
+                slots[j].append(pos)
+                times[j].append(t)
+    return slots, times, pos, False
 
 
 @njit(cache=True, nogil=True)

@@ -3,9 +3,10 @@
 :class:`SimulatedLink` is the physics engine the simulated instruments sit on. It draws only
 events, never empty slots:
 
-1. photon clicks, per detector: candidate slots at geometric gaps with the largest per-slot
-   click probability of the loaded frame, each kept with the ratio of its own slot's
-   probability (:func:`~qkdnode.drivers.sim.kernels.thin_geometric`);
+1. photon clicks: candidate slots at geometric gaps with the largest probability that any
+   detector clicks in a slot of the loaded frame, each kept with the ratio of its own slot's
+   probability, then which detectors click given that one does
+   (:func:`~qkdnode.drivers.sim.kernels.photon_clicks`);
 2. their times: emission time + fibre delay + detector latency + Gaussian jitter (the
    detector's and the tagger's, in quadrature);
 3. dark counts: a Poisson process in continuous time, per detector;
@@ -46,8 +47,9 @@ __all__ = ["Origin", "SimulatedLink", "TagBatch", "TagTruth"]
 JITTER_CLIP_SIGMA = 8.0
 # Margin (ps) on top of the clipped jitter at batch cuts, for float rounding of the times.
 CUT_MARGIN_PS = 1.0
-# Photon clicks produced per kernel call at most: bounds the over-allocation of one call.
-CLICK_CHUNK = 1 << 22
+# Slots with photon clicks produced per kernel call at most: bounds the memory of one call
+# (4 detectors x 16 bytes x 2^20 = 64 MiB).
+CLICK_CHUNK = 1 << 20
 # Slot periods are kept as exact fractions of a picosecond with at most this denominator
 # (1.5 GHz -> 2000/3 ps exactly); origins of batches are then exact integers.
 PERIOD_MAX_DENOMINATOR = 1_000_000
@@ -327,13 +329,13 @@ class SimulatedLink:
         present = self._present
 
         parts_t, parts_kind, parts_slot, parts_det = [], [], [], []
+        photons = self._photons(s0, s1, table, present, frac0)
         for j in range(N_DETECTORS):
             st = self._det[j]
             st.last_click -= shift
             st.pending = st.pending - shift
             st.carry_t = st.carry_t - shift
-            slots, t_ph = self._photons(s0, s1, table[j], present, frac0 + self._delays[j],
-                                        self._sigmas[j])
+            slots, t_ph = photons[j]
             rate = self._params.detectors[j].dark_count_rate_hz
             n_dark = int(self._rng.poisson(rate * t_span * 1e-12))
             t_dark = np.sort(self._rng.random(n_dark)) * t_span + (frac0 + self._delays[j])
@@ -374,36 +376,47 @@ class SimulatedLink:
                          all_slot[n_keep:n_out], all_origin[n_keep:n_out], s0, n_slots)
         return batch, truth
 
-    def _photons(self, s0: int, s1: int, probs: NDArray[np.float64],
-                 present: NDArray[np.uint8], t0: float, sigma: float
-                 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-        """Slots in [s0, s1) where this detector sees a photon, and the click times (slot s0
-        clicks at ``t0`` plus jitter), in time order; dead time not applied yet."""
-        p_max = float(probs[present].max())
+    def _photons(self, s0: int, s1: int, table: NDArray[np.float64],
+                 present: NDArray[np.uint8], frac0: float
+                 ) -> list[tuple[NDArray[np.int64], NDArray[np.float64]]]:
+        """Per detector: slots in [s0, s1) where it sees a photon, and the click times, in time
+        order; dead time not applied yet."""
+        p_any, cum, masks = optics.click_patterns(table)
+        p_max = float(p_any[present].max())
+        empty = (np.empty(0, np.int64), np.empty(0, np.float64))
         if p_max <= 0.0 or s1 <= s0:
-            return np.empty(0, np.int64), np.empty(0, np.float64)
-        accept = probs / p_max
+            return [empty] * N_DETECTORS
+        accept = p_any / p_max
         log1m = math.log1p(-p_max)
-        expected = (s1 - s0) * float(self._type_counts @ probs) / self._types.shape[0]
+        expected = (s1 - s0) * float(self._type_counts @ p_any) / self._types.shape[0]
         cap = int(min(CLICK_CHUNK, expected + 6.0 * math.sqrt(expected) + 16))
+        sigma = np.array(self._sigmas)
+        t0 = frac0 + np.array(self._delays)
         pos = s0 - 1
-        found_s, found_t = [], []
+        chunks = []
         while True:
             t_ref = t0 + (pos - s0) * self._period_f
-            slots, times, pos, done = kernels.photon_clicks(
-                self._state, self._spare, pos, s1, log1m, self._types, accept, t_ref,
-                self._period_f, sigma, JITTER_CLIP_SIGMA, cap)
-            found_s.append(slots)
-            found_t.append(times)
+            out_s, out_t, counts, pos, done = kernels.photon_clicks(
+                self._state, self._spare, pos, s1, log1m, self._types, accept, cum, masks,
+                t_ref, sigma, self._period_f, JITTER_CLIP_SIGMA, cap)
+            chunks.append([(out_s[j, :counts[j]], out_t[j, :counts[j]])
+                           for j in range(N_DETECTORS)])
             if done:
                 break
-        slots = found_s[0] if len(found_s) == 1 else np.concatenate(found_s)
-        times = found_t[0] if len(found_t) == 1 else np.concatenate(found_t)
-        # Jitter reorders clicks of one detector only if it can span a slot period.
-        if 2.0 * JITTER_CLIP_SIGMA * sigma >= self._period_f and np.any(np.diff(times) < 0):
-            order = np.argsort(times, kind="stable")
-            slots, times = slots[order], times[order]
-        return slots, times
+        result = []
+        for j in range(N_DETECTORS):
+            if len(chunks) == 1:
+                slots, times = chunks[0][j]
+            else:
+                slots = np.concatenate([c[j][0] for c in chunks])
+                times = np.concatenate([c[j][1] for c in chunks])
+            # Jitter reorders one detector's clicks only if it can span a slot period.
+            reorder = 2.0 * JITTER_CLIP_SIGMA * sigma[j] >= self._period_f
+            if reorder and np.any(np.diff(times) < 0):
+                order = np.argsort(times, kind="stable")
+                slots, times = slots[order], times[order]
+            result.append((slots, times))
+        return result
 
     def _scan(self, j: int, st: _DetectorState,
               a: tuple[NDArray[np.float64], NDArray[np.uint8], NDArray[np.int64]],

@@ -30,6 +30,7 @@ from .params import N_DETECTORS, BenchParams, SourceParams
 
 __all__ = [
     "N_TYPES",
+    "click_patterns",
     "click_probability_table",
     "drive_levels",
     "encoding_error",
@@ -110,3 +111,37 @@ def click_probability_table(params: BenchParams, bias_v: float, null_v: float
                 for k in range(N_CLASSES):
                     table[det, slot_type(a, b, k)] = -math.expm1(-mu[k] * eta * route)
     return table
+
+
+def click_patterns(table: NDArray[np.float64]
+                   ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.uint8]]:
+    """Which detectors click in a slot, given that at least one does.
+
+    Detectors click independently (Poisson photon numbers split independently), so pattern m
+    (bit j set: detector j clicks) has probability ``prod p_j^[j in m] (1 - p_j)^[j not in m]``.
+
+    Args:
+        table: click probabilities, shape (detectors, types), from
+            :func:`click_probability_table`.
+
+    Returns:
+        (any-click probability per type, cumulative conditional pattern probabilities per
+        type in decreasing order of probability (the last entry set to 2 against rounding),
+        the patterns' bit masks), the last two of shape (types, 2^detectors - 1).
+    """
+    n_det, n_types = table.shape
+    n_pat = (1 << n_det) - 1
+    p_any = -np.expm1(np.log1p(-table).sum(axis=0))
+    cum = np.full((n_types, n_pat), 2.0)
+    masks = np.zeros((n_types, n_pat), dtype=np.uint8)
+    for t in range(n_types):
+        probs = np.empty(n_pat)
+        for m in range(1, n_pat + 1):
+            probs[m - 1] = math.prod(
+                table[j, t] if (m >> j) & 1 else 1.0 - table[j, t] for j in range(n_det))
+        order = np.argsort(-probs, kind="stable")
+        masks[t] = (order + 1).astype(np.uint8)
+        if p_any[t] > 0.0:
+            cum[t] = np.cumsum(probs[order]) / p_any[t]
+            cum[t, -1] = 2.0
+    return p_any, cum, masks

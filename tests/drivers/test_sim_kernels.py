@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from qkdnode.drivers.sim import kernels, prng
+from qkdnode.drivers.sim import kernels, optics, prng
 from qkdnode.drivers.sim.prng import PyXoshiro
 
 seeds = st.integers(0, 2**32 - 1)
@@ -43,44 +44,82 @@ def test_generator_moments() -> None:
     assert u.max() < 1
 
 
+def pattern_tables(rng: np.random.Generator, n_det: int = 4
+                   ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.uint8],
+                              NDArray[np.float64]]:
+    table = rng.random((n_det, 12)) * rng.choice([0.001, 0.3, 1.0])
+    table[:, 5] = 0.0  # a type where nothing clicks
+    p_any, cum, masks = optics.click_patterns(table)
+    return p_any, cum, masks, table
+
+
 @settings(deadline=None)
-@given(seed=seeds, span=st.integers(1, 5000), p_max=st.sampled_from([1e-4, 0.01, 0.3, 0.999]),
-       frame_len=st.integers(1, 40), start=st.integers(-1, 10**12), sigma=st.sampled_from(
-           [0.0, 30.0, 700.0]), max_out=st.integers(1, 300))
-def test_photon_clicks_match_twin(seed: int, span: int, p_max: float, frame_len: int,
-                                  start: int, sigma: float, max_out: int) -> None:
+@given(seed=seeds, span=st.integers(1, 5000), frame_len=st.integers(1, 40),
+       start=st.integers(-1, 10**12), sigma=st.sampled_from([0.0, 30.0, 700.0]),
+       max_out=st.integers(1, 300))
+def test_photon_clicks_match_twin(seed: int, span: int, frame_len: int, start: int,
+                                  sigma: float, max_out: int) -> None:
     state, twin = fresh(seed)
     rng = np.random.default_rng(seed)
     types = rng.integers(0, 12, frame_len).astype(np.uint8)
-    accept = rng.random(12)
-    log1m = math.log1p(-p_max)
-    args = (start, start + 1 + span, log1m, types, accept, 5.5, 1000.0, sigma, 8.0, max_out)
-    got = kernels.photon_clicks(state, np.zeros(2), *args)
-    ref = kernels.photon_clicks_reference(twin, *args)
-    np.testing.assert_array_equal(got[0], ref[0])
-    np.testing.assert_array_equal(got[1], ref[1])
-    assert int(got[2]) == ref[2]
-    assert bool(got[3]) == ref[3]
-    slots, times = got[0], got[1]
-    assert np.all(np.diff(slots) > 0)
-    assert np.all((slots > start) & (slots <= start + span))
-    assert np.all(np.abs(times - ((slots - start) * 1000.0 + 5.5)) <= 8.0 * sigma + 1e-6)
+    p_any, cum, masks, _ = pattern_tables(rng)
+    p_max = float(p_any[types].max())
+    if p_max == 0.0:
+        return
+    t_ref = rng.random(4) * 1e4
+    sig = np.array([sigma, 0.0, sigma / 2, sigma])
+    args = (start, start + 1 + span, math.log1p(-p_max), types, p_any / p_max, cum, masks,
+            t_ref, sig, 1000.0, 8.0, max_out)
+    out_s, out_t, counts, pos, done = kernels.photon_clicks(state, np.zeros(2), *args)
+    ref_s, ref_t, ref_pos, ref_done = kernels.photon_clicks_reference(twin, *args)
+    for j in range(4):
+        np.testing.assert_array_equal(out_s[j, :counts[j]], ref_s[j])
+        np.testing.assert_array_equal(out_t[j, :counts[j]], ref_t[j])
+        slots, times = out_s[j, :counts[j]], out_t[j, :counts[j]]
+        assert np.all(np.diff(slots) > 0)
+        assert np.all((slots > start) & (slots <= start + span))
+        assert np.all(np.abs(times - ((slots - start) * 1000.0 + t_ref[j]))
+                      <= 8.0 * sig[j] + 1e-6)
+    assert (int(pos), bool(done)) == (ref_pos, ref_done)
+    np.testing.assert_array_equal(state, twin.state())
 
 
-def test_photon_clicks_rate_follows_the_frame() -> None:
-    """Every kept slot has probability p_max * accept: counts per frame position follow it."""
+def test_photon_clicks_rates_follow_the_frame_and_detectors() -> None:
+    """Each detector clicks in a slot of type t with its own probability table[j, t]."""
     state, _ = fresh(5)
-    types = np.array([0, 1, 2, 1], dtype=np.uint8)
-    accept = np.array([1.0, 0.5, 0.0])
-    p_max, n_slots = 0.02, 4_000_000
-    slots, _, _, done = kernels.photon_clicks(state, np.zeros(2), -1, n_slots, math.log1p(-p_max),
-                                              types, accept, 0.0, 1000.0, 0.0, 8.0, 200_000)
+    types = np.array([0, 1, 2, 1, 7], dtype=np.uint8)
+    table = np.zeros((4, 12))
+    table[:, 0] = [0.02, 0.001, 0.01, 0.0]
+    table[:, 1] = [0.0, 0.015, 0.005, 0.005]
+    table[:, 7] = [0.2, 0.2, 0.1, 0.3]  # dense: double clicks are common
+    p_any, cum, masks = optics.click_patterns(table)
+    p_max = float(p_any[types].max())
+    n_slots = 2_000_000
+    out_s, _, counts, _, done = kernels.photon_clicks(
+        state, np.zeros(2), -1, n_slots, math.log1p(-p_max), types, p_any / p_max, cum, masks,
+        np.zeros(4), np.zeros(4), 1000.0, 8.0, 1_000_000)
     assert done
-    per_pos = np.bincount(slots % 4, minlength=4)
-    expected = n_slots / 4 * p_max * accept[types]
-    assert per_pos[2] == 0
-    for pos in (0, 1, 3):
-        assert abs(per_pos[pos] - expected[pos]) < 5 * math.sqrt(expected[pos])
+    for j in range(4):
+        per_pos = np.bincount(out_s[j, :counts[j]] % 5, minlength=5)
+        expected = n_slots / 5 * table[j, types]
+        for pos in range(5):
+            assert abs(per_pos[pos] - expected[pos]) <= 5 * math.sqrt(expected[pos]) + 1e-9
+    # Double clicks in the dense type: X0 and X1 together with probability 0.2 * 0.2.
+    both = np.intersect1d(out_s[0, :counts[0]], out_s[1, :counts[1]])
+    expected_both = n_slots / 5 * 0.04
+    assert abs(np.sum(both % 5 == 4) - expected_both) < 5 * math.sqrt(expected_both)
+
+
+def test_click_patterns_are_the_conditional_distribution() -> None:
+    table = np.array([[0.5], [0.1], [0.2], [0.0]])
+    p_any, cum, masks = optics.click_patterns(table)
+    assert p_any[0] == pytest.approx(1 - 0.5 * 0.9 * 0.8)
+    probs = np.diff(np.concatenate(([0.0], cum[0, :-1], [1.0])))
+    by_mask = dict(zip(masks[0].tolist(), probs.tolist(), strict=True))
+    assert by_mask[0b0001] == pytest.approx(0.5 * 0.9 * 0.8 / p_any[0])
+    assert by_mask[0b0011] == pytest.approx(0.5 * 0.1 * 0.8 / p_any[0])
+    assert by_mask[0b1000] == pytest.approx(0.0)
+    assert np.all(np.diff(cum[0, :-1]) >= 0)
 
 
 def _stream(rng: np.random.Generator, n: int, t_max: float
