@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from qkdnode.node.config import load_config
 from qkdnode.node.config.describe import schema_lines, to_plain
+from qkdnode.node.config.drivers import check_instrument_drivers
 
 __all__ = ["register"]
 
@@ -41,11 +44,16 @@ def register(subparsers: Any) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     config = load_config(args.file)
+    warnings = check_instrument_drivers(config, args.file,
+                                        Path(args.file).read_text(encoding="utf-8"))
+    for warning in warnings:
+        print(f"{args.file}: warning: {warning}", file=sys.stderr)
     if not args.quiet:
         links = ", ".join(f"{link.name} ({link.role} to {link.peer})" for link in config.links)
         print(f"{args.file}: valid configuration of node {config.node.name!r}")
         print(f"  instruments: {len(config.instruments)}"
-              + "".join(f"\n    {i.name}: {i.role}, {i.driver} at {i.resource}"
+              + "".join(f"\n    {i.name}: {i.role}, {i.driver}"
+                        + (f" at {i.resource}" if i.resource else "")
                         for i in config.instruments))
         print(f"  links: {len(config.links)}" + (f" ({links})" if links else ""))
         print(f"  peers: {len(config.peers)}"

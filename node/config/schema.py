@@ -99,9 +99,10 @@ class InstrumentConfig:
     driver: str = setting(
         "Driver name, vendor.model (for example 'idq.id1000', 'thorlabs.pm100').",
         check=matches(r"[a-z0-9_]+(\.[a-z0-9_]+)+", "vendor.model in lower case"))
-    resource: str = setting(
+    resource: str | None = setting(
         "Resource URL: visa://RESOURCE, serial://PORT?baudrate=N, lib://PATH?device=N or "
-        "sim://BENCH/INSTRUMENT.", check=resource_url)
+        "sim://BENCH/INSTRUMENT; needed by every driver that reaches an instrument.",
+        default=None, check=resource_url)
     timeout_s: float = setting("I/O timeout for one exchange.", default=2.0,
                                check=between(0.0, 600.0, low_open=True), unit="s")
     settings: dict[str, Any] = setting(

@@ -131,3 +131,42 @@ def test_log_format_option_reaches_setup(capsys):
 def test_bad_log_format_rejected():
     with pytest.raises(ValueError, match="log format"):
         setup_logging("INFO", "xml")
+
+
+def _lab_with(tmp_path, old: str, new: str) -> Path:
+    text = EXAMPLE.read_text()
+    assert old in text
+    path = tmp_path / "lab.toml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def test_config_check_warns_about_drivers_not_installed(capsys):
+    assert main(["config", "check", "-q", str(EXAMPLE)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: instrument 'tagger': driver 'qutools.qutag' is not available" in err
+    assert "idq.id120" in err  # the available drivers are listed
+
+
+def test_config_check_refuses_a_driver_in_the_wrong_role(tmp_path, capsys):
+    lab = _lab_with(tmp_path, 'role = "power_meter"', 'role = "detector"')
+    assert main(["config", "check", str(lab)]) == 2
+    err = capsys.readouterr().err
+    assert "instruments[5].role" in err
+    assert "does not implement role 'detector'" in err
+
+
+def test_config_check_refuses_an_unknown_driver_setting(tmp_path, capsys):
+    lab = _lab_with(tmp_path, "threshold_v = 0.1", "threshold_mv = 100")
+    assert main(["config", "check", str(lab)]) == 2
+    err = capsys.readouterr().err
+    line = next(i for i, text in enumerate(lab.read_text().splitlines(), 1)
+                if text.startswith("threshold_mv"))
+    assert f"{lab}:{line}: instruments[1].settings.threshold_mv: unknown setting" in err
+    assert "threshold_v" in err
+
+
+def test_config_check_needs_a_resource_for_a_message_instrument(tmp_path, capsys):
+    lab = _lab_with(tmp_path, 'resource = "visa://GPIB0::12::INSTR"\n', "")
+    assert main(["config", "check", str(lab)]) == 2
+    assert "give its resource" in capsys.readouterr().err
