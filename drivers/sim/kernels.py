@@ -27,18 +27,74 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
-from .prng import PyXoshiro, next_normal, next_uniform
+from .prng import PyXoshiro
 
 __all__ = [
     "dead_time_scan",
     "dead_time_scan_reference",
     "merge_streams",
     "merge_streams_reference",
+    "next_normal",
+    "next_u64",
+    "next_uniform",
     "photon_clicks",
     "photon_clicks_reference",
     "tagger_times",
     "tagger_times_reference",
 ]
+
+
+# -- xoshiro256** (twin: prng.PyXoshiro) ------------------------------------------------
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rotl(x: np.uint64, k: np.uint64) -> np.uint64:
+    return (x << k) | (x >> (np.uint64(64) - k))
+
+
+@njit(cache=True, nogil=True)
+def next_u64(s: NDArray[np.uint64]) -> np.uint64:
+    """Next 64-bit output; advances ``s`` in place."""
+    s0, s1, s2, s3 = s[0], s[1], s[2], s[3]
+    result = _rotl(s1 * np.uint64(5), np.uint64(7)) * np.uint64(9)
+    t = s1 << np.uint64(17)
+    s2 ^= s0
+    s3 ^= s1
+    s1 ^= s2
+    s0 ^= s3
+    s2 ^= t
+    s3 = _rotl(s3, np.uint64(45))
+    s[0], s[1], s[2], s[3] = s0, s1, s2, s3
+    return result
+
+
+@njit(cache=True, nogil=True)
+def next_uniform(s: NDArray[np.uint64]) -> float:
+    """Uniform double in [0, 1) from the top 53 bits."""
+    return float(next_u64(s) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True, nogil=True)
+def next_normal(s: NDArray[np.uint64], spare: NDArray[np.float64]) -> float:
+    """Standard normal (Marsaglia's polar method: no trigonometry, 21 % of pairs rejected);
+    ``spare[0]`` caches the pair's second value, ``spare[1]`` says whether it is valid (1.0)
+    or not (0.0)."""
+    if spare[1] != 0.0:
+        spare[1] = 0.0
+        return float(spare[0])
+    while True:
+        u = 2.0 * next_uniform(s) - 1.0
+        v = 2.0 * next_uniform(s) - 1.0
+        r2 = u * u + v * v
+        if 0.0 < r2 < 1.0:
+            break
+    f = math.sqrt(-2.0 * math.log(r2) / r2)
+    spare[0] = v * f
+    spare[1] = 1.0
+    return u * f
+
+
+# -- kernels --------------------------------------------------------------------------------
 
 
 @njit(cache=True, nogil=True)
@@ -73,7 +129,7 @@ def photon_clicks(
 
     Args:
         state: xoshiro256** state, advanced in place.
-        spare: Box-Muller cache (see :func:`~qkdnode.drivers.sim.prng.next_normal`).
+        spare: normal pair cache (see :func:`next_normal`).
         pos: the last slot already covered; also the reference of the times.
         end: one past the last slot to cover.
         log1m_pmax: ``log1p(-p_max)``, negative.

@@ -1,13 +1,16 @@
-"""xoshiro256** inside the kernels, with a plain-Python twin.
+"""xoshiro256** for the kernels: seeding, and the plain-Python twin of the generator.
 
 Drawing random numbers inside a numba kernel avoids materialising arrays of uniforms (which
 cost more than the simulation they feed). The generator state is an explicit input: a
 ``uint64[4]`` array that the kernel advances in place, seeded from the link's
-``numpy.random.Generator``, so the stream stays reproducible and no state is hidden.
+``numpy.random.Generator``, so the stream stays reproducible and no state is hidden. The
+jitted generator itself (``next_u64``, ``next_uniform``, ``next_normal``) lives in
+:mod:`~qkdnode.drivers.sim.kernels`, in the same file as the kernels that inline it: numba's
+on-disk cache is invalidated by the defining file's changes only, not by a callee's module.
 
 xoshiro256** (Blackman and Vigna, "Scrambled linear pseudorandom number generators", ACM TOMS
-47, 2021): period 2^256 - 1, passes BigCrush; doubles from the top 53 bits. Normals by the
-Box-Muller transform, both values of each pair used.
+47, 2021): period 2^256 - 1, passes BigCrush; doubles from the top 53 bits. Normals by
+Marsaglia's polar method, both values of each pair used.
 """
 
 from __future__ import annotations
@@ -15,10 +18,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 from numpy.typing import NDArray
 
-__all__ = ["PyXoshiro", "new_state", "next_normal", "next_u64", "next_uniform"]
+__all__ = ["PyXoshiro", "new_state"]
 
 _MASK = (1 << 64) - 1
 
@@ -29,48 +31,6 @@ def new_state(rng: np.random.Generator) -> NDArray[np.uint64]:
         state = rng.integers(0, 2**64, size=4, dtype=np.uint64, endpoint=False)
         if state.any():
             return state
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _rotl(x: np.uint64, k: np.uint64) -> np.uint64:
-    return (x << k) | (x >> (np.uint64(64) - k))
-
-
-@njit(cache=True, nogil=True)
-def next_u64(s: NDArray[np.uint64]) -> np.uint64:
-    """Next 64-bit output; advances ``s`` in place."""
-    s0, s1, s2, s3 = s[0], s[1], s[2], s[3]
-    result = _rotl(s1 * np.uint64(5), np.uint64(7)) * np.uint64(9)
-    t = s1 << np.uint64(17)
-    s2 ^= s0
-    s3 ^= s1
-    s1 ^= s2
-    s0 ^= s3
-    s2 ^= t
-    s3 = _rotl(s3, np.uint64(45))
-    s[0], s[1], s[2], s[3] = s0, s1, s2, s3
-    return result
-
-
-@njit(cache=True, nogil=True)
-def next_uniform(s: NDArray[np.uint64]) -> float:
-    """Uniform double in [0, 1) from the top 53 bits."""
-    return float(next_u64(s) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
-
-
-@njit(cache=True, nogil=True)
-def next_normal(s: NDArray[np.uint64], spare: NDArray[np.float64]) -> float:
-    """Standard normal (Box-Muller); ``spare[0]`` caches the pair's second value, ``spare[1]``
-    says whether it is valid (1.0) or not (0.0)."""
-    if spare[1] != 0.0:
-        spare[1] = 0.0
-        return float(spare[0])
-    u1 = 1.0 - next_uniform(s)
-    u2 = next_uniform(s)
-    r = math.sqrt(-2.0 * math.log(u1))
-    spare[0] = r * math.sin(2.0 * math.pi * u2)
-    spare[1] = 1.0
-    return r * math.cos(2.0 * math.pi * u2)
 
 
 class PyXoshiro:
@@ -101,11 +61,15 @@ class PyXoshiro:
         if self.spare is not None:
             z, self.spare = self.spare, None
             return z
-        u1 = 1.0 - self.uniform()
-        u2 = self.uniform()
-        r = math.sqrt(-2.0 * math.log(u1))
-        self.spare = r * math.sin(2.0 * math.pi * u2)
-        return r * math.cos(2.0 * math.pi * u2)
+        while True:
+            u = 2.0 * self.uniform() - 1.0
+            v = 2.0 * self.uniform() - 1.0
+            r2 = u * u + v * v
+            if 0.0 < r2 < 1.0:
+                break
+        f = math.sqrt(-2.0 * math.log(r2) / r2)
+        self.spare = v * f
+        return u * f
 
     def state(self) -> NDArray[np.uint64]:
         return np.array(self.s, dtype=np.uint64)
