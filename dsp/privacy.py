@@ -51,6 +51,7 @@ import numpy as np
 import scipy.fft
 from numpy.typing import NDArray
 
+from ._validate import check_bits
 from .errors import DistillationError
 
 __all__ = ["FFTWorkspace", "ToeplitzHasher", "ToeplitzTile", "plan_tiles", "toeplitz_hash"]
@@ -72,18 +73,6 @@ DEFAULT_MAX_FFT_LEN = 2**26
 # With workers=2 the two forward transforms run at once: one more row and a second numpy scratch,
 # ~64 bytes per point. Longer tiles run sequentially so that the memory bound above still holds.
 PARALLEL_MAX_FFT_LEN = 2**25
-
-
-def _check_bits(name: str, a: object) -> NDArray[np.uint8]:
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array of uint8 bits, got {type(a).__name__}")
-    if a.dtype != np.uint8:
-        raise TypeError(f"{name} must have dtype uint8, got {a.dtype}")
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {a.shape}")
-    if a.size and int(a.max()) > 1:
-        raise ValueError(f"{name} must hold only 0 and 1")
-    return np.ascontiguousarray(a)
 
 
 def toeplitz_hash(
@@ -119,8 +108,8 @@ def toeplitz_hash(
         ValueError: Wrong seed length, ``m`` out of range, values other than 0/1, bad options.
         DistillationError: The FFT rounding tripwire fired (a numerical fault, never expected).
     """
-    xb = _check_bits("x", x)
-    sb = _check_bits("seed", seed)
+    xb = check_bits("x", x)
+    sb = check_bits("seed", seed)
     if xb.size < 1:
         raise ValueError("x must hold at least one bit")
     m = _check_sizes(xb.size, m, max_fft_len)
@@ -194,7 +183,7 @@ class ToeplitzHasher:
     def __init__(
         self, seed: NDArray[np.uint8], n: int, m: int, *, max_fft_len: int = DEFAULT_MAX_FFT_LEN
     ) -> None:
-        sb = _check_bits("seed", seed)
+        sb = check_bits("seed", seed)
         self.m = _check_sizes(n, m, max_fft_len)
         self.n = n
         if sb.size != n + self.m - 1:
@@ -209,7 +198,7 @@ class ToeplitzHasher:
 
     def __call__(self, x: NDArray[np.uint8]) -> NDArray[np.uint8]:
         """Hash ``x`` (uint8 0/1, length ``n``); same result as :func:`toeplitz_hash`."""
-        xb = _check_bits("x", x)
+        xb = check_bits("x", x)
         if xb.size != self.n:
             raise ValueError(f"x must have n = {self.n} bits, got {xb.size}")
         y = np.zeros(self.m, dtype=np.uint8)

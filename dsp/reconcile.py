@@ -46,6 +46,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from ._validate import check_bits
+from .estimation import binary_entropy
 from .ldpc.codes import DEFAULT_N, LdpcCode, available_codes, get_code, load_code, syndrome
 from .ldpc.decoder import (
     DEFAULT_MAX_ITERATIONS,
@@ -135,13 +137,6 @@ CODE_CHOICE_SLACK = 0.05
 FRAMES_PER_BATCH = 8
 
 ReportStatus = Literal["decoded", "need_more", "failed"]
-
-
-def binary_entropy(q: float) -> float:
-    """Binary entropy ``h(q)`` in bits (0 at q = 0 or 1)."""
-    if q <= 0.0 or q >= 1.0:
-        return 0.0
-    return float(-q * math.log2(q) - (1.0 - q) * math.log2(1.0 - q))
 
 
 # --------------------------------------------------------------------------- frame layout
@@ -426,8 +421,8 @@ class BobFrame:
         """
         if message.plan.code_name != code.name:
             raise ValueError("message: names a different code")
-        _check_bits("message.syndrome", message.syndrome)
-        _check_bits("bob_payload", bob_payload)
+        check_bits("message.syndrome", message.syndrome)
+        check_bits("bob_payload", bob_payload)
         if bob_payload.size != message.plan.payload_length:
             raise ValueError("bob_payload: length differs from the frame's payload")
         self.code = code
@@ -480,7 +475,7 @@ class BobFrame:
 
     def on_reveal(self, message: BitsRevealed) -> None:
         """Fixes the revealed punctured values as known bits."""
-        _check_bits("message.values", message.values)
+        check_bits("message.values", message.values)
         stop = self._revealed + message.values.size
         if message.frame != self.frame or stop > self._layout.reveal_order.size:
             raise ValueError("message: reveal does not fit this frame")
@@ -570,18 +565,6 @@ class ReconcileReport:
     def errors_corrected(self) -> int:
         """Errors corrected in the kept frames."""
         return sum(f.errors for f in self.frames if f.kept)
-
-
-def _check_bits(name: str, bits: object) -> NDArray[np.uint8]:
-    if not isinstance(bits, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(bits).__name__}")
-    if bits.dtype != np.uint8:
-        raise TypeError(f"{name} must have dtype uint8, got {bits.dtype}")
-    if bits.ndim != 1:
-        raise ValueError(f"{name} must be 1-d, got shape {bits.shape}")
-    if bits.size and int(bits.max()) > 1:
-        raise ValueError(f"{name} must hold only 0 and 1")
-    return np.ascontiguousarray(bits)
 
 
 def _rng(source: np.random.Generator | bytes | None) -> np.random.Generator:
@@ -675,8 +658,8 @@ def reconcile_local(
         TypeError: An argument has the wrong type or dtype.
         ValueError: Lengths differ, bits are not 0/1, or a parameter is out of range.
     """
-    alice = _check_bits("alice_bits", alice_bits)
-    bob = _check_bits("bob_bits", bob_bits)
+    alice = check_bits("alice_bits", alice_bits)
+    bob = check_bits("bob_bits", bob_bits)
     if alice.size != bob.size:
         raise ValueError(f"bob_bits must have the length of alice_bits ({alice.size})")
     if qber_estimate is not None:

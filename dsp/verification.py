@@ -26,6 +26,8 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from ._validate import check_bits
+
 __all__ = [
     "DEFAULT_EPS_COR",
     "WORD_BITS",
@@ -110,18 +112,6 @@ def _hash_reference(words: NDArray[np.uint64], points: NDArray[np.uint64]) -> li
             acc = _gf_mul_reference(acc, int(point)) ^ int(word)
         tags.append(acc)
     return tags
-
-
-def _check_bits(bits: object) -> NDArray[np.uint8]:
-    if not isinstance(bits, np.ndarray):
-        raise TypeError(f"bits must be a numpy array, got {type(bits).__name__}")
-    if bits.dtype != np.uint8:
-        raise TypeError(f"bits must have dtype uint8, got {bits.dtype}")
-    if bits.ndim != 1:
-        raise ValueError(f"bits must be 1-d, got shape {bits.shape}")
-    if bits.size and int(bits.max()) > 1:
-        raise ValueError("bits must hold only 0 and 1")
-    return bits
 
 
 def _words(bits: NDArray[np.uint8]) -> NDArray[np.uint64]:
@@ -242,7 +232,7 @@ def verification_tag(bits: NDArray[np.uint8], seed: NDArray[np.uint64]) -> NDArr
         TypeError: ``bits`` or ``seed`` has the wrong type or dtype.
         ValueError: ``bits`` is not 1-d 0/1, or ``seed`` is empty.
     """
-    words = _words(_check_bits(bits))
+    words = _words(check_bits("bits", bits))
     tags = _poly_hash_kernel(words, _check_seed(seed), np.uint64(_REDUCTION))
     return _tag_to_bits(tags)
 
@@ -251,7 +241,7 @@ def verification_tag_reference(
     bits: NDArray[np.uint8], seed: NDArray[np.uint64]
 ) -> NDArray[np.uint8]:
     """Plain-Python twin of :func:`verification_tag` (Python-int field arithmetic)."""
-    words = _words(_check_bits(bits))
+    words = _words(check_bits("bits", bits))
     tags = np.array(_hash_reference(words, _check_seed(seed)), dtype=np.uint64)
     return _tag_to_bits(tags)
 

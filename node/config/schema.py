@@ -7,6 +7,7 @@ a dataclass here (or in the module that owns the part) and a field that holds it
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,16 +39,6 @@ __all__ = [
 ]
 
 # Instrument roles of ARCHITECTURE.md ("Roles the node needs").
-ROLES = (
-    "time_tagger",
-    "detector",
-    "transmitter",
-    "receiver",
-    "bias_controller",
-    "attenuator",
-    "power_meter",
-    "random_source",
-)
 Role = Literal[
     "time_tagger",
     "detector",
@@ -58,6 +49,7 @@ Role = Literal[
     "power_meter",
     "random_source",
 ]
+ROLES: tuple[str, ...] = typing.get_args(Role)
 
 _NAME = matches(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}",
                 "1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
