@@ -83,6 +83,17 @@ def measure(name: str, params: BenchParams, n_slots: int, calls: int) -> dict[st
     }
 
 
+def calibration() -> dict[str, float]:
+    """CPU seconds of two fixed tasks, to scale the figures to another (or an idle) machine."""
+    rng = np.random.default_rng(0)
+    c0 = time.process_time()
+    u = rng.random(10_000_000)
+    c1 = time.process_time()
+    np.log(u)
+    c2 = time.process_time()
+    return {"numpy_random_1e7_cpu_s": c1 - c0, "numpy_log_1e7_cpu_s": c2 - c1}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=5)
@@ -97,6 +108,7 @@ def main() -> None:
         "numpy": np.__version__,
         "cpu_count": os.cpu_count(),
         "load_average_1min": os.getloadavg()[0],
+        "calibration": calibration(),
         "settings": results,
     }, indent=2))
 

@@ -139,11 +139,15 @@ class SimulatedLink:
         seed: seed of the ``numpy.random.Generator``; the same seed, parameters, frames and
             sequence of calls give the same tags.
 
-    Example:
-        >>> link = SimulatedLink(BenchParams(), seed=1)
-        >>> link.load_frame(basis, bit, intensity)      # what the transmitter's AWG got
-        >>> tags = link.run(n_slots=10**8)              # 0.1 s at 1 GHz
-        >>> tags, truth = link.run_with_truth(duration_ps=10**11)
+    Usage::
+
+        link = SimulatedLink(BenchParams(), seed=1)
+        link.load_frame(basis, bit, intensity)       # uint8 arrays: what the AWG plays
+        tags = link.run(n_slots=10**8)               # 0.1 s at 1 GHz
+        tags, truth = link.run_with_truth(duration_ps=10**11)   # truth: tests only
+
+    One link is one bench: not thread-safe (the simulated instruments share it under a lock);
+    the kernels release the GIL.
     """
 
     def __init__(self, params: BenchParams, seed: int | np.random.SeedSequence) -> None:
@@ -199,7 +203,9 @@ class SimulatedLink:
         """Changes parameters from the next call on (an attenuator, a detector setting...).
 
         The stream continues: the dead time and pending afterpulses carry over. The bias
-        voltage stays what :meth:`set_bias_voltage` last set.
+        voltage stays what :meth:`set_bias_voltage` last set. Shortening the fibre or a
+        detector latency moves later clicks earlier than tags already delivered: the tags
+        after such a change are in order among themselves, not with the previous batch.
         """
         if not isinstance(params, BenchParams):
             raise TypeError(f"params must be BenchParams, got {type(params).__name__}")
