@@ -301,3 +301,47 @@ def test_run_arguments_and_frame_validation() -> None:
     link.run(duration_ps=1_000_500)
     assert link.slot == 1000
     assert link.time_ps == 1_000_000
+
+
+def test_small_batches_carry_dead_time_and_afterpulses_across_calls() -> None:
+    """Many short calls give the statistics of one long call: nothing lost at the seams."""
+    params = bench(fibre=FibreParams(length_km=0.0),
+                   tagger=TaggerParams(jitter_rms_ps=0.0),
+                   detector={"dead_time_ps": 50_000, "afterpulse_probability": 0.2,
+                             "afterpulse_tau_ps": 100_000.0, "dark_count_rate_hz": 1e5})
+    n_calls, per_call = 500, 20_000  # 20 us per call against 50 ns dead time, 100 ns tau_ap
+    long_run = make_link(params, seed=31).run(n_calls * per_call)
+    link = make_link(params, seed=32)
+    batches = [link.run(per_call) for _ in range(n_calls)]
+    times = np.concatenate([b.timestamps_ps for b in batches])
+    channels = np.concatenate([b.channels for b in batches])
+    assert np.all(np.diff(times) >= 0)
+    split = TagBatch(times, channels, 0, 0)
+    for whole in (long_run, split):
+        det = detector_of(whole, params)
+        for j in range(4):
+            assert np.diff(whole.timestamps_ps[det == j]).min() >= 50_000
+    n_long, n_split = len(long_run), len(split)
+    # The seeds differ; the tail held at the end of the last call is the same in both.
+    assert abs(n_split - n_long) < 5 * math.sqrt(2 * n_long)
+    # Afterpulses straddling the seams survive: the share of gaps within dead + 3 tau_ap.
+    def short_gap_share(batch: TagBatch) -> float:
+        det = detector_of(batch, params)
+        gaps = np.concatenate([np.diff(batch.timestamps_ps[det == j]) for j in range(4)])
+        return float(np.mean(gaps < 50_000 + 300_000))
+    share_long, share_split = short_gap_share(long_run), short_gap_share(split)
+    assert abs(share_split - share_long) < 5 * math.sqrt(share_long / n_long * 2)
+
+
+def test_efficiency_mismatch_shows_in_the_counts() -> None:
+    dets = tuple(DetectorParams(efficiency=e, afterpulse_probability=0.0, dark_count_rate_hz=0.0,
+                               dead_time_ps=1000)
+                 for e in (0.10, 0.05, 0.10, 0.02))
+    params = BenchParams(detectors=dets, fibre=FibreParams(length_km=20.0))
+    link = make_link(params, seed=13)
+    per_detector = link.click_probabilities().mean(axis=1)
+    counts = np.bincount(detector_of(link.run(20_000_000), params), minlength=4)
+    assert counts[1] / counts[0] == pytest.approx(0.5, rel=0.05)
+    assert counts[3] / counts[2] == pytest.approx(0.2, rel=0.1)
+    np.testing.assert_allclose(counts / counts.sum(), per_detector / per_detector.sum(),
+                               rtol=0.05)
