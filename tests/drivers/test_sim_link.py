@@ -345,3 +345,47 @@ def test_efficiency_mismatch_shows_in_the_counts() -> None:
     assert counts[3] / counts[2] == pytest.approx(0.2, rel=0.1)
     np.testing.assert_allclose(counts / counts.sum(), per_detector / per_detector.sum(),
                                rtol=0.05)
+
+
+@pytest.mark.slow
+def test_gain_and_qber_per_intensity_match_lim_model_at_100_km() -> None:
+    """Lim et al.'s per-pulse model, written for this passive receiver, per intensity class.
+
+    For Alice's X slots of class k: X-pair detection D_k = 1 - (1 - 2 p_dc) e^(-eta mu_k q_x),
+    afterpulses (a cascade: p_ap of all clicks, afterpulses included) land in random slots,
+    dead time removes the fraction r tau of the clicks; errors
+    E_k = p_dc + e (1 - e^(-eta mu_k q_x)) plus half the afterpulses.
+    """
+    params = BenchParams(fibre=FibreParams(length_km=100.0))
+    frame = random_frame(41)
+    link = make_link(params, seed=41, frame=frame)
+    mu = link.mean_photon_numbers()
+    e = link.wrong_detector_probability()
+    d = params.detectors[0]
+    p_dc = d.dark_count_rate_hz * 1e-9
+    p_ap = d.afterpulse_probability
+    eta = params.fibre.transmittance * d.efficiency
+    q_x = params.receiver.q_x
+    n_slots = 100_000_000_000
+    batches = [link.run(10_000_000_000) for _ in range(n_slots // 10_000_000_000)]
+    batch = TagBatch(np.concatenate([b.timestamps_ps for b in batches]),
+                     np.concatenate([b.channels for b in batches]), 0, 0)
+    det = detector_of(batch, params)
+    slots = slots_of(batch, det, params)
+    pos = slots % frame[0].size
+    rate_per_detector = len(batch) / 4 / (n_slots * 1e-9)
+    dead_loss = rate_per_detector * d.dead_time_ps * 1e-12
+    for k in range(3):
+        slots_k = n_slots * np.mean((frame[0] == 0) & (frame[2] == k))
+        sifted = (det // 2 == 0) & (frame[0][pos] == 0) & (frame[2][pos] == k)
+        errors = sifted & (det % 2 != frame[1][pos])
+        photon = 1 - math.exp(-eta * mu[k] * q_x)
+        d_k = 1 - (1 - 2 * p_dc) * math.exp(-eta * mu[k] * q_x)
+        # Afterpulses of the X pair land in any slot: per slot, p_ap of its click rate.
+        ap_per_slot = p_ap * np.sum(det // 2 == 0) / n_slots
+        gain = (d_k + ap_per_slot) * (1 - dead_loss)
+        error = (p_dc + e * photon + ap_per_slot / 2) * (1 - dead_loss)
+        n_k = int(sifted.sum())
+        assert n_k / slots_k == pytest.approx(gain, rel=5 / math.sqrt(n_k) + 0.005)
+        assert errors.sum() / slots_k == pytest.approx(
+            error, rel=5 / math.sqrt(errors.sum()) + 0.01)
