@@ -1,16 +1,17 @@
 """Numba kernels of the simulated bench, each with a plain-Python or numpy twin.
 
-The kernels draw their random numbers from an explicit xoshiro256** state
-(:mod:`~qkdnode.drivers.sim.prng`), advanced in place, so a kernel and its twin started from
-copies of one state return the same outputs; ``tests/drivers/test_sim_kernels.py`` checks that
-with hypothesis. Times are float64 picoseconds relative to the caller's batch origin until
-:func:`tagger_times` turns them into int64 picoseconds on Bob's clock.
+The kernels draw their random numbers from an explicit xoshiro256** state (:func:`next_u64`,
+twin :class:`~qkdnode.drivers.sim.prng.PyXoshiro`), advanced in place, so a kernel and its twin
+started from copies of one state return the same outputs (hypothesis checks it in
+``tests/drivers/test_sim_kernels.py``). Times are float64 picoseconds relative to the caller's
+batch origin until :func:`tagger_times` turns them into int64 picoseconds on Bob's clock.
 
 Kernels:
-    :func:`photon_clicks`: candidate slots at geometric gaps (rate ``p_max``), each kept with
-        the probability ``accept[type]`` of its frame position, then timed with Gaussian
-        jitter: a Bernoulli process whose per-slot probability follows the loaded frame, at a
-        cost proportional to the events.
+    :func:`photon_clicks`: slots where any detector clicks, at geometric gaps (rate
+        ``p_max``), each kept with the probability ``accept[type]`` of its frame position, the
+        clicking detectors drawn from the type's click patterns, timed with Gaussian jitter: a
+        Bernoulli process per detector whose per-slot probability follows the loaded frame, at
+        a cost proportional to the events.
     :func:`dead_time_scan`: one detector's clicks in time order: non-paralysable dead time,
         afterpulses (each click, afterpulses included, afterpulses with probability ``p_ap``
         after the dead time plus an exponential delay), stopping at a cut time.
