@@ -87,6 +87,30 @@ def _efficiency(value: float) -> str | None:
     return _finite(value) or (None if 0 < value <= 1 else f"must be in (0, 1], got {value!r}")
 
 
+def _misalignment(value: float) -> str | None:
+    """[0, 0.5): at 0.5 the matching basis carries no information."""
+    return _finite(value) or (None if 0 <= value < 0.5 else f"must be in [0, 0.5), got {value!r}")
+
+
+def _channels(value: Any) -> str | None:
+    if not isinstance(value, tuple) or len(value) != N_DETECTORS:
+        return f"need {N_DETECTORS} channels (X0, X1, Z0, Z1), got {value!r}"
+    for ch in value:
+        reason = _integer(-MAX_CHANNEL, MAX_CHANNEL)(ch)
+        if reason is not None:
+            return reason
+    if len(set(value)) != len(value):
+        return f"channels must be distinct, got {value!r}"
+    return None
+
+
+def _detectors(value: Any) -> str | None:
+    if not isinstance(value, tuple) or len(value) != N_DETECTORS or not all(
+            isinstance(d, DetectorParams) for d in value):
+        return f"need {N_DETECTORS} DetectorParams (X0, X1, Z0, Z1)"
+    return None
+
+
 def _integer(low: int, high: int) -> Check:
     def check(value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -166,14 +190,12 @@ class FibreParams:
         _non_negative))
     misalignment: float = field(default=0.005, metadata=_meta(
         "e_mis: probability that a photon measured in the matching basis reaches the wrong "
-        "detector of the pair", None, _probability))
+        "detector of the pair", None, _misalignment))
     group_index: float = field(default=SMF28_GROUP_INDEX, metadata=_meta(
         "group index of the fibre, for the propagation delay", None, _positive))
 
     def __post_init__(self) -> None:
         _run_checks(self)
-        if self.misalignment >= 0.5:
-            raise ValueError(f"FibreParams.misalignment: must be < 0.5, got {self.misalignment}")
 
     @property
     def transmittance(self) -> float:
@@ -251,7 +273,7 @@ class TaggerParams:
         "the tagger's own RMS timing jitter (Gaussian), added in quadrature", "ps",
         _non_negative))
     channels: tuple[int, ...] = field(default=(1, 2, 3, 4), metadata=_meta(
-        "tagger channel of detectors X0, X1, Z0, Z1", None, None))
+        "tagger channel of detectors X0, X1, Z0, Z1", None, _channels))
     sync_channel: int = field(default=0, metadata=_meta(
         "tagger channel of the sync signal", None, _integer(-MAX_CHANNEL, MAX_CHANNEL)))
     sync_every_slots: int = field(default=0, metadata=_meta(
@@ -270,15 +292,9 @@ class TaggerParams:
 
     def __post_init__(self) -> None:
         _run_checks(self)
-        if len(self.channels) != N_DETECTORS:
-            raise ValueError(f"TaggerParams.channels: need {N_DETECTORS}, got {self.channels!r}")
-        for ch in self.channels:
-            reason = _integer(-MAX_CHANNEL, MAX_CHANNEL)(ch)
-            if reason is not None:
-                raise ValueError(f"TaggerParams.channels: {reason}")
-        used = [*self.channels, self.sync_channel] if self.sync_every_slots else self.channels
-        if len(set(used)) != len(used):
-            raise ValueError(f"TaggerParams.channels: channels must be distinct, got {used!r}")
+        if self.sync_every_slots and self.sync_channel in self.channels:
+            raise ValueError(f"TaggerParams.sync_channel: {self.sync_channel} is also a "
+                             f"detector channel ({self.channels!r})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +309,7 @@ class BenchParams:
         "passive basis choice", None, None))
     detectors: tuple[DetectorParams, ...] = field(
         default_factory=_default_detectors,
-        metadata=_meta("the four detectors X0, X1, Z0, Z1", None, None))
+        metadata=_meta("the four detectors X0, X1, Z0, Z1", None, _detectors))
     tagger: TaggerParams = field(default_factory=TaggerParams, metadata=_meta(
         "time tagger and Bob's clock", None, None))
 
@@ -302,6 +318,4 @@ class BenchParams:
                           ("receiver", ReceiverParams), ("tagger", TaggerParams)):
             if not isinstance(getattr(self, name), cls):
                 raise ValueError(f"BenchParams.{name}: must be a {cls.__name__}")
-        if len(self.detectors) != N_DETECTORS or not all(
-                isinstance(d, DetectorParams) for d in self.detectors):
-            raise ValueError(f"BenchParams.detectors: need {N_DETECTORS} DetectorParams")
+        _run_checks(self)

@@ -60,7 +60,7 @@ def test_defaults_are_lim_fig1() -> None:
     (TaggerParams, {"resolution_ps": 0}, "resolution_ps"),
     (TaggerParams, {"channels": (1, 2, 3)}, "channels"),
     (TaggerParams, {"channels": (1, 2, 3, 3)}, "channels"),
-    (TaggerParams, {"sync_every_slots": 10, "sync_channel": 1}, "channels"),
+    (TaggerParams, {"sync_every_slots": 10, "sync_channel": 1}, "sync_channel"),
     (TaggerParams, {"buffer_events": 0}, "buffer_events"),
     (BenchParams, {"detectors": (DetectorParams(),)}, "detectors"),
 ])
