@@ -35,6 +35,7 @@ __all__ = [
     "dead_time_scan_reference",
     "merge_streams",
     "merge_streams_reference",
+    "next_exponential",
     "next_normal",
     "next_u64",
     "next_uniform",
@@ -76,6 +77,26 @@ def next_uniform(s: NDArray[np.uint64]) -> float:
 
 
 @njit(cache=True, nogil=True)
+def next_exponential(s: NDArray[np.uint64], k: NDArray[np.uint64], w: NDArray[np.float64],
+                     f: NDArray[np.float64], r: float) -> float:
+    """Standard exponential by the ziggurat (tables from
+    :func:`~qkdnode.drivers.sim.prng.exponential_tables`, ``r`` their base): one 64-bit draw
+    and a table lookup in 99 % of cases, no logarithm. Layer index from the low 8 bits, the
+    32-bit abscissa from the high half, so the two are independent."""
+    while True:
+        x = next_u64(s)
+        i = np.int64(x & np.uint64(0xFF))
+        j = x >> np.uint64(32)
+        if j < k[i]:
+            return float(j) * w[i]
+        if i == 0:
+            return r - math.log(1.0 - next_uniform(s))
+        y = float(j) * w[i]
+        if f[i] + next_uniform(s) * (f[i - 1] - f[i]) < math.exp(-y):
+            return y
+
+
+@njit(cache=True, nogil=True)
 def next_normal(s: NDArray[np.uint64], spare: NDArray[np.float64]) -> float:
     """Standard normal (Marsaglia's polar method: no trigonometry, 21 % of pairs rejected);
     ``spare[0]`` caches the pair's second value, ``spare[1]`` says whether it is valid (1.0)
@@ -114,19 +135,23 @@ def photon_clicks(
     period: float,
     clip: float,
     max_out: int,
+    zig_k: NDArray[np.uint64],
+    zig_w: NDArray[np.float64],
+    zig_f: NDArray[np.float64],
+    zig_r: float,
 ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int64], int, bool]:
     """Photon clicks of all detectors in slots (pos, end), per detector in slot order.
 
     Slots where at least one detector clicks are drawn together: a candidate lies
-    ``1 + floor(log(1 - u) * (1 / log(1 - p_max)))`` slots after the previous one (geometric
-    gaps; ``log`` rather than the several times slower ``log1p`` loses nothing at these p),
-    ``p_max`` the largest any-click probability of the frame's types, and is kept when a
-    second uniform is below ``accept[type]`` (its own any-click probability over p_max).
-    A third uniform picks which detectors click, from the type's click patterns given at
-    least one click: ``pattern_mask[type, i]`` (bit j: detector j) with cumulative
-    probabilities ``pattern_cum[type, i]`` (the last entry above 1). Detector j clicks at
-    ``(s - pos) * period + t_ref[j] + sigma[j] * z``, z a standard normal clipped to +-clip
-    (none drawn when sigma[j] is 0).
+    ``1 + floor(E / -log(1 - p_max))`` slots after the previous one, E a standard exponential
+    (:func:`next_exponential`): the floor of an exponential of rate lambda is geometric with
+    success probability ``1 - exp(-lambda)``. ``p_max`` is the largest any-click probability
+    of the frame's types; a candidate is kept when a uniform is below ``accept[type]`` (its
+    own any-click probability over p_max). A second uniform picks which detectors click, from
+    the type's click patterns given at least one click: ``pattern_mask[type, i]`` (bit j:
+    detector j) with cumulative probabilities ``pattern_cum[type, i]`` (the last above 1).
+    Detector j clicks at ``(s - pos) * period + t_ref[j] + sigma[j] * z``, z a standard normal
+    clipped to +-clip (none drawn when sigma[j] is 0).
 
     Args:
         state: xoshiro256** state, advanced in place.
@@ -142,7 +167,9 @@ def photon_clicks(
         sigma: per detector, RMS jitter.
         period: slot period.
         clip: jitter bound in sigmas.
-        max_out: at most this many slots with clicks per call.
+        max_out: capacity per detector: the call returns when a detector's is full.
+        zig_k, zig_w, zig_f, zig_r: the exponential ziggurat's tables
+            (:func:`~qkdnode.drivers.sim.prng.exponential_tables`) and base.
 
     Returns:
         (slots (4, max_out), times (4, max_out), clicks per detector, the last slot covered,
@@ -157,13 +184,14 @@ def photon_clicks(
     cur = np.int64(pos)
     frame_len = np.int64(frame_types.shape[0])
     n_pat = pattern_cum.shape[1]
-    inv_log = 1.0 / log1m_pmax
+    inv_rate = -1.0 / log1m_pmax
     span = np.float64(end - cur)
     # Frame position tracked incrementally: a division only when a gap spans whole frames.
     fpos = cur % frame_len
-    kept = 0
-    while kept < max_out:
-        gap_f = math.floor(math.log(1.0 - next_uniform(state)) * inv_log) + 1.0
+    full = False
+    while not full:
+        e = next_exponential(state, zig_k, zig_w, zig_f, zig_r)
+        gap_f = math.floor(e * inv_rate) + 1.0
         if gap_f >= span:
             return out_s, out_t, counts, int(end) - 1, True
         gap = np.int64(gap_f)
@@ -177,7 +205,6 @@ def photon_clicks(
         typ = frame_types[fpos]
         if next_uniform(state) >= accept[typ]:
             continue
-        kept += 1
         u = next_uniform(state)
         i = 0
         while i < n_pat - 1 and u >= pattern_cum[typ, i]:
@@ -193,6 +220,8 @@ def photon_clicks(
                 out_s[j, c] = cur
                 out_t[j, c] = t
                 counts[j] = c + 1
+                if c + 1 == max_out:
+                    full = True
     return out_s, out_t, counts, int(cur), False
 
 
@@ -210,23 +239,26 @@ def photon_clicks_reference(
     period: float,
     clip: float,
     max_out: int,
+    zig_k: NDArray[np.uint64],
+    zig_w: NDArray[np.float64],
+    zig_f: NDArray[np.float64],
+    zig_r: float,
 ) -> tuple[list[list[int]], list[list[float]], int, bool]:
     """Plain-Python twin of :func:`photon_clicks`: per detector, lists of slots and times."""
     n_det = len(t_ref)
     slots: list[list[int]] = [[] for _ in range(n_det)]
     times: list[list[float]] = [[] for _ in range(n_det)]
     start = pos
-    inv_log = 1.0 / log1m_pmax
-    kept = 0
-    while kept < max_out:
-        gap = math.floor(math.log(1.0 - rng.uniform()) * inv_log) + 1.0
+    inv_rate = -1.0 / log1m_pmax
+    del zig_r  # the twin's generator knows the ziggurat's base
+    while max((len(x) for x in slots), default=0) < max_out:
+        gap = math.floor(rng.exponential(zig_k, zig_w, zig_f) * inv_rate) + 1.0
         if gap >= end - pos:
             return slots, times, end - 1, True
         pos += int(gap)
         typ = int(frame_types[pos % len(frame_types)])
         if rng.uniform() >= accept[typ]:
             continue
-        kept += 1
         u = rng.uniform()
         i = next((k for k in range(pattern_cum.shape[1] - 1) if u < pattern_cum[typ, k]),
                  pattern_cum.shape[1] - 1)

@@ -47,9 +47,9 @@ __all__ = ["Origin", "SimulatedLink", "TagBatch", "TagTruth"]
 JITTER_CLIP_SIGMA = 8.0
 # Margin (ps) on top of the clipped jitter at batch cuts, for float rounding of the times.
 CUT_MARGIN_PS = 1.0
-# Slots with photon clicks produced per kernel call at most: bounds the memory of one call
-# (4 detectors x 16 bytes x 2^20 = 64 MiB).
-CLICK_CHUNK = 1 << 20
+# Photon clicks per detector and kernel call at most: bounds the memory of one call
+# (4 detectors x 16 bytes x 2^22 = 256 MiB); larger calls take several.
+CLICK_CHUNK = 1 << 22
 # Slot periods are kept as exact fractions of a picosecond with at most this denominator
 # (1.5 GHz -> 2000/3 ps exactly); origins of batches are then exact integers.
 PERIOD_MAX_DENOMINATOR = 1_000_000
@@ -156,6 +156,7 @@ class SimulatedLink:
         self._rng = np.random.default_rng(seed)
         self._state = prng.new_state(self._rng)
         self._spare = np.zeros(2, dtype=np.float64)
+        self._zig = prng.exponential_tables()
         self._params = params
         self._set_constants(params)
         self._bias = params.source.bias_voltage_v
@@ -394,7 +395,7 @@ class SimulatedLink:
             return [empty] * N_DETECTORS
         accept = p_any / p_max
         log1m = math.log1p(-p_max)
-        expected = (s1 - s0) * float(self._type_counts @ p_any) / self._types.shape[0]
+        expected = (s1 - s0) * float((table @ self._type_counts).max()) / self._types.shape[0]
         cap = int(min(CLICK_CHUNK, expected + 6.0 * math.sqrt(expected) + 16))
         sigma = np.array(self._sigmas)
         t0 = frac0 + np.array(self._delays)
@@ -404,7 +405,8 @@ class SimulatedLink:
             t_ref = t0 + (pos - s0) * self._period_f
             out_s, out_t, counts, pos, done = kernels.photon_clicks(
                 self._state, self._spare, pos, s1, log1m, self._types, accept, cum, masks,
-                t_ref, sigma, self._period_f, JITTER_CLIP_SIGMA, cap)
+                t_ref, sigma, self._period_f, JITTER_CLIP_SIGMA, cap, *self._zig,
+                prng.ZIGGURAT_EXP_R)
             chunks.append([(out_s[j, :counts[j]], out_t[j, :counts[j]])
                            for j in range(N_DETECTORS)])
             if done:

@@ -20,7 +20,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["PyXoshiro", "new_state"]
+__all__ = ["PyXoshiro", "exponential_tables", "new_state"]
 
 _MASK = (1 << 64) - 1
 
@@ -31,6 +31,38 @@ def new_state(rng: np.random.Generator) -> NDArray[np.uint64]:
         state = rng.integers(0, 2**64, size=4, dtype=np.uint64, endpoint=False)
         if state.any():
             return state
+
+
+# Ziggurat of the standard exponential (Marsaglia and Tsang, J. Stat. Softw. 5(8), 2000): 256
+# layers; the rightmost layer starts at R and every layer has area V.
+ZIGGURAT_LAYERS = 256
+ZIGGURAT_EXP_R = 7.69711747013104972
+ZIGGURAT_EXP_V = 3.949659822581572e-3
+
+
+def exponential_tables() -> tuple[NDArray[np.uint64], NDArray[np.float64], NDArray[np.float64]]:
+    """Tables (k, w, f) of the exponential ziggurat for 32-bit draws j: layer i accepts j at
+    once when ``j < k[i]``, returning ``j * w[i]``; ``f[i] = exp(-x_i)`` at the layer edges."""
+    m = 2.0**32
+    n = ZIGGURAT_LAYERS
+    k = np.zeros(n, dtype=np.uint64)
+    w = np.zeros(n, dtype=np.float64)
+    f = np.zeros(n, dtype=np.float64)
+    d = t = ZIGGURAT_EXP_R
+    q = ZIGGURAT_EXP_V / math.exp(-d)
+    k[0] = int(d / q * m)
+    k[1] = 0
+    w[0] = q / m
+    w[n - 1] = d / m
+    f[0] = 1.0
+    f[n - 1] = math.exp(-d)
+    for i in range(n - 2, 0, -1):
+        d = -math.log(ZIGGURAT_EXP_V / d + math.exp(-d))
+        k[i + 1] = int(d / t * m)
+        t = d
+        f[i] = math.exp(-d)
+        w[i] = d / m
+    return k, w, f
 
 
 class PyXoshiro:
@@ -70,6 +102,20 @@ class PyXoshiro:
         f = math.sqrt(-2.0 * math.log(r2) / r2)
         self.spare = v * f
         return u * f
+
+    def exponential(self, k: NDArray[np.uint64], w: NDArray[np.float64],
+                    f: NDArray[np.float64]) -> float:
+        while True:
+            x = self.u64()
+            i = x & 0xFF
+            j = x >> 32
+            if j < int(k[i]):
+                return float(j) * float(w[i])
+            if i == 0:
+                return ZIGGURAT_EXP_R - math.log(1.0 - self.uniform())
+            y = float(j) * float(w[i])
+            if f[i] + self.uniform() * (f[i - 1] - f[i]) < math.exp(-y):
+                return y
 
     def state(self) -> NDArray[np.uint64]:
         return np.array(self.s, dtype=np.uint64)

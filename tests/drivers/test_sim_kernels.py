@@ -14,6 +14,7 @@ from qkdnode.drivers.sim import kernels, optics, prng
 from qkdnode.drivers.sim.prng import PyXoshiro
 
 seeds = st.integers(0, 2**32 - 1)
+ZIG = prng.exponential_tables()
 
 
 def fresh(seed: int) -> tuple[NDArray[np.uint64], PyXoshiro]:
@@ -31,6 +32,31 @@ def test_generator_matches_twin(seed: int) -> None:
     normals = [kernels.next_normal(state, spare) for _ in range(7)]
     assert normals == [twin.normal() for _ in range(7)]
     np.testing.assert_array_equal(state, twin.state())
+
+
+@settings(deadline=None)
+@given(seed=seeds)
+def test_exponential_matches_twin(seed: int) -> None:
+    state, twin = fresh(seed)
+    got = [kernels.next_exponential(state, *ZIG, prng.ZIGGURAT_EXP_R) for _ in range(300)]
+    assert got == [twin.exponential(*ZIG) for _ in range(300)]
+    np.testing.assert_array_equal(state, twin.state())
+
+
+def test_exponential_distribution() -> None:
+    """Ziggurat exponentials: moments and the tail beyond the base layer, against Exp(1)."""
+    state, _ = fresh(4)
+    x = np.array([kernels.next_exponential(state, *ZIG, prng.ZIGGURAT_EXP_R)
+                  for _ in range(400_000)])
+    n = x.size
+    assert abs(x.mean() - 1) < 5 / math.sqrt(n)
+    assert abs((x**2).mean() - 2) < 5 * math.sqrt(20 / n)
+    edges = np.array([0.0, 0.1, 0.5, 1.0, 2.0, 4.0, prng.ZIGGURAT_EXP_R, 10.0, np.inf])
+    counts = np.histogram(x, bins=edges)[0]
+    expected = n * -np.diff(np.exp(-edges))
+    big = expected > 20
+    assert np.all(np.abs(counts - expected)[big] < 5 * np.sqrt(expected[big]))
+    assert counts[-2:].sum() > 0  # the tail beyond the base layer is reached
 
 
 def test_generator_moments() -> None:
@@ -70,7 +96,7 @@ def test_photon_clicks_match_twin(seed: int, span: int, frame_len: int, start: i
     t_ref = rng.random(4) * 1e4
     sig = np.array([sigma, 0.0, sigma / 2, sigma])
     args = (start, start + 1 + span, math.log1p(-p_max), types, p_any / p_max, cum, masks,
-            t_ref, sig, 1000.0, 8.0, max_out)
+            t_ref, sig, 1000.0, 8.0, max_out, *ZIG, prng.ZIGGURAT_EXP_R)
     out_s, out_t, counts, pos, done = kernels.photon_clicks(state, np.zeros(2), *args)
     ref_s, ref_t, ref_pos, ref_done = kernels.photon_clicks_reference(twin, *args)
     for j in range(4):
@@ -98,7 +124,7 @@ def test_photon_clicks_rates_follow_the_frame_and_detectors() -> None:
     n_slots = 2_000_000
     out_s, _, counts, _, done = kernels.photon_clicks(
         state, np.zeros(2), -1, n_slots, math.log1p(-p_max), types, p_any / p_max, cum, masks,
-        np.zeros(4), np.zeros(4), 1000.0, 8.0, 1_000_000)
+        np.zeros(4), np.zeros(4), 1000.0, 8.0, 1_000_000, *ZIG, prng.ZIGGURAT_EXP_R)
     assert done
     for j in range(4):
         per_pos = np.bincount(out_s[j, :counts[j]] % 5, minlength=5)
