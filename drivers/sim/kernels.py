@@ -88,10 +88,10 @@ def next_exponential(s: NDArray[np.uint64], k: NDArray[np.uint64], w: NDArray[np
         i = np.int64(x & np.uint64(0xFF))
         j = x >> np.uint64(32)
         if j < k[i]:
-            return float(j) * w[i]
+            return float(j) * float(w[i])
         if i == 0:
             return r - math.log(1.0 - next_uniform(s))
-        y = float(j) * w[i]
+        y = float(j) * float(w[i])
         if f[i] + next_uniform(s) * (f[i - 1] - f[i]) < math.exp(-y):
             return y
 
