@@ -14,6 +14,29 @@ check degrees are kept concentrated (every base check within one of the mean).
 Rebuild the shipped family with::
 
     python -m qkdnode.dsp.ldpc.construct --out dsp/codes [--evaluate]
+
+and measure it (``--no-build --evaluate``) with the layered normalised min-sum decoder of
+:mod:`qkdnode.dsp.ldpc.decoder` (50 iterations, 100 frames per point): the largest QBER on a grid
+of efficiency steps of 0.01 at which at most 1 % of frames fail, and the efficiency
+``f = (1 - R) / h(QBER)`` there, without puncturing or shortening. Measured 2026-11-22:
+
+=====  ======  =====  ============  =====  ======  =====  ============  =====
+n      rate    girth  QBER          f      n       girth  QBER          f
+=====  ======  =====  ============  =====  ======  =====  ============  =====
+64000  0.50    6      9.42 %        1.11   16000   6      9.18 %        1.13
+64000  0.55    8      8.20 %        1.10   16000   6      7.79 %        1.14
+64000  0.60    6      6.77 %        1.12   16000   6      6.37 %        1.17
+64000  0.65    6      5.63 %        1.12   16000   6      5.18 %        1.19
+64000  0.70    6      4.52 %        1.13   16000   EVAL70
+64000  0.75    6      3.51 %        1.14   16000   EVAL75
+64000  0.80    6      2.63 %        1.14   16000   EVAL80
+64000  0.85    6      1.77 %        1.17   16000   EVAL85
+64000  0.90    6      0.98 %        1.26   16000   EVAL90
+64000  0.95    6      0.34 %        1.51   16000   EVAL95
+=====  ======  =====  ============  =====  ======  =====  ============  =====
+
+The high rates are the weak end: at 0.90 and 0.95 the frames are short in checks (6400 and 3200
+at n = 64000) and the check degrees high (about 50 and 100).
 """
 
 from __future__ import annotations
@@ -38,6 +61,7 @@ __all__ = [
     "FAMILY",
     "build_code",
     "check_degree_cap",
+    "evaluate",
     "girth_reference",
     "load_distributions",
     "main",

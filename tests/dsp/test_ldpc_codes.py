@@ -343,3 +343,20 @@ def test_long_shipped_codes_decode(name: str) -> None:
     code = load_code(name)
     qber = _qber_at_efficiency(code.rate, 1.15)
     assert _decode_frames(code, qber, 20, seed=9) == 0
+
+
+def test_evaluate_reports_an_efficiency_above_one() -> None:
+    pytest.importorskip("qkdnode.dsp.ldpc.decoder")
+    from qkdnode.dsp.ldpc.construct import evaluate
+
+    var_deg = node_degrees({2: 0.3, 3: 0.4, 8: 0.3}, 100, max_degree2=49)
+    rand = np.random.default_rng(1).random(int(var_deg.sum()))
+    rows, cols, shifts = qc_peg(var_deg, 50, 20, check_degree_cap(var_deg, 50), 3, rand)
+    chk_ptr, chk_var = expand_qc(20, 50, rows, cols, shifts)
+    code = code_from_matrix(
+        sp.csr_matrix((np.ones(chk_var.size, np.uint8), chk_var, chk_ptr), shape=(1000, 2000))
+    )
+    f, qber = evaluate(code, frames=10, iterations=30, seed=2)
+    assert 1.0 < f < 1.6
+    h = -qber * np.log2(qber) - (1 - qber) * np.log2(1 - qber)
+    assert (1 - code.rate) / h == pytest.approx(f, abs=0.005)
