@@ -156,7 +156,12 @@ def build(cls: type[T], table: Mapping[str, Any], path: KeyPath = (),
             if reason:
                 raise _Problem(key_path, reason)
         values[name] = value
-    obj = cls(**values)
+    try:
+        obj = cls(**values)
+    except ValueError as exc:
+        # A section whose constructor checks rules across its fields (for example the simulated
+        # bench's parameter classes) reports them here, at the section's key.
+        raise _Problem(path or ("(top level)",), str(exc)) from None
     validate = getattr(obj, "validate", None)
     if validate is not None:
         for key, reason in validate():

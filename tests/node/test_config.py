@@ -212,3 +212,36 @@ def test_to_plain_round_trips_through_toml_types():
     plain = to_plain(parse_config(MINIMAL))
     assert plain["links"][0]["distillation"]["qber_abort"] == 0.08
     assert isinstance(plain["key_manager"]["store_path"], str)
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner:
+    low: float = 0.0
+    high: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.low >= self.high:
+            raise ValueError("Inner: low must be below high")
+
+
+@dataclasses.dataclass(frozen=True)
+class Outer:
+    inner: Inner
+
+
+def test_constructor_rules_of_a_section_are_reported_at_its_key():
+    from qkdnode.node.config.loader import load_toml
+
+    with pytest.raises(ConfigError) as info:
+        load_toml(Outer, "[inner]\nlow = 2.0\nhigh = 1.0\n", "x.toml")
+    assert info.value.key == "inner"
+    assert info.value.line == 1
+    assert "low must be below high" in info.value.reason
+
+
+def test_simulated_bench_parameters_load_through_the_config_loader():
+    from qkdnode.drivers.sim.params import BenchParams
+    from qkdnode.node.config.loader import load_toml
+
+    params = load_toml(BenchParams, "", "bench.toml")
+    assert params == BenchParams()
