@@ -322,26 +322,44 @@ def _qber_at_efficiency(rate: float, f: float) -> float:
     return lo
 
 
-# Efficiency at which every shipped code must decode a few frames without failure: well inside
-# what --evaluate measures for the short codes (f up to ~1.35 at FER 1 % for rate 0.95), so the
-# test is not flaky.
+# Efficiency at which every short shipped code must decode a few frames without failure: well
+# above what --evaluate measures for them (f up to 1.34 at FER 1 %, rate 0.95 alone worse than
+# 1.6), so that the test is not flaky.
 _SAFE_EFFICIENCY = 1.5
+_SAFE_EFFICIENCY_R095 = 2.2
 
 
 @pytest.mark.parametrize("name", [b[0] for b in shipped_builds() if b[0].startswith("n16000")])
 def test_short_shipped_codes_decode(name: str) -> None:
     code = load_code(name)
-    qber = _qber_at_efficiency(code.rate, _SAFE_EFFICIENCY)
+    safe = _SAFE_EFFICIENCY_R095 if name.endswith("r095") else _SAFE_EFFICIENCY
+    qber = _qber_at_efficiency(code.rate, safe)
     assert _decode_frames(code, qber, 3, seed=7) == 0
     # Far above capacity (f < 1) decoding must fail: the code is not trivially lucky.
     assert _decode_frames(code, _qber_at_efficiency(code.rate, 0.8), 2, seed=8) == 2
 
 
+# Efficiency at FER <= 1 % measured by `construct --evaluate` (table in construct.py).
+_MEASURED_EFFICIENCY = {
+    "n64000_r050": 1.11,
+    "n64000_r055": 1.10,
+    "n64000_r060": 1.12,
+    "n64000_r065": 1.12,
+    "n64000_r070": 1.13,
+    "n64000_r075": 1.14,
+    "n64000_r080": 1.14,
+    "n64000_r085": 1.17,
+    "n64000_r090": 1.26,
+    "n64000_r095": 1.51,
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [b[0] for b in shipped_builds() if b[0].startswith("n64000")])
+@pytest.mark.parametrize("name", sorted(_MEASURED_EFFICIENCY))
 def test_long_shipped_codes_decode(name: str) -> None:
+    # 0.04 above the measured point, 20 frames: the measurement still holds for this build.
     code = load_code(name)
-    qber = _qber_at_efficiency(code.rate, 1.15)
+    qber = _qber_at_efficiency(code.rate, _MEASURED_EFFICIENCY[name] + 0.04)
     assert _decode_frames(code, qber, 20, seed=9) == 0
 
 
