@@ -7,13 +7,11 @@ import types
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import serial
+from serial.serialutil import SerialBase, SerialException, SerialTimeoutException
 
-serial = pytest.importorskip("serial")
-
-from serial.serialutil import SerialBase, SerialException, SerialTimeoutException  # noqa: E402
-
-from qkdnode.drivers.errors import TransportError, TransportTimeout  # noqa: E402
-from qkdnode.drivers.transport import (  # noqa: E402
+from qkdnode.drivers.errors import TransportError, TransportTimeout
+from qkdnode.drivers.transport import (
     ReconnectingTransport,
     ReconnectPolicy,
     SerialTransport,

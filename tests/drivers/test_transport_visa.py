@@ -6,15 +6,13 @@ import pickle
 from pathlib import Path
 
 import pytest
+import pyvisa
+import pyvisa_sim  # noqa: F401  (the test extra installs it; a missing backend must fail loudly)
+from pyvisa.constants import StatusCode
+from pyvisa.errors import VisaIOError
 
-pyvisa = pytest.importorskip("pyvisa")
-pytest.importorskip("pyvisa_sim")
-
-from pyvisa.constants import StatusCode  # noqa: E402
-from pyvisa.errors import VisaIOError  # noqa: E402
-
-from qkdnode.drivers.errors import TransportError, TransportTimeout  # noqa: E402
-from qkdnode.drivers.transport import (  # noqa: E402
+from qkdnode.drivers.errors import TransportError, TransportTimeout
+from qkdnode.drivers.transport import (
     RecordingTransport,
     ScriptedTransport,
     Transport,

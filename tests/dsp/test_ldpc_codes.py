@@ -300,7 +300,7 @@ def test_shipped_code_is_reproducible() -> None:
 
 
 def _decode_frames(code: LdpcCode, qber: float, frames: int, seed: int) -> int:
-    decoder = pytest.importorskip("qkdnode.dsp.ldpc.decoder")
+    from qkdnode.dsp.ldpc import decoder
     rng = np.random.default_rng(seed)
     alice = rng.integers(0, 2, size=(frames, code.n), dtype=np.uint8)
     bob = alice ^ (rng.random((frames, code.n)) < qber).astype(np.uint8)
@@ -364,7 +364,6 @@ def test_long_shipped_codes_decode(name: str) -> None:
 
 
 def test_evaluate_reports_an_efficiency_above_one() -> None:
-    pytest.importorskip("qkdnode.dsp.ldpc.decoder")
     from qkdnode.dsp.ldpc.construct import evaluate
 
     var_deg = node_degrees({2: 0.3, 3: 0.4, 8: 0.3}, 100, max_degree2=49)
