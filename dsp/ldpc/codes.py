@@ -342,7 +342,8 @@ def get_code(rate: float, n: int | None = None) -> LdpcCode:
 
     The rule: among the shipped codes of frame length ``n`` (``DEFAULT_N`` when ``None``), take
     the one whose design rate is the smallest that is ``>= rate``. A code of higher rate discloses
-    fewer bits; the caller lowers its effective rate by puncturing or raises it by shortening.
+    fewer bits; the caller raises its effective rate by puncturing (fewer syndrome bits sent,
+    see :mod:`qkdnode.dsp.reconcile`) or lowers it by shortening (known bits in the frame).
 
     Args:
         rate: Wanted rate, in ``(0, 1)``.
