@@ -417,6 +417,39 @@ def _check_llr(name: str, llr: NDArray[Any]) -> None:
         raise ValueError(f"{name} must not contain NaN")
 
 
+def _prepare(
+    code: CheckMajorCode,
+    syndrome_name: str,
+    syndrome: object,
+    llr_name: str,
+    llr: object,
+    messages: NDArray[np.float32] | None,
+    batch: tuple[int, ...],
+    max_iterations: int,
+    scale: float,
+    offset: float,
+    algorithm: str,
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Checks the inputs of one decode (``batch == ()``) or of ``k`` (``batch == (k,)``).
+
+    Returns the clipped float32 LLRs and the message array to start from.
+    """
+    _check_code(code)
+    _check_array(syndrome_name, syndrome, np.uint8, (*batch, code.m))
+    if not isinstance(llr, np.ndarray):
+        raise TypeError(f"{llr_name} must be a numpy array, got {type(llr).__name__}")
+    _check_llr(llr_name, llr)
+    if llr.shape != (*batch, code.n):
+        raise ValueError(f"{llr_name} must have shape {(*batch, code.n)}, got {llr.shape}")
+    _check_parameters(max_iterations, scale, offset, algorithm)
+    llr32 = np.ascontiguousarray(np.clip(llr, -LLR_LIMIT, LLR_LIMIT), dtype=np.float32)
+    edges = code.chk_var.shape[0]
+    if messages is None:
+        return llr32, np.zeros((*batch, edges), dtype=np.float32)
+    _check_messages("messages", messages, (*batch, edges))
+    return llr32, messages
+
+
 def decode_syndrome(
     code: CheckMajorCode,
     syndrome: NDArray[np.uint8],
@@ -451,20 +484,8 @@ def decode_syndrome(
         TypeError: An array has the wrong type or dtype.
         ValueError: An array has the wrong shape, ``llr`` holds NaN, or a parameter is out of range.
     """
-    _check_code(code)
-    _check_array("syndrome", syndrome, np.uint8, (code.m,))
-    if not isinstance(llr, np.ndarray):
-        raise TypeError(f"llr must be a numpy array, got {type(llr).__name__}")
-    _check_llr("llr", llr)
-    if llr.shape != (code.n,):
-        raise ValueError(f"llr must have shape ({code.n},), got {llr.shape}")
-    _check_parameters(max_iterations, scale, offset, algorithm)
-    llr32 = np.ascontiguousarray(np.clip(llr, -LLR_LIMIT, LLR_LIMIT), dtype=np.float32)
-    edges = code.chk_var.shape[0]
-    if messages is None:
-        messages = np.zeros(edges, dtype=np.float32)
-    else:
-        _check_messages("messages", messages, (edges,))
+    llr32, messages = _prepare(code, "syndrome", syndrome, "llr", llr, messages, (),
+                               max_iterations, scale, offset, algorithm)
     bits = np.empty(code.n, dtype=np.uint8)
     iterations, converged = _decode_kernel(
         code.chk_ptr,
@@ -517,21 +538,9 @@ def decode_syndromes(
     """
     if not isinstance(syndromes, np.ndarray) or syndromes.ndim != 2:
         raise TypeError("syndromes must be a 2-d numpy array")
-    _check_code(code)
     k = syndromes.shape[0]
-    _check_array("syndromes", syndromes, np.uint8, (k, code.m))
-    if not isinstance(llrs, np.ndarray):
-        raise TypeError(f"llrs must be a numpy array, got {type(llrs).__name__}")
-    _check_llr("llrs", llrs)
-    if llrs.shape != (k, code.n):
-        raise ValueError(f"llrs must have shape ({k}, {code.n}), got {llrs.shape}")
-    _check_parameters(max_iterations, scale, offset, algorithm)
-    llrs32 = np.ascontiguousarray(np.clip(llrs, -LLR_LIMIT, LLR_LIMIT), dtype=np.float32)
-    edges = code.chk_var.shape[0]
-    if messages is None:
-        messages = np.zeros((k, edges), dtype=np.float32)
-    else:
-        _check_messages("messages", messages, (k, edges))
+    llrs32, messages = _prepare(code, "syndromes", syndromes, "llrs", llrs, messages, (k,),
+                                max_iterations, scale, offset, algorithm)
     bits = np.empty((k, code.n), dtype=np.uint8)
     converged = np.zeros(k, dtype=np.bool_)
     iterations = np.zeros(k, dtype=np.int32)
