@@ -25,9 +25,9 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, ClassVar, Generic, Self, TypeVar, cast, overload
+from typing import Any, ClassVar, Generic, TypeVar, cast, overload
 
+from .._closing import ClosesOnExit
 from ..errors import DeviceError, InstrumentError
 from ..roles import Limits
 from ..transport import Transport
@@ -258,7 +258,7 @@ def _limit_setting(name: str) -> Setting:
 LIMIT_SETTINGS: dict[str, Setting] = {name: _limit_setting(name) for name in Limits.KEYS}
 
 
-class MessageInstrument:
+class MessageInstrument(ClosesOnExit):
     """Base of message-based drivers: a transport, limits, checked sets and parsed queries.
 
     Threads: every exchange that belongs together (a set command and its error check, a query
@@ -294,16 +294,6 @@ class MessageInstrument:
         """Closes the transport."""
         self._transport.close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         t = self._transport

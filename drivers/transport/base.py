@@ -22,6 +22,7 @@ import threading
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
+from .._closing import ClosesOnExit
 from ..errors import TransportError, TransportTimeout
 
 __all__ = [
@@ -139,7 +140,7 @@ def check_timeout(timeout_s: float) -> float:
     return float(timeout_s)
 
 
-class TransportBase:
+class TransportBase(ClosesOnExit):
     """Shared bookkeeping for transport implementations (not required by the protocol).
 
     Keeps the names used in messages, the last command sent (a bare ``read`` names it), the
@@ -186,16 +187,6 @@ class TransportBase:
         """True once :meth:`close` was called."""
         return self._closed
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

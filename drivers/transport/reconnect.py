@@ -32,9 +32,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self, TypeVar
+from typing import TypeVar
 
+from .._closing import ClosesOnExit
 from ..errors import TransportError, TransportTimeout
 from .base import Transport, describe_command, error_prefix
 
@@ -125,7 +125,7 @@ class ReconnectPolicy:
         return _header(command) not in self.unsafe_queries
 
 
-class ReconnectingTransport:
+class ReconnectingTransport(ClosesOnExit):
     """A transport that reopens its link with back-off when it fails (policy: module docstring).
 
     Args:
@@ -177,16 +177,6 @@ class ReconnectingTransport:
         """False while the link is down (after a failure, until the next command reopens it)."""
         return self._inner is not None
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<ReconnectingTransport {self._instrument} at {self._resource}>"

@@ -12,9 +12,8 @@ patterns, and never commit a recording of a production run.
 from __future__ import annotations
 
 import os
-from types import TracebackType
-from typing import Self
 
+from .._closing import ClosesOnExit
 from ..errors import TransportError, TransportTimeout
 from .base import Transport
 from .scripted import SCRIPTED_DISCONNECT, SCRIPTED_TIMEOUT, Reply, Sent, Step, save_steps
@@ -22,7 +21,7 @@ from .scripted import SCRIPTED_DISCONNECT, SCRIPTED_TIMEOUT, Reply, Sent, Step, 
 __all__ = ["RecordingTransport"]
 
 
-class RecordingTransport:
+class RecordingTransport(ClosesOnExit):
     """Passes every call to a transport and records the exchange as script steps.
 
     The steps follow :mod:`~qkdnode.drivers.transport.scripted`: a reply read after a write is
@@ -71,16 +70,6 @@ class RecordingTransport:
             timeout_s=timeout_s if isinstance(timeout_s, int | float) else None,
         )
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Closes the recorded transport (the recording stays available)."""
