@@ -55,7 +55,7 @@ def test_reexports() -> None:
 
 def test_modulated_positions_have_private_checks() -> None:
     positions, checks = modulated_positions(CODE)
-    assert positions.size == int(reconcile.MAX_MODULATED_FRACTION * CODE.n)
+    assert positions.size == int(reconcile.plan.MAX_MODULATED_FRACTION * CODE.n)
     assert np.unique(positions).size == positions.size
     assert np.unique(checks).size == checks.size
     H = CODE.H.toarray()
@@ -97,8 +97,8 @@ def test_blind_rounds_reveal_bits_and_succeed(monkeypatch: pytest.MonkeyPatch) -
     # A rate-0.85 code planned for 2 %: its first syndromes are too short for this random code
     # (far from capacity at n = 4000), so frames need blind reveals, warm-started rounds. The
     # room for reveals is widened beyond the default, made for the shipped codes.
-    monkeypatch.setattr(reconcile, "MIN_FULL_EFFICIENCY", 1.5)
-    monkeypatch.setattr(reconcile, "BLIND_STEP_EFFICIENCY", 0.03)
+    monkeypatch.setattr(reconcile.plan, "MIN_FULL_EFFICIENCY", 1.5)
+    monkeypatch.setattr(reconcile.plan, "BLIND_STEP_EFFICIENCY", 0.03)
     code = random_code(4000, 600, 3, seed=2)
     alice, bob = bsc(3, 12_000, 0.012)
     report = reconcile_local(

@@ -1,0 +1,157 @@
+"""The two ends of one frame: Alice's side sees only her payload, Bob's only his and the messages.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .._validate import check_bits
+from ..ldpc.codes import LdpcCode, syndrome
+from ..ldpc.decoder import DEFAULT_MAX_ITERATIONS, LLR_LIMIT, decode_syndrome
+from ..verification import draw_seed, tags_match, verification_tag
+from .messages import BitsRevealed, DecodingReported, FrameVerified, SyndromeComputed, TagComputed
+from .plan import _layout, plan_frame
+
+__all__ = ["BLIND_ROUND_ITERATIONS", "AliceFrame", "BobFrame"]
+
+# Iteration budget of each blind round after the first. Rounds continue from the messages the
+# previous round left (warm start), so a short budget suffices once the revealed bits tip the
+# balance, and a frame that still fails costs little.
+BLIND_ROUND_ITERATIONS = 30
+
+
+class AliceFrame:
+    """Alice's end of one frame: sees only her payload bits and Bob's messages."""
+
+    def __init__(self, code: LdpcCode, frame: int, payload_bits: NDArray[np.uint8], qber: float):
+        """Plans the frame.
+
+        Args:
+            code: The code (public).
+            frame: Frame number (public).
+            payload_bits: Alice's payload, ``uint8`` 0/1, at most one full payload long.
+            qber: Assumed QBER.
+        """
+        self.code = code
+        self.frame = frame
+        self.plan = plan_frame(code, payload_bits.size, qber)
+        if self.plan.payload_length != payload_bits.size:
+            raise ValueError("payload_bits: longer than the frame's payload")
+        self.payload = payload_bits
+        self._layout = _layout(code, self.plan)
+        self._word = np.zeros(code.n, dtype=np.uint8)
+        self._word[self._layout.payload] = payload_bits
+        # Punctured values zero their dedicated checks (no other modulated bit is in them).
+        self._word[self._layout.punctured] = syndrome(code, self._word)[
+            self._layout.punctured_checks
+        ]
+        self._revealed = 0
+
+    def start(self) -> SyndromeComputed:
+        """The first message: plan and syndrome."""
+        full = syndrome(self.code, self._word)
+        return SyndromeComputed(self.frame, self.plan, full[self._layout.sent_rows])
+
+    def on_report(self, report: DecodingReported) -> BitsRevealed | None:
+        """Reveals more punctured values if Bob needs them; ``None`` when none are left."""
+        if report.frame != self.frame or report.status != "need_more":
+            raise ValueError("report: not a request for more bits of this frame")
+        stop = min(self._revealed + self.plan.step, self._layout.reveal_order.size)
+        if stop == self._revealed:
+            return None
+        values = self._word[self._layout.reveal_order[self._revealed : stop]].copy()
+        self._revealed = stop
+        return BitsRevealed(self.frame, values)
+
+    def tag(self, source: np.random.Generator | bytes, eps_cor: float) -> TagComputed:
+        """Alice's verification tag under a fresh seed drawn from ``source``."""
+        seed = draw_seed(source, self.payload.size, eps_cor)
+        return TagComputed(self.frame, seed, verification_tag(self.payload, seed))
+
+
+class BobFrame:
+    """Bob's end of one frame: sees only his payload bits and Alice's messages."""
+
+    def __init__(self, code: LdpcCode, message: SyndromeComputed, bob_payload: NDArray[np.uint8]):
+        """Prepares decoding from Alice's first message.
+
+        Args:
+            code: The code (public; must be the one the message names).
+            message: Alice's syndrome message.
+            bob_payload: Bob's payload bits for this frame, ``uint8`` 0/1.
+        """
+        if message.plan.code_name != code.name:
+            raise ValueError("message: names a different code")
+        check_bits("message.syndrome", message.syndrome)
+        check_bits("bob_payload", bob_payload)
+        if bob_payload.size != message.plan.payload_length:
+            raise ValueError("bob_payload: length differs from the frame's payload")
+        self.code = code
+        self.frame = message.frame
+        self.plan = message.plan
+        self.bob_payload = bob_payload
+        self._layout = _layout(code, self.plan)
+        if message.syndrome.shape != (self._layout.sent_rows.size,):
+            raise ValueError("message: syndrome length does not match the plan")
+        self._syndrome = np.zeros(code.m, dtype=np.uint8)
+        self._syndrome[self._layout.sent_rows] = message.syndrome
+        q = self.plan.qber
+        magnitude = math.log((1.0 - q) / q)
+        self._llr = np.zeros(code.n, dtype=np.float32)
+        self._llr[self._layout.payload] = np.where(bob_payload == 0, magnitude, -magnitude)
+        self._llr[self._layout.shortened] = LLR_LIMIT
+        self._revealed = 0
+        self.rounds = 0
+        self.messages = np.zeros(code.n_edges, dtype=np.float32)
+        self.corrected: NDArray[np.uint8] | None = None
+
+    def decode_input(self) -> tuple[NDArray[np.uint8], NDArray[np.float32], NDArray[np.float32]]:
+        """The decoder's inputs for the current round: (full syndrome, LLRs, messages).
+
+        The messages are those the previous round left (zeros at first): rounds warm-start.
+        """
+        return self._syndrome, self._llr, self.messages
+
+    def absorb(self, bits: NDArray[np.uint8], converged: bool) -> DecodingReported:
+        """Takes a decoding result (from :meth:`decode_input`) and reports it to Alice."""
+        self.rounds += 1
+        if converged:
+            self.corrected = bits[self._layout.payload].copy()
+            return DecodingReported(self.frame, "decoded")
+        if self._revealed >= self._layout.reveal_order.size:
+            return DecodingReported(self.frame, "failed")
+        return DecodingReported(self.frame, "need_more")
+
+    def round_budget(self, max_iterations: int = DEFAULT_MAX_ITERATIONS) -> int:
+        """Iteration budget of the next round: full for the first, short for warm rounds."""
+        return max_iterations if self.rounds == 0 else min(max_iterations, BLIND_ROUND_ITERATIONS)
+
+    def decode(self, max_iterations: int = DEFAULT_MAX_ITERATIONS) -> DecodingReported:
+        """Decodes this round on its own and reports (the path of a single frame)."""
+        synd, llr, messages = self.decode_input()
+        result = decode_syndrome(
+            self.code, synd, llr, self.round_budget(max_iterations), messages=messages
+        )
+        return self.absorb(result.bits, result.converged)
+
+    def on_reveal(self, message: BitsRevealed) -> None:
+        """Fixes the revealed punctured values as known bits."""
+        check_bits("message.values", message.values)
+        stop = self._revealed + message.values.size
+        if message.frame != self.frame or stop > self._layout.reveal_order.size:
+            raise ValueError("message: reveal does not fit this frame")
+        where = self._layout.reveal_order[self._revealed : stop]
+        self._llr[where] = np.where(message.values == 0, LLR_LIMIT, -LLR_LIMIT)
+        self._revealed = stop
+
+    def on_tag(self, message: TagComputed) -> FrameVerified:
+        """Compares Alice's tag with Bob's and accepts or discards the frame."""
+        if message.frame != self.frame or self.corrected is None:
+            raise ValueError("message: tag for a frame Bob has not decoded")
+        accepted = tags_match(verification_tag(self.corrected, message.seed), message.tag)
+        errors = int(np.count_nonzero(self.corrected != self.bob_payload))
+        return FrameVerified(self.frame, accepted, errors)
+

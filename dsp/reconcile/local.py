@@ -1,0 +1,378 @@
+"""The local driver: both ends of every frame run against each other in one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .._validate import check_bits
+from ..estimation import binary_entropy
+from ..ldpc.codes import DEFAULT_N, LdpcCode, available_codes, get_code, load_code
+from ..ldpc.decoder import DEFAULT_MAX_ITERATIONS, decode_syndromes
+from ..verification import DEFAULT_EPS_COR
+from .ends import AliceFrame, BobFrame
+from .messages import Message
+from .plan import MIN_PLANNING_QBER, START_EFFICIENCY, plan_frame
+
+__all__ = [
+    "ABORT_QBER",
+    "FrameOutcome",
+    "FrameStatus",
+    "ReconcileReport",
+    "choose_code",
+    "reconcile_local",
+]
+
+# Above ~11 % QBER one-way BB84 post-processing yields no key (Shor-Preskill); reconciling would
+# only spend time and leak bits.
+ABORT_QBER = 0.11
+
+
+# QBER assumed for the first frame when the caller has no estimate: mid-range of typical links;
+# later frames use the error rate measured on the frames already reconciled.
+INITIAL_QBER_GUESS = 0.04
+
+# When a frame is discarded without an estimate, the next frames assume this factor more noise.
+QBER_GUESS_GROWTH = 1.5
+
+# A tail shorter than this fraction of a full payload is not reconciled (see module docstring).
+MIN_TAIL_FRACTION = 0.25
+
+# A code whose first syndrome cannot be as short as START_EFFICIENCY by at most this much is
+# still preferred to a more shortened one (see choose_code).
+CODE_CHOICE_SLACK = 0.05
+
+# Frames decoded together (one decoder call over all cores) before plans are revised.
+FRAMES_PER_BATCH = 8
+
+
+FrameStatus = Literal["verified", "tag_mismatch", "decoding_failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class FrameOutcome:
+    """What happened to one frame.
+
+    Attributes:
+        frame: Frame number.
+        code_name: Code used.
+        start: Index of the frame's first payload bit in the input.
+        payload_length: Payload bits of the frame.
+        status: ``verified`` (kept), ``tag_mismatch`` or ``decoding_failed`` (discarded).
+        rounds: Decoding rounds run (1 + blind reveals).
+        disclosed_bits: Bits the frame's messages revealed (syndrome, reveals, tag).
+        errors: Errors Bob corrected (0 unless decoded).
+    """
+
+    frame: int
+    code_name: str
+    start: int
+    payload_length: int
+    status: FrameStatus
+    rounds: int
+    disclosed_bits: int
+    errors: int
+
+    @property
+    def kept(self) -> bool:
+        """Whether the frame was reconciled and verified."""
+        return self.status == "verified"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ReconcileReport:
+    """Result of :func:`reconcile_local`.
+
+    Attributes:
+        corrected: Bob's bits after correction, same length as the input; bits of frames not
+            kept are Bob's bits unchanged.
+        kept: ``bool`` mask of the bits in frames that were reconciled and verified.
+        disclosed_bits: Sum of ``disclosed_bits`` over every message exchanged, kept frames or
+            not (syndromes, blind reveals, verification tags).
+        frames_attempted: Frames started.
+        frames_discarded: Frames that failed decoding or verification.
+        aborted: Whether reconciliation was refused (QBER above ``ABORT_QBER``).
+        reason: Why it was aborted, else ``None``.
+        frames: One :class:`FrameOutcome` per attempted frame.
+        messages: Every message, in order, when asked for (``keep_messages=True``), else empty.
+    """
+
+    corrected: NDArray[np.uint8]
+    kept: NDArray[np.bool_]
+    disclosed_bits: int
+    frames_attempted: int
+    frames_discarded: int
+    aborted: bool = False
+    reason: str | None = None
+    frames: tuple[FrameOutcome, ...] = ()
+    messages: tuple[Message, ...] = ()
+
+    @property
+    def kept_disclosed_bits(self) -> int:
+        """Bits disclosed by the kept frames (what the key length of the kept bits must pay)."""
+        return sum(f.disclosed_bits for f in self.frames if f.kept)
+
+    @property
+    def errors_corrected(self) -> int:
+        """Errors corrected in the kept frames."""
+        return sum(f.errors for f in self.frames if f.kept)
+
+
+def _rng(source: np.random.Generator | bytes | None) -> np.random.Generator:
+    if source is None:
+        # Fresh operating-system entropy: the secure default when the caller passes none.
+        return np.random.default_rng()
+    if isinstance(source, np.random.Generator):
+        return source
+    if isinstance(source, bytes | bytearray):
+        if len(source) < 16:
+            raise ValueError("rng: seed bytes must hold at least 16 bytes (128 bits)")
+        return np.random.default_rng(int.from_bytes(bytes(source), "big"))
+    raise TypeError(f"rng must be a numpy Generator, bytes or None, got {type(source).__name__}")
+
+
+def choose_code(qber: float, n: int | None) -> LdpcCode:
+    """Chooses the shipped code of length ``n`` (default length if ``None``) for a QBER.
+
+    Among the codes whose plan starts within ``CODE_CHOICE_SLACK`` of ``START_EFFICIENCY``, the
+    one with the largest payload (the least shortening: shortening costs efficiency and
+    throughput); if none can, the one whose start efficiency is lowest.
+
+    Raises:
+        ValueError: No shipped code has length ``n``.
+    """
+    length = DEFAULT_N if n is None else n
+    names = [info.name for info in available_codes() if info.n == length]
+    if not names:
+        return get_code(0.5, length)  # raises ValueError naming the lengths available
+    h = binary_entropy(max(qber, MIN_PLANNING_QBER))
+    feasible: list[tuple[int, str]] = []
+    fallback: list[tuple[float, str]] = []
+    for name in names:
+        code = load_code(name)
+        plan = plan_frame(code, code.n, qber)
+        efficiency = (code.m - plan.n_punctured) / (plan.payload_length * h)
+        if efficiency <= START_EFFICIENCY + CODE_CHOICE_SLACK:
+            feasible.append((plan.payload_length, name))
+        fallback.append((efficiency, name))
+    best = max(feasible)[1] if feasible else min(fallback)[1]
+    return load_code(best)
+
+
+def _aborted(bob: NDArray[np.uint8], reason: str) -> ReconcileReport:
+    return ReconcileReport(
+        corrected=bob.copy(),
+        kept=np.zeros(bob.size, dtype=np.bool_),
+        disclosed_bits=0,
+        frames_attempted=0,
+        frames_discarded=0,
+        aborted=True,
+        reason=reason,
+    )
+
+
+def reconcile_local(
+    alice_bits: NDArray[np.uint8],
+    bob_bits: NDArray[np.uint8],
+    qber_estimate: float | None = None,
+    *,
+    rng: np.random.Generator | bytes | None = None,
+    eps_cor: float = DEFAULT_EPS_COR,
+    code: LdpcCode | None = None,
+    n: int | None = None,
+    max_iterations: int = DEFAULT_MAX_ITERATIONS,
+    keep_messages: bool = False,
+) -> ReconcileReport:
+    """Reconciles Bob's bits with Alice's, running both ends against each other in one process.
+
+    Frames are processed in batches of ``FRAMES_PER_BATCH``, each decoding round of a batch in
+    one parallel decoder call. Without ``qber_estimate`` the first frame assumes
+    ``INITIAL_QBER_GUESS`` and later batches the error rate measured so far.
+
+    Args:
+        alice_bits: Alice's sifted key, ``uint8`` 0/1.
+        bob_bits: Bob's sifted key, same length.
+        qber_estimate: Prior QBER estimate, or ``None``. Above ``ABORT_QBER`` the result is an
+            abort, not an exception.
+        rng: Randomness of the verification seeds: a numpy ``Generator``, seed bytes (at least
+            16), or ``None`` for fresh operating-system entropy.
+        eps_cor: Collision bound of each frame's verification.
+        code: A specific code for every frame (else the best shipped code per frame).
+        n: Frame length of the shipped family to use (``None``: the default length).
+        max_iterations: Decoder budget per round.
+        keep_messages: Keep every message in the report (for audits and tests).
+
+    Returns:
+        The :class:`ReconcileReport`.
+
+    Raises:
+        TypeError: An argument has the wrong type or dtype.
+        ValueError: Lengths differ, bits are not 0/1, or a parameter is out of range.
+    """
+    alice = check_bits("alice_bits", alice_bits)
+    bob = check_bits("bob_bits", bob_bits)
+    if alice.size != bob.size:
+        raise ValueError(f"bob_bits must have the length of alice_bits ({alice.size})")
+    if qber_estimate is not None:
+        if isinstance(qber_estimate, bool) or not isinstance(
+            qber_estimate, int | float | np.floating
+        ):
+            raise TypeError(f"qber_estimate must be a real number or None, got {qber_estimate!r}")
+        if not 0.0 <= float(qber_estimate) <= 0.5:
+            raise ValueError(f"qber_estimate must be in [0, 0.5], got {qber_estimate}")
+        if qber_estimate > ABORT_QBER:
+            return _aborted(bob, f"QBER estimate {float(qber_estimate):.4f} above {ABORT_QBER}")
+    if code is not None and not isinstance(code, LdpcCode):
+        raise TypeError(f"code must be an LdpcCode or None, got {type(code).__name__}")
+    source = _rng(rng)
+
+    corrected = bob.copy()
+    kept = np.zeros(bob.size, dtype=np.bool_)
+    outcomes: list[FrameOutcome] = []
+    transcript: list[Message] = []
+    qber = INITIAL_QBER_GUESS if qber_estimate is None else float(qber_estimate)
+    measured_errors = measured_bits = 0
+    offset = 0
+    aborted_reason: str | None = None
+    while offset < alice.size:
+        frame_code = code if code is not None else choose_code(qber, n)
+        full_payload = plan_frame(frame_code, frame_code.n, qber).payload_length
+        batch_size = 1 if qber_estimate is None and not outcomes else FRAMES_PER_BATCH
+        starts: list[int] = []
+        while len(starts) < batch_size and offset < alice.size:
+            length = min(full_payload, alice.size - offset)
+            if length < MIN_TAIL_FRACTION * full_payload:
+                offset = alice.size  # tail left unkept (see module docstring)
+                break
+            starts.append(offset)
+            offset += length
+        if not starts:
+            break
+        batch = _run_batch(
+            frame_code, alice, bob, starts, full_payload, qber, len(outcomes), source, eps_cor,
+            max_iterations, transcript if keep_messages else None,
+        )
+        for outcome, bob_frame in batch:
+            outcomes.append(outcome)
+            if outcome.kept and bob_frame.corrected is not None:
+                span = slice(outcome.start, outcome.start + outcome.payload_length)
+                corrected[span] = bob_frame.corrected
+                kept[span] = True
+                measured_errors += outcome.errors
+                measured_bits += outcome.payload_length
+        if qber_estimate is None:
+            if measured_bits:
+                qber = max(measured_errors / measured_bits, MIN_PLANNING_QBER)
+            else:
+                qber = min(qber * QBER_GUESS_GROWTH, 0.5)
+            if qber > ABORT_QBER:
+                aborted_reason = f"measured QBER {qber:.4f} above {ABORT_QBER}"
+                break
+    return ReconcileReport(
+        corrected=corrected,
+        kept=kept,
+        disclosed_bits=sum(o.disclosed_bits for o in outcomes),
+        frames_attempted=len(outcomes),
+        frames_discarded=sum(1 for o in outcomes if not o.kept),
+        aborted=aborted_reason is not None,
+        reason=aborted_reason,
+        frames=tuple(outcomes),
+        messages=tuple(transcript),
+    )
+
+
+def _run_batch(
+    code: LdpcCode,
+    alice: NDArray[np.uint8],
+    bob: NDArray[np.uint8],
+    starts: Sequence[int],
+    full_payload: int,
+    qber: float,
+    first_frame: int,
+    source: np.random.Generator,
+    eps_cor: float,
+    max_iterations: int,
+    transcript: list[Message] | None,
+) -> list[tuple[FrameOutcome, BobFrame]]:
+    """Runs a batch of frames to completion, every decoding round as one parallel call."""
+    alices: list[AliceFrame] = []
+    bobs: list[BobFrame] = []
+    disclosed = [0] * len(starts)
+    rounds = [0] * len(starts)
+
+    def send(k: int, message: Message) -> None:
+        disclosed[k] += message.disclosed_bits
+        if transcript is not None:
+            transcript.append(message)
+
+    for k, start in enumerate(starts):
+        stop = min(start + full_payload, alice.size)
+        alice_frame = AliceFrame(code, first_frame + k, alice[start:stop], qber)
+        first = alice_frame.start()
+        send(k, first)
+        # Bob's end is built from Bob's bits and Alice's message only.
+        alices.append(alice_frame)
+        bobs.append(BobFrame(code, first, bob[start:stop]))
+    status: list[FrameStatus | None] = [None] * len(starts)
+    errors = [0] * len(starts)
+    active = list(range(len(starts)))
+    while active:
+        inputs = [bobs[k].decode_input() for k in active]
+        messages = np.stack([m for _, _, m in inputs])
+        result = decode_syndromes(
+            code,
+            np.stack([synd for synd, _, _ in inputs]),
+            np.stack([llr for _, llr, _ in inputs]),
+            bobs[active[0]].round_budget(max_iterations),
+            messages=messages,
+        )
+        still_active = []
+        for row, k in enumerate(active):
+            bobs[k].messages[:] = messages[row]
+            rounds[k] += 1
+            report = bobs[k].absorb(result.bits[row], bool(result.converged[row]))
+            send(k, report)
+            if report.status == "decoded":
+                tag = alices[k].tag(source, eps_cor)
+                send(k, tag)
+                verdict = bobs[k].on_tag(tag)
+                send(k, verdict)
+                status[k] = "verified" if verdict.accepted else "tag_mismatch"
+                errors[k] = verdict.errors
+            elif report.status == "failed":
+                status[k] = "decoding_failed"
+            else:
+                reveal = alices[k].on_report(report)
+                if reveal is None:  # cannot happen: Bob reports "failed" when none are left
+                    status[k] = "decoding_failed"
+                    continue
+                send(k, reveal)
+                bobs[k].on_reveal(reveal)
+                still_active.append(k)
+        active = still_active
+    outcomes = []
+    for k, start in enumerate(starts):
+        final = status[k]
+        assert final is not None
+        outcomes.append(
+            (
+                FrameOutcome(
+                    frame=first_frame + k,
+                    code_name=code.name,
+                    start=start,
+                    payload_length=alices[k].payload.size,
+                    status=final,
+                    rounds=rounds[k],
+                    disclosed_bits=disclosed[k],
+                    errors=errors[k] if final == "verified" else 0,
+                ),
+                bobs[k],
+            )
+        )
+    return outcomes
+
