@@ -21,8 +21,13 @@ __all__ = [
     "DeviceError",
     "DistillationError",
     "InstrumentError",
+    "KeyConflict",
     "KeyManagerError",
+    "KeyNotFound",
+    "KeyPoolDepleted",
+    "KeyStoreFull",
     "LocalProtocolError",
+    "NotAuthorized",
     "ProtocolError",
     "ReconciliationFailed",
     "RemoteProtocolError",
@@ -46,7 +51,43 @@ class RemoteProtocolError(ProtocolError):
 
 
 class KeyManagerError(Exception):
-    """The key manager could not carry out a request."""
+    """The key manager could not carry out a request.
+
+    ``code`` names the kind of failure for callers that map it (the ETSI 014 server maps it onto
+    an HTTP status); the message says what happened in words and never holds key material.
+    """
+
+    code = "key_manager"
+
+
+class KeyNotFound(KeyManagerError):
+    """A key ID is unknown, already delivered to this caller, expired or destroyed."""
+
+    code = "key_not_found"
+
+
+class KeyPoolDepleted(KeyManagerError):
+    """Not enough available key in a pool for a request (a temporary condition)."""
+
+    code = "pool_depleted"
+
+
+class KeyStoreFull(KeyManagerError):
+    """Accepting keys would exceed the store's capacity; the producer keeps them and retries."""
+
+    code = "store_full"
+
+
+class KeyConflict(KeyManagerError):
+    """A key ID arrived again with different content or a different plan: refused, never merged."""
+
+    code = "key_conflict"
+
+
+class NotAuthorized(KeyManagerError):
+    """The caller is not one of the key's recipients."""
+
+    code = "not_authorized"
 
 
 class ConfigError(Exception):

@@ -1,0 +1,638 @@
+"""The key store (KMA): durable, exactly-once, and destroyed keys gone from the files.
+
+:class:`KeyStore` is the interface the key manager uses; :class:`SqliteKeyStore` implements it on
+an embedded SQLite file, configured so that
+
+* an acknowledged write survives a crash or power loss: WAL journal with ``synchronous=FULL``
+  (the commit is on disk when the call returns, so a Kq-1 acknowledgement sent after it is true);
+* every change is one transaction: a request either happens completely or not at all, so after a
+  ``kill -9`` no key is half-delivered, delivered twice, or reused;
+* destroyed key bytes cannot be read back from the database files: ``secure_delete=ON`` zeroes
+  deleted content in the main file, and after every transaction that destroyed key material the
+  WAL is checkpointed with ``TRUNCATE``, which empties the WAL file that still held the pages
+  written when the key arrived. Destroyed keys keep a tombstone (ID, pool, state, time: no
+  bytes), so an ID can never come back.
+
+Link keys are consumed by supply plans in byte ranges (see :mod:`.records`); consumed bytes are
+overwritten with zeros in the stored copy at once, and the link key is destroyed when its last
+byte is used. Times are passed in (UNIX seconds), never read inside.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+from ..errors import KeyConflict, KeyNotFound, KeyPoolDepleted, KeyStoreFull, NotAuthorized
+from .records import (
+    KeyState,
+    LinkKey,
+    PoolLevel,
+    SourceSlice,
+    SupplyKey,
+    SupplyPlan,
+    SupplyState,
+)
+
+__all__ = ["DEFAULT_RESERVATION_LIFETIME_S", "KeyStore", "SqliteKeyStore"]
+
+SCHEMA_VERSION = 1
+# A reserved supply key that no recipient collected within an hour is destroyed (never returned
+# to the pool: its peer may already hold it). ETSI 014 leaves the lifetime to the KME; an hour
+# covers a slave application that restarts before asking for its keys.
+DEFAULT_RESERVATION_LIFETIME_S = 3600.0
+# SQLite waits this long for a lock held by another connection before failing.
+BUSY_TIMEOUT_MS = 10_000
+
+_LIVE = (KeyState.PRE_ACTIVATION.value, KeyState.ACTIVE.value)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS link_keys (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    key_id TEXT NOT NULL UNIQUE,
+    pool TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    consumed TEXT NOT NULL DEFAULT '[]',
+    state TEXT NOT NULL,
+    link TEXT NOT NULL,
+    block INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    qber REAL,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    changed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS link_keys_pool_state ON link_keys (pool, state, seq);
+CREATE TABLE IF NOT EXISTS supply_keys (
+    key_id TEXT PRIMARY KEY,
+    pool TEXT NOT NULL,
+    master TEXT NOT NULL,
+    slaves TEXT NOT NULL,
+    plan TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    changed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS supply_keys_pool_state ON supply_keys (pool, state);
+CREATE TABLE IF NOT EXISTS recipients (
+    key_id TEXT NOT NULL,
+    sae TEXT NOT NULL,
+    delivered_at REAL,
+    PRIMARY KEY (key_id, sae)
+);
+CREATE TABLE IF NOT EXISTS material (
+    key_id TEXT PRIMARY KEY,
+    bytes BLOB NOT NULL
+);
+"""
+
+
+class KeyStore(Protocol):
+    """What the key manager needs from a key store (SQLite today, a server database later)."""
+
+    def add_link_keys(self, pool: str, keys: Sequence[LinkKey], now: float, *,
+                      active: bool = False) -> int: ...
+
+    def activate(self, pool: str, key_ids: Iterable[uuid.UUID], now: float) -> int: ...
+
+    def make_supply(self, pool: str, master: str, slaves: Sequence[str], count: int,
+                    size_bytes: int, local_recipients: Iterable[str], now: float
+                    ) -> list[SupplyPlan]: ...
+
+    def reserve(self, pool: str, plans: Sequence[SupplyPlan], local_recipients: Iterable[str],
+                now: float) -> None: ...
+
+    def deliver(self, key_ids: Sequence[uuid.UUID], sae: str, now: float) -> list[SupplyKey]: ...
+
+    def destroy(self, key_ids: Iterable[uuid.UUID], now: float, *,
+                compromised: bool = False) -> int: ...
+
+    def expire(self, now: float) -> int: ...
+
+    def levels(self) -> dict[str, PoolLevel]: ...
+
+    def link_key_ids(self, pool: str, state: KeyState) -> list[uuid.UUID]: ...
+
+    def close(self) -> None: ...
+
+
+def _ranges_add(ranges: list[list[int]], start: int, end: int) -> list[list[int]] | None:
+    """Adds [start, end) to sorted disjoint ``ranges``; None if it overlaps one of them."""
+    for a, b in ranges:
+        if start < b and a < end:
+            return None
+    merged: list[list[int]] = []
+    for a, b in sorted([*ranges, [start, end]]):
+        if merged and merged[-1][1] == a:
+            merged[-1][1] = b
+        else:
+            merged.append([a, b])
+    return merged
+
+
+def _free_runs(size: int, ranges: list[list[int]]) -> Iterator[tuple[int, int]]:
+    """The unconsumed [start, end) runs of a key of ``size`` bytes, in order."""
+    pos = 0
+    for a, b in ranges:
+        if a > pos:
+            yield pos, a
+        pos = max(pos, b)
+    if pos < size:
+        yield pos, size
+
+
+def _plan_json(plan: SupplyPlan) -> str:
+    return json.dumps([[str(s.key_id), s.offset, s.length] for s in plan.sources])
+
+
+class SqliteKeyStore:
+    """The key store on one SQLite file (see the module docstring for the guarantees).
+
+    Args:
+        path: the database file (created with its tables if missing).
+        max_key_count: capacity per pool: live link keys (pre-activation or active) it may hold;
+            a push beyond it is refused whole with :class:`KeyStoreFull`.
+        key_lifetime_s: link keys older than this are destroyed by :meth:`expire` (None: never).
+        reservation_lifetime_s: supply keys not collected by every recipient within this time
+            are destroyed by :meth:`expire`.
+
+    Safe to share between threads (one connection behind a lock).
+    """
+
+    def __init__(self, path: str | Path, *, max_key_count: int = 100_000,
+                 key_lifetime_s: float | None = None,
+                 reservation_lifetime_s: float = DEFAULT_RESERVATION_LIFETIME_S) -> None:
+        if isinstance(max_key_count, bool) or not isinstance(max_key_count, int) \
+                or max_key_count < 1:
+            raise ValueError(f"max_key_count must be a positive integer, got {max_key_count!r}")
+        if key_lifetime_s is not None and not key_lifetime_s > 0:
+            raise ValueError(f"key_lifetime_s must be > 0 or None, got {key_lifetime_s!r}")
+        if not reservation_lifetime_s > 0:
+            raise ValueError(
+                f"reservation_lifetime_s must be > 0, got {reservation_lifetime_s!r}")
+        self.path = Path(path)
+        self.max_key_count = max_key_count
+        self.key_lifetime_s = key_lifetime_s
+        self.reservation_lifetime_s = float(reservation_lifetime_s)
+        self._lock = threading.RLock()
+        self._destroyed_in_tx = False
+        self._conn: sqlite3.Connection | None = sqlite3.connect(
+            str(self.path), isolation_level=None, check_same_thread=False,
+            timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError(f"key store {self.path} is closed")
+        return self._conn
+
+    def _setup(self) -> None:
+        db = self._db
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise OSError(f"key store {self.path}: SQLite refused WAL mode (got {mode!r})")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA secure_delete=ON")
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        db.executescript(_SCHEMA)
+        row = db.execute("SELECT version FROM schema_info").fetchone()
+        if row is None:
+            db.execute("INSERT INTO schema_info (version) VALUES (?)", (SCHEMA_VERSION,))
+        elif row[0] != SCHEMA_VERSION:
+            raise OSError(f"key store {self.path}: schema version {row[0]}, this qkdnode "
+                          f"reads version {SCHEMA_VERSION}")
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; the WAL is truncated after it if it destroyed key bytes."""
+        with self._lock:
+            self._destroyed_in_tx = False
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            if self._destroyed_in_tx:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _forget_material(self, db: sqlite3.Connection, key_id: str) -> None:
+        db.execute("DELETE FROM material WHERE key_id = ?", (key_id,))
+        self._destroyed_in_tx = True
+
+    def close(self) -> None:
+        """Checkpoints the WAL and closes the file."""
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                finally:
+                    self._conn.close()
+                    self._conn = None
+
+    def __enter__(self) -> SqliteKeyStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- intake -----------------------------------------------------------------------------
+
+    def add_link_keys(self, pool: str, keys: Sequence[LinkKey], now: float, *,
+                      active: bool = False) -> int:
+        """Stores link keys shared with ``pool``, all or none; durable when this returns.
+
+        A key whose ID the store already knows (in any state, destroyed included) is a
+        retransmission and is not stored again; if it is live and its bytes differ, the whole
+        push is refused with :class:`KeyConflict`.
+
+        Args:
+            pool: the peer node the keys are shared with.
+            keys: the keys.
+            now: UNIX seconds.
+            active: store them active at once (keys a relay established end to end, which both
+                ends already hold); otherwise pre-activation until :meth:`activate`.
+
+        Returns:
+            How many keys were new.
+
+        Raises:
+            KeyStoreFull: the pool would hold more than ``max_key_count`` live keys.
+            KeyConflict: a known ID came with other bytes, or an ID repeats within ``keys``.
+        """
+        ids = [str(k.key_id) for k in keys]
+        if len(set(ids)) != len(ids):
+            raise KeyConflict(f"pool {pool!r}: a key ID appears twice in one push")
+        state = (KeyState.ACTIVE if active else KeyState.PRE_ACTIVATION).value
+        expires = None if self.key_lifetime_s is None else now + self.key_lifetime_s
+        with self._tx() as db:
+            new: list[LinkKey] = []
+            for key in keys:
+                row = db.execute(
+                    "SELECT l.pool, l.size_bytes, l.consumed, m.bytes FROM link_keys l "
+                    "LEFT JOIN material m ON m.key_id = l.key_id WHERE l.key_id = ?",
+                    (str(key.key_id),)).fetchone()
+                if row is None:
+                    new.append(key)
+                    continue
+                known_pool, size, consumed, stored = row
+                same = known_pool == pool and size == len(key.material)
+                if same and stored is not None and consumed == "[]":
+                    same = hmac.compare_digest(bytes(stored), bytes(key.material))
+                if not same:
+                    raise KeyConflict(f"pool {pool!r}: key {key.key_id} is already stored with "
+                                      "different content; push refused")
+            live = db.execute("SELECT COUNT(*) FROM link_keys WHERE pool = ? AND state IN (?, ?)",
+                              (pool, *_LIVE)).fetchone()[0]
+            if live + len(new) > self.max_key_count:
+                raise KeyStoreFull(f"pool {pool!r} holds {live} keys; {len(new)} more would "
+                                   f"exceed max_key_count = {self.max_key_count}")
+            for key in new:
+                db.execute(
+                    "INSERT INTO link_keys (key_id, pool, size_bytes, state, link, block, idx, "
+                    "qber, created_at, expires_at, changed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (str(key.key_id), pool, len(key.material), state, key.link, key.block,
+                     key.index, key.qber, key.created_at or now, expires, now))
+                db.execute("INSERT INTO material (key_id, bytes) VALUES (?, ?)",
+                           (str(key.key_id), bytes(key.material)))
+            return len(new)
+
+    def activate(self, pool: str, key_ids: Iterable[uuid.UUID], now: float) -> int:
+        """Makes pre-activation link keys of ``pool`` active (the peer confirmed it holds them).
+
+        Keys already active are left alone (activation is idempotent).
+
+        Returns:
+            How many keys changed state.
+
+        Raises:
+            KeyNotFound: an ID is not a live link key of ``pool``; nothing changes.
+        """
+        ids = [str(k) for k in key_ids]
+        with self._tx() as db:
+            changed = 0
+            for key_id in ids:
+                row = db.execute("SELECT state FROM link_keys WHERE key_id = ? AND pool = ?",
+                                 (key_id, pool)).fetchone()
+                if row is None or row[0] not in _LIVE:
+                    raise KeyNotFound(f"pool {pool!r}: no live link key {key_id}")
+                if row[0] == KeyState.PRE_ACTIVATION.value:
+                    db.execute("UPDATE link_keys SET state = ?, changed_at = ? WHERE key_id = ?",
+                               (KeyState.ACTIVE.value, now, key_id))
+                    changed += 1
+            return changed
+
+    # --- supply -----------------------------------------------------------------------------
+
+    def make_supply(self, pool: str, master: str, slaves: Sequence[str], count: int,
+                    size_bytes: int, local_recipients: Iterable[str], now: float
+                    ) -> list[SupplyPlan]:
+        """Cuts ``count`` supply keys of ``size_bytes`` from ``pool``'s active keys and reserves
+        them (the master's side of a request); oldest link keys first.
+
+        Returns:
+            The plans, to be sent to the peer so that it reserves the same keys
+            (:meth:`reserve`).
+
+        Raises:
+            KeyPoolDepleted: the pool has fewer available bytes than asked; nothing changes.
+        """
+        if count < 1 or size_bytes < 1:
+            raise ValueError(f"count and size_bytes must be >= 1, got {count}, {size_bytes}")
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT key_id, size_bytes, consumed FROM link_keys WHERE pool = ? AND state = ? "
+                "ORDER BY seq", (pool, KeyState.ACTIVE.value)).fetchall()
+            runs = [(uuid.UUID(k), a, b) for k, size, consumed in rows
+                    for a, b in _free_runs(size, json.loads(consumed))]
+            have = sum(b - a for _, a, b in runs)
+            need = count * size_bytes
+            if have < need:
+                raise KeyPoolDepleted(f"pool {pool!r} has {have * 8} bits of available key; "
+                                      f"the request needs {need * 8}")
+            plans = []
+            it = iter(runs)
+            cur: tuple[uuid.UUID, int, int] | None = None
+            for _ in range(count):
+                sources: list[SourceSlice] = []
+                left = size_bytes
+                while left:
+                    if cur is None or cur[1] == cur[2]:
+                        cur = next(it)
+                    take = min(left, cur[2] - cur[1])
+                    sources.append(SourceSlice(cur[0], cur[1], take))
+                    cur = (cur[0], cur[1] + take, cur[2])
+                    left -= take
+                plans.append(SupplyPlan(uuid.uuid4(), master, tuple(slaves), tuple(sources)))
+            for plan in plans:
+                self._apply_plan(db, pool, plan, local_recipients, now)
+            return plans
+
+    def reserve(self, pool: str, plans: Sequence[SupplyPlan], local_recipients: Iterable[str],
+                now: float) -> None:
+        """Applies supply plans made by the peer (the slave's side), all or none.
+
+        A plan already applied (same ID, same SAEs, same sources) is a retransmission and
+        changes nothing.
+
+        Raises:
+            KeyConflict: a plan reuses link-key bytes already used, or an ID is known with a
+                different plan.
+            KeyNotFound: a source link key is not an active key of ``pool`` here.
+        """
+        recipients = tuple(local_recipients)
+        with self._tx() as db:
+            for plan in plans:
+                row = db.execute("SELECT pool, master, slaves, plan FROM supply_keys "
+                                 "WHERE key_id = ?", (str(plan.key_id),)).fetchone()
+                if row is not None:
+                    if row != (pool, plan.master, json.dumps(list(plan.slaves)),
+                               _plan_json(plan)):
+                        raise KeyConflict(f"supply key {plan.key_id} is known with a different "
+                                          "plan")
+                    continue
+                self._apply_plan(db, pool, plan, recipients, now)
+
+    def _apply_plan(self, db: sqlite3.Connection, pool: str, plan: SupplyPlan,
+                    local_recipients: Iterable[str], now: float) -> None:
+        pieces: list[bytes] = []
+        for src in plan.sources:
+            key_id = str(src.key_id)
+            row = db.execute(
+                "SELECT l.size_bytes, l.consumed, m.bytes FROM link_keys l JOIN material m "
+                "ON m.key_id = l.key_id WHERE l.key_id = ? AND l.pool = ? AND l.state = ?",
+                (key_id, pool, KeyState.ACTIVE.value)).fetchone()
+            if row is None:
+                known = db.execute("SELECT state FROM link_keys WHERE key_id = ? AND pool = ?",
+                                   (key_id, pool)).fetchone()
+                if known is not None and known[0] != KeyState.PRE_ACTIVATION.value:
+                    raise KeyConflict(f"supply key {plan.key_id}: link key {key_id} is "
+                                      f"{known[0]}; its bytes were already used or withdrawn")
+                raise KeyNotFound(f"supply key {plan.key_id}: link key {key_id} is not an "
+                                  f"active key of pool {pool!r}")
+            size, consumed, stored = row
+            end = src.offset + src.length
+            if src.offset < 0 or src.length < 1 or end > size:
+                raise KeyConflict(f"supply key {plan.key_id}: bytes {src.offset}..{end} are "
+                                  f"outside link key {key_id} ({size} bytes)")
+            ranges = _ranges_add(json.loads(consumed), src.offset, end)
+            if ranges is None:
+                raise KeyConflict(f"supply key {plan.key_id}: bytes {src.offset}..{end} of "
+                                  f"link key {key_id} were already used")
+            stored = bytearray(stored)
+            pieces.append(bytes(stored[src.offset:end]))
+            if ranges == [[0, size]]:
+                self._forget_material(db, key_id)
+                db.execute("UPDATE link_keys SET consumed = ?, state = ?, changed_at = ? "
+                           "WHERE key_id = ?",
+                           (json.dumps(ranges), KeyState.DESTROYED.value, now, key_id))
+            else:
+                stored[src.offset:end] = bytes(src.length)  # used bytes are zeroed at once
+                db.execute("UPDATE material SET bytes = ? WHERE key_id = ?",
+                           (bytes(stored), key_id))
+                db.execute("UPDATE link_keys SET consumed = ?, changed_at = ? WHERE key_id = ?",
+                           (json.dumps(ranges), now, key_id))
+                self._destroyed_in_tx = True
+        recipients = sorted(set(local_recipients))
+        if not recipients:
+            raise ValueError(f"supply key {plan.key_id}: no local recipient")
+        db.execute(
+            "INSERT INTO supply_keys (key_id, pool, master, slaves, plan, size_bytes, state, "
+            "created_at, expires_at, changed_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (str(plan.key_id), pool, plan.master, json.dumps(list(plan.slaves)),
+             _plan_json(plan), plan.size_bytes, KeyState.ACTIVE.value, now,
+             now + self.reservation_lifetime_s, now))
+        db.execute("INSERT INTO material (key_id, bytes) VALUES (?, ?)",
+                   (str(plan.key_id), b"".join(pieces)))
+        db.executemany("INSERT INTO recipients (key_id, sae) VALUES (?, ?)",
+                       [(str(plan.key_id), sae) for sae in recipients])
+
+    def deliver(self, key_ids: Sequence[uuid.UUID], sae: str, now: float) -> list[SupplyKey]:
+        """Hands supply keys to one of their recipients, once; all or none.
+
+        A key is destroyed as soon as its last local recipient has it.
+
+        Raises:
+            KeyNotFound: an ID is unknown, destroyed, expired, or already delivered to ``sae``.
+            NotAuthorized: ``sae`` is not a recipient of a key (checked before anything else).
+        """
+        ids = [str(k) for k in key_ids]
+        if len(set(ids)) != len(ids):
+            raise KeyNotFound("a key ID is asked for twice in one request")
+        with self._tx() as db:
+            out = []
+            for key_id in ids:
+                row = db.execute("SELECT state, expires_at FROM supply_keys WHERE key_id = ?",
+                                 (key_id,)).fetchone()
+                if row is None:
+                    raise KeyNotFound(f"key {key_id} is not known here")
+                recipient = db.execute(
+                    "SELECT delivered_at FROM recipients WHERE key_id = ? AND sae = ?",
+                    (key_id, sae)).fetchone()
+                if recipient is None:
+                    raise NotAuthorized(f"{sae!r} is not a recipient of key {key_id}")
+                state, expires_at = row
+                if recipient[0] is not None:
+                    raise KeyNotFound(f"key {key_id} was already delivered to {sae!r}")
+                if state != KeyState.ACTIVE.value:
+                    raise KeyNotFound(f"key {key_id} is {state}")
+                if expires_at is not None and expires_at <= now:
+                    raise KeyNotFound(f"key {key_id} expired")
+                material = db.execute("SELECT bytes FROM material WHERE key_id = ?",
+                                      (key_id,)).fetchone()[0]
+                out.append(SupplyKey(uuid.UUID(key_id), bytes(material)))
+                db.execute("UPDATE recipients SET delivered_at = ? WHERE key_id = ? AND sae = ?",
+                           (now, key_id, sae))
+                waiting = db.execute("SELECT COUNT(*) FROM recipients WHERE key_id = ? AND "
+                                     "delivered_at IS NULL", (key_id,)).fetchone()[0]
+                if waiting == 0:
+                    self._forget_material(db, key_id)
+                    db.execute("UPDATE supply_keys SET state = ?, changed_at = ? "
+                               "WHERE key_id = ?", (KeyState.DESTROYED.value, now, key_id))
+            return out
+
+    def supply_state(self, key_id: uuid.UUID) -> tuple[KeyState, SupplyState | None]:
+        """The state of a supply key and, while active, its supply sub-state.
+
+        Raises:
+            KeyNotFound: the ID is not a supply key of this store.
+        """
+        with self._lock:
+            row = self._db.execute("SELECT state FROM supply_keys WHERE key_id = ?",
+                                   (str(key_id),)).fetchone()
+            if row is None:
+                raise KeyNotFound(f"key {key_id} is not known here")
+            state = KeyState(row[0])
+            total, done = self._db.execute(
+                "SELECT COUNT(*), COUNT(delivered_at) FROM recipients WHERE key_id = ?",
+                (str(key_id),)).fetchone()
+        if state is KeyState.DESTROYED and total and done == total:
+            return state, SupplyState.DELIVERED
+        if state is not KeyState.ACTIVE:
+            return state, None
+        return state, SupplyState.RESERVED if done == 0 else SupplyState.DELIVERING
+
+    def supply_recipients(self, key_id: uuid.UUID) -> tuple[str, tuple[str, ...]]:
+        """The master and slave SAE IDs a supply key was made for.
+
+        Raises:
+            KeyNotFound: the ID is not a supply key of this store.
+        """
+        with self._lock:
+            row = self._db.execute("SELECT master, slaves FROM supply_keys WHERE key_id = ?",
+                                   (str(key_id),)).fetchone()
+        if row is None:
+            raise KeyNotFound(f"key {key_id} is not known here")
+        return row[0], tuple(json.loads(row[1]))
+
+    # --- end of life ------------------------------------------------------------------------
+
+    def destroy(self, key_ids: Iterable[uuid.UUID], now: float, *,
+                compromised: bool = False) -> int:
+        """Destroys link or supply keys (their bytes are gone when this returns).
+
+        Args:
+            key_ids: the keys; unknown or already destroyed IDs are skipped.
+            now: UNIX seconds.
+            compromised: record them as compromised instead of destroyed (the bytes are
+                destroyed either way).
+
+        Returns:
+            How many keys were destroyed by this call.
+        """
+        state = (KeyState.COMPROMISED if compromised else KeyState.DESTROYED).value
+        done = 0
+        with self._tx() as db:
+            for key_id in map(str, key_ids):
+                for table in ("link_keys", "supply_keys"):
+                    cur = db.execute(
+                        f"UPDATE {table} SET state = ?, changed_at = ? WHERE key_id = ? "
+                        "AND state NOT IN (?, ?)",
+                        (state, now, key_id, KeyState.DESTROYED.value,
+                         KeyState.COMPROMISED.value))
+                    if cur.rowcount:
+                        self._forget_material(db, key_id)
+                        done += 1
+        return done
+
+    def expire(self, now: float) -> int:
+        """Destroys link keys past their lifetime and supply keys past their reservation.
+
+        Returns:
+            How many keys were destroyed.
+        """
+        with self._tx() as db:
+            expired = [r[0] for r in db.execute(
+                "SELECT key_id FROM link_keys WHERE state IN (?, ?) AND expires_at IS NOT NULL "
+                "AND expires_at <= ?", (*_LIVE, now))]
+            expired += [r[0] for r in db.execute(
+                "SELECT key_id FROM supply_keys WHERE state = ? AND expires_at <= ?",
+                (KeyState.ACTIVE.value, now))]
+            for key_id in expired:
+                for table in ("link_keys", "supply_keys"):
+                    db.execute(f"UPDATE {table} SET state = ?, changed_at = ? "
+                               "WHERE key_id = ?", (KeyState.DESTROYED.value, now, key_id))
+                self._forget_material(db, key_id)
+            return len(expired)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def levels(self) -> dict[str, PoolLevel]:
+        """The key levels of every pool the store has seen."""
+        with self._lock:
+            db = self._db
+            pools = {r[0] for r in db.execute("SELECT DISTINCT pool FROM link_keys")}
+            pools |= {r[0] for r in db.execute("SELECT DISTINCT pool FROM supply_keys")}
+            out = {}
+            for pool in sorted(pools):
+                pre = db.execute("SELECT COUNT(*) FROM link_keys WHERE pool = ? AND state = ?",
+                                 (pool, KeyState.PRE_ACTIVATION.value)).fetchone()[0]
+                active = db.execute(
+                    "SELECT size_bytes, consumed FROM link_keys WHERE pool = ? AND state = ?",
+                    (pool, KeyState.ACTIVE.value)).fetchall()
+                avail = sum(sum(b - a for a, b in _free_runs(size, json.loads(c)))
+                            for size, c in active)
+                reserved = db.execute(
+                    "SELECT COUNT(*) FROM supply_keys WHERE pool = ? AND state = ?",
+                    (pool, KeyState.ACTIVE.value)).fetchone()[0]
+                out[pool] = PoolLevel(pool, pre, len(active), avail, reserved)
+            return out
+
+    def link_key_ids(self, pool: str, state: KeyState) -> list[uuid.UUID]:
+        """The IDs of ``pool``'s link keys in ``state``, oldest first (for pool synchronisation)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key_id FROM link_keys WHERE pool = ? AND state = ? ORDER BY seq",
+                (pool, state.value)).fetchall()
+        return [uuid.UUID(r[0]) for r in rows]
+
+    def link_key_state(self, key_id: uuid.UUID) -> KeyState:
+        """The state of one link key.
+
+        Raises:
+            KeyNotFound: the store never had it.
+        """
+        with self._lock:
+            row = self._db.execute("SELECT state FROM link_keys WHERE key_id = ?",
+                                   (str(key_id),)).fetchone()
+        if row is None:
+            raise KeyNotFound(f"link key {key_id} is not known here")
+        return KeyState(row[0])
