@@ -28,11 +28,13 @@ __all__ = [
     "KeyStoreFull",
     "LocalProtocolError",
     "NotAuthorized",
+    "PeerUnavailable",
     "ProtocolError",
     "ReconciliationFailed",
     "RemoteProtocolError",
     "TransportError",
     "TransportTimeout",
+    "UnknownSae",
     "VendorLibraryError",
     "VerificationFailed",
 ]
@@ -82,6 +84,18 @@ class KeyConflict(KeyManagerError):
     """A key ID arrived again with different content or a different plan: refused, never merged."""
 
     code = "key_conflict"
+
+
+class UnknownSae(KeyManagerError):
+    """An SAE ID that no configured node serves."""
+
+    code = "unknown_sae"
+
+
+class PeerUnavailable(KeyManagerError):
+    """A peer key manager did not confirm an exchange in time (a temporary fault)."""
+
+    code = "peer_unavailable"
 
 
 class NotAuthorized(KeyManagerError):

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from .manager import KeyManager, PeerLink, SupplyLimits, SupplyStatus
 from .records import KeyState, LinkKey, PoolLevel, SourceSlice, SupplyKey, SupplyPlan, SupplyState
 from .store import KeyStore, SqliteKeyStore
 
 __all__ = [
+    "KeyManager",
     "KeyState",
     "KeyStore",
     "LinkKey",
+    "PeerLink",
     "PoolLevel",
     "SourceSlice",
     "SqliteKeyStore",
     "SupplyKey",
+    "SupplyLimits",
     "SupplyPlan",
     "SupplyState",
+    "SupplyStatus",
 ]
