@@ -7,7 +7,7 @@ PC's environment gains one importable name, never a generic ``dsp`` or ``node``.
 
 from __future__ import annotations
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 # Code folder in the repository -> sub-package of ``qkdnode``.
 CODE_FOLDERS = ("drivers", "dsp", "node", "bindings")
@@ -25,9 +25,20 @@ def _packages() -> tuple[list[str], dict[str, str]]:
 
 PACKAGES, PACKAGE_DIR = _packages()
 
+# The C mock libraries of the vendor libraries the bindings load (bindings/mocks/*.c): plain C
+# shared libraries with the vendor's ABI, built as "extension modules" only so that setuptools
+# compiles them into the package; cffi dlopens them, nothing imports them.
+MOCK_HEADERS = ["bindings/mocks/qkdmock_common.h", "bindings/mocks/qkdmock_t2.h"]
+MOCK_LIBRARIES = [
+    Extension(f"qkdnode.bindings.mocks._mock_{name}", [f"bindings/mocks/mock_{name}.c"],
+              depends=MOCK_HEADERS)
+    for name in ("tdcbase", "hhlib", "mhlib")
+]
+
 setup(
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
+    ext_modules=MOCK_LIBRARIES,
     package_data={
         "qkdnode": ["py.typed"],
         "qkdnode.dsp.codes": ["*.npz", "*.json"],
