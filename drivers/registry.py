@@ -238,5 +238,6 @@ def open_instrument(
         timeout_s=timeout_s,
         write_termination=info.write_termination,
         read_termination=info.read_termination,
+        driver=driver,
     )
     return build_instrument(info.cls, transport, table)

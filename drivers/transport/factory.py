@@ -36,6 +36,8 @@ class TransportOptions:
         write_termination: appended to every text command.
         read_termination: ends every text reply.
         encoding: of commands and replies.
+        driver: the driver name (``"thorlabs.mbx"``), when known: the simulated bench picks
+            the instrument it emulates, and its transport, by it.
     """
 
     resource: str
@@ -44,6 +46,7 @@ class TransportOptions:
     write_termination: str = "\n"
     read_termination: str = "\n"
     encoding: str = "ascii"
+    driver: str | None = None
 
 
 TransportFactory = Callable[[ResourceUrl, TransportOptions], Transport]
@@ -155,6 +158,7 @@ def open_transport(
     read_termination: str = "\n",
     encoding: str = "ascii",
     reconnect: ReconnectPolicy | None = None,
+    driver: str | None = None,
 ) -> Transport:
     """Opens the transport a resource URL names.
 
@@ -172,6 +176,7 @@ def open_transport(
         encoding: of commands and replies.
         reconnect: if given, the transport reconnects with back-off under this policy (see
             :class:`~qkdnode.drivers.transport.reconnect.ReconnectingTransport`).
+        driver: the driver name, for schemes that need it (``sim://``).
 
     Returns:
         An open transport.
@@ -188,6 +193,7 @@ def open_transport(
         write_termination=write_termination,
         read_termination=read_termination,
         encoding=encoding,
+        driver=driver,
     )
     if parsed.scheme in _BINDING_SCHEMES:
         raise ValueError(

@@ -117,7 +117,7 @@ def test_open_instrument_opens_with_the_driver_terminations_and_applies_settings
     assert isinstance(mbx, MBX)
     assert opener.calls == [{
         "url": url, "instrument": "bias controller 'mbx'", "timeout_s": 1.5,
-        "write_termination": "\r", "read_termination": "\n",
+        "write_termination": "\r", "read_termination": "\n", "driver": "thorlabs.mbx",
     }]
     assert opener.transport is not None
     opener.transport.assert_done()
