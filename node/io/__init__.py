@@ -1,0 +1,1 @@
+"""asyncio glue: moves the bytes of the sans-IO protocols over sockets."""

@@ -1,0 +1,128 @@
+"""Kq-1 over a real Unix socket: durable acknowledgement, reconnects, refusals, Kq-2 control."""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+import uuid
+
+import pytest
+
+from qkdnode.node.io.kq1 import Kq1Client, Kq1Refused, Kq1Server
+from qkdnode.node.km import KeyManager, KeyState, LinkKey, SqliteKeyStore
+from qkdnode.node.protocol.kq1 import StartRequested, StopRequested
+
+
+def make_keys(n, start=0):
+    return [LinkKey(uuid.uuid4(), bytes([i % 256]) * 32, link="A-B", block=1, index=start + i)
+            for i in range(n)]
+
+
+@pytest.fixture
+def km(tmp_path):
+    store = SqliteKeyStore(tmp_path / "keys.sqlite", max_key_count=50)
+    yield KeyManager(store, "A", "kme-a", {}), tmp_path / "kq1.sock"
+    store.close()
+
+
+def test_pushed_keys_are_stored_before_the_ack_and_survive_a_km_restart(km):
+    manager, path = km
+
+    async def run():
+        server = Kq1Server(manager, path)
+        await server.start()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        client = Kq1Client(path, "mod-1", "A-B", "B")
+        first = make_keys(10)
+        assert await client.push(first) == 10
+        # stored durably before the acknowledgement came back
+        assert set(manager.store.link_key_ids("B", KeyState.PRE_ACTIVATION)) >= \
+            {k.key_id for k in first}
+        await server.stop()
+        second = make_keys(5, 10)
+        push = asyncio.create_task(client.push(second, timeout_s=10))
+        await asyncio.sleep(0.3)           # the key manager is down for a while
+        assert not push.done()
+        server = Kq1Server(manager, path)
+        await server.start()
+        assert await push == 5
+        assert await client.push(first) == 0   # a re-push is recognised, not stored twice
+        await client.close()
+        await server.stop()
+
+    asyncio.run(run())
+    assert len(manager.store.link_key_ids("B", KeyState.PRE_ACTIVATION)) == 15
+
+
+def test_a_full_store_refuses_the_push_and_the_module_keeps_its_keys(km):
+    manager, path = km
+
+    async def run():
+        server = Kq1Server(manager, path)
+        await server.start()
+        client = Kq1Client(path, "mod-1", "A-B", "B")
+        await client.push(make_keys(45))
+        with pytest.raises(Kq1Refused, match="store_full") as info:
+            await client.push(make_keys(10, 45))
+        assert info.value.code == "store_full"
+        await client.close()
+        await server.stop()
+
+    asyncio.run(run())
+    assert len(manager.store.link_key_ids("B", KeyState.PRE_ACTIVATION)) == 45
+
+
+def test_kq2_start_stop_and_status(km):
+    manager, path = km
+    seen = []
+
+    async def control(event):
+        seen.append(type(event))
+
+    async def run():
+        server = Kq1Server(manager, path)
+        await server.start()
+        client = Kq1Client(path, "mod-1", "A-B", "B", on_control=control,
+                           status=lambda: {"sync": "locked", "qber": 0.02})
+        await client.connect()
+        for _ in range(50):
+            if "mod-1" in server.sessions:
+                break
+            await asyncio.sleep(0.01)
+        await server.start_module("mod-1")
+        assert await server.module_status("mod-1") == {"sync": "locked", "qber": 0.02}
+        await server.stop_module("mod-1")
+        await asyncio.sleep(0.05)
+        assert server.last_status["mod-1"]["sync"] == "locked"
+        await client.close()
+        await server.stop()
+
+    asyncio.run(run())
+    assert seen == [StartRequested, StopRequested]
+
+
+def test_a_module_that_breaks_the_protocol_is_dropped_and_others_go_on(km):
+    manager, path = km
+
+    async def run():
+        server = Kq1Server(manager, path)
+        await server.start()
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        writer.write(b"GET / HTTP/1.1\r\n\r\n")
+        await writer.drain()
+        assert await reader.read() == b""     # disconnected
+        client = Kq1Client(path, "mod-2", "A-B", "B")
+        assert await client.push(make_keys(2)) == 2
+        await client.close()
+        await server.stop()
+
+    asyncio.run(run())
+
+
+def test_no_key_manager_gives_a_clear_error(tmp_path):
+    async def run():
+        client = Kq1Client(tmp_path / "none.sock", "mod", "A-B", "B")
+        with pytest.raises(ConnectionError, match="cannot reach the key manager"):
+            await client.connect(timeout_s=0.3)
+
+    asyncio.run(run())
