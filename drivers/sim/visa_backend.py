@@ -127,16 +127,16 @@ class BenchVisaLibrary(highlevel.VisaLibraryBase):
         try:
             parsed = rname.parse_resource_name(resource_name)
         except rname.InvalidResourceName:
-            return 0, constants.StatusCode.error_invalid_resource_name
+            raise errors.VisaIOError(constants.StatusCode.error_invalid_resource_name) from None
         host = getattr(parsed, "host_address", None)
         device_name = getattr(parsed, "lan_device_name", None)
         if parsed.interface_type_const != constants.InterfaceType.tcpip or not host or (
                 not device_name):
-            return 0, constants.StatusCode.error_resource_not_found
+            raise errors.VisaIOError(constants.StatusCode.error_resource_not_found)
         try:
             device = get_bench(host).device(device_name)
         except (ValueError, OSError):
-            return 0, constants.StatusCode.error_resource_not_found
+            raise errors.VisaIOError(constants.StatusCode.error_resource_not_found) from None
         return self._register(_Session(resource_name, parsed, device)), (
             constants.StatusCode.success)
 
