@@ -126,7 +126,7 @@ class PicoQuantLibrary(ClosesOnExit):
         """``GetLibraryVersion`` (e.g. ``"3.0"``)."""
         buf = self.ffi.new("char[]", TEXT_BYTES)
         self._call("GetLibraryVersion", buf)
-        return self.ffi.string(buf).decode("ascii", "replace")
+        return str(self.ffi.string(buf).decode("ascii", "replace"))
 
     def num_input_channels(self) -> int:
         """``GetNumOfInputChannels``."""
@@ -180,6 +180,10 @@ class PicoQuantLibrary(ClosesOnExit):
     def fifo_full(self) -> bool:
         """Whether the FIFO overran (events were lost)."""
         return bool(self.flags() & FLAG_FIFOFULL)
+
+    def record_type(self) -> int:
+        """The PicoQuant T2 record type the library writes."""
+        raise NotImplementedError
 
     def read_fifo(self) -> NDArray[np.uint32]:
         """``ReadFiFo``: the next T2 records (a copy)."""

@@ -1,0 +1,1 @@
+"""qutools instruments: the quTAG time tagger (through its C library)."""
