@@ -126,6 +126,8 @@ class KeyManager:
         self.limits = limits or SupplyLimits()
         self.clock = clock
         self.peer_timeout_s = peer_timeout_s
+        # Reaches a node that is not in ``peers`` (set by the Kx agent: routed over Kx).
+        self.peer_resolver: Callable[[str], PeerLink] | None = None
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -206,6 +208,8 @@ class KeyManager:
         self._check_size(size_bits)
         pool = self._pool_of(slave_saes)
         peer = self.peers.get(pool)
+        if peer is None and self.peer_resolver is not None:
+            peer = self.peer_resolver(pool)
         if peer is None:
             raise KeyPoolDepleted(f"no Kx link to node {pool!r}: no key can be shared with it")
         now = self.clock()

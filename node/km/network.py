@@ -1,0 +1,303 @@
+"""What the key manager does over Kx: pool synchronisation, routed supply notifications, and
+end-to-end key relay by hop-by-hop one-time pad.
+
+:class:`KxNetwork` is the one thing needed from the I/O layer: send a request to an adjacent
+node and wait for its answer. :class:`KxAgent` holds the logic and is what the I/O layer calls
+with the requests it receives.
+
+Relay of an ``n``-byte key from ``O`` to ``D`` on the route ``O, N1, ..., D``:
+
+1. ``O`` draws the key ``K`` from the operating system's CSPRNG and stores it durably as a
+   pre-activation key of pool ``D`` (so a crash cannot make it reappear as another key);
+2. each hop ``X -> Y`` consumes ``n`` fresh bytes ``L`` of the link key ``X`` shares with ``Y``
+   (a plan, exactly like a supply key, so ``Y`` cuts the same bytes) and sends ``K xor L``;
+   the link-key bytes are destroyed at both ends when used, so none is ever used twice;
+3. an intermediate node recovers ``K`` in memory only, re-encrypts it for the next hop and
+   forgets it (nothing of ``K`` is written to its store);
+4. ``D`` stores ``K`` as an active key of pool ``O`` with the relay's ID and answers; the
+   answers travel back hop by hop (the relay completion), and ``O`` activates ``K``.
+
+A hop that fails (no answer, no key) makes ``O`` destroy ``K`` and try the next best route
+without that hop, up to :data:`MAX_ROUTE_ATTEMPTS` routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Protocol
+
+from ..errors import KeyManagerError, PeerUnavailable
+from ..protocol.kx import (
+    Answered,
+    LinkStateAdvertised,
+    PoolAnswered,
+    PoolOffered,
+    RelayForwarded,
+    SupplyNotified,
+)
+from .manager import KeyManager
+from .records import KeyState, LinkKey, SupplyPlan
+from .routing import LinkStateDb, NoRoute
+
+__all__ = ["RELAY_SAE", "KxAgent", "KxNetwork", "RoutedPeer"]
+
+log = logging.getLogger(__name__)
+
+# The pseudo-SAE that consumes link-key bytes for relay hops (never a real application: SAE IDs
+# from certificates cannot start with '@').
+RELAY_SAE = "@relay"
+MAX_ROUTE_ATTEMPTS = 3
+
+
+class KxNetwork(Protocol):
+    """Sends one Kx request to an adjacent node and returns its answer."""
+
+    async def request(self, peer: str, event: PoolOffered | SupplyNotified | RelayForwarded
+                      ) -> Answered | PoolAnswered:
+        """Raises PeerUnavailable when the peer does not answer."""
+        ...
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")
+
+
+def _raise_for(answer: Answered | PoolAnswered, what: str) -> None:
+    if isinstance(answer, Answered) and not answer.ok:
+        raise KeyManagerError(f"{what} refused ({answer.code}): {answer.reason}")
+
+
+class RoutedPeer:
+    """A :class:`~.manager.PeerLink` to any node: supply notifications go hop by hop."""
+
+    def __init__(self, agent: KxAgent, destination: str) -> None:
+        self.agent = agent
+        self.destination = destination
+
+    async def notify_supply(self, plans: Sequence[SupplyPlan]) -> None:
+        await self.agent.forward_supply(SupplyNotified(0, self.agent.node, self.destination,
+                                                       tuple(plans)))
+
+
+class KxAgent:
+    """The key manager's Kx logic.
+
+    Args:
+        manager: the key manager (its store and SAE map).
+        network: the Kx connections to adjacent nodes.
+        adjacent: the adjacent nodes (those this node has QKD links and Kx connections with).
+    """
+
+    def __init__(self, manager: KeyManager, network: KxNetwork, adjacent: Sequence[str]) -> None:
+        self.manager = manager
+        self.network = network
+        self.node = manager.node
+        self.adjacent = tuple(adjacent)
+        self.links = LinkStateDb()
+        self._lsa_seq = 0
+        self._relays: dict[uuid.UUID, asyncio.Future[Answered]] = {}
+        if manager.peer_resolver is None:
+            manager.peer_resolver = self.peer_link
+
+    # --- link states and routes -------------------------------------------------------------
+
+    def local_levels(self) -> dict[str, int]:
+        """Available key bytes on each adjacent link."""
+        levels = self.manager.store.levels()
+        return {peer: levels[peer].available_bytes if peer in levels else 0
+                for peer in self.adjacent}
+
+    def advertisement(self) -> LinkStateAdvertised:
+        """This node's link state, to flood."""
+        self._lsa_seq += 1
+        levels = self.local_levels()
+        self.links.set_local(self.node, levels)
+        return LinkStateAdvertised(self.node, self._lsa_seq, tuple(sorted(levels.items())))
+
+    def on_link_state(self, event: LinkStateAdvertised) -> bool:
+        """Takes a flooded advertisement; True if it is new (forward it to the other peers)."""
+        if event.origin == self.node:
+            return False
+        return self.links.update(event.origin, event.seq, event.links)
+
+    def next_hop(self, destination: str) -> str:
+        """The adjacent node to send a request for ``destination`` to."""
+        if destination in self.adjacent:
+            return destination
+        self.links.set_local(self.node, self.local_levels())
+        try:
+            return self.links.route(self.node, destination, 0)[1]
+        except NoRoute:
+            raise PeerUnavailable(f"no route to node {destination!r}") from None
+
+    def peer_link(self, destination: str) -> RoutedPeer:
+        """A PeerLink for the key manager's supply to SAEs at ``destination``."""
+        return RoutedPeer(self, destination)
+
+    # --- pool synchronisation ---------------------------------------------------------------
+
+    async def sync_pool(self, peer: str) -> int:
+        """Offers our pre-activation keys of ``peer``'s pool; activates those it holds too.
+
+        Returns:
+            How many keys became active here.
+        """
+        ids = await asyncio.to_thread(self.manager.store.link_key_ids, peer,
+                                      KeyState.PRE_ACTIVATION)
+        if not ids:
+            return 0
+        answer = await self.network.request(peer, PoolOffered(0, self.node, tuple(ids)))
+        _raise_for(answer, "pool synchronisation")
+        if not isinstance(answer, PoolAnswered):
+            return 0
+        offered = set(ids)
+        held = [k for k in answer.held if k in offered]
+        return await self.manager.activate(peer, held) if held else 0
+
+    async def on_pool_offer(self, from_node: str, event: PoolOffered) -> PoolAnswered:
+        """The peer's offer: activate what we hold of it, and say which."""
+        store = self.manager.store
+        mine = set(await asyncio.to_thread(store.link_key_ids, from_node,
+                                           KeyState.PRE_ACTIVATION))
+        active = set(await asyncio.to_thread(store.link_key_ids, from_node, KeyState.ACTIVE))
+        held = [k for k in event.key_ids if k in mine or k in active]
+        to_activate = [k for k in held if k in mine]
+        if to_activate:
+            await self.manager.activate(from_node, to_activate)
+        return PoolAnswered(event.req, tuple(held))
+
+    # --- supply notifications ---------------------------------------------------------------
+
+    async def forward_supply(self, event: SupplyNotified) -> None:
+        """Sends a supply notification towards its destination and waits for the commit."""
+        answer = await self.network.request(self.next_hop(event.destination), event)
+        _raise_for(answer, "key supply notification")
+
+    async def on_supply(self, from_node: str, event: SupplyNotified) -> Answered:
+        """A supply notification: apply it here, or pass it on."""
+        del from_node
+        try:
+            if event.destination == self.node:
+                await self.manager.on_supply_notification(event.origin, event.plans)
+            else:
+                await self.forward_supply(replace(event, req=0))
+        except KeyManagerError as exc:
+            return Answered(event.req, False, exc.code, str(exc))
+        return Answered(event.req, True)
+
+    # --- relay ------------------------------------------------------------------------------
+
+    async def _hop(self, to: str, relay_id: uuid.UUID, origin: str, destination: str,
+                   route: tuple[str, ...], key: bytes) -> Answered:
+        """Encrypts ``key`` with fresh bytes of the link to ``to`` and sends it there."""
+        store = self.manager.store
+        now = self.manager.clock()
+        (plan,) = await asyncio.to_thread(store.make_supply, to, RELAY_SAE, [RELAY_SAE], 1,
+                                          len(key), [RELAY_SAE], now)
+        (pad,) = await asyncio.to_thread(store.deliver, [plan.key_id], RELAY_SAE, now)
+        event = RelayForwarded(0, relay_id, origin, destination, route, plan,
+                               _xor(key, pad.material))
+        answer = await self.network.request(to, event)
+        assert isinstance(answer, Answered)
+        return answer
+
+    async def relay_key(self, destination: str, size_bytes: int) -> uuid.UUID:
+        """Establishes a key with a non-adjacent node through trusted nodes.
+
+        Returns:
+            The key's ID: an active key of pool ``destination`` at both ends.
+
+        Raises:
+            PeerUnavailable: no route worked.
+        """
+        store = self.manager.store
+        failed: list[tuple[str, str]] = []
+        last = "no route tried"
+        for _ in range(MAX_ROUTE_ATTEMPTS):
+            self.links.set_local(self.node, self.local_levels())
+            try:
+                route = tuple(self.links.route(self.node, destination, size_bytes, failed))
+            except NoRoute as exc:
+                last = str(exc)
+                break
+            relay_id = uuid.uuid4()
+            key = secrets.token_bytes(size_bytes)
+            await asyncio.to_thread(store.add_link_keys, destination, [LinkKey(
+                relay_id, key, link="relay:" + "-".join(route))], self.manager.clock())
+            try:
+                answer = await self._hop(route[1], relay_id, self.node, destination, route, key)
+            except (KeyManagerError, OSError) as exc:
+                answer = Answered(0, False, getattr(exc, "code", "io"), str(exc))
+            if answer.ok:
+                await self.manager.activate(destination, [relay_id])
+                log.info("relay %s to %s via %s done", relay_id, destination, "-".join(route))
+                return relay_id
+            await asyncio.to_thread(store.destroy, [relay_id], self.manager.clock())
+            last = f"route {'-'.join(route)}: {answer.reason}"
+            log.warning("relay to %s failed on %s", destination, last)
+            failed.append((route[0], route[1]))
+            if answer.code.startswith("hop:"):
+                a, _, b = answer.code[4:].partition(">")
+                failed.append((a, b))
+        raise PeerUnavailable(f"relay to {destination!r} failed: {last}")
+
+    async def on_relay(self, from_node: str, event: RelayForwarded) -> Answered:
+        """One relay hop arriving from ``from_node`` (deduplicated by relay ID)."""
+        pending = self._relays.get(event.relay_id)
+        if pending is not None:
+            return replace(await asyncio.shield(pending), req=event.req)
+        fut: asyncio.Future[Answered] = asyncio.get_running_loop().create_future()
+        self._relays[event.relay_id] = fut
+        try:
+            answer = await self._relay_step(from_node, event)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: a duplicate that never comes must not warn
+            self._relays.pop(event.relay_id, None)
+            raise
+        fut.set_result(answer)
+        return replace(answer, req=event.req)
+
+    async def _relay_step(self, from_node: str, event: RelayForwarded) -> Answered:
+        store = self.manager.store
+        now = self.manager.clock()
+        try:
+            here = event.route.index(self.node)
+        except ValueError:
+            return Answered(event.req, False, "not_on_route", f"{self.node} is not on the route")
+        if here == 0 or event.route[here - 1] != from_node:
+            return Answered(event.req, False, "not_on_route",
+                            f"{from_node} is not this node's predecessor on the route")
+        try:
+            await asyncio.to_thread(store.reserve, from_node, [event.plan], [RELAY_SAE], now)
+            (pad,) = await asyncio.to_thread(store.deliver, [event.plan.key_id], RELAY_SAE, now)
+        except KeyManagerError as exc:
+            return Answered(event.req, False, exc.code, f"at {self.node}: {exc}")
+        key = _xor(event.ciphertext, pad.material)
+        if event.destination == self.node:
+            try:
+                await asyncio.to_thread(store.add_link_keys, event.origin, [LinkKey(
+                    event.relay_id, key, link="relay:" + "-".join(event.route))], now,
+                    active=True)
+            except KeyManagerError as exc:
+                return Answered(event.req, False, exc.code, f"at {self.node}: {exc}")
+            return Answered(event.req, True)
+        nxt = event.route[here + 1]
+        try:
+            return await self._hop(nxt, event.relay_id, event.origin, event.destination,
+                                   event.route, key)
+        except (KeyManagerError, OSError) as exc:
+            return Answered(event.req, False, f"hop:{self.node}>{nxt}",
+                            f"at {self.node}, towards {nxt}: {exc}")
+        finally:
+            del key  # the relayed key is never stored on an intermediate node
+
+    def has_relay(self, relay_id: uuid.UUID) -> bool:
+        """True if a relay with this ID passed through (or ended at) this node since start."""
+        return relay_id in self._relays
+

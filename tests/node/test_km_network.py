@@ -1,0 +1,154 @@
+"""Kx logic over an in-memory network: pool sync, routed supply, OTP relay with failover."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import uuid
+
+import pytest
+
+from qkdnode.node.errors import PeerUnavailable
+from qkdnode.node.km import KeyManager, KeyState, LinkKey, SqliteKeyStore
+from qkdnode.node.km.network import KxAgent
+from qkdnode.node.km.routing import LinkStateDb, NoRoute
+from qkdnode.node.protocol.kx import PoolOffered, RelayForwarded, SupplyNotified
+
+SAES = {"app-a": "A", "app-b": "B", "app-c": "C", "app-d": "D"}
+
+
+class Net:
+    """Delivers requests between agents; a node can be cut off."""
+
+    def __init__(self):
+        self.agents = {}
+        self.down = set()
+        self.ids = itertools.count(1)
+        self.log = []
+
+    def for_node(self, node):
+        net = self
+
+        class View:
+            async def request(self, peer, event):
+                if peer in net.down or node in net.down:
+                    raise PeerUnavailable(f"{peer} unreachable")
+                event = dataclasses.replace(event, req=next(net.ids))
+                net.log.append((node, peer, type(event).__name__))
+                agent = net.agents[peer]
+                if isinstance(event, PoolOffered):
+                    return await agent.on_pool_offer(node, event)
+                if isinstance(event, SupplyNotified):
+                    return await agent.on_supply(node, event)
+                assert isinstance(event, RelayForwarded)
+                return await agent.on_relay(node, event)
+
+        return View()
+
+
+def build(tmp_path, edges, chunks=16):
+    net = Net()
+    adjacency = {}
+    for a, b in edges:
+        adjacency.setdefault(a, []).append(b)
+        adjacency.setdefault(b, []).append(a)
+    stores, managers = {}, {}
+    for node in adjacency:
+        stores[node] = SqliteKeyStore(tmp_path / f"{node}.sqlite")
+        managers[node] = KeyManager(stores[node], node, f"kme-{node}", SAES)
+        net.agents[node] = KxAgent(managers[node], net.for_node(node), adjacency[node])
+    for a, b in edges:  # the QKD link's keys arrive at both ends (pre-activation)
+        keys = [LinkKey(uuid.uuid4(), bytes([i % 251 + 1]) * 32, link=f"{a}-{b}")
+                for i in range(chunks)]
+        stores[a].add_link_keys(b, keys, 0.0)
+        stores[b].add_link_keys(a, keys, 0.0)
+    return net, stores, managers
+
+
+def flood(net):
+    for agent in net.agents.values():
+        lsa = agent.advertisement()
+        for other in net.agents.values():
+            other.on_link_state(lsa)
+
+
+def test_pool_sync_activates_what_both_ends_hold(tmp_path):
+    net, stores, _ = build(tmp_path, [("A", "B")], chunks=4)
+    extra = LinkKey(uuid.uuid4(), b"x" * 32)
+    stores["A"].add_link_keys("B", [extra], 0.0)   # B never got this one
+
+    async def run():
+        return await net.agents["A"].sync_pool("B")
+
+    assert asyncio.run(run()) == 4
+    assert len(stores["A"].link_key_ids("B", KeyState.ACTIVE)) == 4
+    assert len(stores["B"].link_key_ids("A", KeyState.ACTIVE)) == 4
+    assert stores["A"].link_key_ids("B", KeyState.PRE_ACTIVATION) == [extra.key_id]
+    for s in stores.values():
+        s.close()
+
+
+def test_relay_gives_both_ends_the_same_key_and_intermediates_keep_nothing(tmp_path):
+    net, stores, managers = build(tmp_path, [("A", "B"), ("B", "C")])
+
+    async def run():
+        await net.agents["A"].sync_pool("B")
+        await net.agents["B"].sync_pool("C")
+        flood(net)
+        relay_id = await net.agents["A"].relay_key("C", 32)
+        assert net.agents["B"].has_relay(relay_id)
+        # the relayed pool now serves applications end to end, notifications routed via B
+        keys = await managers["A"].enc_keys("app-a", ["app-c"], 1, 256)
+        back = await managers["C"].dec_keys("app-c", "app-a", [keys[0].key_id])
+        return relay_id, keys[0], back[0]
+
+    relay_id, master, slave = asyncio.run(run())
+    assert master.material == slave.material
+    assert stores["A"].link_key_state(relay_id) is KeyState.DESTROYED   # used up by the supply
+    assert stores["C"].link_key_state(relay_id) is KeyState.DESTROYED
+    with pytest.raises(Exception, match="not known"):
+        stores["B"].link_key_state(relay_id)   # never stored on the intermediate node
+    for s in stores.values():
+        s.close()
+    raw = (tmp_path / "B.sqlite").read_bytes()
+    assert master.material not in raw
+
+
+def test_a_failed_hop_leads_to_another_route(tmp_path):
+    net, stores, _ = build(tmp_path, [("A", "B"), ("B", "D"), ("A", "C"), ("C", "D")])
+
+    async def run():
+        for a, b in [("A", "B"), ("B", "D"), ("A", "C"), ("C", "D")]:
+            await net.agents[a].sync_pool(b)
+        flood(net)
+        net.down.add("B")     # B fails after advertising itself
+        net.down.add("C")
+        with pytest.raises(PeerUnavailable, match="relay to 'D' failed"):
+            await net.agents["A"].relay_key("D", 32)
+        net.down.discard("C")
+        relay_id = await net.agents["A"].relay_key("D", 32)
+        return relay_id
+
+    relay_id = asyncio.run(run())
+    assert stores["A"].link_key_state(relay_id) is KeyState.ACTIVE
+    assert stores["D"].link_key_state(relay_id) is KeyState.ACTIVE
+    assert ("C", "D", "RelayForwarded") in net.log
+    # failed attempts destroyed their keys; none of them is active anywhere
+    active_a = stores["A"].link_key_ids("D", KeyState.ACTIVE)
+    assert active_a == [relay_id]
+    for s in stores.values():
+        s.close()
+
+
+def test_routes_prefer_links_with_more_key_and_respect_exclusions():
+    db = LinkStateDb()
+    db.set_local("A", {"B": 1000, "C": 100})
+    db.update("B", 1, [("A", 1000), ("D", 1000)])
+    db.update("C", 1, [("A", 100), ("D", 100)])
+    db.update("D", 1, [("B", 1000), ("C", 100)])
+    assert db.route("A", "D", 64) == ["A", "B", "D"]
+    assert db.route("A", "D", 64, exclude=[("B", "A")]) == ["A", "C", "D"]
+    with pytest.raises(NoRoute):
+        db.route("A", "D", 500, exclude=[("A", "B")])
+    assert not db.update("B", 1, [])   # not newer: dropped
