@@ -24,6 +24,8 @@ from .instruments.base import MessageInstrument, build_instrument, check_setting
 from .instruments.generic.passive_receiver import PassiveReceiver
 from .instruments.idq.id120 import ID120
 from .instruments.keysight.awg33500 import AWG33500
+from .instruments.picoquant import hydraharp, multiharp
+from .instruments.qutools import qutag
 from .instruments.s15.spd import SPD
 from .instruments.scpi.voa import ScpiVoa
 from .instruments.thorlabs.mbx import MBX
@@ -142,6 +144,16 @@ DRIVERS: dict[str, DriverInfo] = {
                                            settings=("channel_map",),
                                            build=_build_passive_receiver,
                                            doc="passive basis choice: channel -> (basis, bit)"),
+    # Time taggers on vendor C libraries: lib:///path?device=N, or sim://BENCH/INSTRUMENT for
+    # the library's C mock fed by the simulated bench (same binding, same driver).
+    "qutools.qutag": DriverInfo(("time_tagger",), qutag.QuTag, None, settings=qutag.SETTINGS,
+                                build=qutag.build, doc="quTAG through tdcbase (library V1.5.x)"),
+    "picoquant.hydraharp": DriverInfo(("time_tagger",), hydraharp.HydraHarp, None,
+                                      settings=hydraharp.SETTINGS, build=hydraharp.build,
+                                      doc="HydraHarp 400 through HHLib 3.0, T2 mode"),
+    "picoquant.multiharp": DriverInfo(("time_tagger",), multiharp.MultiHarp, None,
+                                      settings=multiharp.SETTINGS, build=multiharp.build,
+                                      doc="MultiHarp 150/160 through MHLib 3.x, T2 mode"),
 }
 """Driver name -> :class:`DriverInfo`."""
 
