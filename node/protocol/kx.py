@@ -378,6 +378,12 @@ class KxConnection:
             out += o.frame
         return bytes(out)
 
+    def pop_timeouts(self) -> list[RequestTimedOut]:
+        """The requests given up by :meth:`handle_timer` (also reported by :meth:`next_event`),
+        for a caller that does not want to wait for incoming bytes to learn of them."""
+        out, self._timeouts = self._timeouts, []
+        return out
+
     def receive_data(self, data: bytes) -> None:
         """Feeds bytes from the peer."""
         if self.closed:
