@@ -75,6 +75,7 @@ class SimAWG33500(ScpiDevice):
     """A two-channel 33500-class AWG."""
 
     KIND: ClassVar[str] = "visa"
+    BLOCKS: ClassVar[bool] = True
     IDN: ClassVar[str] = "Keysight Technologies,33622A (simulated),SIM0007,4.0"
     COMMANDS: ClassVar[tuple[tuple[str, str], ...]] = (
         ("FORMat:BORDer", "_bord"), ("FORMat:BORDer?", "_bord_q"),

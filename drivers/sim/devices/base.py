@@ -204,9 +204,10 @@ class ScpiDevice(MessageDevice):
         self.push_error(COMMAND_ERROR, "Command error; message too long")
 
     def handle(self, message: bytes) -> str | None:
-        head, _, rest = message.strip(b" \t\r").partition(b" ")
+        # Only leading blanks go: a block's payload may end in any byte.
+        head, _, rest = message.lstrip(b" \t\r").partition(b" ")
         try:
-            header = head.decode("ascii")
+            header = head.decode("ascii").strip()
         except UnicodeDecodeError:
             self.push_error(COMMAND_ERROR, "Command error; not ASCII")
             return None
