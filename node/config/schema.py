@@ -199,6 +199,12 @@ class KeyManagerConfig:
                                  check=multiple_of(8), unit="bits")
     max_key_count: int = setting("Capacity: keys kept per peer before intake pauses.",
                                  default=100_000, check=positive)
+    kq1_socket: Path = setting("Kq-1 socket (Unix) the node's QKD modules push keys to; "
+                               "relative to the configuration file.",
+                               default=Path("kq1.sock"))
+    saes: dict[str, str] = setting(
+        "Applications: SAE ID (the CN of its client certificate) -> the node it is attached "
+        "to (this node, a peer, or a node reached by key relay).", default_factory=dict)
     tls: TlsConfig | None = setting("TLS material; required to serve keys.", default=None)
 
 
@@ -232,6 +238,11 @@ class NodeConfig:
         for i, peer in enumerate(self.peers):
             if peer.name == self.node.name:
                 yield ("peers", i, "name"), "a node cannot be its own peer"
+        for sae, node in self.key_manager.saes.items():
+            if not isinstance(node, str) or _NAME(node) is not None:
+                yield ("key_manager", "saes", sae), "must be a node name (text)"
+            elif not sae or sae.startswith("@"):
+                yield ("key_manager", "saes", sae), "an SAE ID is non-empty and not '@...'"
         for i, link in enumerate(self.links):
             if link.peer not in peers:
                 known = ", ".join(sorted(peers)) or "none declared"
