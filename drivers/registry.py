@@ -28,6 +28,7 @@ from .instruments.picoquant import hydraharp, multiharp
 from .instruments.qutools import qutag
 from .instruments.s15.spd import SPD
 from .instruments.scpi.voa import ScpiVoa
+from .instruments.swabian import timetagger as swabian_timetagger
 from .instruments.thorlabs.mbx import MBX
 from .instruments.thorlabs.pm100 import PM100
 from .resource import parse_resource_url
@@ -154,6 +155,10 @@ DRIVERS: dict[str, DriverInfo] = {
     "picoquant.multiharp": DriverInfo(("time_tagger",), multiharp.MultiHarp, None,
                                       settings=multiharp.SETTINGS, build=multiharp.build,
                                       doc="MultiHarp 150/160 through MHLib 3.x, T2 mode"),
+    "swabian.timetagger": DriverInfo(("time_tagger",), swabian_timetagger.SwabianTimeTagger, None,
+                                     settings=swabian_timetagger.SETTINGS,
+                                     build=swabian_timetagger.build,
+                                     doc="Swabian Time Tagger through its Python SDK"),
 }
 """Driver name -> :class:`DriverInfo`."""
 
