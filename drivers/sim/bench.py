@@ -94,6 +94,10 @@ class BenchHandle(Protocol):
         """The simulated instrument ``instrument``, created for ``driver`` if new."""
         ...
 
+    def declare(self, instrument: str, driver: str) -> None:
+        """Says which driver's instrument ``instrument`` is."""
+        ...
+
 
 class Bench:
     """A simulated optical bench: the link and its instruments' state.

@@ -8,6 +8,7 @@ handler: the same transport code as in the lab, only the bytes' far end differs.
 
 from __future__ import annotations
 
+from ..errors import TransportError
 from ..resource import ResourceUrl
 from ..transport import Transport
 from ..transport.factory import TransportOptions
@@ -24,6 +25,7 @@ def open_sim_transport(url: ResourceUrl, options: TransportOptions) -> Transport
     """Opens the transport of a simulated instrument (the ``sim`` scheme's factory).
 
     Raises:
+        TransportError: the bench service hosting the bench cannot be reached.
         ValueError: no bench of that name, an instrument the bench does not know and no
             driver to create it, or a driver without a simulated counterpart.
     """
@@ -31,6 +33,10 @@ def open_sim_transport(url: ResourceUrl, options: TransportOptions) -> Transport
         device = get_bench(url.bench).device(url.instrument, options.driver)
     except ValueError as exc:
         raise ValueError(f"{options.instrument} at {options.resource}: {exc}") from None
+    except OSError as exc:  # a bench service that cannot be reached
+        raise TransportError(
+            f"{options.instrument} at {options.resource}: bench service unreachable: {exc}"
+        ) from exc
     if device.kind == "serial":
         from ..transport.serialport import SerialTransport
 

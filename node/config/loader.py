@@ -160,8 +160,14 @@ def build(cls: type[T], table: Mapping[str, Any], path: KeyPath = (),
         obj = cls(**values)
     except ValueError as exc:
         # A section whose constructor checks rules across its fields (for example the simulated
-        # bench's parameter classes) reports them here, at the section's key.
-        raise _Problem(path or ("(top level)",), str(exc)) from None
+        # bench's parameter classes) reports them here: at the field its message names
+        # ("SourceParams.mu2: need ..."), else at the section's key.
+        message = str(exc)
+        head, sep, reason = message.partition(": ")
+        owner, dot, name = head.partition(".")
+        if sep and dot and owner == cls.__name__ and name in fields:
+            raise _Problem((*path, name), reason) from None
+        raise _Problem(path or ("(top level)",), message) from None
     validate = getattr(obj, "validate", None)
     if validate is not None:
         for key, reason in validate():
@@ -247,5 +253,7 @@ def locate(text: str, path: KeyPath) -> int | None:
     while probe:
         if probe in found:
             return found[probe]
+        if (*probe, 0) in found:  # an array of tables: its first header
+            return found[(*probe, 0)]
         probe = probe[:-1]
     return None

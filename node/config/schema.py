@@ -7,11 +7,21 @@ a dataclass here (or in the module that owns the part) and a field that holds it
 
 from __future__ import annotations
 
+import re
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from qkdnode.drivers.sim.params import (
+    BenchParams,
+    DetectorParams,
+    FibreParams,
+    ReceiverParams,
+    SourceParams,
+    TaggerParams,
+)
 
 from .fields import (
     between,
@@ -27,6 +37,7 @@ from .fields import (
 
 __all__ = [
     "ROLES",
+    "BenchConfig",
     "DecoyConfig",
     "DistillationConfig",
     "InstrumentConfig",
@@ -59,6 +70,13 @@ MIN_BLOCK_BITS = 10_000
 MAX_BLOCK_BITS = 1_000_000_000
 # Above 11 % QBER no one-way BB84 post-processing yields key (Shor-Preskill bound).
 MAX_QBER_ABORT = 0.11
+
+
+def _sim_bench(resource: str | None) -> str | None:
+    """The bench of a ``sim://BENCH/INSTRUMENT`` resource (None for other schemes)."""
+    if resource is None or not resource.startswith("sim://"):
+        return None
+    return resource[len("sim://"):].split("/", 1)[0]
 
 
 def _unique(items: tuple[Any, ...], attr: str, section: str) -> Iterator[tuple[Any, str]]:
@@ -218,6 +236,83 @@ class PeerConfig:
                                  check=non_empty)
 
 
+def _service_address(value: str) -> str | None:
+    """``HOST:PORT`` or ``unix:PATH``."""
+    if value.startswith("unix:"):
+        return None if value[len("unix:"):] else "must name a socket path after 'unix:'"
+    return host_port(value)
+
+
+# The bench's seed goes to numpy's SeedSequence, which takes any non-negative integer; TOML
+# integers are signed 64-bit.
+MAX_SEED = 2**63 - 1
+_CLASS_FIELD = re.compile(r"^(\w+)\.(\w+): (.*)$", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    """The simulated optical bench that ``sim://BENCH/INSTRUMENT`` resources reach.
+
+    Every physical parameter of :class:`~qkdnode.drivers.sim.params.BenchParams`, with its
+    documentation, unit and check taken from there.
+    """
+
+    name: str = setting("Bench name: the BENCH of sim://BENCH/INSTRUMENT resource URLs.",
+                        default="bench", check=_NAME)
+    seed: int = setting(
+        "Seed of every random number of the bench: the same seed, configuration and commands "
+        "give the same tags and readings.", default=0, check=between(0, MAX_SEED))
+    service: str | None = setting(
+        "Address of a bench service hosting this bench for several processes (HOST:PORT or "
+        "unix:PATH; host one with `python -m qkdnode.node.config.bench FILE`). When set, sim:// "
+        "instruments connect to it, so Alice's and Bob's processes share one link.",
+        default=None, check=_service_address)
+    source: SourceParams = setting("Laser and intensity modulator.",
+                                   default_factory=SourceParams)
+    fibre: FibreParams = setting("Quantum channel.", default_factory=FibreParams)
+    receiver: ReceiverParams = setting("Bob's passive basis choice.",
+                                       default_factory=ReceiverParams)
+    detector: DetectorParams = setting(
+        "The four detectors X0, X1, Z0, Z1, alike (or give [[bench.detectors]]).",
+        default_factory=DetectorParams)
+    detectors: tuple[DetectorParams, ...] = setting(
+        "Each detector apart: four [[bench.detectors]] tables, X0, X1, Z0, Z1, instead of "
+        "[bench.detector].", default=())
+    tagger: TaggerParams = setting("Time tagger and Bob's clock.", default_factory=TaggerParams)
+
+    def validate(self) -> Iterator[tuple[tuple[str, ...], str]]:
+        if self.detectors and len(self.detectors) != len(BenchParams().detectors):
+            yield ("detectors",), (f"need {len(BenchParams().detectors)} tables (X0, X1, Z0, "
+                                   f"Z1), got {len(self.detectors)}")
+            return
+        if self.detectors and self.detector != DetectorParams():
+            yield ("detector",), "give [bench.detector] or [[bench.detectors]], not both"
+            return
+        try:
+            self.params()
+        except ValueError as exc:
+            yield _located(str(exc))
+
+    def params(self) -> BenchParams:
+        """The bench's physics as the simulation takes it."""
+        detectors = self.detectors or (self.detector,) * len(BenchParams().detectors)
+        return BenchParams(source=self.source, fibre=self.fibre, receiver=self.receiver,
+                           detectors=detectors, tagger=self.tagger)
+
+
+_SECTIONS = {"BenchParams": (), "SourceParams": ("source",), "FibreParams": ("fibre",),
+             "ReceiverParams": ("receiver",), "TaggerParams": ("tagger",),
+             "DetectorParams": ("detector",)}
+
+
+def _located(message: str) -> tuple[tuple[str, ...], str]:
+    """``"SourceParams.mu2: need ..."`` -> (("source", "mu2"), "need ...")."""
+    match = _CLASS_FIELD.match(message)
+    if match is None or match.group(1) not in _SECTIONS:
+        return (), message
+    return (*_SECTIONS[match.group(1)], match.group(2)), match.group(3)
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     """A whole node configuration file."""
@@ -228,11 +323,21 @@ class NodeConfig:
     links: tuple[LinkConfig, ...] = setting("QKD links ([[links]]).", default=())
     key_manager: KeyManagerConfig = setting("Key manager.", default=KeyManagerConfig())
     peers: tuple[PeerConfig, ...] = setting("Peer nodes ([[peers]]).", default=())
+    bench: BenchConfig = setting(
+        "The simulated optical bench (CI, demos) that sim:// resources reach; unused "
+        "without them.", default_factory=BenchConfig)
 
     def validate(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
         yield from _unique(self.instruments, "name", "instruments")
         yield from _unique(self.links, "name", "links")
         yield from _unique(self.peers, "name", "peers")
+        for i, instrument in enumerate(self.instruments):
+            bench = _sim_bench(instrument.resource)
+            if bench is None:
+                continue
+            if bench != self.bench.name:
+                yield (("instruments", i, "resource"),
+                       f"bench {bench!r} is not the configured bench {self.bench.name!r}")
         instruments = {i.name for i in self.instruments}
         peers = {p.name for p in self.peers}
         for i, peer in enumerate(self.peers):
