@@ -10,7 +10,6 @@ from typing import Any
 
 from qkdnode.node.config import load_config
 from qkdnode.node.config.describe import schema_lines, to_plain
-from qkdnode.node.config.drivers import check_instrument_drivers
 
 __all__ = ["register"]
 
@@ -44,6 +43,9 @@ def register(subparsers: Any) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     config = load_config(args.file)
+    # The driver registry imports every driver (numba kernels included): only when needed.
+    from qkdnode.node.config.drivers import check_instrument_drivers
+
     warnings = check_instrument_drivers(config, args.file,
                                         Path(args.file).read_text(encoding="utf-8"))
     for warning in warnings:

@@ -13,8 +13,6 @@ import json
 import sys
 from typing import Any
 
-from qkdnode.dsp.estimation import LinkModel, optimize_decoy
-
 __all__ = ["register"]
 
 
@@ -40,8 +38,7 @@ def _non_negative_float(text: str) -> float:
 
 
 def register(subparsers: Any) -> None:
-    """Adds ``keyrate``."""
-    defaults = LinkModel(0.0)
+    """Adds ``keyrate`` (the link-model options default to None: LinkModel's own defaults)."""
     parser = subparsers.add_parser(
         "keyrate", help="finite-key secret key rate of a fibre link, decoy settings optimised",
         description="Optimises the decoy-state settings of a BB84 fibre link for the Lim et al. "
@@ -55,16 +52,16 @@ def register(subparsers: Any) -> None:
                         help="pulse rate for the key rate in bit/s (default: 1e9)")
     link = parser.add_argument_group("link model (defaults: Lim et al. Fig. 1)")
     link.add_argument("--fiber-loss-db-per-km", type=_non_negative_float,
-                      default=defaults.fiber_loss_db_per_km)
+                      default=None)
     link.add_argument("--detector-efficiency", type=_positive_float,
-                      default=defaults.detector_efficiency)
+                      default=None)
     link.add_argument("--dark-count-probability", type=_fraction,
-                      default=defaults.dark_count_probability)
+                      default=None)
     link.add_argument("--afterpulse-probability", type=_fraction,
-                      default=defaults.afterpulse_probability)
-    link.add_argument("--misalignment", type=_fraction, default=defaults.misalignment)
-    link.add_argument("--ec-efficiency", type=_positive_float, default=defaults.ec_efficiency)
-    link.add_argument("--mu3", type=_non_negative_float, default=defaults.mu3)
+                      default=None)
+    link.add_argument("--misalignment", type=_fraction, default=None)
+    link.add_argument("--ec-efficiency", type=_positive_float, default=None)
+    link.add_argument("--mu3", type=_non_negative_float, default=None)
     security = parser.add_argument_group("security parameters")
     security.add_argument("--eps-cor", type=_fraction, default=1e-15)
     security.add_argument("--kappa", type=_fraction, default=1e-15,
@@ -73,16 +70,21 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=_run)
 
 
+_LINK_OPTIONS = ("fiber_loss_db_per_km", "detector_efficiency", "dark_count_probability",
+                 "afterpulse_probability", "misalignment", "ec_efficiency", "mu3")
+
+
 def _run(args: argparse.Namespace) -> int:
+    # Imported here: scipy.optimize takes seconds to import on a busy machine, and the other
+    # commands do not need it.
+    from qkdnode.dsp.estimation import LinkModel, optimize_decoy
+
+    given = {name: getattr(args, name) for name in _LINK_OPTIONS
+             if getattr(args, name) is not None}
     rows = []
     for distance in args.distance_km:
         try:
-            link = LinkModel(
-                distance, fiber_loss_db_per_km=args.fiber_loss_db_per_km,
-                detector_efficiency=args.detector_efficiency,
-                dark_count_probability=args.dark_count_probability,
-                afterpulse_probability=args.afterpulse_probability,
-                misalignment=args.misalignment, ec_efficiency=args.ec_efficiency, mu3=args.mu3)
+            link = LinkModel(distance, **given)
         except ValueError as exc:
             print(f"qkdnode keyrate: {exc}", file=sys.stderr)
             return 2
@@ -104,6 +106,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         settings = {key: value for key, value in vars(args).items()
                     if key not in ("handler", "json", "distance_km", "log_level", "log_format")}
+        model = LinkModel(0.0, **given)
+        settings.update({name: getattr(model, name) for name in _LINK_OPTIONS})
         print(json.dumps({"settings": settings, "points": rows}, indent=2))
         return 0
     print(f"{'km':>6} {'key/pulse':>10} {'key rate':>12} {'QBER_X':>7} {'mu1':>6} {'mu2':>7} "

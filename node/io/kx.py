@@ -294,12 +294,16 @@ class KxService:
             if peer != exclude and ch.ready.is_set() and not ch.conn.closed:
                 ch.write(ch.conn.send_request(event, time.monotonic()))
 
+    def peer_up(self, peer: str) -> bool:
+        """True if the connection this node dialled to ``peer`` is up and introduced."""
+        ch = self._out.get(peer)
+        return ch is not None and ch.ready.is_set() and not ch.conn.closed
+
     async def connected(self, peer: str, timeout_s: float = CONNECT_WAIT_S) -> None:
         """Waits until the connection to ``peer`` is up and introduced."""
         deadline = time.monotonic() + timeout_s
         while True:
-            ch = self._out.get(peer)
-            if ch is not None and ch.ready.is_set() and not ch.conn.closed:
+            if self.peer_up(peer):
                 return
             if time.monotonic() >= deadline:
                 raise PeerUnavailable(f"no Kx connection to node {peer!r}")

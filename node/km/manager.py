@@ -21,6 +21,7 @@ with :class:`PeerUnavailable` (ETSI 014: 503) and can be retried.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -128,6 +129,8 @@ class KeyManager:
         self.peer_timeout_s = peer_timeout_s
         # Reaches a node that is not in ``peers`` (set by the Kx agent: routed over Kx).
         self.peer_resolver: Callable[[str], PeerLink] | None = None
+        # Counts for the management port: keys received, supplied, delivered (no key data).
+        self.counters: collections.Counter[str] = collections.Counter()
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -226,8 +229,10 @@ class KeyManager:
                 raise PeerUnavailable(f"node {pool!r} did not confirm the key supply within "
                                       f"{self.peer_timeout_s} s") from None
             raise
-        return await asyncio.to_thread(self.store.deliver, [p.key_id for p in plans],
+        keys = await asyncio.to_thread(self.store.deliver, [p.key_id for p in plans],
                                        master_sae, self.clock())
+        self.counters["delivered_to_masters"] += len(keys)
+        return keys
 
     async def dec_keys(self, slave_sae: str, master_sae: str,
                        key_ids: Sequence[uuid.UUID]) -> list[SupplyKey]:
@@ -245,7 +250,9 @@ class KeyManager:
             raise ValueError("a request names at least one key ID")
         if len(key_ids) > self.limits.max_key_per_request:
             raise ValueError(f"at most {self.limits.max_key_per_request} key IDs per request")
-        return await asyncio.to_thread(self._dec_keys, slave_sae, master_sae, list(key_ids))
+        keys = await asyncio.to_thread(self._dec_keys, slave_sae, master_sae, list(key_ids))
+        self.counters["delivered_to_slaves"] += len(keys)
+        return keys
 
     def _dec_keys(self, slave_sae: str, master_sae: str,
                   key_ids: list[uuid.UUID]) -> list[SupplyKey]:
@@ -263,8 +270,10 @@ class KeyManager:
     async def add_link_keys(self, pool: str, keys: Sequence[LinkKey], *,
                             active: bool = False) -> int:
         """Stores keys from a QKD module or a relay (durable when this returns)."""
-        return await asyncio.to_thread(self.store.add_link_keys, pool, keys, self.clock(),
-                                       active=active)
+        new = await asyncio.to_thread(self.store.add_link_keys, pool, keys, self.clock(),
+                                      active=active)
+        self.counters["link_keys_received"] += new
+        return new
 
     async def activate(self, pool: str, key_ids: Sequence[uuid.UUID]) -> int:
         """Activates link keys the peer confirmed it holds too."""

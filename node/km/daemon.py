@@ -1,0 +1,226 @@
+"""One node's key management daemon: the key store and every interface around it.
+
+:class:`NodeDaemon` assembles, from the node configuration:
+
+* the key store (:class:`~.store.SqliteKeyStore`) and the :class:`~.manager.KeyManager`;
+* Kq-1/Kq-2 for the node's QKD modules on a Unix socket (:class:`~qkdnode.node.io.kq1.Kq1Server`);
+* Kx to the peers over mutual TLS (:class:`~qkdnode.node.io.kx.KxService` and its
+  :class:`~.network.KxAgent`), with pool synchronisation every :data:`SYNC_EVERY_S`;
+* ETSI GS QKD 014 for applications (:class:`~.etsi014.Etsi014Server`);
+* the management port: ``/metrics`` (Prometheus text format) and ``/status`` (JSON).
+
+Keys never appear in the status, the metrics or the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ..config.schema import NodeConfig
+from ..errors import ConfigError, KeyManagerError
+from ..io.kq1 import Kq1Server
+from ..io.kx import KxService
+from .etsi014 import Etsi014Server
+from .etsi014_tls import make_client_ssl_context, make_server_ssl_context
+from .manager import KeyManager, SupplyLimits
+from .network import KxAgent
+from .store import SqliteKeyStore
+
+__all__ = ["NodeDaemon", "split_host_port"]
+
+log = logging.getLogger(__name__)
+
+# Pool synchronisation with each peer (activates keys both ends hold) runs this often; a second
+# keeps freshly distilled key usable within a second of its arrival.
+SYNC_EVERY_S = 1.0
+# Expired keys are destroyed this often.
+EXPIRE_EVERY_S = 10.0
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` (the configuration checked the form) as a pair."""
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class _Metrics(Collector):
+    """Reads the daemon's state at scrape time (no counters to keep in step)."""
+
+    def __init__(self, daemon: NodeDaemon) -> None:
+        self.daemon = daemon
+
+    def collect(self) -> Any:
+        status = self.daemon.status()
+        avail = GaugeMetricFamily("qkdnode_pool_available_bits",
+                                  "Key available for supply, per peer pool", labels=["pool"])
+        pre = GaugeMetricFamily("qkdnode_pool_pre_activation_keys",
+                                "Link keys awaiting the peer's confirmation", labels=["pool"])
+        reserved = GaugeMetricFamily("qkdnode_pool_reserved_keys",
+                                     "Supply keys made, not yet delivered", labels=["pool"])
+        for pool, level in status["pools"].items():
+            avail.add_metric([pool], level["available_bits"])
+            pre.add_metric([pool], level["pre_activation_keys"])
+            reserved.add_metric([pool], level["reserved_keys"])
+        peers = GaugeMetricFamily("qkdnode_peer_connected", "1 if the Kx link is up",
+                                  labels=["peer"])
+        for peer, up in status["peers"].items():
+            peers.add_metric([peer], 1.0 if up else 0.0)
+        modules = GaugeMetricFamily("qkdnode_module_qber", "Last QBER a QKD module reported",
+                                    labels=["module"])
+        for name, report in status["modules"].items():
+            qber = report.get("qber")
+            if isinstance(qber, int | float):
+                modules.add_metric([name], float(qber))
+        counters = GaugeMetricFamily("qkdnode_keys_total", "Keys handled since start",
+                                     labels=["event"])
+        for event, count in status["counters"].items():
+            counters.add_metric([event], count)
+        yield from (avail, pre, reserved, peers, modules, counters)
+
+
+class NodeDaemon:
+    """The key management daemon of one node.
+
+    Args:
+        config: the node configuration (paths already resolved by the loader).
+        file: the configuration file, for messages.
+    """
+
+    def __init__(self, config: NodeConfig, file: str | None = None) -> None:
+        km = config.key_manager
+        if km.tls is None:
+            raise ConfigError(file, "key_manager.tls", None,
+                              "required to run a node: Kx and ETSI 014 use mutual TLS")
+        self.config = config
+        self.node = config.node.name
+        self.store = SqliteKeyStore(km.store_path, max_key_count=km.max_key_count)
+        limits = SupplyLimits(key_size_bits=km.key_size_bits, max_key_count=km.max_key_count)
+        peer_ids = {p.name: p.kme_id or p.name for p in config.peers}
+        self.manager = KeyManager(self.store, self.node, self.node, km.saes,
+                                  peer_kme_ids=peer_ids, limits=limits)
+        tls = km.tls
+        server_ssl = make_server_ssl_context(tls.ca, tls.cert, tls.key)
+        client_ssl = make_client_ssl_context(tls.ca, tls.cert, tls.key)
+        kx_host, kx_port = split_host_port(km.kx_listen)
+        self.kx = KxService(self.node, kx_host, kx_port,
+                            {p.name: split_host_port(p.kx_address) for p in config.peers},
+                            server_ssl, client_ssl)
+        self.agent = KxAgent(self.manager, self.kx, [p.name for p in config.peers])
+        self.kx.bind(self.agent)
+        self.kq1 = Kq1Server(self.manager, km.kq1_socket)
+        etsi_host, etsi_port = split_host_port(km.etsi014_listen)
+        self.etsi = Etsi014Server(self.manager, make_server_ssl_context(tls.ca, tls.cert,
+                                                                        tls.key),
+                                  host=etsi_host, port=etsi_port)
+        self.management_address = split_host_port(km.management_listen)
+        self.management_port = self.management_address[1]
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._registry = CollectorRegistry()
+        self._registry.register(_Metrics(self))
+        self.started_at = time.time()
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Starts every interface; a port that cannot be bound fails the start."""
+        await self.kq1.start()
+        await self.kx.start()
+        await self.etsi.start()
+        app = web.Application()
+        app.router.add_get("/status", self._status)
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        host, port = self.management_address
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        if self._runner.addresses:
+            self.management_port = self._runner.addresses[0][1]
+        self._tasks = [asyncio.create_task(self._sync_loop()),
+                       asyncio.create_task(self._expire_loop())]
+        log.info("node %s: Kq-1 at %s, Kx on port %d, ETSI 014 on port %d, management on "
+                 "port %d", self.node, self.kq1.path, self.kx.port, self.etsi.port,
+                 self.management_port)
+
+    async def stop(self) -> None:
+        """Stops everything and closes the key store."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._runner is not None:
+            await self._runner.cleanup()
+        with contextlib.suppress(Exception):
+            await self.etsi.stop()
+        await self.kx.stop()
+        await self.kq1.stop()
+        self.store.close()
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Runs until ``stop`` is set (or the task is cancelled)."""
+        await self.start()
+        try:
+            await (stop or asyncio.Event()).wait()
+        finally:
+            await self.stop()
+
+    async def _sync_loop(self) -> None:
+        while True:
+            for peer in self.agent.adjacent:
+                try:
+                    n = await self.agent.sync_pool(peer)
+                except (KeyManagerError, OSError) as exc:
+                    log.debug("pool sync with %s: %s", peer, exc)
+                    continue
+                if n:
+                    self.manager.counters["link_keys_activated"] += n
+                    log.info("pool %s: %d keys activated", peer, n)
+            await asyncio.sleep(SYNC_EVERY_S)
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRE_EVERY_S)
+            n = await asyncio.to_thread(self.store.expire, time.time())
+            if n:
+                log.info("%d expired keys destroyed", n)
+
+    # --- management -------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The node's state as JSON-ready data (no key material)."""
+        levels = self.store.levels()
+        pools = {pool: {"available_bits": lv.available_bytes * 8,
+                        "available_keys": lv.available_keys,
+                        "pre_activation_keys": lv.pre_activation_keys,
+                        "reserved_keys": lv.reserved_keys} for pool, lv in levels.items()}
+        peers = {peer: self.kx.peer_up(peer) for peer in self.agent.adjacent}
+        return {"node": self.node, "uptime_s": round(time.time() - self.started_at, 1),
+                "pools": pools, "peers": peers,
+                "modules": {name: dict(report) for name, report in
+                            self.kq1.last_status.items()},
+                "modules_connected": sorted(self.kq1.sessions),
+                "counters": dict(self.manager.counters),
+                "ports": {"kx": self.kx.port, "etsi014": self.etsi.port,
+                          "management": self.management_port},
+                "kq1_socket": str(self.kq1.path)}
+
+    async def _status(self, request: web.Request) -> web.Response:
+        del request
+        return web.json_response(self.status())
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        del request
+        return web.Response(body=generate_latest(self._registry),
+                            content_type="text/plain", charset="utf-8")
+
