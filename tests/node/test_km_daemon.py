@@ -160,3 +160,13 @@ def test_qkdnode_run_and_status_commands(network):
         proc.send_signal(2)
         proc.wait(timeout=30)
     assert "node A stopped" in proc.stdout.read()
+
+
+def test_qkdnode_pki_creates_certificates_and_never_overwrites(tmp_path):
+    from qkdnode.node.cli import main
+
+    assert main(["pki", str(tmp_path / "p"), "--node", "A", "--sae", "app"]) == 0
+    assert (tmp_path / "p" / "app.key").stat().st_mode & 0o777 == 0o600
+    before = (tmp_path / "p" / "ca.pem").read_bytes()
+    assert main(["pki", str(tmp_path / "p"), "--node", "B"]) == 2
+    assert (tmp_path / "p" / "ca.pem").read_bytes() == before
