@@ -36,6 +36,10 @@ seed windows of the two halves of ``y`` are packed into one real operand as
 length drops from ``n + m - 1`` to ``n + ceil(m/2) - 1``. The same error bound, with the packed
 operand's norm, decides per tile.
 
+Long transforms (``dsp.fourstep.MIN_LENGTH`` points and up) run as four-step FFTs: batched short
+transforms that stay in cache, with one twiddle pass per direction, which the bound charges as
+``EXTRA_LEVELS`` more levels; shorter ones are single numpy.fft transforms.
+
 As a last line of defence every rounding is also measured: a residual above
 ``ROUNDING_TRIPWIRE`` raises :class:`~qkdnode.dsp.errors.DistillationError` (it cannot happen
 while the bound above holds).
@@ -48,11 +52,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
-import scipy.fft
 from numpy.typing import NDArray
 
 from ._validate import check_bits
 from .errors import DistillationError
+from .fourstep import EXTRA_LEVELS, MIN_LENGTH, FourStepFFT, fft_length
 
 __all__ = ["FFTWorkspace", "ToeplitzHasher", "ToeplitzTile", "plan_tiles", "toeplitz_hash"]
 
@@ -134,7 +138,7 @@ def toeplitz_hash(
             parallel = pool is not None and fft_len <= PARALLEL_MAX_FFT_LEN
             ws = _workspace(cache, fft_len, with_seed=True, seed_row=parallel)
             assert ws.spec_b is not None
-            op = _SeedOperand(ws.spec_b, fft_len, tile.n, tile.m, m_top, shift)
+            op = _SeedOperand(ws.spec_b, ws.plan, fft_len, tile.n, tile.m, m_top, shift)
             if parallel and pool is not None and ws.seed_row is not None:
                 # The two forward transforms are independent; numpy.fft releases the GIL.
                 seed_done = pool.submit(_transform_seed, st, op, ws.seed_row)
@@ -189,8 +193,9 @@ class ToeplitzHasher:
         if sb.size != n + self.m - 1:
             raise ValueError(f"seed must have n + m - 1 = {n + self.m - 1} bits, got {sb.size}")
         self._tiles = plan_tiles(n, self.m, max_fft_len)
+        plans: dict[int, FourStepFFT] = {}
         self._ops = [
-            _prepare_seed(sb[t.seed_start : t.seed_start + t.n + t.m - 1], t.n, t.m, t.n)
+            _prepare_seed(sb[t.seed_start : t.seed_start + t.n + t.m - 1], t.n, t.m, t.n, plans)
             for t in self._tiles
         ]
         # Kept across calls: fresh buffers would be paid again in page faults on every call.
@@ -266,18 +271,28 @@ def plan_tiles(n: int, m: int, max_fft_len: int) -> list[ToeplitzTile]:
 
 def _error_bound(fft_len: int, norm_a_sq: float, norm_b_sq: float) -> float:
     levels = max(1, math.ceil(math.log2(fft_len)))
+    if fft_len >= MIN_LENGTH:
+        levels += EXTRA_LEVELS  # the four-step's twiddle passes (dsp.fourstep)
     return FFT_ERROR_PER_LEVEL * UNIT_ROUNDOFF * levels * math.sqrt(norm_a_sq * norm_b_sq)
 
 
 class _SeedOperand:
     """A tile's seed side, transformed: reusable for every input of that tile."""
 
-    __slots__ = ("fft_len", "m", "m_top", "n", "shift", "spectrum")
+    __slots__ = ("fft_len", "m", "m_top", "n", "plan", "shift", "spectrum")
 
     def __init__(
-        self, spectrum: NDArray[np.complex128], fft_len: int, n: int, m: int, m_top: int, shift: int
+        self,
+        spectrum: NDArray[np.complex128],
+        plan: FourStepFFT | None,
+        fft_len: int,
+        n: int,
+        m: int,
+        m_top: int,
+        shift: int,
     ) -> None:
         self.spectrum = spectrum
+        self.plan = plan
         self.fft_len = fft_len
         self.n = n
         self.m = m
@@ -288,12 +303,15 @@ class _SeedOperand:
 class _Workspace:
     """FFT buffers of one length, reused across tiles (fresh pages cost page faults)."""
 
-    __slots__ = ("fft_len", "real", "seed_row", "spec_b", "spec_x")
+    __slots__ = ("fft_len", "plan", "real", "seed_row", "spec_b", "spec_x")
 
-    def __init__(self, fft_len: int) -> None:
+    def __init__(self, fft_len: int, plan: FourStepFFT | None = None) -> None:
         self.fft_len = fft_len
+        if plan is None and fft_len >= MIN_LENGTH:
+            plan = FourStepFFT(fft_len)
+        self.plan = plan
         self.real = np.empty(fft_len, dtype=np.float64)
-        self.spec_x = np.empty(fft_len // 2 + 1, dtype=np.complex128)
+        self.spec_x = _new_spectrum(fft_len, plan)
         self.spec_b: NDArray[np.complex128] | None = None
         self.seed_row: NDArray[np.float64] | None = None  # only for two-thread runs
 
@@ -301,7 +319,8 @@ class _Workspace:
 class FFTWorkspace:
     """FFT buffers a caller keeps to reuse across :func:`toeplitz_hash` calls of the same size.
 
-    Holds about 24 bytes per FFT point of the last length used. Not thread-safe: one per thread.
+    Holds about 24 bytes per FFT point of the last length used, and 8 more (the four-step
+    twiddles) at four-step lengths. Not thread-safe: one per thread.
     """
 
     def __init__(self) -> None:
@@ -312,14 +331,32 @@ class FFTWorkspace:
         self.buffers.clear()
 
 
+def _new_spectrum(fft_len: int, plan: FourStepFFT | None) -> NDArray[np.complex128]:
+    shape = plan.spectrum_shape if plan is not None else (fft_len // 2 + 1,)
+    return np.empty(shape, dtype=np.complex128)
+
+
+def _rfft(plan: FourStepFFT | None, row: NDArray[np.float64], out: NDArray[np.complex128]) -> None:
+    """Spectrum of ``row`` into ``out``: four-step above ``MIN_LENGTH``, else one 1-D rfft."""
+    if plan is not None:
+        plan.forward(row, out)
+    else:
+        np.fft.rfft(row, out=out)
+
+
 def _workspace(
-    cache: dict[int, _Workspace], fft_len: int, *, with_seed: bool = False, seed_row: bool = False
+    cache: dict[int, _Workspace],
+    fft_len: int,
+    *,
+    with_seed: bool = False,
+    seed_row: bool = False,
+    plan: FourStepFFT | None = None,
 ) -> _Workspace:
     """The workspace of ``fft_len``, dropping others (tiles of a call share one or two lengths)."""
     ws = cache.get(fft_len)
     if ws is None:
         cache.clear()
-        ws = cache[fft_len] = _Workspace(fft_len)
+        ws = cache[fft_len] = _Workspace(fft_len, plan)
     if with_seed and ws.spec_b is None:
         ws.spec_b = np.empty_like(ws.spec_x)
     if seed_row and ws.seed_row is None:
@@ -333,30 +370,38 @@ def _plan_operand(n: int, m: int, seed: NDArray[np.uint8], max_weight: int) -> t
     m_top = (m + 1) // 2
     shift = max_weight.bit_length()  # 2**shift > max_weight >= every low digit
     if m - m_top > 0:
-        fft_len = scipy.fft.next_fast_len(n + m_top - 1, real=True)
+        fft_len = fft_length(n + m_top - 1)
         w_top = int(np.count_nonzero(seed[: n + m_top - 1]))
         w_bot = int(np.count_nonzero(seed[m_top:]))
         # sum (t + 2^b u)^2 <= w_top + (2^(b+1) + 4^b) w_bot for 0/1 entries t, u
         packed_sq = w_top + (2.0 ** (shift + 1) + 4.0**shift) * w_bot
         if _error_bound(fft_len, max_weight, packed_sq) < ROUNDING_BUDGET:
             return fft_len, m_top, shift
-    fft_len = scipy.fft.next_fast_len(n + m - 1, real=True)
+    fft_len = fft_length(n + m - 1)
     if _error_bound(fft_len, max_weight, int(np.count_nonzero(seed))) >= ROUNDING_BUDGET:
         # Unreachable for fft_len <= 2**40; kept so that the bound is enforced, not assumed.
         raise ValueError(f"tile of {fft_len} FFT points is too long for exact rounding")
     return fft_len, m, 0
 
 
-def _prepare_seed(seed: NDArray[np.uint8], n: int, m: int, max_weight: int) -> _SeedOperand | None:
+def _prepare_seed(
+    seed: NDArray[np.uint8], n: int, m: int, max_weight: int, plans: dict[int, FourStepFFT]
+) -> _SeedOperand | None:
     """Transform a tile's seed (any ``m``, also ``m > n``) into a new spectrum array.
 
     ``max_weight`` bounds the number of ones of every input this operand will meet (packing is
-    chosen by the error bound for that weight). Returns ``None`` for an all-zero seed.
+    chosen by the error bound for that weight). ``plans`` shares four-step plans between tiles of
+    one length. Returns ``None`` for an all-zero seed.
     """
     if not seed.any():
         return None
     fft_len, m_top, shift = _plan_operand(n, m, seed, max_weight)
-    op = _SeedOperand(np.empty(fft_len // 2 + 1, np.complex128), fft_len, n, m, m_top, shift)
+    plan = None
+    if fft_len >= MIN_LENGTH:
+        plan = plans.get(fft_len)
+        if plan is None:
+            plan = plans[fft_len] = FourStepFFT(fft_len)
+    op = _SeedOperand(_new_spectrum(fft_len, plan), plan, fft_len, n, m, m_top, shift)
     _transform_seed(seed, op, np.empty(fft_len, dtype=np.float64))
     return op
 
@@ -368,7 +413,7 @@ def _transform_seed(seed: NDArray[np.uint8], op: _SeedOperand, row: NDArray[np.f
         row[seed.size :] = 0.0
     else:
         pack_seed_kernel(seed, op.n + op.m_top - 1, op.m_top, float(2**op.shift), row)
-    np.fft.rfft(row, out=op.spectrum)
+    _rfft(op.plan, row, op.spectrum)
 
 
 def _forward_x(x: NDArray[np.uint8], ws: _Workspace) -> None:
@@ -376,7 +421,7 @@ def _forward_x(x: NDArray[np.uint8], ws: _Workspace) -> None:
     row = ws.real
     row[: x.size] = x
     row[x.size :] = 0.0
-    np.fft.rfft(row, out=ws.spec_x)
+    _rfft(ws.plan, row, ws.spec_x)
 
 
 def _inverse(ws: _Workspace, spec_b: NDArray[np.complex128]) -> NDArray[np.float64]:
@@ -386,7 +431,10 @@ def _inverse(ws: _Workspace, spec_b: NDArray[np.complex128]) -> NDArray[np.float
     workspace's 24 (one more 8 with two threads).
     """
     ws.spec_x *= spec_b
-    np.fft.irfft(ws.spec_x, ws.fft_len, out=ws.real)
+    if ws.plan is not None:
+        ws.plan.inverse(ws.spec_x, ws.real)
+    else:
+        np.fft.irfft(ws.spec_x, ws.fft_len, out=ws.real)
     return ws.real
 
 
@@ -407,7 +455,7 @@ def _apply(
     x: NDArray[np.uint8], op: _SeedOperand, cache: dict[int, _Workspace]
 ) -> NDArray[np.uint8]:
     """The tile's product ``T' x`` for a prepared seed operand."""
-    ws = _workspace(cache, op.fft_len)
+    ws = _workspace(cache, op.fft_len, plan=op.plan)
     _forward_x(x, ws)
     return _finish(ws, op)
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from qkdnode.dsp import privacy
+from qkdnode.dsp import fourstep, privacy
 from qkdnode.dsp.errors import DistillationError
 from qkdnode.dsp.privacy import FFTWorkspace, ToeplitzHasher, plan_tiles, toeplitz_hash
 
@@ -99,6 +99,45 @@ def test_matches_bitsliced_reference_medium(n: int, m: int) -> None:
     np.testing.assert_array_equal(toeplitz_hash(x, seed, m), expected)
     # Tiled: 3 x 2 tiles and more.
     np.testing.assert_array_equal(toeplitz_hash(x, seed, m, max_fft_len=n // 2), expected)
+
+
+@pytest.mark.parametrize(("n", "m"), [(300_000, 600), (262_100, 200)])
+def test_four_step_lengths_match_bitsliced_reference(n: int, m: int) -> None:
+    # n + m - 1 >= fourstep.MIN_LENGTH: the tile runs on the four-step FFT, packed and plain.
+    assert n + m - 1 >= fourstep.MIN_LENGTH
+    rng = np.random.default_rng(n)
+    x, seed = random_bits(rng, n), random_bits(rng, n + m - 1)
+    expected = bitsliced_reference(x, seed, m)
+    np.testing.assert_array_equal(toeplitz_hash(x, seed, m), expected)
+    np.testing.assert_array_equal(ToeplitzHasher(seed, n, m)(x), expected)
+    ws = FFTWorkspace()
+    for _ in range(2):
+        np.testing.assert_array_equal(toeplitz_hash(x, seed, m, workspace=ws, workers=2), expected)
+
+
+@pytest.mark.parametrize("at_least", [fourstep.MIN_LENGTH, 3 * 2**18 + 5])
+def test_four_step_convolution_equals_one_dimensional(at_least: int) -> None:
+    length = fourstep.fft_length(at_least)
+    assert length >= at_least
+    plan = fourstep.FourStepFFT(length)
+    assert plan.n1 * plan.n2 == length
+    rng = np.random.default_rng(at_least)
+    a = rng.integers(0, 2, length).astype(np.float64)
+    b = rng.integers(0, 2, length).astype(np.float64)
+    sa, sb = np.empty(plan.spectrum_shape, complex), np.empty(plan.spectrum_shape, complex)
+    plan.forward(a, sa)
+    plan.forward(b, sb)
+    sa *= sb
+    out = np.empty(length)
+    plan.inverse(sa, out)
+    ref = np.fft.irfft(np.fft.rfft(a) * np.fft.rfft(b), length)
+    assert np.max(np.abs(out - np.rint(out))) < 1e-6
+    np.testing.assert_array_equal(np.rint(out), np.rint(ref))
+
+
+def test_four_step_rejects_other_lengths() -> None:
+    with pytest.raises(ValueError, match="not a four-step length"):
+        fourstep.FourStepFFT(fourstep.MIN_LENGTH + 1)
 
 
 @pytest.mark.parametrize("n", [1_000_003, 3_000_000])
@@ -383,6 +422,25 @@ def test_pack_seed_kernel_matches_twin(n: int, data: st.DataObject) -> None:
     expected[: n + m_top - 1] += seed[: n + m_top - 1]
     expected[: n + m - 1 - m_top] += 2.0**shift * seed[m_top:]
     np.testing.assert_array_equal(a, expected)
+
+
+@settings(deadline=None, max_examples=40)
+@given(st.integers(2, 64), st.integers(1, 40), st.integers(0, 2**32 - 1), st.booleans())
+def test_twiddle_kernel_matches_twin(rows: int, cols: int, salt: int, conjugate: bool) -> None:
+    length = rows * cols + salt % 7  # any length; r is reduced mod length
+    lo_bits = ((length - 1).bit_length() + 1) // 2
+    lo = np.exp(-2j * np.pi / length * np.arange(1 << lo_bits))
+    hi = np.exp(-2j * np.pi / length * (np.arange(-(-length // (1 << lo_bits))) << lo_bits))
+    rng = np.random.default_rng(salt)
+    spec = rng.normal(size=(rows, cols)) + 1j * rng.normal(size=(rows, cols))
+    a, b = spec.copy(), spec.copy()
+    fourstep.twiddle_kernel(a, length, lo_bits, lo, hi, conjugate)
+    fourstep.twiddle_reference(b, length, lo_bits, lo, hi, conjugate)
+    np.testing.assert_allclose(a, b, rtol=1e-15, atol=1e-300)
+    # And the twiddles are the exact roots of unity up to a few roundings.
+    k1, j = np.arange(rows)[:, None], np.arange(cols)[None, :]
+    exact = np.exp((2j if conjugate else -2j) * np.pi * ((k1 * j) % length) / length)
+    np.testing.assert_allclose(a, spec * exact, rtol=1e-14)
 
 
 def test_round_kernels_report_residuals() -> None:

@@ -1,0 +1,160 @@
+"""Real FFTs of long rows by the four-step method: short batched transforms, one twiddle pass.
+
+A length-``F`` transform with ``F = N1 * N2`` is done as ``N2`` transforms of length ``N1``, a
+pointwise twiddle multiplication and ``N1 / 2 + 1`` transforms of length ``N2`` (Bailey's
+four-step FFT without the final transpose). The short transforms fit in cache, which a single
+1-D transform of 10^7 points does not: numpy's pocketfft then spends most of its time waiting
+for memory. Measured on the development machine at ``F ~ 1.5e7``: about 0.2 s per transform
+instead of 0.5-0.6 s (see ``benchmarks/README.md``).
+
+Layout (no transposes): the row ``x`` of length ``F`` is viewed as ``A[n1, n2] = x[N2 n1 + n2]``
+(C order, shape ``(N1, N2)``). Then, with ``W_L = exp(-2 pi i / L)``,
+
+    X[k1 + N1 k2] = sum_n2 W_N2^(n2 k2) W_F^(n2 k1) sum_n1 A[n1, n2] W_N1^(n1 k1),
+
+so a real FFT along axis 0 (``k1 <= N1/2``, the rest follows from conjugate symmetry), the
+twiddle ``W_F^(n2 k1)`` and a complex FFT along axis 1 give ``S[k1, k2] = X[k1 + N1 k2]`` for
+``k1 <= N1/2``. That half determines the whole spectrum of a real row, and a pointwise product of
+two such arrays is the same half of the product spectrum, so a cyclic convolution is
+``inverse(forward(a) * forward(b))``: the inverse runs the three steps backwards (complex inverse
+FFT along axis 1, conjugate twiddle, real inverse FFT along axis 0). Spectra are never needed in
+natural order, so they stay in this layout.
+
+Accuracy: this is a mixed-radix Cooley-Tukey factorisation with one explicit twiddle stage per
+direction. The twiddles are computed from the exact integer ``(n2 k1) mod F`` (one rounding of
+the angle, then ``exp``), so each twiddle stage adds one level of Percival's per-level error
+(``dsp.privacy`` charges ``EXTRA_LEVELS`` of them on top of ``ceil(log2 F)``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import scipy.fft
+from numpy.typing import NDArray
+
+__all__ = [
+    "EXTRA_LEVELS",
+    "MIN_LENGTH",
+    "FourStepFFT",
+    "fft_length",
+    "twiddle_kernel",
+    "twiddle_reference",
+]
+
+# Below this many points a 1-D transform already runs from cache and the four-step's extra pass
+# costs more than it saves (measured: equal at ~2**17, 2.7x faster at ~1.5e7).
+MIN_LENGTH = 2**18
+# The twiddle multiplication, forward and inverse: one error level each in the rounding bound.
+EXTRA_LEVELS = 2
+# Shortest first-axis length: below it the strided first pass loses its batching.
+_MIN_N1 = 64
+
+
+def _split(length: int) -> tuple[int, int]:
+    """``(N1, N2)`` with ``N1`` a power of two near ``sqrt(length)`` and ``N1 * N2 >= length``."""
+    n1 = max(_MIN_N1, 1 << (math.isqrt(length).bit_length() - 1))
+    n2 = scipy.fft.next_fast_len(-(-length // n1))
+    return n1, n2
+
+
+def fft_length(at_least: int) -> int:
+    """The transform length used for a cyclic convolution of at least ``at_least`` points."""
+    if at_least < MIN_LENGTH:
+        return int(scipy.fft.next_fast_len(at_least, real=True))
+    n1, n2 = _split(at_least)
+    return n1 * n2
+
+
+class FourStepFFT:
+    """Forward and inverse real FFT of length ``F = N1 * N2`` in the layout described above.
+
+    The twiddles are not stored: ``W_F^r`` for ``r = (k1 n2) mod F`` is formed on the fly as
+    ``hi[r >> b] * lo[r & (2**b - 1)]`` from two tables of about ``sqrt(F)`` entries each (one
+    more rounding per twiddle, inside the error level charged for it). The tables are only read,
+    so one plan can serve several threads, each with its own arrays.
+
+    Args:
+        length: ``F``; must be a length :func:`fft_length` returns for four-step sizes.
+    """
+
+    def __init__(self, length: int) -> None:
+        n1, n2 = _split(length)
+        if n1 * n2 != length:
+            raise ValueError(f"{length} is not a four-step length (use fft_length)")
+        self.length = length
+        self.n1 = n1
+        self.n2 = n2
+        self.lo_bits = ((length - 1).bit_length() + 1) // 2
+        lo_size = 1 << self.lo_bits
+        hi_size = -(-length // lo_size)
+        scale = -2j * np.pi / length
+        # Exact integer exponents, one rounding of the angle each.
+        self.lo: NDArray[np.complex128] = np.exp(scale * np.arange(lo_size, dtype=np.int64))
+        self.hi: NDArray[np.complex128] = np.exp(
+            scale * (np.arange(hi_size, dtype=np.int64) << self.lo_bits)
+        )
+
+    @property
+    def spectrum_shape(self) -> tuple[int, int]:
+        """Shape of a spectrum array: ``(N1 // 2 + 1, N2)``."""
+        return self.n1 // 2 + 1, self.n2
+
+    def forward(self, row: NDArray[np.float64], out: NDArray[np.complex128]) -> None:
+        """Spectrum of the real ``row`` (length ``F``) into ``out`` (``spectrum_shape``)."""
+        np.fft.rfft(row.reshape(self.n1, self.n2), axis=0, out=out)
+        twiddle_kernel(out, self.length, self.lo_bits, self.lo, self.hi, False)
+        np.fft.fft(out, axis=1, out=out)
+
+    def inverse(self, spec: NDArray[np.complex128], out: NDArray[np.float64]) -> None:
+        """Real row (length ``F``) of the spectrum ``spec`` into ``out``; ``spec`` is consumed."""
+        np.fft.ifft(spec, axis=1, out=spec)
+        twiddle_kernel(spec, self.length, self.lo_bits, self.lo, self.hi, True)
+        np.fft.irfft(spec, n=self.n1, axis=0, out=out.reshape(self.n1, self.n2))
+
+
+@numba.njit(cache=True, nogil=True)
+def twiddle_kernel(
+    spec: NDArray[np.complex128],
+    length: int,
+    lo_bits: int,
+    lo: NDArray[np.complex128],
+    hi: NDArray[np.complex128],
+    conjugate: bool,
+) -> None:
+    """``spec[k1, j] *= w`` with ``w = hi[r >> lo_bits] * lo[r & mask]``, ``r = k1 j mod length``.
+
+    ``w`` is conjugated when ``conjugate`` is true. ``r`` advances by ``k1`` along a row, reduced
+    by one subtraction (no division). Numba kernel; :func:`twiddle_reference` is its plain-numpy
+    twin.
+    """
+    mask = (1 << lo_bits) - 1
+    for k1 in range(spec.shape[0]):
+        step = k1 % length
+        r = 0
+        for j in range(spec.shape[1]):
+            w = hi[r >> lo_bits] * lo[r & mask]
+            if conjugate:
+                w = w.conjugate()
+            spec[k1, j] = spec[k1, j] * w
+            r += step
+            if r >= length:
+                r -= length
+
+
+def twiddle_reference(
+    spec: NDArray[np.complex128],
+    length: int,
+    lo_bits: int,
+    lo: NDArray[np.complex128],
+    hi: NDArray[np.complex128],
+    conjugate: bool,
+) -> None:
+    """Plain-numpy twin of :func:`twiddle_kernel`."""
+    k1 = np.arange(spec.shape[0], dtype=np.int64)[:, None]
+    j = np.arange(spec.shape[1], dtype=np.int64)[None, :]
+    r = (k1 * j) % length
+    w = hi[r >> lo_bits] * lo[r & ((1 << lo_bits) - 1)]
+    spec *= np.conjugate(w) if conjugate else w
