@@ -7,11 +7,11 @@
  *
  * One device with device ID 0 (TDC_init(-1) or TDC_init(0) connects), timebase 1 ps, five
  * inputs numbered as in TDC_enableChannels' mask: 0 (start) and 1..4. Events are recorded while
- * any channel is enabled. The timestamp buffer is the vendor's ring of the last N events
- * (TDC_setTimestampBufferSize, 0 by default, so nothing is kept until it is set): a full ring
- * overwrites its oldest events, which the mock counts as lost (qkdmock_lost_events). Events the
- * bench's own tagger dropped latch the data-loss flag that TDC_getDataLost reports, as the
- * device latches a USB overrun; so does a failing bench pull.
+ * any channel is enabled and a timestamp buffer is set. The timestamp buffer is the vendor's
+ * ring of the last N events (TDC_setTimestampBufferSize, 0 by default, so nothing is kept until
+ * it is set): a full ring overwrites its oldest events, which the mock counts as lost
+ * (qkdmock_lost_events). Events the bench's own tagger dropped latch the data-loss flag that
+ * TDC_getDataLost reports, as the device latches a USB overrun; so does a failing bench pull.
  */
 #include "qkdmock_common.h"
 
@@ -92,7 +92,8 @@ static int check_channel(Int32 channel) {
 static void apply_mask(void) {
     for (int c = 0; c < QM_NCH; c++)
         qm.enabled[c] = c < TDC_QUTAG_CHANNELS && ((dev.mask >> c) & 1);
-    qm.measuring = dev.initialized && dev.mask != 0;
+    /* with no timestamp buffer (size 0, the default) the library keeps nothing */
+    qm.measuring = dev.initialized && dev.mask != 0 && dev.buffer_size > 0;
 }
 
 /* ---- vendor API ---------------------------------------------------------------------- */
@@ -217,6 +218,7 @@ int TDC_setTimestampBufferSize(Int32 size) {
     if (size < 1 || size > BUFFER_SIZE_MAX) return TDC_OutOfRange;
     if (qm_set_capacity(size) != 0) return TDC_Error;
     dev.buffer_size = size;
+    apply_mask();
     return TDC_Ok;
 }
 
