@@ -182,9 +182,9 @@ class Etsi014Server:
         if ssl_context.verify_mode != ssl.CERT_REQUIRED:
             raise ValueError("ssl_context must require client certificates (CERT_REQUIRED): "
                              "SAEs are identified by them")
-        if ssl_context.minimum_version < ssl.TLSVersion.TLSv1_2 \
-                and ssl_context.minimum_version != ssl.TLSVersion.MINIMUM_SUPPORTED:
-            raise ValueError("ssl_context must not allow TLS below 1.2")
+        # MINIMUM_SUPPORTED (-2) is whatever the local OpenSSL allows, possibly TLS 1.0.
+        if ssl_context.minimum_version < ssl.TLSVersion.TLSv1_2:
+            raise ValueError("ssl_context must not allow TLS below 1.2 (set minimum_version)")
         if client_max_size < 1024:
             raise ValueError(f"client_max_size must be at least 1024 bytes, got "
                              f"{client_max_size}")
@@ -363,22 +363,23 @@ class Etsi014Server:
     async def _enc_keys_post(self, request: web.Request) -> web.Response:
         return await self._enc_keys(request, await self._body(request))
 
-    async def _dec_keys(self, request: web.Request, key_ids: list[uuid.UUID]) -> web.Response:
-        slave = self._caller(request)
+    async def _dec_keys(self, request: web.Request, slave: str,
+                        key_ids: list[uuid.UUID]) -> web.Response:
         master = check_sae_id(request.match_info["master_SAE_ID"], "master_SAE_ID")
         _access.get().key_ids = key_ids  # logged even if the request is refused
         keys = await self.supply.dec_keys(slave, master, key_ids)
         return self._container(keys)
 
     async def _dec_keys_get(self, request: web.Request) -> web.Response:
-        self._caller(request)
+        slave = self._caller(request)
         return await self._dec_keys(
-            request, parse_key_ids_query(self._query(request), MAX_KEY_IDS_PER_REQUEST))
+            request, slave, parse_key_ids_query(self._query(request), MAX_KEY_IDS_PER_REQUEST))
 
     async def _dec_keys_post(self, request: web.Request) -> web.Response:
-        self._caller(request)
+        slave = self._caller(request)
+        body = await self._body(request)
         return await self._dec_keys(
-            request, parse_key_ids_body(await self._body(request), MAX_KEY_IDS_PER_REQUEST))
+            request, slave, parse_key_ids_body(body, MAX_KEY_IDS_PER_REQUEST))
 
     async def _openapi(self, request: web.Request) -> web.Response:
         self._caller(request)

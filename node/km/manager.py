@@ -24,7 +24,7 @@ import asyncio
 import collections
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -129,6 +129,8 @@ class KeyManager:
         self.peer_timeout_s = peer_timeout_s
         # Reaches a node that is not in ``peers`` (set by the Kx agent: routed over Kx).
         self.peer_resolver: Callable[[str], PeerLink] | None = None
+        # Tops up the key shared with a non-adjacent node by relay (set by the Kx agent).
+        self.key_source: Callable[[str, int], Awaitable[None]] | None = None
         # Counts for the management port: keys received, supplied, delivered (no key data).
         self.counters: collections.Counter[str] = collections.Counter()
 
@@ -215,6 +217,8 @@ class KeyManager:
             peer = self.peer_resolver(pool)
         if peer is None:
             raise KeyPoolDepleted(f"no Kx link to node {pool!r}: no key can be shared with it")
+        if self.key_source is not None:
+            await self.key_source(pool, number * size_bits // 8)
         now = self.clock()
         plans = await asyncio.to_thread(self.store.make_supply, pool, master_sae,
                                         list(slave_saes), number, size_bits // 8,

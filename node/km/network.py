@@ -103,6 +103,8 @@ class KxAgent:
         self._relays: dict[uuid.UUID, asyncio.Future[Answered]] = {}
         if manager.peer_resolver is None:
             manager.peer_resolver = self.peer_link
+        if manager.key_source is None:
+            manager.key_source = self.ensure_key
 
     # --- link states and routes -------------------------------------------------------------
 
@@ -191,6 +193,19 @@ class KxAgent:
         return Answered(event.req, True)
 
     # --- relay ------------------------------------------------------------------------------
+
+    async def ensure_key(self, pool: str, need_bytes: int) -> None:
+        """Before a supply to SAEs at a non-adjacent node: relays the key it lacks.
+
+        Adjacent pools are left alone (their key comes from the QKD link); a relay failure
+        surfaces as :class:`PeerUnavailable`, a 503 to the application.
+        """
+        if pool in self.adjacent:
+            return
+        levels = await asyncio.to_thread(self.manager.store.levels)
+        have = levels[pool].available_bytes if pool in levels else 0
+        if have < need_bytes:
+            await self.relay_key(pool, need_bytes - have)
 
     async def _hop(self, to: str, relay_id: uuid.UUID, origin: str, destination: str,
                    route: tuple[str, ...], key: bytes) -> Answered:

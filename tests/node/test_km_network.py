@@ -100,6 +100,10 @@ def test_relay_gives_both_ends_the_same_key_and_intermediates_keep_nothing(tmp_p
         assert net.agents["B"].has_relay(relay_id)
         # the relayed pool now serves applications end to end, notifications routed via B
         keys = await managers["A"].enc_keys("app-a", ["app-c"], 1, 256)
+        # a request beyond the relayed key relays what is missing first
+        more = await managers["A"].enc_keys("app-a", ["app-c"], 2, 128)
+        more_back = await managers["C"].dec_keys("app-c", "app-a", [k.key_id for k in more])
+        assert [k.material for k in more] == [k.material for k in more_back]
         back = await managers["C"].dec_keys("app-c", "app-a", [keys[0].key_id])
         return relay_id, keys[0], back[0]
 
