@@ -15,6 +15,7 @@ import http.client
 import json
 import logging
 import os
+import socket
 import ssl
 import threading
 import uuid
@@ -463,6 +464,53 @@ def test_a_context_without_client_verification_is_refused(pki: Pki) -> None:
         Etsi014Server(None, ctx)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="HTTPS only"):
         Etsi014Server(None, None)  # type: ignore[arg-type]
+    ctx = pki.server_context()
+    ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    with pytest.raises(ValueError, match=r"below 1\.2"):
+        Etsi014Server(None, ctx)  # type: ignore[arg-type]
+
+
+def test_serve_etsi014_runs_until_cancelled(net: Net, pki: Pki) -> None:
+    from qkdnode.node.km.etsi014 import serve_etsi014
+
+    started: list[Etsi014Server] = []
+
+    async def start() -> asyncio.Task[None]:
+        listening = asyncio.Event()
+
+        def on_start(server: Etsi014Server) -> None:
+            started.append(server)
+            listening.set()
+
+        task = asyncio.create_task(serve_etsi014(net.a, "127.0.0.1", 0, pki.server_context(),
+                                                 started=on_start))
+        await asyncio.wait_for(listening.wait(), 10)
+        return task
+
+    async def stop(task: asyncio.Task[None]) -> bool:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return task.cancelled()
+
+    task = net.run(start())
+    net.servers["extra"] = started[0]
+    try:
+        assert net.request("extra", "alice-app", "GET", f"{API}/bob-app/status")[0] == 200
+    finally:
+        del net.servers["extra"]
+        assert net.run(stop(task))
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", started[0].port), timeout=5)
+
+
+def test_bytes_that_are_not_http_get_a_400_and_the_server_stays_up(net: Net, pki: Pki) -> None:
+    raw = socket.create_connection(("127.0.0.1", net.servers["A"].port), timeout=10)
+    with pki.client_context("alice-app").wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(b"\x00\x01 NOT HTTP AT ALL\r\n\r\n")
+        answer = tls.recv(4096)
+    # aiohttp's parser answers this itself (text, not the Error JSON: no handler ever ran).
+    assert answer.split(b" ", 2)[:2] in ([b"HTTP/1.0", b"400"], [b"HTTP/1.1", b"400"])
+    assert net.request("A", "alice-app", "GET", f"{API}/bob-app/status")[0] == 200
 
 
 def test_the_access_log_names_saes_and_key_ids_but_never_key_material(
