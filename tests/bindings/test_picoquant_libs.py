@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from qkdnode.bindings import hhlib, mhlib, mock_library_path
 from qkdnode.bindings.hhlib import HydraHarpLib
 from qkdnode.bindings.mhlib import MultiHarpLib
+from qkdnode.bindings.tdcbase import TdcBase
 from qkdnode.drivers.errors import DeviceError, TransportError, VendorLibraryError
 from qkdnode.drivers.picoquant.records import (
     RT_HYDRAHARP2_T2,
@@ -207,3 +208,26 @@ def test_mock_t2_encoding_decodes_to_the_pushed_events(events, version, resoluti
         mock.reset()
     assert times == [(x // resolution) * resolution for x in t.tolist()]
     assert chans == c.tolist()
+
+
+class _BrokenBench:
+    def run(self, n_slots=None, *, duration_ps=None):
+        raise RuntimeError("bench exploded")
+
+
+def test_a_failing_bench_is_a_transfer_error_with_its_cause_kept(hh_mock, tdc_mock):
+    path, mock = hh_mock
+    mock.attach(_BrokenBench())
+    with HydraHarpLib(path) as hh:
+        hh.start(1000)
+        with pytest.raises(VendorLibraryError, match="HH_ERROR_USB_BULKRD_FAIL") as info:
+            hh.read_fifo()
+        assert info.value.code == -37
+    assert str(mock.last_error) == "bench exploded"
+    tdc_path, tdc = tdc_mock
+    tdc.attach(_BrokenBench())
+    with TdcBase(tdc_path) as qutag:
+        qutag.set_buffer_size(10)
+        qutag.enable_channels(0b10)
+        assert qutag.last_timestamps()[0].size == 0
+        assert qutag.data_lost()  # the quTAG signals it as lost data
