@@ -11,14 +11,16 @@ A test declares the instrument roles it needs::
     def test_dark_counts(lab_instrument): ...
 
 and is skipped, with the reason, when the lab file has no instrument of one of those roles.
-The ``lab_instrument(role)`` fixture returns that instrument's configuration entry.
+The ``lab_instrument(role)`` fixture returns that instrument's configuration entry, and
+``open_lab_instrument(role)`` opens it through its driver (closed after the test).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,6 +62,13 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(f"--hil-config: {exc}") from None
     config.stash[_LAB_KEY] = lab
+    if lab.simulated or any((i.resource or "").startswith("sim://")
+                            for i in lab.config.instruments):
+        # The lab's sim:// instruments live on the bench its [bench] section describes
+        # (imported here: a real lab's run never loads the simulation).
+        from qkdnode.node.config.bench import install_bench
+
+        install_bench(lab.config, replace=True)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -106,3 +115,25 @@ def lab_instrument(request: pytest.FixtureRequest,
         return instrument
 
     return get
+
+
+@pytest.fixture
+def open_lab_instrument(lab_instrument: Callable[[str], InstrumentConfig]
+                        ) -> Iterator[Callable[[str], Any]]:
+    """``open_lab_instrument(role)``: the instrument playing ``role``, opened by its driver with
+    the lab file's settings; closed after the test."""
+    from qkdnode.drivers.registry import open_instrument
+
+    opened: list[Any] = []
+
+    def open_(role: str) -> Any:
+        entry = lab_instrument(role)
+        assert entry.resource is not None, f"{entry.name} has no resource"
+        instrument = open_instrument(entry.name, entry.role, entry.driver, entry.resource,
+                                     entry.timeout_s, entry.settings)
+        opened.append(instrument)
+        return instrument
+
+    yield open_
+    for instrument in opened:
+        instrument.close()
