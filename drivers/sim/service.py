@@ -217,6 +217,10 @@ class RemoteDevice:
     def clear(self) -> None:
         self._connection.request(b"C")
 
+    def close(self) -> None:
+        """Closes this instrument's connection (the transport closed)."""
+        self._connection.close()
+
     def __del__(self) -> None:
         self._connection.close()
 

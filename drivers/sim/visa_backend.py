@@ -148,6 +148,10 @@ class BenchVisaLibrary(highlevel.VisaLibraryBase):
         if obj is self:
             # The resource manager closed: this library served one transport; forget it.
             type(self)._registry.pop((type(self), self.library_path), None)
+        elif isinstance(obj, _Session):
+            close = getattr(obj.device, "close", None)  # a bench service connection
+            if close is not None:
+                close()
         return constants.StatusCode.success
 
     def _session(self, session: Any) -> _Session:

@@ -50,6 +50,10 @@ class Serial(SerialBase):  # type: ignore[misc]
             raise SerialException(str(exc)) from None
 
     def close(self) -> None:
+        if getattr(self, "is_open", False):
+            close = getattr(self._device, "close", None)  # a bench service connection
+            if close is not None:
+                close()
         self.is_open = False
 
     def _reconfigure_port(self) -> None:
