@@ -32,9 +32,10 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qkdnode.node.errors import PeerUnavailable
+from qkdnode.node.errors import PeerUnavailable, RemoteProtocolError
 from qkdnode.node.km import KeyManager, LinkKey, SqliteKeyStore, SupplyLimits
 from qkdnode.node.km.etsi014 import Etsi014Server
+from qkdnode.node.km.etsi014_client import Etsi014Client, Etsi014Error
 from qkdnode.node.km.etsi014_requests import (
     MSG_EXTENSION_UNSUPPORTED,
     MSG_KEYS_NOT_FOUND,
@@ -710,3 +711,92 @@ def test_fuzz_the_api_from_its_own_openapi_document(fuzz_net: Net) -> None:
     one()
     # Still up, still right.
     assert fuzz_net.request("A", "alice-app", "GET", f"{API}/bob-app/status")[0] == 200
+
+
+# --- the client -----------------------------------------------------------------------------
+
+def _client(net: Net, node: str, who: str) -> Etsi014Client:
+    return Etsi014Client(f"https://127.0.0.1:{net.servers[node].port}",
+                         net.pki.client_context(who))
+
+
+def test_client_round_trip_through_both_kmes(net: Net) -> None:
+    async def run() -> None:
+        async with _client(net, "A", "alice-app") as alice, \
+                _client(net, "B", "bob-app") as bob, _client(net, "B", "bob-app2") as bob2:
+            status = await alice.status("bob-app")
+            assert (status.source_kme_id, status.target_kme_id, status.key_size) == (
+                "kme-a", "kme-b", 256)
+            keys = await alice.enc_keys("bob-app", 3, 512, additional_slaves=["bob-app2"])
+            assert [len(k.material) for k in keys] == [64] * 3
+            ids = [k.key_id for k in keys]
+            got = await bob.dec_keys("alice-app", ids[::-1])
+            assert {k.key_id: k.material for k in got} == {k.key_id: k.material for k in keys}
+            got = await bob2.dec_keys("alice-app", ids)
+            assert {k.key_id: k.material for k in got} == {k.key_id: k.material for k in keys}
+            with pytest.raises(Etsi014Error):
+                await bob.dec_keys("alice-app", ids[:1])
+            default = await alice.enc_keys("bob-app")
+            assert len(default[0].material) == 32
+
+    net.run(run())
+
+
+def test_client_raises_by_status_code(net: Net) -> None:
+    async def run() -> list[Etsi014Error]:
+        errors = []
+        async with _client(net, "A", "alice-app") as alice, \
+                _client(net, "B", "bob-app") as bob, _client(net, "A", "bob-app") as bob_at_a:
+            calls = [lambda: alice.enc_keys("bob-app", 1, 12), lambda: alice.enc_keys("carol-app"),
+                     lambda: alice.status("mallory"),
+                     lambda: bob.dec_keys("alice-app", [uuid.uuid4()]),
+                     lambda: bob_at_a.enc_keys("alice-app")]  # bob-app is not attached to A
+            for call in calls:
+                with pytest.raises(Etsi014Error) as info:
+                    await call()
+                errors.append(info.value)
+        return errors
+
+    errors = net.run(run())
+    assert [e.status for e in errors] == [400, 503, 400, 400, 401]
+    assert [e.temporary for e in errors] == [False, True, False, False, False]
+    assert errors[0].message == MSG_SIZE_MULTIPLE_OF_8
+    assert "KME answered 400" in str(errors[0])
+
+
+@pytest.mark.parametrize("answer", [
+    [],                                                          # not a Key container
+    {"keys": [{"key_ID": "nope", "key": "AAAA"}]},               # bad key ID
+    {"keys": [{"key_ID": str(uuid.UUID(int=1)), "key": "!!"}]},  # bad base64
+    {"keys": [{"key_ID": str(uuid.UUID(int=1)), "key": "AAAA"}]},  # 24 bits, not 256
+    {"keys": []},                                                # 0 keys, asked for 1
+])
+def test_client_refuses_answers_that_do_not_match_the_request(
+        net: Net, pki: Pki, answer: Any) -> None:
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response(answer)
+
+    async def run() -> None:
+        app = web.Application()
+        app.router.add_post(API + "/{sae}/enc_keys", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=pki.server_context())
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            async with Etsi014Client(f"https://127.0.0.1:{port}{API}",
+                                     pki.client_context("alice-app")) as kme:
+                with pytest.raises(RemoteProtocolError, match="ETSI 014 KME answer"):
+                    await kme.enc_keys("bob-app", 1, 256)
+        finally:
+            await runner.cleanup()
+
+    net.run(run())
+
+
+def test_client_wants_https(pki: Pki) -> None:
+    with pytest.raises(ValueError, match="https"):
+        Etsi014Client("http://127.0.0.1:1", pki.client_context("alice-app"))
