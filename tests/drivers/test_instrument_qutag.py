@@ -12,6 +12,7 @@ from qkdnode.drivers.instruments.qutools.qutag import QuTag, build
 from qkdnode.drivers.registry import open_instrument
 from qkdnode.drivers.roles import TimeTagger
 from qkdnode.drivers.sim import BenchParams, SimulatedLink, TaggerParams
+from qkdnode.drivers.sim.bench import Bench, create_bench, remove_bench
 from qkdnode.drivers.sim.clib import MockLibrary, bench_source
 
 SLICE_PS = 10**9  # 1 ms of bench time per read: a few thousand tags at the default link
@@ -144,3 +145,26 @@ def test_bad_settings_close_what_was_opened(mock):
         build(f"sim://{BENCH}/tagger", {"threshold_v": 5.0})
     # everything was released: a new tagger opens
     build(f"sim://{BENCH}/tagger", {}).close()
+
+
+def test_sim_resource_uses_a_registered_bench_and_waits_for_its_frame():
+    name = "qutag-registered-bench"
+    bench = create_bench(name, BenchParams(), seed=21, replace=True)
+    try:
+        tagger = open_instrument("tagger", "time_tagger", "qutools.qutag",
+                                 f"sim://{name}/tagger", 1.0, {})
+        try:
+            tagger.start()
+            assert tagger.read().timestamps_ps.size == 0  # no transmitter frame yet
+            frame = _link(21).frame
+            bench.load_frame(*frame)
+            read = tagger.read()
+        finally:
+            tagger.close()
+    finally:
+        remove_bench(name)
+    reference = Bench("reference", BenchParams(), seed=21)
+    reference.load_frame(*frame)
+    batch = reference.run(duration_ps=SLICE_PS)
+    assert read.timestamps_ps.size > 1000
+    np.testing.assert_array_equal(read.timestamps_ps, batch.timestamps_ps)
