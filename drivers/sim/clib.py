@@ -184,7 +184,8 @@ def _default_link(seed: int) -> SimulatedLink:
 
 
 def bench_source(bench: str, seed: int) -> TagSource:
-    """The named bench if one is registered (:mod:`.bench`), else a stand-alone link.
+    """The named bench if one is registered (:mod:`.bench`: in this process, or a client of a
+    bench service), else a stand-alone link.
 
     The stand-alone link has the default :class:`BenchParams`, ``seed``, and a seeded random
     frame of :data:`DEFAULT_FRAME_SLOTS` slots (no transmitter drives it).
@@ -198,8 +199,8 @@ def bench_source(bench: str, seed: int) -> TagSource:
     except ValueError:
         return _default_link(seed)
     if not callable(getattr(handle, "run", None)):
-        raise ValueError(f"simulated bench {bench!r} is hosted by another process; its time "
-                         "tagger's C mock needs the bench in this process")
+        raise ValueError(f"simulated bench {bench!r} ({type(handle).__name__}) has no tag "
+                         "stream (run) for a time tagger's C mock")
     return cast(TagSource, handle)
 
 
