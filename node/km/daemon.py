@@ -186,6 +186,8 @@ class NodeDaemon:
                 if n:
                     self.manager.counters["link_keys_activated"] += n
                     log.info("pool %s: %d keys activated", peer, n)
+                    # new key changes the routes: tell the network now, not at the next tick
+                    self.kx.flood(self.agent.advertisement(), exclude=None)
             await asyncio.sleep(SYNC_EVERY_S)
 
     async def _expire_loop(self) -> None:

@@ -99,7 +99,9 @@ class KxAgent:
         self.node = manager.node
         self.adjacent = tuple(adjacent)
         self.links = LinkStateDb()
-        self._lsa_seq = 0
+        # Sequence numbers start from the clock in ms, so a restarted node's advertisements
+        # are newer than the ones its peers remember from before the restart.
+        self._lsa_seq = int(manager.clock() * 1000)
         self._relays: dict[uuid.UUID, asyncio.Future[Answered]] = {}
         if manager.peer_resolver is None:
             manager.peer_resolver = self.peer_link

@@ -1,0 +1,216 @@
+"""kill -9 of a key manager in the middle of enc_keys, dec_keys or a relay: after a restart no
+key is delivered twice, the ends agree on every key both handed out, and every key the master
+was given is delivered to the slave unless the slave's own request was cut off by the kill."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import random
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+
+from qkdnode.node.io.kq1 import Kq1Client
+from qkdnode.node.km import LinkKey
+from qkdnode.node.km.etsi014_tls import make_client_ssl_context
+from qkdnode.node.km.pki import make_pki
+
+SAES = {"app-a": "A", "app-b": "B", "app-c": "C"}
+LINKS = {"A": ["B"], "B": ["A", "C"], "C": ["B"]}
+CHUNKS = 48
+
+
+def _ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    out = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return out
+
+
+class Net:
+    def __init__(self, tmp):
+        self.tmp = tmp
+        make_pki(tmp / "pki", list(LINKS), list(SAES))
+        ports = iter(_ports(3 * len(LINKS)))
+        self.ports = {n: {"kx": next(ports), "etsi": next(ports), "mgmt": next(ports)}
+                      for n in LINKS}
+        self.procs = {}
+        for node, peers in LINKS.items():
+            p = self.ports[node]
+            saes = "\n".join(f'"{s}" = "{n}"' for s, n in SAES.items())
+            peer_text = "".join(f'[[peers]]\nname = "{q}"\nkx_address = "127.0.0.1:'
+                                f'{self.ports[q]["kx"]}"\n' for q in peers)
+            (tmp / f"{node}.toml").write_text(f"""
+[node]
+name = "{node}"
+[key_manager]
+store_path = "{node}.sqlite"
+kq1_socket = "{node}.sock"
+kx_listen = "127.0.0.1:{p['kx']}"
+etsi014_listen = "127.0.0.1:{p['etsi']}"
+management_listen = "127.0.0.1:{p['mgmt']}"
+[key_manager.saes]
+{saes}
+[key_manager.tls]
+ca = "pki/ca.pem"
+cert = "pki/{node}.pem"
+key = "pki/{node}.key"
+{peer_text}""")
+
+    def start(self, node):
+        proc = subprocess.Popen([sys.executable, "-m", "qkdnode", "--log-level", "WARNING",
+                                 "run", "--config", str(self.tmp / f"{node}.toml")],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = proc.stdout.readline()
+        assert "running" in line, f"node {node} did not start: {line!r}"
+        self.procs[node] = proc
+
+    def kill(self, node):
+        self.procs[node].send_signal(signal.SIGKILL)
+        self.procs[node].wait()
+
+    def stop_all(self):
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+    def status(self, node):
+        url = f"http://127.0.0.1:{self.ports[node]['mgmt']}/status"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return json.load(r)
+
+    def wait_ready(self, node, pools, limit_s=60):
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            try:
+                st = self.status(node)
+                if all(st["peers"].get(p) and st["pools"].get(p, {}).get("available_keys")
+                       for p in pools):
+                    return
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"node {node} not ready for pools {pools}")
+
+    def fill(self):
+        async def push():
+            for a, b in (("A", "B"), ("B", "C")):
+                keys = [LinkKey(uuid.uuid4(), os.urandom(32), link=f"{a}-{b}", index=i)
+                        for i in range(CHUNKS)]
+                for me, other in ((a, b), (b, a)):
+                    client = Kq1Client(self.tmp / f"{me}.sock", f"mod-{me}-{other}", f"{a}-{b}",
+                                       other)
+                    await client.push(keys)
+                    await client.close()
+        asyncio.run(push())
+
+    def ctx(self, sae):
+        pki = self.tmp / "pki"
+        return make_client_ssl_context(pki / "ca.pem", pki / f"{sae}.pem", pki / f"{sae}.key")
+
+    def call(self, node, sae, path, body):
+        url = f"https://localhost:{self.ports[node]['etsi']}/api/v1/keys/{path}"
+        req = urllib.request.Request(url, json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, context=self.ctx(sae), timeout=20) as r:
+                return r.status, json.load(r)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
+
+
+def trial(tmp, seed, victim, slave="app-b"):
+    """One run: requests flow while ``victim`` is killed at a random moment and restarted."""
+    rng = random.Random(seed)
+    net = Net(tmp)
+    for node in LINKS:
+        net.start(node)
+    try:
+        net.fill()
+        net.wait_ready("A", ["B"])
+        net.wait_ready("C", ["B"])
+        slave_node = SAES[slave]
+        master_got, slave_got, cut_off = {}, {}, set()
+        killer = threading.Timer(rng.uniform(0.05, 1.0), net.kill, [victim])
+        killer.start()
+        deadline = time.monotonic() + 10
+        restarted = False
+        while time.monotonic() < deadline:
+            if not restarted and net.procs[victim].poll() is not None:
+                net.start(victim)
+                restarted = True
+            try:
+                status, body = net.call("A", "app-a", f"{slave}/enc_keys",
+                                        {"number": 1, "size": 256})
+            except (OSError, urllib.error.URLError):
+                continue          # A was killed during the request: nothing acknowledged
+            if status != 200:
+                continue          # 503 while a peer is down: nothing handed out
+            for k in body["keys"]:
+                assert k["key_ID"] not in master_got, "a key ID was delivered twice to master"
+                master_got[k["key_ID"]] = k["key"]
+            for k in body["keys"]:
+                for _ in range(200):
+                    try:
+                        status, got = net.call(slave_node, slave, "app-a/dec_keys",
+                                               {"key_IDs": [{"key_ID": k["key_ID"]}]})
+                    except (OSError, urllib.error.URLError):
+                        cut_off.add(k["key_ID"])   # the slave's request died with its KM
+                        time.sleep(0.1)
+                        continue
+                    if status == 200:
+                        (key,) = got["keys"]
+                        assert key["key_ID"] not in slave_got, "delivered twice to the slave"
+                        slave_got[key["key_ID"]] = key["key"]
+                        break
+                    if k["key_ID"] in cut_off:
+                        break        # it was delivered in the request that died: 400 now
+                    time.sleep(0.1)  # the slave's KM is restarting
+        killer.cancel()
+        for key_id, key in master_got.items():
+            if key_id in slave_got:
+                assert base64.b64decode(slave_got[key_id]) == base64.b64decode(key)
+            else:
+                assert key_id in cut_off, "a key the master was given never reached the slave"
+        assert set(slave_got) <= set(master_got)
+        return len(master_got), len(slave_got), len(cut_off)
+    finally:
+        net.stop_all()
+
+
+@pytest.mark.parametrize(("seed", "victim", "slave"), [(1, "A", "app-b"), (2, "B", "app-b"),
+                                                       (3, "B", "app-c")])
+def test_kill_9_during_supply_and_relay(tmp_path, seed, victim, slave):
+    master, slave_n, _ = trial(tmp_path, seed, victim, slave)
+    assert master > 0
+    assert slave_n > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(50))
+def test_kill_9_during_supply_and_relay_many(tmp_path, seed):
+    victim, slave = [("A", "app-b"), ("B", "app-b"), ("B", "app-c"), ("C", "app-c"),
+                     ("A", "app-c")][seed % 5]
+    trial(tmp_path, 100 + seed, victim, slave)
+
+
+del ssl
