@@ -60,6 +60,11 @@ int qkdmock_set_record_version(int version);
 ffi = FFI()
 ffi.cdef(CDEF)
 
+# The callback each mock (by path) holds now. A mock is process-wide state, so its callback
+# must outlive any one MockLibrary object: freed while the C side still held it, the next
+# vendor read call would jump into freed memory.
+_INSTALLED: dict[str, Any] = {}
+
 _PUSH_ERRORS = {
     -2: "a tag's channel is outside 0..64 (the bench's tagger channels must fit the device)",
     -3: "a tag's time is negative (T2 records cannot carry it: check the bench clock offset)",
@@ -95,6 +100,7 @@ class MockLibrary:
     def reset(self) -> None:
         """Power-on state: settings, buffer and counters cleared, the bench detached."""
         self._lib.qkdmock_reset()
+        _INSTALLED.pop(self.path, None)
         self._callback = None
         self._source = None
 
@@ -147,10 +153,12 @@ class MockLibrary:
         self._callback = ffi.callback("qkdmock_pull_fn", self._pull, error=-1,
                                       onerror=self._on_error)
         self._lib.qkdmock_set_pull(self._callback, ffi.NULL)
+        _INSTALLED[self.path] = self._callback
 
     def detach(self) -> None:
         """Stops feeding the device (it then records nothing new)."""
         self._lib.qkdmock_set_pull(ffi.NULL, ffi.NULL)
+        _INSTALLED.pop(self.path, None)
         self._callback = None
         self._source = None
 
