@@ -14,6 +14,7 @@ Both carry ``n``, ``m`` and optional metadata (``girth``, ``distribution``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass
@@ -29,10 +30,13 @@ __all__ = [
     "DEFAULT_N",
     "CodeInfo",
     "LdpcCode",
+    "QcLayout",
     "available_codes",
     "code_from_matrix",
+    "code_from_qc",
     "get_code",
     "load_code",
+    "qc_layout",
     "syndrome",
     "syndrome_reference",
 ]
@@ -78,6 +82,8 @@ class LdpcCode:
             ``var_chk[k]`` is the check of edge ``var_edge[k]``.
         var_degree: ``int32[n]``; number of checks of each variable.
         chk_degree: ``int32[m]``; number of variables of each check.
+        qc: The quasi-cyclic structure when the code has one (shipped codes), which the decoder
+            uses to update ``z`` checks at once; ``None`` for other codes.
     """
 
     H: sp.csr_matrix
@@ -92,6 +98,7 @@ class LdpcCode:
     var_chk: NDArray[np.int32]
     var_degree: NDArray[np.int32]
     chk_degree: NDArray[np.int32]
+    qc: QcLayout | None = None
 
     @property
     def n_edges(self) -> int:
@@ -100,6 +107,88 @@ class LdpcCode:
 
     def __repr__(self) -> str:
         return f"LdpcCode(name={self.name!r}, n={self.n}, m={self.m}, rate={self.rate:.4f})"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class QcLayout:
+    """Base graph of a quasi-cyclic code in the decoder's layer order.
+
+    Base edges are sorted by base check, then base variable; base edge ``b`` joins base check
+    ``i`` (``layer_ptr[i] <= b < layer_ptr[i + 1]``) to base variable ``layer_col[b]`` with shift
+    ``layer_shift[b]``, i.e. lifted check ``i * z + u`` to variable ``layer_col[b] * z + (u -
+    layer_shift[b]) mod z``. Its ``z`` messages sit at ``b * z + u`` in layer order;
+    ``csr_edge[b * z + u]`` is the same edge's index in the check-major (CSR) order of ``H``.
+
+    Attributes:
+        z: Lifting size.
+        layer_ptr: ``int64[mb + 1]``.
+        layer_col: ``int32[Eb]``.
+        layer_shift: ``int32[Eb]``, in ``0..z-1``.
+        csr_edge: ``int64[E]``, a permutation of ``0..E-1``.
+    """
+
+    z: int
+    layer_ptr: NDArray[np.int64]
+    layer_col: NDArray[np.int32]
+    layer_shift: NDArray[np.int32]
+    csr_edge: NDArray[np.int64]
+
+
+def qc_layout(
+    z: int, base_m: int, rows: NDArray[np.integer], cols: NDArray[np.integer],
+    shifts: NDArray[np.integer], chk_ptr: NDArray[np.int64],
+) -> QcLayout | None:
+    """The :class:`QcLayout` of a lifted base graph, or ``None`` if a base check meets a base
+    variable twice (its ``z`` lifted checks would then share variables: no layer update)."""
+    rows64 = np.asarray(rows, dtype=np.int64)
+    cols64 = np.asarray(cols, dtype=np.int64)
+    order = np.lexsort((cols64, rows64))
+    rows64, cols64 = rows64[order], cols64[order]
+    shifts64 = np.asarray(shifts, dtype=np.int64)[order] % z
+    if rows64.size > 1 and bool(((rows64[1:] == rows64[:-1]) & (cols64[1:] == cols64[:-1])).any()):
+        return None
+    layer_ptr = np.zeros(base_m + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows64, minlength=base_m), out=layer_ptr[1:])
+    # Within lifted check (i, u) the CSR edges go by increasing variable, i.e. by base variable:
+    # the rank r of base edge b in its row.
+    rank = np.arange(rows64.size, dtype=np.int64) - layer_ptr[rows64]
+    u = np.arange(z, dtype=np.int64)
+    csr_edge = chk_ptr[rows64[:, None] * z + u[None, :]] + rank[:, None]
+    return QcLayout(
+        z=int(z),
+        layer_ptr=_readonly(layer_ptr),
+        layer_col=_readonly(cols64.astype(np.int32)),
+        layer_shift=_readonly(shifts64.astype(np.int32)),
+        csr_edge=_readonly(csr_edge.ravel()),
+    )
+
+
+def code_from_qc(
+    z: int, base_m: int, base_n: int, rows: NDArray[np.integer], cols: NDArray[np.integer],
+    shifts: NDArray[np.integer], name: str = "custom-qc",
+) -> LdpcCode:
+    """Builds a quasi-cyclic code from its base graph (see ``format == "qc"`` above).
+
+    Raises:
+        ValueError: Sizes, indices or shifts out of range, or a duplicate base edge with the same
+            shift (a double edge).
+    """
+    if z < 1 or base_m < 1 or base_n <= base_m:
+        raise ValueError(f"need z >= 1 and 1 <= base_m < base_n, got {z}, {base_m}, {base_n}")
+    rows_a, cols_a, shifts_a = (np.asarray(a, dtype=np.int64) for a in (rows, cols, shifts))
+    if not rows_a.shape == cols_a.shape == shifts_a.shape or rows_a.ndim != 1:
+        raise ValueError("rows, cols and shifts must be 1-d of equal length")
+    if rows_a.size and (
+        rows_a.min() < 0 or rows_a.max() >= base_m or cols_a.min() < 0 or cols_a.max() >= base_n
+        or shifts_a.min() < 0 or shifts_a.max() >= z
+    ):
+        raise ValueError("rows, cols or shifts out of range")
+    if np.unique(np.stack([rows_a, cols_a, shifts_a]), axis=1).shape[1] != rows_a.size:
+        raise ValueError("duplicate base edge (a double edge in the lifted graph)")
+    chk_ptr, chk_var = expand_qc(z, base_m, rows_a, cols_a, shifts_a)
+    code = _build(base_m * z, base_n * z, chk_ptr, chk_var, name)
+    layout = qc_layout(z, base_m, rows_a, cols_a, shifts_a, code.chk_ptr)
+    return dataclasses.replace(code, qc=layout)
 
 
 class CodeInfo(NamedTuple):
@@ -327,8 +416,10 @@ def load_code(name: str) -> LdpcCode:
         fmt = str(data["format"])
         if fmt == "qc":
             z = _scalar(data, "z")
-            chk_ptr, chk_var = expand_qc(z, m // z, data["rows"], data["cols"], data["shifts"])
-        elif fmt == "csr":
+            return code_from_qc(
+                z, m // z, n // z, data["rows"], data["cols"], data["shifts"], name
+            )
+        if fmt == "csr":
             chk_ptr = data["row_ptr"].astype(np.int64)
             chk_var = data["col_idx"].astype(np.int32)
         else:

@@ -1,4 +1,4 @@
-"""Syndrome decoding of LDPC codes by layered normalised/offset min-sum belief propagation.
+"""Syndrome decoding of LDPC codes by layered belief propagation (sum-product or min-sum).
 
 Bob holds a noisy copy ``y`` of Alice's word ``x`` and receives Alice's syndrome ``s = H x``. He
 looks for the word closest to his channel evidence whose syndrome is ``s``: ordinary belief
@@ -7,27 +7,34 @@ zero, so the sign of every message leaving check ``c`` is flipped once more when
 
 The schedule is *layered* (each check in turn reads the current posteriors and writes them back at
 once), which converges in about half the iterations of the flooding schedule. The check update is
-min-sum, corrected by a scale factor (normalised min-sum) and/or subtracted offset (offset min-sum):
-``|r| = max(scale * min - offset, 0)``. Messages are ``float32``. Decoding stops as soon as the hard
-decisions match the syndrome.
+sum-product (default; best efficiency on the shipped irregular codes) or min-sum, corrected by a
+scale factor (normalised) and/or a subtracted offset: ``|r| = max(scale * min - offset, 0)``.
+Messages are ``float32``. Decoding stops as soon as the hard decisions match the syndrome. The
+kernels and their plain twin are in :mod:`.kernels`; quasi-cyclic codes (the shipped family) are
+decoded ``z`` checks at a time in vector instructions, any other code check by check.
 
 LLR convention: ``llr[v] = log(P(x_v = 0) / P(x_v = 1))``; a negative posterior decides 1, zero
 or positive decides 0. A known (shortened) bit gets ``+/-`` a large value, an unknown (punctured)
 one 0.
-
-Each compiled kernel has a plain-Python twin (``*_reference``) implementing the same arithmetic in
-``numpy.float32`` scalars, so the two agree bit for bit.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-import numba
 import numpy as np
 from numpy.typing import NDArray
+
+from .codes import QcLayout
+from .kernels import (
+    csr_batch_kernel,
+    csr_kernel,
+    decode_reference,
+    phi_constants,
+    qc_batch_kernel,
+    qc_kernel,
+)
 
 __all__ = [
     "DEFAULT_MAX_ITERATIONS",
@@ -56,21 +63,11 @@ DEFAULT_OFFSET = 0.0
 # q > 1e-15), yet small enough that float32 posteriors (sums of a few such terms) cannot overflow.
 LLR_LIMIT = 1e6
 
-# The kernel packs (magnitude bits, position) into one int64 with 20 bits for the position.
+# Largest check degree accepted: far above any useful code (the shipped ones stay below 120), and
+# it bounds the per-check scratch the kernels allocate.
 MAX_CHECK_DEGREE = (1 << 20) - 1
 
-_FLOAT32_MAX = np.float32(np.finfo(np.float32).max)
-
-# Sum-product check update through phi(x) = -log(tanh(x / 2)) (phi is its own inverse):
-# |r_i| = phi(sum_j phi(|t_j|) - phi(|t_i|)). phi is tabulated on [0, PHI_TABLE_END) with step
-# 1/PHI_TABLE_RESOLUTION and interpolated linearly (error < 0.01 above PHI_SMALL_X); below
-# PHI_SMALL_X, where phi is steep, log(2/x) is used (error < x^2/12); beyond the table phi < 2e-7
-# is taken as 0; at or below PHI_TINY_X it saturates at PHI_CAP = log(2/PHI_TINY_X).
-PHI_TABLE_RESOLUTION = 128
-PHI_TABLE_END = 16.0
-PHI_SMALL_X = 1.0 / 64.0
-PHI_TINY_X = 1e-12
-PHI_CAP = float(np.log(2.0 / PHI_TINY_X))
+_PHI_CONSTANTS = phi_constants()
 
 # Algorithms, as the integer codes the kernel takes.
 Algorithm = Literal["sum-product", "min-sum"]
@@ -117,191 +114,6 @@ class DecodeResult:
     iterations: Any
 
 
-def phi_table() -> NDArray[np.float32]:
-    """The tabulated ``phi`` at ``x = i / PHI_TABLE_RESOLUTION`` (entry 0 is never read)."""
-    x = np.arange(1, int(PHI_TABLE_END * PHI_TABLE_RESOLUTION) + 1) / PHI_TABLE_RESOLUTION
-    values = -np.log(np.tanh(x / 2.0))
-    return np.concatenate([[values[0]], values]).astype(np.float32)
-
-
-_PHI_TABLE = phi_table()
-# Bound on min-sum message magnitudes (a check of degree 1, or agreeing checks over many
-# iterations, would otherwise grow them towards overflow); as large as a known bit's LLR.
-MESSAGE_LIMIT = LLR_LIMIT
-
-# What the kernels need besides the table: resolution, small-x bound, tiny-x bound, cap, and the
-# min-sum message limit.
-_PHI_CONSTANTS = np.array(
-    [PHI_TABLE_RESOLUTION, PHI_SMALL_X, PHI_TINY_X, PHI_CAP, MESSAGE_LIMIT], dtype=np.float32
-)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _phi(
-    x: np.float32, table: NDArray[np.float32], constants: NDArray[np.float32]
-) -> np.float32:  # pragma: no cover - compiled
-    """phi(x) for x >= 0, as described at the PHI_* constants."""
-    if x < constants[1]:
-        if x <= constants[2]:
-            return np.float32(constants[3])
-        return np.float32(math.log(2.0 / np.float64(x)))
-    u = x * constants[0]
-    last = table.shape[0] - 1
-    if u >= np.float32(last):
-        return np.float32(0.0)
-    i = int(u)
-    return np.float32(table[i] + (u - np.float32(i)) * (table[i + 1] - table[i]))
-
-
-def _phi_reference(x: np.float32, table: NDArray[np.float32]) -> np.float32:
-    """Plain twin of ``_phi`` in numpy.float32 scalars."""
-    c = _PHI_CONSTANTS
-    if x < c[1]:
-        if x <= c[2]:
-            return np.float32(c[3])
-        return np.float32(math.log(2.0 / float(x)))
-    u = np.float32(x * c[0])
-    last = table.shape[0] - 1
-    if u >= np.float32(last):
-        return np.float32(0.0)
-    i = int(u)
-    fraction = np.float32(u - np.float32(i))
-    return np.float32(table[i] + np.float32(fraction * np.float32(table[i + 1] - table[i])))
-
-
-@numba.njit(cache=True, nogil=True)
-def _syndrome_matches(
-    chk_ptr: NDArray[np.int64],
-    chk_var: NDArray[np.int32],
-    syndrome: NDArray[np.uint8],
-    post: NDArray[np.float32],
-) -> bool:  # pragma: no cover - compiled
-    m = chk_ptr.shape[0] - 1
-    for c in range(m):
-        parity = syndrome[c] & np.uint8(1)
-        for e in range(chk_ptr[c], chk_ptr[c + 1]):
-            if post[chk_var[e]] < np.float32(0.0):
-                parity ^= np.uint8(1)
-        if parity != 0:
-            return False
-    return True
-
-
-@numba.njit(cache=True, nogil=True)
-def _decode_kernel(
-    chk_ptr: NDArray[np.int64],
-    chk_var: NDArray[np.int32],
-    syndrome: NDArray[np.uint8],
-    llr: NDArray[np.float32],
-    max_iterations: int,
-    algorithm: int,
-    scale: np.float32,
-    offset: np.float32,
-    table: NDArray[np.float32],
-    constants: NDArray[np.float32],
-    msg: NDArray[np.float32],
-    bits_out: NDArray[np.uint8],
-) -> tuple[int, bool]:  # pragma: no cover - compiled
-    """Layered BP; writes hard decisions to ``bits_out``; returns (iterations, converged).
-
-    ``msg`` holds the check-to-variable messages (check-major), zeros for a cold start; it is
-    updated in place, so a later call can continue from it (warm start).
-    """
-    m = chk_ptr.shape[0] - 1
-    n = llr.shape[0]
-    post = llr.copy()
-    for e in range(chk_var.shape[0]):
-        post[chk_var[e]] += msg[e]
-    max_degree = 1
-    for c in range(m):
-        max_degree = max(max_degree, chk_ptr[c + 1] - chk_ptr[c])
-    # Per-check scratch: the extrinsic inputs, also seen as their IEEE bits (sign bit, and for
-    # min-sum the magnitude bits, which order like the values for non-negative floats, so the two
-    # smallest are tracked as integer keys (magnitude bits, position) with branch-free min/max).
-    extrinsic = np.empty(max_degree, dtype=np.float32)
-    extrinsic_bits = extrinsic.view(np.int32)
-    phis = np.empty(max_degree, dtype=np.float32)
-    minima = np.empty(2, dtype=np.int32)
-    minima_f = minima.view(np.float32)
-    zero = np.float32(0.0)
-    # A missing minimum (check of degree 1) reads as the largest finite float32, not inf, so that
-    # later subtractions cannot produce NaN.
-    no_key = np.int64(0x7F7FFFFF) << 20
-    iterations = 0
-    converged = _syndrome_matches(chk_ptr, chk_var, syndrome, post)
-    while not converged and iterations < max_iterations:
-        for c in range(m):
-            start = chk_ptr[c]
-            degree = chk_ptr[c + 1] - start
-            negative = np.int32(syndrome[c] & np.uint8(1))
-            if algorithm == 0:
-                key1 = no_key
-                key2 = no_key
-                for i in range(degree):
-                    extrinsic[i] = post[chk_var[start + i]] - msg[start + i]
-                    b = extrinsic_bits[i]
-                    negative ^= (b >> 31) & 1
-                    key = (np.int64(b & 0x7FFFFFFF) << 20) | i
-                    key2 = min(key2, max(key1, key))
-                    key1 = min(key1, key)
-                arg_min = key1 & 0xFFFFF
-                minima[0] = np.int32(key1 >> 20)
-                minima[1] = np.int32(key2 >> 20)
-                mag1 = min(max(scale * minima_f[0] - offset, zero), constants[4])
-                mag2 = min(max(scale * minima_f[1] - offset, zero), constants[4])
-                for i in range(degree):
-                    mag = mag2 if i == arg_min else mag1
-                    r = -mag if (negative ^ ((extrinsic_bits[i] >> 31) & 1)) != 0 else mag
-                    msg[start + i] = r
-                    post[chk_var[start + i]] = extrinsic[i] + r
-            else:
-                total = zero
-                for i in range(degree):
-                    t = post[chk_var[start + i]] - msg[start + i]
-                    extrinsic[i] = t
-                    negative ^= (extrinsic_bits[i] >> 31) & 1
-                    p = _phi(abs(t), table, constants)
-                    phis[i] = p
-                    total += p
-                for i in range(degree):
-                    y = total - phis[i]
-                    mag = _phi(y if y > zero else zero, table, constants)
-                    r = -mag if (negative ^ ((extrinsic_bits[i] >> 31) & 1)) != 0 else mag
-                    msg[start + i] = r
-                    post[chk_var[start + i]] = extrinsic[i] + r
-        iterations += 1
-        converged = _syndrome_matches(chk_ptr, chk_var, syndrome, post)
-    for v in range(n):
-        bits_out[v] = np.uint8(1) if post[v] < zero else np.uint8(0)
-    return iterations, converged
-
-
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _decode_batch_kernel(
-    chk_ptr: NDArray[np.int64],
-    chk_var: NDArray[np.int32],
-    syndromes: NDArray[np.uint8],
-    llrs: NDArray[np.float32],
-    max_iterations: int,
-    algorithm: int,
-    scale: np.float32,
-    offset: np.float32,
-    table: NDArray[np.float32],
-    constants: NDArray[np.float32],
-    msgs: NDArray[np.float32],
-    bits_out: NDArray[np.uint8],
-    converged_out: NDArray[np.bool_],
-    iterations_out: NDArray[np.int32],
-) -> None:  # pragma: no cover - compiled
-    for k in numba.prange(syndromes.shape[0]):
-        iterations, converged = _decode_kernel(
-            chk_ptr, chk_var, syndromes[k], llrs[k], max_iterations, algorithm, scale, offset,
-            table, constants, msgs[k], bits_out[k],
-        )
-        iterations_out[k] = iterations
-        converged_out[k] = converged
-
-
 def decode_syndrome_reference(
     chk_ptr: NDArray[np.int64],
     chk_var: NDArray[np.int32],
@@ -313,64 +125,20 @@ def decode_syndrome_reference(
     algorithm: Algorithm = DEFAULT_ALGORITHM,
     messages: NDArray[np.float32] | None = None,
 ) -> tuple[NDArray[np.uint8], int, bool]:
-    """Plain-Python twin of the layered decoding kernel, in ``numpy.float32`` arithmetic.
+    """Plain-numpy twin of the decoding kernels (see :func:`kernels.decode_reference`).
 
     ``messages`` (updated in place) are the starting check-to-variable messages, as for
     :func:`decode_syndrome`.
 
     Returns:
-        ``(bits, iterations, converged)``, bit for bit what the compiled kernel returns.
+        ``(bits, iterations, converged)``, bit for bit what the compiled kernels return.
     """
-    f32 = np.float32
-    scale32, offset32, zero = f32(scale), f32(offset), f32(0.0)
     post = np.clip(np.array(llr, dtype=np.float32), -LLR_LIMIT, LLR_LIMIT).astype(np.float32)
     msg = np.zeros(chk_var.shape[0], dtype=np.float32) if messages is None else messages
-    for e in range(chk_var.shape[0]):
-        post[chk_var[e]] = f32(post[chk_var[e]] + msg[e])
-    checks = [
-        (chk_var[chk_ptr[c] : chk_ptr[c + 1]].astype(np.int64), int(chk_ptr[c]), int(syndrome[c]))
-        for c in range(chk_ptr.shape[0] - 1)
-    ]
-
-    def matches() -> bool:
-        hard = post < 0
-        return all((int(hard[vs].sum()) + s) % 2 == 0 for vs, _, s in checks)
-
-    iterations = 0
-    converged = matches()
-    while not converged and iterations < max_iterations:
-        for vs, start, s in checks:
-            edges = range(start, start + vs.shape[0])
-            t = [f32(post[v] - msg[e]) for v, e in zip(vs, edges, strict=True)]
-            # The kernel reads signs from the IEEE sign bit, so -0.0 counts as negative here too.
-            negative = (s + sum(1 for x in t if np.signbit(x))) % 2
-            if algorithm == "sum-product":
-                phis = [_phi_reference(abs(x), _PHI_TABLE) for x in t]
-                total = zero
-                for p in phis:
-                    total = f32(total + p)
-                for i, (v, e) in enumerate(zip(vs, edges, strict=True)):
-                    y = f32(total - phis[i])
-                    mag = _phi_reference(y if y > zero else zero, _PHI_TABLE)
-                    r = -mag if (negative + int(np.signbit(t[i]))) % 2 else mag
-                    msg[e] = r
-                    post[v] = f32(t[i] + r)
-                continue
-            mags = [abs(x) for x in t]
-            order = sorted(range(len(mags)), key=lambda i: (mags[i], i))
-            min1 = mags[order[0]] if mags else _FLOAT32_MAX
-            min2 = mags[order[1]] if len(mags) > 1 else _FLOAT32_MAX
-            limit = _PHI_CONSTANTS[4]
-            mag1 = min(max(f32(scale32 * min1) - offset32, zero), limit)
-            mag2 = min(max(f32(scale32 * min2) - offset32, zero), limit)
-            for i, (v, e) in enumerate(zip(vs, edges, strict=True)):
-                mag = mag2 if i == order[0] else mag1
-                r = -mag if (negative + int(np.signbit(t[i]))) % 2 else mag
-                msg[e] = r
-                post[v] = f32(t[i] + r)
-        iterations += 1
-        converged = matches()
-    return (post < 0).astype(np.uint8), iterations, converged
+    return decode_reference(
+        chk_ptr, chk_var, syndrome, post, max_iterations, _ALGORITHM_CODES[algorithm], scale,
+        offset, msg,
+    )
 
 
 def _check_array(name: str, array: object, dtype: type[np.generic], shape: tuple[int, ...]) -> None:
@@ -469,8 +237,9 @@ def decode_syndrome(
         llr: ``float32[n]`` (or float64, converted) channel log-likelihood ratios of Bob's bits,
             ``log(P(0)/P(1))``; values are clipped to ``+/-LLR_LIMIT``.
         max_iterations: Budget of layered iterations.
-        algorithm: ``"sum-product"`` (tabulated phi; best efficiency on the shipped irregular
-            codes) or ``"min-sum"`` (normalised/offset; faster, fails on highly irregular codes).
+        algorithm: ``"sum-product"`` (best efficiency on the shipped irregular codes) or
+            ``"min-sum"`` (normalised/offset; cheaper per edge, but on the shipped codes it
+            decodes only far below their sum-product threshold).
         scale: Normalisation factor of min-sum, in ``(0, 1]``.
         offset: Offset of offset min-sum, ``>= 0``.
         messages: Optional ``float32[E]`` check-to-variable messages (check-major edge order) to
@@ -486,22 +255,12 @@ def decode_syndrome(
     """
     llr32, messages = _prepare(code, "syndrome", syndrome, "llr", llr, messages, (),
                                max_iterations, scale, offset, algorithm)
-    bits = np.empty(code.n, dtype=np.uint8)
-    iterations, converged = _decode_kernel(
-        code.chk_ptr,
-        code.chk_var,
-        np.ascontiguousarray(syndrome),
-        llr32,
-        int(max_iterations),
-        _ALGORITHM_CODES[algorithm],
-        np.float32(scale),
-        np.float32(offset),
-        _PHI_TABLE,
-        _PHI_CONSTANTS,
-        messages,
-        bits,
+    result = _run(code, syndrome[None, :], llr32[None, :], messages[None, :], max_iterations,
+                  algorithm, scale, offset, parallel=False)
+    return DecodeResult(
+        bits=result.bits[0], converged=bool(result.converged[0]),
+        iterations=int(result.iterations[0]),
     )
-    return DecodeResult(bits=bits, converged=bool(converged), iterations=int(iterations))
 
 
 def decode_syndromes(
@@ -541,24 +300,52 @@ def decode_syndromes(
     k = syndromes.shape[0]
     llrs32, messages = _prepare(code, "syndromes", syndromes, "llrs", llrs, messages, (k,),
                                 max_iterations, scale, offset, algorithm)
+    return _run(code, syndromes, llrs32, messages, max_iterations, algorithm, scale, offset,
+                parallel=True)
+
+
+def _run(
+    code: CheckMajorCode,
+    syndromes: NDArray[np.uint8],
+    llrs: NDArray[np.float32],
+    messages: NDArray[np.float32],
+    max_iterations: int,
+    algorithm: str,
+    scale: float,
+    offset: float,
+    parallel: bool,
+) -> DecodeResult:
+    """Runs the QC kernel when the code has a :class:`QcLayout`, else the CSR kernel."""
+    k = syndromes.shape[0]
     bits = np.empty((k, code.n), dtype=np.uint8)
     converged = np.zeros(k, dtype=np.bool_)
     iterations = np.zeros(k, dtype=np.int32)
-    if k:
-        _decode_batch_kernel(
-            code.chk_ptr,
-            code.chk_var,
-            np.ascontiguousarray(syndromes),
-            llrs32,
-            int(max_iterations),
-            _ALGORITHM_CODES[algorithm],
-            np.float32(scale),
-            np.float32(offset),
-            _PHI_TABLE,
-            _PHI_CONSTANTS,
-            messages,
-            bits,
-            converged,
-            iterations,
-        )
+    if k == 0:
+        return DecodeResult(bits=bits, converged=converged, iterations=iterations)
+    common = (int(max_iterations), _ALGORITHM_CODES[algorithm], np.float32(scale),
+              np.float32(offset), _PHI_CONSTANTS)
+    synd = np.ascontiguousarray(syndromes)
+    qc: QcLayout | None = getattr(code, "qc", None)
+    if qc is None:
+        if parallel:
+            csr_batch_kernel(code.chk_ptr, code.chk_var, synd, llrs, *common, messages, bits,
+                             converged, iterations)
+        else:
+            for f in range(k):
+                iterations[f], converged[f] = csr_kernel(
+                    code.chk_ptr, code.chk_var, synd[f], llrs[f], *common, messages[f], bits[f]
+                )
+        return DecodeResult(bits=bits, converged=converged, iterations=iterations)
+    # The QC kernel keeps messages in layer order; the API's are check-major.
+    layered = np.ascontiguousarray(messages[:, qc.csr_edge])
+    if parallel:
+        qc_batch_kernel(qc.z, qc.layer_ptr, qc.layer_col, qc.layer_shift, synd, llrs, *common,
+                        layered, bits, converged, iterations)
+    else:
+        for f in range(k):
+            iterations[f], converged[f] = qc_kernel(
+                qc.z, qc.layer_ptr, qc.layer_col, qc.layer_shift, synd[f], llrs[f], *common,
+                layered[f], bits[f],
+            )
+    messages[:, qc.csr_edge] = layered
     return DecodeResult(bits=bits, converged=converged, iterations=iterations)

@@ -1,4 +1,4 @@
-"""Tests of the layered min-sum syndrome decoder and its plain-Python twin."""
+"""Tests of the layered syndrome decoder (CSR and quasi-cyclic kernels) and its plain twin."""
 
 from __future__ import annotations
 
@@ -8,16 +8,15 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qkdnode.dsp.ldpc.codes import LdpcCode, code_from_matrix, syndrome
+from qkdnode.dsp.ldpc.codes import LdpcCode, code_from_matrix, code_from_qc, syndrome
 from qkdnode.dsp.ldpc.decoder import (
     LLR_LIMIT,
     Algorithm,
-    _phi_reference,
     decode_syndrome,
     decode_syndrome_reference,
     decode_syndromes,
-    phi_table,
 )
+from qkdnode.dsp.ldpc.kernels import PHI_TINY_X, phi_constants, phi_many, phi_reference
 
 
 def random_code(n: int, m: int, var_degree: int, seed: int) -> LdpcCode:
@@ -27,6 +26,26 @@ def random_code(n: int, m: int, var_degree: int, seed: int) -> LdpcCode:
     cols = np.repeat(np.arange(n), min(var_degree, m))
     H = sp.csr_matrix((np.ones(rows.size, dtype=np.uint8), (rows, cols)), shape=(m, n))
     return code_from_matrix(H)
+
+
+def random_qc_code(z: int, base_m: int, base_n: int, var_degree: int, seed: int) -> LdpcCode:
+    """A random quasi-cyclic code: each base variable joins ``var_degree`` distinct base checks
+    with random shifts (decoded by the QC kernel)."""
+    rng = np.random.default_rng(seed)
+    degree = min(var_degree, base_m)
+    rows = np.concatenate([rng.choice(base_m, size=degree, replace=False) for _ in range(base_n)])
+    cols = np.repeat(np.arange(base_n), degree)
+    shifts = rng.integers(0, z, rows.size)
+    code = code_from_qc(z, base_m, base_n, rows, cols, shifts)
+    assert code.qc is not None
+    return code
+
+
+def either_code(kind: str, n_base: int, m_base: int, seed: int, z: int = 5) -> LdpcCode:
+    """A random code of the given kind: ``csr`` (n_base x z variables) or ``qc``."""
+    if kind == "qc":
+        return random_qc_code(z, m_base, n_base, 3, seed)
+    return random_code(n_base * z, m_base * z, 3, seed)
 
 
 def channel(
@@ -45,13 +64,31 @@ llr_values = st.sampled_from(
 
 
 def test_phi_approximates_log_tanh() -> None:
-    table = phi_table()
-    for x in [1e-11, 1e-5, 0.01, 0.0157, 0.1, 0.5, 1.0, 2.5, 7.0, 15.9]:
-        exact = -np.log(np.tanh(x / 2.0))
-        approx = float(_phi_reference(np.float32(x), table))
-        assert abs(approx - exact) < 0.01 + 0.001 * exact
-    assert float(_phi_reference(np.float32(16.5), table)) == 0.0
-    assert float(_phi_reference(np.float32(0.0), table)) > 28.0
+    x = np.array([1e-11, 1e-5, 0.01, 0.0157, 0.1, 0.2499, 0.25, 0.5, 1.0, 2.5, 7.0, 15.9, 30.0],
+                 np.float32)
+    exact = -np.log(np.tanh(x.astype(np.float64) / 2.0))
+    approx = phi_reference(x).astype(np.float64)
+    np.testing.assert_allclose(approx, exact, rtol=2e-6, atol=1e-12)
+    cap = np.log(2.0 / PHI_TINY_X)
+    np.testing.assert_allclose(phi_reference(np.zeros(1, np.float32)), [cap], rtol=1e-6)
+    assert 0.0 <= float(phi_reference(np.array([1e6], np.float32))[0]) < 1e-30
+
+
+@settings(deadline=None, max_examples=30)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(0.0, 100.0, width=32),
+            st.sampled_from([0.0, 1e-13, 1e-12, 0.25, 80.0, 1e6, np.float32(0.25).item()]),
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_phi_kernel_agrees_with_twin(values: list[float]) -> None:
+    x = np.array(values, np.float32)
+    compiled = phi_many(x, phi_constants())
+    np.testing.assert_array_equal(compiled.view(np.int32), phi_reference(x).view(np.int32))
 
 
 @settings(deadline=None, max_examples=40)
@@ -66,7 +103,7 @@ def test_phi_approximates_log_tanh() -> None:
     max_iterations=st.integers(0, 8),
     algorithm=st.sampled_from(["sum-product", "min-sum"]),
 )
-def test_kernel_agrees_with_twin(
+def test_csr_kernel_agrees_with_twin(
     n: int,
     rate_tenths: int,
     var_degree: int,
@@ -92,17 +129,65 @@ def test_kernel_agrees_with_twin(
     assert result.converged == converged
 
 
+@settings(deadline=None, max_examples=40)
+@given(
+    z=st.integers(1, 9),
+    base_m=st.integers(1, 5),
+    extra=st.integers(1, 6),
+    var_degree=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+    data=st.data(),
+    scale=st.sampled_from([1.0, 0.78, 0.5]),
+    offset=st.sampled_from([0.0, 0.15]),
+    max_iterations=st.integers(0, 8),
+    algorithm=st.sampled_from(["sum-product", "min-sum"]),
+)
+def test_qc_kernel_agrees_with_twin(
+    z: int,
+    base_m: int,
+    extra: int,
+    var_degree: int,
+    seed: int,
+    data: st.DataObject,
+    scale: float,
+    offset: float,
+    max_iterations: int,
+    algorithm: Algorithm,
+) -> None:
+    code = random_qc_code(z, base_m, base_m + extra, var_degree, seed)
+    synd = np.array(data.draw(st.lists(st.integers(0, 1), min_size=code.m, max_size=code.m)),
+                    np.uint8)
+    llr = np.array(data.draw(st.lists(llr_values, min_size=code.n, max_size=code.n)), np.float32)
+    messages = np.array(
+        data.draw(st.lists(llr_values, min_size=code.n_edges, max_size=code.n_edges)), np.float32
+    )
+    twin_messages = messages.copy()
+    result = decode_syndrome(
+        code, synd, llr, max_iterations, algorithm=algorithm, scale=scale, offset=offset,
+        messages=messages,
+    )
+    bits, iterations, converged = decode_syndrome_reference(
+        code.chk_ptr, code.chk_var, synd, llr, max_iterations, scale, offset, algorithm,
+        twin_messages,
+    )
+    np.testing.assert_array_equal(result.bits, bits)
+    assert result.iterations == iterations
+    assert result.converged == converged
+    np.testing.assert_array_equal(messages.view(np.int32), twin_messages.view(np.int32))
+
+
 @settings(deadline=None, max_examples=30)
 @given(
+    kind=st.sampled_from(["csr", "qc"]),
     seed=st.integers(0, 2**32 - 1),
     qber=st.sampled_from([0.01, 0.05, 0.12, 0.3]),
     max_iterations=st.integers(0, 30),
     algorithm=st.sampled_from(["sum-product", "min-sum"]),
 )
 def test_converged_decode_matches_syndrome(
-    seed: int, qber: float, max_iterations: int, algorithm: Algorithm
+    kind: str, seed: int, qber: float, max_iterations: int, algorithm: Algorithm
 ) -> None:
-    code = random_code(200, 80, 3, seed)
+    code = either_code(kind, 40, 16, seed)
     rng = np.random.default_rng(seed)
     alice, _, llr = channel(rng, code.n, qber)
     synd = syndrome(code, alice)
@@ -115,9 +200,10 @@ def test_converged_decode_matches_syndrome(
         assert not np.array_equal(syndrome(code, result.bits), synd)
 
 
+@pytest.mark.parametrize("kind", ["csr", "qc"])
 @pytest.mark.parametrize("algorithm", ["sum-product", "min-sum"])
-def test_corrects_errors_below_threshold(algorithm: Algorithm) -> None:
-    code = random_code(4000, 2000, 3, seed=7)
+def test_corrects_errors_below_threshold(kind: str, algorithm: Algorithm) -> None:
+    code = either_code(kind, 200, 100, seed=7, z=20)
     rng = np.random.default_rng(11)
     for _ in range(5):
         alice, bob, llr = channel(rng, code.n, 0.03)
@@ -151,9 +237,10 @@ def test_punctured_and_shortened_llrs() -> None:
 
 
 @settings(deadline=None, max_examples=10)
-@given(seed=st.integers(0, 2**32 - 1), frames=st.integers(0, 5))
-def test_batch_equals_single(seed: int, frames: int) -> None:
-    code = random_code(300, 150, 3, seed)
+@given(kind=st.sampled_from(["csr", "qc"]), seed=st.integers(0, 2**32 - 1),
+       frames=st.integers(0, 5))
+def test_batch_equals_single(kind: str, seed: int, frames: int) -> None:
+    code = either_code(kind, 60, 30, seed)
     rng = np.random.default_rng(seed)
     words = [channel(rng, code.n, 0.08) for _ in range(frames)]
     synds = np.array([syndrome(code, a) for a, _, _ in words], np.uint8).reshape(frames, code.m)
@@ -224,15 +311,16 @@ class TestBadInput:
 
 @settings(deadline=None, max_examples=20)
 @given(
+    kind=st.sampled_from(["csr", "qc"]),
     seed=st.integers(0, 2**32 - 1),
     first=st.integers(0, 4),
     second=st.integers(0, 4),
     algorithm=st.sampled_from(["sum-product", "min-sum"]),
 )
 def test_warm_start_agrees_with_twin(
-    seed: int, first: int, second: int, algorithm: Algorithm
+    kind: str, seed: int, first: int, second: int, algorithm: Algorithm
 ) -> None:
-    code = random_code(120, 60, 3, seed % 1000)
+    code = either_code(kind, 24, 12, seed % 1000)
     rng = np.random.default_rng(seed)
     alice, _, llr = channel(rng, code.n, 0.1)
     synd = syndrome(code, alice)
