@@ -68,7 +68,8 @@ class SimID120(ScpiDevice):
     def __init__(self, bench: Bench, name: str) -> None:
         super().__init__(bench, name)
         self.indices = detector_indices(name)
-        self._nominal = {j: bench.detector(j) for j in self.indices}
+        # The configured detectors, whatever another controller did to them since.
+        self._nominal = {j: bench.configured.detectors[j] for j in self.indices}
         self.reset()
 
     def reset(self) -> None:

@@ -55,7 +55,8 @@ class SimSPD(MessageDevice):
     def __init__(self, bench: Bench, name: str) -> None:
         super().__init__(bench, name)
         self.indices = detector_indices(name)
-        self._nominal = {j: bench.detector(j) for j in self.indices}
+        # The configured detectors, whatever another controller did to them since.
+        self._nominal = {j: bench.configured.detectors[j] for j in self.indices}
         self._hvolt = NOMINAL_BIAS_V
         self._threshvolt = POWER_ON_THRESHOLD_V
         self._window_ms = POWER_ON_WINDOW_MS
