@@ -255,6 +255,8 @@ class KxService:
         self._channels.add(ch)
         try:
             await ch.run()
+        except asyncio.CancelledError:
+            pass  # the loop is shutting down; asyncio's stream callback must not see it
         finally:
             self._channels.discard(ch)
 

@@ -44,13 +44,10 @@ from .manager import KeyManager
 from .records import KeyState, LinkKey, SupplyPlan
 from .routing import LinkStateDb, NoRoute
 
-__all__ = ["RELAY_SAE", "KxAgent", "KxNetwork", "RoutedPeer"]
+__all__ = ["KxAgent", "KxNetwork", "RoutedPeer"]
 
 log = logging.getLogger(__name__)
 
-# The pseudo-SAE that consumes link-key bytes for relay hops (never a real application: SAE IDs
-# from certificates cannot start with '@').
-RELAY_SAE = "@relay"
 MAX_ROUTE_ATTEMPTS = 3
 
 
@@ -212,13 +209,9 @@ class KxAgent:
     async def _hop(self, to: str, relay_id: uuid.UUID, origin: str, destination: str,
                    route: tuple[str, ...], key: bytes) -> Answered:
         """Encrypts ``key`` with fresh bytes of the link to ``to`` and sends it there."""
-        store = self.manager.store
-        now = self.manager.clock()
-        (plan,) = await asyncio.to_thread(store.make_supply, to, RELAY_SAE, [RELAY_SAE], 1,
-                                          len(key), [RELAY_SAE], now)
-        (pad,) = await asyncio.to_thread(store.deliver, [plan.key_id], RELAY_SAE, now)
-        event = RelayForwarded(0, relay_id, origin, destination, route, plan,
-                               _xor(key, pad.material))
+        plan, pad = await asyncio.to_thread(self.manager.store.take_pad, to, len(key),
+                                            self.manager.clock())
+        event = RelayForwarded(0, relay_id, origin, destination, route, plan, _xor(key, pad))
         answer = await self.network.request(to, event)
         assert isinstance(answer, Answered)
         return answer
@@ -291,11 +284,10 @@ class KxAgent:
             return Answered(event.req, False, "not_on_route",
                             f"{from_node} is not this node's predecessor on the route")
         try:
-            await asyncio.to_thread(store.reserve, from_node, [event.plan], [RELAY_SAE], now)
-            (pad,) = await asyncio.to_thread(store.deliver, [event.plan.key_id], RELAY_SAE, now)
+            pad = await asyncio.to_thread(store.take_pad_as, from_node, event.plan, now)
         except KeyManagerError as exc:
             return Answered(event.req, False, exc.code, f"at {self.node}: {exc}")
-        key = _xor(event.ciphertext, pad.material)
+        key = _xor(event.ciphertext, pad)
         if event.destination == self.node:
             try:
                 await asyncio.to_thread(store.add_link_keys, event.origin, [LinkKey(

@@ -48,6 +48,9 @@ SCHEMA_VERSION = 1
 # to the pool: its peer may already hold it). ETSI 014 leaves the lifetime to the KME; an hour
 # covers a slave application that restarts before asking for its keys.
 DEFAULT_RESERVATION_LIFETIME_S = 3600.0
+# The master and slave named in the plans of one-time pads (never an SAE: SAE IDs from
+# certificates cannot start with '@').
+RELAY_PAD = "@pad"
 # SQLite waits this long for a lock held by another connection before failing.
 BUSY_TIMEOUT_MS = 10_000
 
@@ -113,6 +116,10 @@ class KeyStore(Protocol):
                 now: float) -> None: ...
 
     def deliver(self, key_ids: Sequence[uuid.UUID], sae: str, now: float) -> list[SupplyKey]: ...
+
+    def take_pad(self, pool: str, size_bytes: int, now: float) -> tuple[SupplyPlan, bytes]: ...
+
+    def take_pad_as(self, pool: str, plan: SupplyPlan, now: float) -> bytes: ...
 
     def supply_recipients(self, key_id: uuid.UUID) -> tuple[str, tuple[str, ...]]: ...
 
@@ -360,33 +367,46 @@ class SqliteKeyStore:
         if count < 1 or size_bytes < 1:
             raise ValueError(f"count and size_bytes must be >= 1, got {count}, {size_bytes}")
         with self._tx() as db:
-            rows = db.execute(
-                "SELECT key_id, size_bytes, consumed FROM link_keys WHERE pool = ? AND state = ? "
-                "ORDER BY seq", (pool, KeyState.ACTIVE.value)).fetchall()
-            runs = [(uuid.UUID(k), a, b) for k, size, consumed in rows
-                    for a, b in _free_runs(size, json.loads(consumed))]
-            have = sum(b - a for _, a, b in runs)
-            need = count * size_bytes
-            if have < need:
-                raise KeyPoolDepleted(f"pool {pool!r} has {have * 8} bits of available key; "
-                                      f"the request needs {need * 8}")
-            plans = []
-            it = iter(runs)
-            cur: tuple[uuid.UUID, int, int] | None = None
-            for _ in range(count):
-                sources: list[SourceSlice] = []
-                left = size_bytes
-                while left:
-                    if cur is None or cur[1] == cur[2]:
-                        cur = next(it)
-                    take = min(left, cur[2] - cur[1])
-                    sources.append(SourceSlice(cur[0], cur[1], take))
-                    cur = (cur[0], cur[1] + take, cur[2])
-                    left -= take
-                plans.append(SupplyPlan(uuid.uuid4(), master, tuple(slaves), tuple(sources)))
+            plans = self._plan(db, pool, master, slaves, count, size_bytes)
             for plan in plans:
                 self._apply_plan(db, pool, plan, local_recipients, now)
             return plans
+
+    def _plan(self, db: sqlite3.Connection, pool: str, master: str, slaves: Sequence[str],
+              count: int, size_bytes: int) -> list[SupplyPlan]:
+        """Chooses the bytes of ``count`` keys from ``pool``'s active keys, oldest first."""
+        need = count * size_bytes
+        # Oldest keys first, read only as far as the request needs.
+        cursor = db.execute(
+            "SELECT key_id, size_bytes, consumed FROM link_keys WHERE pool = ? AND state = ? "
+            "ORDER BY seq", (pool, KeyState.ACTIVE.value))
+        runs: list[tuple[uuid.UUID, int, int]] = []
+        have = 0
+        for key_id, size, consumed in cursor:
+            for a, b in _free_runs(size, json.loads(consumed)):
+                runs.append((uuid.UUID(key_id), a, b))
+                have += b - a
+            if have >= need:
+                break
+        cursor.close()
+        if have < need:
+            raise KeyPoolDepleted(f"pool {pool!r} has {have * 8} bits of available key; "
+                                  f"the request needs {need * 8}")
+        plans = []
+        it = iter(runs)
+        cur: tuple[uuid.UUID, int, int] | None = None
+        for _ in range(count):
+            sources: list[SourceSlice] = []
+            left = size_bytes
+            while left:
+                if cur is None or cur[1] == cur[2]:
+                    cur = next(it)
+                take = min(left, cur[2] - cur[1])
+                sources.append(SourceSlice(cur[0], cur[1], take))
+                cur = (cur[0], cur[1] + take, cur[2])
+                left -= take
+            plans.append(SupplyPlan(uuid.uuid4(), master, tuple(slaves), tuple(sources)))
+        return plans
 
     def reserve(self, pool: str, plans: Sequence[SupplyPlan], local_recipients: Iterable[str],
                 now: float) -> None:
@@ -413,8 +433,9 @@ class SqliteKeyStore:
                     continue
                 self._apply_plan(db, pool, plan, recipients, now)
 
-    def _apply_plan(self, db: sqlite3.Connection, pool: str, plan: SupplyPlan,
-                    local_recipients: Iterable[str], now: float) -> None:
+    def _consume(self, db: sqlite3.Connection, pool: str, plan: SupplyPlan,
+                 now: float) -> bytes:
+        """Cuts the plan's link-key bytes (zeroing them in the stored copies) and returns them."""
         pieces: list[bytes] = []
         for src in plan.sources:
             key_id = str(src.key_id)
@@ -453,6 +474,11 @@ class SqliteKeyStore:
                 db.execute("UPDATE link_keys SET consumed = ?, changed_at = ? WHERE key_id = ?",
                            (json.dumps(ranges), now, key_id))
                 self._destroyed_in_tx = True
+        return b"".join(pieces)
+
+    def _apply_plan(self, db: sqlite3.Connection, pool: str, plan: SupplyPlan,
+                    local_recipients: Iterable[str], now: float) -> None:
+        material = self._consume(db, pool, plan, now)
         recipients = sorted(set(local_recipients))
         if not recipients:
             raise ValueError(f"supply key {plan.key_id}: no local recipient")
@@ -463,9 +489,33 @@ class SqliteKeyStore:
              _plan_json(plan), plan.size_bytes, KeyState.ACTIVE.value, now,
              now + self.reservation_lifetime_s, now))
         db.execute("INSERT INTO material (key_id, bytes) VALUES (?, ?)",
-                   (str(plan.key_id), b"".join(pieces)))
+                   (str(plan.key_id), material))
         db.executemany("INSERT INTO recipients (key_id, sae) VALUES (?, ?)",
                        [(str(plan.key_id), sae) for sae in recipients])
+
+    def take_pad(self, pool: str, size_bytes: int, now: float) -> tuple[SupplyPlan, bytes]:
+        """Consumes ``size_bytes`` of ``pool``'s key for a one-time pad (a relay hop), at once.
+
+        Returns:
+            The plan (for the peer, :meth:`take_pad_as`) and the pad bytes.
+
+        Raises:
+            KeyPoolDepleted: not enough key; nothing changes.
+        """
+        if size_bytes < 1:
+            raise ValueError(f"size_bytes must be >= 1, got {size_bytes}")
+        with self._tx() as db:
+            (plan,) = self._plan(db, pool, RELAY_PAD, [RELAY_PAD], 1, size_bytes)
+            return plan, self._consume(db, pool, plan, now)
+
+    def take_pad_as(self, pool: str, plan: SupplyPlan, now: float) -> bytes:
+        """Consumes the bytes the peer's :meth:`take_pad` chose, at once.
+
+        Raises:
+            KeyConflict: the bytes were used already; KeyNotFound: a key is unknown here.
+        """
+        with self._tx() as db:
+            return self._consume(db, pool, plan, now)
 
     def deliver(self, key_ids: Sequence[uuid.UUID], sae: str, now: float) -> list[SupplyKey]:
         """Hands supply keys to one of their recipients, once; all or none.
