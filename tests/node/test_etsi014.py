@@ -147,7 +147,8 @@ class DirectPeer:
 class Net:
     """Nodes A, B (and C's SAE), their servers, on an event loop in a background thread."""
 
-    def __init__(self, pki: Pki, tmp: Path, link_keys: int) -> None:
+    def __init__(self, pki: Pki, tmp: Path, link_keys: int,
+                 link_key_bytes: int = LINK_KEY_BYTES) -> None:
         self.pki = pki
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -163,7 +164,7 @@ class Net:
         self.a.peers["B"] = DirectPeer("A", self.b)
         self.a.peers["C"] = DirectPeer("A", self.b)  # a link to C, with no key in its pool
         self.b.peers["A"] = DirectPeer("B", self.a)
-        keys = [LinkKey(uuid.uuid4(), os.urandom(LINK_KEY_BYTES), link="A-B", index=i)
+        keys = [LinkKey(uuid.uuid4(), os.urandom(link_key_bytes), link="A-B", index=i)
                 for i in range(link_keys)]
         self.run(self.a.add_link_keys("B", keys, active=True))
         self.run(self.b.add_link_keys("A", keys, active=True))
@@ -800,3 +801,78 @@ def test_client_refuses_answers_that_do_not_match_the_request(
 def test_client_wants_https(pki: Pki) -> None:
     with pytest.raises(ValueError, match="https"):
         Etsi014Client("http://127.0.0.1:1", pki.client_context("alice-app"))
+
+
+# --- exactly once, as a state machine over HTTPS --------------------------------------------
+
+@pytest.fixture(scope="module")
+def model_net(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    n = Net(pki, tmp_path_factory.mktemp("model"), link_keys=128, link_key_bytes=1024)
+    yield n
+    n.close()
+
+
+@pytest.mark.parametrize("examples", [6, pytest.param(60, marks=pytest.mark.slow)])
+def test_exactly_once_delivery_under_random_request_sequences(model_net: Net,
+                                                              examples: int) -> None:
+    """Masters ask for keys, slaves (and SAEs that are not) ask for them by ID in any order:
+    each named slave gets each key exactly once, with the master's bytes; everyone else gets
+    401, and a second request 400."""
+    from hypothesis.stateful import (
+        Bundle,
+        RuleBasedStateMachine,
+        consumes,
+        multiple,
+        rule,
+        run_state_machine_as_test,
+    )
+
+    net = model_net
+    slaves_on_b = ["bob-app", "bob-app2", "bob-app3"]
+
+    @dataclass
+    class Issued:
+        key_id: str
+        material: bytes
+        master: str
+        slaves: tuple[str, ...]
+        collected: set[str] = field(default_factory=set)
+
+    class Delivery(RuleBasedStateMachine):
+        keys = Bundle("keys")
+
+        @rule(target=keys, master=st.sampled_from(["alice-app", "alice-app2"]),
+              slaves=st.lists(st.sampled_from(slaves_on_b), min_size=1, max_size=2,
+                              unique=True),
+              number=st.integers(1, 3), size=st.sampled_from([8, 256, 520]))
+        def enc_keys(self, master: str, slaves: list[str], number: int, size: int) -> Any:
+            status, body = net.request("A", master, "POST", f"{API}/{slaves[0]}/enc_keys", {
+                "number": number, "size": size, "additional_slave_SAE_IDs": slaves[1:]})
+            assert status == 200, body
+            got = _keys(body)
+            assert [len(m) for m in got.values()] == [size // 8] * number
+            return multiple(*(Issued(k, m, master, tuple(slaves)) for k, m in got.items()))
+
+        @rule(key=keys, who=st.sampled_from(slaves_on_b),
+              wrong_master=st.integers(0, 4).map(lambda i: i == 0))
+        def dec_keys(self, key: Issued, who: str, wrong_master: bool) -> None:
+            master = key.master
+            if wrong_master:
+                master = "alice-app2" if master == "alice-app" else "alice-app"
+            status, body = net.request("B", who, "GET",
+                                       f"{API}/{master}/dec_keys?key_ID={key.key_id}")
+            if wrong_master or who not in key.slaves:
+                _error(status, body, 401)
+            elif who in key.collected:
+                _error(status, body, 400, MSG_KEYS_NOT_FOUND)
+            else:
+                assert (status, _keys(body)) == (200, {key.key_id: key.material})
+                key.collected.add(who)
+
+        @rule(key=consumes(keys))
+        def forget(self, key: Issued) -> None:
+            """Drops a key from the bundle so the others get picked more often."""
+
+    run_state_machine_as_test(Delivery, settings=settings(
+        max_examples=examples, stateful_step_count=20, deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture]))
