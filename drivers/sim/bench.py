@@ -266,8 +266,13 @@ class Bench:
     # -- the stream -----------------------------------------------------------------------------
 
     def run(self, n_slots: int | None = None, *, duration_ps: int | None = None) -> TagBatch:
-        """The next tags, with the bias lock applied first (see SimulatedLink.run)."""
+        """The next tags, with the bias lock applied first (see SimulatedLink.run).
+
+        Raises:
+            RuntimeError: no frame was loaded yet (the transmitter has played nothing).
+        """
         with self.lock:
+            self._check_frame()
             self.refresh_bias()
             return self.link.run(n_slots, duration_ps=duration_ps)
 
@@ -275,8 +280,15 @@ class Bench:
                        ) -> tuple[TagBatch, TagTruth]:
         """Like :meth:`run`, with the ground truth (tests only)."""
         with self.lock:
+            self._check_frame()
             self.refresh_bias()
             return self.link.run_with_truth(n_slots, duration_ps=duration_ps)
+
+    def _check_frame(self) -> None:
+        if not self.frame_loaded:
+            raise RuntimeError(
+                f"bench {self.name!r}: no frame loaded yet; the transmitter (its AWG, or "
+                "Bench.load_frame) must play one before tags can be simulated")
 
     # -- readings -------------------------------------------------------------------------------
 

@@ -197,3 +197,9 @@ def test_detector_parameters_outside_the_bench_checks_are_never_applied(make_ben
         assert bench.link.params.detectors[2].efficiency == 1.0
         assert math.isclose(bench.link.params.detectors[0].efficiency, 0.6)
     assert get_bench(bench.name) is bench
+
+
+def test_tags_need_a_frame_played_first(make_bench) -> None:
+    bench = make_bench()
+    with pytest.raises(RuntimeError, match="no frame loaded yet"):
+        bench.run(duration_ps=10**6)
