@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import pyvisa
 import serial
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qkdnode.drivers.errors import InstrumentError, TransportTimeout
 from qkdnode.drivers.instruments.idq.id120 import ID120
@@ -22,6 +24,7 @@ from qkdnode.drivers.sim.bench import detector_indices
 from qkdnode.drivers.sim.devices.base import scpi_header
 from qkdnode.drivers.sim.devices.mbx import LASER_POWER_MW, TAP_FRACTION
 from qkdnode.drivers.sim.visa_backend import BACKEND, install, resource_name
+from qkdnode.drivers.transport.blocks import encode_block
 
 _NAMES = itertools.count()
 
@@ -283,3 +286,21 @@ def test_scpi_header_notation() -> None:
     assert match.groups() == ("2",)
     assert scpi_header("SYSTem:ERRor[:NEXT]?").fullmatch("SYSTEM:ERROR:NEXT?")
     assert not scpi_header("SYSTem:ERRor[:NEXT]?").fullmatch("SYSTE:ERR?")
+
+
+@settings(max_examples=40, deadline=None)
+@given(payload=st.binary(min_size=16, max_size=200).filter(lambda b: len(b) % 2 == 0),
+       cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8))
+def test_input_is_parsed_the_same_however_it_is_split(payload: bytes, cuts: list[int]) -> None:
+    # Blocks may hold terminators and blanks anywhere; the emulator's input parser must find
+    # the same messages whether the host's bytes arrive at once or in pieces.
+    stream = (b"FORM:BORD SWAP\nSOUR1:DATA:ARB:DAC WAVE," + encode_block(payload)
+              + b"\nSOUR1:DATA:ATTR:POIN? WAVE\nSYST:ERR?\n*IDN?\n")
+    replies = []
+    for pieces in ([stream], [stream[a:b] for a, b in itertools.pairwise(
+            [0, *sorted(c % (len(stream) + 1) for c in cuts), len(stream)])]):
+        bench = Bench("split")
+        device = bench.device("awg", "keysight.33500")
+        replies.append(b"".join(device.feed(piece) for piece in pieces))
+    assert replies[0] == replies[1]
+    assert replies[0].split(b"\n")[:2] == [str(len(payload) // 2).encode(), b'0,"No error"']
