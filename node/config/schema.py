@@ -202,6 +202,24 @@ class TlsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class VendorLinkConfig:
+    """A commercial QKD pair whose ETSI GS QKD 014 interface feeds this key manager."""
+
+    peer: str = setting("The node at the other end of the vendor's link (one of [[peers]]).")
+    url: str = setting("The vendor box's ETSI 014 base URL, e.g. https://qkd-a.lab:443.",
+                       check=matches(r"https://\S+", "an https:// URL"))
+    partner_sae: str = setting("The SAE ID the vendor boxes know the other end's key manager "
+                               "by.", check=non_empty)
+    role: Literal["master", "slave"] = setting(
+        "master pulls keys with enc_keys; slave collects the same keys with dec_keys.")
+    tls: TlsConfig = setting("TLS towards the box: its CA, our client certificate and key.")
+    key_size_bits: int = setting("Key size asked of the box.", default=256,
+                                 check=multiple_of(8), unit="bits")
+    target_keys: int = setting("The master keeps this many keys in the pool.", default=1000,
+                               check=positive)
+
+
+@dataclass(frozen=True, slots=True)
 class KeyManagerConfig:
     """The embedded key management daemon."""
 
@@ -220,6 +238,9 @@ class KeyManagerConfig:
     kq1_socket: Path = setting("Kq-1 socket (Unix) the node's QKD modules push keys to; "
                                "relative to the configuration file.",
                                default=Path("kq1.sock"))
+    vendor_links: tuple[VendorLinkConfig, ...] = setting(
+        "Vendor QKD pairs feeding this key manager ([[key_manager.vendor_links]]).",
+        default=())
     saes: dict[str, str] = setting(
         "Applications: SAE ID (the CN of its client certificate) -> the node it is attached "
         "to (this node, a peer, or a node reached by key relay).", default_factory=dict)
@@ -343,6 +364,11 @@ class NodeConfig:
         for i, peer in enumerate(self.peers):
             if peer.name == self.node.name:
                 yield ("peers", i, "name"), "a node cannot be its own peer"
+        for i, vendor in enumerate(self.key_manager.vendor_links):
+            if vendor.peer not in peers:
+                known = ", ".join(sorted(peers)) or "none declared"
+                yield (("key_manager", "vendor_links", i, "peer"),
+                       f"unknown peer {vendor.peer!r} (peers: {known})")
         for sae, node in self.key_manager.saes.items():
             if not isinstance(node, str) or _NAME(node) is not None:
                 yield ("key_manager", "saes", sae), "must be a node name (text)"

@@ -7,7 +7,8 @@
 * Kx to the peers over mutual TLS (:class:`~qkdnode.node.io.kx.KxService` and its
   :class:`~.network.KxAgent`), with pool synchronisation every :data:`SYNC_EVERY_S`;
 * ETSI GS QKD 014 for applications (:class:`~.etsi014.Etsi014Server`);
-* the management port: ``/metrics`` (Prometheus text format) and ``/status`` (JSON).
+* the management port: ``/metrics`` (Prometheus text format) and ``/status`` (JSON);
+* vendor QKD pairs feeding the store through their ETSI 014 interface (:mod:`.vendor`).
 
 Keys never appear in the status, the metrics or the log.
 """
@@ -34,6 +35,7 @@ from .etsi014_tls import make_client_ssl_context, make_server_ssl_context
 from .manager import KeyManager, SupplyLimits
 from .network import KxAgent
 from .store import SqliteKeyStore
+from .vendor import VendorFeed, VendorLink
 
 __all__ = ["NodeDaemon", "split_host_port"]
 
@@ -117,6 +119,12 @@ class NodeDaemon:
         self.agent = KxAgent(self.manager, self.kx, [p.name for p in config.peers])
         self.kx.bind(self.agent)
         self.kq1 = Kq1Server(self.manager, km.kq1_socket)
+        self.vendor = VendorFeed(self.manager, [
+            VendorLink(v.peer, v.url, v.partner_sae, v.role,
+                       make_client_ssl_context(v.tls.ca, v.tls.cert, v.tls.key),
+                       v.key_size_bits, v.target_keys) for v in km.vendor_links])
+        if self.vendor.links:
+            self.agent.importer = self.vendor.collect
         etsi_host, etsi_port = split_host_port(km.etsi014_listen)
         self.etsi = Etsi014Server(self.manager, make_server_ssl_context(tls.ca, tls.cert,
                                                                         tls.key),
@@ -148,6 +156,8 @@ class NodeDaemon:
             self.management_port = self._runner.addresses[0][1]
         self._tasks = [asyncio.create_task(self._sync_loop()),
                        asyncio.create_task(self._expire_loop())]
+        if any(link.role == "master" for link in self.vendor.links.values()):
+            self._tasks.append(asyncio.create_task(self.vendor.run()))
         log.info("node %s: Kq-1 at %s, Kx on port %d, ETSI 014 on port %d, management on "
                  "port %d", self.node, self.kq1.path, self.kx.port, self.etsi.port,
                  self.management_port)
@@ -165,6 +175,7 @@ class NodeDaemon:
             await self.etsi.stop()
         await self.kx.stop()
         await self.kq1.stop()
+        await self.vendor.close()
         self.store.close()
 
     async def run(self, stop: asyncio.Event | None = None) -> None:

@@ -39,7 +39,7 @@ __all__ = ["KeyManager", "PeerLink", "SupplyLimits", "SupplyStatus"]
 DEFAULT_MAX_KEY_PER_REQUEST = 128
 DEFAULT_MAX_KEY_SIZE_BITS = 8192
 DEFAULT_MIN_KEY_SIZE_BITS = 8
-# How many slave SAEs one request may name (the URL's plus additional_slave_SAE_IDs).
+# How many additional slave SAEs one request may name (beyond the one in the URL).
 DEFAULT_MAX_SAE_ID_COUNT = 8
 # A peer that has not confirmed a supply notification within this time is treated as down.
 DEFAULT_PEER_TIMEOUT_S = 5.0
@@ -203,8 +203,10 @@ class KeyManager:
             raise ValueError("a request names at least one slave SAE")
         if len(set(slave_saes)) != len(slave_saes):
             raise ValueError("a slave SAE is named twice")
-        if len(slave_saes) > self.limits.max_sae_id_count:
-            raise ValueError(f"at most {self.limits.max_sae_id_count} slave SAEs per request")
+        if len(slave_saes) - 1 > self.limits.max_sae_id_count:
+            # ETSI 014's max_SAE_ID_count bounds additional_slave_SAE_IDs (beyond the URL's).
+            raise ValueError(f"at most {self.limits.max_sae_id_count} additional slave SAEs "
+                             "per request")
         if master_sae in slave_saes:
             raise ValueError("the master SAE cannot be its own slave")
         if not 1 <= number <= self.limits.max_key_per_request:

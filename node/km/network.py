@@ -27,7 +27,7 @@ import asyncio
 import logging
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
@@ -100,6 +100,9 @@ class KxAgent:
         # are newer than the ones its peers remember from before the restart.
         self._lsa_seq = int(manager.clock() * 1000)
         self._relays: dict[uuid.UUID, asyncio.Future[Answered]] = {}
+        # Fetches offered keys this end lacks from elsewhere (a vendor box's ETSI 014, see
+        # .vendor) before a pool offer is answered.
+        self.importer: Callable[[str, Sequence[uuid.UUID]], Awaitable[int]] | None = None
         if manager.peer_resolver is None:
             manager.peer_resolver = self.peer_link
         if manager.key_source is None:
@@ -163,6 +166,11 @@ class KxAgent:
     async def on_pool_offer(self, from_node: str, event: PoolOffered) -> PoolAnswered:
         """The peer's offer: activate what we hold of it, and say which."""
         store = self.manager.store
+        if self.importer is not None:
+            try:
+                await self.importer(from_node, event.key_ids)
+            except KeyManagerError as exc:
+                log.warning("pool offer from %s: could not import keys: %s", from_node, exc)
         mine = set(await asyncio.to_thread(store.link_key_ids, from_node,
                                            KeyState.PRE_ACTIVATION))
         active = set(await asyncio.to_thread(store.link_key_ids, from_node, KeyState.ACTIVE))
