@@ -179,3 +179,28 @@ resource = "sim://cfg-bench/rng"
             install_bench(config)
     finally:
         remove_bench("cfg-bench")
+
+
+def test_install_bench_with_a_service_reaches_the_hosted_bench() -> None:
+    from qkdnode.drivers.registry import open_instrument
+    from qkdnode.drivers.sim.service import BenchClient
+    from qkdnode.node.config.bench import serve_bench
+
+    host_config = parse_config(NODE + '[bench]\nname = "served"\nseed = 3\n'
+                               '[bench.fibre]\nlength_km = 12.0\n', "host.toml")
+    with serve_bench(host_config, "127.0.0.1:0") as service:
+        node_config = parse_config(NODE + f'[bench]\nname = "served"\nservice = '
+                                   f'"{service.address}"\n[[instruments]]\nname = "voa"\n'
+                                   'role = "attenuator"\ndriver = "scpi.voa"\n'
+                                   'resource = "sim://served/voa"\n', "node.toml")
+        client = install_bench(node_config)
+        try:
+            assert isinstance(client, BenchClient)
+            assert service.bench.instruments() == {"voa": "scpi.voa"}
+            with open_instrument("voa", "attenuator", "scpi.voa", "sim://served/voa",
+                                 2.0) as voa:
+                voa.set_attenuation_db(6.0)
+            assert service.bench.attenuation_db() == 6.0
+            assert service.bench.link.params.fibre.length_km == 12.0
+        finally:
+            remove_bench("served")
