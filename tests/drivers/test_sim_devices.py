@@ -304,3 +304,28 @@ def test_input_is_parsed_the_same_however_it_is_split(payload: bytes, cuts: list
         replies.append(b"".join(device.feed(piece) for piece in pieces))
     assert replies[0] == replies[1]
     assert replies[0].split(b"\n")[:2] == [str(len(payload) // 2).encode(), b'0,"No error"']
+
+
+def test_injected_faults_reach_the_driver_as_the_lab_would_show_them(bench: Bench) -> None:
+    from qkdnode.drivers.errors import DeviceError, TransportError
+
+    with open_instrument("pm", "power_meter", "thorlabs.pm100", url(bench, "pm"), 0.5) as pm, \
+         open_instrument("mbc", "bias_controller", "thorlabs.mbx", url(bench, "bias"),
+                         0.5) as mbx:
+        meter, controller = bench.device("pm"), bench.device("bias")
+        meter.inject_fault("timeout")
+        with pytest.raises(TransportTimeout, match="MEAS:POW"):
+            pm.measure_power_w()
+        meter.inject_fault("garbage")
+        with pytest.raises(DeviceError, match=r"not valid ascii|unexpected reply"):
+            pm.measure_power_w()
+        assert pm.measure_power_w() >= -1e-13  # and the meter answers again
+        controller.inject_fault("disconnect")
+        with pytest.raises(TransportError, match="dropped off the bus"):
+            mbx.bias_v()
+        controller.inject_fault("garbage")
+        with pytest.raises(DeviceError):
+            mbx.bias_v()
+        assert mbx.bias_v() == pytest.approx(1.0)
+        with pytest.raises(ValueError, match="unknown fault"):
+            meter.inject_fault("fire")

@@ -49,6 +49,8 @@ ERROR_QUEUE_LENGTH = 20
 # and exceeds the largest waveform upload (2 channels x 16 MSa x 2 bytes would be sent one
 # channel at a time: 32 MiB).
 MAX_MESSAGE_BYTES = 48 << 20
+# Faults a test can make an emulator show (MessageDevice.inject_fault).
+FAULTS = ("timeout", "garbage", "disconnect")
 
 
 class DeviceFault(Exception):
@@ -107,6 +109,19 @@ class MessageDevice:
         self.bench = bench
         self.name = name
         self._input = bytearray()
+        self._faults: list[str] = []
+
+    def inject_fault(self, fault: str, count: int = 1) -> None:
+        """Makes the next ``count`` replies go wrong, to test how drivers cope.
+
+        ``"timeout"``: the reply never comes; ``"garbage"``: it comes as bytes that are no
+        reply (line noise, a wrong baud rate); ``"disconnect"``: the instrument drops off the
+        bus when it would answer (the transport reports a lost connection).
+        """
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r} (faults: {', '.join(FAULTS)})")
+        with self.bench.lock:
+            self._faults.extend([fault] * count)
 
     @property
     def kind(self) -> str:
@@ -124,7 +139,16 @@ class MessageDevice:
                     break
                 reply = self.handle(message)
                 if reply is not None:
-                    replies.append(reply.encode("ascii") + self.REPLY_TERMINATION)
+                    encoded = reply.encode("ascii")
+                    if self._faults:
+                        fault = self._faults.pop(0)
+                        if fault == "timeout":
+                            continue
+                        if fault == "disconnect":
+                            raise ConnectionResetError(
+                                f"simulated {self.name!r} dropped off the bus")
+                        encoded = bytes((b ^ 0xA5) | 0x80 for b in encoded)
+                    replies.append(encoded + self.REPLY_TERMINATION)
             if len(self._input) > MAX_MESSAGE_BYTES:
                 self._input.clear()
                 self.overflowed()
