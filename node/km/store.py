@@ -5,8 +5,10 @@ an embedded SQLite file, configured so that
 
 * an acknowledged write survives a crash or power loss: WAL journal with ``synchronous=FULL``
   (the commit is on disk when the call returns, so a Kq-1 acknowledgement sent after it is true);
-* every change is one transaction: a request either happens completely or not at all, so after a
-  ``kill -9`` no key is half-delivered, delivered twice, or reused;
+* every change is atomic: a request either happens completely or not at all, so after a
+  ``kill -9`` no key is half-delivered, delivered twice, or reused; concurrent requests share a
+  commit (group commit: each in its own savepoint, one fsync for all), and none returns before
+  the commit that holds it;
 * destroyed key bytes cannot be read back from the database files: ``secure_delete=ON`` zeroes
   deleted content in the main file, and after every transaction that destroyed key material the
   WAL is checkpointed with ``TRUNCATE``, which empties the WAL file that still held the pages
@@ -25,10 +27,9 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from ..errors import KeyConflict, KeyNotFound, KeyPoolDepleted, KeyStoreFull, NotAuthorized
 from .records import (
@@ -53,6 +54,8 @@ DEFAULT_RESERVATION_LIFETIME_S = 3600.0
 RELAY_PAD = "@pad"
 # SQLite waits this long for a lock held by another connection before failing.
 BUSY_TIMEOUT_MS = 10_000
+
+T = TypeVar("T")
 
 _LIVE = (KeyState.PRE_ACTIVATION.value, KeyState.ACTIVE.value)
 
@@ -164,6 +167,18 @@ def _plan_json(plan: SupplyPlan) -> str:
     return json.dumps([[str(s.key_id), s.offset, s.length] for s in plan.sources])
 
 
+class _Pending:
+    """One operation waiting for the group commit."""
+
+    __slots__ = ("done", "error", "op", "result")
+
+    def __init__(self, op: Callable[[sqlite3.Connection], Any]) -> None:
+        self.op = op
+        self.result: Any = None
+        self.error: Exception | None = None
+        self.done = False
+
+
 class SqliteKeyStore:
     """The key store on one SQLite file (see the module docstring for the guarantees).
 
@@ -194,6 +209,8 @@ class SqliteKeyStore:
         self.key_lifetime_s = key_lifetime_s
         self.reservation_lifetime_s = float(reservation_lifetime_s)
         self._lock = threading.RLock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Pending] = []
         self._destroyed_in_tx = False
         self._conn: sqlite3.Connection | None = sqlite3.connect(
             str(self.path), isolation_level=None, check_same_thread=False,
@@ -228,20 +245,54 @@ class SqliteKeyStore:
 
     # --- plumbing ---------------------------------------------------------------------------
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; the WAL is truncated after it if it destroyed key bytes."""
+    def _execute(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Runs ``op`` in a write transaction and returns once it is durable.
+
+        Group commit: operations that arrive while a commit is being written wait, and the next
+        of them to get the connection runs all waiting operations in one transaction (each in
+        its own savepoint, so one that fails is rolled back alone and raises in its caller),
+        then commits once. A caller returns only after the commit that holds its operation, and
+        after the WAL was truncated if that transaction destroyed key bytes.
+        """
+        slot = _Pending(op)
+        with self._queue_lock:
+            self._queue.append(slot)
         with self._lock:
-            self._destroyed_in_tx = False
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            if not slot.done:
+                self._run_batch()
+        if slot.error is not None:
+            raise slot.error
+        return slot.result  # type: ignore[no-any-return]
+
+    def _run_batch(self) -> None:
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+        db = self._db
+        self._destroyed_in_tx = False
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for slot in batch:
+                db.execute("SAVEPOINT op")
+                try:
+                    slot.result = slot.op(db)
+                except Exception as exc:  # the caller gets it; the others go on
+                    db.execute("ROLLBACK TO op")
+                    slot.error = exc
+                db.execute("RELEASE op")
+            db.execute("COMMIT")
             if self._destroyed_in_tx:
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except BaseException as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            for slot in batch:
+                if slot.error is None:
+                    slot.error = exc if isinstance(exc, Exception) else \
+                        RuntimeError(f"key store {self.path}: transaction interrupted")
+            raise
+        finally:
+            for slot in batch:
+                slot.done = True
 
     def _forget_material(self, db: sqlite3.Connection, key_id: str) -> None:
         db.execute("DELETE FROM material WHERE key_id = ?", (key_id,))
@@ -292,7 +343,7 @@ class SqliteKeyStore:
             raise KeyConflict(f"pool {pool!r}: a key ID appears twice in one push")
         state = (KeyState.ACTIVE if active else KeyState.PRE_ACTIVATION).value
         expires = None if self.key_lifetime_s is None else now + self.key_lifetime_s
-        with self._tx() as db:
+        def _op(db: sqlite3.Connection) -> int:
             new: list[LinkKey] = []
             for key in keys:
                 row = db.execute(
@@ -324,6 +375,8 @@ class SqliteKeyStore:
                            (str(key.key_id), bytes(key.material)))
             return len(new)
 
+        return self._execute(_op)
+
     def activate(self, pool: str, key_ids: Iterable[uuid.UUID], now: float) -> int:
         """Makes pre-activation link keys of ``pool`` active (the peer confirmed it holds them).
 
@@ -336,7 +389,7 @@ class SqliteKeyStore:
             KeyNotFound: an ID is not a live link key of ``pool``; nothing changes.
         """
         ids = [str(k) for k in key_ids]
-        with self._tx() as db:
+        def _op(db: sqlite3.Connection) -> int:
             changed = 0
             for key_id in ids:
                 row = db.execute("SELECT state FROM link_keys WHERE key_id = ? AND pool = ?",
@@ -348,6 +401,8 @@ class SqliteKeyStore:
                                (KeyState.ACTIVE.value, now, key_id))
                     changed += 1
             return changed
+
+        return self._execute(_op)
 
     # --- supply -----------------------------------------------------------------------------
 
@@ -366,11 +421,13 @@ class SqliteKeyStore:
         """
         if count < 1 or size_bytes < 1:
             raise ValueError(f"count and size_bytes must be >= 1, got {count}, {size_bytes}")
-        with self._tx() as db:
+        def _op(db: sqlite3.Connection) -> list[SupplyPlan]:
             plans = self._plan(db, pool, master, slaves, count, size_bytes)
             for plan in plans:
                 self._apply_plan(db, pool, plan, local_recipients, now)
             return plans
+
+        return self._execute(_op)
 
     def _plan(self, db: sqlite3.Connection, pool: str, master: str, slaves: Sequence[str],
               count: int, size_bytes: int) -> list[SupplyPlan]:
@@ -421,7 +478,7 @@ class SqliteKeyStore:
             KeyNotFound: a source link key is not an active key of ``pool`` here.
         """
         recipients = tuple(local_recipients)
-        with self._tx() as db:
+        def _op(db: sqlite3.Connection) -> None:
             for plan in plans:
                 row = db.execute("SELECT pool, master, slaves, plan FROM supply_keys "
                                  "WHERE key_id = ?", (str(plan.key_id),)).fetchone()
@@ -432,6 +489,8 @@ class SqliteKeyStore:
                                           "plan")
                     continue
                 self._apply_plan(db, pool, plan, recipients, now)
+
+        return self._execute(_op)
 
     def _consume(self, db: sqlite3.Connection, pool: str, plan: SupplyPlan,
                  now: float) -> bytes:
@@ -504,9 +563,11 @@ class SqliteKeyStore:
         """
         if size_bytes < 1:
             raise ValueError(f"size_bytes must be >= 1, got {size_bytes}")
-        with self._tx() as db:
+        def _op(db: sqlite3.Connection) -> tuple[SupplyPlan, bytes]:
             (plan,) = self._plan(db, pool, RELAY_PAD, [RELAY_PAD], 1, size_bytes)
             return plan, self._consume(db, pool, plan, now)
+
+        return self._execute(_op)
 
     def take_pad_as(self, pool: str, plan: SupplyPlan, now: float) -> bytes:
         """Consumes the bytes the peer's :meth:`take_pad` chose, at once.
@@ -514,8 +575,10 @@ class SqliteKeyStore:
         Raises:
             KeyConflict: the bytes were used already; KeyNotFound: a key is unknown here.
         """
-        with self._tx() as db:
+        def _op(db: sqlite3.Connection) -> bytes:
             return self._consume(db, pool, plan, now)
+
+        return self._execute(_op)
 
     def deliver(self, key_ids: Sequence[uuid.UUID], sae: str, now: float) -> list[SupplyKey]:
         """Hands supply keys to one of their recipients, once; all or none.
@@ -529,7 +592,7 @@ class SqliteKeyStore:
         ids = [str(k) for k in key_ids]
         if len(set(ids)) != len(ids):
             raise KeyNotFound("a key ID is asked for twice in one request")
-        with self._tx() as db:
+        def _op(db: sqlite3.Connection) -> list[SupplyKey]:
             out = []
             for key_id in ids:
                 row = db.execute("SELECT state, expires_at FROM supply_keys WHERE key_id = ?",
@@ -560,6 +623,8 @@ class SqliteKeyStore:
                     db.execute("UPDATE supply_keys SET state = ?, changed_at = ? "
                                "WHERE key_id = ?", (KeyState.DESTROYED.value, now, key_id))
             return out
+
+        return self._execute(_op)
 
     def supply_state(self, key_id: uuid.UUID) -> tuple[KeyState, SupplyState | None]:
         """The state of a supply key and, while active, its supply sub-state.
@@ -611,8 +676,8 @@ class SqliteKeyStore:
             How many keys were destroyed by this call.
         """
         state = (KeyState.COMPROMISED if compromised else KeyState.DESTROYED).value
-        done = 0
-        with self._tx() as db:
+        def _op(db: sqlite3.Connection) -> int:
+            done = 0
             for key_id in map(str, key_ids):
                 for table in ("link_keys", "supply_keys"):
                     cur = db.execute(
@@ -623,7 +688,9 @@ class SqliteKeyStore:
                     if cur.rowcount:
                         self._forget_material(db, key_id)
                         done += 1
-        return done
+            return done
+
+        return self._execute(_op)
 
     def expire(self, now: float) -> int:
         """Destroys link keys past their lifetime and supply keys past their reservation.
@@ -631,7 +698,7 @@ class SqliteKeyStore:
         Returns:
             How many keys were destroyed.
         """
-        with self._tx() as db:
+        def _op(db: sqlite3.Connection) -> int:
             expired = [r[0] for r in db.execute(
                 "SELECT key_id FROM link_keys WHERE state IN (?, ?) AND expires_at IS NOT NULL "
                 "AND expires_at <= ?", (*_LIVE, now))]
@@ -644,6 +711,8 @@ class SqliteKeyStore:
                                "WHERE key_id = ?", (KeyState.DESTROYED.value, now, key_id))
                 self._forget_material(db, key_id)
             return len(expired)
+
+        return self._execute(_op)
 
     # --- reading ----------------------------------------------------------------------------
 
