@@ -121,7 +121,8 @@ def phi(x: np.float32, k: PhiConstants) -> np.float32:  # pragma: no cover - com
     bits = np.float32(w).view(np.int32)
     e = np.int32((bits - np.int32(_SQRT_HALF_BITS)) >> 23)
     m = np.int32(bits - (e << 23)).view(np.float32)
-    s = z / (two + z) if e == 0 else (m - one) / (m + one)
+    # One division for both cases (a select of numerator and denominator, not of quotients).
+    s = (z if e == 0 else m - one) / (two + z if e == 0 else m + one)
     s2 = s * s
     log_m = two * s * (one + s2 * (k[14] + s2 * (k[15] + s2 * (k[16] + s2 * k[17]))))
     return np.float32(e) * k[4] + log_m
@@ -145,7 +146,7 @@ def phi_reference(x: NDArray[np.float32]) -> NDArray[np.float32]:
     bits = w.view(np.int32)
     e = (bits - np.int32(_SQRT_HALF_BITS)) >> 23
     m = (bits - (e << 23)).view(np.float32)
-    s = np.where(e == 0, z / (two + z), (m - one) / (m + one))
+    s = np.where(e == 0, z, m - one) / np.where(e == 0, two + z, m + one)
     s2 = s * s
     log_m = two * s * (one + s2 * (k[14] + s2 * (k[15] + s2 * (k[16] + s2 * k[17]))))
     result: NDArray[np.float32] = (e.astype(np.float32) * k[4] + log_m).astype(np.float32)

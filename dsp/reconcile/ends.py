@@ -13,7 +13,7 @@ from ..ldpc.codes import LdpcCode, syndrome
 from ..ldpc.decoder import DEFAULT_MAX_ITERATIONS, LLR_LIMIT, decode_syndrome
 from ..verification import draw_seed, tags_match, verification_tag
 from .messages import BitsRevealed, DecodingReported, FrameVerified, SyndromeComputed, TagComputed
-from .plan import _layout, plan_frame
+from .plan import START_EFFICIENCY, _layout, plan_frame
 
 __all__ = ["BLIND_ROUND_ITERATIONS", "AliceFrame", "BobFrame"]
 
@@ -26,7 +26,14 @@ BLIND_ROUND_ITERATIONS = 30
 class AliceFrame:
     """Alice's end of one frame: sees only her payload bits and Bob's messages."""
 
-    def __init__(self, code: LdpcCode, frame: int, payload_bits: NDArray[np.uint8], qber: float):
+    def __init__(
+        self,
+        code: LdpcCode,
+        frame: int,
+        payload_bits: NDArray[np.uint8],
+        qber: float,
+        start_efficiency: float = START_EFFICIENCY,
+    ):
         """Plans the frame.
 
         Args:
@@ -34,10 +41,12 @@ class AliceFrame:
             frame: Frame number (public).
             payload_bits: Alice's payload, ``uint8`` 0/1, at most one full payload long.
             qber: Assumed QBER.
+            start_efficiency: Efficiency the first syndrome aims at (public; see
+                :func:`plan_frame`).
         """
         self.code = code
         self.frame = frame
-        self.plan = plan_frame(code, payload_bits.size, qber)
+        self.plan = plan_frame(code, payload_bits.size, qber, start_efficiency)
         if self.plan.payload_length != payload_bits.size:
             raise ValueError("payload_bits: longer than the frame's payload")
         self.payload = payload_bits

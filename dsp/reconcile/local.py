@@ -17,7 +17,7 @@ from ..ldpc.decoder import DEFAULT_MAX_ITERATIONS, decode_syndromes
 from ..verification import DEFAULT_EPS_COR
 from .ends import AliceFrame, BobFrame
 from .messages import Message
-from .plan import MIN_PLANNING_QBER, START_EFFICIENCY, plan_frame
+from .plan import BLIND_STEP_EFFICIENCY, MIN_PLANNING_QBER, START_EFFICIENCY, plan_frame
 
 __all__ = [
     "ABORT_QBER",
@@ -50,6 +50,14 @@ CODE_CHOICE_SLACK = 0.05
 # Frames decoded together (one decoder call over all cores) before plans are revised.
 FRAMES_PER_BATCH = 8
 
+# Adaptive start: once frames of a code have decoded, later frames start their first syndrome at
+# this quantile of the disclosure at which those succeeded (per payload bit, over the last
+# START_WINDOW successes), less one blind step; never below START_EFFICIENCY. Starting near the
+# success point saves most blind rounds (each a decoder run) and costs little: only the frames
+# that would have decoded below the start overpay, by less than the quantile's spread.
+START_QUANTILE = 0.1
+START_WINDOW = 64
+
 
 FrameStatus = Literal["verified", "tag_mismatch", "decoding_failed"]
 
@@ -67,6 +75,8 @@ class FrameOutcome:
         rounds: Decoding rounds run (1 + blind reveals).
         disclosed_bits: Bits the frame's messages revealed (syndrome, reveals, tag).
         errors: Errors Bob corrected (0 unless decoded).
+        decoded_disclosed: Bits disclosed before the tag when decoding succeeded (syndrome and
+            reveals; 0 if it never did).
     """
 
     frame: int
@@ -77,6 +87,7 @@ class FrameOutcome:
     rounds: int
     disclosed_bits: int
     errors: int
+    decoded_disclosed: int = 0
 
     @property
     def kept(self) -> bool:
@@ -237,6 +248,8 @@ def reconcile_local(
     transcript: list[Message] = []
     qber = INITIAL_QBER_GUESS if qber_estimate is None else float(qber_estimate)
     measured_errors = measured_bits = 0
+    # Per code: disclosure per payload bit at which frames decoded (for the adaptive start).
+    successes: dict[str, list[float]] = {}
     offset = 0
     aborted_reason: str | None = None
     while offset < alice.size:
@@ -253,12 +266,17 @@ def reconcile_local(
             offset += length
         if not starts:
             break
+        start_efficiency = _start_efficiency(successes.get(frame_code.name, []), qber)
         batch = _run_batch(
-            frame_code, alice, bob, starts, full_payload, qber, len(outcomes), source, eps_cor,
-            max_iterations, transcript if keep_messages else None,
+            frame_code, alice, bob, starts, full_payload, qber, start_efficiency, len(outcomes),
+            source, eps_cor, max_iterations, transcript if keep_messages else None,
         )
         for outcome, bob_frame in batch:
             outcomes.append(outcome)
+            if outcome.decoded_disclosed:
+                successes.setdefault(frame_code.name, []).append(
+                    outcome.decoded_disclosed / outcome.payload_length
+                )
             if outcome.kept and bob_frame.corrected is not None:
                 span = slice(outcome.start, outcome.start + outcome.payload_length)
                 corrected[span] = bob_frame.corrected
@@ -286,6 +304,16 @@ def reconcile_local(
     )
 
 
+def _start_efficiency(successes: Sequence[float], qber: float) -> float:
+    """Efficiency of the next first syndrome, from the disclosure rates of earlier successes."""
+    if not successes:
+        return START_EFFICIENCY
+    h = binary_entropy(max(qber, MIN_PLANNING_QBER))
+    recent = np.asarray(successes[-START_WINDOW:], dtype=np.float64)
+    point = float(np.quantile(recent, START_QUANTILE)) / h
+    return max(START_EFFICIENCY, point - BLIND_STEP_EFFICIENCY)
+
+
 def _run_batch(
     code: LdpcCode,
     alice: NDArray[np.uint8],
@@ -293,6 +321,7 @@ def _run_batch(
     starts: Sequence[int],
     full_payload: int,
     qber: float,
+    start_efficiency: float,
     first_frame: int,
     source: np.random.Generator,
     eps_cor: float,
@@ -303,6 +332,7 @@ def _run_batch(
     alices: list[AliceFrame] = []
     bobs: list[BobFrame] = []
     disclosed = [0] * len(starts)
+    decoded_disclosed = [0] * len(starts)
     rounds = [0] * len(starts)
 
     def send(k: int, message: Message) -> None:
@@ -312,7 +342,7 @@ def _run_batch(
 
     for k, start in enumerate(starts):
         stop = min(start + full_payload, alice.size)
-        alice_frame = AliceFrame(code, first_frame + k, alice[start:stop], qber)
+        alice_frame = AliceFrame(code, first_frame + k, alice[start:stop], qber, start_efficiency)
         first = alice_frame.start()
         send(k, first)
         # Bob's end is built from Bob's bits and Alice's message only.
@@ -338,6 +368,7 @@ def _run_batch(
             report = bobs[k].absorb(result.bits[row], bool(result.converged[row]))
             send(k, report)
             if report.status == "decoded":
+                decoded_disclosed[k] = disclosed[k]
                 tag = alices[k].tag(source, eps_cor)
                 send(k, tag)
                 verdict = bobs[k].on_tag(tag)
@@ -370,6 +401,7 @@ def _run_batch(
                     rounds=rounds[k],
                     disclosed_bits=disclosed[k],
                     errors=errors[k] if final == "verified" else 0,
+                    decoded_disclosed=decoded_disclosed[k],
                 ),
                 bobs[k],
             )

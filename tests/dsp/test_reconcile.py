@@ -278,3 +278,16 @@ class TestBadInput:
             bob_end.on_reveal(BitsRevealed(1, np.zeros(1, np.uint8)))
         with pytest.raises(ValueError, match="message"):
             bob_end.on_tag(alice_end.tag(np.random.default_rng(0), 1e-15))
+
+
+def test_start_efficiency_follows_earlier_successes() -> None:
+    from qkdnode.dsp.reconcile import local, plan
+
+    h = binary_entropy(0.02)
+    assert local._start_efficiency([], 0.02) == plan.START_EFFICIENCY
+    # Frames that decoded at 1.10-1.20 x h: the next start is just below their low quantile.
+    successes = list(np.linspace(1.10, 1.20, 11) * h)
+    start = local._start_efficiency(successes, 0.02)
+    assert start == pytest.approx(1.11 - plan.BLIND_STEP_EFFICIENCY)
+    # Never below the default start, however lucky the earlier frames were.
+    assert local._start_efficiency([0.5 * h], 0.02) == plan.START_EFFICIENCY
