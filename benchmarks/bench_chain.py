@@ -9,9 +9,10 @@ the steadier figure; the load average is printed beside them.
 Stages, each measured on its own with the block's inputs:
   sifting          dsp.sifting.sift on the detections that give the block's sifted X bits
                    (before the chain proper, which starts at sifted bits; reported for scale)
-  reconciliation   reconcile_local, split by a CPU-time profile into the LDPC decoder
-                   (ldpc.decoder.decode_syndromes) and the rest (frame planning, syndromes,
-                   messages, verification tags)
+  reconciliation   reconcile_local, split by a CPU-time profile into the LDPC decoder's
+                   numba kernels (ldpc/kernels.py), the rest of decode_syndromes (its Python
+                   and numpy wrapper) and everything else (frame planning, syndromes, messages,
+                   verification tags)
   verification     the share of reconciliation spent in dsp.verification
   estimation       finite_key_length with the leakage reconciliation caused
   privacy          ToeplitzHasher for the kept bits, applied to both ends
@@ -98,10 +99,15 @@ def _stages(alice: Any, bob: Any, counts: Any, mu: Any, p: Any, best: Any, lengt
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
     decoder = sum(v[3] for k, v in stats.items() if k[2] == "decode_syndromes")
+    kernels = sum(
+        v[2] for k, v in stats.items() if k[0].endswith(os.path.join("ldpc", "kernels.py"))
+    )
     verification = sum(
         v[2] for k, v in stats.items() if k[0].endswith(os.path.join("dsp", "verification.py"))
     )
     stage["reconciliation"] = {"wall_s": wall, "cpu_s": cpu, "decoder_cpu_s": decoder,
+                               "decoder_kernel_cpu_s": kernels,
+                               "decoder_wrapper_cpu_s": decoder - kernels,
                                "other_cpu_s": cpu - decoder,
                                "verification_cpu_s": verification}
 
