@@ -99,7 +99,7 @@ def test_two_processes_share_one_link(tmp_path: Path) -> None:
         remove_bench("shared")
     finally:
         host.terminate()
-        host.wait(timeout=10)
+        host.communicate(timeout=10)  # reaps it and closes its pipes
 
 
 def test_unix_socket_service_and_errors(tmp_path: Path) -> None:
