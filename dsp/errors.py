@@ -18,3 +18,7 @@ class ReconciliationFailed(DistillationError):
 
 class VerificationFailed(DistillationError):
     """The verification tags of the two ends differ: the block must be discarded."""
+
+
+class AcquisitionFailed(DistillationError):
+    """Qsync found no slot timing in a window of time tags (too few, no pattern correlation)."""
