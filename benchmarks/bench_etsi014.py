@@ -43,6 +43,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+WIPE_DELAY_S = 0.2
 KEY_BITS = 256
 LINK_KEY_BYTES = 4096          # one distilled chunk: 32 kbit
 API = "/api/v1/keys"
@@ -155,10 +156,19 @@ async def serve(workdir: Path, link_keys: int, storage: str) -> None:
         shared: dict[uuid.UUID, tuple[bytes, set[str]]] = {}
         a, b = MemorySupply("kme-a", shared), MemorySupply("kme-b", shared)
     else:
-        stores = [SqliteKeyStore(workdir / f"a-{os.getpid()}.sqlite",
-                                 max_key_count=10 * link_keys),
-                  SqliteKeyStore(workdir / f"b-{os.getpid()}.sqlite",
-                                 max_key_count=10 * link_keys)]
+        # wipe_delay_s as `qkdnode run` uses it by default (key_manager.wipe_delay_s), with the
+        # daemon's flush task
+        stores = [SqliteKeyStore(workdir / f"{n}-{os.getpid()}.sqlite",
+                                 max_key_count=10 * link_keys, wipe_delay_s=WIPE_DELAY_S)
+                  for n in "ab"]
+
+        async def wipe() -> None:
+            while True:
+                await asyncio.sleep(WIPE_DELAY_S)
+                for st in stores:
+                    await asyncio.to_thread(st.flush)
+
+        flusher = asyncio.create_task(wipe())
         a = KeyManager(stores[0], "A", "kme-a", saes, limits=limits)
         b = KeyManager(stores[1], "B", "kme-b", saes, limits=limits)
         a.peers["B"] = DirectPeer("A", b)
@@ -177,6 +187,8 @@ async def serve(workdir: Path, link_keys: int, storage: str) -> None:
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     for s in servers:
         await s.stop()
+    if stores:
+        flusher.cancel()
     for st in stores:
         st.close()
     print(json.dumps(rusage(resource.RUSAGE_SELF)), flush=True)

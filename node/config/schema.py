@@ -235,6 +235,10 @@ class KeyManagerConfig:
                                  check=multiple_of(8), unit="bits")
     max_key_count: int = setting("Capacity: keys kept per peer before intake pauses.",
                                  default=100_000, check=positive)
+    wipe_delay_s: float = setting(
+        "Longest time destroyed key bytes may stay in the store's WAL file before it is "
+        "truncated (0: after every transaction; a little more lets a busy node truncate once "
+        "for many).", default=0.2, check=between(0.0, 5.0), unit="s")
     kq1_socket: Path = setting("Kq-1 socket (Unix) the node's QKD modules push keys to; "
                                "relative to the configuration file.",
                                default=Path("kq1.sock"))

@@ -104,7 +104,8 @@ class NodeDaemon:
                               "required to run a node: Kx and ETSI 014 use mutual TLS")
         self.config = config
         self.node = config.node.name
-        self.store = SqliteKeyStore(km.store_path, max_key_count=km.max_key_count)
+        self.store = SqliteKeyStore(km.store_path, max_key_count=km.max_key_count,
+                                    wipe_delay_s=km.wipe_delay_s)
         limits = SupplyLimits(key_size_bits=km.key_size_bits, max_key_count=km.max_key_count)
         peer_ids = {p.name: p.kme_id or p.name for p in config.peers}
         self.manager = KeyManager(self.store, self.node, self.node, km.saes,
@@ -155,7 +156,8 @@ class NodeDaemon:
         if self._runner.addresses:
             self.management_port = self._runner.addresses[0][1]
         self._tasks = [asyncio.create_task(self._sync_loop()),
-                       asyncio.create_task(self._expire_loop())]
+                       asyncio.create_task(self._expire_loop()),
+                       asyncio.create_task(self._wipe_loop())]
         if any(link.role == "master" for link in self.vendor.links.values()):
             self._tasks.append(asyncio.create_task(self.vendor.run()))
         log.info("node %s: Kq-1 at %s, Kx on port %d, ETSI 014 on port %d, management on "
@@ -200,6 +202,11 @@ class NodeDaemon:
                     # new key changes the routes: tell the network now, not at the next tick
                     self.kx.flood(self.agent.advertisement(), exclude=None)
             await asyncio.sleep(SYNC_EVERY_S)
+
+    async def _wipe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(max(self.store.wipe_delay_s, 0.05))
+            await asyncio.to_thread(self.store.flush)
 
     async def _expire_loop(self) -> None:
         while True:

@@ -10,10 +10,11 @@ an embedded SQLite file, configured so that
   commit (group commit: each in its own savepoint, one fsync for all), and none returns before
   the commit that holds it;
 * destroyed key bytes cannot be read back from the database files: ``secure_delete=ON`` zeroes
-  deleted content in the main file, and after every transaction that destroyed key material the
+  deleted content in the main file, and after a transaction that destroyed key material the
   WAL is checkpointed with ``TRUNCATE``, which empties the WAL file that still held the pages
-  written when the key arrived. Destroyed keys keep a tombstone (ID, pool, state, time: no
-  bytes), so an ID can never come back.
+  written when the key arrived (at once, or within ``wipe_delay_s`` when a busy store shares
+  one truncation among many transactions). Destroyed keys keep a tombstone (ID, pool, state,
+  time: no bytes), so an ID can never come back.
 
 Link keys are consumed by supply plans in byte ranges (see :mod:`.records`); consumed bytes are
 overwritten with zeros in the stored copy at once, and the link key is destroyed when its last
@@ -26,6 +27,7 @@ import hmac
 import json
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -52,6 +54,8 @@ DEFAULT_RESERVATION_LIFETIME_S = 3600.0
 # The master and slave named in the plans of one-time pads (never an SAE: SAE IDs from
 # certificates cannot start with '@').
 RELAY_PAD = "@pad"
+# Destroyed key bytes never stay in the WAL longer than this, whatever the configuration.
+MAX_WIPE_DELAY_S = 5.0
 # SQLite waits this long for a lock held by another connection before failing.
 BUSY_TIMEOUT_MS = 10_000
 
@@ -189,13 +193,18 @@ class SqliteKeyStore:
         key_lifetime_s: link keys older than this are destroyed by :meth:`expire` (None: never).
         reservation_lifetime_s: supply keys not collected by every recipient within this time
             are destroyed by :meth:`expire`.
+        wipe_delay_s: how long destroyed key bytes may stay in the WAL file before it is
+            truncated (0: after every transaction that destroyed some; more lets busy stores
+            truncate once for many transactions; :meth:`flush` must then be called at least
+            that often, as the daemon does).
 
     Safe to share between threads (one connection behind a lock).
     """
 
     def __init__(self, path: str | Path, *, max_key_count: int = 100_000,
                  key_lifetime_s: float | None = None,
-                 reservation_lifetime_s: float = DEFAULT_RESERVATION_LIFETIME_S) -> None:
+                 reservation_lifetime_s: float = DEFAULT_RESERVATION_LIFETIME_S,
+                 wipe_delay_s: float = 0.0) -> None:
         if isinstance(max_key_count, bool) or not isinstance(max_key_count, int) \
                 or max_key_count < 1:
             raise ValueError(f"max_key_count must be a positive integer, got {max_key_count!r}")
@@ -208,6 +217,11 @@ class SqliteKeyStore:
         self.max_key_count = max_key_count
         self.key_lifetime_s = key_lifetime_s
         self.reservation_lifetime_s = float(reservation_lifetime_s)
+        if not 0 <= wipe_delay_s <= MAX_WIPE_DELAY_S:
+            raise ValueError(f"wipe_delay_s must be in 0..{MAX_WIPE_DELAY_S}, got "
+                             f"{wipe_delay_s!r}")
+        self.wipe_delay_s = float(wipe_delay_s)
+        self._wipe_due: float | None = None
         self._lock = threading.RLock()
         self._queue_lock = threading.Lock()
         self._queue: list[_Pending] = []
@@ -281,7 +295,9 @@ class SqliteKeyStore:
                 db.execute("RELEASE op")
             db.execute("COMMIT")
             if self._destroyed_in_tx:
-                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._wipe_due = self._wipe_due or time.monotonic() + self.wipe_delay_s
+            if self._wipe_due is not None and time.monotonic() >= self._wipe_due:
+                self._wipe(db)
         except BaseException as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
@@ -293,6 +309,17 @@ class SqliteKeyStore:
         finally:
             for slot in batch:
                 slot.done = True
+
+    def _wipe(self, db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._wipe_due = None
+
+    def flush(self) -> None:
+        """Truncates the WAL now if destroyed key bytes may still be in it (the daemon calls
+        this every ``wipe_delay_s``; a no-op when nothing waits)."""
+        with self._lock:
+            if self._wipe_due is not None:
+                self._wipe(self._db)
 
     def _forget_material(self, db: sqlite3.Connection, key_id: str) -> None:
         db.execute("DELETE FROM material WHERE key_id = ?", (key_id,))
@@ -423,8 +450,7 @@ class SqliteKeyStore:
             raise ValueError(f"count and size_bytes must be >= 1, got {count}, {size_bytes}")
         def _op(db: sqlite3.Connection) -> list[SupplyPlan]:
             plans = self._plan(db, pool, master, slaves, count, size_bytes)
-            for plan in plans:
-                self._apply_plan(db, pool, plan, local_recipients, now)
+            self._apply_plans(db, pool, plans, local_recipients, now)
             return plans
 
         return self._execute(_op)
@@ -479,25 +505,32 @@ class SqliteKeyStore:
         """
         recipients = tuple(local_recipients)
         def _op(db: sqlite3.Connection) -> None:
+            fresh = []
             for plan in plans:
                 row = db.execute("SELECT pool, master, slaves, plan FROM supply_keys "
                                  "WHERE key_id = ?", (str(plan.key_id),)).fetchone()
-                if row is not None:
-                    if row != (pool, plan.master, json.dumps(list(plan.slaves)),
-                               _plan_json(plan)):
-                        raise KeyConflict(f"supply key {plan.key_id} is known with a different "
-                                          "plan")
-                    continue
-                self._apply_plan(db, pool, plan, recipients, now)
+                if row is None:
+                    fresh.append(plan)
+                elif row != (pool, plan.master, json.dumps(list(plan.slaves)),
+                             _plan_json(plan)):
+                    raise KeyConflict(f"supply key {plan.key_id} is known with a different "
+                                      "plan")
+            if fresh:
+                self._apply_plans(db, pool, fresh, recipients, now)
 
         return self._execute(_op)
 
-    def _consume(self, db: sqlite3.Connection, pool: str, plan: SupplyPlan,
-                 now: float) -> bytes:
-        """Cuts the plan's link-key bytes (zeroing them in the stored copies) and returns them."""
-        pieces: list[bytes] = []
-        for src in plan.sources:
-            key_id = str(src.key_id)
+    def _consume(self, db: sqlite3.Connection, pool: str, plans: Sequence[SupplyPlan],
+                 now: float) -> list[bytes]:
+        """Cuts the plans' link-key bytes (zeroing them in the stored copies); returns each
+        plan's bytes. Each link key is read and written once, however many slices it gives."""
+        by_key: dict[str, list[tuple[int, int, SourceSlice]]] = {}
+        for p_i, plan in enumerate(plans):
+            for s_i, src in enumerate(plan.sources):
+                by_key.setdefault(str(src.key_id), []).append((p_i, s_i, src))
+        pieces: list[list[bytes]] = [[b""] * len(plan.sources) for plan in plans]
+        for key_id, slices in by_key.items():
+            first = plans[slices[0][0]].key_id
             row = db.execute(
                 "SELECT l.size_bytes, l.consumed, m.bytes FROM link_keys l JOIN material m "
                 "ON m.key_id = l.key_id WHERE l.key_id = ? AND l.pool = ? AND l.state = ?",
@@ -506,51 +539,56 @@ class SqliteKeyStore:
                 known = db.execute("SELECT state FROM link_keys WHERE key_id = ? AND pool = ?",
                                    (key_id, pool)).fetchone()
                 if known is not None and known[0] != KeyState.PRE_ACTIVATION.value:
-                    raise KeyConflict(f"supply key {plan.key_id}: link key {key_id} is "
+                    raise KeyConflict(f"supply key {first}: link key {key_id} is "
                                       f"{known[0]}; its bytes were already used or withdrawn")
-                raise KeyNotFound(f"supply key {plan.key_id}: link key {key_id} is not an "
+                raise KeyNotFound(f"supply key {first}: link key {key_id} is not an "
                                   f"active key of pool {pool!r}")
             size, consumed, stored = row
-            end = src.offset + src.length
-            if src.offset < 0 or src.length < 1 or end > size:
-                raise KeyConflict(f"supply key {plan.key_id}: bytes {src.offset}..{end} are "
-                                  f"outside link key {key_id} ({size} bytes)")
-            ranges = _ranges_add(json.loads(consumed), src.offset, end)
-            if ranges is None:
-                raise KeyConflict(f"supply key {plan.key_id}: bytes {src.offset}..{end} of "
-                                  f"link key {key_id} were already used")
+            ranges: list[list[int]] | None = json.loads(consumed)
             stored = bytearray(stored)
-            pieces.append(bytes(stored[src.offset:end]))
+            for p_i, s_i, src in slices:
+                end = src.offset + src.length
+                if src.offset < 0 or src.length < 1 or end > size:
+                    raise KeyConflict(f"supply key {plans[p_i].key_id}: bytes {src.offset}.."
+                                      f"{end} are outside link key {key_id} ({size} bytes)")
+                assert ranges is not None
+                ranges = _ranges_add(ranges, src.offset, end)
+                if ranges is None:
+                    raise KeyConflict(f"supply key {plans[p_i].key_id}: bytes {src.offset}.."
+                                      f"{end} of link key {key_id} were already used")
+                pieces[p_i][s_i] = bytes(stored[src.offset:end])
+                stored[src.offset:end] = bytes(src.length)  # used bytes are zeroed at once
+            self._destroyed_in_tx = True
             if ranges == [[0, size]]:
                 self._forget_material(db, key_id)
                 db.execute("UPDATE link_keys SET consumed = ?, state = ?, changed_at = ? "
                            "WHERE key_id = ?",
                            (json.dumps(ranges), KeyState.DESTROYED.value, now, key_id))
             else:
-                stored[src.offset:end] = bytes(src.length)  # used bytes are zeroed at once
                 db.execute("UPDATE material SET bytes = ? WHERE key_id = ?",
                            (bytes(stored), key_id))
                 db.execute("UPDATE link_keys SET consumed = ?, changed_at = ? WHERE key_id = ?",
                            (json.dumps(ranges), now, key_id))
-                self._destroyed_in_tx = True
-        return b"".join(pieces)
+        return [b"".join(p) for p in pieces]
 
-    def _apply_plan(self, db: sqlite3.Connection, pool: str, plan: SupplyPlan,
-                    local_recipients: Iterable[str], now: float) -> None:
-        material = self._consume(db, pool, plan, now)
+    def _apply_plans(self, db: sqlite3.Connection, pool: str, plans: Sequence[SupplyPlan],
+                     local_recipients: Iterable[str], now: float) -> None:
         recipients = sorted(set(local_recipients))
         if not recipients:
-            raise ValueError(f"supply key {plan.key_id}: no local recipient")
-        db.execute(
+            raise ValueError("a supply key needs a local recipient")
+        materials = self._consume(db, pool, plans, now)
+        expires = now + self.reservation_lifetime_s
+        db.executemany(
             "INSERT INTO supply_keys (key_id, pool, master, slaves, plan, size_bytes, state, "
             "created_at, expires_at, changed_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (str(plan.key_id), pool, plan.master, json.dumps(list(plan.slaves)),
-             _plan_json(plan), plan.size_bytes, KeyState.ACTIVE.value, now,
-             now + self.reservation_lifetime_s, now))
-        db.execute("INSERT INTO material (key_id, bytes) VALUES (?, ?)",
-                   (str(plan.key_id), material))
+            [(str(plan.key_id), pool, plan.master, json.dumps(list(plan.slaves)),
+              _plan_json(plan), plan.size_bytes, KeyState.ACTIVE.value, now, expires, now)
+             for plan in plans])
+        db.executemany("INSERT INTO material (key_id, bytes) VALUES (?, ?)",
+                       [(str(plan.key_id), m) for plan, m in zip(plans, materials,
+                                                                  strict=True)])
         db.executemany("INSERT INTO recipients (key_id, sae) VALUES (?, ?)",
-                       [(str(plan.key_id), sae) for sae in recipients])
+                       [(str(plan.key_id), sae) for plan in plans for sae in recipients])
 
     def take_pad(self, pool: str, size_bytes: int, now: float) -> tuple[SupplyPlan, bytes]:
         """Consumes ``size_bytes`` of ``pool``'s key for a one-time pad (a relay hop), at once.
@@ -565,7 +603,7 @@ class SqliteKeyStore:
             raise ValueError(f"size_bytes must be >= 1, got {size_bytes}")
         def _op(db: sqlite3.Connection) -> tuple[SupplyPlan, bytes]:
             (plan,) = self._plan(db, pool, RELAY_PAD, [RELAY_PAD], 1, size_bytes)
-            return plan, self._consume(db, pool, plan, now)
+            return plan, self._consume(db, pool, [plan], now)[0]
 
         return self._execute(_op)
 
@@ -576,7 +614,7 @@ class SqliteKeyStore:
             KeyConflict: the bytes were used already; KeyNotFound: a key is unknown here.
         """
         def _op(db: sqlite3.Connection) -> bytes:
-            return self._consume(db, pool, plan, now)
+            return self._consume(db, pool, [plan], now)[0]
 
         return self._execute(_op)
 

@@ -417,3 +417,19 @@ def test_concurrent_requests_share_commits_and_stay_exact(tmp_path):
         used = [pool.index(k.material) for k in got]
         assert len(set(used)) == len(used)          # no bytes handed out twice
         assert s.levels()["B"].available_bytes == 64 * 32 - 48 * 24
+
+
+def test_a_wipe_delay_truncates_later_but_flush_and_close_always_do(tmp_path):
+    path = tmp_path / "k.sqlite"
+    s = SqliteKeyStore(path, wipe_delay_s=5.0)
+    keys = link_keys(4, size=32, seed=21)
+    s.add_link_keys("B", keys, NOW, active=True)
+    s.destroy([keys[0].key_id], NOW)
+    assert _found(path, keys[0].material)        # still in the WAL within the delay
+    s.flush()
+    assert not _found(path, keys[0].material)
+    s.destroy([keys[1].key_id], NOW)
+    s.close()
+    assert not _found(path, keys[1].material)
+    with pytest.raises(ValueError, match="wipe_delay_s"):
+        SqliteKeyStore(path, wipe_delay_s=60)
