@@ -302,6 +302,36 @@ def csr_kernel(
     return iterations, converged
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _rotate_in(
+    block: NDArray[np.float32], out: NDArray[np.float32], s: int, z: int
+) -> None:  # pragma: no cover - compiled
+    """out[u] = block[(u - s) mod z]: check u of a layer meets variable (u - s) mod z."""
+    head = out[s:]
+    low = block[: z - s]
+    for t in range(z - s):
+        head[t] = low[t]
+    tail = out[:s]
+    high = block[z - s :]
+    for t in range(s):
+        tail[t] = high[t]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _rotate_out(
+    values: NDArray[np.float32], block: NDArray[np.float32], s: int, z: int
+) -> None:  # pragma: no cover - compiled
+    """block[(u - s) mod z] = values[u] (the inverse of :func:`_rotate_in`)."""
+    head = values[s:]
+    low = block[: z - s]
+    for t in range(z - s):
+        low[t] = head[t]
+    tail = values[:s]
+    high = block[z - s :]
+    for t in range(s):
+        high[t] = tail[t]
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _qc_matches(
     z: int,
@@ -311,19 +341,16 @@ def _qc_matches(
     syndrome: NDArray[np.uint8],
     post: NDArray[np.float32],
     parity: NDArray[np.int32],
+    scratch: NDArray[np.float32],
 ) -> bool:  # pragma: no cover - compiled
     zero = np.float32(0.0)
     for i in range(layer_ptr.shape[0] - 1):
         for u in range(z):
             parity[u] = np.int32(syndrome[i * z + u] & np.uint8(1))
         for b in range(layer_ptr[i], layer_ptr[i + 1]):
-            base = layer_col[b] * z
-            s = layer_shift[b]
-            # Check u of the layer meets variable (u - s) mod z of the block.
-            for u in range(s, z):
-                parity[u] ^= np.int32(1) if post[base + u - s] < zero else np.int32(0)
-            for u in range(s):
-                parity[u] ^= np.int32(1) if post[base + u - s + z] < zero else np.int32(0)
+            _rotate_in(post[layer_col[b] * z : layer_col[b] * z + z], scratch, layer_shift[b], z)
+            for u in range(z):
+                parity[u] ^= np.int32(1) if scratch[u] < zero else np.int32(0)
         bad = np.int32(0)
         for u in range(z):
             bad |= parity[u]
@@ -377,7 +404,9 @@ def qc_kernel(
     big = np.float32(np.finfo(np.float32).max)
     limit = k[18]
     iterations = 0
-    converged = _qc_matches(z, layer_ptr, layer_col, layer_shift, syndrome, post, negative)
+    converged = _qc_matches(
+        z, layer_ptr, layer_col, layer_shift, syndrome, post, negative, total
+    )
     while not converged and iterations < max_iterations:
         for i in range(mb):
             first = layer_ptr[i]
@@ -390,28 +419,27 @@ def qc_kernel(
                 arg1[u] = 0
             # Pass 1, per base edge: gather the shifted posteriors (two contiguous pieces), then
             # one fused loop for the extrinsic inputs, their signs and the check's accumulators.
+            # Slices keep every index a plain loop counter, so the loads vectorise.
             for r in range(degree):
                 b = first + r
-                base = layer_col[b] * z
                 s = layer_shift[b]
-                row = r * z
-                slot = b * z
-                for u in range(s, z):
-                    ext[row + u] = post[base + u - s]
-                for u in range(s):
-                    ext[row + u] = post[base + u - s + z]
+                block = post[layer_col[b] * z : layer_col[b] * z + z]
+                er = ext[r * z : r * z + z]
+                mr = msg[b * z : b * z + z]
+                _rotate_in(block, er, s, z)
                 if algorithm == 1:
+                    mg = mags[r * z : r * z + z]
                     for u in range(z):
-                        t = ext[row + u] - msg[slot + u]
-                        ext[row + u] = t
+                        t = er[u] - mr[u]
+                        er[u] = t
                         negative[u] ^= _sign(t)
                         p = phi(abs(t), k)
-                        mags[row + u] = p
+                        mg[u] = p
                         total[u] += p
                 else:
                     for u in range(z):
-                        t = ext[row + u] - msg[slot + u]
-                        ext[row + u] = t
+                        t = er[u] - mr[u]
+                        er[u] = t
                         negative[u] ^= _sign(t)
                         a = abs(t)
                         min2[u] = min(min2[u], max(min1[u], a))
@@ -424,30 +452,30 @@ def qc_kernel(
             # Pass 2, per base edge: new messages and posteriors, scattered back.
             for r in range(degree):
                 b = first + r
-                base = layer_col[b] * z
                 s = layer_shift[b]
-                row = r * z
-                slot = b * z
+                block = post[layer_col[b] * z : layer_col[b] * z + z]
+                er = ext[r * z : r * z + z]
+                mr = msg[b * z : b * z + z]
                 if algorithm == 1:
+                    mg = mags[r * z : r * z + z]
                     for u in range(z):
-                        t = ext[row + u]
-                        mag = phi(max(total[u] - mags[row + u], zero), k)
+                        t = er[u]
+                        mag = phi(max(total[u] - mg[u], zero), k)
                         value = -mag if (negative[u] ^ _sign(t)) != 0 else mag
-                        msg[slot + u] = value
-                        ext[row + u] = t + value
+                        mr[u] = value
+                        er[u] = t + value
                 else:
                     for u in range(z):
-                        t = ext[row + u]
+                        t = er[u]
                         mag = min2[u] if arg1[u] == r else min1[u]
                         value = -mag if (negative[u] ^ _sign(t)) != 0 else mag
-                        msg[slot + u] = value
-                        ext[row + u] = t + value
-                for u in range(s, z):
-                    post[base + u - s] = ext[row + u]
-                for u in range(s):
-                    post[base + u - s + z] = ext[row + u]
+                        mr[u] = value
+                        er[u] = t + value
+                _rotate_out(er, block, s, z)
         iterations += 1
-        converged = _qc_matches(z, layer_ptr, layer_col, layer_shift, syndrome, post, negative)
+        converged = _qc_matches(
+            z, layer_ptr, layer_col, layer_shift, syndrome, post, negative, total
+        )
     for v in range(post.shape[0]):
         bits_out[v] = np.uint8(1) if post[v] < zero else np.uint8(0)
     return iterations, converged
