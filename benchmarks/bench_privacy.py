@@ -209,10 +209,15 @@ def main() -> None:
         }
         row["outputs_agree"] = len(set(digests.values())) == 1
         ours = row["qkdnode"].get("best_seconds")
+        ours_cpu = row["qkdnode"].get("best_cpu_seconds")
         for peer in ("scipy_plain", "cryptomite"):
             theirs = row[peer].get("best_seconds")
             if ours and theirs:
                 row[f"speedup_vs_{peer}"] = round(theirs / ours, 2)
+            theirs_cpu = row[peer].get("best_cpu_seconds")
+            if ours_cpu and theirs_cpu:
+                # CPU time: steadier than wall time on a shared machine.
+                row[f"cpu_speedup_vs_{peer}"] = round(theirs_cpu / ours_cpu, 2)
         doc["results"][str(n)] = row
     doc["machine"]["load_avg_at_end"] = [round(v, 2) for v in os.getloadavg()]
     print(json.dumps(doc, indent=2))
