@@ -4,9 +4,10 @@ Wrap a transport in :class:`RecordingTransport`, run the driver, and
 :meth:`~RecordingTransport.save` the exchange; ``ScriptedTransport.load(path)`` replays it
 exactly, timeouts and disconnects included, so a failure seen in the lab becomes a CI test.
 
-Recordings hold everything sent, binary uploads included: a recording of a transmitter's AWG
-holds its per-slot choices, which are key material. Record such instruments only with test
-patterns, and never commit a recording of a production run.
+Binary writes (a transmitter's frame upload: its per-slot choices are key material) are
+recorded as their SHA-256 digest and length, not their bytes; the replay checks that the driver
+sends bytes with that digest. ``redact_binary_writes=False`` keeps the bytes, for instruments
+whose uploads are not secret. Text commands and every reply are recorded as they are.
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ import os
 from .._closing import ClosesOnExit
 from ..errors import TransportError, TransportTimeout
 from .base import Transport
-from .scripted import SCRIPTED_DISCONNECT, SCRIPTED_TIMEOUT, Reply, Sent, Step, save_steps
+from .scripted import (
+    SCRIPTED_DISCONNECT,
+    SCRIPTED_TIMEOUT,
+    Digest,
+    Reply,
+    Sent,
+    Step,
+    save_steps,
+)
 
 __all__ = ["RecordingTransport"]
 
@@ -31,10 +40,12 @@ class RecordingTransport(ClosesOnExit):
 
     Args:
         inner: the transport to record.
+        redact_binary_writes: record binary writes by digest only (the default).
     """
 
-    def __init__(self, inner: Transport) -> None:
+    def __init__(self, inner: Transport, *, redact_binary_writes: bool = True) -> None:
         self._inner = inner
+        self.redact_binary_writes = redact_binary_writes
         self._steps: list[Step] = []
         # What the last step can still take: "write" (a reply to it), "bytes" (more binary reply
         # bytes), or None (nothing: the next read starts a step of its own).
@@ -91,12 +102,15 @@ class RecordingTransport(ClosesOnExit):
             self._steps.append((None, reply))
         self._open = "bytes" if isinstance(reply, bytes) else None
 
-    def _sent(self, sent: str | bytes) -> None:
+    def _sent(self, data: str | bytes) -> None:
+        sent: Sent = data
+        if isinstance(data, bytes) and self.redact_binary_writes:
+            sent = Digest.of(data)
         try:
-            if isinstance(sent, bytes):
-                self._inner.write_bytes(sent)
+            if isinstance(data, bytes):
+                self._inner.write_bytes(data)
             else:
-                self._inner.write(sent)
+                self._inner.write(data)
         except TransportTimeout:
             self._add(sent, SCRIPTED_TIMEOUT)
             raise

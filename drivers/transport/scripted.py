@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import base64
 import enum
+import hashlib
+import hmac
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from .base import TransportBase, describe_command
@@ -38,6 +41,7 @@ __all__ = [
     "EXCHANGE_FORMAT_VERSION",
     "SCRIPTED_DISCONNECT",
     "SCRIPTED_TIMEOUT",
+    "Digest",
     "Fault",
     "Reply",
     "ScriptedTransport",
@@ -61,7 +65,33 @@ SCRIPTED_TIMEOUT = Fault.TIMEOUT
 SCRIPTED_DISCONNECT = Fault.DISCONNECT
 """Reply sentinel: sending the command (or, with nothing sent, the read) raises TransportError."""
 
-Sent = str | bytes | None
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """Bytes that were sent, known by their SHA-256 and length only.
+
+    A recording of a transmitter's frame upload holds key material (the per-slot choices);
+    :class:`~.recording.RecordingTransport` records binary writes as a digest, and a replay
+    checks that the driver sends bytes with that digest, without the file holding them.
+    """
+
+    sha256: str
+    length: int
+
+    @classmethod
+    def of(cls, data: bytes) -> Digest:
+        """The digest of ``data``."""
+        return cls(hashlib.sha256(data).hexdigest(), len(data))
+
+    def matches(self, data: object) -> bool:
+        """True if ``data`` is bytes with this digest."""
+        return isinstance(data, bytes) and len(data) == self.length \
+            and hmac.compare_digest(hashlib.sha256(data).hexdigest(), self.sha256)
+
+    def __repr__(self) -> str:
+        return f"<{self.length} bytes, sha256 {self.sha256[:16]}...>"
+
+
+Sent = str | bytes | Digest | None
 Reply = str | bytes | Fault | None
 Step = tuple[Sent, Reply]
 
@@ -81,8 +111,9 @@ def _check_step(index: int, step: object) -> Step:
     if not isinstance(step, tuple | list) or len(step) != 2:
         raise TypeError(f"script step {index} must be a (sent, reply) pair, got {step!r}")
     sent, reply = step
-    if sent is not None and not isinstance(sent, str | bytes):
-        raise TypeError(f"script step {index}: sent must be str, bytes or None, got {sent!r}")
+    if sent is not None and not isinstance(sent, str | bytes | Digest):
+        raise TypeError(
+            f"script step {index}: sent must be str, bytes, a Digest or None, got {sent!r}")
     if reply is not None and not isinstance(reply, str | bytes | Fault):
         raise TypeError(
             f"script step {index}: reply must be str, bytes, None or a Fault, got {reply!r}"
@@ -175,9 +206,13 @@ class ScriptedTransport(TransportBase):
         if index >= len(self._steps):
             raise self._fail(f"step {index}: script ended, but got {action} {sent!r}")
         expected, reply = self._steps[index]
-        if expected != sent:
+        same = expected.matches(sent) if isinstance(expected, Digest) else expected == sent
+        if not same:
+            # Redacted bytes stay redacted in the message too.
+            shown = Digest.of(sent) if isinstance(expected, Digest) and \
+                isinstance(sent, bytes) else sent
             raise self._fail(
-                f"step {index}: expected {_expected(expected)}, got {action} {sent!r}"
+                f"step {index}: expected {_expected(expected)}, got {action} {shown!r}"
                 + _difference(expected, sent)
             )
         self._index += 1
@@ -293,7 +328,7 @@ def _expected(sent: Sent) -> str:
 
 def _difference(expected: Sent, actual: str | bytes) -> str:
     """Where two commands first differ, to spot a one-character mistake in a long command."""
-    if expected is None or type(expected) is not type(actual):
+    if expected is None or isinstance(expected, Digest) or type(expected) is not type(actual):
         return ""
     at = next(
         (i for i, (a, b) in enumerate(zip(expected, actual, strict=False)) if a != b),
@@ -302,17 +337,22 @@ def _difference(expected: Sent, actual: str | bytes) -> str:
     return f" (first difference at character {at})"
 
 
-def _encode_value(value: Reply) -> object:
+def _encode_value(value: Reply | Digest) -> object:
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, Fault):
         return {"fault": value.value}
+    if isinstance(value, Digest):
+        return {"sha256": value.sha256, "length": value.length}
     return {"base64": base64.b64encode(value).decode("ascii")}
 
 
-def _decode_value(value: object, where: str) -> Reply:
+def _decode_value(value: object, where: str) -> Reply | Digest:
     if value is None or isinstance(value, str):
         return value
+    if isinstance(value, dict) and set(value) == {"sha256", "length"} \
+            and isinstance(value["sha256"], str) and isinstance(value["length"], int):
+        return Digest(value["sha256"], value["length"])
     if isinstance(value, dict) and len(value) == 1:
         if "base64" in value and isinstance(value["base64"], str):
             return base64.b64decode(value["base64"], validate=True)

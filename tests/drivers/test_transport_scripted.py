@@ -280,7 +280,7 @@ SESSION = [
 
 def test_recorder_captures_the_exchange_in_script_form(tmp_path):
     lab = ScriptedTransport(SESSION, **PM)
-    with RecordingTransport(lab) as recorder:
+    with RecordingTransport(lab, redact_binary_writes=False) as recorder:
         assert recorder.instrument == PM["instrument"]
         first = _session(recorder)
     lab.assert_done()
@@ -415,3 +415,25 @@ def test_record_save_load_replay_preserves_what_the_driver_sees(exchange):
         replay.assert_done()
         # The recorded form is canonical: recording the replay gives the same steps.
         assert again.steps == recorder.steps
+
+
+def test_binary_writes_are_recorded_by_digest_and_still_checked_on_replay(tmp_path):
+    frame = b"DATA:ARB q,#13\x00\x01\x02\n"
+    lab = ScriptedTransport([("OUTP OFF", None), (frame, None)], **PM)
+    recorder = RecordingTransport(lab)
+    recorder.write("OUTP OFF")
+    recorder.write_bytes(frame)
+    path = tmp_path / "awg.jsonl"
+    recorder.save(path)
+    text = path.read_text()
+    assert "REFUQTpBUkIgcSwjMTMAAQIK" not in text   # the bytes are not in the file
+    assert '"sha256"' in text
+    replay = ScriptedTransport.load(path)
+    replay.write("OUTP OFF")
+    replay.write_bytes(frame)
+    replay.assert_done()
+    other = ScriptedTransport.load(path)
+    other.write("OUTP OFF")
+    with pytest.raises(AssertionError, match="expected to be sent <18 bytes, sha256") as info:
+        other.write_bytes(frame[:-2] + b"\x09\n")
+    assert "\\x09" not in str(info.value)          # the bytes sent stay out of it too
