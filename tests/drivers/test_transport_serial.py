@@ -95,11 +95,14 @@ def test_read_bytes_short_read_times_out_naming_the_count(loop):
         loop.read_bytes(8)
 
 
-def test_blocks_round_trip_over_loop(loop):
+def test_blocks_round_trip_over_loop():
     # loop:// holds at most 4096 bytes (its queue's size); a larger write would block forever.
+    # All of it arrives, so a generous timeout costs nothing and keeps a loaded machine from
+    # failing the test.
     payload = bytes(range(256)) * 12
-    write_block(loop, "", payload)
-    assert read_block(loop) == payload
+    with open_transport(LOOP, instrument="echo 'loop'", timeout_s=5.0) as loop:
+        write_block(loop, "", payload)
+        assert read_block(loop) == payload
 
 
 def test_garbled_reply_is_a_transport_error(loop):
