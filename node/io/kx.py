@@ -143,7 +143,7 @@ class _Channel:
             elif isinstance(event, RelayForwarded):
                 answer = await agent.on_relay(peer, event)
             else:
-                answer = Answered(event.req, True)
+                answer = await agent.on_relay_completed(peer, event)
         except KeyManagerError as exc:
             answer = Answered(event.req, False, exc.code, str(exc))
         if not self.conn.closed:
@@ -312,7 +312,7 @@ class KxService:
             await asyncio.sleep(0.02)
 
     async def request(self, peer: str, event: PoolOffered | SupplyNotified | RelayForwarded
-                      ) -> Answered | PoolAnswered:
+                      | RelayCompleted) -> Answered | PoolAnswered:
         """Sends one request to an adjacent node (KxNetwork)."""
         if peer not in self.peers:
             raise PeerUnavailable(f"node {peer!r} is not an adjacent peer of {self.node!r}")

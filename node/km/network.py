@@ -15,10 +15,15 @@ Relay of an ``n``-byte key from ``O`` to ``D`` on the route ``O, N1, ..., D``:
 3. an intermediate node recovers ``K`` in memory only, re-encrypts it for the next hop and
    forgets it (nothing of ``K`` is written to its store);
 4. ``D`` stores ``K`` as an active key of pool ``O`` with the relay's ID and answers; the
-   answers travel back hop by hop (the relay completion), and ``O`` activates ``K``.
+   answers travel back hop by hop, and ``O`` activates ``K``. ``D`` also sends a relay
+   completion notification (:class:`~qkdnode.node.protocol.kx.RelayCompleted`) to ``O``, routed
+   like any request, so that ``O`` learns of the completion even when an answer on the way back
+   was lost (an intermediate node restarted after forwarding).
 
-A hop that fails (no answer, no key) makes ``O`` destroy ``K`` and try the next best route
-without that hop, up to :data:`MAX_ROUTE_ATTEMPTS` routes.
+A hop that fails (no answer, no key) makes ``O`` try the next best route without that hop, up to
+:data:`MAX_ROUTE_ATTEMPTS` routes. The failed relay's ``K`` stays pre-activation at ``O`` (never
+usable) until its completion notification arrives or :data:`RELAY_CONFIRM_S` pass, after which
+the store's expiry destroys it; so the ends agree on every relayed key.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from ..protocol.kx import (
     LinkStateAdvertised,
     PoolAnswered,
     PoolOffered,
+    RelayCompleted,
     RelayForwarded,
     SupplyNotified,
 )
@@ -49,13 +55,19 @@ __all__ = ["KxAgent", "KxNetwork", "RoutedPeer"]
 log = logging.getLogger(__name__)
 
 MAX_ROUTE_ATTEMPTS = 3
+# A relayed key not confirmed by its destination within a minute is destroyed at the origin
+# (the completion notification is retried for several seconds; a minute covers restarts).
+RELAY_CONFIRM_S = 60.0
+# The completion notification is sent this many times, this far apart, until answered.
+COMPLETION_ATTEMPTS = 5
+COMPLETION_RETRY_S = 1.0
 
 
 class KxNetwork(Protocol):
     """Sends one Kx request to an adjacent node and returns its answer."""
 
     async def request(self, peer: str, event: PoolOffered | SupplyNotified | RelayForwarded
-                      ) -> Answered | PoolAnswered:
+                      | RelayCompleted) -> Answered | PoolAnswered:
         """Raises PeerUnavailable when the peer does not answer."""
         ...
 
@@ -100,6 +112,7 @@ class KxAgent:
         # are newer than the ones its peers remember from before the restart.
         self._lsa_seq = int(manager.clock() * 1000)
         self._relays: dict[uuid.UUID, asyncio.Future[Answered]] = {}
+        self._background: set[asyncio.Task[None]] = set()
         # Fetches offered keys this end lacks from elsewhere (a vendor box's ETSI 014, see
         # .vendor) before a pool offer is answered.
         self.importer: Callable[[str, Sequence[uuid.UUID]], Awaitable[int]] | None = None
@@ -246,7 +259,8 @@ class KxAgent:
             relay_id = uuid.uuid4()
             key = secrets.token_bytes(size_bytes)
             await asyncio.to_thread(store.add_link_keys, destination, [LinkKey(
-                relay_id, key, link="relay:" + "-".join(route))], self.manager.clock())
+                relay_id, key, link="relay:" + "-".join(route))], self.manager.clock(),
+                confirm_within_s=RELAY_CONFIRM_S)
             try:
                 answer = await self._hop(route[1], relay_id, self.node, destination, route, key)
             except (KeyManagerError, OSError) as exc:
@@ -255,7 +269,7 @@ class KxAgent:
                 await self.manager.activate(destination, [relay_id])
                 log.info("relay %s to %s via %s done", relay_id, destination, "-".join(route))
                 return relay_id
-            await asyncio.to_thread(store.destroy, [relay_id], self.manager.clock())
+            # K stays pre-activation: a late completion notification may still confirm it.
             last = f"route {'-'.join(route)}: {answer.reason}"
             log.warning("relay to %s failed on %s", destination, last)
             failed.append((route[0], route[1]))
@@ -303,6 +317,9 @@ class KxAgent:
                     active=True)
             except KeyManagerError as exc:
                 return Answered(event.req, False, exc.code, f"at {self.node}: {exc}")
+            task = asyncio.create_task(self._notify_completion(event))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
             return Answered(event.req, True)
         nxt = event.route[here + 1]
         try:
@@ -313,6 +330,35 @@ class KxAgent:
                             f"at {self.node}, towards {nxt}: {exc}")
         finally:
             del key  # the relayed key is never stored on an intermediate node
+
+    async def _notify_completion(self, event: RelayForwarded) -> None:
+        done = RelayCompleted(0, event.relay_id, self.node, event.origin, True)
+        for _ in range(COMPLETION_ATTEMPTS):
+            try:
+                answer = await self.network.request(self.next_hop(event.origin), done)
+            except (KeyManagerError, OSError) as exc:
+                log.debug("relay %s: completion notification: %s", event.relay_id, exc)
+            else:
+                if isinstance(answer, Answered) and answer.ok:
+                    return
+            await asyncio.sleep(COMPLETION_RETRY_S)
+        log.warning("relay %s: the origin %s was not told of the completion; it will learn "
+                    "nothing and destroy its copy", event.relay_id, event.origin)
+
+    async def on_relay_completed(self, from_node: str, event: RelayCompleted) -> Answered:
+        """A relay completion notification: activate the relayed key here, or pass it on."""
+        del from_node
+        try:
+            if event.destination != self.node:
+                answer = await self.network.request(self.next_hop(event.destination),
+                                                    replace(event, req=0))
+                return replace(answer, req=event.req) if isinstance(answer, Answered) \
+                    else Answered(event.req, False, "protocol", "unexpected answer")
+            if event.ok:
+                await self.manager.activate(event.origin, [event.relay_id])
+        except KeyManagerError as exc:
+            return Answered(event.req, False, exc.code, str(exc))
+        return Answered(event.req, True)
 
     def has_relay(self, relay_id: uuid.UUID) -> bool:
         """True if a relay with this ID passed through (or ended at) this node since start."""

@@ -111,7 +111,7 @@ class KeyStore(Protocol):
     """What the key manager needs from a key store (SQLite today, a server database later)."""
 
     def add_link_keys(self, pool: str, keys: Sequence[LinkKey], now: float, *,
-                      active: bool = False) -> int: ...
+                      active: bool = False, confirm_within_s: float | None = None) -> int: ...
 
     def activate(self, pool: str, key_ids: Iterable[uuid.UUID], now: float) -> int: ...
 
@@ -344,7 +344,7 @@ class SqliteKeyStore:
     # --- intake -----------------------------------------------------------------------------
 
     def add_link_keys(self, pool: str, keys: Sequence[LinkKey], now: float, *,
-                      active: bool = False) -> int:
+                      active: bool = False, confirm_within_s: float | None = None) -> int:
         """Stores link keys shared with ``pool``, all or none; durable when this returns.
 
         A key whose ID the store already knows (in any state, destroyed included) is a
@@ -357,6 +357,8 @@ class SqliteKeyStore:
             now: UNIX seconds.
             active: store them active at once (keys a relay established end to end, which both
                 ends already hold); otherwise pre-activation until :meth:`activate`.
+            confirm_within_s: pre-activation keys not activated within this time are destroyed
+                by :meth:`expire` (a relay's key that its destination never confirmed).
 
         Returns:
             How many keys were new.
@@ -370,6 +372,10 @@ class SqliteKeyStore:
             raise KeyConflict(f"pool {pool!r}: a key ID appears twice in one push")
         state = (KeyState.ACTIVE if active else KeyState.PRE_ACTIVATION).value
         expires = None if self.key_lifetime_s is None else now + self.key_lifetime_s
+        if confirm_within_s is not None and not active:
+            expires = now + confirm_within_s if expires is None else \
+                min(expires, now + confirm_within_s)
+
         def _op(db: sqlite3.Connection) -> int:
             new: list[LinkKey] = []
             for key in keys:
@@ -416,6 +422,9 @@ class SqliteKeyStore:
             KeyNotFound: an ID is not a live link key of ``pool``; nothing changes.
         """
         ids = [str(k) for k in key_ids]
+        # An activated key lives by the store's lifetime, not by a confirmation deadline.
+        lifetime = None if self.key_lifetime_s is None else now + self.key_lifetime_s
+
         def _op(db: sqlite3.Connection) -> int:
             changed = 0
             for key_id in ids:
@@ -424,8 +433,9 @@ class SqliteKeyStore:
                 if row is None or row[0] not in _LIVE:
                     raise KeyNotFound(f"pool {pool!r}: no live link key {key_id}")
                 if row[0] == KeyState.PRE_ACTIVATION.value:
-                    db.execute("UPDATE link_keys SET state = ?, changed_at = ? WHERE key_id = ?",
-                               (KeyState.ACTIVE.value, now, key_id))
+                    db.execute("UPDATE link_keys SET state = ?, changed_at = ?, expires_at = ? "
+                               "WHERE key_id = ?", (KeyState.ACTIVE.value, now, lifetime,
+                                                    key_id))
                     changed += 1
             return changed
 
@@ -448,6 +458,7 @@ class SqliteKeyStore:
         """
         if count < 1 or size_bytes < 1:
             raise ValueError(f"count and size_bytes must be >= 1, got {count}, {size_bytes}")
+
         def _op(db: sqlite3.Connection) -> list[SupplyPlan]:
             plans = self._plan(db, pool, master, slaves, count, size_bytes)
             self._apply_plans(db, pool, plans, local_recipients, now)
@@ -504,6 +515,7 @@ class SqliteKeyStore:
             KeyNotFound: a source link key is not an active key of ``pool`` here.
         """
         recipients = tuple(local_recipients)
+
         def _op(db: sqlite3.Connection) -> None:
             fresh = []
             for plan in plans:
@@ -601,6 +613,7 @@ class SqliteKeyStore:
         """
         if size_bytes < 1:
             raise ValueError(f"size_bytes must be >= 1, got {size_bytes}")
+
         def _op(db: sqlite3.Connection) -> tuple[SupplyPlan, bytes]:
             (plan,) = self._plan(db, pool, RELAY_PAD, [RELAY_PAD], 1, size_bytes)
             return plan, self._consume(db, pool, [plan], now)[0]
@@ -630,6 +643,7 @@ class SqliteKeyStore:
         ids = [str(k) for k in key_ids]
         if len(set(ids)) != len(ids):
             raise KeyNotFound("a key ID is asked for twice in one request")
+
         def _op(db: sqlite3.Connection) -> list[SupplyKey]:
             out = []
             for key_id in ids:
@@ -714,6 +728,7 @@ class SqliteKeyStore:
             How many keys were destroyed by this call.
         """
         state = (KeyState.COMPROMISED if compromised else KeyState.DESTROYED).value
+
         def _op(db: sqlite3.Connection) -> int:
             done = 0
             for key_id in map(str, key_ids):

@@ -13,7 +13,7 @@ from qkdnode.node.errors import PeerUnavailable
 from qkdnode.node.km import KeyManager, KeyState, LinkKey, SqliteKeyStore
 from qkdnode.node.km.network import KxAgent
 from qkdnode.node.km.routing import LinkStateDb, NoRoute
-from qkdnode.node.protocol.kx import PoolOffered, RelayForwarded, SupplyNotified
+from qkdnode.node.protocol.kx import PoolOffered, RelayCompleted, RelayForwarded, SupplyNotified
 
 SAES = {"app-a": "A", "app-b": "B", "app-c": "C", "app-d": "D"}
 
@@ -26,6 +26,7 @@ class Net:
         self.down = set()
         self.ids = itertools.count(1)
         self.log = []
+        self.lose_answers = set()
 
     def for_node(self, node):
         net = self
@@ -41,8 +42,14 @@ class Net:
                     return await agent.on_pool_offer(node, event)
                 if isinstance(event, SupplyNotified):
                     return await agent.on_supply(node, event)
+                if isinstance(event, RelayCompleted):
+                    return await agent.on_relay_completed(node, event)
                 assert isinstance(event, RelayForwarded)
-                return await agent.on_relay(node, event)
+                answer = await agent.on_relay(node, event)
+                if (node, peer) in net.lose_answers:
+                    net.lose_answers.discard((node, peer))
+                    raise PeerUnavailable(f"the answer from {peer} was lost")
+                return answer
 
         return View()
 
@@ -156,3 +163,26 @@ def test_routes_prefer_links_with_more_key_and_respect_exclusions():
     with pytest.raises(NoRoute):
         db.route("A", "D", 500, exclude=[("A", "B")])
     assert not db.update("B", 1, [])   # not newer: dropped
+
+
+def test_a_lost_answer_is_healed_by_the_completion_notification(tmp_path):
+    net, stores, _ = build(tmp_path, [("A", "B"), ("B", "C")])
+
+    async def run():
+        await net.agents["A"].sync_pool("B")
+        await net.agents["B"].sync_pool("C")
+        flood(net)
+        net.lose_answers.add(("A", "B"))      # C stores the key; its answer never reaches A
+        with pytest.raises(PeerUnavailable):
+            await net.agents["A"].relay_key("C", 32)
+        relay_ids = stores["C"].link_key_ids("A", KeyState.ACTIVE)
+        assert len(relay_ids) == 1
+        for _ in range(100):                  # the completion notification arrives
+            if stores["A"].link_key_ids("C", KeyState.ACTIVE):
+                break
+            await asyncio.sleep(0.02)
+        assert stores["A"].link_key_ids("C", KeyState.ACTIVE) == relay_ids
+
+    asyncio.run(run())
+    for s in stores.values():
+        s.close()

@@ -433,3 +433,13 @@ def test_a_wipe_delay_truncates_later_but_flush_and_close_always_do(tmp_path):
     assert not _found(path, keys[1].material)
     with pytest.raises(ValueError, match="wipe_delay_s"):
         SqliteKeyStore(path, wipe_delay_s=60)
+
+
+def test_unconfirmed_keys_expire_and_confirmed_ones_stay(tmp_path):
+    with SqliteKeyStore(tmp_path / "k.sqlite") as s:
+        keys = link_keys(2, seed=31)
+        s.add_link_keys("C", keys, NOW, confirm_within_s=10)
+        s.activate("C", [keys[0].key_id], NOW + 5)
+        assert s.expire(NOW + 11) == 1
+        assert s.link_key_state(keys[0].key_id) is KeyState.ACTIVE
+        assert s.link_key_state(keys[1].key_id) is KeyState.DESTROYED
