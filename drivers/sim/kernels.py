@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
-from .prng import PyXoshiro
+from .prng import PyXoshiro, ZigguratTables
 
 __all__ = [
     "dead_time_scan",
@@ -54,7 +54,7 @@ def _rotl(x: np.uint64, k: np.uint64) -> np.uint64:
     return (x << k) | (x >> (np.uint64(64) - k))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def next_u64(s: NDArray[np.uint64]) -> np.uint64:
     """Next 64-bit output; advances ``s`` in place."""
     s0, s1, s2, s3 = s[0], s[1], s[2], s[3]
@@ -70,13 +70,13 @@ def next_u64(s: NDArray[np.uint64]) -> np.uint64:
     return result
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def next_uniform(s: NDArray[np.uint64]) -> float:
     """Uniform double in [0, 1) from the top 53 bits."""
     return float(next_u64(s) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def next_exponential(s: NDArray[np.uint64], k: NDArray[np.uint64], w: NDArray[np.float64],
                      f: NDArray[np.float64], r: float) -> float:
     """Standard exponential by the ziggurat (tables from
@@ -96,24 +96,41 @@ def next_exponential(s: NDArray[np.uint64], k: NDArray[np.uint64], w: NDArray[np
             return y
 
 
-@njit(cache=True, nogil=True)
-def next_normal(s: NDArray[np.uint64], spare: NDArray[np.float64]) -> float:
-    """Standard normal (Marsaglia's polar method: no trigonometry, 21 % of pairs rejected);
-    ``spare[0]`` caches the pair's second value, ``spare[1]`` says whether it is valid (1.0)
-    or not (0.0)."""
-    if spare[1] != 0.0:
-        spare[1] = 0.0
-        return float(spare[0])
+@njit(cache=True, nogil=True, inline="always")
+def next_normal(s: NDArray[np.uint64], k: NDArray[np.uint64], w: NDArray[np.float64],
+                f: NDArray[np.float64], r: float) -> float:
+    """Standard normal by the ziggurat (tables from
+    :func:`~qkdnode.drivers.sim.prng.normal_tables`, ``r`` their base): layer from bits 0-7,
+    sign from bit 8, the 32-bit abscissa from the high half; the tail beyond r by Marsaglia's
+    method (two exponentials a, b, accepted when ``2 b > a^2``).
+
+    One loop with a tail flag, not a nested loop: numba compiled the nested form four times
+    slower on the common path (measured).
+    """
+    neg = False
+    tail = False
     while True:
-        u = 2.0 * next_uniform(s) - 1.0
-        v = 2.0 * next_uniform(s) - 1.0
-        r2 = u * u + v * v
-        if 0.0 < r2 < 1.0:
-            break
-    f = math.sqrt(-2.0 * math.log(r2) / r2)
-    spare[0] = v * f
-    spare[1] = 1.0
-    return u * f
+        if tail:
+            a = -math.log(1.0 - next_uniform(s)) / r
+            b = -math.log(1.0 - next_uniform(s))
+            if b + b > a * a:
+                return -(r + a) if neg else r + a
+            continue
+        x = next_u64(s)
+        i = np.int64(x & np.uint64(0xFF))
+        j = x >> np.uint64(32)
+        neg = ((x >> np.uint64(8)) & np.uint64(1)) != 0
+        y = float(j) * float(w[i])
+        if j < k[i]:
+            return -y if neg else y
+        if i == 0:
+            tail = True
+        elif f[i] + next_uniform(s) * (f[i - 1] - f[i]) < math.exp(-0.5 * y * y):
+            return -y if neg else y
+
+
+# The ziggurats' bases are their last layer's width times 2^32 (exact: a power of two).
+_TWO_32 = 4294967296.0
 
 
 # -- kernels --------------------------------------------------------------------------------
@@ -122,7 +139,6 @@ def next_normal(s: NDArray[np.uint64], spare: NDArray[np.float64]) -> float:
 @njit(cache=True, nogil=True)
 def photon_clicks(
     state: NDArray[np.uint64],
-    spare: NDArray[np.float64],
     pos: int,
     end: int,
     log1m_pmax: float,
@@ -134,28 +150,28 @@ def photon_clicks(
     sigma: NDArray[np.float64],
     period: float,
     clip: float,
-    max_out: int,
-    zig_k: NDArray[np.uint64],
-    zig_w: NDArray[np.float64],
-    zig_f: NDArray[np.float64],
-    zig_r: float,
-) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int64], int, bool]:
+    out_s: NDArray[np.int64],
+    out_t: NDArray[np.float64],
+    zig: ZigguratTables,
+) -> tuple[NDArray[np.int64], int, bool]:
     """Photon clicks of all detectors in slots (pos, end), per detector in slot order.
 
     Slots where at least one detector clicks are drawn together: a candidate lies
     ``1 + floor(E / -log(1 - p_max))`` slots after the previous one, E a standard exponential
     (:func:`next_exponential`): the floor of an exponential of rate lambda is geometric with
     success probability ``1 - exp(-lambda)``. ``p_max`` is the largest any-click probability
-    of the frame's types; a candidate is kept when a uniform is below ``accept[type]`` (its
-    own any-click probability over p_max). A second uniform picks which detectors click, from
-    the type's click patterns given at least one click: ``pattern_mask[type, i]`` (bit j:
-    detector j) with cumulative probabilities ``pattern_cum[type, i]`` (the last above 1).
-    Detector j clicks at ``(s - pos) * period + t_ref[j] + sigma[j] * z``, z a standard normal
-    clipped to +-clip (none drawn when sigma[j] is 0).
+    of the frame's types; a candidate is kept when a uniform u is below ``a = accept[type]``
+    (its own any-click probability over p_max). Given u < a, u / a is uniform: the same u
+    picks which detectors click, from the type's click patterns given at least one click:
+    ``pattern_mask[type, i]`` (bit j: detector j) with cumulative probabilities
+    ``pattern_cum[type, i]`` (the last above 1), pattern i being the first with
+    ``u < a * pattern_cum[type, i]``. Detector j clicks at
+    ``(s - pos) * period + t_ref[j] + sigma[j] * z``, z a standard normal
+    (:func:`next_normal`) clipped to +-clip (none drawn when sigma[j] is 0); the detectors of
+    one slot draw in increasing order.
 
     Args:
         state: xoshiro256** state, advanced in place.
-        spare: normal pair cache (see :func:`next_normal`).
         pos: the last slot already covered; also the reference of the times.
         end: one past the last slot to cover.
         log1m_pmax: ``log1p(-p_max)``, negative.
@@ -167,18 +183,20 @@ def photon_clicks(
         sigma: per detector, RMS jitter.
         period: slot period.
         clip: jitter bound in sigmas.
-        max_out: capacity per detector: the call returns when a detector's is full.
-        zig_k, zig_w, zig_f, zig_r: the exponential ziggurat's tables
-            (:func:`~qkdnode.drivers.sim.prng.exponential_tables`) and base.
+        out_s, out_t: (detectors, capacity) buffers the clicks' slots and times are written to;
+            the call returns when a detector's row is full.
+        zig: the ziggurats' tables (:func:`~qkdnode.drivers.sim.prng.ziggurat_tables`).
 
     Returns:
-        (slots (4, max_out), times (4, max_out), clicks per detector, the last slot covered,
-        whether ``end`` was reached). Detector j's clicks are ``slots[j, :n[j]]``. When not
-        finished, call again from the returned slot (with its times as ``t_ref``).
+        (clicks per detector, the last slot covered, whether ``end`` was reached). Detector j's
+        clicks are ``out_s[j, :n[j]]``. When not finished, call again from the returned slot
+        (with its times as ``t_ref``).
     """
     n_det = t_ref.shape[0]
-    out_s = np.empty((n_det, max_out), dtype=np.int64)
-    out_t = np.empty((n_det, max_out), dtype=np.float64)
+    max_out = out_s.shape[1]
+    ek, ew, ef, nk, nw, nf = zig
+    er = ew[ew.shape[0] - 1] * _TWO_32
+    nr = nw[nw.shape[0] - 1] * _TWO_32
     counts = np.zeros(n_det, dtype=np.int64)
     start = np.int64(pos)
     cur = np.int64(pos)
@@ -188,12 +206,12 @@ def photon_clicks(
     span = np.float64(end - cur)
     # Frame position tracked incrementally: a division only when a gap spans whole frames.
     fpos = cur % frame_len
-    full = False
+    full = max_out == 0
     while not full:
-        e = next_exponential(state, zig_k, zig_w, zig_f, zig_r)
+        e = next_exponential(state, ek, ew, ef, er)
         gap_f = math.floor(e * inv_rate) + 1.0
         if gap_f >= span:
-            return out_s, out_t, counts, int(end) - 1, True
+            return counts, int(end) - 1, True
         gap = np.int64(gap_f)
         cur += gap
         span -= gap_f
@@ -203,26 +221,33 @@ def photon_clicks(
             if fpos >= frame_len:
                 fpos = fpos % frame_len
         typ = frame_types[fpos]
-        if next_uniform(state) >= accept[typ]:
-            continue
+        a = accept[typ]
         u = next_uniform(state)
+        if u >= a:
+            continue
         i = 0
-        while i < n_pat - 1 and u >= pattern_cum[typ, i]:
+        while i < n_pat - 1 and u >= a * pattern_cum[typ, i]:
             i += 1
-        mask = pattern_mask[typ, i]
+        mask = np.int64(pattern_mask[typ, i])
         t_slot = np.float64(cur - start) * period
-        for j in range(n_det):
-            if (mask >> j) & 1:
-                t = t_slot + t_ref[j]
-                if sigma[j] > 0.0:
-                    t += sigma[j] * min(clip, max(-clip, next_normal(state, spare)))
-                c = counts[j]
-                out_s[j, c] = cur
-                out_t[j, c] = t
-                counts[j] = c + 1
-                if c + 1 == max_out:
-                    full = True
-    return out_s, out_t, counts, int(cur), False
+        # Set bits from the lowest: usually one, so no unpredictable branch per detector.
+        while mask != 0:
+            low = mask & -mask
+            mask ^= low
+            j = 0
+            while (np.int64(1) << j) != low:
+                j += 1
+            t = t_slot + t_ref[j]
+            sg = sigma[j]
+            if sg > 0.0:
+                t += sg * min(clip, max(-clip, next_normal(state, nk, nw, nf, nr)))
+            c = counts[j]
+            out_s[j, c] = cur
+            out_t[j, c] = t
+            counts[j] = c + 1
+            if c + 1 == max_out:
+                full = True
+    return counts, int(cur), False
 
 
 def photon_clicks_reference(
@@ -239,34 +264,33 @@ def photon_clicks_reference(
     period: float,
     clip: float,
     max_out: int,
-    zig_k: NDArray[np.uint64],
-    zig_w: NDArray[np.float64],
-    zig_f: NDArray[np.float64],
-    zig_r: float,
+    zig: ZigguratTables,
 ) -> tuple[list[list[int]], list[list[float]], int, bool]:
-    """Plain-Python twin of :func:`photon_clicks`: per detector, lists of slots and times."""
+    """Plain-Python twin of :func:`photon_clicks` (capacity ``max_out`` per detector): per
+    detector, lists of slots and times."""
     n_det = len(t_ref)
     slots: list[list[int]] = [[] for _ in range(n_det)]
     times: list[list[float]] = [[] for _ in range(n_det)]
     start = pos
     inv_rate = -1.0 / log1m_pmax
-    del zig_r  # the twin's generator knows the ziggurat's base
     while max((len(x) for x in slots), default=0) < max_out:
-        gap = math.floor(rng.exponential(zig_k, zig_w, zig_f) * inv_rate) + 1.0
+        gap = math.floor(rng.exponential(zig.exp_k, zig.exp_w, zig.exp_f) * inv_rate) + 1.0
         if gap >= end - pos:
             return slots, times, end - 1, True
         pos += int(gap)
         typ = int(frame_types[pos % len(frame_types)])
-        if rng.uniform() >= accept[typ]:
-            continue
+        a = float(accept[typ])
         u = rng.uniform()
-        i = next((k for k in range(pattern_cum.shape[1] - 1) if u < pattern_cum[typ, k]),
+        if u >= a:
+            continue
+        i = next((k for k in range(pattern_cum.shape[1] - 1) if u < a * pattern_cum[typ, k]),
                  pattern_cum.shape[1] - 1)
         for j in range(n_det):
             if (int(pattern_mask[typ, i]) >> j) & 1:
                 t = float(pos - start) * period + float(t_ref[j])
                 if sigma[j] > 0.0:
-                    t += float(sigma[j]) * min(clip, max(-clip, rng.normal()))
+                    z = rng.normal(zig.norm_k, zig.norm_w, zig.norm_f)
+                    t += float(sigma[j]) * min(clip, max(-clip, z))
                 slots[j].append(pos)
                 times[j].append(t)
     return slots, times, pos, False
@@ -279,6 +303,83 @@ def _grow(a: NDArray[np.generic], n: int) -> NDArray[np.generic]:
     out = np.empty(max(2 * a.shape[0], n), dtype=a.dtype)
     out[:a.shape[0]] = a
     return out
+
+
+# Why _scan_run stopped.
+_SCAN_DONE = 0  # the next event is at or after t_cut (or there is none)
+_SCAN_OUT_FULL = 1  # no room for another click
+_SCAN_QUEUE_FULL = 2  # no room for another afterpulse
+_SCAN_UNSORTED = 3  # the afterpulse just queued is earlier than the last one queued before
+
+
+@njit(cache=True, nogil=True)
+def _scan_run(
+    a_t: NDArray[np.float64], a_kind: NDArray[np.uint8], a_slot: NDArray[np.int64],
+    b_t: NDArray[np.float64], b_kind: NDArray[np.uint8], b_slot: NDArray[np.int64],
+    heap_t: NDArray[np.float64], head: int, tail: int, i: int, j: int, k: int,
+    out_t: NDArray[np.float64], out_kind: NDArray[np.uint8], out_slot: NDArray[np.int64],
+    last_click: float, t_cut: float, dead: float, p_ap: float, tau_ap: float,
+    state: NDArray[np.uint64], ap_kind: int,
+) -> tuple[int, int, int, int, int, float, int]:
+    """The hot loop of :func:`dead_time_scan`, from stream positions (i, j, queue head:tail,
+    clicks k) until it is done or needs its caller (room, or a queue insertion). Growing and
+    inserting happen in the caller: with them inside, numba compiled this loop twice as slow
+    (measured)."""
+    na = a_t.shape[0]
+    nb = b_t.shape[0]
+    cap_out = out_t.shape[0]
+    cap_queue = heap_t.shape[0]
+    inf = np.inf
+    status = _SCAN_DONE
+    while True:
+        ta = a_t[i] if i < na else inf
+        tb = b_t[j] if j < nb else inf
+        th = heap_t[head] if head < tail else inf
+        if ta <= tb and ta <= th:
+            t = ta
+            src = 0
+        elif tb <= th:
+            t = tb
+            src = 1
+        else:
+            t = th
+            src = 2
+        if t >= t_cut:  # also ends the loop when every stream is exhausted (t = inf)
+            break
+        if k == cap_out:
+            status = _SCAN_OUT_FULL
+            break
+        if tail == cap_queue:
+            status = _SCAN_QUEUE_FULL
+            break
+        if src == 0:
+            kind = a_kind[i]
+            slot = a_slot[i]
+            i += 1
+        elif src == 1:
+            kind = b_kind[j]
+            slot = b_slot[j]
+            j += 1
+        else:
+            kind = np.uint8(ap_kind)
+            slot = np.int64(-1)
+            head += 1
+        if t - last_click < dead:
+            continue
+        last_click = t
+        out_t[k] = t
+        out_kind[k] = kind
+        out_slot[k] = slot
+        k += 1
+        u = next_uniform(state)
+        if u < p_ap:
+            t_ap = t + dead + tau_ap * -math.log1p(-u / p_ap)
+            heap_t[tail] = t_ap
+            tail += 1
+            if tail - head > 1 and heap_t[tail - 2] > t_ap:
+                status = _SCAN_UNSORTED
+                break
+    return i, j, k, head, tail, last_click, status
 
 
 @njit(cache=True, nogil=True)
@@ -327,9 +428,7 @@ def dead_time_scan(
         (click times, origins, slots, first unconsumed index of a, of b, pending afterpulses
         at or after ``t_cut`` (sorted), last click time).
     """
-    na = a_t.shape[0]
-    nb = b_t.shape[0]
-    cap = na + nb + pending.shape[0] + 16
+    cap = a_t.shape[0] + b_t.shape[0] + pending.shape[0] + 16
     out_t = np.empty(cap, dtype=np.float64)
     out_kind = np.empty(cap, dtype=np.uint8)
     out_slot = np.empty(cap, dtype=np.int64)
@@ -338,65 +437,33 @@ def dead_time_scan(
     tail = pending.shape[0]
     heap_t[:tail] = pending
     head = 0
-    i = 0
-    j = 0
-    k = 0
-    inf = np.inf
+    i = j = k = 0
     while True:
-        ta = a_t[i] if i < na else inf
-        tb = b_t[j] if j < nb else inf
-        th = heap_t[head] if head < tail else inf
-        if ta <= tb and ta <= th:
-            t = ta
-            src = 0
-        elif tb <= th:
-            t = tb
-            src = 1
-        else:
-            t = th
-            src = 2
-        if t >= t_cut:  # also ends the loop when every stream is exhausted (t = inf)
+        i, j, k, head, tail, last_click, status = _scan_run(
+            a_t, a_kind, a_slot, b_t, b_kind, b_slot, heap_t, head, tail, i, j, k,
+            out_t, out_kind, out_slot, last_click, t_cut, dead, p_ap, tau_ap, state, ap_kind)
+        if status == _SCAN_DONE:
             break
-        if src == 0:
-            kind = a_kind[i]
-            slot = a_slot[i]
-            i += 1
-        elif src == 1:
-            kind = b_kind[j]
-            slot = b_slot[j]
-            j += 1
-        else:
-            kind = np.uint8(ap_kind)
-            slot = np.int64(-1)
-            head += 1
-        if t - last_click < dead:
-            continue
-        if k == out_t.shape[0]:
-            out_t = _grow(out_t, k + 1)
-            out_kind = _grow(out_kind, k + 1)
-            out_slot = _grow(out_slot, k + 1)
-        last_click = t
-        out_t[k] = t
-        out_kind[k] = kind
-        out_slot[k] = slot
-        k += 1
-        u = next_uniform(state)
-        if u < p_ap:
-            t_ap = t + dead + tau_ap * -math.log1p(-u / p_ap)
-            if tail == heap_t.shape[0]:
-                # Compact the consumed head first; grow only if the queue is really full.
-                live = tail - head
-                if head > 0:
-                    heap_t[:live] = heap_t[head:tail].copy()
-                    head, tail = 0, live
-                if tail == heap_t.shape[0]:
-                    heap_t = _grow(heap_t, tail + 1)
-            q = tail
+        if status == _SCAN_UNSORTED:
+            # The afterpulse just appended is earlier than the one before it: insert it.
+            q = tail - 1
+            t_ap = heap_t[q]
             while q > head and heap_t[q - 1] > t_ap:
                 heap_t[q] = heap_t[q - 1]
                 q -= 1
             heap_t[q] = t_ap
-            tail += 1
+        elif status == _SCAN_OUT_FULL:
+            out_t = _grow(out_t, k + 1)
+            out_kind = _grow(out_kind, k + 1)
+            out_slot = _grow(out_slot, k + 1)
+        else:
+            # Compact the consumed head first; grow only if the queue is really full.
+            live = tail - head
+            if head > 0:
+                heap_t[:live] = heap_t[head:tail].copy()
+                head, tail = 0, live
+            if tail == heap_t.shape[0]:
+                heap_t = _grow(heap_t, tail + 1)
     return (out_t[:k], out_kind[:k], out_slot[:k], i, j, heap_t[head:tail].copy(),
             float(last_click))
 
@@ -461,13 +528,13 @@ def dead_time_scan_reference(
 def tagger_times(
     rel_t: NDArray[np.float64],
     state: NDArray[np.uint64],
-    spare: NDArray[np.float64],
     sigma: float,
     clip: float,
     scale: float,
     base_frac: float,
     base_bins: int,
     resolution: int,
+    zig: ZigguratTables,
 ) -> NDArray[np.int64]:
     """Tags on Bob's clock: ``resolution * (base_bins + floor(x / resolution))``.
 
@@ -480,10 +547,12 @@ def tagger_times(
     n = rel_t.shape[0]
     out = np.empty(n, dtype=np.int64)
     res_f = np.float64(resolution)
+    nk, nw, nf = zig[3], zig[4], zig[5]
+    nr = nw[nw.shape[0] - 1] * _TWO_32
     for i in range(n):
         x = base_frac + rel_t[i] * scale
         if sigma > 0.0:
-            x += sigma * min(clip, max(-clip, next_normal(state, spare)))
+            x += sigma * min(clip, max(-clip, next_normal(state, nk, nw, nf, nr)))
         out[i] = (base_bins + np.int64(math.floor(x / res_f))) * resolution
     return out
 
@@ -497,9 +566,11 @@ def tagger_times_reference(
     base_frac: float,
     base_bins: int,
     resolution: int,
+    zig: ZigguratTables,
 ) -> NDArray[np.int64]:
     """numpy twin of :func:`tagger_times` (normals from the Python generator)."""
-    z = np.array([rng.normal() for _ in range(rel_t.shape[0])]) if sigma > 0 else 0.0
+    z = (np.array([rng.normal(zig.norm_k, zig.norm_w, zig.norm_f)
+                   for _ in range(rel_t.shape[0])]) if sigma > 0 else 0.0)
     x = base_frac + rel_t * scale + sigma * np.clip(z, -clip, clip)
     return (base_bins + np.floor(x / float(resolution)).astype(np.int64)) * resolution
 
@@ -518,10 +589,13 @@ def merge_streams(
 
     Run r is ``ts[r]`` with its ``dets[r]``, ``slots[r]``, ``origins[r]``; ties go to the
     earlier run (what a stable sort of the concatenation gives). Sorted runs (the usual case:
-    one detector's tags) are merged in one pass; if any run is not sorted, a stable sort of
+    one detector's tags) are merged in one pass, the earliest head found with selects rather
+    than branches (which run is next is a coin flip when detectors interleave); if any run is
+    not sorted, or holds the largest int64 (the exhausted runs' sentinel), a stable sort of
     the concatenation is used. The channel of detector d is ``channel_map[d + 1]``.
     """
     n_runs = len(ts)
+    big = np.iinfo(np.int64).max
     n = 0
     runs_sorted = True
     for r in range(n_runs):
@@ -530,6 +604,8 @@ def merge_streams(
         for i in range(1, tr.shape[0]):
             if tr[i] < tr[i - 1]:
                 runs_sorted = False
+        if tr.shape[0] > 0 and tr[tr.shape[0] - 1] == big:
+            runs_sorted = False
     out_t = np.empty(n, dtype=np.int64)
     out_ch = np.empty(n, dtype=np.int16)
     out_det = np.empty(n, dtype=np.int8)
@@ -555,15 +631,18 @@ def merge_streams(
             out_slot[k] = slots[r][i]
             out_origin[k] = origins[r][i]
         return out_t, out_ch, out_det, out_slot, out_origin
+    head_t = np.empty(n_runs, dtype=np.int64)
     heads = np.zeros(n_runs, dtype=np.int64)
+    for r in range(n_runs):
+        head_t[r] = ts[r][0] if ts[r].shape[0] > 0 else big
     for k in range(n):
-        best = -1
-        best_t = np.int64(0)
-        for r in range(n_runs):
-            h = heads[r]
-            if h < ts[r].shape[0] and (best < 0 or ts[r][h] < best_t):
-                best = r
-                best_t = ts[r][h]
+        best = 0
+        best_t = head_t[0]
+        for r in range(1, n_runs):
+            tr_head = head_t[r]
+            earlier = tr_head < best_t
+            best = r if earlier else best
+            best_t = tr_head if earlier else best_t
         i = heads[best]
         heads[best] = i + 1
         out_t[k] = best_t
@@ -572,6 +651,8 @@ def merge_streams(
         out_ch[k] = channel_map[d + 1]
         out_slot[k] = slots[best][i]
         out_origin[k] = origins[best][i]
+        run = ts[best]
+        head_t[best] = run[i + 1] if i + 1 < run.shape[0] else big
     return out_t, out_ch, out_det, out_slot, out_origin
 
 

@@ -155,8 +155,10 @@ class SimulatedLink:
             raise TypeError(f"params must be BenchParams, got {type(params).__name__}")
         self._rng = np.random.default_rng(seed)
         self._state = prng.new_state(self._rng)
-        self._spare = np.zeros(2, dtype=np.float64)
-        self._zig = prng.exponential_tables()
+        self._zig = prng.ziggurat_tables()
+        # Photon-click buffers, reused across calls (fresh pages cost more than filling them).
+        self._click_s = np.empty((N_DETECTORS, 0), dtype=np.int64)
+        self._click_t = np.empty((N_DETECTORS, 0), dtype=np.float64)
         self._params = params
         self._set_constants(params)
         self._bias = params.source.bias_voltage_v
@@ -399,16 +401,24 @@ class SimulatedLink:
         cap = int(min(CLICK_CHUNK, expected + 6.0 * math.sqrt(expected) + 16))
         sigma = np.array(self._sigmas)
         t0 = frac0 + np.array(self._delays)
+        if self._click_s.shape[1] < cap:
+            self._click_s = np.empty((N_DETECTORS, cap), dtype=np.int64)
+            self._click_t = np.empty((N_DETECTORS, cap), dtype=np.float64)
+        out_s, out_t = self._click_s, self._click_t
         pos = s0 - 1
-        chunks = []
+        chunks: list[list[tuple[NDArray[np.int64], NDArray[np.float64]]]] = []
         while True:
             t_ref = t0 + (pos - s0) * self._period_f
-            out_s, out_t, counts, pos, done = kernels.photon_clicks(
-                self._state, self._spare, pos, s1, log1m, self._types, accept, cum, masks,
-                t_ref, sigma, self._period_f, JITTER_CLIP_SIGMA, cap, *self._zig,
-                prng.ZIGGURAT_EXP_R)
-            chunks.append([(out_s[j, :counts[j]], out_t[j, :counts[j]])
-                           for j in range(N_DETECTORS)])
+            counts, pos, done = kernels.photon_clicks(
+                self._state, pos, s1, log1m, self._types, accept, cum, masks, t_ref, sigma,
+                self._period_f, JITTER_CLIP_SIGMA, out_s, out_t, self._zig)
+            # Views into the reused buffers while this is the only chunk (the callers copy
+            # what they keep); copies when the next chunk overwrites them.
+            chunk = [(out_s[j, :counts[j]], out_t[j, :counts[j]]) for j in range(N_DETECTORS)]
+            if done and not chunks:
+                chunks.append(chunk)
+                break
+            chunks.append([(sl.copy(), tm.copy()) for sl, tm in chunk])
             if done:
                 break
         result = []
@@ -468,5 +478,5 @@ class SimulatedLink:
         base_bins, r = divmod(base_int, tg.resolution_ps)
         base_frac = r + float(base_exact - base_int)
         sigma = float(tg.jitter_rms_ps) if noise else 0.0
-        return kernels.tagger_times(rel_t, self._state, self._spare, sigma, JITTER_CLIP_SIGMA,
-                                    1.0 + drift, base_frac, base_bins, tg.resolution_ps)
+        return kernels.tagger_times(rel_t, self._state, sigma, JITTER_CLIP_SIGMA, 1.0 + drift,
+                                    base_frac, base_bins, tg.resolution_ps, self._zig)

@@ -15,6 +15,8 @@ from qkdnode.drivers.sim.prng import PyXoshiro
 
 seeds = st.integers(0, 2**32 - 1)
 ZIG = prng.exponential_tables()
+NORM = prng.normal_tables()
+TABLES = prng.ziggurat_tables()
 
 
 def fresh(seed: int) -> tuple[NDArray[np.uint64], PyXoshiro]:
@@ -26,12 +28,40 @@ def fresh(seed: int) -> tuple[NDArray[np.uint64], PyXoshiro]:
 @given(seed=seeds)
 def test_generator_matches_twin(seed: int) -> None:
     state, twin = fresh(seed)
-    spare = np.zeros(2)
     assert [int(kernels.next_u64(state)) for _ in range(20)] == [twin.u64() for _ in range(20)]
     assert [kernels.next_uniform(state) for _ in range(5)] == [twin.uniform() for _ in range(5)]
-    normals = [kernels.next_normal(state, spare) for _ in range(7)]
-    assert normals == [twin.normal() for _ in range(7)]
+    normals = [kernels.next_normal(state, *NORM, prng.ZIGGURAT_NORMAL_R) for _ in range(300)]
+    assert normals == [twin.normal(*NORM) for _ in range(300)]
     np.testing.assert_array_equal(state, twin.state())
+
+
+def test_normal_matches_twin_through_wedges_and_tail() -> None:
+    """Enough draws that the wedge test (about 1 %) and the tail (0.03 %) are both taken."""
+    state, twin = fresh(17)
+    got = np.array([kernels.next_normal(state, *NORM, prng.ZIGGURAT_NORMAL_R)
+                    for _ in range(30_000)])
+    np.testing.assert_array_equal(got, [twin.normal(*NORM) for _ in range(30_000)])
+    assert np.any(np.abs(got) > prng.ZIGGURAT_NORMAL_R)
+    np.testing.assert_array_equal(state, twin.state())
+
+
+def test_normal_distribution() -> None:
+    """Ziggurat normals: moments, symmetry and the mass per interval (tail included)
+    against the standard normal."""
+    state, _ = fresh(6)
+    z = np.array([kernels.next_normal(state, *NORM, prng.ZIGGURAT_NORMAL_R)
+                  for _ in range(500_000)])
+    n = z.size
+    assert abs(z.mean()) < 5 / math.sqrt(n)
+    assert abs((z**2).mean() - 1) < 5 * math.sqrt(2 / n)
+    assert abs((z**4).mean() - 3) < 5 * math.sqrt(96 / n)
+    edges = np.array([-np.inf, -prng.ZIGGURAT_NORMAL_R, -3, -2, -1, -0.5, -0.1, 0, 0.1, 0.5,
+                      1, 2, 3, prng.ZIGGURAT_NORMAL_R, 4.5, np.inf])
+    cdf = np.array([0.5 * math.erfc(-x / math.sqrt(2)) for x in edges])
+    expected = n * np.diff(cdf)
+    counts = np.histogram(z, bins=edges)[0]
+    big = expected > 20
+    assert np.all(np.abs(counts - expected)[big] < 5 * np.sqrt(expected[big]))
 
 
 @settings(deadline=None)
@@ -61,9 +91,9 @@ def test_exponential_distribution() -> None:
 
 def test_generator_moments() -> None:
     state, _ = fresh(1)
-    spare = np.zeros(2)
     u = np.array([kernels.next_uniform(state) for _ in range(100_000)])
-    z = np.array([kernels.next_normal(state, spare) for _ in range(100_000)])
+    z = np.array([kernels.next_normal(state, *NORM, prng.ZIGGURAT_NORMAL_R)
+                  for _ in range(100_000)])
     assert abs(u.mean() - 0.5) < 5 * math.sqrt(1 / 12 / u.size)
     assert abs(z.mean()) < 5 / math.sqrt(z.size)
     assert abs(z.std() - 1) < 0.01
@@ -96,9 +126,12 @@ def test_photon_clicks_match_twin(seed: int, span: int, frame_len: int, start: i
     t_ref = rng.random(4) * 1e4
     sig = np.array([sigma, 0.0, sigma / 2, sigma])
     args = (start, start + 1 + span, math.log1p(-p_max), types, p_any / p_max, cum, masks,
-            t_ref, sig, 1000.0, 8.0, max_out, *ZIG, prng.ZIGGURAT_EXP_R)
-    out_s, out_t, counts, pos, done = kernels.photon_clicks(state, np.zeros(2), *args)
-    ref_s, ref_t, ref_pos, ref_done = kernels.photon_clicks_reference(twin, *args)
+            t_ref, sig, 1000.0, 8.0)
+    out_s = np.full((4, max_out), -7, np.int64)
+    out_t = np.empty((4, max_out))
+    counts, pos, done = kernels.photon_clicks(state, *args, out_s, out_t, TABLES)
+    ref_s, ref_t, ref_pos, ref_done = kernels.photon_clicks_reference(twin, *args, max_out,
+                                                                      TABLES)
     for j in range(4):
         np.testing.assert_array_equal(out_s[j, :counts[j]], ref_s[j])
         np.testing.assert_array_equal(out_t[j, :counts[j]], ref_t[j])
@@ -122,9 +155,10 @@ def test_photon_clicks_rates_follow_the_frame_and_detectors() -> None:
     p_any, cum, masks = optics.click_patterns(table)
     p_max = float(p_any[types].max())
     n_slots = 2_000_000
-    out_s, _, counts, _, done = kernels.photon_clicks(
-        state, np.zeros(2), -1, n_slots, math.log1p(-p_max), types, p_any / p_max, cum, masks,
-        np.zeros(4), np.zeros(4), 1000.0, 8.0, 1_000_000, *ZIG, prng.ZIGGURAT_EXP_R)
+    out_s, out_t = np.empty((4, 1_000_000), np.int64), np.empty((4, 1_000_000))
+    counts, _, done = kernels.photon_clicks(
+        state, -1, n_slots, math.log1p(-p_max), types, p_any / p_max, cum, masks,
+        np.zeros(4), np.zeros(4), 1000.0, 8.0, out_s, out_t, TABLES)
     assert done
     for j in range(4):
         per_pos = np.bincount(out_s[j, :counts[j]] % 5, minlength=5)
@@ -210,10 +244,10 @@ def test_tagger_times_matches_twin(seed: int, n: int, sigma: float, drift: float
     state, twin = fresh(seed)
     rel = rng.random(n) * 1e9 - 1e3
     base_frac = float(rng.random() * res)
-    got = kernels.tagger_times(rel, state, np.zeros(2), sigma, 8.0, 1.0 + drift, base_frac,
-                               base_bins, res)
+    got = kernels.tagger_times(rel, state, sigma, 8.0, 1.0 + drift, base_frac, base_bins, res,
+                               TABLES)
     ref = kernels.tagger_times_reference(rel, twin, sigma, 8.0, 1.0 + drift, base_frac,
-                                         base_bins, res)
+                                         base_bins, res, TABLES)
     np.testing.assert_array_equal(got, ref)
     assert np.all(got % res == 0)
 
@@ -221,19 +255,24 @@ def test_tagger_times_matches_twin(seed: int, n: int, sigma: float, drift: float
 def test_tagger_times_quantises_by_floor() -> None:
     state, _ = fresh(0)
     rel = np.array([0.0, 0.4, 9.99, 10.0, -0.5])
-    got = kernels.tagger_times(rel, state, np.zeros(2), 0.0, 8.0, 1.0, 0.0, 7, 10)
+    got = kernels.tagger_times(rel, state, 0.0, 8.0, 1.0, 0.0, 7, 10, TABLES)
     np.testing.assert_array_equal(got, [70, 70, 70, 80, 60])
 
 
 @settings(deadline=None)
 @given(seed=seeds, lengths=st.lists(st.integers(0, 30), min_size=6, max_size=6),
-       unsorted=st.booleans())
-def test_merge_streams_matches_twin(seed: int, lengths: list[int], unsorted: bool) -> None:
-    """Six runs, as the link passes them (held, four detectors, sync)."""
+       unsorted=st.booleans(), int64_max=st.booleans())
+def test_merge_streams_matches_twin(seed: int, lengths: list[int], unsorted: bool,
+                                    int64_max: bool) -> None:
+    """Six runs, as the link passes them (held, four detectors, sync); the largest int64 (the
+    merge's sentinel for an exhausted run) is a valid time too."""
     rng = np.random.default_rng(seed)
     ts = [np.sort(rng.integers(0, 50, n)).astype(np.int64) for n in lengths]
     if unsorted and ts[0].size > 1:
         ts[0] = ts[0][::-1].copy()
+    if int64_max:
+        for t in ts[1:3]:
+            t[-1:] = np.iinfo(np.int64).max
     dets = [rng.integers(-1, 4, n).astype(np.int8) for n in lengths]
     slots = [rng.integers(-1, 10**9, n).astype(np.int64) for n in lengths]
     origins = [rng.integers(0, 4, n).astype(np.uint8) for n in lengths]
