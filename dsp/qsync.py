@@ -70,6 +70,10 @@ DEFAULT_MAX_PPM = 20.0
 # Frequency grid step: the phase slips by at most this many slots across the acquisition window
 # at the best grid point (half a step from the truth), well inside the unwrapped residuals.
 GRID_SLIP_SLOTS = 0.25
+# Frequencies tried at most: bounds the search (n_tags x points operations, ~1e7 at 2048 tags).
+# With the 20 ppm default the window may then span 2.6e7 slots (26 ms at 1 GHz): 2048
+# detections need ~80 kHz at 1 GHz, 8 kHz at 100 MHz; sparser links need a sync channel.
+MAX_GRID_POINTS = 4097
 # Rayleigh power of tags at random phases is Exp(1)-distributed; a grid of G points exceeds
 # 30 with probability G * e^-30 (1e-10 for G = 1e3).
 MIN_RAYLEIGH = 30.0
@@ -97,6 +101,8 @@ DEFAULT_ACQUIRE_TAGS = 2048
 FREQUENCY_GAIN = 0.25
 # The pattern check is used when half the locked score is this many standard errors above 0.
 PATTERN_CHECK_Z = 6.0
+# Fewest core tags for a block's residual RMS to be reported.
+MIN_RMS_TAGS = 16
 # Fewest detections acquisition accepts (flush of a short stream).
 MIN_ACQUIRE_TAGS = 64
 
@@ -226,6 +232,17 @@ def _check_pattern(pattern: object) -> NDArray[np.float64]:
     return w
 
 
+class _Pattern:
+    """The centred pattern with what correlations need, computed once."""
+
+    __slots__ = ("spectrum", "std", "weights")
+
+    def __init__(self, pattern: object) -> None:
+        self.weights = _check_pattern(pattern)
+        self.std = float(self.weights.std())
+        self.spectrum = scipy.fft.rfft(self.weights)
+
+
 def _reach(length: int, period_ps: float, delay_ps: float, max_offset_ps: int,
            max_ppm: float) -> float:
     """Half-width of the window searched for slot 0 (ps); checks the pattern is longer."""
@@ -283,6 +300,11 @@ def _grid_period(t: NDArray[np.int64], ref: int, nominal: float, max_ppm: float
     step = GRID_SLIP_SLOTS / span_slots
     half = max_ppm * 1e-6
     n_grid = 2 * math.ceil(half / step) + 1
+    if n_grid > MAX_GRID_POINTS:
+        raise AcquisitionFailed(
+            f"detections too sparse for a frequency search: the window spans "
+            f"{span_slots:.3g} slots ({n_grid} frequencies to try, at most {MAX_GRID_POINTS}); "
+            f"use a sync channel or more detections per second")
     deltas = np.linspace(-half, half, n_grid) if n_grid > 1 else np.zeros(1)
     freqs = 1.0 / (nominal * (1.0 + deltas))
     power = np.empty(n_grid, np.float64)
@@ -324,7 +346,8 @@ def acquire(timestamps_ps: NDArray[np.int64], channels: NDArray[np.integer], *,
     """
     t_all, ch = _check_tags(timestamps_ps, channels)
     nominal = _check_period(period_ps)
-    w = _check_pattern(pattern)
+    pat = pattern if isinstance(pattern, _Pattern) else _Pattern(pattern)
+    w = pat.weights
     reach = _reach(w.size, nominal, delay_ps, max_offset_ps, max_ppm)
     det = np.isin(ch, np.asarray(detector_channels, dtype=np.int64))
     t = t_all[det]
@@ -361,7 +384,7 @@ def acquire(timestamps_ps: NDArray[np.int64], channels: NDArray[np.integer], *,
     acc = np.abs(r) <= half_width
     length = w.size
     hist = np.bincount(n[acc] % length, minlength=length).astype(np.float64)
-    corr = scipy.fft.irfft(np.conj(scipy.fft.rfft(hist)) * scipy.fft.rfft(w), n=length)
+    corr = scipy.fft.irfft(np.conj(scipy.fft.rfft(hist)) * pat.spectrum, n=length)
     k0 = int(np.argmax(corr))
     spread = float(corr.std())
     peak = float(corr[k0])
@@ -503,9 +526,9 @@ class SlotTracker:
                  block_tags: int = DEFAULT_BLOCK_TAGS,
                  acquire_tags: int = DEFAULT_ACQUIRE_TAGS) -> None:
         self._nominal = _check_period(period_ps)
-        self._weights = _check_pattern(pattern)
+        self._pattern = _Pattern(pattern)
+        self._weights = self._pattern.weights
         _reach(self._weights.size, self._nominal, delay_ps, max_offset_ps, max_ppm)
-        self._pattern = pattern
         if not detector_channels:
             raise ValueError("detector_channels must name at least one channel")
         if sync_channel is not None and sync_channel in detector_channels:
@@ -651,7 +674,8 @@ class SlotTracker:
         order = np.argsort(times, kind="stable")
         try:
             acq = acquire(times[order], chans[order], period_ps=self._nominal,
-                          pattern=self._pattern, delay_ps=delay,
+                          pattern=self._pattern,  # type: ignore[arg-type]
+                          delay_ps=delay,
                           detector_channels=tuple(int(c) for c in self._det_channels),
                           max_offset_ps=self._max_offset, max_ppm=self._max_ppm,
                           sync_channel=self._sync_channel, sync_every_slots=self._sync_every,
@@ -688,13 +712,15 @@ class SlotTracker:
         if lost_at is None:
             keep = ~outside
             a, slope = _fit_line(u[keep], r[keep])
-            if keep.any():
+            if np.count_nonzero(keep) >= MIN_RMS_TAGS:
                 self._rms = float(np.sqrt(np.mean((r[keep] - a - slope * u[keep]) ** 2)))
             last = int(rel[-1])
             # The phase moves to the fitted line at the block's end; the period takes only a
             # share of the fitted slope, which averages its noise over a few blocks.
             ref_time = clock.ref_time_ps + a + last * period * (1.0 + slope)
-            new_period = period * (1.0 + FREQUENCY_GAIN * slope)
+            # A short block (the stream's end) carries less information: less gain.
+            gain = FREQUENCY_GAIN * min(1.0, int(np.count_nonzero(keep)) / self._block)
+            new_period = period * (1.0 + gain * slope)
             self._clock = SlotClock(round(ref_time), clock.ref_slot + last, new_period)
             if self._prev is not None:
                 self._commit(self._prev)
@@ -742,7 +768,7 @@ class SlotTracker:
                 points.append(_change_point(out.astype(np.float64) - theta))
         # Whole slots: the mean pattern weight of assigned slots drops from s0 towards 0.
         s0 = acq.pattern_score
-        spread = float(self._weights.std())
+        spread = self._pattern.std
         usable = s0 > 0 and 0.5 * s0 * math.sqrt(n) / spread >= PATTERN_CHECK_Z
         if usable and float(blk.weights.mean()) < 0.5 * s0:
             y = blk.weights if prev is None else np.concatenate((prev.weights, blk.weights))
