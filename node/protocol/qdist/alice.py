@@ -1,0 +1,257 @@
+"""Alice, the transmitter's end of Qdist: sifting answers, counts, syndromes, length and seed.
+
+Her block, once Bob's :class:`~.messages.DetectionsAnnounced` arrives and her choices are given
+(:meth:`QdistAlice.start_block`, before or after it):
+
+1. sift (:func:`qkdnode.dsp.sifting.alice_sift`) and answer (:class:`~.messages.SiftingAnswered`);
+2. with Bob's Z bits, count Z errors per intensity; abort above the QBER limit, else announce
+   the counts (:class:`~.messages.CountsAnnounced`) and every frame's first syndrome;
+3. answer each :class:`~.messages.ReconciliationReplied` with reveals and verification tags
+   (:class:`qkdnode.dsp.reconcile.AliceFrame`) until every frame is verified or discarded;
+4. the finite-key length (:func:`qkdnode.dsp.estimation.finite_key_length`, leakage as in
+   :func:`qkdnode.dsp.distill.distill_local`) and a fresh Toeplitz seed
+   (:class:`~.messages.AmplificationAnnounced`); on :class:`~.messages.KeyConfirmed`, the key.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from qkdnode.dsp.estimation import DecoyCounts
+from qkdnode.dsp.privacy import toeplitz_hash
+from qkdnode.dsp.reconcile import (
+    AliceFrame,
+    BitsRevealed,
+    TagComputed,
+    choose_code,
+    plan_frame,
+)
+from qkdnode.dsp.sifting import AliceChoices, BasisAnnouncement, SiftedBits, alice_sift, z_errors
+
+from ...errors import LocalProtocolError, RemoteProtocolError
+from .accounting import frame_starts, key_length, precheck
+from .events import DetectionsReceived, QdistParams
+from .messages import (
+    AmplificationAnnounced,
+    CountsAnnounced,
+    DetectionsAnnounced,
+    KeyConfirmed,
+    Message,
+    ReconciliationReplied,
+    ReconciliationSent,
+    SiftingAnswered,
+    ZBitsDisclosed,
+)
+from .session import PAD_BITS, QdistEnd
+from .wire import RawFrame
+
+__all__ = ["QdistAlice"]
+
+# QBER assumed for planning when the block has no Z detections to estimate it from.
+FALLBACK_QBER = 0.05
+
+
+class QdistAlice(QdistEnd):
+    """Alice's end of a Qdist link: one block at a time, for as many blocks as the key lasts.
+
+    Args:
+        params: the parameters shared with Bob.
+        secret: the pre-shared authentication key (see :mod:`.session`).
+        rng: randomness of the verification and privacy-amplification seeds (public values);
+            None for fresh operating-system entropy.
+    """
+
+    role = "alice"
+    _SENDS_AB = True
+
+    def __init__(self, params: QdistParams, secret: bytes | bytearray,
+                 rng: np.random.Generator | None = None) -> None:
+        super().__init__(params, secret)
+        if rng is not None and not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy Generator or None, got {type(rng).__name__}")
+        self._rng = rng if rng is not None else np.random.default_rng()
+        self._announced: tuple[RawFrame, DetectionsAnnounced] | None = None
+        self._reset_block()
+
+    def _reset_block(self) -> None:
+        self._state = "idle"
+        self._choices: AliceChoices | None = None
+        self._sifted: SiftedBits | None = None
+        self._counts: DecoyCounts | None = None
+        self._frames: list[AliceFrame] = []
+        self._spans: list[tuple[int, int]] = []
+        self._waiting: dict[int, str] = {}  # frame -> "report" or "verdict"
+        self._status: dict[int, tuple[bool, int]] = {}  # frame -> (kept, errors)
+        self._eps_frame = 0.0
+        self._key: NDArray[np.uint8] | None = None
+        self._pads = (0, 0)
+
+    def start_block(self, block_id: int, choices: AliceChoices, now: float) -> None:
+        """Starts a block with Alice's choices for its slots.
+
+        Bob's announcement may already have arrived (:class:`~.events.DetectionsReceived`) or
+        come later; :meth:`next_event` then carries on.
+
+        Raises:
+            LocalProtocolError: a block is running.
+            TypeError, ValueError: bad arguments.
+        """
+        if not isinstance(choices, AliceChoices):
+            raise TypeError(f"choices must be AliceChoices, got {type(choices).__name__}")
+        self._begin(block_id, now)
+        self._choices = choices
+        self._state = "detections"
+        if self._announced is not None and self._announced[0].block == block_id:
+            raw, message = self._announced
+            self._announced = None
+            self._first_in = raw.seq
+            self.audit.add("frames_received", 1)
+            try:
+                self._on_detections(message)
+            except RemoteProtocolError as exc:
+                self._abort(str(exc), notify=True)
+
+    # ----------------------------------------------------------------------- dispatch
+
+    def _new_block(self, raw: RawFrame, message: Message) -> bool:
+        if not isinstance(message, DetectionsAnnounced) or raw.block <= self.completed:
+            return False
+        if self.block is not None:
+            if self._state != "detections":
+                return False
+            self._abort(f"peer started block {raw.block} instead", notify=True)
+        self._announced = (raw, message)
+        self._events.append(DetectionsReceived(raw.block))
+        return True
+
+    def _handle(self, message: Message) -> None:
+        expected = {"detections": DetectionsAnnounced, "zbits": ZBitsDisclosed,
+                    "reconcile": ReconciliationReplied, "confirm": KeyConfirmed}[self._state]
+        if not isinstance(message, expected):
+            raise RemoteProtocolError(f"Qdist: {type(message).__name__} out of order (Alice "
+                                      f"expects {expected.__name__})")
+        if isinstance(message, DetectionsAnnounced):
+            self._on_detections(message)
+        elif isinstance(message, ZBitsDisclosed):
+            self._on_z_bits(message)
+        elif isinstance(message, ReconciliationReplied):
+            self._on_reply(message)
+        elif isinstance(message, KeyConfirmed):
+            self._on_confirmed(message)
+
+    # ----------------------------------------------------------------------- steps
+
+    def _on_detections(self, m: DetectionsAnnounced) -> None:
+        assert self._choices is not None
+        if m.params_digest != self.params.digest():
+            raise RemoteProtocolError("Qdist: Bob's parameters differ from Alice's")
+        self._settle(m.completed)
+        self.audit["detections"] = int(m.slots.size)
+        try:
+            sifted, reply = alice_sift(self._choices, BasisAnnouncement(m.slots, m.basis))
+        except ValueError as exc:
+            raise RemoteProtocolError(f"Qdist: announcement does not fit: {exc}") from None
+        self._sifted = sifted
+        self._send(SiftingAnswered(self.completed, reply.match, reply.intensity))
+        self._state = "zbits"
+
+    def _on_z_bits(self, m: ZBitsDisclosed) -> None:
+        sifted = self._sifted
+        assert sifted is not None
+        if m.bits.size != sifted.z_bits.size:
+            raise RemoteProtocolError(f"Qdist: Bob disclosed {m.bits.size} Z bits, Alice "
+                                      f"sifted {sifted.z_bits.size}")
+        counts = CountsAnnounced(sifted.n_x, sifted.n_z,
+                                 z_errors(sifted.z_bits, m.bits, sifted.z_intensity))
+        self._counts = DecoyCounts(counts.n_x, counts.n_z, counts.m_z)
+        a = self.audit
+        a["n_x"], a["n_z"], a["m_z"] = counts.n_x, counts.n_z, counts.m_z
+        a["qber_z"] = self._counts.qber_z
+        a["sifted_bits"] = int(sifted.x_bits.size)
+        reason = precheck(self._counts, self.params)
+        if reason is not None:
+            self._abort(reason, notify=True)
+            return
+        self._send(counts)
+        qber = self._counts.qber_z if self._counts.qber_z is not None else FALLBACK_QBER
+        code = choose_code(qber, self.params.code_length)
+        full = plan_frame(code, code.n, qber).payload_length
+        self._spans = frame_starts(sifted.x_bits.size, full)
+        if not self._spans:
+            self._abort("too few sifted X bits for one reconciliation frame", notify=True)
+            return
+        self._eps_frame = self.params.eps_cor / len(self._spans)
+        self._frames = [AliceFrame(code, k, np.ascontiguousarray(sifted.x_bits[a0:a1]), qber)
+                        for k, (a0, a1) in enumerate(self._spans)]
+        syndromes = tuple(f.start() for f in self._frames)
+        self._waiting = {k: "report" for k in range(len(self._frames))}
+        a["frames_attempted"] = len(self._frames)
+        a.add("disclosed_bits", sum(s.disclosed_bits for s in syndromes))
+        self._send(ReconciliationSent(syndromes=syndromes))
+        self._state = "reconcile"
+
+    def _on_reply(self, m: ReconciliationReplied) -> None:
+        answered = [r.frame for r in m.reports] + [v.frame for v in m.verdicts]
+        if sorted(answered) != sorted(self._waiting):
+            raise RemoteProtocolError("Qdist: Bob's reply does not answer exactly the frames "
+                                      "in progress")
+        self.audit.add("rounds", 1)
+        reveals: list[BitsRevealed] = []
+        tags: list[TagComputed] = []
+        for v in m.verdicts:
+            if self._waiting[v.frame] != "verdict":
+                raise RemoteProtocolError(f"Qdist: verdict for frame {v.frame} before its tag")
+            del self._waiting[v.frame]
+            self._status[v.frame] = (v.accepted, v.errors)
+        for r in m.reports:
+            if self._waiting[r.frame] != "report":
+                raise RemoteProtocolError(f"Qdist: report for frame {r.frame} after its tag")
+            frame = self._frames[r.frame]
+            if r.status == "decoded":
+                tags.append(frame.tag(self._rng, self._eps_frame))
+                self._waiting[r.frame] = "verdict"
+            elif r.status == "need_more" and (reveal := frame.on_report(r)) is not None:
+                reveals.append(reveal)
+            else:
+                del self._waiting[r.frame]
+                self._status[r.frame] = (False, 0)
+        if reveals or tags:
+            self.audit.add("disclosed_bits", sum(x.disclosed_bits for x in reveals)
+                           + sum(x.disclosed_bits for x in tags))
+            self._send(ReconciliationSent(reveals=tuple(reveals), tags=tuple(tags)))
+        if not self._waiting:
+            self._amplify()
+
+    def _amplify(self) -> None:
+        assert self._sifted is not None
+        assert self._counts is not None
+        kept = np.zeros(self._sifted.x_bits.size, dtype=np.bool_)
+        errors = 0
+        self.audit["frames_discarded"] = sum(1 for ok, _ in self._status.values() if not ok)
+        for k, (a0, a1) in enumerate(self._spans):
+            accepted, err = self._status[k]
+            if accepted:
+                kept[a0:a1] = True
+                errors += err
+        # Pads of the block: those so far, the announcement, and Bob's confirmation.
+        self._pads = self._auth_bits(1, 1)
+        length, reason = key_length(self.audit, self._counts, self.params, kept, errors,
+                                    self._eps_frame, PAD_BITS * sum(self._pads))
+        if reason is not None:
+            self._abort(reason, notify=True)
+            return
+        seed = self._rng.integers(0, 2, size=int(kept.sum()) + length - 1, dtype=np.uint8)
+        self._key = toeplitz_hash(np.ascontiguousarray(self._sifted.x_bits[kept]), seed, length)
+        self._send(AmplificationAnnounced(length, seed))
+        self._state = "confirm"
+
+    def _on_confirmed(self, m: KeyConfirmed) -> None:
+        assert self._key is not None
+        if m.length != self._key.size:
+            raise RemoteProtocolError(f"Qdist: Bob confirmed {m.length} bits, Alice announced "
+                                      f"{self._key.size}")
+        if self._auth_bits(0, 0) != self._pads:
+            raise LocalProtocolError("Qdist: block used other pads than counted")
+        self._complete(self._key, *self._pads)
+

@@ -1,0 +1,247 @@
+"""Bob, the receiver's end of Qdist: announcement, Z bits, decoding, verification, key.
+
+His block (:meth:`QdistBob.start_block` with his detections):
+
+1. announce (slot, basis) of every detection (:class:`~.messages.DetectionsAnnounced`);
+2. sift with Alice's answer (:func:`qkdnode.dsp.sifting.bob_sift`) and disclose his Z bits;
+3. check Alice's counts against his own (he knows the X and Z detections per intensity);
+4. decode every frame (:class:`qkdnode.dsp.reconcile.BobFrame`, one parallel decoder call per
+   round), asking for reveals until it converges or nothing is left, and check Alice's
+   verification tags (a tag weaker than the block's correctness budget is refused);
+5. compute the key length himself from the same counts and leakage, refuse an announcement
+   that differs, hash, confirm (:class:`~.messages.KeyConfirmed`) and report the key.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from qkdnode.dsp.estimation import DecoyCounts
+from qkdnode.dsp.ldpc.codes import load_code
+from qkdnode.dsp.ldpc.decoder import decode_syndromes
+from qkdnode.dsp.privacy import toeplitz_hash
+from qkdnode.dsp.reconcile import BobFrame, DecodingReported, FrameVerified
+from qkdnode.dsp.sifting import BobDetections, SiftedBits, SiftReply, bob_sift
+from qkdnode.dsp.verification import hash_points
+
+from ...errors import RemoteProtocolError
+from .accounting import key_length, precheck
+from .events import QdistParams
+from .messages import (
+    AmplificationAnnounced,
+    CountsAnnounced,
+    DetectionsAnnounced,
+    KeyConfirmed,
+    Message,
+    ReconciliationReplied,
+    ReconciliationSent,
+    SiftingAnswered,
+    ZBitsDisclosed,
+)
+from .session import PAD_BITS, QdistEnd
+
+__all__ = ["QdistBob"]
+
+
+class QdistBob(QdistEnd):
+    """Bob's end of a Qdist link: one block at a time, for as many blocks as the key lasts.
+
+    Args:
+        params: the parameters shared with Alice.
+        secret: the pre-shared authentication key (see :mod:`.session`).
+    """
+
+    role = "bob"
+    _SENDS_AB = False
+
+    def __init__(self, params: QdistParams, secret: bytes | bytearray) -> None:
+        super().__init__(params, secret)
+        self._reset_block()
+
+    def _reset_block(self) -> None:
+        self._state = "idle"
+        self._detections: BobDetections | None = None
+        self._sifted: SiftedBits | None = None
+        self._counts: DecoyCounts | None = None
+        self._frames: list[BobFrame] = []
+        self._spans: list[tuple[int, int]] = []
+        self._waiting: dict[int, str] = {}  # frame -> "reveal" or "tag"
+        self._status: dict[int, tuple[bool, int]] = {}
+        self._eps_frame = 0.0
+
+    def start_block(self, block_id: int, detections: BobDetections, now: float) -> None:
+        """Starts a block: announces Bob's detections (bytes in :meth:`data_to_send`).
+
+        Raises:
+            LocalProtocolError: a block is running, or no pad is left to send with.
+            TypeError, ValueError: bad arguments.
+        """
+        if not isinstance(detections, BobDetections):
+            raise TypeError(f"detections must be BobDetections, got {type(detections).__name__}")
+        self._begin(block_id, now)
+        self._detections = detections
+        self.audit["detections"] = int(detections.slots.size)
+        try:
+            self._send(DetectionsAnnounced(self.params.digest(), self.completed,
+                                           detections.slots, detections.basis))
+        except Exception:
+            self._end_block()
+            raise
+        self._state = "sift"
+
+    def _handle(self, message: Message) -> None:
+        expected = {"sift": SiftingAnswered, "counts": CountsAnnounced,
+                    "reconcile": ReconciliationSent, "amplify": AmplificationAnnounced}[self._state]
+        if not isinstance(message, expected):
+            raise RemoteProtocolError(f"Qdist: {type(message).__name__} out of order (Bob "
+                                      f"expects {expected.__name__})")
+        if isinstance(message, SiftingAnswered):
+            self._on_sifting(message)
+        elif isinstance(message, CountsAnnounced):
+            self._on_counts(message)
+        elif isinstance(message, ReconciliationSent):
+            self._on_reconciliation(message)
+        elif isinstance(message, AmplificationAnnounced):
+            self._on_amplification(message)
+
+    def _on_sifting(self, m: SiftingAnswered) -> None:
+        assert self._detections is not None
+        self._settle(m.completed)
+        try:
+            self._sifted = bob_sift(self._detections, SiftReply(m.match, m.intensity))
+        except ValueError as exc:
+            raise RemoteProtocolError(f"Qdist: sifting answer does not fit: {exc}") from None
+        self._send(ZBitsDisclosed(self._sifted.z_bits))
+        self._state = "counts"
+
+    def _on_counts(self, m: CountsAnnounced) -> None:
+        sifted = self._sifted
+        assert sifted is not None
+        if m.n_x != sifted.n_x or m.n_z != sifted.n_z:
+            raise RemoteProtocolError("Qdist: Alice's detection counts differ from Bob's")
+        self._counts = DecoyCounts(m.n_x, m.n_z, m.m_z)
+        a = self.audit
+        a["n_x"], a["n_z"], a["m_z"] = m.n_x, m.n_z, m.m_z
+        a["qber_z"] = self._counts.qber_z
+        a["sifted_bits"] = int(sifted.x_bits.size)
+        reason = precheck(self._counts, self.params)
+        if reason is not None:
+            raise RemoteProtocolError(f"Qdist: Alice went on where the block aborts ({reason})")
+        self._state = "reconcile"
+
+    def _on_reconciliation(self, m: ReconciliationSent) -> None:
+        sifted = self._sifted
+        assert sifted is not None
+        first = not self._frames
+        if first != bool(m.syndromes) or (first and (m.reveals or m.tags)):
+            raise RemoteProtocolError("Qdist: syndromes must come first, once, on their own")
+        wanted = {**{r.frame: "reveal" for r in m.reveals}, **{t.frame: "tag" for t in m.tags}}
+        if len(wanted) != len(m.reveals) + len(m.tags) or wanted != self._waiting:
+            raise RemoteProtocolError("Qdist: Alice's reconciliation does not answer exactly "
+                                      "the frames in progress")
+        if first:
+            self._start_frames(m, sifted.x_bits)
+        a = self.audit
+        a.add("disclosed_bits", sum(x.disclosed_bits for x in m.syndromes)
+              + sum(x.disclosed_bits for x in m.reveals) + sum(x.disclosed_bits for x in m.tags))
+        a.add("rounds", 0 if first else 1)
+        verdicts: list[FrameVerified] = []
+        decode = list(range(len(self._frames))) if first else []
+        try:
+            for reveal in m.reveals:
+                self._frames[reveal.frame].on_reveal(reveal)
+                decode.append(reveal.frame)
+            for t in m.tags:
+                frame = self._frames[t.frame]
+                if t.seed.size < hash_points(frame.bob_payload.size, self._eps_frame):
+                    raise RemoteProtocolError(f"Qdist: tag of frame {t.frame} is weaker than "
+                                              "the block's correctness budget")
+                verdict = frame.on_tag(t)
+                verdicts.append(verdict)
+                self._status[t.frame] = (verdict.accepted, verdict.errors)
+                del self._waiting[t.frame]
+        except ValueError as exc:
+            raise RemoteProtocolError(f"Qdist: reconciliation message does not fit: {exc}") \
+                from None
+        reports = self._decode(decode)
+        if reports or verdicts:
+            self._send(ReconciliationReplied(tuple(reports), tuple(verdicts)))
+        if not self._waiting:
+            self._state = "amplify"
+
+    def _start_frames(self, m: ReconciliationSent, x_bits: NDArray[np.uint8]) -> None:
+        offset = 0
+        for k, s in enumerate(m.syndromes):
+            stop = offset + s.plan.payload_length
+            if s.frame != k or stop > x_bits.size:
+                raise RemoteProtocolError("Qdist: frames are not consecutive spans of the "
+                                          "sifted bits")
+            try:
+                code = load_code(s.plan.code_name)
+                self._frames.append(BobFrame(code, s, np.ascontiguousarray(x_bits[offset:stop])))
+            except ValueError as exc:
+                raise RemoteProtocolError(f"Qdist: frame {k} is malformed: {exc}") from None
+            self._spans.append((offset, stop))
+            offset = stop
+        self._eps_frame = self.params.eps_cor / len(self._frames)
+        self.audit["frames_attempted"] = len(self._frames)
+
+    def _decode(self, frames: list[int]) -> list[DecodingReported]:
+        """One decoding round of ``frames``: one parallel call per (code, budget) group."""
+        groups: dict[tuple[str, int], list[int]] = {}
+        for k in frames:
+            f = self._frames[k]
+            groups.setdefault((f.code.name, f.round_budget()), []).append(k)
+        reports: list[DecodingReported] = []
+        for (_, budget), members in groups.items():
+            inputs = [self._frames[k].decode_input() for k in members]
+            messages = np.stack([msg for _, _, msg in inputs])
+            result = decode_syndromes(self._frames[members[0]].code,
+                                      np.stack([s for s, _, _ in inputs]),
+                                      np.stack([llr for _, llr, _ in inputs]), budget,
+                                      messages=messages)
+            for row, k in enumerate(members):
+                frame = self._frames[k]
+                frame.messages[:] = messages[row]
+                report = frame.absorb(result.bits[row], bool(result.converged[row]))
+                reports.append(report)
+                if report.status == "decoded":
+                    self._waiting[k] = "tag"
+                elif report.status == "need_more":
+                    self._waiting[k] = "reveal"
+                else:
+                    self._waiting.pop(k, None)
+                    self._status[k] = (False, 0)
+        return reports
+
+    def _on_amplification(self, m: AmplificationAnnounced) -> None:
+        assert self._sifted is not None
+        assert self._counts is not None
+        kept = np.zeros(self._sifted.x_bits.size, dtype=np.bool_)
+        corrected = np.zeros(self._sifted.x_bits.size, dtype=np.uint8)
+        errors = 0
+        self.audit["frames_discarded"] = sum(1 for ok, _ in self._status.values() if not ok)
+        for k, (a0, a1) in enumerate(self._spans):
+            accepted, err = self._status[k]
+            fixed = self._frames[k].corrected
+            if accepted and fixed is not None:
+                kept[a0:a1] = True
+                corrected[a0:a1] = fixed
+                errors += err
+        pads = self._auth_bits(1, 0)  # and Bob's confirmation
+        length, reason = key_length(self.audit, self._counts, self.params, kept, errors,
+                                    self._eps_frame, PAD_BITS * sum(pads))
+        if reason is not None:
+            raise RemoteProtocolError(f"Qdist: Alice announced a key where Bob computes none "
+                                      f"({reason})")
+        if m.length != length:
+            raise RemoteProtocolError(f"Qdist: Alice announced {m.length} bits, Bob computes "
+                                      f"{length}")
+        kept_bits = int(np.count_nonzero(kept))
+        if m.seed.size != kept_bits + length - 1:
+            raise RemoteProtocolError(f"Qdist: Toeplitz seed of {m.seed.size} bits, expected "
+                                      f"{kept_bits + length - 1}")
+        key = toeplitz_hash(np.ascontiguousarray(corrected[kept]), m.seed, length)
+        self._send(KeyConfirmed(length))
+        self._complete(key, *pads)

@@ -1,0 +1,327 @@
+"""What both Qdist ends share: authentication, sequence numbers, bad-frame outcomes, blocks.
+
+Outcomes of bad input (every one has a test):
+
+* foreign magic, another version, an oversized body (:class:`~.wire.StreamError`): the stream
+  cannot be cut into frames any more; the block is **aborted**, later bytes are discarded until
+  the caller has a new connection and calls :meth:`QdistEnd.reset_stream`;
+* a sequence number below the next expected one (a replay, or a frame of a block already
+  closed): **rejected** (:class:`~.events.FrameRejected`), no pad used, the block goes on;
+* a tag that does not verify (any bit flipped, a forged frame, a sequence number beyond the
+  pads held): the block is **aborted**, and the peer told so (authenticated
+  :class:`~.messages.BlockAbandoned`); no pad is released, as the frame's sequence number is
+  untrusted;
+* an authentic frame whose sequence number jumps ahead (frames lost with a broken connection):
+  **resync**: the pads in between are skipped, and the frame is taken if the block expects it;
+* an authentic frame of another block: rejected; of the current block but not expected in its
+  state, or with a malformed body: the block is aborted (the peer is out of step or broken).
+
+Authentication key: the pre-shared secret holds the hash key of each direction (8 bytes each)
+then the pads, the first half for Alice -> Bob and the second for Bob -> Alice. A completed
+block takes the pads it used (both directions) off the front of its key and sets them aside;
+they are appended to the pad streams once both ends know the other completed the block too
+(each end's first message of the next block names the last block it completed), so the streams
+never diverge even if the last message of a block is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from qkdnode.dsp.authentication import HASH_KEY_BYTES, TAG_BYTES
+
+from ...errors import LocalProtocolError, RemoteProtocolError
+from .events import (
+    NEED_DATA,
+    BlockAborted,
+    BlockAudit,
+    BlockCompleted,
+    DetectionsReceived,
+    FrameRejected,
+    QdistParams,
+    _NeedData,
+)
+from .messages import BlockAbandoned, Message, decode_message
+from .wire import PadStream, RawFrame, StreamError, WireReader, encode_frame
+
+__all__ = ["MIN_SECRET_BYTES", "PAD_BITS", "QdistEnd"]
+
+# One pad per frame, each direction; a block takes about ten frames each way, so 64 pads per
+# direction are enough for a few blocks (and aborts) before the first replenishment.
+MIN_PADS_PER_DIRECTION = 64
+MIN_SECRET_BYTES = 2 * HASH_KEY_BYTES + 2 * TAG_BYTES * MIN_PADS_PER_DIRECTION
+PAD_BITS = 8 * TAG_BYTES
+
+Event = BlockCompleted | BlockAborted | FrameRejected | DetectionsReceived
+
+
+class _Audit:
+    """The audit record while a block runs (mutable; frozen into a BlockAudit at the end)."""
+
+    def __init__(self, block_id: int, role: str) -> None:
+        self.values: dict[str, Any] = dict(
+            block_id=block_id, role=role, detections=0, n_x=None, n_z=None, m_z=None,
+            qber_z=None, qber=None, sifted_bits=0, kept_bits=0, frames_attempted=0,
+            frames_discarded=0, rounds=0, disclosed_bits=0, leakage_bits=0, eps_cor=0.0,
+            eps_sec=None, estimate=None, ell=0, auth_bits=0, auth_epsilon=0.0, final_length=0,
+            frames_sent=0, frames_received=0, frames_rejected=0, pads_skipped=0)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if name not in self.values:
+            raise KeyError(name)
+        self.values[name] = value
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def add(self, name: str, amount: int | float) -> None:
+        self.values[name] += amount
+
+    def freeze(self, outcome: str, reason: str | None) -> BlockAudit:
+        return BlockAudit(outcome=outcome, reason=reason, **self.values)
+
+
+class QdistEnd:
+    """The part of a Qdist end both roles share. Use :class:`QdistAlice` or :class:`QdistBob`.
+
+    Sans-IO: :meth:`receive_data` takes bytes, :meth:`next_event` processes frames and returns
+    events (or :data:`NEED_DATA`), :meth:`data_to_send` gives the bytes to send; time comes in
+    through ``now`` arguments, :meth:`get_timer` and :meth:`handle_timer`.
+    """
+
+    role = ""
+    _SENDS_AB = True  # whether this end sends Alice -> Bob
+
+    def __init__(self, params: QdistParams, secret: bytes | bytearray) -> None:
+        if not isinstance(params, QdistParams):
+            raise TypeError(f"params must be QdistParams, got {type(params).__name__}")
+        if not isinstance(secret, bytes | bytearray):
+            raise TypeError(f"secret must be bytes, got {type(secret).__name__}")
+        body = len(secret) - 2 * HASH_KEY_BYTES
+        if len(secret) < MIN_SECRET_BYTES or body % (2 * TAG_BYTES):
+            raise ValueError(f"secret must hold at least {MIN_SECRET_BYTES} bytes, 16 plus a "
+                             f"multiple of {2 * TAG_BYTES}; got {len(secret)}")
+        half = 2 * HASH_KEY_BYTES + body // 2
+        ab = PadStream(bytes(secret[:HASH_KEY_BYTES]), bytes(secret[2 * HASH_KEY_BYTES:half]))
+        ba = PadStream(bytes(secret[HASH_KEY_BYTES:2 * HASH_KEY_BYTES]), bytes(secret[half:]))
+        self._out, self._in = (ab, ba) if self._SENDS_AB else (ba, ab)
+        self.params = params
+        self._reader = WireReader()
+        self._outbox = bytearray()
+        self._events: deque[Event] = deque()
+        self._send_seq = 0
+        self._recv_seq = 0
+        self.broken = False
+        # The current block.
+        self.block: int | None = None
+        self._audit: _Audit | None = None
+        self._deadline = 0.0
+        self._first_out = 0
+        self._first_in: int | None = None
+        # Replenishment of the last completed block, until both ends know it completed.
+        self.completed = -1
+        self._pending: tuple[int, bytes, bytes] | None = None
+
+    # ----------------------------------------------------------------------- public
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the peer (discarded while the stream is broken)."""
+        if not self.broken:
+            self._reader.feed(data)
+
+    def data_to_send(self) -> bytes:
+        """Bytes to send to the peer (and forget here)."""
+        out = bytes(self._outbox)
+        self._outbox.clear()
+        return out
+
+    def next_event(self) -> Event | _NeedData:
+        """Processes received frames until one yields an event; :data:`NEED_DATA` when none."""
+        while not self._events:
+            if self.broken:
+                return NEED_DATA
+            try:
+                raw = self._reader.next_frame()
+            except StreamError as exc:
+                self.broken = True
+                self._reader.clear()
+                if self.block is not None:
+                    self._abort(f"stream broken: {exc}", notify=True)
+                continue
+            if raw is None:
+                return NEED_DATA
+            self._accept(raw)
+        return self._events.popleft()
+
+    def reset_stream(self) -> None:
+        """A new connection is up: start cutting frames afresh (sequence numbers carry on)."""
+        self._reader.clear()
+        self.broken = False
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` must be called (None: no block running)."""
+        return self._deadline if self.block is not None else None
+
+    def handle_timer(self, now: float) -> None:
+        """Aborts the block if its time is up (its events come from :meth:`next_event`)."""
+        if self.block is not None and now >= self._deadline:
+            self._abort(f"block timed out after {self.params.block_timeout_s} s", notify=True)
+
+    def abort_block(self, reason: str) -> None:
+        """Aborts the current block from this side (the peer is told)."""
+        if self.block is None:
+            raise LocalProtocolError("Qdist: no block is running")
+        self._abort(reason, notify=True)
+
+    @property
+    def pads_left(self) -> tuple[int, int]:
+        """Pads held for (sending, receiving)."""
+        return self._out.pads_left, self._in.pads_left
+
+    # ----------------------------------------------------------------------- for the roles
+
+    def _begin(self, block_id: int, now: float) -> None:
+        if self.block is not None:
+            raise LocalProtocolError(f"Qdist: block {self.block} is still running")
+        if isinstance(block_id, bool) or not isinstance(block_id, int) or not \
+                0 <= block_id < 2**63 or block_id <= self.completed:
+            raise ValueError(f"block_id must be an int in [0, 2**63) above the last completed "
+                             f"block {self.completed}, got {block_id!r}")
+        self.block = block_id
+        self._audit = _Audit(block_id, self.role)
+        self._deadline = now + self.params.block_timeout_s
+        self._first_out = self._send_seq
+        self._first_in = None
+
+    @property
+    def audit(self) -> _Audit:
+        if self._audit is None:
+            raise LocalProtocolError("Qdist: no block is running")
+        return self._audit
+
+    def _send(self, message: Message) -> None:
+        assert self.block is not None
+        try:
+            frame = encode_frame(message.KIND, self.block, self._send_seq, message.body(),
+                                 self._out)
+        except ValueError as exc:
+            raise LocalProtocolError(f"Qdist: cannot send {type(message).__name__}: {exc}") \
+                from None
+        self._send_seq += 1
+        self._out.release(self._send_seq)
+        self._outbox += frame
+        self.audit.add("frames_sent", 1)
+
+    def _settle(self, peer_completed: int) -> None:
+        """Appends the pending replenishment if both ends completed its block, else drops it."""
+        if self._pending is None:
+            return
+        block, ab, ba = self._pending
+        if peer_completed == block == self.completed:
+            out, into = (ab, ba) if self._SENDS_AB else (ba, ab)
+            self._out.extend(out)
+            self._in.extend(into)
+        self._pending = None
+
+    def _auth_bits(self, extra_out: int, extra_in: int) -> tuple[int, int]:
+        """Pads of the block (out, in) counting ``extra`` frames still to come."""
+        assert self._first_in is not None
+        return (self._send_seq - self._first_out + extra_out,
+                self._recv_seq - self._first_in + extra_in)
+
+    def _complete(self, hashed: NDArray[np.uint8], pads_out: int, pads_in: int) -> None:
+        """Takes the authentication key off the front of ``hashed`` and reports the key."""
+        assert self.block is not None
+        auth = PAD_BITS * (pads_out + pads_in)
+        n_ab, n_ba = (pads_out, pads_in) if self._SENDS_AB else (pads_in, pads_out)
+        material = np.packbits(hashed[:auth]).tobytes()
+        self._pending = (self.block, material[:TAG_BYTES * n_ab], material[TAG_BYTES * n_ab:])
+        assert len(self._pending[2]) == TAG_BYTES * n_ba
+        self.completed = self.block
+        key = hashed[auth:].copy()
+        key.flags.writeable = False
+        self.audit["final_length"] = int(key.size)
+        record = self.audit.freeze("completed", None)
+        self._events.append(BlockCompleted(self.block, key, record))
+        self._end_block()
+
+    def _abort(self, reason: str, *, notify: bool) -> None:
+        assert self.block is not None
+        if notify:
+            # Without a pad left the peer cannot be told; its block times out instead.
+            with contextlib.suppress(LocalProtocolError):
+                self._send(BlockAbandoned(reason))
+        self.audit["final_length"] = 0
+        record = self.audit.freeze("aborted", reason)
+        self._events.append(BlockAborted(self.block, reason, record))
+        self._end_block()
+
+    def _end_block(self) -> None:
+        self.block = None
+        self._audit = None
+        self._reset_block()
+
+    def _reject(self, raw: RawFrame, reason: str) -> None:
+        if self._audit is not None:
+            self._audit.add("frames_rejected", 1)
+        self._events.append(FrameRejected(raw.block, raw.seq, reason))
+
+    def _accept(self, raw: RawFrame) -> None:
+        """Authenticates one frame and hands its message to the role."""
+        if raw.seq < self._recv_seq:
+            self._reject(raw, "sequence number below the next expected (replay or stale)")
+            return
+        before = self._in.epsilon_spent
+        ok = self._in.verify(raw.signed, raw.tag, raw.seq)
+        if self._audit is not None:
+            self._audit.add("auth_epsilon", self._in.epsilon_spent - before)
+        if not ok:
+            if self.block is not None:
+                self._abort("a frame failed authentication", notify=True)
+            else:
+                self._reject(raw, "failed authentication")
+            return
+        if self._audit is not None:
+            self._audit.add("pads_skipped", raw.seq - self._recv_seq)
+        self._recv_seq = raw.seq + 1
+        self._in.release(self._recv_seq)
+        try:
+            message = decode_message(raw.kind, raw.body)
+        except RemoteProtocolError as exc:
+            if self.block == raw.block:
+                self._abort(f"malformed frame: {exc}", notify=True)
+            else:
+                self._reject(raw, f"malformed frame: {exc}")
+            return
+        if self.block is None or raw.block != self.block:
+            if not self._new_block(raw, message):
+                self._reject(raw, f"frame of block {raw.block}, not of a running block")
+            return
+        if self._first_in is None:
+            self._first_in = raw.seq
+        self.audit.add("frames_received", 1)
+        if isinstance(message, BlockAbandoned):
+            self._abort(f"peer aborted: {message.reason}", notify=False)
+            return
+        try:
+            self._handle(message)
+        except RemoteProtocolError as exc:
+            if self.block is not None:
+                self._abort(str(exc), notify=True)
+
+    # ----------------------------------------------------------------------- role hooks
+
+    def _new_block(self, raw: RawFrame, message: Message) -> bool:
+        """An authentic frame outside the current block: True if the role took it."""
+        return False
+
+    def _handle(self, message: Message) -> None:
+        raise NotImplementedError
+
+    def _reset_block(self) -> None:
+        raise NotImplementedError
