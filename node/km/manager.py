@@ -7,15 +7,17 @@
 
 The exchange behind one ``enc_keys`` request, master SAE *m* on this node, slave *s* on peer *P*:
 
-1. the store cuts the keys from the pool shared with *P* and reserves them for (*m*, *s*), in one
-   transaction (:meth:`SqliteKeyStore.make_supply`);
+1. the store cuts the keys from the pool shared with *P*, records them as delivered to *m* and
+   destroys its copy, in one transaction (:meth:`SqliteKeyStore.take_supply`); the keys are
+   held in memory only;
 2. the plans (which link-key bytes make which key ID; never key bytes) go to *P*, which applies
    them to its copies of the same link keys and commits before it answers;
-3. only then are the keys handed to *m* (and destroyed here).
+3. only then are the keys handed to *m*.
 
-If step 2 fails, the reserved keys are destroyed here, never returned to the pool: *P* may have
-committed them before the answer was lost, and a key must never serve twice. The request fails
-with :class:`PeerUnavailable` (ETSI 014: 503) and can be retried.
+If step 2 fails, the keys are dropped, never handed out and never returned to the pool (*P* may
+have committed them before its answer was lost; its copies then expire unclaimed): a key never
+serves twice and never reaches a master whose slave cannot get it. The request fails with
+:class:`PeerUnavailable` (ETSI 014: 503) and can be retried.
 """
 
 from __future__ import annotations
@@ -221,22 +223,16 @@ class KeyManager:
             raise KeyPoolDepleted(f"no Kx link to node {pool!r}: no key can be shared with it")
         if self.key_source is not None:
             await self.key_source(pool, number * size_bits // 8)
-        now = self.clock()
-        plans = await asyncio.to_thread(self.store.make_supply, pool, master_sae,
-                                        list(slave_saes), number, size_bits // 8,
-                                        [master_sae], now)
+        plans, keys = await asyncio.to_thread(self.store.take_supply, pool, master_sae,
+                                              list(slave_saes), number, size_bits // 8,
+                                              self.clock())
         try:
             await asyncio.wait_for(peer.notify_supply(plans), self.peer_timeout_s)
-        except BaseException as exc:
-            # Never return reserved bytes to the pool: the peer may hold them already.
-            await asyncio.shield(asyncio.to_thread(
-                self.store.destroy, [p.key_id for p in plans], self.clock()))
-            if isinstance(exc, TimeoutError):
-                raise PeerUnavailable(f"node {pool!r} did not confirm the key supply within "
-                                      f"{self.peer_timeout_s} s") from None
-            raise
-        keys = await asyncio.to_thread(self.store.deliver, [p.key_id for p in plans],
-                                       master_sae, self.clock())
+        except TimeoutError:
+            # The keys are already destroyed here and never handed out; the peer's copies, if
+            # it stored them, expire unclaimed. No byte returns to the pool.
+            raise PeerUnavailable(f"node {pool!r} did not confirm the key supply within "
+                                  f"{self.peer_timeout_s} s") from None
         self.counters["delivered_to_masters"] += len(keys)
         return keys
 

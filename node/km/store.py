@@ -119,6 +119,10 @@ class KeyStore(Protocol):
                     size_bytes: int, local_recipients: Iterable[str], now: float
                     ) -> list[SupplyPlan]: ...
 
+    def take_supply(self, pool: str, master: str, slaves: Sequence[str], count: int,
+                    size_bytes: int, now: float
+                    ) -> tuple[list[SupplyPlan], list[SupplyKey]]: ...
+
     def reserve(self, pool: str, plans: Sequence[SupplyPlan], local_recipients: Iterable[str],
                 now: float) -> None: ...
 
@@ -501,6 +505,37 @@ class SqliteKeyStore:
                 left -= take
             plans.append(SupplyPlan(uuid.uuid4(), master, tuple(slaves), tuple(sources)))
         return plans
+
+    def take_supply(self, pool: str, master: str, slaves: Sequence[str], count: int,
+                    size_bytes: int, now: float) -> tuple[list[SupplyPlan], list[SupplyKey]]:
+        """The master's side of a request when its slaves are on another node: cuts the keys and
+        hands them to the master in one transaction (one durable commit, not two).
+
+        The keys are destroyed here as they are returned (only a tombstone and the delivery
+        record stay); the caller gives them to the master only after the peer confirmed the
+        plans, and drops them otherwise, so a key never reaches a master whose slave cannot
+        get it, and no byte is ever used twice.
+
+        Raises:
+            KeyPoolDepleted: the pool has fewer available bytes than asked; nothing changes.
+        """
+        if count < 1 or size_bytes < 1:
+            raise ValueError(f"count and size_bytes must be >= 1, got {count}, {size_bytes}")
+
+        def _op(db: sqlite3.Connection) -> tuple[list[SupplyPlan], list[SupplyKey]]:
+            plans = self._plan(db, pool, master, slaves, count, size_bytes)
+            materials = self._consume(db, pool, plans, now)
+            db.executemany(
+                "INSERT INTO supply_keys (key_id, pool, master, slaves, plan, size_bytes, "
+                "state, created_at, expires_at, changed_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [(str(p.key_id), pool, p.master, json.dumps(list(p.slaves)), _plan_json(p),
+                  p.size_bytes, KeyState.DESTROYED.value, now, None, now) for p in plans])
+            db.executemany("INSERT INTO recipients (key_id, sae, delivered_at) VALUES (?, ?, ?)",
+                           [(str(p.key_id), master, now) for p in plans])
+            return plans, [SupplyKey(p.key_id, m) for p, m in zip(plans, materials,
+                                                                  strict=True)]
+
+        return self._execute(_op)
 
     def reserve(self, pool: str, plans: Sequence[SupplyPlan], local_recipients: Iterable[str],
                 now: float) -> None:
