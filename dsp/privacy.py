@@ -69,13 +69,14 @@ UNIT_ROUNDOFF = 2.0**-53
 ROUNDING_BUDGET = 0.125
 # A measured distance to the nearest integer above this means the arithmetic went wrong.
 ROUNDING_TRIPWIRE = 0.25
-# Longest FFT per tile. A tile works in about 40 bytes per FFT point: one float64 row and two
-# complex128 half spectra (24 B, reused across tiles) plus the 16 B/point scratch numpy.fft takes
-# while it transforms. 2**26 points are then ~2.5 GiB at the worst, and n = 1e8, m = 5e7 (six
-# tiles of ~5.8e7 points) stays near 2.7 GiB with the caller's arrays, inside a 4 GiB budget.
+# Longest FFT per tile. A tile works in about 24 bytes per FFT point: one float64 row and two
+# complex128 half spectra, reused across tiles (the four-step FFT's scratch is per batch, small;
+# a 1-D numpy.fft transform, used below dsp.fourstep.MIN_LENGTH, takes 16 B/point more while it
+# runs). 2**26 points are then ~1.5 GiB, and n = 1e8, m = 5e7 (six tiles of ~5.8e7 points)
+# measured 1.8 GiB peak with the caller's arrays, inside a 4 GiB budget.
 DEFAULT_MAX_FFT_LEN = 2**26
-# With workers=2 the two forward transforms run at once: one more row and a second numpy scratch,
-# ~64 bytes per point. Longer tiles run sequentially so that the memory bound above still holds.
+# With workers=2 the two forward transforms run at once: one more row, ~32 bytes per point.
+# Longer tiles run sequentially so that the memory bound above still holds.
 PARALLEL_MAX_FFT_LEN = 2**25
 
 
@@ -97,11 +98,11 @@ def toeplitz_hash(
         x: Input bits, uint8 0/1, length ``n >= 1``.
         seed: Seed bits, uint8 0/1, length ``n + m - 1``.
         m: Output length, ``1 <= m <= n``.
-        max_fft_len: Longest FFT per tile; bounds memory (about 40 bytes per point).
+        max_fft_len: Longest FFT per tile; bounds memory (about 24 bytes per point).
         workspace: Buffers to reuse across calls of the same size (saves page faults); by
             default fresh buffers are allocated and dropped on return.
         workers: 2 runs the input's and the seed's forward transforms on two threads (for tiles
-            up to ``PARALLEL_MAX_FFT_LEN`` points; ~64 bytes per point). The default 1 suits a
+            up to ``PARALLEL_MAX_FFT_LEN`` points; ~32 bytes per point). The default 1 suits a
             node whose pool already runs one block per core.
 
     Returns:
@@ -427,8 +428,8 @@ def _forward_x(x: NDArray[np.uint8], ws: _Workspace) -> None:
 def _inverse(ws: _Workspace, spec_b: NDArray[np.complex128]) -> NDArray[np.float64]:
     """Cyclic convolution from the two spectra; a view of the workspace's real buffer.
 
-    numpy.fft's own scratch (16 bytes per point while a transform runs) comes on top of the
-    workspace's 24 (one more 8 with two threads).
+    Below ``MIN_LENGTH`` numpy.fft's own scratch (16 bytes per point while a transform runs)
+    comes on top of the workspace's 24 (one more 8 with two threads); the four-step's is small.
     """
     ws.spec_x *= spec_b
     if ws.plan is not None:
