@@ -355,3 +355,47 @@ def test_tracker_rejects_bad_input() -> None:
         qsync.SlotTracker(**GOOD, sync_channel=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="block_tags"):
         qsync.SlotTracker(**GOOD, block_tags=2)  # type: ignore[arg-type]
+
+
+def synthetic_stream(rng: np.random.Generator, n: int, period: float, sigma: float,
+                     dark: float, step_at: int, step_ps: float) -> NDArray[np.int64]:
+    """Tags of a line with Gaussian jitter, a share of uniform dark counts and a clock step."""
+    slots = np.cumsum(rng.geometric(0.05, n))
+    t = slots * period + rng.normal(0, sigma, n)
+    t[step_at:] += step_ps
+    darks = rng.random(n) < dark
+    t[darks] += rng.uniform(-0.5, 0.5, int(darks.sum())) * period
+    return np.sort(np.floor(t)).astype(np.int64)
+
+
+@settings(deadline=None, max_examples=40)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 3000),
+       block=st.sampled_from([16, 64, 512]),
+       period=st.floats(500.0, 20_000.0), jitter=st.floats(0.0, 0.1),
+       dark=st.floats(0.0, 0.3), step=st.floats(-0.5, 0.5), final=st.booleans(),
+       pattern_check=st.booleans())
+def test_track_kernel_matches_twin(seed: int, n: int, block: int, period: float, jitter: float,
+                                   dark: float, step: float, final: bool,
+                                   pattern_check: bool) -> None:
+    rng = np.random.default_rng(seed)
+    t = synthetic_stream(rng, n, period, jitter * period, dark, n // 2, step * period)
+    weights = rng.random(1 << 10)
+    weights -= weights.mean()
+    start = int(rng.integers(0, max(n // 4, 1)))
+    args = (t, start, block, final, int(rng.integers(-50, 50)), 7, period * (1 + 3e-6),
+            0.3 * period, 0.15 * period, weights, 0.5,
+            0.01 if pattern_check else -math.inf, 0.25, 16)
+    outs = []
+    for fn in (qsync.track_kernel, qsync.track_reference):
+        size = max(n - start, 0)
+        arrays = (np.full(size, -9, np.int64), np.zeros(size, np.bool_), np.zeros(size))
+        outs.append((fn(*args, *arrays), arrays))
+    (k_ret, k_arr), (r_ret, r_arr) = outs
+    stop, failed, last_good, ref_time, ref_slot, period_k, rms = k_ret
+    assert (stop, failed, last_good, ref_slot) == (*r_ret[:3], r_ret[4])
+    assert abs(ref_time - r_ret[3]) <= 1
+    assert period_k == pytest.approx(r_ret[5], rel=1e-12)
+    assert (math.isnan(rms) and math.isnan(r_ret[6])) or rms == pytest.approx(r_ret[6], rel=1e-6)
+    examined = stop - start + (min(block, n - stop) if failed else 0)
+    for a, b in zip(k_arr, r_arr, strict=True):
+        np.testing.assert_array_equal(a[:examined], b[:examined])
