@@ -28,13 +28,15 @@ from numpy.typing import NDArray
 
 from .codes import QcLayout
 from .kernels import (
+    ALGORITHM_MIN_SUM,
+    ALGORITHM_SUM_PRODUCT,
     csr_batch_kernel,
     csr_kernel,
     decode_reference,
-    phi_constants,
     qc_batch_kernel,
     qc_kernel,
 )
+from .phi import phi_constants
 
 __all__ = [
     "DEFAULT_MAX_ITERATIONS",
@@ -71,7 +73,10 @@ _PHI_CONSTANTS = phi_constants()
 
 # Algorithms, as the integer codes the kernel takes.
 Algorithm = Literal["sum-product", "min-sum"]
-_ALGORITHM_CODES: dict[str, int] = {"min-sum": 0, "sum-product": 1}
+_ALGORITHM_CODES: dict[str, int] = {
+    "min-sum": ALGORITHM_MIN_SUM,
+    "sum-product": ALGORITHM_SUM_PRODUCT,
+}
 DEFAULT_ALGORITHM: Algorithm = "sum-product"
 
 # Upper bound on the iteration budget, so that a typo cannot stall a worker for minutes.

@@ -13,14 +13,8 @@ Both perform, per check, the same float32 operations in the same order as the pl
 :func:`decode_reference`, so all three agree bit for bit.
 
 Check update. Sum-product (the default): ``|r_i| = phi(sum_j phi(|t_j|) - phi(|t_i|))`` with
-``phi(x) = log((1 + e^-x) / (1 - e^-x))``, the sum taken in edge order, evaluated in float32 as
-``log1p(2u / (1 - u))``, ``u = e^-x``, without table or libm call so that it vectorises: ``e^-x``
-as ``2^y`` with a degree-5 polynomial on the fraction of ``y`` (relative error 2e-7) and the
-exponent set in the float's bits; ``1 - u`` by its Taylor series below ``PHI_SERIES_X`` (where
-the subtraction would cancel); ``log`` by splitting off the binary exponent and the series of
-``2 atanh(s)`` on the mantissa (error below 1e-7; near 1 through ``s = z / (2 + z)``, exact to
-float32 precision). ``x`` is clamped to ``[PHI_TINY_X, PHI_X_MAX]``. Normalised/offset min-sum:
-``|r_i| = min(max(scale * min_{j != i} |t_j| - offset, 0), MESSAGE_LIMIT)``.
+``phi`` from :mod:`.phi` (branch-free float32), the sum taken in edge order. Normalised/offset
+min-sum: ``|r_i| = min(max(scale * min_{j != i} |t_j| - offset, 0), MESSAGE_LIMIT)``.
 
 The sign of ``r_i`` is the parity of the syndrome bit and of the other inputs' sign bits (so
 ``-0.0`` counts as negative there); a hard decision is 1 where the posterior is ``< 0``.
@@ -36,132 +30,21 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from .phi import PhiConstants, phi, phi_constants, phi_reference
+
 __all__ = [
-    "MESSAGE_LIMIT",
-    "PHI_SERIES_X",
-    "PHI_TINY_X",
-    "PHI_X_MAX",
-    "PhiConstants",
+    "ALGORITHM_MIN_SUM",
+    "ALGORITHM_SUM_PRODUCT",
     "csr_batch_kernel",
     "csr_kernel",
     "decode_reference",
-    "phi",
-    "phi_constants",
-    "phi_many",
-    "phi_reference",
     "qc_batch_kernel",
     "qc_kernel",
 ]
 
+# The algorithm argument of the kernels.
 ALGORITHM_MIN_SUM: Final = 0
 ALGORITHM_SUM_PRODUCT: Final = 1
-
-# phi(x) for x at or below this is phi(PHI_TINY_X) = log(2 / 1e-12) ~ 28.3: the largest check
-# message of sum-product, finite so that sums of phi stay finite.
-PHI_TINY_X: Final = 1e-12
-
-# Inputs are clamped here so that 2^(-x log2 e) stays a normal float32 (x < 87); phi(80) is 4e-35,
-# as good as zero next to any other term.
-PHI_X_MAX: Final = 80.0
-
-# Below this, 1 - e^-x is taken from its Taylor series (relative error < 3e-7 at the switch)
-# instead of the subtraction, which would lose all digits for small x.
-PHI_SERIES_X: Final = 0.25
-
-# Bound on min-sum message magnitudes (agreeing checks over many iterations would otherwise grow
-# them towards overflow); as large as a known bit's LLR in the decoder.
-MESSAGE_LIMIT: Final = 1e6
-
-# 2^f on [0, 1): least-squares fit (relative error 2.0e-7 in float32 Horner evaluation) with the
-# constant term fixed at 1, so that 2^0 is exact.
-_EXP2_COEFFS: Final = (
-    1.0, 0.6931529641151428, 0.24015453457832336, 0.05582360550761223, 0.00899258442223072,
-    0.0018762329127639532,
-)
-_LOG2E: Final = 1.4426950408889634
-_LN2: Final = 0.6931471805599453
-# Bits of sqrt(1/2) as float32: subtracting it before the shift puts the mantissa in
-# [sqrt(1/2), sqrt(2)), where the atanh series converges fastest (|s| < 0.172).
-_SQRT_HALF_BITS: Final = 0x3F3504F3
-
-# Everything the compiled phi needs, passed as one tuple argument (numba freezes globals).
-PhiConstants = tuple[np.float32, ...]
-
-
-def phi_constants() -> PhiConstants:
-    """The float32 constants of :func:`phi`, in the order the kernels read them."""
-    values = (
-        PHI_TINY_X, PHI_X_MAX, PHI_SERIES_X, _LOG2E, _LN2, *_EXP2_COEFFS[1:],
-        1.0 / 2.0, 1.0 / 6.0, 1.0 / 24.0, 1.0 / 120.0, 1.0 / 3.0, 1.0 / 5.0, 1.0 / 7.0, 1.0 / 9.0,
-        MESSAGE_LIMIT,
-    )
-    return tuple(np.float32(v) for v in values)
-
-
-_PHI_CONSTANTS = phi_constants()
-
-
-@numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def phi(x: np.float32, k: PhiConstants) -> np.float32:  # pragma: no cover - compiled
-    """phi(x) = log((1 + e^-x) / (1 - e^-x)) for x >= 0, branch-free float32 (see module doc)."""
-    one = np.float32(1.0)
-    two = np.float32(2.0)
-    x = min(max(x, k[0]), k[1])
-    # u = e^-x = 2^y, y = -x log2(e) = j + f with j integer and f in [0, 1).
-    y = -x * k[3]
-    fl = np.floor(y)
-    f = y - fl
-    p = one + f * (k[5] + f * (k[6] + f * (k[7] + f * (k[8] + f * k[9]))))
-    u = np.int32(np.float32(p).view(np.int32) + (np.int32(fl) << 23)).view(np.float32)
-    series = x * (one - x * (k[10] - x * (k[11] - x * (k[12] - x * k[13]))))
-    d = series if x < k[2] else one - u
-    z = two * u / d
-    # log(1 + z): w = 2^e * m with m in [sqrt(1/2), sqrt(2)); log(m) = 2 atanh(s).
-    w = one + z
-    bits = np.float32(w).view(np.int32)
-    e = np.int32((bits - np.int32(_SQRT_HALF_BITS)) >> 23)
-    m = np.int32(bits - (e << 23)).view(np.float32)
-    # One division for both cases (a select of numerator and denominator, not of quotients).
-    s = (z if e == 0 else m - one) / (two + z if e == 0 else m + one)
-    s2 = s * s
-    log_m = two * s * (one + s2 * (k[14] + s2 * (k[15] + s2 * (k[16] + s2 * k[17]))))
-    return np.float32(e) * k[4] + log_m
-
-
-def phi_reference(x: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Plain-numpy twin of :func:`phi`, elementwise on a float32 array."""
-    k = _PHI_CONSTANTS
-    f32 = np.float32
-    one, two = f32(1.0), f32(2.0)
-    x = np.minimum(np.maximum(np.asarray(x, dtype=np.float32), k[0]), k[1])
-    y = -x * k[3]
-    fl = np.floor(y)
-    f = y - fl
-    p = one + f * (k[5] + f * (k[6] + f * (k[7] + f * (k[8] + f * k[9]))))
-    u = (p.view(np.int32) + (fl.astype(np.int32) << 23)).view(np.float32)
-    series = x * (one - x * (k[10] - x * (k[11] - x * (k[12] - x * k[13]))))
-    d = np.where(x < k[2], series, one - u)
-    z = two * u / d
-    w = one + z
-    bits = w.view(np.int32)
-    e = (bits - np.int32(_SQRT_HALF_BITS)) >> 23
-    m = (bits - (e << 23)).view(np.float32)
-    s = np.where(e == 0, z, m - one) / np.where(e == 0, two + z, m + one)
-    s2 = s * s
-    log_m = two * s * (one + s2 * (k[14] + s2 * (k[15] + s2 * (k[16] + s2 * k[17]))))
-    result: NDArray[np.float32] = (e.astype(np.float32) * k[4] + log_m).astype(np.float32)
-    return result
-
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def phi_many(x: NDArray[np.float32], k: PhiConstants) -> NDArray[np.float32]:  # pragma: no cover
-    """Compiled :func:`phi` over an array (what the tests compare with :func:`phi_reference`)."""
-    out = np.empty_like(x)
-    for i in range(x.shape[0]):
-        out[i] = phi(x[i], k)
-    return out
-
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _magnitudes(
@@ -555,7 +438,7 @@ def decode_reference(
     """
     f32 = np.float32
     zero = f32(0.0)
-    k = _PHI_CONSTANTS
+    k = phi_constants()
     post = np.array(llr, dtype=np.float32)
     msg = messages
     np.add.at(post, chk_var, msg)

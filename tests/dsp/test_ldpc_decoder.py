@@ -16,7 +16,7 @@ from qkdnode.dsp.ldpc.decoder import (
     decode_syndrome_reference,
     decode_syndromes,
 )
-from qkdnode.dsp.ldpc.kernels import PHI_TINY_X, phi_constants, phi_many, phi_reference
+from qkdnode.dsp.ldpc.phi import PHI_TINY_X, phi_constants, phi_many, phi_reference
 
 
 def random_code(n: int, m: int, var_degree: int, seed: int) -> LdpcCode:
