@@ -63,7 +63,9 @@ def _split(length: int) -> tuple[int, int]:
     2048 0.53 s; at ``F ~ 1.25e6``: 256 best, 0.023 s against 0.037 s for 2048).
     """
     n1 = max(_MIN_N1, 1 << ((math.isqrt(length) // _N1_SHRINK).bit_length() - 1))
-    n2 = scipy.fft.next_fast_len(-(-length // n1))
+    # 5-smooth (real=True): numpy's pocketfft is ~10 % slower per point on radix 7 and 11,
+    # measured on rows of 29 400 (= 2^3 3 5^2 7^2) against 30 000 points.
+    n2 = scipy.fft.next_fast_len(-(-length // n1), real=True)
     return n1, n2
 
 
