@@ -244,6 +244,9 @@ class Kq1Client:
             for waiter in self._waiters.values():
                 if not waiter.done():
                     waiter.set_exception(ConnectionError("Kq-1: connection lost"))
+                    # Marked as seen: a push that was cancelled meanwhile must not make asyncio
+                    # log "exception never retrieved"; a waiting push still gets it.
+                    waiter.exception()
             self._waiters.clear()
 
     async def _handle(self, event: Any) -> None:

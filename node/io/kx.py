@@ -111,6 +111,7 @@ class _Channel:
             for fut in self.waiters.values():
                 if not fut.done():
                     fut.set_exception(PeerUnavailable(f"connection to {self.peer} lost"))
+                    fut.exception()  # seen: a cancelled request must not log it as lost
             self.writer.close()
 
     def _handle(self, event: Any) -> None:
