@@ -7,8 +7,9 @@ secret keys (or an abort with its reason) come out:
    decoding with blind rounds, each frame verified with a universal hash;
 2. parameter estimation (:func:`qkdnode.dsp.estimation.finite_key_length`): the Lim et al.
    (2014) finite-key length, charged with the leakage reconciliation actually caused;
-3. privacy amplification (:class:`qkdnode.dsp.privacy.ToeplitzHasher`, the seed's transform
-   shared by the two ends) of the kept bits with a fresh random Toeplitz seed.
+3. privacy amplification of the kept bits with a fresh random Toeplitz seed
+   (:func:`qkdnode.dsp.privacy_pair.toeplitz_hash_pair`: both ends in one FFT product, each
+   output exactly :func:`qkdnode.dsp.privacy.toeplitz_hash` of that end's bits).
 
 Frames that fail decoding or verification are dropped. Their bits are charged as if Alice had
 announced them: the leakage is everything the messages disclosed plus one bit per dropped key
@@ -31,7 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .estimation import DEFAULT_QBER_ABORT, DecoyCounts, KeyLengthResult, finite_key_length
-from .privacy import ToeplitzHasher, toeplitz_hash
+from .privacy_pair import toeplitz_hash_pair
 from .reconcile import (
     ABORT_QBER,
     ReconcileReport,
@@ -46,10 +47,6 @@ __all__ = ["DistillResult", "distill_local"]
 # means shorter payloads); the per-frame correctness budget assumes up to this many times the
 # planned count, and the result reports the eps_cor actually achieved.
 FRAME_COUNT_MARGIN = 2
-# Up to this many kept bits the two ends share one ToeplitzHasher (its seed spectra hold about
-# 8 bytes per FFT point, ~0.4 GiB here); longer blocks hash twice with toeplitz_hash, whose
-# memory stays bounded by its tiles.
-SHARED_SEED_MAX_BITS = 2**25
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -172,12 +169,8 @@ def distill_local(
         return DistillResult(empty, empty, 0, reason, n_bits, kept_bits, qber, leakage,
                              achieved_eps_cor, estimate, report)
     seed = source.integers(0, 2, size=kept_bits + length - 1, dtype=np.uint8)
-    if kept_bits <= SHARED_SEED_MAX_BITS:
-        # Both ends hash with the same public seed: its transform is computed once for the two.
-        hasher = ToeplitzHasher(seed, kept_bits, length)
-        key_alice, key_bob = hasher(alice_kept), hasher(bob_kept)
-    else:
-        key_alice = toeplitz_hash(alice_kept, seed, length)
-        key_bob = toeplitz_hash(bob_kept, seed, length)
+    # Both ends' hashes in one FFT product where the rounding bound allows (privacy_pair); each
+    # output is exactly toeplitz_hash of that end's own bits.
+    key_alice, key_bob = toeplitz_hash_pair(alice_kept, bob_kept, seed, length)
     return DistillResult(key_alice, key_bob, length, None, n_bits, kept_bits, qber, leakage,
                          achieved_eps_cor, estimate, report)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from qkdnode.dsp import fourstep, privacy
+from qkdnode.dsp import fourstep, privacy, privacy_pair
 from qkdnode.dsp.errors import DistillationError
 from qkdnode.dsp.privacy import FFTWorkspace, ToeplitzHasher, plan_tiles, toeplitz_hash
 
@@ -361,6 +361,56 @@ def test_tiles_cover_the_matrix_once(n: int, data: st.DataObject, max_len: int) 
     assert total == n * m
     if cover is not None:
         assert np.all(cover == 1)
+
+
+# --- both ends in one product (privacy_pair) -----------------------------------------------
+
+
+@settings(deadline=None, max_examples=40)
+@given(problems(max_n=200), st.integers(0, 2**32 - 1), st.sampled_from([None, 16, 40]))
+def test_pair_equals_two_single_hashes(
+    problem: tuple[NDArray[np.uint8], ...], salt: int, max_fft_len: int | None
+) -> None:
+    x1, seed, m = problem
+    rng = np.random.default_rng(salt)
+    x2 = x1 ^ (rng.random(x1.size) < rng.choice([0.0, 0.03, 0.5])).astype(np.uint8)
+    opts = {} if max_fft_len is None else {"max_fft_len": max_fft_len}
+    y1, y2 = privacy_pair.toeplitz_hash_pair(x1, x2, seed, int(m), **opts)
+    np.testing.assert_array_equal(y1, dense_reference(x1, seed, int(m)))
+    np.testing.assert_array_equal(y2, dense_reference(x2, seed, int(m)))
+
+
+def test_pair_packs_at_four_step_sizes_and_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    n, m = 300_000, 600
+    x1, seed = random_bits(rng, n), random_bits(rng, n + m - 1)
+    x2 = x1 ^ (rng.random(n) < 0.02).astype(np.uint8)
+    expected = (bitsliced_reference(x1, seed, m), bitsliced_reference(x2, seed, m))
+    calls: list[int] = []
+    real_hash = privacy_pair.toeplitz_hash
+
+    def counting_hash(*args: object, **kwargs: object) -> NDArray[np.uint8]:
+        calls.append(1)
+        return real_hash(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(privacy_pair, "toeplitz_hash", counting_hash)
+    for got, want in zip(privacy_pair.toeplitz_hash_pair(x1, x2, seed, m), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert calls == []  # one packed product, no fallback
+    monkeypatch.setattr(privacy_pair, "ROUNDING_BUDGET", 0.0)  # the bound rejects every tile
+    for got, want in zip(privacy_pair.toeplitz_hash_pair(x1, x2, seed, m), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert len(calls) == 2
+
+
+def test_pair_argument_errors() -> None:
+    x = np.zeros(10, np.uint8)
+    with pytest.raises(ValueError, match="x2 must have the length of x1"):
+        privacy_pair.toeplitz_hash_pair(x, x[:9], np.zeros(14, np.uint8), 5)
+    with pytest.raises(ValueError, match="seed must have"):
+        privacy_pair.toeplitz_hash_pair(x, x, np.zeros(13, np.uint8), 5)
+    with pytest.raises(TypeError, match="x2 must have dtype uint8"):
+        privacy_pair.toeplitz_hash_pair(x, x.astype(np.int64), np.zeros(14, np.uint8), 5)
 
 
 # --- kernels agree with their twins ----------------------------------------------------------

@@ -1,0 +1,117 @@
+"""Two inputs hashed with one Toeplitz seed in one FFT product (both ends of a simulated link).
+
+``toeplitz_hash_pair(x1, x2, seed, m)`` returns ``(T x1 mod 2, T x2 mod 2)``, bit-exact, for the
+convention of :mod:`qkdnode.dsp.privacy`. Where the rounding bound allows, the two inputs share
+one real operand ``x1 + 2^b x2`` with ``2^b > popcount(x1)``, ``b >= 1``: the convolution is
+``c1 + 2^b c2`` with ``0 <= c1 < 2^b``, so the low bit of each rounded value is ``y1`` and bit
+``b`` is ``y2`` (the same digit argument as the module's seed packing, on the input side). One
+seed transform, one input transform and one inverse replace the five transforms of two
+separate hashes sharing a seed; the bound is the module's (Percival's, with its headroom and the
+four-step levels) evaluated with the packed input's norm, per tile. A tile the bound rejects is
+hashed twice with :func:`~qkdnode.dsp.privacy.toeplitz_hash`.
+
+A node hashes only its own bits; this is for :func:`qkdnode.dsp.distill.distill_local`, which
+runs both ends in one process.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ._validate import check_bits
+from .fourstep import fft_length
+from .privacy import (
+    DEFAULT_MAX_FFT_LEN,
+    ROUNDING_BUDGET,
+    _check_residual,
+    _check_sizes,
+    _error_bound,
+    _inverse,
+    _rfft,
+    _SeedOperand,
+    _transform_seed,
+    _Workspace,
+    _workspace,
+    plan_tiles,
+    round_split_kernel,
+    toeplitz_hash,
+)
+
+__all__ = ["toeplitz_hash_pair"]
+
+
+def toeplitz_hash_pair(
+    x1: NDArray[np.uint8],
+    x2: NDArray[np.uint8],
+    seed: NDArray[np.uint8],
+    m: int,
+    *,
+    max_fft_len: int = DEFAULT_MAX_FFT_LEN,
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+    """``(T x1 mod 2, T x2 mod 2)`` with ``T[i, j] = seed[i - j + n - 1]``, as two new arrays.
+
+    Args:
+        x1: First input, uint8 0/1, length ``n >= 1``.
+        x2: Second input, the same length.
+        seed: Seed bits, uint8 0/1, length ``n + m - 1``.
+        m: Output length, ``1 <= m <= n``.
+        max_fft_len: Longest FFT per tile (about 24 bytes per point).
+
+    Returns:
+        The two ``m``-bit outputs; each equals ``toeplitz_hash(x, seed, m)`` of its input.
+
+    Raises:
+        TypeError, ValueError: As :func:`~qkdnode.dsp.privacy.toeplitz_hash`, and inputs of
+            different lengths.
+        DistillationError: The FFT rounding tripwire fired (a numerical fault, never expected).
+    """
+    a = check_bits("x1", x1)
+    b = check_bits("x2", x2)
+    sb = check_bits("seed", seed)
+    if a.size < 1:
+        raise ValueError("x1 must hold at least one bit")
+    if b.size != a.size:
+        raise ValueError(f"x2 must have the length of x1 ({a.size}), got {b.size}")
+    n = a.size
+    m = _check_sizes(n, m, max_fft_len)
+    if sb.size != n + m - 1:
+        raise ValueError(f"seed must have n + m - 1 = {n + m - 1} bits, got {sb.size}")
+
+    y1 = np.zeros(m, dtype=np.uint8)
+    y2 = np.zeros(m, dtype=np.uint8)
+    cache: dict[int, _Workspace] = {}
+    for tile in plan_tiles(n, m, max_fft_len):
+        at = a[tile.x_start : tile.x_start + tile.n]
+        bt = b[tile.x_start : tile.x_start + tile.n]
+        st = sb[tile.seed_start : tile.seed_start + tile.n + tile.m - 1]
+        rows = slice(tile.y_start, tile.y_start + tile.m)
+        w1, w2, w_seed = (int(np.count_nonzero(v)) for v in (at, bt, st))
+        if w_seed == 0 or w1 + w2 == 0:
+            continue
+        fft_len = fft_length(tile.n + tile.m - 1)
+        # 2**shift > w1 >= every entry of T' at1, and shift >= 1 so that bit 0 is c1's alone.
+        shift = max(1, w1.bit_length())
+        # sum (u + 2^b v)^2 <= w1 + (2^(b+1) + 4^b) w2 for 0/1 entries u, v
+        packed_sq = w1 + (2.0 ** (shift + 1) + 4.0**shift) * w2
+        if _error_bound(fft_len, packed_sq, w_seed) >= ROUNDING_BUDGET:
+            y1[rows] ^= toeplitz_hash(at, st, tile.m, max_fft_len=max_fft_len)
+            y2[rows] ^= toeplitz_hash(bt, st, tile.m, max_fft_len=max_fft_len)
+            continue
+        ws = _workspace(cache, fft_len, with_seed=True)
+        assert ws.spec_b is not None
+        op = _SeedOperand(ws.spec_b, ws.plan, fft_len, tile.n, tile.m, tile.m, 0)
+        _transform_seed(st, op, ws.real)
+        row = ws.real
+        row[: tile.n] = bt
+        row[: tile.n] *= 2.0**shift
+        row[: tile.n] += at
+        row[tile.n :] = 0.0
+        _rfft(ws.plan, row, ws.spec_x)
+        conv = _inverse(ws, op.spectrum)
+        lo = np.empty(tile.m, dtype=np.uint8)
+        hi = np.empty(tile.m, dtype=np.uint8)
+        _check_residual(round_split_kernel(conv, tile.n - 1, shift, lo, hi))
+        y1[rows] ^= lo
+        y2[rows] ^= hi
+    return y1, y2
