@@ -240,16 +240,19 @@ def test_blocks_give_identical_keys_block_after_block(data):
 
 
 def test_authentication_key_is_replenished_from_block_keys(data):
-    # The smallest secret holds 64 pads per direction; seven blocks use about 77 each way.
+    # The smallest secret holds 64 pads per direction; twelve blocks use more than that.
     secret = bytes(np.random.default_rng(5).integers(0, 256, MIN_SECRET_BYTES, dtype=np.uint8))
     pair = Pair.new(secret=secret)
-    levels = []
-    for block_id in range(7):
-        assert_completed(*pair.run_block(block_id, data))
-        levels.append(pair.alice.pads_left)
-        assert pair.alice.pads_left == pair.bob.pads_left[::-1]
-    # Each block's pads come back once the next block confirms both ends completed it.
-    assert levels[1:] == [levels[1]] * 6
+    used = 0
+    for block_id in range(12):
+        a, b = pair.run_block(block_id, data)
+        assert_completed(a, b)
+        used += a.audit.frames_sent
+        # Each block's pads come back once the next block confirms both ends completed it,
+        # so only the last block's are missing.
+        assert pair.alice.pads_left == (64 - a.audit.frames_sent, 64 - a.audit.frames_received)
+        assert pair.bob.pads_left == pair.alice.pads_left[::-1]
+    assert used > 64
     with pytest.raises(ValueError, match="secret"):
         QdistBob(PARAMS, secret[:-16])
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from qkdnode.dsp.estimation import DecoyCounts
+from qkdnode.dsp.estimation import DecoyCounts, binary_entropy
 from qkdnode.dsp.privacy import toeplitz_hash
 from qkdnode.dsp.reconcile import (
     AliceFrame,
@@ -26,6 +26,12 @@ from qkdnode.dsp.reconcile import (
     TagComputed,
     choose_code,
     plan_frame,
+)
+from qkdnode.dsp.reconcile.local import START_QUANTILE, START_WINDOW
+from qkdnode.dsp.reconcile.plan import (
+    BLIND_STEP_EFFICIENCY,
+    MIN_PLANNING_QBER,
+    START_EFFICIENCY,
 )
 from qkdnode.dsp.sifting import AliceChoices, BasisAnnouncement, SiftedBits, alice_sift, z_errors
 
@@ -72,6 +78,8 @@ class QdistAlice(QdistEnd):
             raise TypeError(f"rng must be a numpy Generator or None, got {type(rng).__name__}")
         self._rng = rng if rng is not None else np.random.default_rng()
         self._announced: tuple[RawFrame, DetectionsAnnounced] | None = None
+        # Per code: bits disclosed per payload bit when frames decoded, across blocks.
+        self._successes: dict[str, list[float]] = {}
         self._reset_block()
 
     def _reset_block(self) -> None:
@@ -83,6 +91,7 @@ class QdistAlice(QdistEnd):
         self._spans: list[tuple[int, int]] = []
         self._waiting: dict[int, str] = {}  # frame -> "report" or "verdict"
         self._status: dict[int, tuple[bool, int]] = {}  # frame -> (kept, errors)
+        self._disclosed: list[int] = []  # per frame, before its tag
         self._eps_frame = 0.0
         self._key: NDArray[np.uint8] | None = None
         self._pads = (0, 0)
@@ -182,9 +191,11 @@ class QdistAlice(QdistEnd):
             self._abort("too few sifted X bits for one reconciliation frame", notify=True)
             return
         self._eps_frame = self.params.eps_cor / len(self._spans)
-        self._frames = [AliceFrame(code, k, np.ascontiguousarray(sifted.x_bits[a0:a1]), qber)
-                        for k, (a0, a1) in enumerate(self._spans)]
+        start = self._start_efficiency(code.name, qber)
+        self._frames = [AliceFrame(code, k, np.ascontiguousarray(sifted.x_bits[a0:a1]), qber,
+                                   start) for k, (a0, a1) in enumerate(self._spans)]
         syndromes = tuple(f.start() for f in self._frames)
+        self._disclosed = [s.disclosed_bits for s in syndromes]
         self._waiting = {k: "report" for k in range(len(self._frames))}
         a["frames_attempted"] = len(self._frames)
         a.add("disclosed_bits", sum(s.disclosed_bits for s in syndromes))
@@ -209,10 +220,13 @@ class QdistAlice(QdistEnd):
                 raise RemoteProtocolError(f"Qdist: report for frame {r.frame} after its tag")
             frame = self._frames[r.frame]
             if r.status == "decoded":
+                self._successes.setdefault(frame.code.name, []).append(
+                    self._disclosed[r.frame] / frame.payload.size)
                 tags.append(frame.tag(self._rng, self._eps_frame))
                 self._waiting[r.frame] = "verdict"
             elif r.status == "need_more" and (reveal := frame.on_report(r)) is not None:
                 reveals.append(reveal)
+                self._disclosed[r.frame] += reveal.disclosed_bits
             else:
                 del self._waiting[r.frame]
                 self._status[r.frame] = (False, 0)
@@ -222,6 +236,21 @@ class QdistAlice(QdistEnd):
             self._send(ReconciliationSent(reveals=tuple(reveals), tags=tuple(tags)))
         if not self._waiting:
             self._amplify()
+
+    def _start_efficiency(self, code: str, qber: float) -> float:
+        """Efficiency of the first syndromes, from where earlier frames of the code decoded.
+
+        As ``reconcile_local`` does within a block, across blocks here: a low quantile of
+        the recent successes, less one blind step, never below ``START_EFFICIENCY``. Starting
+        near the success point saves most blind rounds (each a round trip and two pads).
+        """
+        recent = self._successes.get(code, [])[-START_WINDOW:]
+        self._successes[code] = recent
+        if not recent:
+            return START_EFFICIENCY
+        h = binary_entropy(max(qber, MIN_PLANNING_QBER))
+        point = float(np.quantile(np.asarray(recent), START_QUANTILE)) / h
+        return max(START_EFFICIENCY, point - BLIND_STEP_EFFICIENCY)
 
     def _amplify(self) -> None:
         assert self._sifted is not None
