@@ -18,7 +18,6 @@ import json
 import ssl
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -26,6 +25,7 @@ import aiohttp
 
 from ..errors import RemoteProtocolError
 from .etsi014_schema import API_PREFIX
+from .manager import SupplyStatus
 from .records import SupplyKey
 
 __all__ = ["DEFAULT_TIMEOUT_S", "Etsi014Client", "Etsi014Error", "KmeStatus"]
@@ -64,21 +64,9 @@ class Etsi014Error(Exception):
         return f"KME answered {self.status}: {self.message}"
 
 
-@dataclass(frozen=True, slots=True)
-class KmeStatus:
-    """A Status object (ETSI GS QKD 014, clause 6.1); sizes in bits."""
-
-    source_kme_id: str
-    target_kme_id: str
-    master_sae_id: str
-    slave_sae_id: str
-    key_size: int
-    stored_key_count: int
-    max_key_count: int
-    max_key_per_request: int
-    max_key_size: int
-    min_key_size: int
-    max_sae_id_count: int
+# A Status object (ETSI GS QKD 014, clause 6.1), sizes in bits: the same record the key manager
+# serves.
+KmeStatus = SupplyStatus
 
 
 def _bad_answer(what: str) -> RemoteProtocolError:

@@ -17,21 +17,19 @@ vendor's keys pass through memory only on their way into the store.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import ssl
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 
-from ..errors import KeyManagerError, PeerUnavailable
+from ..errors import KeyManagerError, PeerUnavailable, RemoteProtocolError
+from .etsi014_client import Etsi014Client, Etsi014Error
 from .manager import KeyManager
-from .records import KeyState, LinkKey
+from .records import KeyState, LinkKey, SupplyKey
 
 __all__ = ["VendorFeed", "VendorLink"]
 
@@ -74,20 +72,9 @@ class VendorLink:
                              "multiple of 8")
 
 
-def _keys_from(body: Any, link: VendorLink, now: float) -> list[LinkKey]:
-    if not isinstance(body, dict) or not isinstance(body.get("keys"), list):
-        raise KeyManagerError(f"vendor box {link.url}: answer has no 'keys' array")
-    out = []
-    for entry in body["keys"]:
-        try:
-            key_id = uuid.UUID(str(entry["key_ID"]))
-            material = base64.b64decode(str(entry["key"]), validate=True)
-        except (KeyError, TypeError, ValueError, binascii.Error):
-            raise KeyManagerError(f"vendor box {link.url}: a key entry is malformed") from None
-        if not material:
-            raise KeyManagerError(f"vendor box {link.url}: key {key_id} is empty")
-        out.append(LinkKey(key_id, material, link=f"vendor:{link.url}", created_at=now))
-    return out
+def _link_keys(keys: Sequence[SupplyKey], link: VendorLink, now: float) -> list[LinkKey]:
+    return [LinkKey(k.key_id, k.material, link=f"vendor:{link.url}", created_at=now)
+            for k in keys]
 
 
 class VendorFeed:
@@ -96,23 +83,22 @@ class VendorFeed:
     def __init__(self, manager: KeyManager, links: Sequence[VendorLink]) -> None:
         self.manager = manager
         self.links = {link.peer: link for link in links}
-        self._session: aiohttp.ClientSession | None = None
+        self._clients: dict[str, Etsi014Client] = {}
 
-    async def _call(self, link: VendorLink, path: str, body: dict[str, Any]) -> Any:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
-        url = f"{link.url.rstrip('/')}/api/v1/keys/{link.partner_sae}/{path}"
+    def _client(self, link: VendorLink) -> Etsi014Client:
+        client = self._clients.get(link.peer)
+        if client is None:
+            client = Etsi014Client(link.url, link.ssl_context, timeout_s=REQUEST_TIMEOUT_S)
+            self._clients[link.peer] = client
+        return client
+
+    async def _ask(self, link: VendorLink, what: str, call: Awaitable[list[SupplyKey]]
+                   ) -> list[SupplyKey]:
         try:
-            async with self._session.post(url, json=body, ssl=link.ssl_context) as answer:
-                data = await answer.json(content_type=None)
-                if answer.status != 200:
-                    message = data.get("message") if isinstance(data, dict) else None
-                    raise PeerUnavailable(f"vendor box {link.url}: {path} answered "
-                                          f"{answer.status} ({message})")
-                return data
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise PeerUnavailable(f"vendor box {link.url}: {path} failed: {exc}") from None
+            return await call
+        except (Etsi014Error, RemoteProtocolError, aiohttp.ClientError, TimeoutError,
+                OSError) as exc:
+            raise PeerUnavailable(f"vendor box {link.url}: {what} failed: {exc}") from None
 
     async def top_up(self, peer: str) -> int:
         """Master: pulls keys until the pool holds ``target_keys``. Returns the keys stored."""
@@ -125,9 +111,9 @@ class VendorFeed:
         stored = 0
         while have < link.target_keys:
             number = min(BATCH, link.target_keys - have)
-            body = await self._call(link, "enc_keys",
-                                    {"number": number, "size": link.key_size_bits})
-            keys = _keys_from(body, link, time.time())
+            got = await self._ask(link, "enc_keys", self._client(link).enc_keys(
+                link.partner_sae, number, link.key_size_bits))
+            keys = _link_keys(got, link, time.time())
             stored += await self.manager.add_link_keys(peer, keys)
             have += len(keys)
         return stored
@@ -144,10 +130,9 @@ class VendorFeed:
         stored = 0
         for i in range(0, len(missing), BATCH):
             part = missing[i:i + BATCH]
-            body = await self._call(link, "dec_keys",
-                                    {"key_IDs": [{"key_ID": str(k)} for k in part]})
-            stored += await self.manager.add_link_keys(peer, _keys_from(body, link,
-                                                                       time.time()))
+            got = await self._ask(link, "dec_keys", self._client(link).dec_keys(
+                link.partner_sae, part))
+            stored += await self.manager.add_link_keys(peer, _link_keys(got, link, time.time()))
         return stored
 
     async def run(self, every_s: float = 1.0) -> None:
@@ -165,7 +150,7 @@ class VendorFeed:
             await asyncio.sleep(every_s)
 
     async def close(self) -> None:
-        """Closes the HTTP session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Closes the HTTP sessions."""
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()

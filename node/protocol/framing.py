@@ -22,9 +22,21 @@ from typing import Any
 
 from ..errors import RemoteProtocolError
 
-__all__ = ["HEADER", "Frame", "FrameReader", "b64", "encode_frame", "field", "unb64"]
+__all__ = ["HEADER", "NEED_DATA", "Frame", "FrameReader", "NeedData", "b64", "encode_frame",
+           "field", "unb64"]
 
 HEADER = struct.Struct(">2sBBI")
+
+
+class NeedData:
+    """The type of :data:`NEED_DATA`."""
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA = NeedData()
+"""What a protocol's ``next_event()`` returns until more bytes arrive (as h11's)."""
 
 
 @dataclass(frozen=True, slots=True)

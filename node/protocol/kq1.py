@@ -30,7 +30,7 @@ from typing import Any
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 from ..km.records import LinkKey
-from .framing import Frame, FrameReader, b64, encode_frame, unb64
+from .framing import NEED_DATA, Frame, FrameReader, NeedData, b64, encode_frame, unb64
 from .framing import field as get
 
 __all__ = [
@@ -134,13 +134,7 @@ class StatusReported:
     status: dict[str, Any] = field(default_factory=dict)
 
 
-class _NeedData:
-    def __repr__(self) -> str:
-        return "NEED_DATA"
 
-
-NEED_DATA = _NeedData()
-"""Returned by :meth:`Kq1Connection.next_event` until more bytes arrive."""
 
 Event = (ModuleAnnounced | KmWelcomed | KeysPushed | KeysStored | KeysRefused | StartRequested
          | StopRequested | StatusRequested | StatusReported)
@@ -316,7 +310,7 @@ class Kq1Connection:
             raise LocalProtocolError("Kq-1: the connection is closed")
         self._reader.feed(data)
 
-    def next_event(self) -> Event | _NeedData:
+    def next_event(self) -> Event | NeedData:
         """The next event from the peer, or :data:`NEED_DATA`.
 
         Raises:

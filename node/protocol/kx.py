@@ -36,7 +36,7 @@ from typing import Any
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 from ..km.records import SourceSlice, SupplyPlan
-from .framing import FrameReader, b64, encode_frame, unb64
+from .framing import NEED_DATA, FrameReader, NeedData, b64, encode_frame, unb64
 from .framing import field as get
 
 __all__ = [
@@ -155,12 +155,7 @@ class RequestTimedOut:
     req: int
 
 
-class _NeedData:
-    def __repr__(self) -> str:
-        return "NEED_DATA"
 
-
-NEED_DATA = _NeedData()
 
 Request = PoolOffered | SupplyNotified | RelayForwarded | RelayCompleted
 Event = (Hello | PoolOffered | PoolAnswered | SupplyNotified | RelayForwarded | RelayCompleted
@@ -390,7 +385,7 @@ class KxConnection:
             raise LocalProtocolError("Kx: the connection is closed")
         self._reader.feed(data)
 
-    def next_event(self) -> Event | RequestTimedOut | _NeedData:
+    def next_event(self) -> Event | RequestTimedOut | NeedData:
         """The next event, or :data:`NEED_DATA`.
 
         Raises:

@@ -95,8 +95,8 @@ def test_vendor_keys_reach_both_pools_under_the_vendor_ids(tmp_path):
             assert [k.material for k in got] == [k.material for k in back]
             # the vendor boxes delivered each key once: asking again fails
             with pytest.raises(PeerUnavailable, match="400"):
-                await feed_b._call(feed_b.links["A"], "dec_keys",
-                                   {"key_IDs": [{"key_ID": str(ids_a[0])}]})
+                await feed_b._ask(feed_b.links["A"], "dec_keys",
+                                  feed_b._client(feed_b.links["A"]).dec_keys("km-A", ids_a[:1]))
             with pytest.raises(ValueError, match="slave end"):
                 await feed_b.top_up("A")
         finally:
