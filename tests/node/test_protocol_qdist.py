@@ -107,6 +107,7 @@ class Pair:
     now: float = 0.0
     sent: dict[str, list[bytes]] = field(default_factory=lambda: {"ab": [], "ba": []})
     rejected: list[FrameRejected] = field(default_factory=list)
+    others: list[BlockCompleted | BlockAborted] = field(default_factory=list)
 
     @classmethod
     def new(cls, params: QdistParams = PARAMS, secret: bytes = SECRET, rng_seed: int = 1,
@@ -142,8 +143,10 @@ class Pair:
                     elif isinstance(event, FrameRejected):
                         self.rejected.append(event)
                     elif isinstance(event, BlockCompleted | BlockAborted):
-                        assert event.block_id == block_id
-                        results[name] = event
+                        if event.block_id == block_id:
+                            results[name] = event
+                        else:
+                            self.others.append(event)
                 out = end.data_to_send()
                 if out:
                     moved = True
@@ -483,6 +486,37 @@ def test_broken_streams_abort_the_block_until_a_new_connection(data, field_, val
     pair.tamper = None
     pair.bob.reset_stream()
     assert_completed(*pair.run_block(1, data))
+
+
+def test_an_announcement_of_a_later_block_ends_the_running_one(data):
+    pair = Pair.new()
+    pair.bob.start_block(0, data.detections, 0.0)
+    pair.alice.receive_data(pair.bob.data_to_send())
+    assert pair.alice.next_event() == DetectionsReceived(0)
+    pair.alice.start_block(0, data.choices, 0.0)
+    pair.alice.data_to_send()  # lost
+    pair.bob.abort_block("stopped by the operator")
+    assert isinstance(pair.bob.next_event(), BlockAborted)
+    pair.bob.data_to_send()  # lost as well
+    assert_completed(*pair.run_block(1, data))
+    [old] = pair.others
+    assert isinstance(old, BlockAborted)
+    assert old.block_id == 0
+    assert old.reason == "peer started block 1 instead"
+
+
+def test_an_exhausted_authentication_key_ends_the_link():
+    # Aborted blocks pay no pads back: the smallest secret lasts a few dozen of them.
+    noisy = block_data(3, misalignment=0.12, pulses=3_000_000)
+    secret = bytes(MIN_SECRET_BYTES)
+    pair = Pair.new(secret=secret)
+    with pytest.raises(LocalProtocolError, match="authentication key exhausted"):  # noqa: PT012
+        for block_id in range(40):
+            a, b = pair.run_block(block_id, noisy)
+            assert isinstance(a, BlockAborted)
+            assert isinstance(b, BlockAborted)
+    assert pair.bob.pads_left[0] == 0
+    assert pair.bob.block is None
 
 
 def test_a_stalled_block_times_out(data):

@@ -127,8 +127,10 @@ class QdistAlice(QdistEnd):
         if not isinstance(message, DetectionsAnnounced) or raw.block <= self.completed:
             return False
         if self.block is not None:
-            if self._state != "detections":
+            if raw.block < self.block:
                 return False
+            # An authentic announcement of a later block: Bob has moved on (his abort of this
+            # one may have been lost with a connection), so this block cannot complete.
             self._abort(f"peer started block {raw.block} instead", notify=True)
         self._announced = (raw, message)
         self._events.append(DetectionsReceived(raw.block))

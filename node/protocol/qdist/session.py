@@ -313,6 +313,9 @@ class QdistEnd:
         except RemoteProtocolError as exc:
             if self.block is not None:
                 self._abort(str(exc), notify=True)
+        except LocalProtocolError as exc:  # this end cannot go on (no pad left to send with)
+            if self.block is not None:
+                self._abort(str(exc), notify=False)
 
     # ----------------------------------------------------------------------- role hooks
 

@@ -242,7 +242,7 @@ class PadStream:
         """The tag of an outgoing frame (the caller releases the pad after sending)."""
         pad = self._pad(seq)
         if pad is None:
-            raise ValueError(f"no pad for sequence number {seq}")
+            raise ValueError(f"authentication key exhausted (no pad for sequence number {seq})")
         return tag(signed, self._hash_key, pad)
 
     def verify(self, signed: bytes, received: bytes, seq: int) -> bool:
