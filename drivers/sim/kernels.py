@@ -129,8 +129,6 @@ def next_normal(s: NDArray[np.uint64], k: NDArray[np.uint64], w: NDArray[np.floa
             return -y if neg else y
 
 
-# The ziggurats' bases are their last layer's width times 2^32 (exact: a power of two).
-_TWO_32 = 4294967296.0
 
 
 # -- kernels --------------------------------------------------------------------------------
@@ -178,7 +176,7 @@ def photon_clicks(
         frame_types: type index of each frame position; L = its length.
         accept: per type, any-click probability / p_max.
         pattern_cum: (types, patterns) cumulative conditional probabilities.
-        pattern_mask: (types, patterns) detector bit masks.
+        pattern_mask: (types, patterns) detector bit masks (at most 8 detectors).
         t_ref: per detector, the click time of slot ``pos`` without jitter.
         sigma: per detector, RMS jitter.
         period: slot period.
@@ -195,13 +193,31 @@ def photon_clicks(
     n_det = t_ref.shape[0]
     max_out = out_s.shape[1]
     ek, ew, ef, nk, nw, nf = zig
-    er = ew[ew.shape[0] - 1] * _TWO_32
-    nr = nw[nw.shape[0] - 1] * _TWO_32
+    # The ziggurats' bases: their last layer's width times 2^32 (exact: a power of two).
+    er = ew[ew.shape[0] - 1] * 4294967296.0
+    nr = nw[nw.shape[0] - 1] * 4294967296.0
+    n_types, n_pat = pattern_cum.shape
+    n_guide = 64  # guide buckets per type: 12 x 64 starts, built per call in microseconds
+    # Guide table: where the pattern search may start for u in each 1/n_guide of
+    # [0, accept): one bucket of slack, so the start is never past the answer; the search
+    # then usually ends at once instead of stepping through the patterns (a mispredicted
+    # branch per step: which pattern clicks is close to a coin flip).
+    guide = np.zeros((n_types, n_guide), dtype=np.int64)
+    scale = np.zeros(n_types, dtype=np.float64)
+    for typ in range(n_types):
+        a = accept[typ]
+        if a > 0.0:
+            scale[typ] = n_guide / a
+        for b in range(1, n_guide):
+            lo = (b - 1) * a / n_guide
+            i = 0
+            while i < n_pat - 1 and a * pattern_cum[typ, i] <= lo:
+                i += 1
+            guide[typ, b] = i
     counts = np.zeros(n_det, dtype=np.int64)
     start = np.int64(pos)
     cur = np.int64(pos)
     frame_len = np.int64(frame_types.shape[0])
-    n_pat = pattern_cum.shape[1]
     inv_rate = -1.0 / log1m_pmax
     span = np.float64(end - cur)
     # Frame position tracked incrementally: a division only when a gap spans whole frames.
@@ -225,18 +241,18 @@ def photon_clicks(
         u = next_uniform(state)
         if u >= a:
             continue
-        i = 0
+        i = guide[typ, min(n_guide - 1, np.int64(u * scale[typ]))]
         while i < n_pat - 1 and u >= a * pattern_cum[typ, i]:
             i += 1
         mask = np.int64(pattern_mask[typ, i])
         t_slot = np.float64(cur - start) * period
-        # Set bits from the lowest: usually one, so no unpredictable branch per detector.
+        # Set bits from the lowest: usually one, so no unpredictable branch per detector;
+        # the bit's index by comparisons rather than a loop, for the same reason.
         while mask != 0:
             low = mask & -mask
             mask ^= low
-            j = 0
-            while (np.int64(1) << j) != low:
-                j += 1
+            j = (np.int64(low > 1) + np.int64(low > 2) + np.int64(low > 4) + np.int64(low > 8)
+                 + np.int64(low > 16) + np.int64(low > 32) + np.int64(low > 64))
             t = t_slot + t_ref[j]
             sg = sigma[j]
             if sg > 0.0:
@@ -305,13 +321,6 @@ def _grow(a: NDArray[np.generic], n: int) -> NDArray[np.generic]:
     return out
 
 
-# Why _scan_run stopped.
-_SCAN_DONE = 0  # the next event is at or after t_cut (or there is none)
-_SCAN_OUT_FULL = 1  # no room for another click
-_SCAN_QUEUE_FULL = 2  # no room for another afterpulse
-_SCAN_UNSORTED = 3  # the afterpulse just queued is earlier than the last one queued before
-
-
 @njit(cache=True, nogil=True)
 def _scan_run(
     a_t: NDArray[np.float64], a_kind: NDArray[np.uint8], a_slot: NDArray[np.int64],
@@ -324,13 +333,20 @@ def _scan_run(
     """The hot loop of :func:`dead_time_scan`, from stream positions (i, j, queue head:tail,
     clicks k) until it is done or needs its caller (room, or a queue insertion). Growing and
     inserting happen in the caller: with them inside, numba compiled this loop twice as slow
-    (measured)."""
+    (measured).
+
+    Returns:
+        (i, j, k, head, tail, last click, status): status 0 when the next event is at or after
+        t_cut (or there is none), 1 when there is no room for another click, 2 when there is
+        no room for another afterpulse, 3 when the afterpulse just queued is earlier than the
+        one queued before it (the caller inserts it in order).
+    """
     na = a_t.shape[0]
     nb = b_t.shape[0]
     cap_out = out_t.shape[0]
     cap_queue = heap_t.shape[0]
     inf = np.inf
-    status = _SCAN_DONE
+    status = 0
     while True:
         ta = a_t[i] if i < na else inf
         tb = b_t[j] if j < nb else inf
@@ -347,10 +363,10 @@ def _scan_run(
         if t >= t_cut:  # also ends the loop when every stream is exhausted (t = inf)
             break
         if k == cap_out:
-            status = _SCAN_OUT_FULL
+            status = 1
             break
         if tail == cap_queue:
-            status = _SCAN_QUEUE_FULL
+            status = 2
             break
         if src == 0:
             kind = a_kind[i]
@@ -377,7 +393,7 @@ def _scan_run(
             heap_t[tail] = t_ap
             tail += 1
             if tail - head > 1 and heap_t[tail - 2] > t_ap:
-                status = _SCAN_UNSORTED
+                status = 3
                 break
     return i, j, k, head, tail, last_click, status
 
@@ -398,6 +414,9 @@ def dead_time_scan(
     tau_ap: float,
     state: NDArray[np.uint64],
     ap_kind: int,
+    out_t: NDArray[np.float64],
+    out_kind: NDArray[np.uint8],
+    out_slot: NDArray[np.int64],
 ) -> tuple[
     NDArray[np.float64], NDArray[np.uint8], NDArray[np.int64], int, int, NDArray[np.float64],
     float,
@@ -423,15 +442,16 @@ def dead_time_scan(
         tau_ap: afterpulse delay time constant (after the dead time).
         state: xoshiro256** state, advanced in place.
         ap_kind: origin code given to afterpulse clicks.
+        out_t, out_kind, out_slot: buffers the clicks are written to (the caller's: numpy
+            allocates large arrays on huge pages, numba's runtime does not, and page faults
+            on fresh 4 KiB pages cost more than the scan); when an afterpulse cascade fills
+            them, the clicks continue in grown copies.
 
     Returns:
-        (click times, origins, slots, first unconsumed index of a, of b, pending afterpulses
-        at or after ``t_cut`` (sorted), last click time).
+        (click times, origins, slots (views of the buffers or of their grown copies), first
+        unconsumed index of a, of b, pending afterpulses at or after ``t_cut`` (sorted), last
+        click time).
     """
-    cap = a_t.shape[0] + b_t.shape[0] + pending.shape[0] + 16
-    out_t = np.empty(cap, dtype=np.float64)
-    out_kind = np.empty(cap, dtype=np.uint8)
-    out_slot = np.empty(cap, dtype=np.int64)
     # Sorted queue in heap_t[head:tail]; each click adds at most one afterpulse.
     heap_t = np.empty(pending.shape[0] + 16, dtype=np.float64)
     tail = pending.shape[0]
@@ -442,9 +462,9 @@ def dead_time_scan(
         i, j, k, head, tail, last_click, status = _scan_run(
             a_t, a_kind, a_slot, b_t, b_kind, b_slot, heap_t, head, tail, i, j, k,
             out_t, out_kind, out_slot, last_click, t_cut, dead, p_ap, tau_ap, state, ap_kind)
-        if status == _SCAN_DONE:
+        if status == 0:
             break
-        if status == _SCAN_UNSORTED:
+        if status == 3:
             # The afterpulse just appended is earlier than the one before it: insert it.
             q = tail - 1
             t_ap = heap_t[q]
@@ -452,7 +472,7 @@ def dead_time_scan(
                 heap_t[q] = heap_t[q - 1]
                 q -= 1
             heap_t[q] = t_ap
-        elif status == _SCAN_OUT_FULL:
+        elif status == 1:
             out_t = _grow(out_t, k + 1)
             out_kind = _grow(out_kind, k + 1)
             out_slot = _grow(out_slot, k + 1)
@@ -535,6 +555,7 @@ def tagger_times(
     base_bins: int,
     resolution: int,
     zig: ZigguratTables,
+    out: NDArray[np.int64],
 ) -> NDArray[np.int64]:
     """Tags on Bob's clock: ``resolution * (base_bins + floor(x / resolution))``.
 
@@ -542,19 +563,19 @@ def tagger_times(
     origin into ``base_bins * resolution + base_frac`` (``0 <= base_frac < resolution``), so
     that the float part stays small whatever the absolute time; ``scale = 1 + drift``; ``z``
     are standard normals clipped to +-clip (the tagger's own jitter, RMS ``sigma``; none drawn
-    when sigma is 0).
+    when sigma is 0). The tags are written to ``out`` (at least as long as ``rel_t``); the
+    result is its first ``len(rel_t)`` entries.
     """
     n = rel_t.shape[0]
-    out = np.empty(n, dtype=np.int64)
     res_f = np.float64(resolution)
     nk, nw, nf = zig[3], zig[4], zig[5]
-    nr = nw[nw.shape[0] - 1] * _TWO_32
+    nr = nw[nw.shape[0] - 1] * 4294967296.0  # the base: last layer's width times 2^32
     for i in range(n):
         x = base_frac + rel_t[i] * scale
         if sigma > 0.0:
             x += sigma * min(clip, max(-clip, next_normal(state, nk, nw, nf, nr)))
         out[i] = (base_bins + np.int64(math.floor(x / res_f))) * resolution
-    return out
+    return out[:n]
 
 
 def tagger_times_reference(
@@ -583,8 +604,12 @@ def merge_streams(
     slots: tuple[NDArray[np.int64], ...],
     origins: tuple[NDArray[np.uint8], ...],
     channel_map: NDArray[np.int16],
-) -> tuple[NDArray[np.int64], NDArray[np.int16], NDArray[np.int8], NDArray[np.int64],
-           NDArray[np.uint8]]:
+    out_t: NDArray[np.int64],
+    out_ch: NDArray[np.int16],
+    out_det: NDArray[np.int8],
+    out_slot: NDArray[np.int64],
+    out_origin: NDArray[np.uint8],
+) -> None:
     """Merges runs of tags into time order: (times, channels, detectors, slots, origins).
 
     Run r is ``ts[r]`` with its ``dets[r]``, ``slots[r]``, ``origins[r]``; ties go to the
@@ -593,6 +618,10 @@ def merge_streams(
     than branches (which run is next is a coin flip when detectors interleave); if any run is
     not sorted, or holds the largest int64 (the exhausted runs' sentinel), a stable sort of
     the concatenation is used. The channel of detector d is ``channel_map[d + 1]``.
+
+    The results go to ``out_*``, as long as the runs together: the caller allocates them
+    (numpy puts large arrays on huge pages, numba's runtime does not; with 4 KiB pages the
+    page faults cost as much as the merge, measured).
     """
     n_runs = len(ts)
     big = np.iinfo(np.int64).max
@@ -606,11 +635,10 @@ def merge_streams(
                 runs_sorted = False
         if tr.shape[0] > 0 and tr[tr.shape[0] - 1] == big:
             runs_sorted = False
-    out_t = np.empty(n, dtype=np.int64)
-    out_ch = np.empty(n, dtype=np.int16)
-    out_det = np.empty(n, dtype=np.int8)
-    out_slot = np.empty(n, dtype=np.int64)
-    out_origin = np.empty(n, dtype=np.uint8)
+    if out_t.shape[0] != n or out_ch.shape[0] != n or out_det.shape[0] != n:
+        raise ValueError("merge_streams: output arrays must be as long as the runs together")
+    if out_slot.shape[0] != n or out_origin.shape[0] != n:
+        raise ValueError("merge_streams: output arrays must be as long as the runs together")
     if not runs_sorted:
         run_of = np.empty(n, dtype=np.int64)
         idx_of = np.empty(n, dtype=np.int64)
@@ -630,7 +658,7 @@ def merge_streams(
             out_ch[k] = channel_map[dets[r][i] + 1]
             out_slot[k] = slots[r][i]
             out_origin[k] = origins[r][i]
-        return out_t, out_ch, out_det, out_slot, out_origin
+        return
     head_t = np.empty(n_runs, dtype=np.int64)
     heads = np.zeros(n_runs, dtype=np.int64)
     for r in range(n_runs):
@@ -653,7 +681,6 @@ def merge_streams(
         out_origin[k] = origins[best][i]
         run = ts[best]
         head_t[best] = run[i + 1] if i + 1 < run.shape[0] else big
-    return out_t, out_ch, out_det, out_slot, out_origin
 
 
 def merge_streams_reference(

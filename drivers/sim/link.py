@@ -353,7 +353,7 @@ class SimulatedLink:
             b_slot = np.concatenate((st.carry_slot, np.full(n_dark, -1, np.int64)))
             order = np.argsort(b_t, kind="stable")
             b_t, b_kind, b_slot = b_t[order], b_kind[order], b_slot[order]
-            a_kind = np.full(slots.shape[0], Origin.PHOTON, np.uint8)
+            a_kind = np.zeros(slots.shape[0], np.uint8)  # Origin.PHOTON is 0
             t, kind, slot = self._scan(j, st, (t_ph, a_kind, slots), (b_t, b_kind, b_slot), cut)
             parts_t.append(t)
             parts_kind.append(kind)
@@ -370,11 +370,16 @@ class SimulatedLink:
         margin = 2.0 * (JITTER_CLIP_SIGMA * tg.jitter_rms_ps + CUT_MARGIN_PS)
         complete = int(self._tag(origin, np.array([cut - margin]), noise=False)[0])
         # Runs, each in time order: held tags, detectors 0..3, sync.
-        all_t, all_ch, all_det, all_slot, all_origin = kernels.merge_streams(
-            (self._held_t, *(self._tag(origin, x, noise=False) for x in parts_t[:-1]),
-             self._tag(origin, parts_t[-1])),
-            (self._held_det, *parts_det), (self._held_slot, *parts_slot),
-            (self._held_origin, *parts_kind), self._channel_map)
+        runs_t = (self._held_t, *(self._tag(origin, x, noise=False) for x in parts_t[:-1]),
+                  self._tag(origin, parts_t[-1]))
+        n_all = sum(x.shape[0] for x in runs_t)
+        # Allocated here, not in the kernel: numpy puts large arrays on huge pages.
+        all_t, all_ch = np.empty(n_all, np.int64), np.empty(n_all, np.int16)
+        all_det, all_slot = np.empty(n_all, np.int8), np.empty(n_all, np.int64)
+        all_origin = np.empty(n_all, np.uint8)
+        kernels.merge_streams(runs_t, (self._held_det, *parts_det), (self._held_slot, *parts_slot),
+                              (self._held_origin, *parts_kind), self._channel_map,
+                              all_t, all_ch, all_det, all_slot, all_origin)
         n_out = int(np.searchsorted(all_t, complete, side="left"))
         self._held_t, self._held_det = all_t[n_out:].copy(), all_det[n_out:].copy()
         self._held_slot, self._held_origin = all_slot[n_out:].copy(), all_origin[n_out:].copy()
@@ -442,10 +447,12 @@ class SimulatedLink:
               ) -> tuple[NDArray[np.float64], NDArray[np.uint8], NDArray[np.int64]]:
         """Dead time and afterpulses of detector j up to ``cut``; updates its carried state."""
         d = self._params.detectors[j]
+        cap = a[0].shape[0] + b[0].shape[0] + st.pending.shape[0] + 16
         t, kind, slot, ia, ib, pending, last = kernels.dead_time_scan(
             a[0], a[1], a[2], b[0], b[1], b[2], st.pending, st.last_click, cut,
             float(d.dead_time_ps), d.afterpulse_probability, d.afterpulse_tau_ps, self._state,
-            int(Origin.AFTERPULSE))
+            int(Origin.AFTERPULSE), np.empty(cap, np.float64), np.empty(cap, np.uint8),
+            np.empty(cap, np.int64))
         st.pending, st.last_click = pending, last
         carry_t = np.concatenate((a[0][ia:], b[0][ib:]))
         order = np.argsort(carry_t, kind="stable")
@@ -479,4 +486,5 @@ class SimulatedLink:
         base_frac = r + float(base_exact - base_int)
         sigma = float(tg.jitter_rms_ps) if noise else 0.0
         return kernels.tagger_times(rel_t, self._state, sigma, JITTER_CLIP_SIGMA, 1.0 + drift,
-                                    base_frac, base_bins, tg.resolution_ps, self._zig)
+                                    base_frac, base_bins, tg.resolution_ps, self._zig,
+                                    np.empty(rel_t.shape[0], np.int64))

@@ -203,7 +203,9 @@ def test_dead_time_scan_matches_twin(seed: int, na: int, nb: int, n_pend: int, d
     pending = np.sort(rng.random(n_pend) * t_max)
     last = -math.inf if seed % 2 else -50.0
     scalars = (last, cut_frac * t_max, dead, p_ap, 70.0)
-    got = kernels.dead_time_scan(*a, *b, pending, *scalars, state, 2)
+    cap = na + nb + n_pend + 1  # small: long cascades continue in grown copies
+    got = kernels.dead_time_scan(*a, *b, pending, *scalars, state, 2, np.empty(cap),
+                                 np.empty(cap, np.uint8), np.empty(cap, np.int64))
     ref = kernels.dead_time_scan_reference(*a, *b, pending, *scalars, twin, 2)
     for x, y in zip(got[:3], ref[:3], strict=True):
         np.testing.assert_array_equal(x, y)
@@ -226,7 +228,8 @@ def test_dead_time_scan_long_cascade_grows_its_buffers() -> None:
     a = (np.array([0.0]), np.zeros(1, np.uint8), np.zeros(1, np.int64))
     empty = (np.empty(0), np.empty(0, np.uint8), np.empty(0, np.int64))
     got = kernels.dead_time_scan(*a, *empty, np.empty(0), -math.inf, 1e12, 10.0, 0.999, 5.0,
-                                 state, 2)
+                                 state, 2, np.empty(4), np.empty(4, np.uint8),
+                                 np.empty(4, np.int64))
     ref = kernels.dead_time_scan_reference(*a, *empty, np.empty(0), -math.inf, 1e12, 10.0, 0.999,
                                            5.0, twin, 2)
     assert got[0].size > 100
@@ -245,7 +248,7 @@ def test_tagger_times_matches_twin(seed: int, n: int, sigma: float, drift: float
     rel = rng.random(n) * 1e9 - 1e3
     base_frac = float(rng.random() * res)
     got = kernels.tagger_times(rel, state, sigma, 8.0, 1.0 + drift, base_frac, base_bins, res,
-                               TABLES)
+                               TABLES, np.empty(n + 3, np.int64))
     ref = kernels.tagger_times_reference(rel, twin, sigma, 8.0, 1.0 + drift, base_frac,
                                          base_bins, res, TABLES)
     np.testing.assert_array_equal(got, ref)
@@ -255,7 +258,8 @@ def test_tagger_times_matches_twin(seed: int, n: int, sigma: float, drift: float
 def test_tagger_times_quantises_by_floor() -> None:
     state, _ = fresh(0)
     rel = np.array([0.0, 0.4, 9.99, 10.0, -0.5])
-    got = kernels.tagger_times(rel, state, 0.0, 8.0, 1.0, 0.0, 7, 10, TABLES)
+    got = kernels.tagger_times(rel, state, 0.0, 8.0, 1.0, 0.0, 7, 10, TABLES,
+                               np.empty(5, np.int64))
     np.testing.assert_array_equal(got, [70, 70, 70, 80, 60])
 
 
@@ -278,8 +282,13 @@ def test_merge_streams_matches_twin(seed: int, lengths: list[int], unsorted: boo
     origins = [rng.integers(0, 4, n).astype(np.uint8) for n in lengths]
     channel_map = np.array([9, 1, 2, 3, 4], dtype=np.int16)
     args = (tuple(ts), tuple(dets), tuple(slots), tuple(origins), channel_map)
-    got = kernels.merge_streams(*args)
+    n = sum(lengths)
+    got = (np.empty(n, np.int64), np.empty(n, np.int16), np.empty(n, np.int8),
+           np.empty(n, np.int64), np.empty(n, np.uint8))
+    kernels.merge_streams(*args, *got)
     ref = kernels.merge_streams_reference(*args)
     for x, y in zip(got, ref, strict=True):
         np.testing.assert_array_equal(x, y)
     assert np.all(np.diff(got[0]) >= 0)
+    with pytest.raises(ValueError, match="as long as the runs"):
+        kernels.merge_streams(*args, np.empty(n + 1, np.int64), *got[1:])
