@@ -48,7 +48,7 @@ while the bound above holds).
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -101,9 +101,11 @@ def toeplitz_hash(
         max_fft_len: Longest FFT per tile; bounds memory (about 24 bytes per point).
         workspace: Buffers to reuse across calls of the same size (saves page faults); by
             default fresh buffers are allocated and dropped on return.
-        workers: 2 runs the input's and the seed's forward transforms on two threads (for tiles
-            up to ``PARALLEL_MAX_FFT_LEN`` points; ~32 bytes per point). The default 1 suits a
-            node whose pool already runs one block per core.
+        workers: 2 uses two threads: at four-step lengths (``dsp.fourstep.MIN_LENGTH`` and up)
+            every pass of every transform is split in halves (no extra memory); below, the
+            input's and the seed's forward transforms run at once (~32 bytes per point). Output
+            identical to ``workers=1``. The default 1 suits a node whose pool already runs one
+            block per core.
 
     Returns:
         The ``m`` output bits as a new uint8 array.
@@ -136,7 +138,10 @@ def toeplitz_hash(
             if weight == 0 or not st.any():
                 continue
             fft_len, m_top, shift = _plan_operand(tile.n, tile.m, st, weight)
-            parallel = pool is not None and fft_len <= PARALLEL_MAX_FFT_LEN
+            # Four-step lengths split every pass over the two threads; shorter ones run the two
+            # forward transforms at once.
+            split = pool if fft_len >= MIN_LENGTH else None
+            parallel = pool is not None and split is None and fft_len <= PARALLEL_MAX_FFT_LEN
             ws = _workspace(cache, fft_len, with_seed=True, seed_row=parallel)
             assert ws.spec_b is not None
             op = _SeedOperand(ws.spec_b, ws.plan, fft_len, tile.n, tile.m, m_top, shift)
@@ -146,10 +151,10 @@ def toeplitz_hash(
                 _forward_x(xt, ws)
                 seed_done.result()
             else:
-                _transform_seed(st, op, ws.real)
-                _forward_x(xt, ws)
+                _transform_seed(st, op, ws.real, split)
+                _forward_x(xt, ws, split)
             rows = y[tile.y_start : tile.y_start + tile.m]
-            rows ^= _finish(ws, op)
+            rows ^= _finish(ws, op, split)
     finally:
         if pool is not None:
             pool.shutdown()
@@ -337,10 +342,15 @@ def _new_spectrum(fft_len: int, plan: FourStepFFT | None) -> NDArray[np.complex1
     return np.empty(shape, dtype=np.complex128)
 
 
-def _rfft(plan: FourStepFFT | None, row: NDArray[np.float64], out: NDArray[np.complex128]) -> None:
+def _rfft(
+    plan: FourStepFFT | None,
+    row: NDArray[np.float64],
+    out: NDArray[np.complex128],
+    pool: Executor | None = None,
+) -> None:
     """Spectrum of ``row`` into ``out``: four-step above ``MIN_LENGTH``, else one 1-D rfft."""
     if plan is not None:
-        plan.forward(row, out)
+        plan.forward(row, out, pool)
     else:
         np.fft.rfft(row, out=out)
 
@@ -407,25 +417,32 @@ def _prepare_seed(
     return op
 
 
-def _transform_seed(seed: NDArray[np.uint8], op: _SeedOperand, row: NDArray[np.float64]) -> None:
+def _transform_seed(
+    seed: NDArray[np.uint8],
+    op: _SeedOperand,
+    row: NDArray[np.float64],
+    pool: Executor | None = None,
+) -> None:
     """Fill ``row`` with the (packed) seed operand and write its rfft into ``op.spectrum``."""
     if op.m_top == op.m:
         row[: seed.size] = seed
         row[seed.size :] = 0.0
     else:
         pack_seed_kernel(seed, op.n + op.m_top - 1, op.m_top, float(2**op.shift), row)
-    _rfft(op.plan, row, op.spectrum)
+    _rfft(op.plan, row, op.spectrum, pool)
 
 
-def _forward_x(x: NDArray[np.uint8], ws: _Workspace) -> None:
+def _forward_x(x: NDArray[np.uint8], ws: _Workspace, pool: Executor | None = None) -> None:
     """rfft of zero-padded ``x`` into ``ws.spec_x`` (numpy.fft with ``out=``: no new buffers)."""
     row = ws.real
     row[: x.size] = x
     row[x.size :] = 0.0
-    _rfft(ws.plan, row, ws.spec_x)
+    _rfft(ws.plan, row, ws.spec_x, pool)
 
 
-def _inverse(ws: _Workspace, spec_b: NDArray[np.complex128]) -> NDArray[np.float64]:
+def _inverse(
+    ws: _Workspace, spec_b: NDArray[np.complex128], pool: Executor | None = None
+) -> NDArray[np.float64]:
     """Cyclic convolution from the two spectra; a view of the workspace's real buffer.
 
     Below ``MIN_LENGTH`` numpy.fft's own scratch (16 bytes per point while a transform runs)
@@ -433,15 +450,17 @@ def _inverse(ws: _Workspace, spec_b: NDArray[np.complex128]) -> NDArray[np.float
     """
     ws.spec_x *= spec_b
     if ws.plan is not None:
-        ws.plan.inverse(ws.spec_x, ws.real)
+        ws.plan.inverse(ws.spec_x, ws.real, pool)
     else:
         np.fft.irfft(ws.spec_x, ws.fft_len, out=ws.real)
     return ws.real
 
 
-def _finish(ws: _Workspace, op: _SeedOperand) -> NDArray[np.uint8]:
+def _finish(
+    ws: _Workspace, op: _SeedOperand, pool: Executor | None = None
+) -> NDArray[np.uint8]:
     """Multiply, transform back, round and take the parities of the tile's rows."""
-    conv = _inverse(ws, op.spectrum)
+    conv = _inverse(ws, op.spectrum, pool)
     if op.m_top == op.m:
         out = np.empty(op.m, dtype=np.uint8)
         _check_residual(round_parity_kernel(conv, op.n - 1, out))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -133,6 +135,22 @@ def test_four_step_convolution_equals_one_dimensional(at_least: int) -> None:
     ref = np.fft.irfft(np.fft.rfft(a) * np.fft.rfft(b), length)
     assert np.max(np.abs(out - np.rint(out))) < 1e-6
     np.testing.assert_array_equal(np.rint(out), np.rint(ref))
+
+
+def test_four_step_with_a_pool_is_bit_identical() -> None:
+    length = fourstep.fft_length(300_001)
+    plan = fourstep.FourStepFFT(length)
+    row = np.random.default_rng(2).integers(0, 2, length).astype(np.float64)
+    one, two = (np.empty(plan.spectrum_shape, complex) for _ in range(2))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        plan.forward(row, one)
+        plan.forward(row, two, pool)
+        np.testing.assert_array_equal(one, two)
+        out_one, out_two = np.empty(length), np.empty(length)
+        plan.inverse(one, out_one)
+        plan.inverse(two, out_two, pool)
+    np.testing.assert_array_equal(out_one, out_two)
+    np.testing.assert_allclose(out_one, row, atol=1e-9)
 
 
 def test_four_step_rejects_other_lengths() -> None:
@@ -475,20 +493,25 @@ def test_pack_seed_kernel_matches_twin(n: int, data: st.DataObject) -> None:
 
 
 @settings(deadline=None, max_examples=40)
-@given(st.integers(2, 64), st.integers(1, 40), st.integers(0, 2**32 - 1), st.booleans())
-def test_twiddle_kernel_matches_twin(rows: int, cols: int, salt: int, conjugate: bool) -> None:
-    length = rows * cols + salt % 7  # any length; r is reduced mod length
+@given(
+    st.integers(2, 64), st.integers(1, 40), st.integers(0, 2**32 - 1), st.booleans(),
+    st.integers(0, 9),
+)
+def test_twiddle_kernel_matches_twin(
+    rows: int, cols: int, salt: int, conjugate: bool, first_row: int
+) -> None:
+    length = (first_row + rows) * cols + salt % 7  # any length; r is reduced mod length
     lo_bits = ((length - 1).bit_length() + 1) // 2
     lo = np.exp(-2j * np.pi / length * np.arange(1 << lo_bits))
     hi = np.exp(-2j * np.pi / length * (np.arange(-(-length // (1 << lo_bits))) << lo_bits))
     rng = np.random.default_rng(salt)
     spec = rng.normal(size=(rows, cols)) + 1j * rng.normal(size=(rows, cols))
     a, b = spec.copy(), spec.copy()
-    fourstep.twiddle_kernel(a, length, lo_bits, lo, hi, conjugate)
-    fourstep.twiddle_reference(b, length, lo_bits, lo, hi, conjugate)
+    fourstep.twiddle_kernel(a, length, lo_bits, lo, hi, conjugate, first_row)
+    fourstep.twiddle_reference(b, length, lo_bits, lo, hi, conjugate, first_row)
     np.testing.assert_allclose(a, b, rtol=1e-15, atol=1e-300)
     # And the twiddles are the exact roots of unity up to a few roundings.
-    k1, j = np.arange(rows)[:, None], np.arange(cols)[None, :]
+    k1, j = first_row + np.arange(rows)[:, None], np.arange(cols)[None, :]
     exact = np.exp((2j if conjugate else -2j) * np.pi * ((k1 * j) % length) / length)
     np.testing.assert_allclose(a, spec * exact, rtol=1e-14)
 
