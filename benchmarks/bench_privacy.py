@@ -6,7 +6,7 @@ their outputs are cross-checked (SHA-256 of the output bits).
 
 Implementations:
   qkdnode            toeplitz_hash(x, seed, m)                      (seed FFT computed per call)
-  qkdnode_2threads   toeplitz_hash(x, seed, m, workers=2)            (forward FFTs on 2 threads)
+  qkdnode_2threads   toeplitz_hash(x, seed, m, workers=2)            (FFT passes on 2 threads)
   qkdnode_reuse      ToeplitzHasher(seed, n, m)(x)                  (seed spectra prepared once)
   scipy_plain        the straightforward product: rfft of zero-padded x and seed at the full
                      linear length, multiply, irfft, round, mod 2, slice (implemented here)
