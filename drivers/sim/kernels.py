@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -241,7 +242,7 @@ def photon_clicks(
         u = next_uniform(state)
         if u >= a:
             continue
-        i = guide[typ, min(n_guide - 1, np.int64(u * scale[typ]))]
+        i = int(guide[typ, min(n_guide - 1, int(u * scale[typ]))])
         while i < n_pat - 1 and u >= a * pattern_cum[typ, i]:
             i += 1
         mask = np.int64(pattern_mask[typ, i])
@@ -453,7 +454,11 @@ def dead_time_scan(
         click time).
     """
     # Sorted queue in heap_t[head:tail]; each click adds at most one afterpulse.
-    heap_t = np.empty(pending.shape[0] + 16, dtype=np.float64)
+    # The buffers, or their grown copies (the same dtypes: _grow keeps them).
+    buf_t: NDArray[Any] = out_t
+    buf_kind: NDArray[Any] = out_kind
+    buf_slot: NDArray[Any] = out_slot
+    heap_t: NDArray[Any] = np.empty(pending.shape[0] + 16, dtype=np.float64)
     tail = pending.shape[0]
     heap_t[:tail] = pending
     head = 0
@@ -461,7 +466,7 @@ def dead_time_scan(
     while True:
         i, j, k, head, tail, last_click, status = _scan_run(
             a_t, a_kind, a_slot, b_t, b_kind, b_slot, heap_t, head, tail, i, j, k,
-            out_t, out_kind, out_slot, last_click, t_cut, dead, p_ap, tau_ap, state, ap_kind)
+            buf_t, buf_kind, buf_slot, last_click, t_cut, dead, p_ap, tau_ap, state, ap_kind)
         if status == 0:
             break
         if status == 3:
@@ -473,9 +478,9 @@ def dead_time_scan(
                 q -= 1
             heap_t[q] = t_ap
         elif status == 1:
-            out_t = _grow(out_t, k + 1)
-            out_kind = _grow(out_kind, k + 1)
-            out_slot = _grow(out_slot, k + 1)
+            buf_t = _grow(buf_t, k + 1)
+            buf_kind = _grow(buf_kind, k + 1)
+            buf_slot = _grow(buf_slot, k + 1)
         else:
             # Compact the consumed head first; grow only if the queue is really full.
             live = tail - head
@@ -484,7 +489,7 @@ def dead_time_scan(
                 head, tail = 0, live
             if tail == heap_t.shape[0]:
                 heap_t = _grow(heap_t, tail + 1)
-    return (out_t[:k], out_kind[:k], out_slot[:k], i, j, heap_t[head:tail].copy(),
+    return (buf_t[:k], buf_kind[:k], buf_slot[:k], i, j, heap_t[head:tail].copy(),
             float(last_click))
 
 
