@@ -15,9 +15,9 @@ Rebuild the shipped family with::
 
     python -m qkdnode.dsp.ldpc.construct --out dsp/codes [--evaluate]
 
-and measure it (``--no-build --evaluate``) with the layered normalised min-sum decoder of
-:mod:`qkdnode.dsp.ldpc.decoder` (50 iterations, 100 frames per point): the largest QBER on a grid
-of efficiency steps of 0.01 at which at most 1 % of frames fail, and the efficiency
+and measure it (``--no-build --evaluate``) with the default decoder of
+:mod:`qkdnode.dsp.ldpc.decoder` (layered sum-product; 50 iterations, 100 frames per point): the
+largest QBER on a grid of efficiency steps of 0.01 at which at most 1 % of frames fail, and the efficiency
 ``f = (1 - R) / h(QBER)`` there, without puncturing or shortening. Measured 2026-11-22:
 
 =====  ======  =====  ============  =====  ======  =====  ============  =====
