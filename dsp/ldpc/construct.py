@@ -17,8 +17,8 @@ Rebuild the shipped family with::
 
 and measure it (``--no-build --evaluate``) with the default decoder of
 :mod:`qkdnode.dsp.ldpc.decoder` (layered sum-product; 50 iterations, 100 frames per point): the
-largest QBER on a grid of efficiency steps of 0.01 at which at most 1 % of frames fail, and the efficiency
-``f = (1 - R) / h(QBER)`` there, without puncturing or shortening. Measured 2026-11-22:
+largest QBER on a grid of efficiency steps of 0.01 at which at most 1 % of frames fail, and the
+efficiency ``f = (1 - R) / h(QBER)`` there, without puncturing or shortening. Measured 2026-11-22:
 
 =====  ======  =====  ============  =====  ======  =====  ============  =====
 n      rate    girth  QBER          f      n       girth  QBER          f
