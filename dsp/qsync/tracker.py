@@ -196,11 +196,17 @@ class SlotTracker:
 
     def process(self, timestamps_ps: NDArray[np.int64], channels: NDArray[np.integer]
                 ) -> SlotBatch:
-        """Takes the next tags of the stream; returns the detections decided so far."""
+        """Takes the next tags of the stream; returns the detections decided so far.
+
+        Tags must be in time order within a call. A call starting earlier than the previous
+        one ended is a backward clock step: the tags before it are decided as at the stream's
+        end, lock is lost (counted) and the new tags are acquired afresh.
+        """
         t, ch = _check_tags(timestamps_ps, channels)
         if t.size and t[0] < self._last_t:
-            raise ValueError("timestamps_ps must continue the stream in time order (the first "
-                             "tag is earlier than the last one of the previous call)")
+            # The tagger's clock stepped back between reads (within a read it never does):
+            # finish the old segment and acquire the new one.
+            self._end_segment()
         if t.size:
             self._last_t = int(t[-1])
         index = np.arange(self._seen, self._seen + t.size, dtype=np.int64)
@@ -216,14 +222,28 @@ class SlotTracker:
         return self._take()
 
     def flush(self) -> SlotBatch:
-        """Decides every held detection (end of the stream) and returns them."""
+        """Decides every held detection (end of the stream) and returns them.
+
+        The tracker stays locked: later tags continue the stream.
+        """
+        locked = self._locked
+        self._end_segment()
+        self._locked = locked
+        if locked:
+            self._losses -= 1
+        return self._take()
+
+    def _end_segment(self) -> None:
         self._run(final=True)
         b = self._buf
         if b.held_slots.size:
             self._commit(b.held_slots)
         if b.t.size:
             self._drop(b.t.size)
-        return self._take()
+        if self._locked:
+            self._losses += 1
+            self._locked = False
+        self._sync_t = np.empty(0, np.int64)
 
     # -- output --------------------------------------------------------------------------------
 
