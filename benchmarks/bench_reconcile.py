@@ -168,6 +168,8 @@ def bench_decoding(frames: int, peer_frames: int, n: int, seed: int) -> dict[str
             },
         }
         log(f"ours {algorithm}: {result['ours'][algorithm]}")
+    if peer_frames == 0:
+        return result
     result["peer_ldpc"] = bench_peer(code, synd[:peer_frames], bob, alice, is_payload, payload)
     pairs = (
         ("sum-product", "product_sum_serial"),
@@ -259,6 +261,9 @@ def main() -> None:
     }
     log("decoding throughput ...")
     document["decoding"] = bench_decoding(decode_frames, peer_frames, args.n, args.seed)
+    if not args.no_long:
+        log(f"decoding throughput, n = {LONG_N} (ours only) ...")
+        document["decoding_long"] = bench_decoding(decode_frames, 0, LONG_N, args.seed)
     rows = []
     for index, qber in enumerate(QBERS):
         log(f"reconciliation at QBER {qber} ...")
