@@ -4,8 +4,8 @@ A length-``F`` transform with ``F = N1 * N2`` is done as ``N2`` transforms of le
 pointwise twiddle multiplication and ``N1 / 2 + 1`` transforms of length ``N2`` (Bailey's
 four-step FFT without the final transpose). The short transforms fit in cache, which a single
 1-D transform of 10^7 points does not: numpy's pocketfft then spends most of its time waiting
-for memory. Measured on the development machine at ``F ~ 1.5e7``: about 0.2 s per transform
-instead of 0.5-0.6 s (see ``benchmarks/README.md``).
+for memory. Measured on the development machine at ``F ~ 1.5e7``: about 0.17 s per transform
+instead of 0.5 s (see ``MIN_LENGTH`` and ``benchmarks/README.md``).
 
 Layout (no transposes): the row ``x`` of length ``F`` is viewed as ``A[n1, n2] = x[N2 n1 + n2]``
 (C order, shape ``(N1, N2)``). Then, with ``W_L = exp(-2 pi i / L)``,
@@ -46,9 +46,11 @@ __all__ = [
     "twiddle_reference",
 ]
 
-# Below this many points a 1-D transform already runs from cache and the four-step's extra pass
-# costs more than it saves (measured: equal at ~2**17, 2.7x faster at ~1.5e7).
-MIN_LENGTH = 2**18
+# Below this many points a 1-D transform runs from cache and the four-step's extra pass costs
+# about what it saves. Forward plus inverse, CPU, at a load of 10: 2**16 points 1.4-1.7 ms
+# against 1.3-2.6 ms (1-D), 2**17 2.4 ms against 3.3-6.2 ms, 2**18 5.4-6.1 ms against 12.5 ms,
+# 1.5e7 0.35 s against about 1 s.
+MIN_LENGTH = 2**17
 # The twiddle multiplication, forward and inverse: one error level each in the rounding bound.
 EXTRA_LEVELS = 2
 # Shortest first-axis length: below it the strided first pass loses its batching.
@@ -92,9 +94,14 @@ class FourStepFFT:
     """
 
     def __init__(self, length: int) -> None:
-        n1, n2 = _split(length)
-        if n1 * n2 != length:
+        n1, _ = _split(length)
+        # fft_length chose N1 for its own argument; any power-of-two divisor does (the largest
+        # one not above this length's choice).
+        while n1 > _MIN_N1 and length % n1:
+            n1 //= 2
+        if length < MIN_LENGTH or length % n1:
             raise ValueError(f"{length} is not a four-step length (use fft_length)")
+        n2 = length // n1
         self.length = length
         self.n1 = n1
         self.n2 = n2
