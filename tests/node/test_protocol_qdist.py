@@ -272,7 +272,8 @@ def test_key_length_is_what_estimation_gives(clean):
         assert au.leakage_bits == au.disclosed_bits + au.sifted_bits - au.kept_bits
         assert au.eps_cor <= PARAMS.eps_cor * (1 + 1e-12)
         assert sum(au.n_x) == au.sifted_bits
-    for name in ("n_x", "n_z", "m_z", "disclosed_bits", "kept_bits", "ell", "auth_bits"):
+    for name in ("n_x", "n_z", "m_z", "disclosed_bits", "kept_bits", "ell", "auth_bits",
+                 "rounds", "leakage_bits", "frames_attempted", "frames_discarded"):
         assert getattr(a.audit, name) == getattr(b.audit, name), name
     assert 0.02 < a.audit.qber < 0.03
 

@@ -145,7 +145,6 @@ class QdistBob(QdistEnd):
         a = self.audit
         a.add("disclosed_bits", sum(x.disclosed_bits for x in m.syndromes)
               + sum(x.disclosed_bits for x in m.reveals) + sum(x.disclosed_bits for x in m.tags))
-        a.add("rounds", 0 if first else 1)
         verdicts: list[FrameVerified] = []
         decode = list(range(len(self._frames))) if first else []
         try:
@@ -167,6 +166,7 @@ class QdistBob(QdistEnd):
         reports = self._decode(decode)
         if reports or verdicts:
             self._send(ReconciliationReplied(tuple(reports), tuple(verdicts)))
+            a.add("rounds", 1)
         if not self._waiting:
             self._state = "amplify"
 
