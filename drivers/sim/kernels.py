@@ -604,10 +604,11 @@ def tagger_times_reference(
 
 @njit(cache=True, nogil=True)
 def merge_streams(
-    ts: tuple[NDArray[np.int64], ...],
-    dets: tuple[NDArray[np.int8], ...],
-    slots: tuple[NDArray[np.int64], ...],
-    origins: tuple[NDArray[np.uint8], ...],
+    ts: NDArray[np.int64],
+    dets: NDArray[np.int8],
+    slots: NDArray[np.int64],
+    origins: NDArray[np.uint8],
+    bounds: NDArray[np.int64],
     channel_map: NDArray[np.int16],
     out_t: NDArray[np.int64],
     out_ch: NDArray[np.int16],
@@ -617,57 +618,55 @@ def merge_streams(
 ) -> None:
     """Merges runs of tags into time order: (times, channels, detectors, slots, origins).
 
-    Run r is ``ts[r]`` with its ``dets[r]``, ``slots[r]``, ``origins[r]``; ties go to the
-    earlier run (what a stable sort of the concatenation gives). Sorted runs (the usual case:
-    one detector's tags) are merged in one pass, the earliest head found with selects rather
-    than branches (which run is next is a coin flip when detectors interleave); if any run is
-    not sorted, or holds the largest int64 (the exhausted runs' sentinel), a stable sort of
-    the concatenation is used. The channel of detector d is ``channel_map[d + 1]``.
+    The runs are concatenated: run r is ``ts[bounds[r]:bounds[r + 1]]`` with the same slices
+    of ``dets``, ``slots``, ``origins``; ties go to the earlier run (what a stable sort of the
+    concatenation gives). Sorted runs (the usual case: one detector's tags) are merged in one
+    pass, the earliest head found with selects rather than branches (which run is next is a
+    coin flip when detectors interleave); if any run is not sorted, or holds the largest
+    int64 (the exhausted runs' sentinel), a stable sort is used. The channel of detector d is
+    ``channel_map[d + 1]``.
 
-    The results go to ``out_*``, as long as the runs together: the caller allocates them
-    (numpy puts large arrays on huge pages, numba's runtime does not; with 4 KiB pages the
-    page faults cost as much as the merge, measured).
+    The results go to ``out_*``, as long as ``ts``: the caller allocates them and the
+    concatenations (numpy puts large arrays on huge pages, numba's runtime does not; with
+    4 KiB pages the page faults cost as much as the merge, and a tuple of runs indexed by a
+    run number costs a jump table per access: both measured).
     """
-    n_runs = len(ts)
+    n = ts.shape[0]
+    n_runs = bounds.shape[0] - 1
+    if bounds[0] != 0 or bounds[n_runs] != n:
+        raise ValueError("merge_streams: bounds must run from 0 to the number of tags")
+    for r in range(n_runs):
+        if bounds[r + 1] < bounds[r]:
+            raise ValueError("merge_streams: bounds must not decrease")
+    for x in (out_t.shape[0], out_ch.shape[0], out_det.shape[0], out_slot.shape[0],
+              out_origin.shape[0], dets.shape[0], slots.shape[0], origins.shape[0]):
+        if x != n:
+            raise ValueError("merge_streams: every array must be as long as ts")
     big = np.iinfo(np.int64).max
-    n = 0
     runs_sorted = True
     for r in range(n_runs):
-        tr = ts[r]
-        n += tr.shape[0]
-        for i in range(1, tr.shape[0]):
-            if tr[i] < tr[i - 1]:
+        lo, hi = bounds[r], bounds[r + 1]
+        for i in range(lo + 1, hi):
+            if ts[i] < ts[i - 1]:
                 runs_sorted = False
-        if tr.shape[0] > 0 and tr[tr.shape[0] - 1] == big:
+        if hi > lo and ts[hi - 1] == big:
             runs_sorted = False
-    if out_t.shape[0] != n or out_ch.shape[0] != n or out_det.shape[0] != n:
-        raise ValueError("merge_streams: output arrays must be as long as the runs together")
-    if out_slot.shape[0] != n or out_origin.shape[0] != n:
-        raise ValueError("merge_streams: output arrays must be as long as the runs together")
     if not runs_sorted:
-        run_of = np.empty(n, dtype=np.int64)
-        idx_of = np.empty(n, dtype=np.int64)
-        k = 0
-        for r in range(n_runs):
-            for i in range(ts[r].shape[0]):
-                out_t[k] = ts[r][i]
-                run_of[k] = r
-                idx_of[k] = i
-                k += 1
-        order = np.argsort(out_t, kind="mergesort")
+        order = np.argsort(ts, kind="mergesort")
         for k in range(n):
-            r = run_of[order[k]]
-            i = idx_of[order[k]]
-            out_t[k] = ts[r][i]
-            out_det[k] = dets[r][i]
-            out_ch[k] = channel_map[dets[r][i] + 1]
-            out_slot[k] = slots[r][i]
-            out_origin[k] = origins[r][i]
+            q = order[k]
+            out_t[k] = ts[q]
+            d = dets[q]
+            out_det[k] = d
+            out_ch[k] = channel_map[d + 1]
+            out_slot[k] = slots[q]
+            out_origin[k] = origins[q]
         return
+    pos = bounds[:n_runs].copy()
+    ends = bounds[1:].copy()
     head_t = np.empty(n_runs, dtype=np.int64)
-    heads = np.zeros(n_runs, dtype=np.int64)
     for r in range(n_runs):
-        head_t[r] = ts[r][0] if ts[r].shape[0] > 0 else big
+        head_t[r] = ts[pos[r]] if pos[r] < ends[r] else big
     for k in range(n):
         best = 0
         best_t = head_t[0]
@@ -676,29 +675,30 @@ def merge_streams(
             earlier = tr_head < best_t
             best = r if earlier else best
             best_t = tr_head if earlier else best_t
-        i = heads[best]
-        heads[best] = i + 1
+        q = pos[best]
+        pos[best] = q + 1
+        head_t[best] = ts[q + 1] if q + 1 < ends[best] else big
         out_t[k] = best_t
-        d = dets[best][i]
+        d = dets[q]
         out_det[k] = d
         out_ch[k] = channel_map[d + 1]
-        out_slot[k] = slots[best][i]
-        out_origin[k] = origins[best][i]
-        run = ts[best]
-        head_t[best] = run[i + 1] if i + 1 < run.shape[0] else big
+        out_slot[k] = slots[q]
+        out_origin[k] = origins[q]
 
 
 def merge_streams_reference(
-    ts: tuple[NDArray[np.int64], ...],
-    dets: tuple[NDArray[np.int8], ...],
-    slots: tuple[NDArray[np.int64], ...],
-    origins: tuple[NDArray[np.uint8], ...],
+    ts: NDArray[np.int64],
+    dets: NDArray[np.int8],
+    slots: NDArray[np.int64],
+    origins: NDArray[np.uint8],
+    bounds: NDArray[np.int64],
     channel_map: NDArray[np.int16],
 ) -> tuple[NDArray[np.int64], NDArray[np.int16], NDArray[np.int8], NDArray[np.int64],
            NDArray[np.uint8]]:
-    """numpy twin of :func:`merge_streams`."""
-    t = np.concatenate(ts)
-    order = np.argsort(t, kind="stable")
-    det = np.concatenate(dets)[order]
-    return (t[order], channel_map[det.astype(np.int64) + 1], det,
-            np.concatenate(slots)[order], np.concatenate(origins)[order])
+    """numpy twin of :func:`merge_streams` (runs as in the kernel; returns the five arrays)."""
+    assert bounds[0] == 0
+    assert bounds[-1] == ts.shape[0]
+    order = np.argsort(ts, kind="stable")
+    det = dets[order]
+    return (ts[order], channel_map[det.astype(np.int64) + 1], det, slots[order],
+            origins[order])

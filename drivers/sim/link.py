@@ -337,7 +337,7 @@ class SimulatedLink:
         table = optics.click_probability_table(self._params, self._bias, null_v)
         present = self._present
 
-        parts_t, parts_kind, parts_slot, parts_det = [], [], [], []
+        parts_t, parts_kind, parts_slot = [], [], []
         photons = self._photons(s0, s1, table, present, frac0)
         for j in range(N_DETECTORS):
             st = self._det[j]
@@ -358,27 +358,36 @@ class SimulatedLink:
             parts_t.append(t)
             parts_kind.append(kind)
             parts_slot.append(slot)
-            parts_det.append(np.full(t.shape[0], j, np.int8))
         sync_slots = self._sync_slots(s0, s1)
         parts_t.append((sync_slots - s0).astype(np.float64) * self._period_f
                        + (frac0 + self._params.tagger.sync_delay_ps))
         parts_kind.append(np.full(sync_slots.shape[0], Origin.SYNC, np.uint8))
         parts_slot.append(sync_slots)
-        parts_det.append(np.full(sync_slots.shape[0], -1, np.int8))
 
         tg = self._params.tagger
         margin = 2.0 * (JITTER_CLIP_SIGMA * tg.jitter_rms_ps + CUT_MARGIN_PS)
         complete = int(self._tag(origin, np.array([cut - margin]), noise=False)[0])
-        # Runs, each in time order: held tags, detectors 0..3, sync.
-        runs_t = (self._held_t, *(self._tag(origin, x, noise=False) for x in parts_t[:-1]),
-                  self._tag(origin, parts_t[-1]))
-        n_all = sum(x.shape[0] for x in runs_t)
-        # Allocated here, not in the kernel: numpy puts large arrays on huge pages.
+        # Runs, each in time order: held tags, detectors 0..3, sync; concatenated, the tags
+        # written in place. Allocated here, not in the kernels: numpy puts large arrays on
+        # huge pages.
+        sizes = [self._held_t.shape[0], *(x.shape[0] for x in parts_t)]
+        bounds = np.zeros(len(sizes) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=bounds[1:])
+        n_all = int(bounds[-1])
+        cat_t = np.empty(n_all, np.int64)
+        cat_t[:bounds[1]] = self._held_t
+        cat_det = np.empty(n_all, np.int8)
+        cat_det[:bounds[1]] = self._held_det
+        for r, x in enumerate(parts_t):
+            lo, hi = int(bounds[r + 1]), int(bounds[r + 2])
+            self._tag(origin, x, noise=r == len(parts_t) - 1, out=cat_t[lo:hi])
+            cat_det[lo:hi] = r if r < N_DETECTORS else -1
+        cat_slot = np.concatenate((self._held_slot, *parts_slot))
+        cat_origin = np.concatenate((self._held_origin, *parts_kind))
         all_t, all_ch = np.empty(n_all, np.int64), np.empty(n_all, np.int16)
         all_det, all_slot = np.empty(n_all, np.int8), np.empty(n_all, np.int64)
         all_origin = np.empty(n_all, np.uint8)
-        kernels.merge_streams(runs_t, (self._held_det, *parts_det), (self._held_slot, *parts_slot),
-                              (self._held_origin, *parts_kind), self._channel_map,
+        kernels.merge_streams(cat_t, cat_det, cat_slot, cat_origin, bounds, self._channel_map,
                               all_t, all_ch, all_det, all_slot, all_origin)
         n_out = int(np.searchsorted(all_t, complete, side="left"))
         self._held_t, self._held_det = all_t[n_out:].copy(), all_det[n_out:].copy()
@@ -475,9 +484,9 @@ class SimulatedLink:
         first = -(-lo // k) * k
         return np.arange(first, hi, k, dtype=np.int64)
 
-    def _tag(self, origin: int, rel_t: NDArray[np.float64], *, noise: bool = True
-             ) -> NDArray[np.int64]:
-        """Bob's tags of times relative to Alice's ``origin``."""
+    def _tag(self, origin: int, rel_t: NDArray[np.float64], *, noise: bool = True,
+             out: NDArray[np.int64] | None = None) -> NDArray[np.int64]:
+        """Bob's tags of times relative to Alice's ``origin`` (written to ``out`` if given)."""
         tg = self._params.tagger
         drift = tg.drift_ppm * 1e-6
         base_exact = Fraction(origin) * (1 + Fraction(drift)) + tg.offset_ps
@@ -487,4 +496,4 @@ class SimulatedLink:
         sigma = float(tg.jitter_rms_ps) if noise else 0.0
         return kernels.tagger_times(rel_t, self._state, sigma, JITTER_CLIP_SIGMA, 1.0 + drift,
                                     base_frac, base_bins, tg.resolution_ps, self._zig,
-                                    np.empty(rel_t.shape[0], np.int64))
+                                    np.empty(rel_t.shape[0], np.int64) if out is None else out)

@@ -281,7 +281,9 @@ def test_merge_streams_matches_twin(seed: int, lengths: list[int], unsorted: boo
     slots = [rng.integers(-1, 10**9, n).astype(np.int64) for n in lengths]
     origins = [rng.integers(0, 4, n).astype(np.uint8) for n in lengths]
     channel_map = np.array([9, 1, 2, 3, 4], dtype=np.int16)
-    args = (tuple(ts), tuple(dets), tuple(slots), tuple(origins), channel_map)
+    bounds = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    args = (np.concatenate(ts), np.concatenate(dets), np.concatenate(slots),
+            np.concatenate(origins), bounds, channel_map)
     n = sum(lengths)
     got = (np.empty(n, np.int64), np.empty(n, np.int16), np.empty(n, np.int8),
            np.empty(n, np.int64), np.empty(n, np.uint8))
@@ -290,5 +292,7 @@ def test_merge_streams_matches_twin(seed: int, lengths: list[int], unsorted: boo
     for x, y in zip(got, ref, strict=True):
         np.testing.assert_array_equal(x, y)
     assert np.all(np.diff(got[0]) >= 0)
-    with pytest.raises(ValueError, match="as long as the runs"):
+    with pytest.raises(ValueError, match="as long as ts"):
         kernels.merge_streams(*args, np.empty(n + 1, np.int64), *got[1:])
+    with pytest.raises(ValueError, match="bounds"):
+        kernels.merge_streams(*args[:4], bounds + 1, channel_map, *got)
