@@ -1,0 +1,211 @@
+"""Detector procedures from the inter-arrival histogram: ``dark-counts``, ``afterpulsing``,
+``dead-time``.
+
+Each runs on the roles only (time tagger, transmitter, attenuator; the detector for its
+identity and reported settings) and fits :mod:`.gaps`' model per detector channel:
+
+* ``dark-counts``: light blocked (attenuator output closed); the uncorrelated click rate of the
+  gap model is the dark count rate (afterpulses of dark counts are not dark counts), and the
+  probability per window ``w`` is ``1 - exp(-r w)``;
+* ``afterpulsing``: weak light at a set count rate per channel (the attenuator is stepped until
+  the tagger counts it), afterpulse probability from the mixture's excess over the exponential
+  baseline;
+* ``dead-time``: strong light (many gaps close to the cutoff), the histogram's cutoff. Light
+  pulses sit on the slot grid, so a gap ending on a photon is a whole number of slot periods:
+  the estimate subtracts half a period and carries ``T / sqrt(12)`` in its uncertainty.
+
+The reported value is the mean over the detector channels, its uncertainty the channels'
+combined in quadrature over their number.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .acquire import Recorder, acquire, measure_rates
+from .gaps import GapFit, fit_gaps
+from .result import Outcome, Settings, channel_values, mean_of_channels
+
+__all__ = ["afterpulsing", "dark_counts", "dead_time", "set_count_rate"]
+
+# Frame the transmitter plays while a detector is characterised: every slot at the signal
+# intensity (class 0), bases and bits from a fixed seed (a bench pattern, never a key).
+FRAME_SLOTS = 1000
+FRAME_SEED = 7
+# Attenuation from which the light level search starts, and its step (dB): 60 dB above the
+# power-on setting leaves the default link's detectors near their dark count rate.
+START_ATTENUATION_DB = 60.0
+STEP_DB = 10.0
+# Bench time of a rate measurement while the light level is set, s.
+RATE_WINDOW_S = 0.05
+
+
+def _channels(lab: Any, settings: Settings) -> tuple[int, ...]:
+    chans = settings.get("channels")
+    if chans:
+        return tuple(int(c) for c in chans)
+    tagger_channels = tuple(lab.role("time_tagger").channels())
+    sync = settings.get("sync_channel")
+    return tuple(c for c in tagger_channels if c != sync)
+
+
+def _play_frame(lab: Any) -> None:
+    tx = lab.role("transmitter")
+    rng = np.random.default_rng(FRAME_SEED)
+    tx.load_frame(rng.integers(0, 2, FRAME_SLOTS, dtype=np.uint8),
+                  rng.integers(0, 2, FRAME_SLOTS, dtype=np.uint8),
+                  np.zeros(FRAME_SLOTS, np.uint8))
+    tx.start()
+
+
+def set_count_rate(lab: Any, channels: tuple[int, ...], target_hz: float) -> dict[str, float]:
+    """Opens the attenuator to about ``target_hz`` uncorrelated clicks per channel.
+
+    Measures the dark rate (output closed), then steps the attenuation down from
+    :data:`START_ATTENUATION_DB` until the light is seen above it, and extrapolates linearly in
+    power. The attenuator's limits (``min_attenuation_db``) are never crossed: the driver refuses
+    and the level stays at the least allowed attenuation.
+
+    Returns:
+        What was done: ``dark_rate_hz``, ``attenuation_db``, ``measured_rate_hz``.
+    """
+    att = lab.role("attenuator")
+    tagger = lab.role("time_tagger")
+    att.set_enabled(False)
+    dark = float(np.mean(list(measure_rates(tagger, channels, RATE_WINDOW_S).values())))
+    level = START_ATTENUATION_DB
+    att.set_attenuation_db(level)
+    att.set_enabled(True)
+    rate = float(np.mean(list(measure_rates(tagger, channels, RATE_WINDOW_S).values())))
+    while rate - dark < max(dark, 100.0) and level > 0.0:
+        level = max(0.0, level - STEP_DB)
+        try:
+            att.set_attenuation_db(level)
+        except ValueError:
+            break
+        rate = float(np.mean(list(measure_rates(tagger, channels, RATE_WINDOW_S).values())))
+    light = max(rate - dark, 1e-9)
+    wanted = max(0.0, level - 10.0 * math.log10(max(target_hz - dark, 1.0) / light))
+    try:
+        att.set_attenuation_db(wanted)
+        level = wanted
+    except ValueError:
+        pass  # below the attenuator's limit: stay where we are
+    rate = float(np.mean(list(measure_rates(tagger, channels, RATE_WINDOW_S).values())))
+    return {"dark_rate_hz": dark, "attenuation_db": float(att.attenuation_db()),
+            "measured_rate_hz": rate}
+
+
+@dataclass(frozen=True)
+class _Run:
+    fits: dict[int, GapFit]
+    span_s: float
+    light: dict[str, float] | None
+
+
+def _acquire_and_fit(lab: Any, recorder: Recorder, settings: Settings, *, light_hz: float | None,
+                     timing_rms_ps: float) -> _Run:
+    channels = _channels(lab, settings)
+    _play_frame(lab)
+    light = None
+    if light_hz is None:
+        lab.role("attenuator").set_enabled(False)
+    else:
+        light = set_count_rate(lab, channels, light_hz)
+    recorder.clear()
+    span = acquire(lab.role("time_tagger"), recorder, channels,
+                   target_counts=int(settings["target_counts"]),
+                   max_duration_s=float(settings["duration_s"]))
+    lab.role("attenuator").set_enabled(False)
+    t, c = recorder.tags()
+    fits = {ch: fit_gaps(t[c == ch], timing_rms_ps) for ch in channels}
+    return _Run(fits, span, light)
+
+
+def _detector_settings(lab: Any) -> dict[str, Any]:
+    det = lab.instruments.get("detector")
+    if det is None:
+        return {}
+    out: dict[str, Any] = {}
+    for name in ("bias_v", "dead_time_s", "threshold_v"):
+        try:
+            out[f"detector_{name}"] = float(getattr(det, name)())
+        except Exception as exc:  # a reading is informative only
+            out[f"detector_{name}"] = f"unavailable: {exc}"
+    return out
+
+
+def dark_counts(lab: Any, recorder: Recorder, settings: Settings) -> Outcome:
+    """Dark count rate per detector channel, light blocked (see module docstring)."""
+    run = _acquire_and_fit(lab, recorder, settings, light_hz=None,
+                           timing_rms_ps=float(settings["timing_rms_ps"]))
+    window = float(settings["window_s"])
+    per = {ch: (f.rate_hz, f.u_rate_hz) for ch, f in run.fits.items()}
+    value, u = mean_of_channels(per)
+    prob = {ch: (-math.expm1(-r * window), window * math.exp(-r * window) * ur)
+            for ch, (r, ur) in per.items()}
+    return Outcome(
+        quantity="dark count rate", value=value, uncertainty=u, unit="Hz",
+        estimator=("uncorrelated rate r of the gap model (Poisson clicks, non-paralysable dead "
+                   "time, exponential afterpulses) by maximum likelihood, light blocked; "
+                   "u(r) from the inverse Fisher information (BHHH); mean over channels"),
+        channels=channel_values(per, {ch: f.n_gaps for ch, f in run.fits.items()}),
+        also={"dark_count_probability_per_window": {
+                  "value": mean_of_channels(prob)[0], "uncertainty": mean_of_channels(prob)[1],
+                  "window_s": window, "channels": channel_values(prob)}},
+        fits=run.fits, span_s=run.span_s, instrument_settings=_detector_settings(lab),
+        light=run.light, mark="rate")
+
+
+def afterpulsing(lab: Any, recorder: Recorder, settings: Settings) -> Outcome:
+    """Afterpulse probability per click from the gap histogram's excess (module docstring)."""
+    run = _acquire_and_fit(lab, recorder, settings, light_hz=float(settings["count_rate_hz"]),
+                           timing_rms_ps=float(settings["timing_rms_ps"]))
+    per = {ch: (f.afterpulse_probability, f.u_afterpulse_probability)
+           for ch, f in run.fits.items()}
+    value, u = mean_of_channels(per)
+    taus = {ch: (1e12 / f.lam_hz, 1e12 * f.u_lam_hz / f.lam_hz ** 2)
+            for ch, f in run.fits.items() if math.isfinite(f.lam_hz)}
+    also: dict[str, Any] = {"uncorrelated_rate_hz": channel_values(
+        {ch: (f.rate_hz, f.u_rate_hz) for ch, f in run.fits.items()})}
+    if taus:
+        tv, tu = mean_of_channels(taus)
+        also["afterpulse_tau_ps"] = {"value": tv, "uncertainty": tu,
+                                     "channels": channel_values(taus)}
+    return Outcome(
+        quantity="afterpulse probability", value=value, uncertainty=u, unit="1",
+        estimator=("excess of the inter-arrival histogram over the exponential baseline: "
+                   "maximum-likelihood two-component mixture, p = 1 - (1 - q)/(1 - q rho) "
+                   "(afterpulses left over from earlier clicks); u(p) by the delta method on "
+                   "the BHHH covariance; mean over channels"),
+        channels=channel_values(per, {ch: f.n_gaps for ch, f in run.fits.items()}),
+        also=also, fits=run.fits, span_s=run.span_s,
+        instrument_settings=_detector_settings(lab), light=run.light, mark="excess")
+
+
+def dead_time(lab: Any, recorder: Recorder, settings: Settings) -> Outcome:
+    """Dead time from the gap histogram's cutoff under strong light (module docstring)."""
+    run = _acquire_and_fit(lab, recorder, settings, light_hz=float(settings["count_rate_hz"]),
+                           timing_rms_ps=float(settings["timing_rms_ps"]))
+    slot_rate = float(lab.role("transmitter").slot_rate_hz())
+    period = 1.0 / slot_rate
+    # The slot grid's offset is common to every channel: it is added after the mean.
+    grid_ps = period / math.sqrt(12.0) * 1e12
+    per_ps = {ch: ((f.dead_time_s - period / 2.0) * 1e12, f.u_dead_time_s * 1e12)
+              for ch, f in run.fits.items()}
+    value, u_stat = mean_of_channels(per_ps)
+    u = math.hypot(u_stat, grid_ps)
+    return Outcome(
+        quantity="dead time", value=value, uncertainty=u, unit="ps",
+        estimator=("cutoff of the inter-arrival histogram: smallest gap less its expected "
+                   "excess 1/(N f(0)) and half a slot period; u from 1/(N f(0)), the slot "
+                   "grid (T/sqrt 12) and the timing jitter; mean over channels"),
+        channels=channel_values({ch: (v, math.hypot(uu, grid_ps)) for ch, (v, uu)
+                                 in per_ps.items()}, {ch: f.n_gaps for ch, f in run.fits.items()}),
+        also={"slot_period_ps": period * 1e12, "uncertainty_statistical_ps": u_stat,
+              "uncertainty_slot_grid_ps": grid_ps}, fits=run.fits, span_s=run.span_s,
+        instrument_settings=_detector_settings(lab), light=run.light, mark="cutoff")

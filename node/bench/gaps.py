@@ -1,0 +1,205 @@
+"""Inter-arrival (gap) statistics of one free-running detector: the estimators behind the
+``dark-counts``, ``afterpulsing`` and ``dead-time`` procedures.
+
+Model (PHYSICS.md, event-level detector model): uncorrelated clicks (dark counts, or photons of
+a weak continuous-looking pulse train) form a Poisson process of rate ``r``; after each click
+the detector is dead for ``d`` (non-paralysable), and with probability ``p`` it afterpulses at
+``d + Exp(tau)`` after the click. By the exponential's lack of memory the gap ``g`` from one
+click to the next is, beyond the dead time (``s = g - d >= 0``), the mixture
+
+    f(s) = (1 - q) r exp(-r s) + q (r + lam) exp(-(r + lam) s),   lam = 1 / tau
+
+where ``q`` is the probability that an afterpulse is pending when the dead time ends: the
+click's own (``p``), or one left over from the click before that survived this click's dead
+time. With ``rho = r exp(-lam d) / (r + lam)`` (an earlier afterpulse loses the race to a
+Poisson click, then outlives the dead time) the stationary ``q = 1 - (1 - p)(1 - q rho)``, so
+
+    p = 1 - (1 - q) / (1 - q rho).
+
+Estimators:
+
+* ``d``: the histogram's cutoff, the smallest gap, less its expected excess ``1 / (N f(0))``
+  (the minimum of N draws of a density starting at ``f(0)``); standard uncertainty
+  ``1 / (N f(0))`` with the timing uncertainty of a gap in quadrature.
+* ``r, q, lam``: maximum likelihood on the gaps beyond ``d``; covariance from the outer product
+  of the per-gap scores (the BHHH estimate of the inverse Fisher information). ``p`` and its
+  uncertainty by the delta method. With no significant afterpulse component the model falls
+  back to the single exponential (``r = N / sum s``, ``u(r) = r / sqrt(N)``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["GapFit", "fit_gaps", "mixture_density"]
+
+# Fewest gaps a fit accepts: below this the asymptotic (Fisher) uncertainties mean little.
+MIN_GAPS = 50
+# An afterpulse fraction below this, or one whose uncertainty exceeds it, is taken as absent
+# (the mixture's lam is then not identifiable).
+MIN_AFTERPULSE_FRACTION = 1e-4
+# EM stops when an iteration gains less log-likelihood than this, or after this many steps.
+EM_TOLERANCE = 1e-6
+MAX_EM_ITERATIONS = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class GapFit:
+    """The fitted gap model of one channel (times in s, rates in Hz).
+
+    Attributes:
+        n_gaps: gaps used.
+        dead_time_s, u_dead_time_s: ``d`` and its standard uncertainty.
+        rate_hz, u_rate_hz: the uncorrelated click rate ``r``.
+        q, u_q: the fraction of gaps ending in an afterpulse race (see module docstring).
+        lam_hz, u_lam_hz: the afterpulse decay rate ``1 / tau`` (nan without afterpulses).
+        afterpulse_probability, u_afterpulse_probability: ``p`` per click.
+        covariance: covariance of (r, q, lam) (zeros for q and lam without afterpulses).
+    """
+
+    n_gaps: int
+    dead_time_s: float
+    u_dead_time_s: float
+    rate_hz: float
+    u_rate_hz: float
+    q: float
+    u_q: float
+    lam_hz: float
+    u_lam_hz: float
+    afterpulse_probability: float
+    u_afterpulse_probability: float
+    covariance: tuple[tuple[float, ...], ...]
+
+
+def mixture_density(s: NDArray[np.float64], r: float, q: float, lam: float
+                    ) -> NDArray[np.float64]:
+    """``f(s)`` of the module docstring (per second), for gaps ``s >= 0`` beyond the dead time."""
+    b = r + lam
+    return np.asarray((1.0 - q) * r * np.exp(-r * s) + q * b * np.exp(-b * s))
+
+
+def _scores(s: NDArray[np.float64], r: float, q: float, lam: float) -> NDArray[np.float64]:
+    """Per-gap gradient of log f with respect to (r, q, lam): shape (n, 3)."""
+    b = r + lam
+    ea = np.exp(-r * s)
+    eb = np.exp(-b * s)
+    f = (1.0 - q) * r * ea + q * b * eb
+    d_r = (1.0 - q) * (1.0 - r * s) * ea + q * (1.0 - b * s) * eb
+    d_q = -r * ea + b * eb
+    d_lam = q * (1.0 - b * s) * eb
+    return np.stack([d_r, d_q, d_lam], axis=1) / f[:, None]
+
+
+def _fit_mixture(s: NDArray[np.float64]) -> tuple[float, float, float]:
+    """Maximum-likelihood (r, q, lam) on gaps ``s`` (s) by expectation-maximisation.
+
+    The model is a two-component exponential mixture whose faster component is the
+    afterpulse race (rate ``r + lam``); EM climbs the likelihood monotonically from starts
+    at the histogram's short end, and the best of them is kept.
+    """
+    n = s.size
+    mean = float(s.mean())
+    short = np.sort(s)[: max(n // 20, 2)]
+    starts = [1.0 / max(float(short.mean()), mean * 1e-9)]
+    starts += [starts[0] * 10.0, 3.0 / mean, 30.0 / mean]
+    best: tuple[float, float, float, float] | None = None
+    for b0 in starts:
+        a, b, w = 1.0 / mean, max(b0, 2.0 / mean), 0.1
+        ll = -math.inf
+        for _ in range(MAX_EM_ITERATIONS):
+            pa = (1.0 - w) * a * np.exp(-a * s)
+            pb = w * b * np.exp(-b * s)
+            total = np.maximum(pa + pb, 1e-300)
+            new_ll = float(np.sum(np.log(total)))
+            resp = pb / total
+            w = float(resp.mean())
+            if w <= 0.0 or w >= 1.0:
+                break
+            a = float((1.0 - resp).sum() / max(float(((1.0 - resp) * s).sum()), 1e-300))
+            b = float(resp.sum() / max(float((resp * s).sum()), 1e-300))
+            if new_ll - ll < EM_TOLERANCE:
+                break
+            ll = new_ll
+        if b < a:  # the components swapped: the faster one is the afterpulse race
+            a, b, w = b, a, 1.0 - w
+        if best is None or ll > best[0]:
+            best = (ll, a, w, b - a)
+    assert best is not None
+    return best[1], best[2], best[3]
+
+
+def _p_from_q(r: float, q: float, lam: float, d: float) -> float:
+    rho = r * math.exp(-lam * d) / (r + lam)
+    return 1.0 - (1.0 - q) / (1.0 - q * rho)
+
+
+def fit_gaps(timestamps_ps: NDArray[np.int64], timing_rms_ps: float = 100.0) -> GapFit:
+    """Fits the gap model to one channel's time-ordered tags.
+
+    Args:
+        timestamps_ps: one channel's tags, ps, non-decreasing, from one continuous acquisition.
+        timing_rms_ps: RMS timing uncertainty of one tag (detector and tagger jitter, the
+            tagger's resolution), ps: enters the dead time's uncertainty.
+
+    Raises:
+        ValueError: fewer than :data:`MIN_GAPS` gaps, or tags out of order.
+    """
+    t = np.asarray(timestamps_ps, dtype=np.int64)
+    gaps_ps = np.diff(t)
+    if gaps_ps.size < MIN_GAPS:
+        raise ValueError(f"{gaps_ps.size} gaps are too few for the gap model (need at least "
+                         f"{MIN_GAPS}): acquire longer or with more light")
+    if np.any(gaps_ps < 0):
+        raise ValueError("timestamps are not in time order")
+    g = gaps_ps.astype(np.float64) * 1e-12
+    n = g.size
+    g_min = float(g.min())
+    s_all = g - g_min
+    r, q, lam = _fit_mixture(s_all)
+    cov = np.zeros((3, 3))
+    with_ap = q > MIN_AFTERPULSE_FRACTION and lam > r
+    if with_ap:
+        # In relative units (r, q, lam differ by orders of magnitude) the information
+        # matrix is well conditioned exactly when the parameters are identifiable.
+        x = np.array([r, q, lam])
+        sc = _scores(s_all, r, q, lam) * x
+        info = sc.T @ sc
+        cond = np.linalg.cond(info)
+        if math.isfinite(cond) and cond < 1e12:
+            cov = np.linalg.inv(info) * np.outer(x, x)
+            with_ap = math.sqrt(max(cov[1, 1], 0.0)) < max(q, MIN_AFTERPULSE_FRACTION)
+        else:
+            with_ap = False
+    if not with_ap:
+        r = n / float(s_all.sum())
+        q, lam = 0.0, math.nan
+        cov = np.zeros((3, 3))
+        cov[0, 0] = r * r / n
+    f0 = (1.0 - q) * r + (q * (r + lam) if with_ap else 0.0)
+    excess = 1.0 / (n * f0)
+    dead = g_min - excess
+    u_dead = math.hypot(excess, math.sqrt(2.0) * timing_rms_ps * 1e-12)
+    if with_ap:
+        p = _p_from_q(r, q, lam, dead)
+        grad = np.zeros(3)
+        x = np.array([r, q, lam])
+        for i in range(3):
+            h = max(abs(x[i]) * 1e-6, 1e-12)
+            xp, xm = x.copy(), x.copy()
+            xp[i] += h
+            xm[i] -= h
+            grad[i] = (_p_from_q(*xp, dead) - _p_from_q(*xm, dead)) / (2 * h)
+        u_p = math.sqrt(max(float(grad @ cov @ grad), 0.0))
+    else:
+        p, u_p = 0.0, 0.0
+    return GapFit(
+        n_gaps=n, dead_time_s=dead, u_dead_time_s=u_dead,
+        rate_hz=r, u_rate_hz=math.sqrt(max(cov[0, 0], 0.0)),
+        q=q, u_q=math.sqrt(max(cov[1, 1], 0.0)),
+        lam_hz=lam, u_lam_hz=math.sqrt(max(cov[2, 2], 0.0)) if with_ap else math.nan,
+        afterpulse_probability=p, u_afterpulse_probability=u_p,
+        covariance=tuple(tuple(float(v) for v in row) for row in cov))
