@@ -414,8 +414,25 @@ def test_unauthenticated_frames_abort_the_block(data):
     assert isinstance(b, BlockAborted)
     assert b.reason == "a frame failed authentication"
     assert isinstance(a, BlockAborted)
+    assert pair.bob.pads_left[1] == (len(SECRET) - 16) // 16 - len(pair.sent["ab"])
     pair.tamper = None
     assert_completed(*pair.run_block(1, data))
+
+
+def test_a_failed_verification_spends_only_the_expected_pad(data):
+    bob = QdistBob(PARAMS, SECRET)
+    bob.start_block(0, data.detections, 0.0)
+    forger = PadStream(b"\x01" * 8, b"\x02" * 8 * 64)
+    full = (len(SECRET) - 16) // 16
+    bob.receive_data(encode_frame(2, 0, 0, b"", forger))
+    event = bob.next_event()
+    assert isinstance(event, BlockAborted)
+    assert bob.pads_left[1] == full - 1  # the pad of number 0 was used: spent
+    bob.receive_data(encode_frame(2, 0, 40, b"", forger))
+    event = bob.next_event()
+    assert isinstance(event, FrameRejected)
+    assert event.reason == "failed authentication"
+    assert bob.pads_left[1] == full - 1  # an untrusted number further on spends nothing
 
 
 @pytest.mark.parametrize("body", [

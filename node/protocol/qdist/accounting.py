@@ -10,7 +10,7 @@ from qkdnode.dsp.reconcile import ABORT_QBER
 from qkdnode.dsp.reconcile.local import MIN_TAIL_FRACTION
 
 from .events import QdistParams
-from .session import PAD_BITS, _Audit
+from .session import _Audit
 
 __all__ = ["frame_starts", "key_length", "precheck"]
 
@@ -75,5 +75,3 @@ def key_length(audit: _Audit, counts: DecoyCounts, params: QdistParams,
                    "authentication key the block used")
     return length, None
 
-
-assert PAD_BITS % 8 == 0  # replenishment is cut in whole bytes

@@ -9,8 +9,9 @@ Outcomes of bad input (every one has a test):
   closed): **rejected** (:class:`~.events.FrameRejected`), no pad used, the block goes on;
 * a tag that does not verify (any bit flipped, a forged frame, a sequence number beyond the
   pads held): the block is **aborted**, and the peer told so (authenticated
-  :class:`~.messages.BlockAbandoned`); no pad is released, as the frame's sequence number is
-  untrusted;
+  :class:`~.messages.BlockAbandoned`); the pad is spent if the frame carried the next
+  expected number, as :mod:`qkdnode.dsp.authentication` asks, else nothing is released (a
+  number further on is untrusted and could otherwise burn every pad);
 * an authentic frame whose sequence number jumps ahead (frames lost with a broken connection):
   **resync**: the pads in between are skipped, and the frame is taken if the block expects it;
 * an authentic frame of another block: rejected; of the current block but not expected in its
@@ -281,6 +282,12 @@ class QdistEnd:
         if self._audit is not None:
             self._audit.add("auth_epsilon", self._in.epsilon_spent - before)
         if not ok:
+            if raw.seq == self._recv_seq and self._in.has_pad(raw.seq):
+                # The pad was used for a verification: never use it again (the frame that
+                # was due at this number is lost anyway). A failed frame numbered further on
+                # releases nothing: its number is untrusted and could burn every pad.
+                self._recv_seq += 1
+                self._in.release(self._recv_seq)
             if self.block is not None:
                 self._abort("a frame failed authentication", notify=True)
             else:
