@@ -322,7 +322,8 @@ def acquire(timestamps_ps: NDArray[np.int64], channels: NDArray[np.integer], *,
 
 def assign(timestamps_ps: NDArray[np.int64], clock: SlotClock, half_width_ps: float
            ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-    """Nearest slot of each tag on ``clock`` (-1 when farther than ``half_width_ps``).
+    """Nearest slot of each tag on ``clock`` (-1 when farther than ``half_width_ps``, or before
+    slot 0, the transmitter's first).
 
     Returns:
         slots (int64, -1 for rejected tags) and residuals (ps, tag time minus slot centre).
@@ -330,7 +331,8 @@ def assign(timestamps_ps: NDArray[np.int64], clock: SlotClock, half_width_ps: fl
     if not isinstance(timestamps_ps, np.ndarray) or timestamps_ps.dtype != np.int64:
         raise TypeError("timestamps_ps must be a numpy int64 array")
     n, r, _ = _residuals(timestamps_ps, clock.ref_time_ps, clock.period_ps)
-    slots = np.where(np.abs(r) <= half_width_ps, n + clock.ref_slot, -1)
+    s = n + clock.ref_slot
+    slots = np.where((np.abs(r) <= half_width_ps) & (s >= 0), s, -1)
     return slots.astype(np.int64), r
 
 

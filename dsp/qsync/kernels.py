@@ -65,9 +65,9 @@ def track_kernel(t: NDArray[np.int64], start: int, block: int, final: bool,
     """Tracks blocks of ``block`` tags from ``t[start]`` until a block fails or tags run out.
 
     Per tag (time ``u`` after ``ref_time``): slot ``k = floor(u / period + 0.5)``, residual
-    ``r = (u / period - k) * period``; accepted when ``|r| <= half`` (slot ``k + ref_slot``, else
-    -1), outside the core when ``|r| > core``, pattern weight ``weights[slot mod L]`` (0 when
-    rejected). A block fails when more than ``max_outside`` of its tags are outside the core or
+    ``r = (u / period - k) * period``; accepted when ``|r| <= half`` and the slot
+    ``k + ref_slot`` is not before slot 0 (else -1), outside the core when ``|r| > core``,
+    pattern weight ``weights[slot mod L]`` (0 when rejected). A block fails when more than ``max_outside`` of its tags are outside the core or
     its mean weight is below ``min_weight``. A good block fits ``r = a + b u`` on its core tags
     and moves the line to its last tag: ``ref_time += a + k_last period (1 + b)``,
     ``ref_slot += k_last``, ``period *= 1 + gain b`` (no period update when fewer than half
@@ -107,8 +107,8 @@ def track_kernel(t: NDArray[np.int64], start: int, block: int, final: bool,
             r = (x - k) * period
             ar = abs(r)
             o = j - start
-            if ar <= half:
-                s = int(k) + ref_slot
+            s = int(k) + ref_slot
+            if ar <= half and s >= 0:
                 slots[o] = s
                 w = weights[((s % length) + length) % length]
             else:
@@ -176,8 +176,8 @@ def track_reference(t: NDArray[np.int64], start: int, block: int, final: bool,
         x = u / period
         k = np.floor(x + 0.5)
         r = (x - k) * period
-        acc = np.abs(r) <= half
         s = k.astype(np.int64) + ref_slot
+        acc = (np.abs(r) <= half) & (s >= 0)
         sl = np.where(acc, s, -1)
         w = np.where(acc, weights[s % length], 0.0)
         out = np.abs(r) > core

@@ -62,8 +62,8 @@ class SlotBatch:
             (counting every tag, detections or not, from 0).
         timestamps_ps: the tags' times.
         channels: their channels.
-        slots: slot of each detection; -1 when rejected (far from every slot centre) or
-            unassigned (no lock).
+        slots: slot of each detection; -1 when rejected (far from every slot centre, or before
+            slot 0) or unassigned (no lock).
     """
 
     index: NDArray[np.int64]
@@ -315,8 +315,10 @@ class SlotTracker:
                           sync_channel=self._sync_channel, sync_every_slots=self._sync_every,
                           accept_sigmas=self._accept_sigmas)
         except AcquisitionFailed:
-            # Give up the older half of the window and try again with newer tags.
-            self._drop(max(n // 2, 1))
+            # Give up the older half of the window and try again with newer tags; with a long
+            # backlog, skip to its newest two windows (each attempt costs up to ~0.3 s, so
+            # retrying every half window of a large read would fall behind the stream).
+            self._drop(max(n // 2, b.t.size - 2 * self._acquire_n, 1))
             return "retry"
         self._acq = acq
         self._clock = acq.clock
@@ -385,12 +387,14 @@ class SlotTracker:
             points.append(_change_point(all_outside[window].astype(np.float64) - max_outside))
         if float(np.mean(all_weights[bad])) < min_weight:
             points.append(_change_point(min_weight - all_weights[window]))
+        if stop == start and not b.held_slots.size:
+            # Failed at once after acquiring: nothing before the change was verified (the window
+            # straddles a change, or its head is noise); give up a block and acquire again.
+            self._drop(min(self._block, b.t.size))
+            return True
         lost_at = good_start + (min(points) if points else 0)
         if lost_at:
             self._commit(all_slots[:lost_at])
-        elif stop == start and not b.held_slots.size:
-            # Lost at once after acquiring: the window straddles a change; give up its head.
-            self._drop(min(self._block, b.t.size))
         else:
             self._consume(0, np.empty(0, np.int64))
         return True

@@ -439,3 +439,32 @@ def test_repeated_steps_and_drift_changes(seed: int) -> None:
     assert run.status.locked
     assert run.photon_misses() <= MAX_MISSES_PER_CHANGE * n_changes
     assert run.photon_accuracy() >= 0.995
+
+
+def test_a_long_read_of_noise_is_skipped_then_the_link_locks() -> None:
+    bench = make_bench(1e9, 0, -2.0, seed=12)
+    tracker = bench.tracker()
+    rng = np.random.default_rng(12)
+    n_noise = 100_000
+    noise_t = np.sort(rng.integers(0, 200_000_000, n_noise)).astype(np.int64)
+    noise_ch = rng.integers(1, 5, n_noise).astype(np.int16)
+    out = [tracker.process(noise_t, noise_ch)]
+    st_ = tracker.status
+    assert not st_.locked
+    assert st_.unassigned >= n_noise - 2 * qsync.DEFAULT_ACQUIRE_TAGS
+    outs, truths = [], []
+    for _ in range(8):
+        batch, truth = bench.link.run_with_truth(BATCH_SLOTS)
+        truths.append(truth)
+        outs.append(tracker.process(batch.timestamps_ps, batch.channels))
+    outs.append(tracker.flush())
+    assert np.all(np.concatenate([o.slots for o in out]) == -1)
+    index = np.concatenate([o.index for o in outs])
+    slots = np.concatenate([o.slots for o in outs])
+    noise = index < n_noise
+    assert np.all(slots[noise] == -1)
+    origins = np.concatenate([t.origins for t in truths])[index[~noise] - n_noise]
+    true_slots = np.concatenate([t.slots for t in truths])[index[~noise] - n_noise]
+    ph = origins == Origin.PHOTON
+    assert np.mean(slots[~noise][ph] == true_slots[ph]) >= REQUIRED
+    assert tracker.status.locked
