@@ -67,8 +67,9 @@ def track_kernel(t: NDArray[np.int64], start: int, block: int, final: bool,
     Per tag (time ``u`` after ``ref_time``): slot ``k = floor(u / period + 0.5)``, residual
     ``r = (u / period - k) * period``; accepted when ``|r| <= half`` and the slot
     ``k + ref_slot`` is not before slot 0 (else -1), outside the core when ``|r| > core``,
-    pattern weight ``weights[slot mod L]`` (0 when rejected). A block fails when more than ``max_outside`` of its tags are outside the core or
-    its mean weight is below ``min_weight``. A good block fits ``r = a + b u`` on its core tags
+    pattern weight ``weights[slot mod L]`` (0 when rejected). A block fails when more than
+    ``max_outside`` of its tags are outside the core or its mean weight is below
+    ``min_weight``. A good block fits ``r = a + b u`` on its core tags
     and moves the line to its last tag: ``ref_time += a + k_last period (1 + b)``,
     ``ref_slot += k_last``, ``period *= 1 + gain b`` (no period update when fewer than half
     the block's tags are in the core). A partial block at the end is taken only when ``final``.
