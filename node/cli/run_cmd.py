@@ -100,6 +100,13 @@ def _status(args: argparse.Namespace) -> int:
     for name, report in status["modules"].items():
         fields = ", ".join(f"{k}={v}" for k, v in report.items())
         print(f"module {name}: {fields}")
+    for pair, info in status.get("sae_pairs", {}).items():
+        print(f"SAE pair {pair}: {info['available_keys']} keys (pool {info['pool']})")
     counters = ", ".join(f"{k}={v}" for k, v in sorted(status["counters"].items()))
     print(f"counters: {counters or 'none yet'}")
+    rates = ", ".join(f"{k}={v}/s" for k, v in sorted(status.get("rates_per_s", {}).items()))
+    if rates:
+        print(f"rates (last minute): {rates}")
+    for alarm in status.get("alarms", []):
+        print(f"ALARM {alarm['kind']}: {alarm['text']}")
     return 0

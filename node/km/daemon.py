@@ -16,6 +16,7 @@ Keys never appear in the status, the metrics or the log.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -46,6 +47,14 @@ log = logging.getLogger(__name__)
 SYNC_EVERY_S = 1.0
 # Expired keys are destroyed this often.
 EXPIRE_EVERY_S = 10.0
+# Rates (keys received, supplied, delivered per second) are averaged over the last minute.
+RATE_WINDOW_S = 60.0
+# Alarms: a pool with fewer keys of the default size than this for a peer; a pool at this
+# fraction of max_key_count; a module's QBER above its link's qber_abort (or this when the
+# module's link is not in the file).
+LOW_WATER_KEYS = 16
+FULL_FRACTION = 0.9
+DEFAULT_QBER_ALARM = 0.11
 
 
 def split_host_port(text: str) -> tuple[str, int]:
@@ -86,7 +95,15 @@ class _Metrics(Collector):
                                      labels=["event"])
         for event, count in status["counters"].items():
             counters.add_metric([event], count)
-        yield from (avail, pre, reserved, peers, modules, counters)
+        rates = GaugeMetricFamily("qkdnode_key_rate_per_second",
+                                  "Keys per second over the last minute", labels=["event"])
+        for event, rate in status["rates_per_s"].items():
+            rates.add_metric([event], rate)
+        alarms = GaugeMetricFamily("qkdnode_alarms", "Active alarms by kind", labels=["kind"])
+        kinds = collections.Counter(a["kind"] for a in status["alarms"])
+        for kind in ("peer_down", "pool_low", "store_full", "qber_high"):
+            alarms.add_metric([kind], kinds.get(kind, 0))
+        yield from (avail, pre, reserved, peers, modules, counters, rates, alarms)
 
 
 class NodeDaemon:
@@ -137,6 +154,7 @@ class NodeDaemon:
         self._registry = CollectorRegistry()
         self._registry.register(_Metrics(self))
         self.started_at = time.time()
+        self._samples: collections.deque[tuple[float, dict[str, int]]] = collections.deque()
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -217,6 +235,48 @@ class NodeDaemon:
 
     # --- management -------------------------------------------------------------------------
 
+    def _rates(self) -> dict[str, float]:
+        """Per-second rates of the counters over the last :data:`RATE_WINDOW_S`."""
+        now = time.monotonic()
+        counters = dict(self.manager.counters)
+        self._samples.append((now, counters))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= RATE_WINDOW_S:
+            self._samples.popleft()
+        t0, c0 = self._samples[0]
+        span = now - t0
+        if span <= 0:
+            return {name: 0.0 for name in counters}
+        return {name: round((value - c0.get(name, 0)) / span, 3)
+                for name, value in counters.items()}
+
+    def _alarms(self, pools: dict[str, dict[str, int]], peers: dict[str, bool]
+                ) -> list[dict[str, str]]:
+        km = self.config.key_manager
+        alarms = []
+        for peer, up in peers.items():
+            if not up:
+                alarms.append({"kind": "peer_down", "what": peer,
+                               "text": f"no Kx connection to {peer}"})
+        low_bits = LOW_WATER_KEYS * km.key_size_bits
+        for pool, level in pools.items():
+            if pool in peers and level["available_bits"] < low_bits:
+                alarms.append({"kind": "pool_low", "what": pool,
+                               "text": f"{level['available_bits']} bits available for {pool} "
+                                       f"(< {LOW_WATER_KEYS} keys of {km.key_size_bits} bits)"})
+            live = level["available_keys"] + level["pre_activation_keys"]
+            if live >= FULL_FRACTION * km.max_key_count:
+                alarms.append({"kind": "store_full", "what": pool,
+                               "text": f"pool {pool} holds {live} of max_key_count "
+                                       f"{km.max_key_count}"})
+        abort_at = {link.name: link.distillation.qber_abort for link in self.config.links}
+        for name, report in self.kq1.last_status.items():
+            qber, link = report.get("qber"), report.get("link")
+            limit = abort_at.get(str(link), DEFAULT_QBER_ALARM)
+            if isinstance(qber, int | float) and qber > limit:
+                alarms.append({"kind": "qber_high", "what": name,
+                               "text": f"module {name}: QBER {qber:.4f} above {limit}"})
+        return alarms
+
     def status(self) -> dict[str, Any]:
         """The node's state as JSON-ready data (no key material)."""
         levels = self.store.levels()
@@ -225,12 +285,21 @@ class NodeDaemon:
                         "pre_activation_keys": lv.pre_activation_keys,
                         "reserved_keys": lv.reserved_keys} for pool, lv in levels.items()}
         peers = {peer: self.kx.peer_up(peer) for peer in self.agent.adjacent}
+        key_bits = self.config.key_manager.key_size_bits
+        saes = self.manager.sae_nodes
+        pairs = {f"{m}->{s}": {"pool": saes[s],
+                               "available_keys": pools.get(saes[s], {}).get(
+                                   "available_bits", 0) // key_bits}
+                 for m in sorted(saes) if saes[m] == self.node
+                 for s in sorted(saes) if saes[s] != self.node}
         return {"node": self.node, "uptime_s": round(time.time() - self.started_at, 1),
-                "pools": pools, "peers": peers,
+                "pools": pools, "sae_pairs": pairs, "peers": peers,
                 "modules": {name: dict(report) for name, report in
                             self.kq1.last_status.items()},
                 "modules_connected": sorted(self.kq1.sessions),
                 "counters": dict(self.manager.counters),
+                "rates_per_s": self._rates(),
+                "alarms": self._alarms(pools, peers),
                 "ports": {"kx": self.kx.port, "etsi014": self.etsi.port,
                           "management": self.management_port},
                 "kq1_socket": str(self.kq1.path)}

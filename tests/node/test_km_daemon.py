@@ -121,6 +121,10 @@ def test_keys_flow_from_kq1_to_applications(network):
                 async with http.get(f"{mgmt}/metrics") as r:
                     metrics = await r.text()
             assert status["peers"] == {"B": True}
+            assert status["sae_pairs"] == {"app-a->app-b": {"pool": "B", "available_keys": 4}}
+            assert [a["kind"] for a in status["alarms"]] == ["pool_low"]
+            assert "delivered_to_masters" in status["rates_per_s"]
+            assert 'qkdnode_alarms{kind="pool_low"} 1.0' in metrics
             assert status["pools"]["B"]["available_bits"] == 8 * 256 - 2 * 512
             assert status["counters"]["delivered_to_masters"] == 2
             assert 'qkdnode_pool_available_bits{pool="B"} 1024.0' in metrics
@@ -152,6 +156,7 @@ def test_qkdnode_run_and_status_commands(network):
         assert out.returncode == 0, out.stderr
         assert "node A" in out.stdout
         assert "B DOWN" in out.stdout      # B is not running
+        assert "ALARM peer_down: no Kx connection to B" in out.stdout
         out = subprocess.run([sys.executable, "-m", "qkdnode", "status", "--config",
                               str(files["B"])], capture_output=True, text=True, timeout=60)
         assert out.returncode == 1
