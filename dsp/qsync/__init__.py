@@ -34,8 +34,22 @@ Tracking (:class:`SlotTracker`)
     locked value (a whole-slot step, which residuals cannot show). Then the change point is
     located in the last two blocks (a one-sided CUSUM), the tags before it are kept, and those
     from it on are re-acquired from scratch: loss of sync costs the tags misassigned between
-    the change and its located point, not a restart. Output lags the input by at most two
+    the change and its located point, not a restart. A block that fails right after an
+    acquisition has nothing verified before it: one block is dropped (unassigned) and the
+    next window acquired. While acquisitions fail, the older half of each window is dropped
+    (a long backlog is skipped to its newest two windows, so a dark or noisy stretch costs a
+    bounded number of attempts). A read that starts earlier than the previous one ended is a
+    backward clock step: the old segment is decided and the new one acquired. Slots before
+    slot 0 (the transmitter's first) are never assigned. Output lags the input by at most two
     blocks (plus the acquisition window while unlocked); :meth:`SlotTracker.flush` drains it.
+
+Limits
+    The pattern must be longer than the search window (``L * T > 2 * max_offset_ps`` plus
+    margins: 2^21 slots at 1 GHz for +-1 ms). Without a sync channel the frequency search needs
+    an acquisition window within ~2.6e7 slots (``MAX_GRID_POINTS``). With jitter near a whole
+    slot the phase check cannot tell lock from loss and is switched off; with a pattern of
+    little contrast (or mostly dark counts) the whole-slot check is, and steps of whole slots
+    then go unseen.
 """
 
 from __future__ import annotations
