@@ -23,6 +23,7 @@ __all__ = [
     "SlotClock",
     "acquire",
     "assign",
+    "max_search_span_ps",
 ]
 
 # Clock offsets up to +-1 ms between the tagger and the transmitter (issue 6).
@@ -224,6 +225,14 @@ def _grid_period(t: NDArray[np.int64], ref: int, nominal: float, max_ppm: float
     rayleigh_kernel(t - ref, freqs, power)
     g = int(np.argmax(power))
     return nominal * (1.0 + float(deltas[g])), float(power[g])
+
+
+def max_search_span_ps(period_ps: float, max_ppm: float) -> float:
+    """Longest acquisition window (ps) the frequency search takes without a sync channel."""
+    if max_ppm <= 0:
+        return math.inf
+    # Two grid points short of the limit, so that rounding cannot push a window over it.
+    return (MAX_GRID_POINTS - 3) / 2 * GRID_SLIP_SLOTS / (max_ppm * 1e-6) * period_ps
 
 
 def _core_fraction(r: NDArray[np.float64], core: float) -> float:

@@ -22,6 +22,7 @@ from .acquire import (
     _Pattern,
     _reach,
     acquire,
+    max_search_span_ps,
 )
 from .kernels import track_kernel
 
@@ -171,6 +172,10 @@ class SlotTracker:
         self._accept_sigmas = float(accept_sigmas)
         self._block = int(block_tags)
         self._acquire_n = int(acquire_tags)
+        if self._sync_channel is not None and self._sync_every:
+            self._max_span_ps = math.inf
+        else:
+            self._max_span_ps = max_search_span_ps(self._nominal, self._max_ppm)
         self._seen = 0
         self._last_t = -(2**63)
         self._buf = _Buffer()
@@ -295,11 +300,18 @@ class SlotTracker:
     def _try_acquire(self, final: bool) -> str:
         """"locked", "wait" (too few tags) or "retry" (failed; the window's head dropped)."""
         b = self._buf
-        n = min(b.t.size, self._acquire_n)
-        if n < self._acquire_n and not (final and n >= MIN_ACQUIRE_TAGS):
-            if final and n:
-                self._drop(n)
+        if b.t.size == 0:
             return "wait"
+        # Without a sync channel the window must fit the frequency search: a sparse stream
+        # is acquired on fewer tags rather than not at all.
+        in_span = int(np.searchsorted(b.t, b.t[0] + self._max_span_ps, side="right"))
+        n = min(b.t.size, self._acquire_n, in_span)
+        more_may_come = n == b.t.size and n < self._acquire_n
+        if more_may_come and not final:
+            return "wait"
+        if n < MIN_ACQUIRE_TAGS:
+            self._drop(n)
+            return "retry" if b.t.size else "wait"
         delay = self._clock.delay_ps if self._clock is not None else self._delay
         s_lo, s_hi = np.searchsorted(self._sync_t, [b.t[0], b.t[n - 1] + 1])
         times = np.concatenate((b.t[:n], self._sync_t[s_lo:s_hi]))

@@ -468,3 +468,13 @@ def test_a_long_read_of_noise_is_skipped_then_the_link_locks() -> None:
     ph = origins == Origin.PHOTON
     assert np.mean(slots[~noise][ph] == true_slots[ph]) >= REQUIRED
     assert tracker.status.locked
+
+
+def test_sparse_link_acquires_on_a_shorter_window() -> None:
+    """150 km at 1 GHz, ~30 kHz of detections: 2048 of them span more than the frequency
+    search takes without a sync channel, so the tracker acquires on the tags that fit."""
+    bench = make_bench(1e9, -(10**9), 10.0, seed=3, length_km=150.0)
+    run = run_tracker(bench, bench.tracker(), 20, 10 * BATCH_SLOTS)
+    assert run.photon_accuracy() >= REQUIRED
+    assert run.status.unassigned == 0
+    assert run.status.acquisitions == 1
