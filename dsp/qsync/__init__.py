@@ -45,8 +45,9 @@ Tracking (:class:`SlotTracker`)
 
 Limits
     The pattern must be longer than the search window (``L * T > 2 * max_offset_ps`` plus
-    margins: 2^21 slots at 1 GHz for +-1 ms). Without a sync channel the frequency search needs
-    an acquisition window within ~2.6e7 slots (``MAX_GRID_POINTS``). With jitter near a whole
+    margins: 2^21 slots at 1 GHz for +-1 ms). Without a sync channel an acquisition window is
+    cut to what the frequency search takes (~2.6e7 slots, :func:`max_search_span_ps`), so a
+    sparse link acquires on fewer tags; the pattern correlation needs a few hundred. With jitter near a whole
     slot the phase check cannot tell lock from loss and is switched off; with a pattern of
     little contrast (or mostly dark counts) the whole-slot check is, and steps of whole slots
     then go unseen.
@@ -65,6 +66,7 @@ from .acquire import (
     SlotClock,
     acquire,
     assign,
+    max_search_span_ps,
 )
 from .kernels import rayleigh_kernel, rayleigh_reference, track_kernel, track_reference
 from .tracker import (
@@ -91,6 +93,7 @@ __all__ = [
     "TrackerStatus",
     "acquire",
     "assign",
+    "max_search_span_ps",
     "rayleigh_kernel",
     "rayleigh_reference",
     "track_kernel",
