@@ -47,10 +47,10 @@ Limits
     The pattern must be longer than the search window (``L * T > 2 * max_offset_ps`` plus
     margins: 2^21 slots at 1 GHz for +-1 ms). Without a sync channel an acquisition window is
     cut to what the frequency search takes (~2.6e7 slots, :func:`max_search_span_ps`), so a
-    sparse link acquires on fewer tags; the pattern correlation needs a few hundred. With jitter near a whole
-    slot the phase check cannot tell lock from loss and is switched off; with a pattern of
-    little contrast (or mostly dark counts) the whole-slot check is, and steps of whole slots
-    then go unseen.
+    sparse link acquires on fewer tags; the pattern correlation needs a few hundred. With
+    jitter near a whole slot the phase check cannot tell lock from loss and is switched off;
+    with a pattern of little contrast (or mostly dark counts) the whole-slot check is, and
+    steps of whole slots then go unseen.
 """
 
 from __future__ import annotations
