@@ -1,0 +1,328 @@
+"""The QKD module runtime: one end of a link, from instruments to keys at the key manager.
+
+Alice (:class:`AliceModule`)
+    draws each block's frame (:meth:`~.frames.FramePlan.alice_block`, in a thread), hands it to
+    the transmitter (which reloads at the block boundary; a full transmitter queue stops the
+    drawing), keeps its choices until Bob announces the block, then runs the block's Qdist
+    dialogue with them.
+
+Bob (:class:`BobModule`)
+    reads the tagger, numbers the detections' slots with Qsync
+    (:class:`qkdnode.dsp.qsync.SlotTracker`, in a thread: its kernels release the GIL), and cuts
+    them into blocks by slot number (:mod:`.frames`). Block ``b`` is closed once a detection of
+    a later block is assigned; detections that arrive for a closed block (after a loss of lock
+    and re-acquisition) are dropped and counted. Closed blocks wait in a bounded queue
+    (:data:`BLOCK_QUEUE`) for the Qdist dialogue: when distillation falls behind, reading stops,
+    and with it the simulated transmitter.
+
+Both ends
+    Qdist runs over :class:`qkdnode.node.io.qdist.QdistConnection` (reconciliation decodes in a
+    worker thread, so both cores work). A completed block's key goes to the key sink
+    (:class:`~.keys_out.KeyOutbox`: Kq-1 to the key manager); every block, completed or
+    aborted, writes one line to the audit log (:class:`AuditLog`, JSON lines, no key bits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from qkdnode.drivers.sim.link import TagBatch
+from qkdnode.dsp.qsync import SlotTracker
+from qkdnode.dsp.sifting import AliceChoices, BobDetections
+
+from ..io.qdist import QdistConnection
+from ..protocol.qdist import (
+    BlockAborted,
+    BlockAudit,
+    BlockCompleted,
+    DetectionsReceived,
+    FrameRejected,
+    QdistAlice,
+    QdistBob,
+)
+from .frames import FramePlan
+
+__all__ = ["BLOCK_QUEUE", "AliceModule", "AuditLog", "BobModule", "ModuleStatus"]
+
+log = logging.getLogger(__name__)
+
+# Closed blocks waiting for distillation: one waiting while one distils keeps both busy; more
+# would only hold detections (and Alice's choices for them) in memory.
+BLOCK_QUEUE = 1
+
+
+class KeySink(Protocol):
+    async def put(self, block: int, key_bits: NDArray[np.uint8], qber: float | None = None,
+                  created_at: float | None = None) -> int: ...
+
+
+class FrameSink(Protocol):
+    async def load(self, block: int, basis: NDArray[np.uint8], bit: NDArray[np.uint8],
+                   intensity: NDArray[np.uint8]) -> None: ...
+
+
+class TagSource(Protocol):
+    async def read(self) -> TagBatch: ...
+
+
+class AuditLog:
+    """Appends one JSON line per block: the link, the time and the block's audit (no key).
+
+    Args:
+        path: the file (created with its directory; appended to).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[str] = self.path.open("a", encoding="utf-8")
+
+    def write(self, link: str, audit: BlockAudit) -> None:
+        record: dict[str, Any] = {"link": link, "time": time.time(), **audit.to_json()}
+        self._file.write(json.dumps(record, allow_nan=True) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass
+class ModuleStatus:
+    """What a module shows while it runs.
+
+    Attributes:
+        role: "alice" or "bob".
+        sync: Qsync state ("locked", "acquiring"; "n/a" at Alice).
+        ppm: Qsync's estimate of the clock frequency difference.
+        losses: losses of lock so far.
+        detections: detections numbered (Bob) or announced to Alice.
+        late_detections: detections of blocks already closed (Bob; dropped).
+        sifted_bits: X bits sifted over all blocks.
+        blocks_completed, blocks_aborted: block outcomes; last_abort: the last reason.
+        qber: of the last block with one.
+        secret_bits: key bits delivered; started: monotonic start time.
+    """
+
+    role: str
+    sync: str = "n/a"
+    ppm: float = math.nan
+    losses: int = 0
+    detections: int = 0
+    late_detections: int = 0
+    sifted_bits: int = 0
+    blocks_completed: int = 0
+    blocks_aborted: int = 0
+    last_abort: str | None = None
+    qber: float | None = None
+    secret_bits: int = 0
+    started: float = 0.0
+
+    def summary(self, now: float) -> dict[str, Any]:
+        """The status with rates (per second since the start)."""
+        elapsed = max(1e-9, now - self.started)
+        out = asdict(self)
+        out.pop("started")
+        out["sifted_rate_bps"] = self.sifted_bits / elapsed
+        out["secret_key_rate_bps"] = self.secret_bits / elapsed
+        return out
+
+
+class _ModuleBase:
+    def __init__(self, link: str, keys: KeySink, audit: AuditLog | None,
+                 clock: Callable[[], float]) -> None:
+        self.link = link
+        self.keys = keys
+        self.audit = audit
+        self.clock = clock
+        self.results: list[BlockCompleted | BlockAborted] = []
+
+    async def _outcome(self, event: BlockCompleted | BlockAborted) -> None:
+        st: ModuleStatus = self.status  # type: ignore[attr-defined]
+        a = event.audit
+        st.sifted_bits += a.sifted_bits
+        if a.qber is not None:
+            st.qber = a.qber
+        if self.audit is not None:
+            self.audit.write(self.link, a)
+        if isinstance(event, BlockCompleted):
+            st.blocks_completed += 1
+            st.secret_bits += int(event.key.size)
+            await self.keys.put(event.block_id, event.key, a.qber)
+        else:
+            st.blocks_aborted += 1
+            st.last_abort = event.reason
+            log.info("link %s: block %d aborted: %s", self.link, event.block_id, event.reason)
+        self.results.append(event)
+
+
+class AliceModule(_ModuleBase):
+    """The transmitter's end.
+
+    Args:
+        plan: the link's frame plan.
+        qdist: Alice's Qdist end.
+        frames: the transmitter (takes each block's frame).
+        keys: where final keys go.
+        audit: the audit log (None: none).
+        rng: the randomness of Alice's choices (a RandomSource-backed generator on hardware).
+    """
+
+    def __init__(self, plan: FramePlan, qdist: QdistAlice, frames: FrameSink, keys: KeySink,
+                 audit: AuditLog | None, rng: np.random.Generator,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(plan.link, keys, audit, clock)
+        self.plan = plan
+        self.qdist = qdist
+        self.frames = frames
+        self.rng = rng
+        self.status = ModuleStatus("alice", started=clock())
+        self._choices: dict[int, AliceChoices] = {}
+
+    async def _play(self) -> None:
+        block = 0
+        while True:
+            choices = await asyncio.to_thread(self.plan.alice_block, block, self.rng)
+            self._choices[block] = choices
+            await self.frames.load(block, choices.basis, choices.bit, choices.intensity)
+            block += 1
+
+    async def run(self, conn: QdistConnection, blocks: int | None = None) -> None:
+        """Runs until ``blocks`` blocks have ended (None: until cancelled or disconnected)."""
+        tasks = [asyncio.create_task(self._play()), asyncio.create_task(conn.run())]
+        try:
+            while blocks is None or len(self.results) < blocks:
+                event = await _next_event(conn, tasks)
+                if isinstance(event, DetectionsReceived):
+                    choices = self._choices.get(event.block_id)
+                    for old in [b for b in self._choices if b <= event.block_id]:
+                        del self._choices[old]
+                    if choices is None:
+                        log.warning("link %s: Bob announced block %d, which was not played "
+                                    "or is gone", self.link, event.block_id)
+                        continue
+                    await conn.call(self.qdist.start_block, event.block_id, choices,
+                                    self.clock())
+                elif isinstance(event, BlockCompleted | BlockAborted):
+                    await self._outcome(event)
+                elif isinstance(event, FrameRejected):
+                    log.info("link %s: frame rejected: %s", self.link, event.reason)
+        finally:
+            await _cancel(tasks)
+
+
+class BobModule(_ModuleBase):
+    """The receiver's end.
+
+    Args:
+        plan: the link's frame plan.
+        qdist: Bob's Qdist end.
+        source: the tagger (tag batches in time order).
+        tracker: Qsync, built with ``plan.pattern()``.
+        patterns: tagger channel -> detector mask (:func:`.frames.channel_patterns`).
+        keys, audit: as for :class:`AliceModule`.
+        rng: the randomness of the squashing rule (a RandomSource-backed generator on hardware).
+    """
+
+    def __init__(self, plan: FramePlan, qdist: QdistBob, source: TagSource,
+                 tracker: SlotTracker, patterns: NDArray[np.uint8], keys: KeySink,
+                 audit: AuditLog | None, rng: np.random.Generator,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(plan.link, keys, audit, clock)
+        self.plan = plan
+        self.qdist = qdist
+        self.source = source
+        self.tracker = tracker
+        self.patterns = patterns
+        self.rng = rng
+        self.status = ModuleStatus("bob", sync="acquiring", started=clock())
+        self._queue: asyncio.Queue[tuple[int, BobDetections]] = asyncio.Queue(BLOCK_QUEUE)
+        self._open = 0  # the first block not closed yet
+        self._slots: list[NDArray[np.int64]] = []
+        self._masks: list[NDArray[np.uint8]] = []
+
+    async def _acquire(self) -> None:
+        n = self.plan.block_slots
+        while True:
+            batch = await self.source.read()
+            out = await asyncio.to_thread(self.tracker.process, batch.timestamps_ps,
+                                          batch.channels)
+            ts = self.tracker.status
+            st = self.status
+            st.sync, st.ppm, st.losses = ("locked" if ts.locked else "acquiring"), ts.ppm, \
+                ts.losses
+            ok = out.slots >= 0
+            slots = out.slots[ok]
+            ch = out.channels[ok]
+            masks = self.patterns[np.minimum(ch, self.patterns.size - 1)]
+            st.detections += int(slots.size)
+            late = slots < self._open * n
+            st.late_detections += int(late.sum())
+            self._slots.append(slots[~late])
+            self._masks.append(masks[~late])
+            top = int(slots.max()) // n if slots.size else self._open
+            while self._open < top:
+                await self._close(self._open)
+
+    async def _close(self, block: int) -> None:
+        slots = np.concatenate(self._slots)
+        masks = np.concatenate(self._masks)
+        lo = (block + 1) * self.plan.block_slots
+        later = slots >= lo
+        self._slots, self._masks = [slots[later]], [masks[later]]
+        self._open = block + 1
+        bits = self.rng.integers(0, 4, int((~later).sum()), dtype=np.uint8)
+        det = await asyncio.to_thread(self.plan.bob_block, block, slots[~later],
+                                      masks[~later], bits)
+        await self._queue.put((block, det))
+
+    async def run(self, conn: QdistConnection, blocks: int | None = None) -> None:
+        """Runs until ``blocks`` blocks have ended (None: until cancelled or disconnected)."""
+        tasks = [asyncio.create_task(self._acquire()), asyncio.create_task(conn.run())]
+        try:
+            while blocks is None or len(self.results) < blocks:
+                block, det = await _wait(self._queue.get(), tasks)
+                await conn.call(self.qdist.start_block, block, det, self.clock())
+                while True:
+                    event = await _next_event(conn, tasks)
+                    if isinstance(event, BlockCompleted | BlockAborted):
+                        await self._outcome(event)
+                        if event.block_id == block:
+                            break
+                    elif isinstance(event, FrameRejected):
+                        log.info("link %s: frame rejected: %s", self.link, event.reason)
+        finally:
+            await _cancel(tasks)
+
+
+async def _wait(awaitable: Any, tasks: list[asyncio.Task[Any]]) -> Any:
+    """Awaits ``awaitable``; raises if a background task ends first (its error, or
+    ConnectionError when the Qdist connection closed)."""
+    getter = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait([getter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    if getter in done:
+        return getter.result()
+    getter.cancel()
+    for task in done:
+        task.result()
+    raise ConnectionError("Qdist connection closed by the peer")
+
+
+async def _next_event(conn: QdistConnection, tasks: list[asyncio.Task[Any]]) -> Any:
+    return await _wait(conn.events.get(), tasks)
+
+
+async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
