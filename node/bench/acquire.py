@@ -67,12 +67,14 @@ def _progress(stream: TextIO | None, text: str, final: bool = False) -> None:
 
 def acquire(tagger: Any, recorder: Recorder, channels: tuple[int, ...], *,
             target_counts: int, max_duration_s: float, min_duration_s: float = 0.0,
-            progress: TextIO | None = sys.stderr) -> float:
+            progress: TextIO | bool = True) -> float:
     """Reads tags until each of ``channels`` has ``target_counts`` or ``max_duration_s`` passed.
 
     Time is the tags' own: the span from the first tag to the last on any channel, so a
     simulated bench (which runs faster or slower than the wall clock) and a real tagger are
     timed alike.
+
+    ``progress``: True writes progress lines to the current ``sys.stderr``, False none.
 
     Returns:
         The span of the acquisition, s.
@@ -81,6 +83,8 @@ def acquire(tagger: Any, recorder: Recorder, channels: tuple[int, ...], *,
         RuntimeError: the tagger lost data (an acquisition with gaps would bias every
             inter-arrival statistic).
     """
+    stream: TextIO | None = (
+        (sys.stderr if progress else None) if isinstance(progress, bool) else progress)
     tagger.start()
     counts = dict.fromkeys(channels, 0)
     first: int | None = None
@@ -115,14 +119,14 @@ def acquire(tagger: Any, recorder: Recorder, channels: tuple[int, ...], *,
             now = time.monotonic()
             if now - shown >= PROGRESS_INTERVAL_S:
                 shown = now
-                _progress(progress, f"{recorder.label} acquiring: {span_s:8.3f} s of "
+                _progress(stream, f"{recorder.label} acquiring: {span_s:8.3f} s of "
                                     f"{max_duration_s:g} s, fewest counts on a channel "
                                     f"{least}/{target_counts}")
             if span_s >= max_duration_s or (least >= target_counts and span_s >= min_duration_s):
                 break
     finally:
         tagger.stop()
-        _progress(progress, f"{recorder.label} acquired {span_s:.3f} s, "
+        _progress(stream, f"{recorder.label} acquired {span_s:.3f} s, "
                             f"{sum(counts.values())} tags", final=True)
     return span_s
 
@@ -132,7 +136,7 @@ def measure_rates(tagger: Any, channels: tuple[int, ...], duration_s: float
     """Count rate of each channel over a short acquisition of ``duration_s``, Hz."""
     recorder = Recorder(label="rate")
     span = acquire(tagger, recorder, channels, target_counts=2**62, max_duration_s=duration_s,
-                   progress=None)
+                   progress=False)
     _, c = recorder.tags()
     span = max(span, duration_s)
     return {ch: float(np.count_nonzero(c == ch)) / span for ch in channels}

@@ -222,7 +222,8 @@ def fit_gaps(timestamps_ps: NDArray[np.int64], timing_rms_ps: float = 100.0) -> 
             xp, xm = x.copy(), x.copy()
             xp[i] += h
             xm[i] -= h
-            grad[i] = (_p_from_q(*xp, dead) - _p_from_q(*xm, dead)) / (2 * h)
+            grad[i] = (_p_from_q(xp[0], xp[1], xp[2], dead)
+                       - _p_from_q(xm[0], xm[1], xm[2], dead)) / (2 * h)
         u_p = math.sqrt(max(float(grad @ cov @ grad), 0.0))
     else:
         p, u_p = 0.0, 0.0

@@ -1,0 +1,82 @@
+"""`qkdnode bench`: the command line of the bench procedures (simulated bench)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qkdnode.node.bench.lab import parse_sim_params, simulated_lab_config
+from qkdnode.node.cli import main
+
+
+def test_bench_json_on_the_simulated_bench(tmp_path, capsys):
+    out = tmp_path / "o"
+    status = main(["bench", "dark-counts", "--out", str(out), "--json",
+                   "--sim-param", "dark_count_rate_hz=20000", "--sim-param", "seed=4",
+                   "--set", "target_counts=800"])
+    assert status == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert data["simulated"] is True
+    assert data["status"] == "complete"
+    assert data["unit"] == "Hz"
+    assert abs(data["value"] - 20000) <= 3 * data["uncertainty"]
+    assert data["settings"]["target_counts"] == 800
+    assert "acquir" in captured.err  # progress goes to stderr, never into the JSON
+    assert {p.name for p in out.iterdir()} >= {"result.json", "tags.csv", "dark-counts.png"}
+
+
+def test_bench_summary_table(tmp_path, capsys):
+    assert main(["bench", "dead-time", "--out", str(tmp_path), "--set", "target_counts=300",
+                 "--sim-param", "seed=9"]) == 0
+    text = capsys.readouterr().out
+    assert "dead-time: dead time  (SIMULATED bench)" in text
+    assert "mean" in text
+    assert "unit: ps" in text
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--sim-param", "efficiency=0.2"], "unknown parameter 'efficiency' (known: "),
+    (["--sim-param", "mu1"], "expected NAME=VALUE"),
+    (["--sim-param", "dead_time_ps=1.5"], "dead_time_ps: '1.5' is not an integer"),
+    (["--set", "bogus=1"], "unknown setting(s) bogus"),
+    (["--duration", "0"], "--duration must be > 0"),
+    (["--config", "lab.toml", "--sim-param", "mu1=0.3"], "--sim-param applies to the "
+                                                         "simulated bench only"),
+])
+def test_bench_usage_errors(argv, message, tmp_path, capsys):
+    assert main(["bench", "dark-counts", "--out", str(tmp_path), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bench_out_of_range_sim_param_names_the_key(tmp_path, capsys):
+    assert main(["bench", "dark-counts", "--out", str(tmp_path),
+                 "--sim-param", "afterpulse_probability=1.5"]) == 2
+    assert "afterpulse_probability" in capsys.readouterr().err
+
+
+def test_bench_unknown_procedure_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "no-such-procedure"])
+    assert exc.value.code == 2
+
+
+def test_bench_config_without_a_role(tmp_path, capsys):
+    (tmp_path / "lab.toml").write_text('[node]\nname = "a"\n')
+    assert main(["bench", "dark-counts", "--config", str(tmp_path / "lab.toml"),
+                 "--out", str(tmp_path)]) == 2
+    assert "no instrument with role 'time_tagger'" in capsys.readouterr().err
+
+
+def test_sim_params_reach_the_bench_configuration():
+    config = simulated_lab_config(parse_sim_params(
+        ["detector_efficiency=0.2", "dead_time_ps=70000", "mu1=0.4", "extinction_ratio_db=25",
+         "jitter_fwhm_ps=80", "seed=3"]))
+    params = config.bench.params()
+    assert config.bench.seed == 3
+    assert params.detectors[0].efficiency == 0.2
+    assert params.detectors[3].dead_time_ps == 70000
+    assert params.detectors[2].jitter_fwhm_ps == 80
+    assert params.source.mu1 == 0.4
+    assert params.source.extinction_ratio_db == 25
