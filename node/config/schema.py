@@ -190,6 +190,38 @@ class LinkConfig:
     decoy: DecoyConfig = setting("Decoy-state source settings.", default=DecoyConfig())
     distillation: DistillationConfig = setting("Distillation settings.",
                                                default=DistillationConfig())
+    qdist_listen: str | None = setting(
+        "Transmitter: where this module accepts its partner's Qdist (classical channel) "
+        "connection, HOST:PORT.", default=None, check=host_port)
+    qdist_connect: str | None = setting(
+        "Receiver: the partner module's Qdist address, HOST:PORT.", default=None,
+        check=host_port)
+    auth_secret_file: Path | None = setting(
+        "Pre-shared secret authenticating the first Qdist frames (binary; the same file at "
+        "both ends; at least 2064 bytes, 16 plus a multiple of 16; keep it private). Needed "
+        "to run the module.", default=None)
+    audit_log: Path | None = setting(
+        "Per-block audit log (JSON lines, no key material); default audit-<link>.jsonl beside "
+        "this file.", default=None)
+    block_slots: int = setting(
+        "Slots per block: the transmitter loads a fresh random frame of this many slots per "
+        "block; both ends number blocks by slot (block b = slots b*N .. (b+1)*N - 1).",
+        default=1 << 24, check=multiple_of(1 << 10), unit="slots")
+    timing_slots: int = setting(
+        "Length of the public timing pattern Qsync correlates against (one slot in 8 at mu1); "
+        "divides block_slots and spans more than twice the 1 ms clock-offset window.",
+        default=1 << 22, check=multiple_of(1 << 10), unit="slots")
+    slot_delay_ps: float = setting(
+        "Receiver: expected time of slot 0 on the tagger's clock (fibre and cable delay); Qsync "
+        "searches +-1 ms around it.", default=0.0, check=between(-1e12, 1e12), unit="ps")
+
+    def validate(self) -> Iterator[tuple[str, str]]:
+        if self.block_slots % self.timing_slots:
+            yield "block_slots", f"must be a multiple of timing_slots ({self.timing_slots})"
+        if self.role == "transmitter" and self.qdist_connect is not None:
+            yield "qdist_connect", "a transmitter listens (qdist_listen); it does not connect"
+        if self.role == "receiver" and self.qdist_listen is not None:
+            yield "qdist_listen", "a receiver connects (qdist_connect); it does not listen"
 
 
 @dataclass(frozen=True, slots=True)
