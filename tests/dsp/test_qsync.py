@@ -130,6 +130,9 @@ def test_corners_assign_true_slots(rate: float, offset: int, ppm: float) -> None
     assert st_.acquisitions == 1
     assert abs(st_.ppm - ppm) < 0.5
     assert st_.assigned + st_.rejected == run.n_in
+    # The residual spread is the jitter (sigma = FWHM / 2.355), the core clip taking ~1 %.
+    sigma = JITTER_FRACTION * bench.period_ps / 2.3548
+    assert 0.8 * sigma < st_.residual_rms_ps < 1.2 * sigma
 
 
 # -- clock steps and drift changes ---------------------------------------------------------
