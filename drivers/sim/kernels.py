@@ -55,7 +55,7 @@ def _rotl(x: np.uint64, k: np.uint64) -> np.uint64:
     return (x << k) | (x >> (np.uint64(64) - k))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def next_u64(s: NDArray[np.uint64]) -> np.uint64:
     """Next 64-bit output; advances ``s`` in place."""
     s0, s1, s2, s3 = s[0], s[1], s[2], s[3]
@@ -71,13 +71,13 @@ def next_u64(s: NDArray[np.uint64]) -> np.uint64:
     return result
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def next_uniform(s: NDArray[np.uint64]) -> float:
     """Uniform double in [0, 1) from the top 53 bits."""
     return float(next_u64(s) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def next_exponential(s: NDArray[np.uint64], k: NDArray[np.uint64], w: NDArray[np.float64],
                      f: NDArray[np.float64], r: float) -> float:
     """Standard exponential by the ziggurat (tables from
