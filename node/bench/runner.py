@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import detector
+from . import detector, timing
 from .acquire import Recorder
 from .lab import Lab
 from .plots import plot_gaps
@@ -45,6 +45,10 @@ _DETECTOR_ROLES = ("time_tagger", "transmitter", "attenuator", "detector")
 # RMS) and a tagger's ~10 ps, rounded up.
 DEFAULT_TIMING_RMS_PS = 50.0
 
+# RMS jitter of one tagger input: quTAG- and Time-Tagger-class instruments specify under
+# 10 ps; the simulated tagger's is 8 ps. Set the lab's datasheet value.
+DEFAULT_TAGGER_JITTER_RMS_PS = 8.0
+
 PROCEDURES: dict[str, Procedure] = {
     p.name: p for p in (
         Procedure("dark-counts", detector.dark_counts, _DETECTOR_ROLES, {
@@ -59,6 +63,11 @@ PROCEDURES: dict[str, Procedure] = {
             "target_counts": 20000, "duration_s": 10.0, "count_rate_hz": 200000.0,
             "timing_rms_ps": DEFAULT_TIMING_RMS_PS, "sync_channel": 0, "channels": None},
             "dead time from the inter-arrival histogram's cutoff"),
+        Procedure("jitter", timing.jitter, _DETECTOR_ROLES, {
+            "target_counts": 20000, "duration_s": 10.0, "count_rate_hz": 50000.0,
+            "sync_channel": 0, "channels": None,
+            "tagger_jitter_rms_ps": DEFAULT_TAGGER_JITTER_RMS_PS, "sync_jitter_rms_ps": 0.0},
+            "timing jitter FWHM against the sync, tagger and sync jitter removed"),
     )
 }
 
@@ -136,9 +145,15 @@ def run_procedure(name: str, lab: Lab, out_dir: Path | str,
         write_tags_csv(out / "tags.csv", t, c)
         if outcome is not None:
             record.update(outcome.as_json())
-            plot = plot_gaps(out / f"{name}.png", t, c, outcome.fits,
-                             title=outcome.quantity, mark=outcome.mark,
-                             value_text=_value_text(outcome), simulated=lab.simulated)
+            if outcome.mark == "peak":
+                plot = timing.plot_peaks(out / f"{name}.png", dict(outcome.fits), t, c,
+                                         int(settings["sync_channel"]),
+                                         value_text=_value_text(outcome),
+                                         simulated=lab.simulated)
+            else:
+                plot = plot_gaps(out / f"{name}.png", t, c, outcome.fits,
+                                 title=outcome.quantity, mark=outcome.mark,
+                                 value_text=_value_text(outcome), simulated=lab.simulated)
             record["plots"] = [plot.name]
         write_json(out / "result.json", record)
     return record
@@ -149,7 +164,7 @@ def summary_table(record: Mapping[str, Any]) -> str:
     unit = record.get("unit", "")
     lines = [f"{record['procedure']}: {record.get('quantity', '')}"
              + ("  (SIMULATED bench)" if record.get("simulated") else ""),
-             f"{'channel':>8} {'value':>14} {'uncertainty':>12} {'rel. %':>7}  {'gaps':>7}"]
+             f"{'channel':>8} {'value':>14} {'uncertainty':>12} {'rel. %':>7}  {'N':>7}"]
     for ch, entry in record.get("channels", {}).items():
         v, u = entry["value"], entry["uncertainty"]
         rel = 100 * u / abs(v) if v else math.inf
