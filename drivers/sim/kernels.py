@@ -5,6 +5,8 @@ twin :class:`~qkdnode.drivers.sim.prng.PyXoshiro`), advanced in place, so a kern
 started from copies of one state return the same outputs (hypothesis checks it in
 ``tests/drivers/test_sim_kernels.py``). Times are float64 picoseconds relative to the caller's
 batch origin until :func:`tagger_times` turns them into int64 picoseconds on Bob's clock.
+Large outputs go to arrays the caller allocates with numpy, which puts them on huge pages
+(numba's runtime does not, and faults on fresh 4 KiB pages cost as much as a kernel's work).
 
 Kernels:
     :func:`photon_clicks`: slots where any detector clicks, at geometric gaps (rate
