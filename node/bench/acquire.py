@@ -36,6 +36,10 @@ class Recorder:
     overflows: int = 0
     reads: int = 0
     label: str = ""
+    # Readings of procedures that record something other than tags (power meter readings):
+    # a header and rows, written as ``readings.csv``.
+    header: tuple[str, ...] = ()
+    rows: list[tuple[float | int | str, ...]] = field(default_factory=list)
 
     def add(self, read: Any) -> None:
         """Adds one :class:`~qkdnode.drivers.roles.TagRead`."""
@@ -56,6 +60,7 @@ class Recorder:
         self.parts_t.clear()
         self.parts_c.clear()
         self.lost_events = self.overflows = self.reads = 0
+        self.rows.clear()
 
 
 def _progress(stream: TextIO | None, text: str, final: bool = False) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 __all__ = ["Outcome", "Settings", "channel_values", "mean_of_channels", "write_json",
-           "write_tags_csv"]
+           "write_rows_csv", "write_tags_csv"]
 
 Settings = Mapping[str, Any]
 
@@ -118,3 +118,12 @@ def write_tags_csv(path: Path, timestamps_ps: NDArray[np.int64], channels: NDArr
         for start in range(0, timestamps_ps.shape[0], 65536):
             writer.writerows(zip(timestamps_ps[start:start + 65536].tolist(),
                                  channels[start:start + 65536].tolist(), strict=True))
+
+
+def write_rows_csv(path: Path, header: tuple[str, ...],
+                   rows: list[tuple[float | int | str, ...]]) -> None:
+    """Writes instrument readings, one row each, under ``header``."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import detector, timing
+from . import detector, source, timing
 from .acquire import Recorder
 from .lab import Lab
 from .plots import plot_gaps
-from .result import Outcome, Settings, write_json, write_tags_csv
+from .result import Outcome, Settings, write_json, write_rows_csv, write_tags_csv
 
 __all__ = ["PROCEDURES", "Procedure", "resolve_settings", "run_procedure"]
 
@@ -68,6 +68,12 @@ PROCEDURES: dict[str, Procedure] = {
             "sync_channel": 0, "channels": None,
             "tagger_jitter_rms_ps": DEFAULT_TAGGER_JITTER_RMS_PS, "sync_jitter_rms_ps": 0.0},
             "timing jitter FWHM against the sync, tagger and sync jitter removed"),
+        Procedure("mean-photon-number", source.mean_photon_number,
+                  ("transmitter", "power_meter", "attenuator"), {
+                      "readings": 20, "averaging": 1000, "wavelength_nm": 1550.0,
+                      "attenuation_db": 0.0, "loss_to_channel_db": 0.0,
+                      "power_meter_calibration_rel": 0.0},
+                  "mean photon number per intensity class from calibrated power"),
     )
 }
 
@@ -143,9 +149,16 @@ def run_procedure(name: str, lab: Lab, out_dir: Path | str,
         })
         t, c = recorder.tags()
         write_tags_csv(out / "tags.csv", t, c)
+        if recorder.header:
+            write_rows_csv(out / "readings.csv", recorder.header, recorder.rows)
+            record["readings"] = {"count": len(recorder.rows), "file": "readings.csv"}
         if outcome is not None:
             record.update(outcome.as_json())
-            if outcome.mark == "peak":
+            if outcome.mark == "classes":
+                plot = source.plot_classes(out / f"{name}.png", outcome,
+                                           value_text=_value_text(outcome),
+                                           simulated=lab.simulated)
+            elif outcome.mark == "peak":
                 plot = timing.plot_peaks(out / f"{name}.png", dict(outcome.fits), t, c,
                                          int(settings["sync_channel"]),
                                          value_text=_value_text(outcome),

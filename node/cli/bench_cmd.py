@@ -73,6 +73,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.duration is not None:
             if not args.duration > 0:
                 raise ValueError(f"--duration must be > 0, got {args.duration}")
+            if "duration_s" not in procedure.defaults:
+                raise ValueError(f"--duration: {procedure.name} has no acquisition time")
             overrides["duration_s"] = args.duration
         resolve_settings(procedure, overrides)
         if args.config is not None:
@@ -94,7 +96,9 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(json.loads((_out(args) / "result.json").read_text()), indent=2))
     else:
         print(summary_table(record))
-        print(f"files in {_out(args)}: result.json, tags.csv, {', '.join(record['plots'])}")
+        files = ["result.json", "tags.csv", *(["readings.csv"] if "readings" in record else []),
+                 *record["plots"]]
+        print(f"files in {_out(args)}: {', '.join(files)}")
     return 0
 
 

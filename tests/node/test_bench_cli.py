@@ -80,3 +80,16 @@ def test_sim_params_reach_the_bench_configuration():
     assert params.detectors[2].jitter_fwhm_ps == 80
     assert params.source.mu1 == 0.4
     assert params.source.extinction_ratio_db == 25
+
+
+def test_bench_duration_of_a_procedure_without_acquisition(tmp_path, capsys):
+    assert main(["bench", "mean-photon-number", "--out", str(tmp_path), "--duration", "3"]) == 2
+    assert "mean-photon-number has no acquisition time" in capsys.readouterr().err
+
+
+def test_bench_mean_photon_number_files(tmp_path, capsys):
+    assert main(["bench", "mean-photon-number", "--out", str(tmp_path),
+                 "--sim-param", "mu1=0.6"]) == 0
+    assert "readings.csv" in capsys.readouterr().out
+    data = json.loads((tmp_path / "result.json").read_text())
+    assert abs(data["value"] - 0.6) <= 3 * data["uncertainty"]
