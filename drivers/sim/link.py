@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass
 from enum import IntEnum
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -50,6 +51,8 @@ CUT_MARGIN_PS = 1.0
 # Photon clicks per detector and kernel call at most: bounds the memory of one call
 # (4 detectors x 16 bytes x 2^22 = 256 MiB); larger calls take several.
 CLICK_CHUNK = 1 << 22
+# Work arrays grow to at least this factor of their previous size (or to what is needed).
+WORK_GROWTH = 1.25
 # Slot periods are kept as exact fractions of a picosecond with at most this denominator
 # (1.5 GHz -> 2000/3 ps exactly); origins of batches are then exact integers.
 PERIOD_MAX_DENOMINATOR = 1_000_000
@@ -156,10 +159,14 @@ class SimulatedLink:
         self._rng = np.random.default_rng(seed)
         self._state = prng.new_state(self._rng)
         self._zig = prng.ziggurat_tables()
-        # Photon-click buffers, reused across calls (fresh pages cost more than filling them);
-        # sized by the largest call so far, at most CLICK_CHUNK clicks per detector.
+        # Photon-click buffers and the other per-call work arrays, reused across calls: fresh
+        # memory costs more than filling it (page faults, zeroing, and on a virtual machine
+        # the host's faults: up to half a call's CPU time, measured). Sized by the largest
+        # call so far (clicks: at most CLICK_CHUNK per detector); only the delivered arrays
+        # are new per call.
         self._click_s = np.empty((N_DETECTORS, 0), dtype=np.int64)
         self._click_t = np.empty((N_DETECTORS, 0), dtype=np.float64)
+        self._work: dict[str, NDArray[np.generic]] = {}
         self._params = params
         self._set_constants(params)
         self._bias = params.source.bias_voltage_v
@@ -354,7 +361,7 @@ class SimulatedLink:
             b_slot = np.concatenate((st.carry_slot, np.full(n_dark, -1, np.int64)))
             order = np.argsort(b_t, kind="stable")
             b_t, b_kind, b_slot = b_t[order], b_kind[order], b_slot[order]
-            a_kind = np.zeros(slots.shape[0], np.uint8)  # Origin.PHOTON is 0
+            a_kind = self._buffer("photon_kind", slots.shape[0], np.uint8)  # never written
             t, kind, slot = self._scan(j, st, (t_ph, a_kind, slots), (b_t, b_kind, b_slot), cut)
             parts_t.append(t)
             parts_kind.append(kind)
@@ -375,16 +382,19 @@ class SimulatedLink:
         bounds = np.zeros(len(sizes) + 1, dtype=np.int64)
         np.cumsum(sizes, out=bounds[1:])
         n_all = int(bounds[-1])
-        cat_t = np.empty(n_all, np.int64)
-        cat_t[:bounds[1]] = self._held_t
-        cat_det = np.empty(n_all, np.int8)
-        cat_det[:bounds[1]] = self._held_det
+        cat_t = self._buffer("cat_t", n_all, np.int64)
+        cat_det = self._buffer("cat_det", n_all, np.int8)
+        cat_slot = self._buffer("cat_slot", n_all, np.int64)
+        cat_origin = self._buffer("cat_origin", n_all, np.uint8)
+        hi = int(bounds[1])
+        cat_t[:hi], cat_det[:hi] = self._held_t, self._held_det
+        cat_slot[:hi], cat_origin[:hi] = self._held_slot, self._held_origin
         for r, x in enumerate(parts_t):
             lo, hi = int(bounds[r + 1]), int(bounds[r + 2])
             self._tag(origin, x, noise=r == len(parts_t) - 1, out=cat_t[lo:hi])
             cat_det[lo:hi] = r if r < N_DETECTORS else -1
-        cat_slot = np.concatenate((self._held_slot, *parts_slot))
-        cat_origin = np.concatenate((self._held_origin, *parts_kind))
+            cat_slot[lo:hi] = parts_slot[r]
+            cat_origin[lo:hi] = parts_kind[r]
         bounds = np.unique(bounds)  # empty runs dropped: one comparison less per tag each
         all_t, all_ch = np.empty(n_all, np.int64), np.empty(n_all, np.int16)
         all_det, all_slot = np.empty(n_all, np.int8), np.empty(n_all, np.int64)
@@ -452,6 +462,17 @@ class SimulatedLink:
             result.append((slots, times))
         return result
 
+    def _buffer(self, name: str, n: int, dtype: type[np.generic]) -> NDArray[Any]:
+        """The first n entries of a work array kept across calls (zeros when new; callers
+        that need zeros never write to it)."""
+        buf = self._work.get(name)
+        if buf is None or buf.shape[0] < n:
+            # Room to spare, so that calls of slowly varying size do not reallocate.
+            size = max(n, int(WORK_GROWTH * (0 if buf is None else buf.shape[0])))
+            buf = np.zeros(size, dtype=dtype)
+            self._work[name] = buf
+        return buf[:n]
+
     def _scan(self, j: int, st: _DetectorState,
               a: tuple[NDArray[np.float64], NDArray[np.uint8], NDArray[np.int64]],
               b: tuple[NDArray[np.float64], NDArray[np.uint8], NDArray[np.int64]], cut: float
@@ -462,8 +483,9 @@ class SimulatedLink:
         t, kind, slot, ia, ib, pending, last = kernels.dead_time_scan(
             a[0], a[1], a[2], b[0], b[1], b[2], st.pending, st.last_click, cut,
             float(d.dead_time_ps), d.afterpulse_probability, d.afterpulse_tau_ps, self._state,
-            int(Origin.AFTERPULSE), np.empty(cap, np.float64), np.empty(cap, np.uint8),
-            np.empty(cap, np.int64))
+            int(Origin.AFTERPULSE), self._buffer(f"scan_t{j}", cap, np.float64),
+            self._buffer(f"scan_kind{j}", cap, np.uint8),
+            self._buffer(f"scan_slot{j}", cap, np.int64))
         st.pending, st.last_click = pending, last
         carry_t = np.concatenate((a[0][ia:], b[0][ib:]))
         order = np.argsort(carry_t, kind="stable")
