@@ -12,7 +12,9 @@ identity and reported settings) and fits :mod:`.gaps`' model per detector channe
   baseline;
 * ``dead-time``: strong light (many gaps close to the cutoff), the histogram's cutoff. Light
   pulses sit on the slot grid, so a gap ending on a photon is a whole number of slot periods:
-  the estimate subtracts half a period and carries ``T / sqrt(12)`` in its uncertainty.
+  the estimate subtracts half a period and carries ``T / sqrt(12)`` in its uncertainty (common
+  to the channels). That floor is 2 % of the dead time at 14 slot periods: shorter dead times
+  want a faster slot clock or a continuous source.
 
 The reported value is the mean over the detector channels, its uncertainty the channels'
 combined in quadrature over their number.
@@ -33,7 +35,8 @@ from .result import Outcome, Settings, channel_values, mean_of_channels
 __all__ = ["afterpulsing", "dark_counts", "dead_time", "set_count_rate"]
 
 # Frame the transmitter plays while a detector is characterised: every slot at the signal
-# intensity (class 0), bases and bits from a fixed seed (a bench pattern, never a key).
+# intensity (class 0), the four states in a fixed shuffled order (a bench pattern, never a
+# key); a multiple of 4 slots.
 FRAME_SLOTS = 1000
 FRAME_SEED = 7
 # Attenuation from which the light level search starts, and its step (dB): 60 dB above the
@@ -54,10 +57,12 @@ def _channels(lab: Any, settings: Settings) -> tuple[int, ...]:
 
 
 def _play_frame(lab: Any) -> None:
+    """Plays signal pulses with the four (basis, bit) states equally often, in a shuffled
+    order: each detector of a passive receiver then gets exactly its splitter's share."""
     tx = lab.role("transmitter")
     rng = np.random.default_rng(FRAME_SEED)
-    tx.load_frame(rng.integers(0, 2, FRAME_SLOTS, dtype=np.uint8),
-                  rng.integers(0, 2, FRAME_SLOTS, dtype=np.uint8),
+    states = rng.permutation(np.arange(FRAME_SLOTS, dtype=np.uint8) % 4)
+    tx.load_frame((states >> 1).astype(np.uint8), (states & 1).astype(np.uint8),
                   np.zeros(FRAME_SLOTS, np.uint8))
     tx.start()
 

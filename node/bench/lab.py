@@ -63,7 +63,6 @@ name = "bench"
 seed = {seed}
 
 [bench.fibre]
-length_km = 25.0
 {fibre}
 [bench.source]
 {source}
@@ -147,7 +146,10 @@ def parse_sim_params(items: list[str]) -> dict[str, float | int]:
 
 
 def simulated_lab_config(overrides: Mapping[str, float | int] | None = None) -> NodeConfig:
-    """A complete simulated lab (25 km link, seed 2026 unless overridden) as a configuration.
+    """A complete simulated lab (seed 2026 unless overridden) as a configuration.
+
+    The detectors sit right after the source's attenuator (0 km of fibre), as on a
+    characterization bench: set ``length_km`` to put a link between them.
 
     Raises:
         ConfigError: an override the bench refuses (out of range), naming the key.
@@ -160,6 +162,8 @@ def simulated_lab_config(overrides: Mapping[str, float | int] | None = None) -> 
             seed = int(value)
             continue
         tables[table].append(f"{_FIELD.get(name, name)} = {value!r}")
+    if not any(line.startswith("length_km ") for line in tables["fibre"]):
+        tables["fibre"].insert(0, "length_km = 0.0")
     text = _SIM_LAB.format(seed=seed, sync=SIM_SYNC_EVERY_SLOTS, slice_ps=SIM_SLICE_PS,
                            **{k: "\n".join(v) + "\n" if v else "" for k, v in tables.items()})
     return parse_config(text, "<qkdnode bench simulated lab>")

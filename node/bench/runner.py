@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import detector, source, timing
+from . import detector, efficiency, source, timing
 from .acquire import Recorder
 from .lab import Lab
 from .plots import plot_gaps
@@ -68,6 +68,15 @@ PROCEDURES: dict[str, Procedure] = {
             "sync_channel": 0, "channels": None,
             "tagger_jitter_rms_ps": DEFAULT_TAGGER_JITTER_RMS_PS, "sync_jitter_rms_ps": 0.0},
             "timing jitter FWHM against the sync, tagger and sync jitter removed"),
+        Procedure("detector-efficiency", efficiency.detector_efficiency,
+                  (*_DETECTOR_ROLES, "power_meter"), {
+                      "target_counts": 20000, "duration_s": 30.0, "count_rate_hz": 50000.0,
+                      "dark_counts": 400, "dark_duration_s": 2.0, "readings": 20,
+                      "averaging": 1000, "wavelength_nm": 1550.0, "loss_to_detector_db": 0.0,
+                      "split_fraction": 0.25, "power_meter_calibration_rel": 0.0,
+                      "timing_rms_ps": DEFAULT_TIMING_RMS_PS, "sync_channel": 0,
+                      "channels": None},
+                  "detection efficiency from calibrated attenuated pulses"),
         Procedure("mean-photon-number", source.mean_photon_number,
                   ("transmitter", "power_meter", "attenuator"), {
                       "readings": 20, "averaging": 1000, "wavelength_nm": 1550.0,

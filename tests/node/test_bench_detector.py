@@ -36,8 +36,9 @@ def _run(name, tmp_path, params, settings=None):
         lab.close()
 
 
-def _check_recovered(name, record, params):
-    key, scale, max_rel = TRUTH[name]
+def _check_recovered(name, record, params, max_rel=None):
+    key, scale, default_rel = TRUTH[name]
+    max_rel = default_rel if max_rel is None else max_rel
     truth = float(params.get(key, DEFAULTS[key]))
     value, u = record["value"] * scale, record["uncertainty"] * scale
     assert u / abs(value) <= max_rel, (name, value, u)
@@ -75,12 +76,15 @@ def test_procedure_recovers_the_configured_parameter(name, params, tmp_path):
     ("dark-counts", {"dark_count_rate_hz": 5_000.0, "afterpulse_probability": 0.0}),
     ("afterpulsing", {"afterpulse_probability": 0.02}),
     ("afterpulsing", {"afterpulse_probability": 0.3, "dead_time_ps": 10_000_000}),
-    ("dead-time", {"dead_time_ps": 10_000}),
+    # 10 ns is ten slots: the slot grid's T / sqrt(12) alone is 2.9 % of it (see the report
+    # in dead_time's docstring), so only agreement within 3 u is asked.
+    ("dead-time", {"dead_time_ps": 10_000, "max_rel": 0.035}),
     ("dead-time", {"dead_time_ps": 100_000_000, "afterpulse_probability": 0.2}),
 ])
 def test_procedure_recovery_sweep(name, params, seed, tmp_path):
     params = {**params, "seed": seed}
-    _check_recovered(name, _run(name, tmp_path, params), params)
+    max_rel = params.pop("max_rel", None)
+    _check_recovered(name, _run(name, tmp_path, params), params, max_rel)
 
 
 def test_files_written(tmp_path):
