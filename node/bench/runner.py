@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import detector, efficiency, source, timing
+from . import detector, efficiency, modulator, source, timing
 from .acquire import Recorder
 from .lab import Lab
 from .plots import plot_gaps
@@ -77,6 +77,9 @@ PROCEDURES: dict[str, Procedure] = {
                       "timing_rms_ps": DEFAULT_TIMING_RMS_PS, "sync_channel": 0,
                       "channels": None},
                   "detection efficiency from calibrated attenuated pulses"),
+        Procedure("extinction-ratio", modulator.extinction_ratio, ("bias_controller",), {
+            "points": 201, "max_bias_v": 10.0, "settle_s": 0.0},
+            "intensity modulator extinction ratio from the bias controller's scan"),
         Procedure("mean-photon-number", source.mean_photon_number,
                   ("transmitter", "power_meter", "attenuator"), {
                       "readings": 20, "averaging": 1000, "wavelength_nm": 1550.0,
@@ -163,7 +166,11 @@ def run_procedure(name: str, lab: Lab, out_dir: Path | str,
             record["readings"] = {"count": len(recorder.rows), "file": "readings.csv"}
         if outcome is not None:
             record.update(outcome.as_json())
-            if outcome.mark == "classes":
+            if outcome.mark == "scan":
+                plot = modulator.plot_scan(out / f"{name}.png", outcome,
+                                           value_text=_value_text(outcome),
+                                           simulated=lab.simulated)
+            elif outcome.mark == "classes":
                 plot = source.plot_classes(out / f"{name}.png", outcome,
                                            value_text=_value_text(outcome),
                                            simulated=lab.simulated)
