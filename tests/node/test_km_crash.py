@@ -50,6 +50,7 @@ class Net:
         self.ports = {n: {"kx": next(ports), "etsi": next(ports), "mgmt": next(ports)}
                       for n in LINKS}
         self.procs = {}
+        self.log = open(tmp / "nodes.log", "a")  # noqa: SIM115 - closed in stop_all
         for node, peers in LINKS.items():
             p = self.ports[node]
             saes = "\n".join(f'"{s}" = "{n}"' for s, n in SAES.items())
@@ -75,9 +76,12 @@ key = "pki/{node}.key"
     def start(self, node):
         proc = subprocess.Popen([sys.executable, "-m", "qkdnode", "--log-level", "WARNING",
                                  "run", "--config", str(self.tmp / f"{node}.toml")],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = proc.stdout.readline()
-        assert "running" in line, f"node {node} did not start: {line!r}"
+        if "running" not in line:
+            self.log.flush()
+            tail = (self.tmp / "nodes.log").read_text()[-2000:]
+            raise AssertionError(f"node {node} did not start: {line!r}; its log ends:\n{tail}")
         self.procs[node] = proc
 
     def kill(self, node):
@@ -85,6 +89,7 @@ key = "pki/{node}.key"
         self.procs[node].wait()
 
     def stop_all(self):
+        self.log.close()
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
