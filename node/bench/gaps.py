@@ -200,8 +200,10 @@ def fit_gaps(timestamps_ps: NDArray[np.int64], timing_rms_ps: float = 100.0) -> 
         info = sc.T @ sc
         cond = np.linalg.cond(info)
         if math.isfinite(cond) and cond < 1e12:
-            cov = np.linalg.inv(info) * np.outer(x, x)
-            with_ap = math.sqrt(max(cov[1, 1], 0.0)) < max(q, MIN_AFTERPULSE_FRACTION)
+            with np.errstate(over="ignore", invalid="ignore"):
+                cov = np.linalg.inv(info) * np.outer(x, x)
+            with_ap = bool(np.all(np.isfinite(cov))) and (
+                math.sqrt(max(cov[1, 1], 0.0)) < max(q, MIN_AFTERPULSE_FRACTION))
         else:
             with_ap = False
     if not with_ap:

@@ -8,8 +8,9 @@ counts and afterpulses, uncorrelated with the slots).
 
 Estimator: maximum likelihood (EM) of a Gaussian (wrapped: its images one period either
 side included) plus a uniform floor on one period; the
-Gaussian's sigma has the standard uncertainty ``sigma / sqrt(2 N_peak)`` (its Fisher
-information). The tagger's own RMS jitter (on the click and on the sync tag) and the sync
+Gaussian's sigma has its standard uncertainty from the observed information (the inverse
+Hessian of the log-likelihood; without a floor it is ``sigma / sqrt(2 N_peak)``). The
+tagger's own RMS jitter (on the click and on the sync tag) and the sync
 source's are removed in quadrature, ``sigma_d^2 = sigma^2 - 2 sigma_tagger^2 - sigma_sync^2``,
 and ``FWHM = 2 sqrt(2 ln 2) sigma_d``. Those contributions are settings (datasheet values);
 they are taken as exact.
@@ -108,10 +109,40 @@ def fit_peak(phase_ps: NDArray[np.float64], period_ps: float) -> PeakFit:
         if new_ll - ll < EM_TOLERANCE * x.size:
             break
         ll = new_ll
-    n_peak = w * x.size
     return PeakFit(centre_ps=centre + mu, sigma_ps=sigma,
-                   u_sigma_ps=sigma / math.sqrt(2.0 * n_peak), peak_fraction=w, n=int(x.size),
-                   period_ps=period_ps)
+                   u_sigma_ps=_u_sigma(x, shifts, period_ps, mu, sigma, w), peak_fraction=w,
+                   n=int(x.size), period_ps=period_ps)
+
+
+def _u_sigma(x: NDArray[np.float64], shifts: NDArray[np.float64], period_ps: float, mu: float,
+             sigma: float, w: float) -> float:
+    """u(sigma) from the observed information: the inverse Hessian of -log L in (mu, sigma, w),
+    by central differences (the floor takes information from the peak: sigma/sqrt(2 N_peak)
+    holds only without one)."""
+    def nll(theta: NDArray[np.float64]) -> float:
+        m, s, ww = theta
+        y = x[None, :] + shifts
+        g = ww * np.exp(-0.5 * ((y - m) / s) ** 2) / (s * math.sqrt(2.0 * math.pi))
+        return float(-np.log(g.sum(axis=0) + (1.0 - ww) / period_ps).sum())
+
+    theta = np.array([mu, sigma, w])
+    h = np.array([sigma * 1e-3, sigma * 1e-3, min(w, 1.0 - w, 0.5) * 1e-3])
+    hess = np.empty((3, 3))
+    for i in range(3):
+        for j in range(i, 3):
+            def at(di: int, dj: int, i: int = i, j: int = j) -> float:
+                t = theta.copy()
+                t[i] += di * h[i]
+                t[j] += dj * h[j]
+                return nll(t)
+            hess[i, j] = hess[j, i] = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / (
+                4.0 * h[i] * h[j])
+    try:
+        cov = np.linalg.inv(hess)
+    except np.linalg.LinAlgError:
+        return sigma / math.sqrt(2.0 * w * x.size)
+    var = float(cov[1, 1])
+    return math.sqrt(var) if var > 0 else sigma / math.sqrt(2.0 * w * x.size)
 
 
 def jitter(lab: Any, recorder: Recorder, settings: Settings) -> Outcome:
@@ -153,8 +184,8 @@ def jitter(lab: Any, recorder: Recorder, settings: Settings) -> Outcome:
     return Outcome(
         quantity="timing jitter FWHM", value=value, uncertainty=u, unit="ps",
         estimator=("clicks folded on the slot period from the sync tags; maximum-likelihood "
-                   "Gaussian on a flat floor, u(sigma) = sigma/sqrt(2 N_peak); tagger (click "
-                   "and sync) and sync jitter removed in quadrature; FWHM = 2.3548 sigma; "
+                   "Gaussian on a flat floor, u(sigma) from the observed information; tagger "
+                   "(click and sync) and sync jitter removed in quadrature; FWHM = 2.3548 sigma; "
                    "mean over channels"),
         channels=channel_values(per, {ch: f.n for ch, f in fits.items()}),
         also={"measured_sigma_ps": channel_values(
