@@ -42,9 +42,14 @@ SIM_PARAMS: dict[str, tuple[str, type]] = {
     "loss_db_per_km": ("fibre", FibreParams),
     "jitter_rms_ps": ("tagger", TaggerParams),
     "seed": ("", int),
+    # One detector's efficiency (the others keep detector_efficiency): a mismatched receiver.
+    **{f"detector_efficiency_{d}": ("detectors", DetectorParams)
+       for d in ("x0", "x1", "z0", "z1")},
 }
+_DETECTOR_ORDER = ("x0", "x1", "z0", "z1")
 # The bench's field name where it differs from the --sim-param name.
-_FIELD = {"detector_efficiency": "efficiency"}
+_FIELD = {"detector_efficiency": "efficiency",
+          **{f"detector_efficiency_{d}": "efficiency" for d in ("x0", "x1", "z0", "z1")}}
 
 # Bench time the simulated tagger covers per read: 50 ms keeps the per-read overhead small at
 # dark-count rates while a read at the default light levels stays far below its buffer.
@@ -66,7 +71,6 @@ seed = {seed}
 {fibre}
 [bench.source]
 {source}
-[bench.detector]
 {detector}
 [bench.tagger]
 sync_every_slots = {sync}
@@ -156,12 +160,27 @@ def simulated_lab_config(overrides: Mapping[str, float | int] | None = None) -> 
     """
     tables: dict[str, list[str]] = {"detector": [], "source": [], "fibre": [], "tagger": []}
     seed = 2026
+    single: dict[str, float | int] = {}
     for name, value in (overrides or {}).items():
         table, _ = SIM_PARAMS[name]
         if table == "":
             seed = int(value)
-            continue
-        tables[table].append(f"{_FIELD.get(name, name)} = {value!r}")
+        elif table == "detectors":
+            single[name.rsplit("_", 1)[1]] = value
+        else:
+            tables[table].append(f"{_FIELD.get(name, name)} = {value!r}")
+    common = tables["detector"]
+    if single:  # four [[bench.detectors]] tables, the common overrides in each
+        blocks = []
+        for d in _DETECTOR_ORDER:
+            lines = [line for line in common
+                     if not (d in single and line.startswith("efficiency "))]
+            if d in single:
+                lines.append(f"efficiency = {single[d]!r}")
+            blocks.append("[[bench.detectors]]\n" + "".join(f"{x}\n" for x in lines))
+        tables["detector"] = ["\n".join(blocks)]
+    else:
+        tables["detector"] = ["[bench.detector]", *common]
     if not any(line.startswith("length_km ") for line in tables["fibre"]):
         tables["fibre"].insert(0, "length_km = 0.0")
     text = _SIM_LAB.format(seed=seed, sync=SIM_SYNC_EVERY_SLOTS, slice_ps=SIM_SLICE_PS,

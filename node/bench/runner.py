@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import detector, efficiency, modulator, source, timing
+from . import detector, efficiency, mismatch, modulator, source, timing
 from .acquire import Recorder
 from .lab import Lab
 from .plots import plot_gaps
@@ -77,6 +77,11 @@ PROCEDURES: dict[str, Procedure] = {
                       "timing_rms_ps": DEFAULT_TIMING_RMS_PS, "sync_channel": 0,
                       "channels": None},
                   "detection efficiency from calibrated attenuated pulses"),
+        Procedure("efficiency-mismatch", mismatch.efficiency_mismatch, _DETECTOR_ROLES, {
+            "target_counts": 40000, "duration_s": 30.0, "count_rate_hz": 50000.0,
+            "dark_counts": 400, "dark_duration_s": 2.0, "split_fractions": None,
+            "timing_rms_ps": DEFAULT_TIMING_RMS_PS, "sync_channel": 0, "channels": None},
+            "relative efficiencies of the receiver's detectors"),
         Procedure("extinction-ratio", modulator.extinction_ratio, ("bias_controller",), {
             "points": 201, "max_bias_v": 10.0, "settle_s": 0.0},
             "intensity modulator extinction ratio from the bias controller's scan"),
@@ -201,7 +206,7 @@ def summary_table(record: Mapping[str, Any]) -> str:
     if "value" in record:
         v, u = record["value"], record["uncertainty"]
         rel = 100 * u / abs(v) if v else math.inf
-        lines.append(f"{'mean':>8} {v:14.6g} {u:12.3g} {rel:7.2f}  unit: {unit}")
+        lines.append(f"{'result':>8} {v:14.6g} {u:12.3g} {rel:7.2f}  unit: {unit}")
     lines.append(f"status {record['status']}; wall {record['wall_s']:.1f} s, CPU "
                  f"{record['cpu_s']:.1f} s, load {record['load_average'][0]:.2f}")
     return "\n".join(lines)

@@ -32,7 +32,7 @@ def test_bench_summary_table(tmp_path, capsys):
                  "--sim-param", "seed=9"]) == 0
     text = capsys.readouterr().out
     assert "dead-time: dead time  (SIMULATED bench)" in text
-    assert "mean" in text
+    assert "result" in text
     assert "unit: ps" in text
 
 
