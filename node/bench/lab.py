@@ -45,11 +45,14 @@ SIM_PARAMS: dict[str, tuple[str, type]] = {
     # One detector's efficiency (the others keep detector_efficiency): a mismatched receiver.
     **{f"detector_efficiency_{d}": ("detectors", DetectorParams)
        for d in ("x0", "x1", "z0", "z1")},
+    # One detector's latency (cables, electronics): what delay alignment measures.
+    **{f"latency_ps_{d}": ("detectors", DetectorParams) for d in ("x0", "x1", "z0", "z1")},
 }
 _DETECTOR_ORDER = ("x0", "x1", "z0", "z1")
 # The bench's field name where it differs from the --sim-param name.
 _FIELD = {"detector_efficiency": "efficiency",
-          **{f"detector_efficiency_{d}": "efficiency" for d in ("x0", "x1", "z0", "z1")}}
+          **{f"detector_efficiency_{d}": "efficiency" for d in ("x0", "x1", "z0", "z1")},
+          **{f"latency_ps_{d}": "latency_ps" for d in ("x0", "x1", "z0", "z1")}}
 
 # Bench time the simulated tagger covers per read: 50 ms keeps the per-read overhead small at
 # dark-count rates while a read at the default light levels stays far below its buffer.
@@ -160,23 +163,22 @@ def simulated_lab_config(overrides: Mapping[str, float | int] | None = None) -> 
     """
     tables: dict[str, list[str]] = {"detector": [], "source": [], "fibre": [], "tagger": []}
     seed = 2026
-    single: dict[str, float | int] = {}
+    single: dict[str, dict[str, float | int]] = {}
     for name, value in (overrides or {}).items():
         table, _ = SIM_PARAMS[name]
         if table == "":
             seed = int(value)
         elif table == "detectors":
-            single[name.rsplit("_", 1)[1]] = value
+            single.setdefault(name.rsplit("_", 1)[1], {})[_FIELD[name]] = value
         else:
             tables[table].append(f"{_FIELD.get(name, name)} = {value!r}")
     common = tables["detector"]
     if single:  # four [[bench.detectors]] tables, the common overrides in each
         blocks = []
         for d in _DETECTOR_ORDER:
-            lines = [line for line in common
-                     if not (d in single and line.startswith("efficiency "))]
-            if d in single:
-                lines.append(f"efficiency = {single[d]!r}")
+            own = single.get(d, {})
+            lines = [line for line in common if line.split(" ", 1)[0] not in own]
+            lines += [f"{k} = {v!r}" for k, v in own.items()]
             blocks.append("[[bench.detectors]]\n" + "".join(f"{x}\n" for x in lines))
         tables["detector"] = ["\n".join(blocks)]
     else:

@@ -68,6 +68,10 @@ PROCEDURES: dict[str, Procedure] = {
             "sync_channel": 0, "channels": None,
             "tagger_jitter_rms_ps": DEFAULT_TAGGER_JITTER_RMS_PS, "sync_jitter_rms_ps": 0.0},
             "timing jitter FWHM against the sync, tagger and sync jitter removed"),
+        Procedure("delay-alignment", timing.delay_alignment, _DETECTOR_ROLES, {
+            "target_counts": 20000, "duration_s": 10.0, "count_rate_hz": 50000.0,
+            "sync_channel": 0, "channels": None, "reference_channel": None, "apply": False},
+            "per-channel delays that align the detectors' timing peaks"),
         Procedure("detector-efficiency", efficiency.detector_efficiency,
                   (*_DETECTOR_ROLES, "power_meter"), {
                       "target_counts": 20000, "duration_s": 30.0, "count_rate_hz": 50000.0,
@@ -183,7 +187,9 @@ def run_procedure(name: str, lab: Lab, out_dir: Path | str,
                 plot = timing.plot_peaks(out / f"{name}.png", dict(outcome.fits), t, c,
                                          int(settings["sync_channel"]),
                                          value_text=_value_text(outcome),
-                                         simulated=lab.simulated)
+                                         simulated=lab.simulated,
+                                         title=("detector jitter FWHM (tagger removed)"
+                                                if name == "jitter" else outcome.quantity))
             else:
                 plot = plot_gaps(out / f"{name}.png", t, c, outcome.fits,
                                  title=outcome.quantity, mark=outcome.mark,

@@ -30,7 +30,7 @@ from .acquire import Recorder, acquire
 from .detector import _channels, _detector_settings, _play_frame, set_count_rate
 from .result import Outcome, Settings, channel_values, mean_of_channels
 
-__all__ = ["PeakFit", "fit_peak", "fold", "jitter", "plot_peaks"]
+__all__ = ["PeakFit", "delay_alignment", "fit_peak", "fold", "jitter", "plot_peaks"]
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 # Fewest sync tags that define a period, and fewest clicks in a peak.
@@ -47,6 +47,7 @@ class PeakFit:
     centre_ps: float
     sigma_ps: float
     u_sigma_ps: float
+    u_centre_ps: float
     peak_fraction: float
     n: int
     period_ps: float
@@ -109,16 +110,16 @@ def fit_peak(phase_ps: NDArray[np.float64], period_ps: float) -> PeakFit:
         if new_ll - ll < EM_TOLERANCE * x.size:
             break
         ll = new_ll
-    return PeakFit(centre_ps=centre + mu, sigma_ps=sigma,
-                   u_sigma_ps=_u_sigma(x, shifts, period_ps, mu, sigma, w), peak_fraction=w,
-                   n=int(x.size), period_ps=period_ps)
+    u_mu, u_sigma = _u_mu_sigma(x, shifts, period_ps, mu, sigma, w)
+    return PeakFit(centre_ps=centre + mu, sigma_ps=sigma, u_sigma_ps=u_sigma,
+                   u_centre_ps=u_mu, peak_fraction=w, n=int(x.size), period_ps=period_ps)
 
 
-def _u_sigma(x: NDArray[np.float64], shifts: NDArray[np.float64], period_ps: float, mu: float,
-             sigma: float, w: float) -> float:
-    """u(sigma) from the observed information: the inverse Hessian of -log L in (mu, sigma, w),
-    by central differences (the floor takes information from the peak: sigma/sqrt(2 N_peak)
-    holds only without one)."""
+def _u_mu_sigma(x: NDArray[np.float64], shifts: NDArray[np.float64], period_ps: float,
+                mu: float, sigma: float, w: float) -> tuple[float, float]:
+    """u(mu), u(sigma) from the observed information: the inverse Hessian of -log L in
+    (mu, sigma, w), by central differences (the floor takes information from the peak:
+    sigma / sqrt(2 N_peak) holds only without one)."""
     def nll(theta: NDArray[np.float64]) -> float:
         m, s, ww = theta
         y = x[None, :] + shifts
@@ -137,12 +138,15 @@ def _u_sigma(x: NDArray[np.float64], shifts: NDArray[np.float64], period_ps: flo
                 return nll(t)
             hess[i, j] = hess[j, i] = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / (
                 4.0 * h[i] * h[j])
+    # Without a floor: sigma / sqrt(N_peak) and sigma / sqrt(2 N_peak).
+    fallback = (sigma / math.sqrt(w * x.size), sigma / math.sqrt(2.0 * w * x.size))
     try:
         cov = np.linalg.inv(hess)
     except np.linalg.LinAlgError:
-        return sigma / math.sqrt(2.0 * w * x.size)
-    var = float(cov[1, 1])
-    return math.sqrt(var) if var > 0 else sigma / math.sqrt(2.0 * w * x.size)
+        return fallback
+    var_mu, var_sigma = float(cov[0, 0]), float(cov[1, 1])
+    return (math.sqrt(var_mu) if var_mu > 0 else fallback[0],
+            math.sqrt(var_sigma) if var_sigma > 0 else fallback[1])
 
 
 def jitter(lab: Any, recorder: Recorder, settings: Settings) -> Outcome:
@@ -198,7 +202,7 @@ def jitter(lab: Any, recorder: Recorder, settings: Settings) -> Outcome:
 
 def plot_peaks(path: Path, fits: dict[int, PeakFit], timestamps_ps: NDArray[np.int64],
                channels: NDArray[np.int32], sync_channel: int, *, value_text: str,
-               simulated: bool) -> Path:
+               simulated: bool, title: str = "detector jitter FWHM (tagger removed)") -> Path:
     """Folded click times per channel with the fitted Gaussian and its FWHM marked."""
     from .plots import _figure, _stamp
 
@@ -236,9 +240,70 @@ def plot_peaks(path: Path, fits: dict[int, PeakFit], timestamps_ps: NDArray[np.i
         _stamp(ax, simulated)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
-    fig.suptitle(f"detector jitter FWHM (tagger removed): {value_text}"
+    fig.suptitle(f"{title}: {value_text}"
                  + ("  [SIMULATED BENCH]" if simulated else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def delay_alignment(lab: Any, recorder: Recorder, settings: Settings) -> Outcome:
+    """Per-channel delays that put every detector's timing peak where the reference channel's
+    is (the first channel, or ``reference_channel``), from the same folded acquisition as
+    :func:`jitter`.
+
+    Each channel's peak centre ``c_i`` (its phase in the slot, ps, from the sync) is fitted; the
+    delay to add to channel i is ``c_ref - c_i`` brought into (-T/2, T/2]. Standard uncertainty:
+    the centres' (observed information) in quadrature. The value is the spread of the delays
+    (max - min), what alignment removes. With ``apply`` true the delays are set on the tagger.
+    """
+    channels = _channels(lab, settings)
+    sync_ch = int(settings["sync_channel"])
+    _play_frame(lab)
+    light = set_count_rate(lab, channels, float(settings["count_rate_hz"]))
+    recorder.clear()
+    span = acquire(lab.role("time_tagger"), recorder, channels,
+                   target_counts=int(settings["target_counts"]),
+                   max_duration_s=float(settings["duration_s"]))
+    lab.role("attenuator").set_enabled(False)
+    t, c = recorder.tags()
+    sync = t[c == sync_ch]
+    if sync.size < MIN_SYNCS:
+        raise ValueError(f"{sync.size} sync tags on channel {sync_ch} are too few (need "
+                         f"{MIN_SYNCS}): is the sync connected and setting sync_channel right?")
+    slot_rate = float(lab.role("transmitter").slot_rate_hz())
+    k = max(1, round(float(np.median(np.diff(sync))) * 1e-12 * slot_rate))
+    fits = {ch: fit_peak(*fold(t[c == ch], sync, k)) for ch in channels}
+    ref = int(settings["reference_channel"] or channels[0])
+    if ref not in fits:
+        raise ValueError(f"reference_channel {ref} is not one of the channels {list(channels)}")
+    period = fits[ref].period_ps
+    delays: dict[int, tuple[float, float]] = {}
+    for ch, fit in fits.items():
+        d = fits[ref].centre_ps - fit.centre_ps
+        d = d - period * math.floor(d / period + 0.5)
+        u = 0.0 if ch == ref else math.hypot(fit.u_centre_ps, fits[ref].u_centre_ps)
+        delays[ch] = (d, u)
+    lo = min(delays, key=lambda ch: delays[ch][0])
+    hi = max(delays, key=lambda ch: delays[ch][0])
+    spread = delays[hi][0] - delays[lo][0]
+    u_spread = math.hypot(fits[hi].u_centre_ps, fits[lo].u_centre_ps)
+    applied = False
+    if settings["apply"]:
+        tagger = lab.role("time_tagger")
+        for ch, (d, _) in delays.items():
+            tagger.set_delay_ps(ch, round(d))
+        applied = True
+    return Outcome(
+        quantity="detector delay spread (delays listed per channel)", value=spread,
+        uncertainty=u_spread, unit="ps",
+        estimator=("peak centre of each channel's clicks folded on the sync-derived slot "
+                   "period (wrapped Gaussian on a floor, u from the observed information); "
+                   "delay = reference centre - centre, within half a period"),
+        channels=channel_values(delays, {ch: f.n for ch, f in fits.items()}),
+        also={"reference_channel": ref, "slot_period_ps": period, "applied": applied,
+              "centres_ps": channel_values({ch: (f.centre_ps, f.u_centre_ps)
+                                            for ch, f in fits.items()})},
+        fits=fits, span_s=span, instrument_settings=_detector_settings(lab), light=light,
+        mark="peak")

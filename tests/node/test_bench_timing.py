@@ -57,3 +57,21 @@ def test_fold_and_fit_on_drawn_clicks():
     fit = fit_peak(phase, p)
     assert abs(fit.sigma_ps - math.sqrt(sigma ** 2 + 1 / 12)) <= 3 * fit.u_sigma_ps
     assert fit.peak_fraction == pytest.approx(20_000 / 22_000, abs=0.01)
+
+
+@pytest.mark.parametrize("latencies", [(0.0, 120.0, 37.5, 480.0), (300.0, 0.0, 0.0, 55.0)])
+def test_delay_alignment_recovers_the_latency_differences(latencies, tmp_path):
+    params = {"seed": 35, **{f"latency_ps_{d}": v for d, v in
+                             zip(("x0", "x1", "z0", "z1"), latencies, strict=True)}}
+    lab = open_lab(simulated_lab_config(params), PROCEDURES["delay-alignment"].roles)
+    try:
+        record = run_procedure("delay-alignment", lab, tmp_path, {"apply": True})
+    finally:
+        lab.close()
+    assert record["also"]["applied"] is True
+    for (ch, entry), lat in zip(sorted(record["channels"].items()), latencies, strict=True):
+        want = latencies[0] - lat
+        assert abs(entry["value"] - want) <= max(3 * entry["uncertainty"], 1e-9), (ch, entry)
+    spread = max(latencies) - min(latencies)
+    assert abs(record["value"] - spread) <= 3 * record["uncertainty"]
+    assert (tmp_path / "delay-alignment.png").exists()
