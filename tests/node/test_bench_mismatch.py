@@ -18,7 +18,7 @@ def _run(tmp_path, params, settings=None):
 
 @pytest.mark.parametrize("efficiencies", [
     (0.10, 0.10, 0.10, 0.08),
-    (0.30, 0.15, 0.30, 0.30),
+    pytest.param((0.30, 0.15, 0.30, 0.30), marks=pytest.mark.slow),
     pytest.param((0.10, 0.10, 0.10, 0.10), marks=pytest.mark.slow),
 ])
 def test_relative_efficiencies_recovered(efficiencies, tmp_path):
