@@ -141,7 +141,7 @@ class MemorySupply:
         return [SupplyKey(k, self.shared.pop(k)[0]) for k in key_ids]
 
 
-async def serve(workdir: Path, link_keys: int, storage: str) -> None:
+async def serve(workdir: Path, link_keys: int, storage: str, key_bytes: int) -> None:
     from qkdnode.node.km import KeyManager, LinkKey, SqliteKeyStore, SupplyLimits
     from qkdnode.node.km.etsi014 import Etsi014Server
     from qkdnode.node.km.etsi014_tls import make_server_ssl_context
@@ -173,7 +173,7 @@ async def serve(workdir: Path, link_keys: int, storage: str) -> None:
         b = KeyManager(stores[1], "B", "kme-b", saes, limits=limits)
         a.peers["B"] = DirectPeer("A", b)
         b.peers["A"] = DirectPeer("B", a)
-        keys = [LinkKey(uuid.uuid4(), os.urandom(LINK_KEY_BYTES), link="A-B", index=i)
+        keys = [LinkKey(uuid.uuid4(), os.urandom(key_bytes), link="A-B", index=i)
                 for i in range(link_keys)]
         for at in range(0, len(keys), 1000):
             await a.add_link_keys("B", keys[at:at + 1000], active=True)
@@ -284,15 +284,18 @@ def main() -> None:
     ap.add_argument("--storage", default="sqlite,memory",
                     help="comma list: sqlite (durable, the target's setting) and/or memory "
                          "(storage off: the cost of HTTP and TLS alone)")
+    ap.add_argument("--link-key-bytes", type=int, default=LINK_KEY_BYTES,
+                    help="bytes per stored link key: 4096 as a vendor box's chunks, 32 as "
+                         "qkdnode's own modules push them (default: %(default)s)")
     ap.add_argument("--serve", metavar="DIR", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        asyncio.run(serve(Path(args.serve), args.link_keys, args.storage))
+        asyncio.run(serve(Path(args.serve), args.link_keys, args.storage, args.link_key_bytes))
         return
     scenarios = [tuple(int(v) for v in s.split("x")) for s in args.scenarios.split(",")]
     # Budget 6,000 keys/s per scenario, never reached on 2 cores: the pool must not run dry.
     need = int(6000 * (args.duration + args.warmup + 2) * KEY_BITS / 8 * len(scenarios))
-    link_keys = args.link_keys or need // LINK_KEY_BYTES + 1
+    link_keys = args.link_keys or need // args.link_key_bytes + 1
     with tempfile.TemporaryDirectory(prefix="bench_etsi014_") as tmp:
         work = Path(tmp)
         pki = make_pki(work)
@@ -300,11 +303,12 @@ def main() -> None:
         results = []
         server_cpu = {}
         for storage in args.storage.split(","):
-            log(f"storage {storage}: loading {link_keys} link keys of {LINK_KEY_BYTES} bytes "
+            log(f"storage {storage}: loading {link_keys} link keys of {args.link_key_bytes} bytes "
                 "into both stores ..." if storage == "sqlite" else f"storage {storage} ...")
             child = subprocess.Popen(
                 [sys.executable, __file__, "--serve", str(work), "--link-keys", str(link_keys),
-                 "--storage", storage], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                 "--storage", storage, "--link-key-bytes", str(args.link_key_bytes)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 text=True)
             assert child.stdin is not None
             assert child.stdout is not None
@@ -326,7 +330,7 @@ def main() -> None:
                   "storage": {"sqlite": "SQLite per node, WAL, synchronous=FULL, "
                                         "secure_delete=ON (the target's setting)",
                               "memory": "storage off: dict in memory (HTTP + TLS cost only)"},
-                  "link_keys_loaded": link_keys, "link_key_bytes": LINK_KEY_BYTES,
+                  "link_keys_loaded": link_keys, "link_key_bytes": args.link_key_bytes,
                   "kx": "in memory, both KMEs in one server process"},
         "peers": [], "peers_note": "no other ETSI 014 KME can be installed and run here",
         "scenarios": results,

@@ -184,11 +184,10 @@ class KxAgent:
                 await self.importer(from_node, event.key_ids)
             except KeyManagerError as exc:
                 log.warning("pool offer from %s: could not import keys: %s", from_node, exc)
-        mine = set(await asyncio.to_thread(store.link_key_ids, from_node,
-                                           KeyState.PRE_ACTIVATION))
-        active = set(await asyncio.to_thread(store.link_key_ids, from_node, KeyState.ACTIVE))
-        held = [k for k in event.key_ids if k in mine or k in active]
-        to_activate = [k for k in held if k in mine]
+        states = await asyncio.to_thread(store.link_key_states, from_node, event.key_ids)
+        held = [k for k in event.key_ids
+                if states.get(k) in (KeyState.PRE_ACTIVATION, KeyState.ACTIVE)]
+        to_activate = [k for k in held if states[k] is KeyState.PRE_ACTIVATION]
         if to_activate:
             await self.manager.activate(from_node, to_activate)
         return PoolAnswered(event.req, tuple(held))

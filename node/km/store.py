@@ -46,7 +46,7 @@ from .records import (
 
 __all__ = ["DEFAULT_RESERVATION_LIFETIME_S", "KeyStore", "SqliteKeyStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # A reserved supply key that no recipient collected within an hour is destroyed (never returned
 # to the pool: its peer may already hold it). ETSI 014 leaves the lifetime to the KME; an hour
 # covers a slave application that restarts before asking for its keys.
@@ -54,6 +54,8 @@ DEFAULT_RESERVATION_LIFETIME_S = 3600.0
 # The master and slave named in the plans of one-time pads (never an SAE: SAE IDs from
 # certificates cannot start with '@').
 RELAY_PAD = "@pad"
+# IDs looked up per query (SQLite's default limit on host parameters is 32766).
+ID_LOOKUP_BATCH = 500
 # Destroyed key bytes never stay in the WAL longer than this, whatever the configuration.
 MAX_WIPE_DELAY_S = 5.0
 # SQLite waits this long for a lock held by another connection before failing.
@@ -71,6 +73,7 @@ CREATE TABLE IF NOT EXISTS link_keys (
     pool TEXT NOT NULL,
     size_bytes INTEGER NOT NULL,
     consumed TEXT NOT NULL DEFAULT '[]',
+    used_bytes INTEGER NOT NULL DEFAULT 0,
     state TEXT NOT NULL,
     link TEXT NOT NULL,
     block INTEGER NOT NULL,
@@ -143,6 +146,9 @@ class KeyStore(Protocol):
 
     def link_key_ids(self, pool: str, state: KeyState) -> list[uuid.UUID]: ...
 
+    def link_key_states(self, pool: str, key_ids: Sequence[uuid.UUID]
+                        ) -> dict[uuid.UUID, KeyState]: ...
+
     def close(self) -> None: ...
 
 
@@ -169,6 +175,12 @@ def _free_runs(size: int, ranges: list[list[int]]) -> Iterator[tuple[int, int]]:
         pos = max(pos, b)
     if pos < size:
         yield pos, size
+
+
+def _used(ranges: list[list[int]] | None) -> int:
+    """Bytes covered by consumed ranges."""
+    assert ranges is not None
+    return sum(b - a for a, b in ranges)
 
 
 def _plan_json(plan: SupplyPlan) -> str:
@@ -608,14 +620,14 @@ class SqliteKeyStore:
             self._destroyed_in_tx = True
             if ranges == [[0, size]]:
                 self._forget_material(db, key_id)
-                db.execute("UPDATE link_keys SET consumed = ?, state = ?, changed_at = ? "
-                           "WHERE key_id = ?",
-                           (json.dumps(ranges), KeyState.DESTROYED.value, now, key_id))
+                db.execute("UPDATE link_keys SET consumed = ?, used_bytes = ?, state = ?, "
+                           "changed_at = ? WHERE key_id = ?",
+                           (json.dumps(ranges), size, KeyState.DESTROYED.value, now, key_id))
             else:
                 db.execute("UPDATE material SET bytes = ? WHERE key_id = ?",
                            (bytes(stored), key_id))
-                db.execute("UPDATE link_keys SET consumed = ?, changed_at = ? WHERE key_id = ?",
-                           (json.dumps(ranges), now, key_id))
+                db.execute("UPDATE link_keys SET consumed = ?, used_bytes = ?, changed_at = ? "
+                           "WHERE key_id = ?", (json.dumps(ranges), _used(ranges), now, key_id))
         return [b"".join(p) for p in pieces]
 
     def _apply_plans(self, db: sqlite3.Connection, pool: str, plans: Sequence[SupplyPlan],
@@ -805,25 +817,25 @@ class SqliteKeyStore:
     # --- reading ----------------------------------------------------------------------------
 
     def levels(self) -> dict[str, PoolLevel]:
-        """The key levels of every pool the store has seen."""
+        """The key levels of every pool the store has seen (aggregates: cheap however many
+        keys the store holds)."""
         with self._lock:
             db = self._db
             pools = {r[0] for r in db.execute("SELECT DISTINCT pool FROM link_keys")}
             pools |= {r[0] for r in db.execute("SELECT DISTINCT pool FROM supply_keys")}
-            out = {}
-            for pool in sorted(pools):
-                pre = db.execute("SELECT COUNT(*) FROM link_keys WHERE pool = ? AND state = ?",
-                                 (pool, KeyState.PRE_ACTIVATION.value)).fetchone()[0]
-                active = db.execute(
-                    "SELECT size_bytes, consumed FROM link_keys WHERE pool = ? AND state = ?",
-                    (pool, KeyState.ACTIVE.value)).fetchall()
-                avail = sum(sum(b - a for a, b in _free_runs(size, json.loads(c)))
-                            for size, c in active)
-                reserved = db.execute(
-                    "SELECT COUNT(*) FROM supply_keys WHERE pool = ? AND state = ?",
-                    (pool, KeyState.ACTIVE.value)).fetchone()[0]
-                out[pool] = PoolLevel(pool, pre, len(active), avail, reserved)
-            return out
+            live: dict[tuple[str, str], tuple[int, int]] = {
+                (pool, state): (count, avail) for pool, state, count, avail in db.execute(
+                    "SELECT pool, state, COUNT(*), TOTAL(size_bytes - used_bytes) FROM link_keys "
+                    "WHERE state IN (?, ?) GROUP BY pool, state", _LIVE)}
+            reserved = dict(db.execute(
+                "SELECT pool, COUNT(*) FROM supply_keys WHERE state = ? GROUP BY pool",
+                (KeyState.ACTIVE.value,)).fetchall())
+        out = {}
+        for pool in sorted(pools):
+            pre = live.get((pool, KeyState.PRE_ACTIVATION.value), (0, 0))[0]
+            active, avail = live.get((pool, KeyState.ACTIVE.value), (0, 0))
+            out[pool] = PoolLevel(pool, pre, active, int(avail), reserved.get(pool, 0))
+        return out
 
     def link_key_ids(self, pool: str, state: KeyState) -> list[uuid.UUID]:
         """The IDs of ``pool``'s link keys in ``state``, oldest first (for pool synchronisation)."""
@@ -832,6 +844,21 @@ class SqliteKeyStore:
                 "SELECT key_id FROM link_keys WHERE pool = ? AND state = ? ORDER BY seq",
                 (pool, state.value)).fetchall()
         return [uuid.UUID(r[0]) for r in rows]
+
+    def link_key_states(self, pool: str, key_ids: Sequence[uuid.UUID]
+                        ) -> dict[uuid.UUID, KeyState]:
+        """The states of those of ``key_ids`` that ``pool`` knows (looked up by ID, so cheap
+        however large the pool)."""
+        out: dict[uuid.UUID, KeyState] = {}
+        with self._lock:
+            for at in range(0, len(key_ids), ID_LOOKUP_BATCH):
+                part = [str(k) for k in key_ids[at:at + ID_LOOKUP_BATCH]]
+                marks = ",".join("?" * len(part))
+                for key_id, state in self._db.execute(
+                        f"SELECT key_id, state FROM link_keys WHERE pool = ? AND key_id IN "
+                        f"({marks})", (pool, *part)):
+                    out[uuid.UUID(key_id)] = KeyState(state)
+        return out
 
     def link_key_state(self, key_id: uuid.UUID) -> KeyState:
         """The state of one link key.

@@ -29,7 +29,7 @@ import aiohttp
 from ..errors import KeyManagerError, PeerUnavailable, RemoteProtocolError
 from .etsi014_client import Etsi014Client, Etsi014Error
 from .manager import KeyManager
-from .records import KeyState, LinkKey, SupplyKey
+from .records import LinkKey, SupplyKey
 
 __all__ = ["VendorFeed", "VendorLink"]
 
@@ -123,10 +123,9 @@ class VendorFeed:
         link = self.links.get(peer)
         if link is None or link.role != "slave" or not key_ids:
             return 0
-        store = self.manager.store
-        known = set(await asyncio.to_thread(store.link_key_ids, peer, KeyState.PRE_ACTIVATION))
-        known |= set(await asyncio.to_thread(store.link_key_ids, peer, KeyState.ACTIVE))
-        missing = [k for k in key_ids if k not in known]
+        states = await asyncio.to_thread(self.manager.store.link_key_states, peer,
+                                         list(key_ids))
+        missing = [k for k in key_ids if k not in states]
         stored = 0
         for i in range(0, len(missing), BATCH):
             part = missing[i:i + BATCH]
