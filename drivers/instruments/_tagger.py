@@ -22,12 +22,14 @@ from ..resource import ResourceUrl, parse_resource_url
 __all__ = [
     "COMMON_SETTINGS",
     "SIM_SETTINGS",
+    "build_tagger",
     "channel_values",
     "open_binding",
     "parse_channels",
 ]
 
 B = TypeVar("B")
+T = TypeVar("T")
 
 SIM_SETTINGS = ("seed", "sim_slice_ps")
 COMMON_SETTINGS = ("channels", "threshold_v", "dead_time_ps", "delay_ps", *SIM_SETTINGS)
@@ -116,3 +118,40 @@ def open_binding(resource: str, settings: Mapping[str, Any], mock: str,
         return binding, keepalive, url
     raise ValueError(f"resource {resource!r}: a library time tagger needs a lib:///path or "
                      "sim://BENCH/INSTRUMENT resource")
+
+
+def build_tagger(resource: str, settings: Mapping[str, Any], mock: str,
+                 factory: Callable[[str, int | None], B],
+                 make: Callable[[B, Any], T]) -> T:
+    """Opens a library time tagger and applies its settings table; nothing is left open on
+    failure.
+
+    Args:
+        resource, settings, mock, factory: as :func:`open_binding`.
+        make: ``make(binding, keepalive)`` builds the driver around the binding.
+
+    Returns:
+        The driver with ``threshold_v``, ``dead_time_ps`` and ``delay_ps`` applied (each a
+        value for all streamed channels or a table per channel; absent keys leave the
+        instrument's own values).
+    """
+    binding, keepalive, _ = open_binding(resource, settings, mock, factory)
+    try:
+        tagger: Any = make(binding, keepalive)
+    except BaseException:
+        binding.close()  # type: ignore[attr-defined]
+        if keepalive is not None:
+            keepalive.detach()
+        raise
+    try:
+        streamed = tagger.channels()
+        for key, setter in (("threshold_v", tagger.set_threshold_v),
+                            ("dead_time_ps", tagger.set_dead_time_ps),
+                            ("delay_ps", tagger.set_delay_ps)):
+            if key in settings:
+                for ch, value in channel_values(settings[key], streamed, key).items():
+                    setter(ch, value)
+    except BaseException:
+        tagger.close()
+        raise
+    return tagger  # type: ignore[no-any-return]

@@ -14,7 +14,7 @@ from typing import Any
 
 from qkdnode.bindings.hhlib import HydraHarpLib
 
-from .._tagger import COMMON_SETTINGS, channel_values, open_binding
+from .._tagger import COMMON_SETTINGS, build_tagger
 from ._t2tagger import T2Tagger
 
 __all__ = ["SETTINGS", "ZERO_CROSS_MV", "HydraHarp", "build"]
@@ -58,32 +58,14 @@ class HydraHarp(T2Tagger):
                          "has a settable dead time)")
 
 
+def _channels(settings: Mapping[str, Any]) -> tuple[int, ...] | None:
+    channels = settings.get("channels")
+    return tuple(channels) if channels is not None else None
+
+
 def build(resource: str, settings: Mapping[str, Any]) -> HydraHarp:
     """Opens a HydraHarp from its resource URL (``lib:///path/libhh400.so?device=N``)."""
-    binding, keepalive, _ = open_binding(
+    return build_tagger(
         resource, settings, "hhlib",
-        lambda path, device: HydraHarpLib(path, 0 if device is None else device))
-    try:
-        channels = settings.get("channels")
-        tagger = HydraHarp(binding, tuple(channels) if channels is not None else None,
-                           keepalive=keepalive)
-    except BaseException:
-        binding.close()
-        if keepalive is not None:
-            keepalive.detach()
-        raise
-    try:
-        streamed = tagger.channels()
-        if "threshold_v" in settings:
-            for ch, v in channel_values(settings["threshold_v"], streamed, "threshold_v").items():
-                tagger.set_threshold_v(ch, v)
-        if "dead_time_ps" in settings:
-            for ch, v in channel_values(settings["dead_time_ps"], streamed,
-                                        "dead_time_ps").items():
-                tagger.set_dead_time_ps(ch, v)
-        for ch, v in channel_values(settings.get("delay_ps", {}), streamed, "delay_ps").items():
-            tagger.set_delay_ps(ch, v)
-    except BaseException:
-        tagger.close()
-        raise
-    return tagger
+        lambda path, device: HydraHarpLib(path, 0 if device is None else device),
+        lambda binding, keepalive: HydraHarp(binding, _channels(settings), keepalive=keepalive))

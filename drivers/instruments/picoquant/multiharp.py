@@ -13,7 +13,7 @@ from typing import Any
 
 from qkdnode.bindings.mhlib import EXTDEADMAX, EXTDEADMIN, MultiHarpLib
 
-from .._tagger import COMMON_SETTINGS, channel_values, open_binding
+from .._tagger import COMMON_SETTINGS, build_tagger
 from ._t2tagger import T2Tagger
 
 __all__ = ["SETTINGS", "MultiHarp", "build"]
@@ -56,31 +56,14 @@ class MultiHarp(T2Tagger):
             self._binding.set_input_dead_time_ps(api, dead_time_ps)
 
 
+def _channels(settings: Mapping[str, Any]) -> tuple[int, ...] | None:
+    channels = settings.get("channels")
+    return tuple(channels) if channels is not None else None
+
+
 def build(resource: str, settings: Mapping[str, Any]) -> MultiHarp:
     """Opens a MultiHarp from its resource URL (``lib:///path/mhlib.so?device=N``)."""
-    binding, keepalive, _ = open_binding(
+    return build_tagger(
         resource, settings, "mhlib",
-        lambda path, device: MultiHarpLib(path, 0 if device is None else device))
-    try:
-        channels = settings.get("channels")
-        tagger = MultiHarp(binding, tuple(channels) if channels is not None else None,
-                           keepalive=keepalive)
-    except BaseException:
-        binding.close()
-        if keepalive is not None:
-            keepalive.detach()
-        raise
-    try:
-        streamed = tagger.channels()
-        if "threshold_v" in settings:
-            for ch, v in channel_values(settings["threshold_v"], streamed, "threshold_v").items():
-                tagger.set_threshold_v(ch, v)
-        for ch, v in channel_values(settings.get("dead_time_ps", {}), streamed,
-                                    "dead_time_ps").items():
-            tagger.set_dead_time_ps(ch, v)
-        for ch, v in channel_values(settings.get("delay_ps", {}), streamed, "delay_ps").items():
-            tagger.set_delay_ps(ch, v)
-    except BaseException:
-        tagger.close()
-        raise
-    return tagger
+        lambda path, device: MultiHarpLib(path, 0 if device is None else device),
+        lambda binding, keepalive: MultiHarp(binding, _channels(settings), keepalive=keepalive))

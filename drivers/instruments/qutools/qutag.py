@@ -26,7 +26,7 @@ from qkdnode.bindings.tdcbase import BUFFER_SIZE_MAX, CHANNELS, SCOND_MISC, TdcB
 from ..._closing import ClosesOnExit
 from ...errors import DeviceError
 from ...roles import TagRead
-from .._tagger import COMMON_SETTINGS, channel_values, open_binding, parse_channels
+from .._tagger import COMMON_SETTINGS, build_tagger, parse_channels
 
 __all__ = ["DEFAULT_BUFFER_EVENTS", "SETTINGS", "QuTag", "build"]
 
@@ -170,28 +170,9 @@ def build(resource: str, settings: Mapping[str, Any]) -> QuTag:
 
     ``lib:///path/libtdcbase.so?device=N`` connects to device ID N (default: the first found).
     """
-    binding, keepalive, _ = open_binding(
+    return build_tagger(
         resource, settings, "tdcbase",
-        lambda path, device: TdcBase(path, -1 if device is None else device))
-    try:
-        tagger = QuTag(binding, tuple(settings.get("channels", (1, 2, 3, 4))),
-                       settings.get("buffer_events", DEFAULT_BUFFER_EVENTS), keepalive=keepalive)
-    except BaseException:
-        binding.close()
-        if keepalive is not None:
-            keepalive.detach()
-        raise
-    try:
-        channels = tagger.channels()
-        if "threshold_v" in settings:
-            for ch, v in channel_values(settings["threshold_v"], channels, "threshold_v").items():
-                tagger.set_threshold_v(ch, v)
-        for ch, v in channel_values(settings.get("dead_time_ps", {}), channels,
-                                    "dead_time_ps").items():
-            tagger.set_dead_time_ps(ch, v)
-        for ch, v in channel_values(settings.get("delay_ps", {}), channels, "delay_ps").items():
-            tagger.set_delay_ps(ch, v)
-    except BaseException:
-        tagger.close()
-        raise
-    return tagger
+        lambda path, device: TdcBase(path, -1 if device is None else device),
+        lambda binding, keepalive: QuTag(
+            binding, tuple(settings.get("channels", (1, 2, 3, 4))),
+            settings.get("buffer_events", DEFAULT_BUFFER_EVENTS), keepalive=keepalive))
