@@ -15,11 +15,13 @@ Timing slots
     Qsync needs a pattern that repeats and that Bob knows before he can number slots, while the
     decoy-state analysis needs intensities Eve cannot know in advance. The two are kept apart: a
     public pseudo-random set of positions modulo ``L = timing_slots`` (about one in
-    :data:`TIMING_SHARE`, derived from the link name) always carries the signal intensity
-    ``mu1``; every other slot is random. Bob's Qsync correlates against that public pattern;
-    detections in timing slots are dropped by Bob before his announcement (their intensity is
-    public, so they count for neither key nor estimation). ``N`` is a multiple of ``L``, and
-    ``L`` spans more than twice the clock-offset window (:func:`qkdnode.dsp.qsync.acquire`).
+    :data:`TIMING_SHARE`, derived from the link name) always carries one fixed intensity (the
+    signal ``mu1`` when it is more than twice the mean intensity, else ``mu3``, the one whose
+    slots stand out more from the mean); every other slot is random. Bob's Qsync correlates
+    against that public pattern; detections in timing slots are dropped by Bob before his
+    announcement (their intensity is public, so they count for neither key nor estimation).
+    ``N`` is a multiple of ``L``, and ``L`` spans more than twice the clock-offset window
+    (:func:`qkdnode.dsp.qsync.acquire`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from qkdnode.dsp.sifting import X0, X1, Z0, Z1, AliceChoices, BobDetections, mea
 __all__ = ["TIMING_SHARE", "FramePlan", "channel_patterns"]
 
 # One slot in eight is a public timing slot: enough contrast for Qsync's correlation (a mu1
-# slot clicks ~5x as often as the mean slot) at a cost of 1/8 of the detections.
+# slot clicks ~5x as often as the mean slot at Lim et al.'s decoy settings, a mu3 slot almost
+# never) at a cost of 1/8 of the slots.
 TIMING_SHARE = 8
 
 _MASKS = {"X0": X0, "X1": X1, "Z0": Z0, "Z1": Z1}
@@ -91,21 +94,27 @@ class FramePlan:
         timing.flags.writeable = False
         object.__setattr__(self, "timing", timing)
 
+    @property
+    def timing_class(self) -> int:
+        """The intensity class of the timing slots: 0 (mu1) or 2 (mu3)."""
+        mean = float(np.dot(self.mu, self.p))
+        return 0 if self.mu[0] > 2.0 * mean else 2
+
     def pattern(self) -> NDArray[np.float64]:
         """Qsync's announced pattern: the expected mean photon number per position mod L."""
         mean = float(np.dot(self.mu, self.p))
-        return np.where(self.timing, self.mu[0], mean)
+        return np.where(self.timing, self.mu[self.timing_class], mean)
 
     def first_slot(self, block: int) -> int:
         return block * self.block_slots
 
     def alice_block(self, block: int, rng: np.random.Generator) -> AliceChoices:
-        """Alice's fresh random choices for block ``block`` (timing slots carry mu1)."""
+        """Alice's fresh random choices for block ``block`` (timing slots: timing_class)."""
         n = self.block_slots
         basis = (rng.random(n, dtype=np.float32) >= self.q_x).astype(np.uint8)
         bit = rng.integers(0, 2, n, dtype=np.uint8)
         intensity = rng.choice(3, size=n, p=self.p).astype(np.uint8)
-        intensity[np.tile(self.timing, n // self.timing_slots)] = 0
+        intensity[np.tile(self.timing, n // self.timing_slots)] = self.timing_class
         return AliceChoices(self.first_slot(block), basis, bit, intensity)
 
     def bob_block(self, block: int, slots: NDArray[np.int64], masks: NDArray[np.uint8],

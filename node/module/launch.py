@@ -1,0 +1,250 @@
+"""Modules built from node configurations, and run: what ``qkdnode module`` does.
+
+One :class:`LinkEnd` per ``[[links]]`` table: its Qdist end (parameters from
+``[links.decoy]`` and ``[links.distillation]``, the secret from ``auth_secret_file``), its key
+output (a :class:`~.keys_out.KeyOutbox` over Kq-1 to the node's key manager at
+``[key_manager] kq1_socket``), its audit log, and its instruments.
+
+Instruments: on the simulated bench, the two ends of a link must run in one process (give
+both nodes' files to ``qkdnode module``): the bench advances only when Bob's tagger reads, and
+Alice's frame of each block must be in the bench at the block's first slot, which
+:class:`~.sim.BenchFrames` arranges in-process. Across processes (``[bench] service``) and on
+real instruments that needs a transmitter that switches frames at a given slot (an AWG
+sequencer step on a trigger), which the ``Transmitter`` role does not offer yet: such a
+configuration is refused with a message saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qkdnode.drivers.sim.bench import Bench, get_bench
+from qkdnode.dsp.qsync import SlotTracker
+
+from ..config.schema import LinkConfig, NodeConfig
+from ..errors import ConfigError
+from ..io.kq1 import Kq1Client
+from ..io.qdist import QdistConnection, connect, parse_hostport
+from ..protocol.qdist import QdistAlice, QdistBob, QdistParams
+from .frames import FramePlan, channel_patterns
+from .keys_out import KeyOutbox
+from .runtime import AliceModule, AuditLog, BobModule
+from .sim import BenchFrames
+
+__all__ = ["LinkEnd", "build_ends", "run_ends"]
+
+log = logging.getLogger(__name__)
+
+# Seconds a stopping module waits for the key manager to acknowledge its last keys (a key
+# manager restart takes a few seconds; one that is not running never answers).
+DRAIN_S = 10.0
+# Tagger reads on the simulated bench: 1 ms of slots at 1 GHz (as the quTAG mock reads).
+SIM_READ_SLOTS = 1 << 20
+# The passive receiver's channels when the configuration gives no channel_map.
+DEFAULT_CHANNEL_MAP = {1: "X0", 2: "X1", 3: "Z0", 4: "Z1"}
+
+
+@dataclass
+class LinkEnd:
+    """One configured end of a link, ready to run."""
+
+    config: NodeConfig
+    link: LinkConfig
+    module: AliceModule | BobModule
+    outbox: KeyOutbox
+    client: Kq1Client | None
+
+
+def _error(config: NodeConfig, key: str, reason: str) -> ConfigError:
+    return ConfigError(None, key, None, f"node {config.node.name!r}: {reason}")
+
+
+def _params(link: LinkConfig) -> QdistParams:
+    d, s = link.decoy, link.distillation
+    p3 = 1.0 - d.p_mu1 - d.p_mu2
+    return QdistParams((d.mu1, d.mu2, d.mu3), (d.p_mu1, d.p_mu2, p3), eps_cor=s.eps_cor,
+                       eps_sec=s.eps_sec, kappa=s.kappa, qber_abort=s.qber_abort)
+
+
+def _secret(config: NodeConfig, i: int, link: LinkConfig) -> bytes:
+    if link.auth_secret_file is None:
+        raise _error(config, f"links[{i}].auth_secret_file",
+                     "the module needs the pre-shared Qdist secret (auth_secret_file)")
+    try:
+        return Path(link.auth_secret_file).read_bytes()
+    except OSError as exc:
+        raise _error(config, f"links[{i}].auth_secret_file",
+                     f"cannot read {link.auth_secret_file}: {exc.strerror}") from None
+
+
+def _channel_map(config: NodeConfig) -> dict[int, str]:
+    for instrument in config.instruments_with_role("receiver"):
+        raw = instrument.settings.get("channel_map")
+        if raw:
+            return {int(k): str(v) for k, v in raw.items()}
+    return dict(DEFAULT_CHANNEL_MAP)
+
+
+def _sim_bench(config: NodeConfig, i: int, link: LinkConfig) -> Bench:
+    prefix = f"sim://{config.bench.name}/"
+    by_name = {inst.name: inst for inst in config.instruments}
+    real = [n for n in link.instruments
+            if n in by_name and not (by_name[n].resource or "").startswith(prefix)
+            and by_name[n].resource is not None]
+    if real or config.bench.service is not None:
+        raise _error(config, f"links[{i}].instruments",
+                     "the module runs on the simulated bench in this process only: real "
+                     "instruments and a shared [bench] service need a transmitter that switches "
+                     "frames at a given slot, which is not supported yet")
+    bench = get_bench(config.bench.name)
+    if not isinstance(bench, Bench):
+        raise _error(config, "bench", f"bench {config.bench.name!r} is not in this process")
+    return bench
+
+
+def build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
+               frames_of: Callable[[Bench, LinkConfig], BenchFrames],
+               rng_seed: int | None = None) -> list[LinkEnd]:
+    """The link ends of the configurations (only the links named in ``links`` if given).
+
+    Raises:
+        ConfigError: a link the module cannot run (see the module docstring), no secret.
+    """
+    ends = []
+    for path, config in configs:
+        for i, link in enumerate(config.links):
+            if links is not None and link.name not in links:
+                continue
+            bench = _sim_bench(config, i, link)
+            frames = frames_of(bench, link)
+            d = link.decoy
+            plan = FramePlan(link.name, link.block_slots, link.timing_slots,
+                             (d.mu1, d.mu2, d.mu3),
+                             (d.p_mu1, d.p_mu2, 1.0 - d.p_mu1 - d.p_mu2), q_x=d.q_x)
+            secret = _secret(config, i, link)
+            params = _params(link)
+            audit_path = link.audit_log or path.parent / f"audit-{link.name}.jsonl"
+            client = Kq1Client(config.key_manager.kq1_socket,
+                               f"{config.node.name}/{link.name}", link.name, link.peer)
+            outbox = KeyOutbox(client, link.name)
+            rng = np.random.default_rng(rng_seed)
+            module: AliceModule | BobModule
+            try:
+                if link.role == "transmitter":
+                    if link.qdist_listen is None:
+                        raise _error(config, f"links[{i}].qdist_listen",
+                                     "a transmitter needs qdist_listen")
+                    module = AliceModule(plan, QdistAlice(params, secret), frames, outbox,
+                                         AuditLog(audit_path), rng)
+                else:
+                    if link.qdist_connect is None:
+                        raise _error(config, f"links[{i}].qdist_connect",
+                                     "a receiver needs qdist_connect")
+                    tracker = SlotTracker(period_ps=1e12 / link.pulse_rate_hz,
+                                          pattern=plan.pattern(), delay_ps=link.slot_delay_ps,
+                                          detector_channels=tuple(_channel_map(config)))
+                    module = BobModule(plan, QdistBob(params, secret), frames, tracker,
+                                       channel_patterns(_channel_map(config)), outbox,
+                                       AuditLog(audit_path), rng)
+            except ValueError as exc:
+                raise _error(config, f"links[{i}]", str(exc)) from None
+            ends.append(LinkEnd(config, link, module, outbox, client))
+    return ends
+
+
+async def _run_end(end: LinkEnd, blocks: int | None, drain_s: float) -> None:
+    link = end.link
+    module = end.module
+    if isinstance(module, AliceModule):
+        assert link.qdist_listen is not None
+        host, port = parse_hostport(link.qdist_listen)
+        accepted: asyncio.Queue[tuple[Any, Any]] = asyncio.Queue(1)
+
+        async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await accepted.put((reader, writer))
+
+        server = await asyncio.start_server(on_client, host, port)
+        try:
+            reader, writer = await accepted.get()
+        finally:
+            server.close()
+        conn = QdistConnection(module.qdist, reader, writer)
+    else:
+        assert link.qdist_connect is not None
+        reader, writer = await connect(link.qdist_connect)
+        conn = QdistConnection(module.qdist, reader, writer)
+    try:
+        await module.run(conn, blocks)
+        try:
+            await asyncio.wait_for(end.outbox.drain(), drain_s)
+        except TimeoutError:
+            log.warning("link %s: the key manager did not acknowledge %d QKD-keys within %g s; "
+                        "they are dropped at exit", link.name, end.outbox.pending, drain_s)
+    finally:
+        await conn.close()
+        if module.audit is not None:
+            module.audit.close()
+
+
+async def run_ends(ends: list[LinkEnd], blocks: int | None,
+                   show: Callable[[list[LinkEnd]], None], interval_s: float,
+                   drain_s: float = DRAIN_S) -> None:
+    """Runs every end (each until ``blocks`` blocks ended, then waits up to ``drain_s`` for the
+    key manager to acknowledge its keys), calling ``show`` every ``interval_s`` seconds and at
+    the end."""
+    background = []
+    for end in ends:
+        if end.client is not None:
+            background.append(asyncio.create_task(_connect_quietly(end.client)))
+        background.append(asyncio.create_task(end.outbox.run()))
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            show(ends)
+
+    background.append(asyncio.create_task(ticker()))
+    try:
+        await asyncio.gather(*(_run_end(end, blocks, drain_s) for end in ends))
+    finally:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        for end in ends:
+            if end.client is not None:
+                with contextlib.suppress(Exception):
+                    await end.client.close()
+        show(ends)
+
+
+async def _connect_quietly(client: Kq1Client) -> None:
+    # The key manager may start later: keys wait in the outbox until it is there.
+    while True:
+        try:
+            await client.connect(timeout_s=3600.0)
+            return
+        except (ConnectionError, OSError, TimeoutError):
+            await asyncio.sleep(1.0)
+
+
+def status_lines(ends: list[LinkEnd], now: float | None = None) -> list[str]:
+    """One status line per end, for people."""
+    now = time.monotonic() if now is None else now
+    out = []
+    for end in ends:
+        s = end.module.status.summary(now)
+        qber = "-" if s["qber"] is None else f"{100 * s['qber']:.2f} %"
+        out.append(f"{end.config.node.name}/{end.link.name} {s['role']}: sync {s['sync']}, "
+                   f"sifted {s['sifted_rate_bps']:.0f} bit/s, QBER {qber}, secret "
+                   f"{s['secret_key_rate_bps']:.0f} bit/s, blocks {s['blocks_completed']} ok / "
+                   f"{s['blocks_aborted']} aborted, keys at KM waiting {end.outbox.pending}")
+    return out

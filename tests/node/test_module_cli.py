@@ -1,0 +1,99 @@
+"""``qkdnode module``: both nodes' files on the simulated bench in one process, a block each,
+status lines printed, one audit line per block at each end, the same outcome at both."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qkdnode.node.cli import EXIT_USAGE, main
+
+NODE = """\
+[node]
+name = "{who}"
+
+[bench]
+name = "module-cli"
+seed = 5
+[bench.fibre]
+length_km = 5.0
+[bench.source]
+mu1 = 0.485
+mu2 = 0.13
+
+[[links]]
+name = "ab"
+peer = "{peer}"
+role = "{role}"
+{qdist} = "127.0.0.1:{port}"
+auth_secret_file = "secret.bin"
+audit_log = "audit-{who}.jsonl"
+block_slots = 16_777_216
+[links.decoy]
+mu1 = 0.485
+mu2 = 0.13
+p_mu1 = 0.0577
+p_mu2 = 0.5285
+q_x = 0.5
+[links.distillation]
+kappa = 1e-15
+
+[key_manager]
+kq1_socket = "kq1-{who}.sock"
+
+[[peers]]
+name = "{peer}"
+kx_address = "127.0.0.1:9"
+"""
+
+
+def write_nodes(tmp_path: Path, port: int, secret: bool = True) -> tuple[Path, Path]:
+    if secret:
+        (tmp_path / "secret.bin").write_bytes(bytes(range(256)) * 8)
+    a = tmp_path / "alice.toml"
+    b = tmp_path / "bob.toml"
+    a.write_text(NODE.format(who="alice", peer="bob", role="transmitter", qdist="qdist_listen",
+                             port=port))
+    b.write_text(NODE.format(who="bob", peer="alice", role="receiver", qdist="qdist_connect",
+                             port=port))
+    return a, b
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_module_runs_both_ends_and_prints_status(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = write_nodes(tmp_path, free_port())
+    assert main(["module", "--config", str(a), "--config", str(b), "--blocks", "1",
+                 "--json", "--status-interval", "60", "--drain-timeout", "0.5"]) == 0
+    status = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    by_node = {s["node"]: s for s in status}
+    assert set(by_node) == {"alice", "bob"}
+    assert by_node["bob"]["sync"] == "locked"
+    for s in status:
+        assert s["blocks_completed"] + s["blocks_aborted"] == 1
+        assert s["sifted_bits"] > 10_000
+        assert 0.0 < s["qber"] < 0.05
+    audit = {who: [json.loads(x) for x in (tmp_path / f"audit-{who}.jsonl").read_text()
+                   .splitlines()] for who in ("alice", "bob")}
+    assert len(audit["alice"]) == len(audit["bob"]) == 1
+    for field in ("block_id", "outcome", "sifted_bits", "n_x", "n_z", "m_z", "final_length"):
+        assert audit["alice"][0][field] == audit["bob"][0][field]
+
+
+def test_module_without_secret_is_a_configuration_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = write_nodes(tmp_path, free_port(), secret=False)
+    assert main(["module", "--config", str(a), "--config", str(b), "--blocks", "1"]) \
+        == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "auth_secret_file" in err
+    assert "secret.bin" in err
