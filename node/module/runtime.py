@@ -9,7 +9,8 @@ Alice (:class:`AliceModule`)
 Bob (:class:`BobModule`)
     reads the tagger, numbers the detections' slots with Qsync
     (:class:`qkdnode.dsp.qsync.SlotTracker`, in a thread: its kernels release the GIL), and cuts
-    them into blocks by slot number (:mod:`.frames`). Block ``b`` is closed once a detection of
+    them into blocks by slot number (:mod:`.frames`); reads wait for Qsync in a bounded queue
+    (:data:`TAG_QUEUE`). Block ``b`` is closed once a detection of
     a later block is assigned; detections that arrive for a closed block (after a loss of lock
     and re-acquisition) are dropped and counted. Closed blocks wait in a bounded queue
     (:data:`BLOCK_QUEUE`) for the Qdist dialogue: when distillation falls behind, reading stops,
@@ -53,10 +54,13 @@ from ..protocol.qdist import (
 )
 from .frames import FramePlan
 
-__all__ = ["BLOCK_QUEUE", "AliceModule", "AuditLog", "BobModule", "ModuleStatus"]
+__all__ = ["BLOCK_QUEUE", "TAG_QUEUE", "AliceModule", "AuditLog", "BobModule", "ModuleStatus"]
 
 log = logging.getLogger(__name__)
 
+# Tagger reads waiting for Qsync: a few reads (a few ms of tags) smooth out a slow Qsync step
+# without holding more than a few MB of tags.
+TAG_QUEUE = 4
 # Closed blocks waiting for distillation: one waiting while one distils keeps both busy; more
 # would only hold detections (and Alice's choices for them) in memory.
 BLOCK_QUEUE = 1
@@ -247,14 +251,19 @@ class BobModule(_ModuleBase):
         self.rng = rng
         self.status = ModuleStatus("bob", sync="acquiring", started=clock())
         self._queue: asyncio.Queue[tuple[int, BobDetections]] = asyncio.Queue(BLOCK_QUEUE)
+        self._tags: asyncio.Queue[TagBatch] = asyncio.Queue(TAG_QUEUE)
         self._open = 0  # the first block not closed yet
         self._slots: list[NDArray[np.int64]] = []
         self._masks: list[NDArray[np.uint8]] = []
 
+    async def _read(self) -> None:
+        while True:
+            await self._tags.put(await self.source.read())
+
     async def _acquire(self) -> None:
         n = self.plan.block_slots
         while True:
-            batch = await self.source.read()
+            batch = await self._tags.get()
             out = await asyncio.to_thread(self.tracker.process, batch.timestamps_ps,
                                           batch.channels)
             ts = self.tracker.status
@@ -288,7 +297,8 @@ class BobModule(_ModuleBase):
 
     async def run(self, conn: QdistConnection, blocks: int | None = None) -> None:
         """Runs until ``blocks`` blocks have ended (None: until cancelled or disconnected)."""
-        tasks = [asyncio.create_task(self._acquire()), asyncio.create_task(conn.run())]
+        tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._acquire()),
+                 asyncio.create_task(conn.run())]
         try:
             while blocks is None or len(self.results) < blocks:
                 block, det = await _wait(self._queue.get(), tasks)

@@ -21,7 +21,13 @@ from qkdnode.node.io.qdist import QdistConnection
 from qkdnode.node.km.records import LinkKey
 from qkdnode.node.module.frames import FramePlan, channel_patterns
 from qkdnode.node.module.keys_out import KeyOutbox
-from qkdnode.node.module.runtime import AliceModule, AuditLog, BobModule
+from qkdnode.node.module.runtime import (
+    BLOCK_QUEUE,
+    TAG_QUEUE,
+    AliceModule,
+    AuditLog,
+    BobModule,
+)
 from qkdnode.node.module.sim import BenchFrames
 from qkdnode.node.protocol.qdist import BlockCompleted, QdistAlice, QdistBob, QdistParams
 
@@ -156,3 +162,55 @@ def test_clock_step_is_recovered_from(tmp_path: Path) -> None:
     assert bob.tracker.status.acquisitions >= 2
     # Blocks after the step give keys again.
     assert any(b >= 2 for b in completed), [getattr(r, "reason", "ok") for r in bob.results]
+
+
+def test_stalled_distillation_stops_acquisition(tmp_path: Path) -> None:
+    """Bob's first block never gets an answer: the block queue, then the tag queue fill, and
+    the bench (which advances only when Bob reads) stops within a bounded number of slots."""
+    n = TIMING_SLOTS
+    bound = (1 + BLOCK_QUEUE + 2) * n + (TAG_QUEUE + 1) * READ_SLOTS
+
+    async def scenario() -> tuple[int, int, int | None]:
+        bench = Bench("stall", BenchParams(fibre=FibreParams(length_km=5.0)), seed=3)
+        plan = FramePlan("ab", n, n, MU, P)
+        frames = BenchFrames(bench, n, READ_SLOTS)
+        rng = np.random.default_rng(4)
+
+        async def feed() -> None:
+            block = 0
+            while True:
+                c = await asyncio.to_thread(plan.alice_block, block, rng)
+                await frames.load(block, c.basis, c.bit, c.intensity)
+                block += 1
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()  # a peer that never answers
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+        tracker = SlotTracker(period_ps=1000.0, pattern=plan.pattern(), delay_ps=0.0,
+                              detector_channels=(1, 2, 3, 4))
+        bob = BobModule(plan, QdistBob(PARAMS, SECRET), frames, tracker,
+                        channel_patterns({1: "X0", 2: "X1", 3: "Z0", 4: "Z1"}),
+                        KeyOutbox(Kq1Recorder(), "ab"), None, np.random.default_rng(5))
+        tasks = [asyncio.create_task(feed()),
+                 asyncio.create_task(bob.run(QdistConnection(bob.qdist, reader, writer)))]
+        last, still = -1, 0
+        for _ in range(240):  # up to 60 s
+            await asyncio.sleep(0.25)
+            slot = bench.link.slot
+            still = still + 1 if slot == last else 0
+            last = slot
+            if still >= 8:  # 2 s without a read
+                break
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        writer.close()
+        server.close()
+        return last, still, bob.qdist.block
+
+    slot, still, block = asyncio.run(scenario())
+    assert still >= 8, "the bench kept advancing"
+    assert n < slot <= bound
+    assert block == 0
