@@ -588,12 +588,20 @@ class SqliteKeyStore:
             for s_i, src in enumerate(plan.sources):
                 by_key.setdefault(str(src.key_id), []).append((p_i, s_i, src))
         pieces: list[list[bytes]] = [[b""] * len(plan.sources) for plan in plans]
+        keys = list(by_key)
+        rows: dict[str, tuple[int, str, bytes]] = {}
+        for at in range(0, len(keys), ID_LOOKUP_BATCH):
+            part = keys[at:at + ID_LOOKUP_BATCH]
+            marks = ",".join("?" * len(part))
+            for key_id, size, consumed, stored in db.execute(
+                    "SELECT l.key_id, l.size_bytes, l.consumed, m.bytes FROM link_keys l JOIN "
+                    f"material m ON m.key_id = l.key_id WHERE l.pool = ? AND l.state = ? AND "
+                    f"l.key_id IN ({marks})", (pool, KeyState.ACTIVE.value, *part)):
+                rows[key_id] = (size, consumed, stored)
+        used_up: list[str] = []
         for key_id, slices in by_key.items():
             first = plans[slices[0][0]].key_id
-            row = db.execute(
-                "SELECT l.size_bytes, l.consumed, m.bytes FROM link_keys l JOIN material m "
-                "ON m.key_id = l.key_id WHERE l.key_id = ? AND l.pool = ? AND l.state = ?",
-                (key_id, pool, KeyState.ACTIVE.value)).fetchone()
+            row = rows.get(key_id)
             if row is None:
                 known = db.execute("SELECT state FROM link_keys WHERE key_id = ? AND pool = ?",
                                    (key_id, pool)).fetchone()
@@ -602,9 +610,9 @@ class SqliteKeyStore:
                                       f"{known[0]}; its bytes were already used or withdrawn")
                 raise KeyNotFound(f"supply key {first}: link key {key_id} is not an "
                                   f"active key of pool {pool!r}")
-            size, consumed, stored = row
+            size, consumed, stored_bytes = row
             ranges: list[list[int]] | None = json.loads(consumed)
-            stored = bytearray(stored)
+            stored = bytearray(stored_bytes)
             for p_i, s_i, src in slices:
                 end = src.offset + src.length
                 if src.offset < 0 or src.length < 1 or end > size:
@@ -619,15 +627,19 @@ class SqliteKeyStore:
                 stored[src.offset:end] = bytes(src.length)  # used bytes are zeroed at once
             self._destroyed_in_tx = True
             if ranges == [[0, size]]:
-                self._forget_material(db, key_id)
-                db.execute("UPDATE link_keys SET consumed = ?, used_bytes = ?, state = ?, "
-                           "changed_at = ? WHERE key_id = ?",
-                           (json.dumps(ranges), size, KeyState.DESTROYED.value, now, key_id))
+                used_up.append(key_id)
             else:
                 db.execute("UPDATE material SET bytes = ? WHERE key_id = ?",
                            (bytes(stored), key_id))
                 db.execute("UPDATE link_keys SET consumed = ?, used_bytes = ?, changed_at = ? "
                            "WHERE key_id = ?", (json.dumps(ranges), _used(ranges), now, key_id))
+        for at in range(0, len(used_up), ID_LOOKUP_BATCH):
+            part = used_up[at:at + ID_LOOKUP_BATCH]
+            marks = ",".join("?" * len(part))
+            db.execute(f"DELETE FROM material WHERE key_id IN ({marks})", part)
+            db.execute("UPDATE link_keys SET consumed = '[[0,' || size_bytes || ']]', "
+                       f"used_bytes = size_bytes, state = ?, changed_at = ? WHERE key_id IN "
+                       f"({marks})", (KeyState.DESTROYED.value, now, *part))
         return [b"".join(p) for p in pieces]
 
     def _apply_plans(self, db: sqlite3.Connection, pool: str, plans: Sequence[SupplyPlan],
