@@ -155,6 +155,8 @@ class _ModuleBase:
         st: ModuleStatus = self.status  # type: ignore[attr-defined]
         a = event.audit
         st.sifted_bits += a.sifted_bits
+        if st.role == "alice":
+            st.detections += a.detections
         if a.qber is not None:
             st.qber = a.qber
         if self.audit is not None:

@@ -52,31 +52,36 @@ class Kq1Recorder:
 
 
 class SteppedFrames(BenchFrames):
-    """The bench's frames, with Bob's tagger clock stepped by ``step_ps`` before read ``at``."""
+    """The bench's frames, with Bob's tagger clock stepped by ``step_ps`` and its frequency
+    offset set to ``ppm`` (if given) before read ``at``."""
 
-    def __init__(self, bench: Bench, at: int, step_ps: int) -> None:
+    def __init__(self, bench: Bench, at: int, step_ps: int, ppm: float | None = None) -> None:
         super().__init__(bench, BLOCK_SLOTS, READ_SLOTS)
         self.reads = 0
         self.at = at
         self.step_ps = step_ps
+        self.ppm = ppm
 
     async def read(self) -> TagBatch:
         if self.reads == self.at:
             params = self.bench.link.params
             tagger = dataclasses.replace(params.tagger,
                                          offset_ps=params.tagger.offset_ps + self.step_ps)
+            if self.ppm is not None:
+                tagger = dataclasses.replace(tagger, drift_ppm=self.ppm)
             self.bench.link.set_params(dataclasses.replace(params, tagger=tagger))
         self.reads += 1
         return await super().read()
 
 
-async def run_link(tmp_path: Path, blocks: int, step_at: int = -1, step_ps: int = 0
+async def run_link(tmp_path: Path, blocks: int, step_at: int = -1, step_ps: int = 0,
+                   ppm: float | None = None
                    ) -> tuple[AliceModule, BobModule, Kq1Recorder, Kq1Recorder]:
     bench = Bench("runtime", BenchParams(fibre=FibreParams(length_km=5.0),
                                          source=SourceParams(mu1=MU[0], mu2=MU[1], mu3=MU[2])),
                   seed=7)
     plan = FramePlan("ab", BLOCK_SLOTS, TIMING_SLOTS, MU, P, q_x=0.5)
-    frames = SteppedFrames(bench, step_at, step_ps)
+    frames = SteppedFrames(bench, step_at, step_ps, ppm)
     km_a, km_b = Kq1Recorder(), Kq1Recorder()
     out_a, out_b = KeyOutbox(km_a, "ab"), KeyOutbox(km_b, "ab")
     tracker = SlotTracker(period_ps=1000.0, pattern=plan.pattern(), delay_ps=0.0,
@@ -153,13 +158,20 @@ def test_two_modules_produce_identical_keys_block_after_block(tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_clock_step_is_recovered_from(tmp_path: Path) -> None:
-    # Bob's tagger clock jumps by 1/3 slot plus 37 slots in the middle of block 1.
+@pytest.mark.parametrize(("step_ps", "ppm"), [(37_333, None), (0, 8.0)],
+                         ids=["clock-step", "drift-change"])
+def test_clock_change_is_recovered_from(tmp_path: Path, step_ps: int, ppm: float | None
+                                        ) -> None:
+    # In the middle of block 1, Bob's tagger clock jumps by 37 1/3 slots, or its frequency
+    # offset goes from 0 to 8 ppm (8 ns/ms: lock is lost within a read).
     alice, bob, km_a, km_b = asyncio.run(run_link(tmp_path, blocks=4, step_at=24,
-                                                  step_ps=37_333))
+                                                  step_ps=step_ps, ppm=ppm))
     completed = check_keys(alice, bob, km_a, km_b)
-    assert bob.status.losses >= 1
-    assert bob.tracker.status.acquisitions >= 2
+    if ppm is None:
+        assert bob.status.losses >= 1
+        assert bob.tracker.status.acquisitions >= 2
+    else:
+        assert abs(bob.tracker.status.ppm - ppm) < 0.5
     # Blocks after the step give keys again.
     assert any(b >= 2 for b in completed), [getattr(r, "reason", "ok") for r in bob.results]
 
