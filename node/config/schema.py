@@ -144,6 +144,10 @@ class DecoyConfig:
             yield "p_mu2", "p_mu1 + p_mu2 must be < 1 so that mu3 is sent too"
 
 
+# Frame lengths of the LDPC code families shipped in qkdnode/dsp/codes.
+SHIPPED_CODE_LENGTHS = (16_000, 64_000, 192_000)
+
+
 @dataclass(frozen=True, slots=True)
 class DistillationConfig:
     """Key distillation settings of one link."""
@@ -162,6 +166,12 @@ class DistillationConfig:
     qber_abort: float = setting("Abort a block whose QBER estimate exceeds this.",
                                 default=MAX_QBER_ABORT,
                                 check=between(0.0, MAX_QBER_ABORT, low_open=True))
+    code_length: int | None = setting(
+        "LDPC frame length of the shipped code family (16000, 64000 or 192000): a block's "
+        "sifted X bits are cut into frames of this length, so choose one well below "
+        "block_bits; default: the family's default length.", default=None,
+        check=lambda n: None if n in SHIPPED_CODE_LENGTHS else
+        f"must be one of {', '.join(map(str, SHIPPED_CODE_LENGTHS))}")
 
     def validate(self) -> Iterator[tuple[str, str]]:
         if self.eps_sec is not None and self.kappa is not None:
