@@ -72,7 +72,8 @@ def _params(link: LinkConfig) -> QdistParams:
     d, s = link.decoy, link.distillation
     p3 = 1.0 - d.p_mu1 - d.p_mu2
     return QdistParams((d.mu1, d.mu2, d.mu3), (d.p_mu1, d.p_mu2, p3), eps_cor=s.eps_cor,
-                       eps_sec=s.eps_sec, kappa=s.kappa, qber_abort=s.qber_abort)
+                       eps_sec=s.eps_sec, kappa=s.kappa, qber_abort=s.qber_abort,
+                       code_length=s.code_length)
 
 
 def _secret(config: NodeConfig, i: int, link: LinkConfig) -> bytes:
