@@ -593,11 +593,14 @@ class SqliteKeyStore:
         for at in range(0, len(keys), ID_LOOKUP_BATCH):
             part = keys[at:at + ID_LOOKUP_BATCH]
             marks = ",".join("?" * len(part))
-            for key_id, size, consumed, stored in db.execute(
-                    "SELECT l.key_id, l.size_bytes, l.consumed, m.bytes FROM link_keys l JOIN "
-                    f"material m ON m.key_id = l.key_id WHERE l.pool = ? AND l.state = ? AND "
-                    f"l.key_id IN ({marks})", (pool, KeyState.ACTIVE.value, *part)):
-                rows[key_id] = (size, consumed, stored)
+            # Looked up by key ID only (with pool and state in the WHERE, SQLite may scan the
+            # pool's index instead), then filtered here.
+            for key_id, key_pool, state, size, consumed, stored in db.execute(
+                    "SELECT l.key_id, l.pool, l.state, l.size_bytes, l.consumed, m.bytes FROM "
+                    "link_keys l JOIN material m ON m.key_id = l.key_id WHERE l.key_id IN "
+                    f"({marks})", part):
+                if key_pool == pool and state == KeyState.ACTIVE.value:
+                    rows[key_id] = (size, consumed, stored)
         used_up: list[str] = []
         for key_id, slices in by_key.items():
             first = plans[slices[0][0]].key_id
@@ -873,10 +876,11 @@ class SqliteKeyStore:
             for at in range(0, len(key_ids), ID_LOOKUP_BATCH):
                 part = [str(k) for k in key_ids[at:at + ID_LOOKUP_BATCH]]
                 marks = ",".join("?" * len(part))
-                for key_id, state in self._db.execute(
-                        f"SELECT key_id, state FROM link_keys WHERE pool = ? AND key_id IN "
-                        f"({marks})", (pool, *part)):
-                    out[uuid.UUID(key_id)] = KeyState(state)
+                for key_id, key_pool, state in self._db.execute(
+                        f"SELECT key_id, pool, state FROM link_keys WHERE key_id IN ({marks})",
+                        part):
+                    if key_pool == pool:
+                        out[uuid.UUID(key_id)] = KeyState(state)
         return out
 
     def link_key_state(self, key_id: uuid.UUID) -> KeyState:
