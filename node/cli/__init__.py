@@ -18,7 +18,16 @@ from qkdnode import __version__
 from qkdnode.node.errors import ConfigError, DeviceError, DistillationError, KeyManagerError
 from qkdnode.node.logs import LOG_FORMATS, setup_logging
 
-from . import bench_cmd, config_cmd, keyrate_cmd, module_cmd, pki_cmd, run_cmd, sim_cmd
+from . import (
+    bench_cmd,
+    config_cmd,
+    demo_cmd,
+    keyrate_cmd,
+    module_cmd,
+    pki_cmd,
+    run_cmd,
+    sim_cmd,
+)
 
 __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_USAGE", "build_parser", "main"]
 
@@ -28,7 +37,8 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 # Sub-command modules, in the order --help lists them. A module is added here only when its
 # command works end to end.
-COMMANDS = (config_cmd, keyrate_cmd, run_cmd, module_cmd, pki_cmd, sim_cmd, bench_cmd)
+COMMANDS = (demo_cmd, config_cmd, keyrate_cmd, run_cmd, module_cmd, pki_cmd, sim_cmd,
+            bench_cmd)
 
 log = logging.getLogger("qkdnode")
 
