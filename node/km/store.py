@@ -564,10 +564,18 @@ class SqliteKeyStore:
         recipients = tuple(local_recipients)
 
         def _op(db: sqlite3.Connection) -> None:
+            ids = [str(plan.key_id) for plan in plans]
+            known: dict[str, tuple[str, str, str, str]] = {}
+            for at in range(0, len(ids), ID_LOOKUP_BATCH):
+                part = ids[at:at + ID_LOOKUP_BATCH]
+                marks = ",".join("?" * len(part))
+                for key_id, *row in db.execute(
+                        "SELECT key_id, pool, master, slaves, plan FROM supply_keys WHERE "
+                        f"key_id IN ({marks})", part):
+                    known[key_id] = tuple(row)
             fresh = []
-            for plan in plans:
-                row = db.execute("SELECT pool, master, slaves, plan FROM supply_keys "
-                                 "WHERE key_id = ?", (str(plan.key_id),)).fetchone()
+            for key_id, plan in zip(ids, plans, strict=True):
+                row = known.get(key_id)
                 if row is None:
                     fresh.append(plan)
                 elif row != (pool, plan.master, json.dumps(list(plan.slaves)),
