@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import detector, efficiency, mismatch, modulator, source, timing
+from . import detector, efficiency, mismatch, modulator, qber, source, timing
 from .acquire import Recorder
 from .lab import Lab
 from .plots import plot_gaps
@@ -89,6 +89,13 @@ PROCEDURES: dict[str, Procedure] = {
         Procedure("extinction-ratio", modulator.extinction_ratio, ("bias_controller",), {
             "points": 201, "max_bias_v": 10.0, "settle_s": 0.0},
             "intensity modulator extinction ratio from the bias controller's scan"),
+        Procedure("qber-scan", qber.qber_scan,
+                  ("time_tagger", "transmitter", "attenuator", "bias_controller"), {
+                      "max_bias_v": 10.0, "coarse_points": 21, "coarse_counts": 1000,
+                      "fine_points": 15, "fine_half_width_v": 1.5, "fine_counts": 4000,
+                      "count_rate_hz": 100000.0, "duration_s": 2.0, "frame_slots": 1000,
+                      "sync_channel": 0, "channels": None, "channel_states": None},
+            "modulator bias set point of least QBER (X and Z bases) from a bias scan"),
         Procedure("mean-photon-number", source.mean_photon_number,
                   ("transmitter", "power_meter", "attenuator"), {
                       "readings": 20, "averaging": 1000, "wavelength_nm": 1550.0,
@@ -179,6 +186,9 @@ def run_procedure(name: str, lab: Lab, out_dir: Path | str,
                 plot = modulator.plot_scan(out / f"{name}.png", outcome,
                                            value_text=_value_text(outcome),
                                            simulated=lab.simulated)
+            elif outcome.mark == "qber":
+                plot = qber.plot_qber(out / f"{name}.png", outcome,
+                                      value_text=_value_text(outcome), simulated=lab.simulated)
             elif outcome.mark == "classes":
                 plot = source.plot_classes(out / f"{name}.png", outcome,
                                            value_text=_value_text(outcome),
