@@ -323,7 +323,7 @@ def plot_qber(path: Path, outcome: Outcome, *, value_text: str, simulated: bool)
     from .plots import _figure, _stamp
 
     plt = _figure()
-    fig, ax = plt.subplots(figsize=(7.0, 4.5))
+    fig, ax = plt.subplots(figsize=(9.0, 4.5))
     v0, u0 = outcome.value, outcome.uncertainty
     for key, label, colour in ((0, "X basis", "tab:blue"), (1, "Z basis", "tab:orange"),
                                (-1, "X+Z pooled", "k")):
@@ -338,7 +338,7 @@ def plot_qber(path: Path, outcome: Outcome, *, value_text: str, simulated: bool)
     ax.axvline(v0, color="tab:red", ls=":", label=f"best set point {value_text}")
     ax.set_xlabel("modulator bias set point (V)")
     ax.set_ylabel("QBER (%)")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _stamp(ax, simulated)
     fig.suptitle("QBER against the modulator bias" + ("  [SIMULATED BENCH]" if simulated
                                                       else ""))
