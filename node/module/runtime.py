@@ -54,7 +54,8 @@ from ..protocol.qdist import (
 )
 from .frames import FramePlan
 
-__all__ = ["BLOCK_QUEUE", "TAG_QUEUE", "AliceModule", "AuditLog", "BobModule", "ModuleStatus"]
+__all__ = ["BLOCK_QUEUE", "TAG_QUEUE", "AliceModule", "AuditLog", "BlockCutter", "BobModule",
+           "ModuleStatus"]
 
 log = logging.getLogger(__name__)
 
@@ -254,16 +255,13 @@ class BobModule(_ModuleBase):
         self.status = ModuleStatus("bob", sync="acquiring", started=clock())
         self._queue: asyncio.Queue[tuple[int, BobDetections]] = asyncio.Queue(BLOCK_QUEUE)
         self._tags: asyncio.Queue[TagBatch] = asyncio.Queue(TAG_QUEUE)
-        self._open = 0  # the first block not closed yet
-        self._slots: list[NDArray[np.int64]] = []
-        self._masks: list[NDArray[np.uint8]] = []
+        self.cutter = BlockCutter(plan, patterns, rng)
 
     async def _read(self) -> None:
         while True:
             await self._tags.put(await self.source.read())
 
     async def _acquire(self) -> None:
-        n = self.plan.block_slots
         while True:
             batch = await self._tags.get()
             out = await asyncio.to_thread(self.tracker.process, batch.timestamps_ps,
@@ -272,30 +270,12 @@ class BobModule(_ModuleBase):
             st = self.status
             st.sync, st.ppm, st.losses = ("locked" if ts.locked else "acquiring"), ts.ppm, \
                 ts.losses
-            ok = out.slots >= 0
-            slots = out.slots[ok]
-            ch = out.channels[ok]
-            masks = self.patterns[np.minimum(ch, self.patterns.size - 1)]
-            st.detections += int(slots.size)
-            late = slots < self._open * n
-            st.late_detections += int(late.sum())
-            self._slots.append(slots[~late])
-            self._masks.append(masks[~late])
-            top = int(slots.max()) // n if slots.size else self._open
-            while self._open < top:
-                await self._close(self._open)
-
-    async def _close(self, block: int) -> None:
-        slots = np.concatenate(self._slots)
-        masks = np.concatenate(self._masks)
-        lo = (block + 1) * self.plan.block_slots
-        later = slots >= lo
-        self._slots, self._masks = [slots[later]], [masks[later]]
-        self._open = block + 1
-        bits = self.rng.integers(0, 4, int((~later).sum()), dtype=np.uint8)
-        det = await asyncio.to_thread(self.plan.bob_block, block, slots[~later],
-                                      masks[~later], bits)
-        await self._queue.put((block, det))
+            detections, late, closable = self.cutter.add(out.slots, out.channels)
+            st.detections += detections
+            st.late_detections += late
+            for block in closable:
+                det = await asyncio.to_thread(self.cutter.close, block)
+                await self._queue.put((block, det))
 
     async def run(self, conn: QdistConnection, blocks: int | None = None) -> None:
         """Runs until ``blocks`` blocks have ended (None: until cancelled or disconnected)."""
@@ -315,6 +295,57 @@ class BobModule(_ModuleBase):
                         log.info("link %s: frame rejected: %s", self.link, event.reason)
         finally:
             await _cancel(tasks)
+
+
+class BlockCutter:
+    """Bob's detections cut into blocks by slot number (what :class:`BobModule` and the offline
+    replay both do with Qsync's output).
+
+    Block ``b`` can be closed once a detection of a later block is assigned; detections that
+    arrive for a closed block are dropped (and counted as late).
+
+    Args:
+        plan: the link's frame plan.
+        patterns: tagger channel -> detector mask.
+        rng: the randomness of the squashing rule (one draw per block closed, in order).
+    """
+
+    def __init__(self, plan: FramePlan, patterns: NDArray[np.uint8],
+                 rng: np.random.Generator) -> None:
+        self.plan = plan
+        self.patterns = patterns
+        self.rng = rng
+        self.open = 0  # the first block not closed yet
+        self._slots: list[NDArray[np.int64]] = []
+        self._masks: list[NDArray[np.uint8]] = []
+
+    def add(self, slots: NDArray[np.int64], channels: NDArray[np.integer]
+            ) -> tuple[int, int, list[int]]:
+        """Takes Qsync's slots and channels (slot -1: undecided, skipped). Returns the
+        detections taken, those dropped as late, and the blocks that can be closed now."""
+        n = self.plan.block_slots
+        ok = slots >= 0
+        slots = slots[ok]
+        ch = channels[ok]
+        masks = self.patterns[np.minimum(ch, self.patterns.size - 1)]
+        late = slots < self.open * n
+        self._slots.append(slots[~late])
+        self._masks.append(masks[~late])
+        top = int(slots.max()) // n if slots.size else self.open
+        return int(slots.size), int(late.sum()), list(range(self.open, max(self.open, top)))
+
+    def close(self, block: int) -> BobDetections:
+        """Closes ``block`` (the first open one): its detections, decoded."""
+        if block != self.open:
+            raise ValueError(f"block {block} closed while block {self.open} is the first open")
+        slots = np.concatenate(self._slots)
+        masks = np.concatenate(self._masks)
+        lo = (block + 1) * self.plan.block_slots
+        later = slots >= lo
+        self._slots, self._masks = [slots[later]], [masks[later]]
+        self.open = block + 1
+        bits = self.rng.integers(0, 4, int((~later).sum()), dtype=np.uint8)
+        return self.plan.bob_block(block, slots[~later], masks[~later], bits)
 
 
 async def _wait(awaitable: Any, tasks: list[asyncio.Task[Any]]) -> Any:

@@ -1,0 +1,295 @@
+"""Recording a module run's raw data, and reading it back (for ``qkdnode distill``).
+
+A recording is one directory per link, every file mode 0600 (the directory 0700):
+
+``manifest.json``
+    the frame plan, the Qdist parameters, Qsync's settings, the tagger channel map, the seeds of
+    the two public/squashing random generators (Alice's Qdist seeds, Bob's squashing bits) and
+    the paths of the pre-shared Qdist secrets (never the secrets themselves).
+``tags.rec``
+    Bob's time tags exactly as read, one record per tagger read.
+``alice-choices.rec``
+    **Key material**: Alice's basis, bit and intensity of every slot of every block played
+    (one byte per slot: ``basis | bit << 1 | intensity << 2``).
+``qdist-alice.rec``, ``qdist-bob.rec``
+    the Qdist bytes each end sent, in the order sent.
+``outcomes-alice.jsonl``, ``outcomes-bob.jsonl``
+    each end's audit record of every block (as in the audit log: no key bits).
+
+The ``.rec`` files: the line ``QKDREC1\\n``, then records of ``<u32 length, u32 CRC-32>`` and
+``length`` bytes of payload. A short or corrupted record raises :class:`RecordingError`
+naming the file, the record and the byte offset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from qkdnode.drivers.sim.link import TagBatch
+
+from ..protocol.qdist import BlockAudit
+from .runtime import AuditLog, FrameSink, TagSource
+
+__all__ = ["MAGIC", "Recorder", "Recording", "RecordingError", "read_records"]
+
+MAGIC = b"QKDREC1\n"
+_HEADER = struct.Struct("<II")
+_TAGS = struct.Struct("<Qqq")  # tags, complete_until_ps, lost_events
+_CHOICES = struct.Struct("<qQ")  # block, slots
+
+MANIFEST = "manifest.json"
+TAGS = "tags.rec"
+CHOICES = "alice-choices.rec"
+FORMAT_VERSION = 1
+
+
+class RecordingError(ValueError):
+    """A recording file is missing, truncated or corrupted (the message names the file)."""
+
+
+def _open_private(path: Path, mode: str) -> IO[Any]:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, mode)
+
+
+class _RecordWriter:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = _open_private(path, "wb")
+        self._file.write(MAGIC)
+        self._file.flush()
+
+    def write(self, *parts: bytes | memoryview) -> None:
+        payload = b"".join(parts)
+        self._file.write(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_records(path: Path) -> Iterator[bytes]:
+    """The payloads of a ``.rec`` file.
+
+    Raises:
+        RecordingError: missing file, wrong magic, a truncated or corrupted record.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise RecordingError(f"{path}: cannot read: {exc.strerror}") from None
+    if not data.startswith(MAGIC):
+        raise RecordingError(f"{path}: not a qkdnode recording file (no {MAGIC!r} header)")
+    off, i = len(MAGIC), 0
+    while off < len(data):
+        if off + _HEADER.size > len(data):
+            raise RecordingError(f"{path}: truncated: record {i} at byte {off} has an "
+                                 "incomplete header")
+        length, crc = _HEADER.unpack_from(data, off)
+        start = off + _HEADER.size
+        if start + length > len(data):
+            raise RecordingError(f"{path}: truncated: record {i} at byte {off} needs {length} "
+                                 f"bytes, {len(data) - start} left")
+        payload = data[start:start + length]
+        if zlib.crc32(payload) != crc:
+            raise RecordingError(f"{path}: record {i} at byte {off} is corrupted (CRC-32 "
+                                 "mismatch)")
+        yield payload
+        off, i = start + length, i + 1
+
+
+class _RecordingAudit(AuditLog):
+    """The module's audit log, with every record also written to the recording."""
+
+    def __init__(self, path: Path, copy: IO[str]) -> None:
+        super().__init__(path)
+        self._copy = copy
+
+    def write(self, link: str, audit: BlockAudit) -> None:
+        super().write(link, audit)
+        self._copy.write(json.dumps(audit.to_json(), allow_nan=True) + "\n")
+        self._copy.flush()
+
+
+class _RecordingSource:
+    def __init__(self, source: TagSource, out: _RecordWriter) -> None:
+        self._source = source
+        self._out = out
+
+    async def read(self) -> TagBatch:
+        batch = await self._source.read()
+        ts = np.ascontiguousarray(batch.timestamps_ps, np.int64)
+        ch = np.ascontiguousarray(batch.channels, np.int16)
+        self._out.write(_TAGS.pack(ts.size, batch.complete_until_ps, batch.lost_events),
+                        ts.tobytes(), ch.tobytes())
+        return batch
+
+
+class _RecordingFrames:
+    def __init__(self, frames: FrameSink, out: _RecordWriter) -> None:
+        self._frames = frames
+        self._out = out
+
+    async def load(self, block: int, basis: NDArray[np.uint8], bit: NDArray[np.uint8],
+                   intensity: NDArray[np.uint8]) -> None:
+        # One byte per slot: basis | bit << 1 | intensity << 2.
+        packed = (np.asarray(basis, np.uint8) | (np.asarray(bit, np.uint8) << 1)
+                  | (np.asarray(intensity, np.uint8) << 2)).astype(np.uint8)
+        self._out.write(_CHOICES.pack(block, packed.size), packed.tobytes())
+        await self._frames.load(block, basis, bit, intensity)
+
+
+class _RecordingEnd:
+    """A Qdist end whose sent bytes are also written to the recording (everything else is the
+    end's own)."""
+
+    def __init__(self, end: Any, out: _RecordWriter) -> None:
+        self._end = end
+        self._out = out
+
+    def data_to_send(self) -> bytes:
+        data: bytes = self._end.data_to_send()
+        if data:
+            self._out.write(data)
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._end, name)
+
+
+class Recorder:
+    """Records one link's run into ``directory`` (created mode 0700; files 0600).
+
+    Wrap the module's parts with :meth:`source`, :meth:`frames`, :meth:`end` and
+    :meth:`audit`, and describe the run with :meth:`describe`.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.directory, 0o700)
+        self._writers: dict[str, _RecordWriter] = {}
+        self._copies: list[IO[str]] = []
+        self._manifest: dict[str, Any] = {"format": FORMAT_VERSION,
+                                          "key_material": [CHOICES]}
+
+    def _writer(self, name: str) -> _RecordWriter:
+        if name not in self._writers:
+            self._writers[name] = _RecordWriter(self.directory / name)
+        return self._writers[name]
+
+    def describe(self, **fields: Any) -> None:
+        """Adds ``fields`` to the manifest (rewritten at once)."""
+        self._manifest.update(fields)
+        tmp = self.directory / (MANIFEST + ".tmp")
+        with _open_private(tmp, "w") as f:
+            json.dump(self._manifest, f, indent=1, allow_nan=True)
+        tmp.replace(self.directory / MANIFEST)
+
+    def source(self, source: TagSource) -> TagSource:
+        return _RecordingSource(source, self._writer(TAGS))
+
+    def frames(self, frames: FrameSink) -> FrameSink:
+        return _RecordingFrames(frames, self._writer(CHOICES))
+
+    def end(self, end: Any, role: str) -> Any:
+        return _RecordingEnd(end, self._writer(f"qdist-{role}.rec"))
+
+    def audit(self, role: str, path: Path) -> AuditLog:
+        copy = _open_private(self.directory / f"outcomes-{role}.jsonl", "w")
+        self._copies.append(copy)
+        return _RecordingAudit(path, copy)
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        for copy in self._copies:
+            copy.close()
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A recording directory opened for reading (files are read when asked for)."""
+
+    directory: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, directory: Path) -> Recording:
+        """Raises RecordingError: no readable manifest."""
+        path = Path(directory) / MANIFEST
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise RecordingError(f"{path}: cannot read: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise RecordingError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})"
+                                 ) from None
+        missing = [k for k in ("link", "plan", "qdist", "tracker", "channel_map", "seeds")
+                   if k not in manifest]
+        if manifest.get("format") != FORMAT_VERSION or missing:
+            raise RecordingError(f"{path}: not a format-{FORMAT_VERSION} manifest (missing "
+                                 f"{missing or 'format'})")
+        return cls(Path(directory), manifest)
+
+    def tag_reads(self) -> Iterator[tuple[NDArray[np.int64], NDArray[np.int16]]]:
+        """Bob's tagger reads in order: (timestamps_ps, channels)."""
+        path = self.directory / TAGS
+        for i, payload in enumerate(read_records(path)):
+            if len(payload) < _TAGS.size:
+                raise RecordingError(f"{path}: record {i} is too short for a tag read")
+            n = _TAGS.unpack_from(payload)[0]
+            if len(payload) != _TAGS.size + 10 * n:
+                raise RecordingError(f"{path}: record {i} holds {len(payload)} bytes, not "
+                                     f"those of {n} tags")
+            ts = np.frombuffer(payload, np.int64, n, _TAGS.size)
+            ch = np.frombuffer(payload, np.int16, n, _TAGS.size + 8 * n)
+            yield ts, ch
+
+    def choices(self) -> dict[int, tuple[NDArray[np.uint8], ...]]:
+        """Alice's choices per block: (basis, bit, intensity). Key material."""
+        path = self.directory / CHOICES
+        out: dict[int, tuple[NDArray[np.uint8], ...]] = {}
+        for i, payload in enumerate(read_records(path)):
+            if len(payload) < _CHOICES.size:
+                raise RecordingError(f"{path}: record {i} is too short for a frame")
+            block, n = _CHOICES.unpack_from(payload)
+            if len(payload) != _CHOICES.size + n:
+                raise RecordingError(f"{path}: record {i} holds {len(payload)} bytes, not "
+                                     f"those of a {n}-slot frame")
+            packed = np.frombuffer(payload, np.uint8, n, _CHOICES.size)
+            if int(packed.max(initial=0)) >= 12:
+                raise RecordingError(f"{path}: record {i} holds a slot with no valid "
+                                     "basis/bit/intensity")
+            out[int(block)] = ((packed & 1).astype(np.uint8), ((packed >> 1) & 1).astype(np.uint8),
+                               (packed >> 2).astype(np.uint8))
+        return out
+
+    def qdist_bytes(self, role: str) -> bytes:
+        """Everything ``role``'s Qdist end sent."""
+        return b"".join(read_records(self.directory / f"qdist-{role}.rec"))
+
+    def outcomes(self, role: str) -> list[dict[str, Any]]:
+        """``role``'s audit records, in order (empty if the run recorded none)."""
+        path = self.directory / f"outcomes-{role}.jsonl"
+        if not path.exists():
+            return []
+        out = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise RecordingError(f"{path}: line {n} is not valid JSON ({exc.msg})"
+                                     ) from None
+        return out
