@@ -22,6 +22,7 @@ from . import (
     bench_cmd,
     config_cmd,
     demo_cmd,
+    distill_cmd,
     keyrate_cmd,
     module_cmd,
     pki_cmd,
@@ -37,8 +38,8 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 # Sub-command modules, in the order --help lists them. A module is added here only when its
 # command works end to end.
-COMMANDS = (demo_cmd, config_cmd, keyrate_cmd, run_cmd, module_cmd, pki_cmd, sim_cmd,
-            bench_cmd)
+COMMANDS = (demo_cmd, config_cmd, keyrate_cmd, run_cmd, module_cmd, distill_cmd, pki_cmd,
+            sim_cmd, bench_cmd)
 
 log = logging.getLogger("qkdnode")
 
