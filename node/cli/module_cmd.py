@@ -54,6 +54,10 @@ def register(subparsers: Any) -> None:
                              "the last keys (default: 10)")
     parser.add_argument("--json", action="store_true",
                         help="status as one JSON object per line")
+    parser.add_argument("--record", metavar="DIR", type=Path,
+                        help="record the run's raw data into DIR for 'qkdnode distill DIR' "
+                             "(one link, both ends; the files hold key material: Alice's "
+                             "choices; written mode 0600)")
     parser.set_defaults(handler=_run)
 
 
@@ -92,7 +96,8 @@ def _run_modules(args: argparse.Namespace, configs: list[tuple[Path, Any]]) -> i
                                       min(link.block_slots, 1 << 20))
         return frames[key]
 
-    ends = build_ends(configs, set(args.link) if args.link else None, frames_of)
+    ends = build_ends(configs, set(args.link) if args.link else None, frames_of,
+                      record=args.record)
     if not ends:
         print("qkdnode module: no link to run")
         return 2

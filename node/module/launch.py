@@ -19,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from ..io.qdist import QdistConnection, connect, parse_hostport
 from ..protocol.qdist import QdistAlice, QdistBob, QdistParams
 from .frames import FramePlan, channel_patterns
 from .keys_out import KeyOutbox
+from .recording import Recorder
 from .runtime import AliceModule, AuditLog, BobModule
 from .sim import BenchFrames
 
@@ -62,6 +64,7 @@ class LinkEnd:
     module: AliceModule | BobModule
     outbox: KeyOutbox
     client: Kq1Client | None
+    recorder: Recorder | None = None
 
 
 def _error(config: NodeConfig, key: str, reason: str) -> ConfigError:
@@ -112,14 +115,37 @@ def _sim_bench(config: NodeConfig, i: int, link: LinkConfig) -> Bench:
     return bench
 
 
+def _recorders(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
+               record: Path) -> dict[str, Recorder]:
+    roles: dict[str, set[str]] = {}
+    for _, config in configs:
+        for link in config.links:
+            if links is None or link.name in links:
+                roles.setdefault(link.name, set()).add(link.role)
+    if len(roles) != 1:
+        raise ConfigError(None, "--record", None,
+                          f"a recording holds one link; {len(roles)} are selected "
+                          f"({sorted(roles)}): choose one with --link")
+    name, found = next(iter(roles.items()))
+    if found != {"transmitter", "receiver"}:
+        raise ConfigError(None, "--record", None,
+                          f"recording link {name!r} needs both its ends in this run (give both "
+                          "nodes' configuration files)")
+    return {name: Recorder(record)}
+
+
 def build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
                frames_of: Callable[[Bench, LinkConfig], BenchFrames],
-               rng_seed: int | None = None) -> list[LinkEnd]:
+               rng_seed: int | None = None, record: Path | None = None) -> list[LinkEnd]:
     """The link ends of the configurations (only the links named in ``links`` if given).
+
+    Args:
+        record: record the run into this directory (:mod:`.recording`; one link, both ends).
 
     Raises:
         ConfigError: a link the module cannot run (see the module docstring), no secret.
     """
+    recorders = _recorders(configs, links, record) if record is not None else {}
     ends = []
     for path, config in configs:
         for i, link in enumerate(config.links):
@@ -138,28 +164,63 @@ def build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
                                f"{config.node.name}/{link.name}", link.name, link.peer)
             outbox = KeyOutbox(client, link.name)
             rng = np.random.default_rng(rng_seed)
+            rec = recorders.get(link.name)
+            role = "alice" if link.role == "transmitter" else "bob"
+            audit = AuditLog(audit_path) if rec is None else rec.audit(role, audit_path)
+            # A recorded run seeds the generators of public values (Alice's Qdist seeds) and
+            # of Bob's squashing bits from a recorded seed, so the replay draws the same.
+            seed = secrets.randbits(63) if rec is not None else None
             module: AliceModule | BobModule
             try:
                 if link.role == "transmitter":
                     if link.qdist_listen is None:
                         raise _error(config, f"links[{i}].qdist_listen",
                                      "a transmitter needs qdist_listen")
-                    module = AliceModule(plan, QdistAlice(params, secret), frames, outbox,
-                                         AuditLog(audit_path), rng)
+                    qdist_rng = None if seed is None else np.random.default_rng(seed)
+                    module = AliceModule(plan, QdistAlice(params, secret, rng=qdist_rng),
+                                         frames if rec is None else rec.frames(frames), outbox,
+                                         audit, rng)
                 else:
                     if link.qdist_connect is None:
                         raise _error(config, f"links[{i}].qdist_connect",
                                      "a receiver needs qdist_connect")
-                    tracker = SlotTracker(period_ps=1e12 / link.pulse_rate_hz,
+                    period_ps = 1e12 / link.pulse_rate_hz
+                    tracker_args = {"period_ps": period_ps,
+                                    "delay_ps": link.slot_delay_ps,
+                                    "detector_channels": list(_channel_map(config))}
+                    tracker = SlotTracker(period_ps=period_ps,
                                           pattern=plan.pattern(), delay_ps=link.slot_delay_ps,
                                           detector_channels=tuple(_channel_map(config)))
-                    module = BobModule(plan, QdistBob(params, secret), frames, tracker,
-                                       channel_patterns(_channel_map(config)), outbox,
-                                       AuditLog(audit_path), rng)
+                    if seed is not None:
+                        rng = np.random.default_rng(seed)
+                    module = BobModule(plan, QdistBob(params, secret),
+                                       frames if rec is None else rec.source(frames), tracker,
+                                       channel_patterns(_channel_map(config)), outbox, audit,
+                                       rng)
             except ValueError as exc:
                 raise _error(config, f"links[{i}]", str(exc)) from None
-            ends.append(LinkEnd(config, link, module, outbox, client))
+            if rec is not None:
+                seed_key = "alice_qdist" if role == "alice" else "bob_squash"
+                described = rec.manifest
+                rec.describe(
+                    link=link.name,
+                    plan={"block_slots": plan.block_slots, "timing_slots": plan.timing_slots,
+                          "mu": plan.mu, "p": plan.p, "q_x": plan.q_x},
+                    qdist=asdict(params),
+                    seeds={**described.get("seeds", {}), seed_key: seed},
+                    secret_files={**described.get("secret_files", {}),
+                                  role: str(Path(str(link.auth_secret_file)).resolve())},
+                    nodes={**described.get("nodes", {}), role: config.node.name})
+                if role == "bob":
+                    rec.describe(tracker=tracker_args,
+                                 channel_map={str(k): v for k, v in _channel_map(config).items()})
+            ends.append(LinkEnd(config, link, module, outbox, client, rec))
     return ends
+
+
+def _tapped(end: LinkEnd, role: str) -> Any:
+    qdist = end.module.qdist
+    return qdist if end.recorder is None else end.recorder.end(qdist, role)
 
 
 async def _run_end(end: LinkEnd, blocks: int | None, drain_s: float) -> None:
@@ -178,11 +239,11 @@ async def _run_end(end: LinkEnd, blocks: int | None, drain_s: float) -> None:
             reader, writer = await accepted.get()
         finally:
             server.close()
-        conn = QdistConnection(module.qdist, reader, writer)
+        conn = QdistConnection(_tapped(end, "alice"), reader, writer)
     else:
         assert link.qdist_connect is not None
         reader, writer = await connect(link.qdist_connect)
-        conn = QdistConnection(module.qdist, reader, writer)
+        conn = QdistConnection(_tapped(end, "bob"), reader, writer)
     try:
         await module.run(conn, blocks)
         try:
@@ -224,6 +285,8 @@ async def run_ends(ends: list[LinkEnd], blocks: int | None,
             if end.client is not None:
                 with contextlib.suppress(Exception):
                     await end.client.close()
+            if end.recorder is not None:
+                end.recorder.close()
         show(ends)
 
 

@@ -189,6 +189,11 @@ class Recorder:
             self._writers[name] = _RecordWriter(self.directory / name)
         return self._writers[name]
 
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest so far (a copy)."""
+        return dict(self._manifest)
+
     def describe(self, **fields: Any) -> None:
         """Adds ``fields`` to the manifest (rewritten at once)."""
         self._manifest.update(fields)
@@ -212,6 +217,7 @@ class Recorder:
         return _RecordingAudit(path, copy)
 
     def close(self) -> None:
+        """Closes the files (again: nothing)."""
         for writer in self._writers.values():
             writer.close()
         for copy in self._copies:
