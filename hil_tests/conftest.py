@@ -13,12 +13,22 @@ A test declares the instrument roles it needs::
 and is skipped, with the reason, when the lab file has no instrument of one of those roles.
 The ``lab_instrument(role)`` fixture returns that instrument's configuration entry, and
 ``open_lab_instrument(role)`` opens it through its driver (closed after the test).
+
+``--hil-record DIR`` wraps the transport of every message-based instrument opened during the
+session (through the driver registry: the fixtures, the bench procedures' labs) in a
+:class:`~qkdnode.drivers.transport.recording.RecordingTransport`, and at the end of the session
+writes one exchange file per instrument, ``DIR/<role>-<name>.jsonl``: the instrument's
+exchanges in the order they happened, over every time it was opened. A lab failure is then
+replayed in CI with ``ScriptedTransport.load(path)`` and the same driver calls. Binary uploads
+(frames: key material) are kept as their digest only. Library-based instruments (taggers
+through a vendor library) have no message exchange and are not recorded.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +56,83 @@ class HilLab:
 _LAB_KEY = pytest.StashKey[HilLab]()
 
 
+@dataclass
+class ExchangeRecorder:
+    """Records every message-based instrument's exchange while installed (``--hil-record``).
+
+    Attributes:
+        directory: where :meth:`save` writes the exchange files.
+        opened: instrument label -> (resource, timeout_s, the recording transports in order).
+    """
+
+    directory: Path
+    opened: dict[str, tuple[str, float | None, list[Any]]] = field(default_factory=dict)
+    _original: Any = None
+
+    def install(self) -> None:
+        """Makes the driver registry open every transport through a recording wrapper."""
+        from qkdnode.drivers import registry
+        from qkdnode.drivers.transport.recording import RecordingTransport
+
+        original = registry.open_transport
+
+        def recording_open(resource: str, **options: Any) -> Any:
+            transport = RecordingTransport(original(resource, **options))
+            label = str(options.get("instrument") or resource)
+            timeout = options.get("timeout_s")
+            entry = self.opened.setdefault(
+                label, (resource, float(timeout) if timeout is not None else None, []))
+            entry[2].append(transport)
+            return transport
+
+        self._original = original
+        registry.open_transport = recording_open
+
+    def uninstall(self) -> None:
+        """Restores the registry's own transport opening."""
+        if self._original is not None:
+            from qkdnode.drivers import registry
+
+            registry.open_transport = self._original
+            self._original = None
+
+    def save(self) -> list[Path]:
+        """Writes one exchange file per instrument (its openings' steps in order)."""
+        from qkdnode.drivers.transport.scripted import save_steps
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        for label, (resource, timeout_s, transports) in sorted(self.opened.items()):
+            steps = [step for t in transports for step in t.steps]
+            if not steps:
+                continue
+            path = self.directory / (exchange_file_stem(label) + ".jsonl")
+            save_steps(path, steps, instrument=label, resource=resource, timeout_s=timeout_s)
+            written.append(path)
+        return written
+
+
+def exchange_file_stem(label: str) -> str:
+    """The file name (without suffix) of an instrument's exchange: its label, e.g.
+    ``bias controller 'mbc'``, as ``bias_controller-mbc``."""
+    role, _, name = label.partition(" '")
+    parts = [re.sub(r"[^A-Za-z0-9_.]+", "_", x).strip("_") for x in (role, name)]
+    return "-".join(p for p in parts if p) or "instrument"
+
+
+_RECORDER_KEY = pytest.StashKey[ExchangeRecorder]()
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("qkdnode hardware-in-the-loop")
     group.addoption(
         "--hil-config", metavar="FILE", default=None,
         help="run hil tests on the real instruments named in this node configuration "
              "(default: the simulated bench)")
+    group.addoption(
+        "--hil-record", metavar="DIR", default=None,
+        help="record every message-based instrument's exchange and write one file per "
+             "instrument into DIR at the end (replay: ScriptedTransport.load)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -69,6 +150,39 @@ def pytest_configure(config: pytest.Config) -> None:
         from qkdnode.node.config.bench import install_bench
 
         install_bench(lab.config, replace=True)
+    record = config.getoption("--hil-record")
+    if record:
+        directory = Path(record)
+        if directory.exists() and not directory.is_dir():
+            raise pytest.UsageError(f"--hil-record: {directory} exists and is not a directory")
+        recorder = ExchangeRecorder(directory)
+        recorder.install()
+        config.stash[_RECORDER_KEY] = recorder
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    recorder = config.stash.get(_RECORDER_KEY, None)
+    if recorder is not None:
+        recorder.uninstall()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    recorder = session.config.stash.get(_RECORDER_KEY, None)
+    if recorder is not None:
+        written = recorder.save()
+        session.config.stash[_WRITTEN_KEY] = written
+
+
+_WRITTEN_KEY = pytest.StashKey[list[Path]]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    written = config.stash.get(_WRITTEN_KEY, None)
+    if written is not None:
+        recorder = config.stash[_RECORDER_KEY]
+        terminalreporter.write_line(
+            f"hil-record: {len(written)} exchange file(s) in {recorder.directory}: "
+            + ", ".join(p.name for p in written))
 
 
 def pytest_report_header(config: pytest.Config) -> str:
