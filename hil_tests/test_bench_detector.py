@@ -41,3 +41,18 @@ def test_detector_procedure(name, hil_lab, tmp_path):
     if hil_lab.simulated:
         truth = getattr(hil_lab.config.bench.params().detectors[0], key)
         assert abs(record["value"] - truth) <= 3 * record["uncertainty"]
+
+
+@pytest.mark.hil
+@pytest.mark.roles(*ROLES)
+def test_jitter_against_the_sync(hil_lab, tmp_path):
+    lab = open_lab(hil_lab.config, PROCEDURES["jitter"].roles)
+    try:
+        record = run_procedure("jitter", lab, tmp_path)
+    finally:
+        lab.close()
+    assert record["status"] == "complete"
+    assert 0 < record["uncertainty"] <= 0.05 * record["value"]
+    if hil_lab.simulated:
+        truth = hil_lab.config.bench.params().detectors[0].jitter_fwhm_ps
+        assert abs(record["value"] - truth) <= 3 * record["uncertainty"]

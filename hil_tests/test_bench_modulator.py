@@ -46,3 +46,21 @@ def test_detector_efficiency(hil_lab, tmp_path):
     if hil_lab.simulated:
         truth = hil_lab.config.bench.params().detectors[0].efficiency
         assert abs(record["value"] - truth) <= 3 * record["uncertainty"]
+
+
+@pytest.mark.hil
+@pytest.mark.roles("time_tagger", "transmitter", "bias_controller", "attenuator", "detector")
+def test_qber_scan_finds_the_working_point(hil_lab, tmp_path):
+    lab = open_lab(hil_lab.config, PROCEDURES["qber-scan"].roles)
+    try:
+        mode = lab.role("bias_controller").lock_mode()
+        record = run_procedure("qber-scan", lab, tmp_path)
+        assert lab.role("bias_controller").lock_mode() == mode
+    finally:
+        lab.close()
+    assert record["status"] == "complete"
+    assert record["uncertainty"] > 0
+    assert (tmp_path / "qber-scan.png").exists()
+    if hil_lab.simulated:
+        truth = hil_lab.config.bench.params().source.bias_null_v
+        assert abs(record["value"] - truth) <= 3 * record["uncertainty"]
