@@ -56,3 +56,33 @@ def test_jitter_against_the_sync(hil_lab, tmp_path):
     if hil_lab.simulated:
         truth = hil_lab.config.bench.params().detectors[0].jitter_fwhm_ps
         assert abs(record["value"] - truth) <= 3 * record["uncertainty"]
+
+
+@pytest.mark.hil
+@pytest.mark.roles(*ROLES)
+def test_efficiency_mismatch_of_the_receivers_detectors(hil_lab, tmp_path):
+    lab = open_lab(hil_lab.config, PROCEDURES["efficiency-mismatch"].roles)
+    try:
+        record = run_procedure("efficiency-mismatch", lab, tmp_path)
+    finally:
+        lab.close()
+    assert record["status"] == "complete"
+    assert len(record["channels"]) >= 2
+    if hil_lab.simulated:  # the simulated lab's four detectors are identical
+        for channel in record["channels"].values():
+            assert abs(channel["value"] - 1.0) <= 3 * channel["uncertainty"]
+
+
+@pytest.mark.hil
+@pytest.mark.roles(*ROLES)
+def test_delay_alignment_of_the_channels(hil_lab, tmp_path):
+    lab = open_lab(hil_lab.config, PROCEDURES["delay-alignment"].roles)
+    try:
+        record = run_procedure("delay-alignment", lab, tmp_path)
+    finally:
+        lab.close()
+    assert record["status"] == "complete"
+    assert record["unit"] == "ps"
+    if hil_lab.simulated:  # no channel delays configured: every channel aligned already
+        for channel in record["channels"].values():
+            assert abs(channel["value"]) <= 3 * channel["uncertainty"] + 1.0
