@@ -234,14 +234,16 @@ def _block_summary(rec: dict[str, Any], link: LinkModel, d: DecoyParams,
         predicted, _ = link.key_length(d, n_x, EPS, EPS)
         out["model_ell_same_n_x"] = int(predicted.ell)
         qber = rec.get("qber") or 0.0
-        if rec.get("kept_bits"):
+        if rec.get("qber_z") is not None:
             # The same bounds on this block's own counts, with Lim's f_EC = 1.16 in place of the
-            # leakage reconciliation really had: separates the link's physics from protocol costs.
+            # leakage reconciliation really had (and the X error rate, or the Z one where the
+            # block never got to reconcile): the link's physics apart from protocol costs.
             counts = DecoyCounts(tuple(rec["n_x"]), tuple(rec["n_z"]), tuple(rec["m_z"]),
                                  (0, 0, 0))
             ideal = finite_key_length(counts, (d.mu1, d.mu2, link.mu3),
                                       (d.p_mu1, d.p_mu2, 1.0 - d.p_mu1 - d.p_mu2), eps_cor=EPS,
-                                      kappa=EPS, f_ec=link.ec_efficiency, qber=qber,
+                                      kappa=EPS, f_ec=link.ec_efficiency,
+                                      qber=qber or float(rec["qber_z"]),
                                       qber_abort=0.5)
             out["bounds_ell_own_counts_f_1_16"] = int(ideal.ell)
         out["f_ec"] = (rec["leakage_bits"] / (rec["kept_bits"] * _h(qber))
@@ -328,6 +330,7 @@ def measure(km: float, block_slots: int, blocks: int, seed: int,
         "ratio_same_n_x": ratio_same,
         "bounds_ell_own_counts_total": own,
         "ratio_to_bounds_on_own_counts": final / own if own > 0 else None,
+        "bounds_own_counts_over_model": own / model_same if model_same > 0 else None,
         "ratio_per_pulse_sent": key_per_pulse / model_rate if model_rate > 0 else None,
         "ratio_per_key_pulse": key_per_key_pulse / model_rate if model_rate > 0 else None,
         "target_0_9_met": (ratio_same is not None and ratio_same >= 0.9),
