@@ -53,9 +53,9 @@ EPS = 1e-15                    # eps_cor and kappa, as Lim et al.
 # block is simulated in about a minute of wall time): the benchmark gives each block this long.
 BLOCK_TIMEOUT_S = 900.0
 SECRET_BYTES = 2064 + 16 * 64
-# Default block sizes: at 10 km 2^26 slots give about 7e4 sifted X bits; 50 km loses 8 dB more
-# (eta_sys 0.01 against 0.063), so its blocks are 2^27 slots (about 1e5 sifted X bits; 2^28 would
-# need about 12 GiB of memory, the simulation's peak being about 48 bytes per slot).
+# Default block sizes: at 10 km 2^26 slots give about 2.9e5 sifted X bits (q_x 0.7); 50 km loses
+# 8 dB more (eta_sys 0.01 against 0.063), so its blocks are 2^27 slots (about 4.2e4 sifted X bits;
+# the run peaks at about 4.4 GiB with them, 2^28 would need about twice that).
 DEFAULT_BLOCK_SLOTS = {10.0: 1 << 26, 50.0: 1 << 27}
 
 
