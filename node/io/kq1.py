@@ -134,6 +134,8 @@ class Kq1Server:
             log.warning("Kq-1: module %s broke the protocol, disconnecting: %s", name, exc)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            pass  # the server is stopping; asyncio's stream callback must not see it
         finally:
             if self.sessions.get(name) is session:
                 del self.sessions[name]
