@@ -30,7 +30,7 @@ role = "{role}"
 {qdist} = "127.0.0.1:{port}"
 auth_secret_file = "secret.bin"
 audit_log = "audit-{who}.jsonl"
-block_slots = 67_108_864  # 2^26: ~85 000 sifted X bits, a positive key in practically every block (2^24 often is not)
+block_slots = 67_108_864  # 2^26 slots: a positive key in practically every block
 [links.decoy]
 mu1 = 0.485
 mu2 = 0.13
