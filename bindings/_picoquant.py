@@ -9,6 +9,7 @@ library's ``<prefix>GetErrorString``.
 
 from __future__ import annotations
 
+import abc
 import threading
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,7 @@ def check_rc(ffi: FFI, lib: Any, prefix: str, rc: int, call: str) -> None:
         raise VendorLibraryError(rc, f"{text} ({call})")
 
 
-class PicoQuantLibrary(ClosesOnExit):
+class PicoQuantLibrary(ClosesOnExit, abc.ABC):
     """One PicoQuant device in T2 mode through its library (base of the HH and MH bindings).
 
     Opens device ``device_index``, initialises it in T2 mode with the internal clock and keeps
@@ -104,6 +105,7 @@ class PicoQuantLibrary(ClosesOnExit):
     def _after_initialize(self) -> None:
         """Model-specific steps after Initialize (the HydraHarp calibrates)."""
 
+    @abc.abstractmethod
     def _check(self, rc: int, call: str) -> None:
         raise NotImplementedError
 
@@ -181,10 +183,12 @@ class PicoQuantLibrary(ClosesOnExit):
         """Whether the FIFO overran (events were lost)."""
         return bool(self.flags() & FLAG_FIFOFULL)
 
+    @abc.abstractmethod
     def record_type(self) -> int:
         """The PicoQuant T2 record type the library writes."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def read_fifo(self) -> NDArray[np.uint32]:
         """``ReadFiFo``: the next T2 records (a copy)."""
         raise NotImplementedError

@@ -12,6 +12,7 @@ pyserial handler and the bench service only move these bytes.
 
 from __future__ import annotations
 
+import abc
 import math
 import re
 from collections.abc import Callable
@@ -86,7 +87,7 @@ def scpi_header(notation: str) -> re.Pattern[str]:
     return re.compile("".join(out), re.IGNORECASE)
 
 
-class MessageDevice:
+class MessageDevice(abc.ABC):
     """Base of the emulators: the input parser and the reply queue.
 
     Subclasses implement :meth:`handle` (one message in, a reply or None out) and set
@@ -159,7 +160,7 @@ class MessageDevice:
         with self.bench.lock:
             self._input.clear()
 
-    def overflowed(self) -> None:
+    def overflowed(self) -> None:  # noqa: B027 - an optional hook: doing nothing is the default
         """Called when a message exceeded :data:`MAX_MESSAGE_BYTES` (subclasses report it)."""
 
     def _next_message(self) -> bytes | None:
@@ -186,6 +187,7 @@ class MessageDevice:
             del buffer[: end + len(term)]
             return message
 
+    @abc.abstractmethod
     def handle(self, message: bytes) -> str | None:
         """Runs one message; returns the reply text (without termination) or None."""
         raise NotImplementedError

@@ -27,6 +27,7 @@ never diverge even if the last message of a block is lost.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 from collections import deque
 from typing import Any
@@ -87,7 +88,7 @@ class _Audit:
         return BlockAudit(outcome=outcome, reason=reason, **self.values)
 
 
-class QdistEnd:
+class QdistEnd(abc.ABC):
     """The part of a Qdist end both roles share. Use :class:`QdistAlice` or :class:`QdistBob`.
 
     Sans-IO: :meth:`receive_data` takes bytes, :meth:`next_event` processes frames and returns
@@ -330,8 +331,10 @@ class QdistEnd:
         """An authentic frame outside the current block: True if the role took it."""
         return False
 
+    @abc.abstractmethod
     def _handle(self, message: Message) -> None:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _reset_block(self) -> None:
         raise NotImplementedError
