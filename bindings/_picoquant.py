@@ -107,7 +107,7 @@ class PicoQuantLibrary(ClosesOnExit, abc.ABC):
 
     @abc.abstractmethod
     def _check(self, rc: int, call: str) -> None:
-        raise NotImplementedError
+        """Raises VendorLibraryError with the library's own message for an error code."""
 
     def _call(self, name: str, *args: Any) -> None:
         with self._lock:
@@ -186,12 +186,10 @@ class PicoQuantLibrary(ClosesOnExit, abc.ABC):
     @abc.abstractmethod
     def record_type(self) -> int:
         """The PicoQuant T2 record type the library writes."""
-        raise NotImplementedError
 
     @abc.abstractmethod
     def read_fifo(self) -> NDArray[np.uint32]:
         """``ReadFiFo``: the next T2 records (a copy)."""
-        raise NotImplementedError
 
     def _records(self, buffer: Any, n: int, capacity: int) -> NDArray[np.uint32]:
         if not 0 <= n <= capacity:

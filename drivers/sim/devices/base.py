@@ -190,7 +190,6 @@ class MessageDevice(abc.ABC):
     @abc.abstractmethod
     def handle(self, message: bytes) -> str | None:
         """Runs one message; returns the reply text (without termination) or None."""
-        raise NotImplementedError
 
 
 # A SCPI handler: (captured channel numbers or other groups, argument text, is a query).

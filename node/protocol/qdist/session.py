@@ -333,8 +333,8 @@ class QdistEnd(abc.ABC):
 
     @abc.abstractmethod
     def _handle(self, message: Message) -> None:
-        raise NotImplementedError
+        """The role's step for an authentic message of the current block."""
 
     @abc.abstractmethod
     def _reset_block(self) -> None:
-        raise NotImplementedError
+        """Forgets the role's state of the current block."""
