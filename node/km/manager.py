@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..errors import KeyNotFound, KeyPoolDepleted, NotAuthorized, PeerUnavailable, UnknownSae
+from ..errors import KeyPoolDepleted, NotAuthorized, PeerUnavailable, UnknownSae
 from .records import LinkKey, PoolLevel, SupplyKey, SupplyPlan
 from .store import KeyStore
 
@@ -252,20 +252,11 @@ class KeyManager:
             raise ValueError("a request names at least one key ID")
         if len(key_ids) > self.limits.max_key_per_request:
             raise ValueError(f"at most {self.limits.max_key_per_request} key IDs per request")
-        keys = await asyncio.to_thread(self._dec_keys, slave_sae, master_sae, list(key_ids))
+        # One transaction checks the master of every key, then delivers (all or none).
+        keys = await asyncio.to_thread(self.store.deliver, list(key_ids), slave_sae,
+                                       self.clock(), master=master_sae)
         self.counters["delivered_to_slaves"] += len(keys)
         return keys
-
-    def _dec_keys(self, slave_sae: str, master_sae: str,
-                  key_ids: list[uuid.UUID]) -> list[SupplyKey]:
-        for key_id in key_ids:
-            try:
-                master, _ = self.store.supply_recipients(key_id)
-            except KeyNotFound:
-                continue  # deliver() refuses the whole request with its own message
-            if master != master_sae:
-                raise NotAuthorized(f"key {key_id} was not requested by {master_sae!r}")
-        return self.store.deliver(key_ids, slave_sae, self.clock())
 
     # --- Kq-1 and Kx ------------------------------------------------------------------------
 

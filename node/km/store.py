@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -44,7 +45,7 @@ from .records import (
     SupplyState,
 )
 
-__all__ = ["DEFAULT_RESERVATION_LIFETIME_S", "KeyStore", "SqliteKeyStore"]
+__all__ = ["DEFAULT_RESERVATION_LIFETIME_S", "KeyStore", "SqliteKeyStore", "time_ordered_key_id"]
 
 SCHEMA_VERSION = 2
 # A reserved supply key that no recipient collected within an hour is destroyed (never returned
@@ -129,7 +130,8 @@ class KeyStore(Protocol):
     def reserve(self, pool: str, plans: Sequence[SupplyPlan], local_recipients: Iterable[str],
                 now: float) -> None: ...
 
-    def deliver(self, key_ids: Sequence[uuid.UUID], sae: str, now: float) -> list[SupplyKey]: ...
+    def deliver(self, key_ids: Sequence[uuid.UUID], sae: str, now: float, *,
+                master: str | None = None) -> list[SupplyKey]: ...
 
     def take_pad(self, pool: str, size_bytes: int, now: float) -> tuple[SupplyPlan, bytes]: ...
 
@@ -181,6 +183,22 @@ def _used(ranges: list[list[int]] | None) -> int:
     """Bytes covered by consumed ranges."""
     assert ranges is not None
     return sum(b - a for a, b in ranges)
+
+
+def time_ordered_key_id(now: float) -> uuid.UUID:
+    """A new supply key ID: a version 7 UUID (RFC 9562: 48-bit UNIX milliseconds, then 74
+    random bits from the operating system's CSPRNG).
+
+    Both stores index supply keys by ID; IDs that grow with time land on the last page of each
+    index instead of a random one, so a request dirties (and commits, and checkpoints) a few
+    pages instead of one per key per index. The creation time a version 7 ID shows is in the
+    key's records anyway; nothing about the key's bytes is in it.
+    """
+    ms = int(now * 1000) & ((1 << 48) - 1)
+    rand = int.from_bytes(os.urandom(10), "big")  # 80 bits, 74 used
+    value = (ms << 80) | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64 | (0b10 << 62) \
+        | (rand & ((1 << 62) - 1))
+    return uuid.UUID(int=value)
 
 
 def _plan_json(plan: SupplyPlan) -> str:
@@ -476,14 +494,14 @@ class SqliteKeyStore:
             raise ValueError(f"count and size_bytes must be >= 1, got {count}, {size_bytes}")
 
         def _op(db: sqlite3.Connection) -> list[SupplyPlan]:
-            plans = self._plan(db, pool, master, slaves, count, size_bytes)
+            plans = self._plan(db, pool, master, slaves, count, size_bytes, now)
             self._apply_plans(db, pool, plans, local_recipients, now)
             return plans
 
         return self._execute(_op)
 
     def _plan(self, db: sqlite3.Connection, pool: str, master: str, slaves: Sequence[str],
-              count: int, size_bytes: int) -> list[SupplyPlan]:
+              count: int, size_bytes: int, now: float) -> list[SupplyPlan]:
         """Chooses the bytes of ``count`` keys from ``pool``'s active keys, oldest first."""
         need = count * size_bytes
         # Oldest keys first, read only as far as the request needs.
@@ -515,7 +533,8 @@ class SqliteKeyStore:
                 sources.append(SourceSlice(cur[0], cur[1], take))
                 cur = (cur[0], cur[1] + take, cur[2])
                 left -= take
-            plans.append(SupplyPlan(uuid.uuid4(), master, tuple(slaves), tuple(sources)))
+            plans.append(SupplyPlan(time_ordered_key_id(now), master, tuple(slaves),
+                                    tuple(sources)))
         return plans
 
     def take_supply(self, pool: str, master: str, slaves: Sequence[str], count: int,
@@ -535,7 +554,7 @@ class SqliteKeyStore:
             raise ValueError(f"count and size_bytes must be >= 1, got {count}, {size_bytes}")
 
         def _op(db: sqlite3.Connection) -> tuple[list[SupplyPlan], list[SupplyKey]]:
-            plans = self._plan(db, pool, master, slaves, count, size_bytes)
+            plans = self._plan(db, pool, master, slaves, count, size_bytes, now)
             materials = self._consume(db, pool, plans, now)
             db.executemany(
                 "INSERT INTO supply_keys (key_id, pool, master, slaves, plan, size_bytes, "
@@ -685,7 +704,7 @@ class SqliteKeyStore:
             raise ValueError(f"size_bytes must be >= 1, got {size_bytes}")
 
         def _op(db: sqlite3.Connection) -> tuple[SupplyPlan, bytes]:
-            (plan,) = self._plan(db, pool, RELAY_PAD, [RELAY_PAD], 1, size_bytes)
+            (plan,) = self._plan(db, pool, RELAY_PAD, [RELAY_PAD], 1, size_bytes, now)
             return plan, self._consume(db, pool, [plan], now)[0]
 
         return self._execute(_op)
@@ -701,14 +720,23 @@ class SqliteKeyStore:
 
         return self._execute(_op)
 
-    def deliver(self, key_ids: Sequence[uuid.UUID], sae: str, now: float) -> list[SupplyKey]:
+    def deliver(self, key_ids: Sequence[uuid.UUID], sae: str, now: float, *,
+                master: str | None = None) -> list[SupplyKey]:
         """Hands supply keys to one of their recipients, once; all or none.
 
         A key is destroyed as soon as its last local recipient has it.
 
+        Args:
+            key_ids: the keys.
+            sae: the recipient asking.
+            now: UNIX seconds.
+            master: if given, the master SAE the caller says obtained the keys (ETSI 014's
+                dec_keys names it); a known key made for another master refuses the request.
+
         Raises:
             KeyNotFound: an ID is unknown, destroyed, expired, or already delivered to ``sae``.
-            NotAuthorized: ``sae`` is not a recipient of a key (checked before anything else).
+            NotAuthorized: a known key was made for another ``master`` (checked first), or
+                ``sae`` is not a recipient of a key.
         """
         ids = [str(k) for k in key_ids]
         if len(set(ids)) != len(ids):
@@ -718,9 +746,13 @@ class SqliteKeyStore:
             # A handful of statements per request, not per key (requests are at most a few
             # hundred keys: far below SQLite's limit on host parameters).
             marks = ",".join("?" * len(ids))
-            rows = {k: (st, exp) for k, st, exp in db.execute(
-                f"SELECT key_id, state, expires_at FROM supply_keys WHERE key_id IN ({marks})",
-                ids)}
+            rows = {k: (st, exp, m) for k, st, exp, m in db.execute(
+                "SELECT key_id, state, expires_at, master FROM supply_keys WHERE key_id IN "
+                f"({marks})", ids)}
+            if master is not None:
+                for key_id in ids:
+                    if key_id in rows and rows[key_id][2] != master:
+                        raise NotAuthorized(f"key {key_id} was not requested by {master!r}")
             recipients = dict(db.execute(
                 f"SELECT key_id, delivered_at FROM recipients WHERE sae = ? AND key_id IN "
                 f"({marks})", (sae, *ids)).fetchall())
@@ -729,7 +761,7 @@ class SqliteKeyStore:
                     raise KeyNotFound(f"key {key_id} is not known here")
                 if key_id not in recipients:
                     raise NotAuthorized(f"{sae!r} is not a recipient of key {key_id}")
-                state, expires_at = rows[key_id]
+                state, expires_at, _ = rows[key_id]
                 if recipients[key_id] is not None:
                     raise KeyNotFound(f"key {key_id} was already delivered to {sae!r}")
                 if state != KeyState.ACTIVE.value:

@@ -108,6 +108,31 @@ def test_local_master_and_slave_each_get_it_once_then_it_is_destroyed(pair):
         a.deliver([plan.key_id], "s1", NOW)
 
 
+def test_deliver_checks_the_master_named_by_the_slave_before_anything_else(pair):
+    a, b, _ = pair
+    plans = a.make_supply("B", "m", ["s"], 2, 32, ["m"], NOW)
+    b.reserve("A", plans, ["s"], NOW)
+    ids = [p.key_id for p in plans]
+    with pytest.raises(NotAuthorized, match="not requested by 'other'"):
+        b.deliver([uuid.uuid4(), *ids], "s", NOW, master="other")
+    assert b.supply_state(ids[0]) == (KeyState.ACTIVE, SupplyState.RESERVED)
+    with pytest.raises(KeyNotFound):   # an unknown ID, the right master: not found
+        b.deliver([uuid.uuid4(), *ids], "s", NOW, master="m")
+    got = b.deliver(ids, "s", NOW, master="m")
+    assert [k.key_id for k in got] == ids
+
+
+def test_supply_key_ids_are_version_7_uuids_that_grow_with_time(pair):
+    a, _, _ = pair
+    first = a.make_supply("B", "m", ["s"], 3, 8, ["m"], NOW)
+    later = a.make_supply("B", "m", ["s"], 3, 8, ["m"], NOW + 0.002)
+    ids = [p.key_id for p in first + later]
+    assert all(k.version == 7 and k.variant == uuid.RFC_4122 for k in ids)
+    assert len(set(ids)) == len(ids)
+    assert all(k.int >> 80 == int(NOW * 1000) for k in ids[:3])
+    assert max(str(k) for k in ids[:3]) < min(str(k) for k in ids[3:])
+
+
 def test_a_request_is_all_or_nothing(pair):
     a, _, _ = pair
     plans = a.make_supply("B", "m", ["s"], 2, 32, ["m"], NOW)
