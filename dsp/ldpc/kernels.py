@@ -186,33 +186,21 @@ def csr_kernel(
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _rotate_in(
-    block: NDArray[np.float32], out: NDArray[np.float32], s: int, z: int
+def _store_block(
+    values2: NDArray[np.float32], post2: NDArray[np.float32], base: int, s: int, z: int
 ) -> None:  # pragma: no cover - compiled
-    """out[u] = block[(u - s) mod z]: check u of a layer meets variable (u - s) mod z."""
-    head = out[s:]
-    low = block[: z - s]
-    for t in range(z - s):
-        head[t] = low[t]
-    tail = out[:s]
-    high = block[z - s :]
-    for t in range(s):
-        tail[t] = high[t]
+    """Writes a layer's new posteriors back to both copies of a doubled block.
 
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _rotate_out(
-    values: NDArray[np.float32], block: NDArray[np.float32], s: int, z: int
-) -> None:  # pragma: no cover - compiled
-    """block[(u - s) mod z] = values[u] (the inverse of :func:`_rotate_in`)."""
-    head = values[s:]
-    low = block[: z - s]
-    for t in range(z - s):
-        low[t] = head[t]
-    tail = values[:s]
-    high = block[z - s :]
-    for t in range(s):
-        high[t] = tail[t]
+    ``values2[u] == values2[u + z]`` is the posterior of lifted check ``u``'s variable, which is
+    ``(u - s) mod z`` of the block: ``block[t] = values2[t + s]``, one contiguous run of ``z``.
+    """
+    src = values2[s : s + z]
+    low = post2[base : base + z]
+    high = post2[base + z : base + 2 * z]
+    for t in range(z):
+        v = src[t]
+        low[t] = v
+        high[t] = v
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -222,18 +210,18 @@ def _qc_matches(
     layer_col: NDArray[np.int32],
     layer_shift: NDArray[np.int32],
     syndrome: NDArray[np.uint8],
-    post: NDArray[np.float32],
+    post2: NDArray[np.float32],
     parity: NDArray[np.int32],
-    scratch: NDArray[np.float32],
 ) -> bool:  # pragma: no cover - compiled
     zero = np.float32(0.0)
     for i in range(layer_ptr.shape[0] - 1):
         for u in range(z):
             parity[u] = np.int32(syndrome[i * z + u] & np.uint8(1))
         for b in range(layer_ptr[i], layer_ptr[i + 1]):
-            _rotate_in(post[layer_col[b] * z : layer_col[b] * z + z], scratch, layer_shift[b], z)
+            start = 2 * z * layer_col[b] + z - layer_shift[b]
+            src = post2[start : start + z]
             for u in range(z):
-                parity[u] ^= np.int32(1) if scratch[u] < zero else np.int32(0)
+                parity[u] ^= np.int32(1) if src[u] < zero else np.int32(0)
         bad = np.int32(0)
         for u in range(z):
             bad |= parity[u]
@@ -248,6 +236,7 @@ def qc_kernel(
     layer_ptr: NDArray[np.int64],
     layer_col: NDArray[np.int32],
     layer_shift: NDArray[np.int32],
+    csr_edge: NDArray[np.int64],
     syndrome: NDArray[np.uint8],
     llr: NDArray[np.float32],
     max_iterations: int,
@@ -255,17 +244,26 @@ def qc_kernel(
     scale: np.float32,
     offset: np.float32,
     k: PhiConstants,
-    msg: NDArray[np.float32],
+    messages: NDArray[np.float32],
     bits_out: NDArray[np.uint8],
 ) -> tuple[int, bool]:  # pragma: no cover - compiled
-    """Layered BP on a QC code, ``z`` checks at once; ``msg`` in layer order ``[b, u]``.
+    """Layered BP on a QC code, ``z`` checks at once; ``messages`` (check-major) in place.
 
     Base edge ``b`` (of base check ``i``, base variable ``j``, shift ``s``) has the ``z``
-    message slots ``msg[b * z + u]``, one per lifted check ``i * z + u``, whose variable is
-    ``j * z + (u - s) mod z``. Returns ``(iterations, converged)``.
+    message slots ``msg[b * z + u]`` of the layer order, one per lifted check ``i * z + u``,
+    whose variable is ``j * z + (u - s) mod z``; ``csr_edge`` maps them to the check-major
+    order of ``messages``. Posteriors are kept *doubled*: block ``j`` is stored twice in a row
+    (``post2[2 z j : 2 z (j + 1)]``), so the ``z`` posteriors a layer reads through shift ``s``
+    are the one contiguous run ``post2[2 z j + z - s :][:z]``: no rotation copies, no
+    remainder loops. Returns ``(iterations, converged)``.
     """
     mb = layer_ptr.shape[0] - 1
+    nb = llr.shape[0] // z
     zero = np.float32(0.0)
+    edges = csr_edge.shape[0]
+    msg = np.empty(edges, dtype=np.float32)
+    for e in range(edges):
+        msg[e] = messages[csr_edge[e]]
     post = llr.copy()
     max_degree = 1
     for i in range(mb):
@@ -277,8 +275,13 @@ def qc_kernel(
                 post[base + u - s] += msg[b * z + u]
             for u in range(s):
                 post[base + u - s + z] += msg[b * z + u]
-    ext = np.empty(max_degree * z, dtype=np.float32)
+    post2 = np.empty(2 * nb * z, dtype=np.float32)
+    for j in range(nb):
+        for t in range(z):
+            post2[2 * z * j + t] = post[j * z + t]
+            post2[2 * z * j + z + t] = post[j * z + t]
     mags = np.empty(max_degree * z, dtype=np.float32)
+    values2 = np.empty(2 * z, dtype=np.float32)
     negative = np.empty(z, dtype=np.int32)
     total = np.empty(z, dtype=np.float32)
     min1 = np.empty(z, dtype=np.float32)
@@ -287,9 +290,7 @@ def qc_kernel(
     big = np.float32(np.finfo(np.float32).max)
     limit = k[18]
     iterations = 0
-    converged = _qc_matches(
-        z, layer_ptr, layer_col, layer_shift, syndrome, post, negative, total
-    )
+    converged = _qc_matches(z, layer_ptr, layer_col, layer_shift, syndrome, post2, negative)
     while not converged and iterations < max_iterations:
         for i in range(mb):
             first = layer_ptr[i]
@@ -300,29 +301,25 @@ def qc_kernel(
                 min1[u] = big
                 min2[u] = big
                 arg1[u] = 0
-            # Pass 1, per base edge: gather the shifted posteriors (two contiguous pieces), then
-            # one fused loop for the extrinsic inputs, their signs and the check's accumulators.
-            # Slices keep every index a plain loop counter, so the loads vectorise.
+            # Pass 1, per base edge: extrinsic inputs (posterior minus the old message; the
+            # posteriors of a layer's variables do not change before pass 2), their signs and
+            # the check's accumulators. Every index is a plain loop counter: the loads vectorise.
             for r in range(degree):
                 b = first + r
-                s = layer_shift[b]
-                block = post[layer_col[b] * z : layer_col[b] * z + z]
-                er = ext[r * z : r * z + z]
+                start = 2 * z * layer_col[b] + z - layer_shift[b]
+                src = post2[start : start + z]
                 mr = msg[b * z : b * z + z]
-                _rotate_in(block, er, s, z)
                 if algorithm == 1:
                     mg = mags[r * z : r * z + z]
                     for u in range(z):
-                        t = er[u] - mr[u]
-                        er[u] = t
+                        t = src[u] - mr[u]
                         negative[u] ^= _sign(t)
                         p = phi(abs(t), k)
                         mg[u] = p
                         total[u] += p
                 else:
                     for u in range(z):
-                        t = er[u] - mr[u]
-                        er[u] = t
+                        t = src[u] - mr[u]
                         negative[u] ^= _sign(t)
                         a = abs(t)
                         min2[u] = min(min2[u], max(min1[u], a))
@@ -332,35 +329,39 @@ def qc_kernel(
                 for u in range(z):
                     min1[u] = min(max(scale * min1[u] - offset, zero), limit)
                     min2[u] = min(max(scale * min2[u] - offset, zero), limit)
-            # Pass 2, per base edge: new messages and posteriors, scattered back.
+            # Pass 2, per base edge: new messages and posteriors (the extrinsic input recomputed,
+            # bit for bit, rather than stored and reloaded), written back to the doubled block.
             for r in range(degree):
                 b = first + r
+                col = 2 * z * layer_col[b]
                 s = layer_shift[b]
-                block = post[layer_col[b] * z : layer_col[b] * z + z]
-                er = ext[r * z : r * z + z]
+                src = post2[col + z - s : col + 2 * z - s]
                 mr = msg[b * z : b * z + z]
                 if algorithm == 1:
                     mg = mags[r * z : r * z + z]
                     for u in range(z):
-                        t = er[u]
+                        t = src[u] - mr[u]
                         mag = phi(max(total[u] - mg[u], zero), k)
                         value = -mag if (negative[u] ^ _sign(t)) != 0 else mag
                         mr[u] = value
-                        er[u] = t + value
+                        values2[u] = t + value
                 else:
                     for u in range(z):
-                        t = er[u]
+                        t = src[u] - mr[u]
                         mag = min2[u] if arg1[u] == r else min1[u]
                         value = -mag if (negative[u] ^ _sign(t)) != 0 else mag
                         mr[u] = value
-                        er[u] = t + value
-                _rotate_out(er, block, s, z)
+                        values2[u] = t + value
+                for u in range(z):
+                    values2[z + u] = values2[u]
+                _store_block(values2, post2, col, s, z)
         iterations += 1
-        converged = _qc_matches(
-            z, layer_ptr, layer_col, layer_shift, syndrome, post, negative, total
-        )
-    for v in range(post.shape[0]):
-        bits_out[v] = np.uint8(1) if post[v] < zero else np.uint8(0)
+        converged = _qc_matches(z, layer_ptr, layer_col, layer_shift, syndrome, post2, negative)
+    for j in range(nb):
+        for t in range(z):
+            bits_out[j * z + t] = np.uint8(1) if post2[2 * z * j + t] < zero else np.uint8(0)
+    for e in range(edges):
+        messages[csr_edge[e]] = msg[e]
     return iterations, converged
 
 
@@ -396,6 +397,7 @@ def qc_batch_kernel(
     layer_ptr: NDArray[np.int64],
     layer_col: NDArray[np.int32],
     layer_shift: NDArray[np.int32],
+    csr_edge: NDArray[np.int64],
     syndromes: NDArray[np.uint8],
     llrs: NDArray[np.float32],
     max_iterations: int,
@@ -411,7 +413,7 @@ def qc_batch_kernel(
     """:func:`qc_kernel` on each row, the rows spread over all cores."""
     for f in numba.prange(syndromes.shape[0]):
         iterations, converged = qc_kernel(
-            z, layer_ptr, layer_col, layer_shift, syndromes[f], llrs[f], max_iterations,
+            z, layer_ptr, layer_col, layer_shift, csr_edge, syndromes[f], llrs[f], max_iterations,
             algorithm, scale, offset, k, msgs[f], bits_out[f],
         )
         iterations_out[f] = iterations
