@@ -616,18 +616,20 @@ class SqliteKeyStore:
                 by_key.setdefault(str(src.key_id), []).append((p_i, s_i, src))
         pieces: list[list[bytes]] = [[b""] * len(plan.sources) for plan in plans]
         keys = list(by_key)
-        rows: dict[str, tuple[int, str, bytes]] = {}
+        rows: dict[str, tuple[int, str, int]] = {}
         for at in range(0, len(keys), ID_LOOKUP_BATCH):
             part = keys[at:at + ID_LOOKUP_BATCH]
             marks = ",".join("?" * len(part))
             # Looked up by key ID only (with pool and state in the WHERE, SQLite may scan the
-            # pool's index instead), then filtered here.
-            for key_id, key_pool, state, size, consumed, stored in db.execute(
-                    "SELECT l.key_id, l.pool, l.state, l.size_bytes, l.consumed, m.bytes FROM "
+            # pool's index instead), then filtered here. The bytes are read and zeroed in place
+            # through the row's blob (only the pages that hold the used bytes change; rewriting
+            # the column would copy the whole key, and secure_delete would zero the old copy).
+            for key_id, key_pool, state, size, consumed, rowid in db.execute(
+                    "SELECT l.key_id, l.pool, l.state, l.size_bytes, l.consumed, m.rowid FROM "
                     "link_keys l JOIN material m ON m.key_id = l.key_id WHERE l.key_id IN "
                     f"({marks})", part):
                 if key_pool == pool and state == KeyState.ACTIVE.value:
-                    rows[key_id] = (size, consumed, stored)
+                    rows[key_id] = (size, consumed, rowid)
         used_up: list[str] = []
         for key_id, slices in by_key.items():
             first = plans[slices[0][0]].key_id
@@ -640,10 +642,9 @@ class SqliteKeyStore:
                                       f"{known[0]}; its bytes were already used or withdrawn")
                 raise KeyNotFound(f"supply key {first}: link key {key_id} is not an "
                                   f"active key of pool {pool!r}")
-            size, consumed, stored_bytes = row
+            size, consumed, rowid = row
             ranges: list[list[int]] | None = json.loads(consumed)
-            stored = bytearray(stored_bytes)
-            for p_i, s_i, src in slices:
+            for p_i, _, src in slices:
                 end = src.offset + src.length
                 if src.offset < 0 or src.length < 1 or end > size:
                     raise KeyConflict(f"supply key {plans[p_i].key_id}: bytes {src.offset}.."
@@ -653,14 +654,21 @@ class SqliteKeyStore:
                 if ranges is None:
                     raise KeyConflict(f"supply key {plans[p_i].key_id}: bytes {src.offset}.."
                                       f"{end} of link key {key_id} were already used")
-                pieces[p_i][s_i] = bytes(stored[src.offset:end])
-                stored[src.offset:end] = bytes(src.length)  # used bytes are zeroed at once
+            # One read and one write of the span the slices cover (bytes in it that earlier
+            # requests used are zeros already).
+            lo = min(src.offset for _, _, src in slices)
+            hi = max(src.offset + src.length for _, _, src in slices)
+            done = ranges == [[0, size]]
+            with db.blobopen("material", "bytes", rowid, readonly=done) as blob:
+                span = blob[lo:hi]
+                if not done:
+                    blob[lo:hi] = bytes(hi - lo)  # used bytes are zeroed at once
+            for p_i, s_i, src in slices:
+                pieces[p_i][s_i] = span[src.offset - lo:src.offset - lo + src.length]
             self._destroyed_in_tx = True
-            if ranges == [[0, size]]:
-                used_up.append(key_id)
+            if done:
+                used_up.append(key_id)   # the row is deleted below (secure_delete zeroes it)
             else:
-                db.execute("UPDATE material SET bytes = ? WHERE key_id = ?",
-                           (bytes(stored), key_id))
                 db.execute("UPDATE link_keys SET consumed = ?, used_bytes = ?, changed_at = ? "
                            "WHERE key_id = ?", (json.dumps(ranges), _used(ranges), now, key_id))
         for at in range(0, len(used_up), ID_LOOKUP_BATCH):
