@@ -660,9 +660,11 @@ class SqliteKeyStore:
             hi = max(src.offset + src.length for _, _, src in slices)
             done = ranges == [[0, size]]
             with db.blobopen("material", "bytes", rowid, readonly=done) as blob:
-                span = blob[lo:hi]
+                blob.seek(lo)
+                span = blob.read(hi - lo)
                 if not done:
-                    blob[lo:hi] = bytes(hi - lo)  # used bytes are zeroed at once
+                    blob.seek(lo)
+                    blob.write(bytes(hi - lo))  # used bytes are zeroed at once
             for p_i, s_i, src in slices:
                 pieces[p_i][s_i] = span[src.offset - lo:src.offset - lo + src.length]
             self._destroyed_in_tx = True
