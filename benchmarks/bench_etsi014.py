@@ -156,19 +156,11 @@ async def serve(workdir: Path, link_keys: int, storage: str, key_bytes: int) -> 
         shared: dict[uuid.UUID, tuple[bytes, set[str]]] = {}
         a, b = MemorySupply("kme-a", shared), MemorySupply("kme-b", shared)
     else:
-        # wipe_delay_s as `qkdnode run` uses it by default (key_manager.wipe_delay_s), with the
-        # daemon's flush task
+        # wipe_delay_s as `qkdnode run` uses it by default (key_manager.wipe_delay_s); the
+        # store's own wiper thread truncates the WAL when the delay is up
         stores = [SqliteKeyStore(workdir / f"{n}-{os.getpid()}.sqlite",
                                  max_key_count=10 * link_keys, wipe_delay_s=WIPE_DELAY_S)
                   for n in "ab"]
-
-        async def wipe() -> None:
-            while True:
-                await asyncio.sleep(WIPE_DELAY_S)
-                for st in stores:
-                    await asyncio.to_thread(st.flush)
-
-        flusher = asyncio.create_task(wipe())
         a = KeyManager(stores[0], "A", "kme-a", saes, limits=limits)
         b = KeyManager(stores[1], "B", "kme-b", saes, limits=limits)
         a.peers["B"] = DirectPeer("A", b)
@@ -187,8 +179,6 @@ async def serve(workdir: Path, link_keys: int, storage: str, key_bytes: int) -> 
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     for s in servers:
         await s.stop()
-    if stores:
-        flusher.cancel()
     for st in stores:
         st.close()
     print(json.dumps(rusage(resource.RUSAGE_SELF)), flush=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -61,8 +62,14 @@ ID_LOOKUP_BATCH = 500
 MAX_WIPE_DELAY_S = 5.0
 # SQLite waits this long for a lock held by another connection before failing.
 BUSY_TIMEOUT_MS = 10_000
+# With a wipe delay, the store's wiper thread starts copying the WAL into the database this
+# long (at most half the delay) before the truncation is due, without blocking writers, so
+# that the truncation itself, which does block them, has little left to copy.
+WIPE_LEAD_S = 0.05
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 _LIVE = (KeyState.PRE_ACTIVATION.value, KeyState.ACTIVE.value)
 
@@ -228,11 +235,13 @@ class SqliteKeyStore:
         reservation_lifetime_s: supply keys not collected by every recipient within this time
             are destroyed by :meth:`expire`.
         wipe_delay_s: how long destroyed key bytes may stay in the WAL file before it is
-            truncated (0: after every transaction that destroyed some; more lets busy stores
-            truncate once for many transactions; :meth:`flush` must then be called at least
-            that often, as the daemon does).
+            truncated (0: by the transaction that destroyed them, before it returns; more lets
+            busy stores truncate once for many transactions: the store's wiper thread then
+            truncates when the delay is up, off the path of any request; :meth:`flush` does
+            it at once).
 
-    Safe to share between threads (one connection behind a lock).
+    Safe to share between threads (one connection behind a lock; with a wipe delay, a second
+    connection only checkpoints).
     """
 
     def __init__(self, path: str | Path, *, max_key_count: int = 100_000,
@@ -257,6 +266,12 @@ class SqliteKeyStore:
         self.wipe_delay_s = float(wipe_delay_s)
         self._wipe_due: float | None = None
         self._lock = threading.RLock()
+        # The wiper thread (started by the first destruction, with a wipe delay) waits on this.
+        self._wipe_cv = threading.Condition()
+        self._wiper: threading.Thread | None = None
+        self._closing = False
+        self._ckpt_lock = threading.Lock()
+        self._ckpt_conn: sqlite3.Connection | None = None
         self._queue_lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._destroyed_in_tx = False
@@ -328,10 +343,12 @@ class SqliteKeyStore:
                     slot.error = exc
                 db.execute("RELEASE op")
             db.execute("COMMIT")
-            if self._destroyed_in_tx:
-                self._wipe_due = self._wipe_due or time.monotonic() + self.wipe_delay_s
-            if self._wipe_due is not None and time.monotonic() >= self._wipe_due:
-                self._wipe(db)
+            if self.wipe_delay_s == 0:
+                if self._destroyed_in_tx or self._wipe_due is not None:
+                    self._wipe(db)
+            elif self._destroyed_in_tx and self._wipe_due is None:
+                self._wipe_due = time.monotonic() + self.wipe_delay_s
+                self._wake_wiper()
         except BaseException as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
@@ -345,12 +362,59 @@ class SqliteKeyStore:
                 slot.done = True
 
     def _wipe(self, db: sqlite3.Connection) -> None:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            # Only this store's own connections use the file: another process holds it open
+            # (a backup, a shell). The bytes may still be in the WAL: try again soon.
+            log.warning("key store %s: the WAL could not be truncated (the file is open "
+                        "elsewhere); destroyed key bytes may stay in it until it can", self.path)
+            self._wipe_due = self._wipe_due or time.monotonic()
+            return
         self._wipe_due = None
 
+    def _wake_wiper(self) -> None:
+        """Starts the wiper thread if needed and tells it a truncation is due (under _lock)."""
+        with self._wipe_cv:
+            if self._wiper is None and not self._closing:
+                self._wiper = threading.Thread(target=self._wipe_loop, daemon=True,
+                                               name=f"key store wiper {self.path.name}")
+                self._wiper.start()
+            self._wipe_cv.notify()
+
+    def _wipe_loop(self) -> None:
+        lead = min(self.wipe_delay_s / 2, WIPE_LEAD_S)
+        while True:
+            with self._wipe_cv:
+                while True:
+                    if self._closing:
+                        return
+                    due = self._wipe_due
+                    if due is not None and time.monotonic() >= due - lead:
+                        break
+                    self._wipe_cv.wait(None if due is None else due - lead - time.monotonic())
+            try:
+                self.flush()
+            except Exception as exc:  # tried again below, and by close()
+                log.error("key store %s: WAL truncation failed: %s", self.path, exc)
+            if self._wipe_due is not None:  # not done: try again after a delay, not in a spin
+                with self._wipe_cv:
+                    self._wipe_cv.wait(self.wipe_delay_s)
+
     def flush(self) -> None:
-        """Truncates the WAL now if destroyed key bytes may still be in it (the daemon calls
-        this every ``wipe_delay_s``; a no-op when nothing waits)."""
+        """Truncates the WAL now if destroyed key bytes may still be in it (a no-op when
+        nothing waits).
+
+        The WAL is first copied into the database on a second connection, which does not
+        block writers; only the truncation, with what was committed meanwhile, holds them.
+        """
+        if self._wipe_due is None:
+            return
+        with self._ckpt_lock:
+            if self._ckpt_conn is None:
+                self._ckpt_conn = sqlite3.connect(str(self.path), isolation_level=None,
+                                                  check_same_thread=False)
+                self._ckpt_conn.execute("PRAGMA synchronous=FULL")
+            self._ckpt_conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         with self._lock:
             if self._wipe_due is not None:
                 self._wipe(self._db)
@@ -361,6 +425,16 @@ class SqliteKeyStore:
 
     def close(self) -> None:
         """Checkpoints the WAL and closes the file."""
+        with self._wipe_cv:
+            self._closing = True
+            self._wipe_cv.notify()
+            wiper, self._wiper = self._wiper, None
+        if wiper is not None and wiper is not threading.current_thread():
+            wiper.join()
+        with self._ckpt_lock:
+            if self._ckpt_conn is not None:
+                self._ckpt_conn.close()
+                self._ckpt_conn = None
         with self._lock:
             if self._conn is not None:
                 try:

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 
 import pytest
@@ -458,6 +459,23 @@ def test_a_wipe_delay_truncates_later_but_flush_and_close_always_do(tmp_path):
     assert not _found(path, keys[1].material)
     with pytest.raises(ValueError, match="wipe_delay_s"):
         SqliteKeyStore(path, wipe_delay_s=60)
+
+
+def test_the_wiper_truncates_when_the_delay_is_up_without_a_flush(tmp_path):
+    path = tmp_path / "k.sqlite"
+    s = SqliteKeyStore(path, wipe_delay_s=0.3)
+    keys = link_keys(4, size=32, seed=22)
+    s.add_link_keys("B", keys, NOW, active=True)
+    s.destroy([keys[0].key_id], NOW)
+    assert _found(path, keys[0].material)        # the transaction did not wait for the wipe
+    deadline = time.monotonic() + 10
+    while _found(path, keys[0].material):
+        assert time.monotonic() < deadline, "the WAL was never truncated"
+        time.sleep(0.05)
+    assert s.levels()["B"].available_keys == 3   # the store goes on after the wipe
+    s.destroy([keys[1].key_id], NOW)
+    s.close()
+    assert not _found(path, keys[1].material)
 
 
 def test_unconfirmed_keys_expire_and_confirmed_ones_stay(tmp_path):
