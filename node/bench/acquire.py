@@ -1,7 +1,10 @@
 """Time-tag acquisition for the bench procedures, with progress and kept partial data.
 
 :class:`Recorder` collects what the tagger delivers; the runner owns it, so the tags read
-before an interruption (Ctrl-C, an instrument error) are still there to be written.
+before an interruption (Ctrl-C, an instrument error) are still there to be written. Rows of
+readings or scan points go through :meth:`Recorder.add_row` (or :meth:`Recorder.set_rows`
+when a procedure recomputes them all): with ``rows_path`` set they are on disk as soon as they
+complete, and ``on_progress`` (the runner's partial ``result.json``) runs after each.
 :func:`acquire` reads until every detector channel has ``target_counts`` tags or the tags
 span ``max_duration_s``, printing progress to stderr.
 """
@@ -10,11 +13,15 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 from numpy.typing import NDArray
+
+from .result import Row, write_rows_csv
 
 __all__ = ["Recorder", "acquire", "measure_rates"]
 
@@ -39,7 +46,29 @@ class Recorder:
     # Readings of procedures that record something other than tags (power meter readings):
     # a header and rows, written as ``readings.csv``.
     header: tuple[str, ...] = ()
-    rows: list[tuple[float | int | str, ...]] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+    # Where the rows are written as they complete (None: only at the end, by the runner).
+    rows_path: Path | None = None
+    # What the procedure has done so far, for a partial result (e.g. points done, planned).
+    progress: dict[str, Any] = field(default_factory=dict)
+    # Called after each completed row (the runner writes its partial result.json).
+    on_progress: Callable[[], None] | None = None
+
+    def add_row(self, row: Row) -> None:
+        """Adds one completed row of readings and puts it on disk (see module docstring)."""
+        self.rows.append(row)
+        self._flush_rows()
+
+    def set_rows(self, rows: Iterable[Row]) -> None:
+        """Replaces every row (a procedure that recomputes them all as points complete)."""
+        self.rows[:] = list(rows)
+        self._flush_rows()
+
+    def _flush_rows(self) -> None:
+        if self.rows_path is not None and self.header:
+            write_rows_csv(self.rows_path, self.header, self.rows)
+        if self.on_progress is not None:
+            self.on_progress()
 
     def add(self, read: Any) -> None:
         """Adds one :class:`~qkdnode.drivers.roles.TagRead`."""

@@ -10,11 +10,12 @@ identity and reported settings) and fits :mod:`.gaps`' model per detector channe
 * ``afterpulsing``: weak light at a set count rate per channel (the attenuator is stepped until
   the tagger counts it), afterpulse probability from the mixture's excess over the exponential
   baseline;
-* ``dead-time``: strong light (many gaps close to the cutoff), the histogram's cutoff. Light
-  pulses sit on the slot grid, so a gap ending on a photon is a whole number of slot periods:
-  the estimate subtracts half a period and carries ``T / sqrt(12)`` in its uncertainty (common
-  to the channels). That floor is 2 % of the dead time at 14 slot periods: shorter dead times
-  want a faster slot clock or a continuous source.
+* ``dead-time``: strong light (many gaps close to the cutoff), the histogram's edge. Light
+  pulses sit on the slot grid, so a gap ending on a photon is a whole number of slot periods
+  plus the jitter of two clicks, while afterpulses and dark counts end gaps anywhere: the edge
+  is the posterior of :func:`.gaps.cutoff_on_slot_grid` (its comb of jittered teeth plus the
+  continuous afterpulse hazard), not the slot grid's ``T / sqrt(12)``. Only a dead time that
+  ends between teeth with no afterpulses is limited to the gap between teeth.
 
 The reported value is the mean over the detector channels, its uncertainty the channels'
 combined in quadrature over their number.
@@ -22,6 +23,7 @@ combined in quadrature over their number.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .acquire import Recorder, acquire, measure_rates
-from .gaps import GapFit, fit_gaps
+from .gaps import GapFit, cutoff_on_slot_grid, fit_gaps
 from .result import Outcome, Settings, channel_values, mean_of_channels
 
 __all__ = ["afterpulsing", "dark_counts", "dead_time", "set_count_rate"]
@@ -193,24 +195,29 @@ def afterpulsing(lab: Any, recorder: Recorder, settings: Settings) -> Outcome:
 
 
 def dead_time(lab: Any, recorder: Recorder, settings: Settings) -> Outcome:
-    """Dead time from the gap histogram's cutoff under strong light (module docstring)."""
+    """Dead time from the gap histogram's edge under strong light (module docstring)."""
+    timing_rms_ps = float(settings["timing_rms_ps"])
     run = _acquire_and_fit(lab, recorder, settings, light_hz=float(settings["count_rate_hz"]),
-                           timing_rms_ps=float(settings["timing_rms_ps"]))
-    slot_rate = float(lab.role("transmitter").slot_rate_hz())
-    period = 1.0 / slot_rate
-    # The slot grid's offset is common to every channel: it is added after the mean.
-    grid_ps = period / math.sqrt(12.0) * 1e12
-    per_ps = {ch: ((f.dead_time_s - period / 2.0) * 1e12, f.u_dead_time_s * 1e12)
+                           timing_rms_ps=timing_rms_ps)
+    period_ps = 1e12 / float(lab.role("transmitter").slot_rate_hz())
+    t, c = recorder.tags()
+    per_ps = {ch: cutoff_on_slot_grid(t[c == ch], f, period_ps, timing_rms_ps)
               for ch, f in run.fits.items()}
-    value, u_stat = mean_of_channels(per_ps)
-    u = math.hypot(u_stat, grid_ps)
+    value, u = mean_of_channels(per_ps)
+    # The plots mark the edge found here.
+    fits = {ch: dataclasses.replace(f, dead_time_s=per_ps[ch][0] * 1e-12,
+                                    u_dead_time_s=per_ps[ch][1] * 1e-12)
+            for ch, f in run.fits.items()}
     return Outcome(
         quantity="dead time", value=value, uncertainty=u, unit="ps",
-        estimator=("cutoff of the inter-arrival histogram: smallest gap less its expected "
-                   "excess 1/(N f(0)) and half a slot period; u from 1/(N f(0)), the slot "
-                   "grid (T/sqrt 12) and the timing jitter; mean over channels"),
-        channels=channel_values({ch: (v, math.hypot(uu, grid_ps)) for ch, (v, uu)
-                                 in per_ps.items()}, {ch: f.n_gaps for ch, f in run.fits.items()}),
-        also={"slot_period_ps": period * 1e12, "uncertainty_statistical_ps": u_stat,
-              "uncertainty_slot_grid_ps": grid_ps}, fits=run.fits, span_s=run.span_s,
-        instrument_settings=_detector_settings(lab), light=run.light, mark="cutoff")
+        estimator=("edge of the inter-arrival histogram: posterior mean (flat prior) of d "
+                   "given that every gap outlived it, with the hazard just beyond d the "
+                   "jittered photon comb on the slot grid plus the continuous afterpulse race "
+                   "of the gap model; u its standard deviation with the timing uncertainty of "
+                   "a gap in quadrature; mean over channels"),
+        channels=channel_values(per_ps, {ch: f.n_gaps for ch, f in run.fits.items()}),
+        also={"slot_period_ps": period_ps,
+              "smallest_gap_ps": {str(ch): float(np.diff(t[c == ch]).min())
+                                  for ch in run.fits}},
+        fits=fits, span_s=run.span_s, instrument_settings=_detector_settings(lab),
+        light=run.light, mark="cutoff")

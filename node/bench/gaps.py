@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import minimize
 
-__all__ = ["GapFit", "fit_gaps", "mixture_density"]
+__all__ = ["GapFit", "cutoff_on_slot_grid", "fit_gaps", "mixture_density"]
 
 # Fewest gaps a fit accepts: below this the asymptotic (Fisher) uncertainties mean little.
 MIN_GAPS = 50
@@ -46,6 +46,23 @@ MIN_AFTERPULSE_FRACTION = 1e-4
 # EM stops when an iteration gains less log-likelihood than this, or after this many steps.
 EM_TOLERANCE = 1e-6
 MAX_EM_ITERATIONS = 200
+# The cutoff posterior is evaluated where its log is above -POSTERIOR_SPAN (e^-50: nothing
+# beyond matters to a mean or a standard deviation), on at most POSTERIOR_POINTS points, each
+# at most a tenth of the comb's width or of the posterior's exponential scale.
+POSTERIOR_SPAN = 50.0
+POSTERIOR_POINTS = 200_000
+# The Gaussians of the photon comb are summed over this many widths either side of a point;
+# a comb whose width spans this many periods is flat (a continuous-looking source).
+COMB_SIGMAS = 8.0
+FLAT_COMB_PERIODS = 20.0
+# Gaps farther than this many comb widths from every tooth end on a continuous-time click
+# (an afterpulse or a dark count): their density over EDGE_WINDOW_PERIODS slot periods beyond
+# the smallest gap is the continuous hazard at the edge (an afterpulse tail of 200 ns decays by
+# 5 % over 20 periods of 1 ns). With less than MIN_OFF_TEETH of the period between teeth the
+# comb is taken as flat.
+TOOTH_SIGMAS = 4.0
+EDGE_WINDOW_PERIODS = 20
+MIN_OFF_TEETH = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,3 +253,85 @@ def fit_gaps(timestamps_ps: NDArray[np.int64], timing_rms_ps: float = 100.0) -> 
         lam_hz=lam, u_lam_hz=math.sqrt(max(cov[2, 2], 0.0)) if with_ap else math.nan,
         afterpulse_probability=p, u_afterpulse_probability=u_p,
         covariance=tuple(tuple(float(v) for v in row) for row in cov))
+
+
+def _comb_density(x_ps: NDArray[np.float64], period_ps: float, sigma_ps: float
+                  ) -> NDArray[np.float64]:
+    """``T sum_k phi((x - k T) / sigma) / sigma``: a unit-mean comb of Gaussians on the grid."""
+    if COMB_SIGMAS * sigma_ps >= FLAT_COMB_PERIODS * period_ps:
+        return np.ones_like(x_ps)
+    reach = math.ceil(COMB_SIGMAS * sigma_ps / period_ps) + 1
+    k = np.rint(x_ps / period_ps)[:, None] + np.arange(-reach, reach + 1)[None, :]
+    z = (x_ps[:, None] - k * period_ps) / sigma_ps
+    return np.asarray(np.exp(-0.5 * z * z).sum(axis=1) * period_ps
+                      / (sigma_ps * math.sqrt(2.0 * math.pi)))
+
+
+def cutoff_on_slot_grid(timestamps_ps: NDArray[np.int64], fit: GapFit, period_ps: float,
+                        timing_rms_ps: float) -> tuple[float, float]:
+    """Dead time from the gap histogram's edge when the light comes in pulses on a slot grid.
+
+    A gap that ends on a photon is ``k T + (jitter difference)``: photon-ended gaps form a comb
+    of Gaussians of width ``sqrt(2) sigma`` at the multiples of the slot period ``T`` (the
+    channel's latency cancels in a difference), while afterpulses (``d + Exp(tau)`` after a
+    click) and dark counts end gaps anywhere. Just beyond the dead time the hazard of a gap
+    ending is therefore ``h(g) = c + r T comb(g)``, with ``r`` the uncorrelated rate of ``fit``
+    (dark counts are counted in the comb as well: that only widens the result) and ``c`` the
+    density of the gaps that end between the teeth just beyond the edge (the mixture fit's
+    afterpulse term cannot be used: on pulsed light it also takes up the comb's structure).
+    When the teeth fill the period the comb is flat and ``h`` is the fit's ``f(0)``.
+
+    Every one of the N gaps survived from ``d`` to the smallest gap ``g_min``, so the
+    likelihood of ``d <= g_min`` is ``exp(-N integral_d^g_min h)`` (the same for the full
+    data: the gaps' own hazards do not depend on ``d``). With a flat prior its mean is the
+    estimate and its standard deviation the uncertainty: a dead time that ends inside a comb
+    tooth or with afterpulses is found at the jitter's scale, one that ends between teeth with
+    no continuous clicks only to the gap between teeth (about ``T / sqrt(12)``), as the
+    physics allows. The timing uncertainty of a gap (``sqrt(2)`` times ``timing_rms_ps``) is
+    added in quadrature.
+
+    Returns:
+        (dead time, standard uncertainty), ps.
+
+    Raises:
+        ValueError: a non-positive ``period_ps`` or ``timing_rms_ps``.
+    """
+    if not period_ps > 0.0 or not timing_rms_ps > 0.0:
+        raise ValueError(f"period_ps ({period_ps}) and timing_rms_ps ({timing_rms_ps}) must be "
+                         "positive")
+    t = np.asarray(timestamps_ps, dtype=np.int64)
+    gaps = np.diff(t).astype(np.float64)
+    n = gaps.size
+    g_min = float(gaps.min())
+    sigma = math.sqrt(2.0) * timing_rms_ps
+    r = fit.rate_hz * 1e-12
+    half = TOOTH_SIGMAS * sigma
+    if 1.0 - 2.0 * half / period_ps < MIN_OFF_TEETH:
+        # Flat comb: photons arrive as if continuously; the fit's f(0) is the hazard.
+        c, r = r + (fit.q * fit.lam_hz * 1e-12 if fit.q > 0.0 else 0.0), 0.0
+    else:
+        width = EDGE_WINDOW_PERIODS * period_ps
+        near = gaps[gaps < g_min + width]
+        off = np.abs(near - period_ps * np.rint(near / period_ps)) > half
+        grid = g_min + np.linspace(0.0, width, 64 * EDGE_WINDOW_PERIODS, endpoint=False)
+        off_len = width * float(np.mean(
+            np.abs(grid - period_ps * np.rint(grid / period_ps)) > half))
+        c = float(np.count_nonzero(off)) / (n * off_len)
+    # Per period the comb alone adds N r T to -log L (and the continuous part N c T): the
+    # posterior is negligible beyond POSTERIOR_SPAN over their sum, plus the teeth's reach.
+    span = min(g_min, POSTERIOR_SPAN / (n * (c + r)) + 2.0 * period_ps + COMB_SIGMAS * sigma)
+    scale = 1.0 / (n * max(c, 1e-300))
+    step = max(span / POSTERIOR_POINTS, min(sigma, scale, period_ps) / 10.0)
+    x = g_min - np.arange(0.0, span + step, step)[::-1]
+    x = x[x >= 0.0]
+    if x.size < 2:
+        return g_min, sigma
+    hazard = c + r * _comb_density(x, period_ps, sigma)
+    # -log L(d) = N * integral from d to g_min: the reversed cumulative trapezoid.
+    seg = 0.5 * (hazard[1:] + hazard[:-1]) * np.diff(x)
+    tail = np.concatenate((np.cumsum(seg[::-1])[::-1], [0.0]))
+    w = np.exp(-n * tail)
+    w /= w.sum()
+    mean = float((w * x).sum())
+    sd = math.sqrt(max(float((w * (x - mean) ** 2).sum()), 0.0))
+    return mean, math.hypot(sd, step / math.sqrt(12.0), sigma)

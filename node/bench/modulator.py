@@ -49,7 +49,7 @@ def _scan(bc: Any, volts: NDArray[np.float64], label: str, recorder: Recorder,
         if settle_s > 0:
             time.sleep(settle_s)
         out[i] = float(bc.tap_power_w())
-        recorder.rows.append((label, float(v), float(bc.bias_v()), out[i]))
+        recorder.add_row((label, float(v), float(bc.bias_v()), float(out[i])))
     return out
 
 

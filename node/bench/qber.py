@@ -5,15 +5,25 @@ intensity, never a key) over and over; the bias controller, in manual mode, step
 through a coarse scan across ``+/- max_bias_v`` (never beyond its configured
 ``max_modulator_bias_v``) and then a fine scan around the coarse minimum. At each set point
 the tagger records the clicks and the sync tags (one every K slots, K a multiple of the frame
-length).
+length: checked before the scan starts, see :func:`check_frame_fits_sync`).
 
 Slot assignment (sync channel): the slot period comes from a straight-line fit of the sync
 times against their index; a click's slot is its sync's slot plus the whole number of periods
 since that sync, measured from the channel's timing peak (the clicks' circular mean phase).
-The frame position is that slot modulo the frame length, up to a fixed offset per channel
+A click's frame position is counted from its sync tag, so a sync period must hold whole frames:
+with K not a multiple of the frame length the sync edge falls at a different frame position
+from one sync to the next, and which one is not observable in a fresh acquisition (the tagger
+does not number the sync tags, and every set point's acquisition starts anew), so there is no
+sound assignment to lift the restriction to; the procedure refuses such a frame length up front,
+naming the lengths that fit. The frame position is that slot modulo the frame length, up to a
+fixed offset per channel
 (fibre, cable and detector delays), found by circular cross-correlation of the channel's
 clicks per frame position with the frame's signed pattern (+1 where the channel's (basis, bit)
 was sent, -1 where the other bit of its basis was), pooled over every set point.
+
+Each set point's row (sifted clicks and errors per basis, with the frame offsets pooled over
+the points done so far) reaches ``readings.csv`` as the point completes, and the runner's
+partial ``result.json`` counts the points done, so an interrupted scan keeps them.
 
 QBER of a basis: clicks of that basis's detectors in slots where Alice used the same basis
 (sifted), and among them those on the wrong bit. About a minimum of the modulator's transfer
@@ -40,10 +50,11 @@ from numpy.typing import NDArray
 from scipy.optimize import curve_fit
 
 from .acquire import Recorder, acquire
-from .detector import _channels, set_count_rate
+from .detector import RATE_WINDOW_S, _channels, set_count_rate
 from .result import Outcome, Settings
 
-__all__ = ["ScanPoint", "assign_positions", "frame_offset", "plot_qber", "qber_scan"]
+__all__ = ["ScanPoint", "assign_positions", "check_frame_fits_sync", "frame_offset", "plot_qber",
+           "qber_scan"]
 
 # The bench pattern: random bases and bits at the signal intensity from a fixed seed.
 FRAME_SEED = 11
@@ -55,6 +66,10 @@ BIAS_DECIMALS = 3
 COARSE_TOLERANCE = 0.01
 # Binomial variance floor: a point with no errors still has an uncertainty.
 _PSEUDO = 0.5
+# Frame lengths suggested when the one asked for does not fit the sync period: at least this
+# long (a shorter random pattern gives a weak cross-correlation peak), this many of them.
+MIN_SUGGESTED_FRAME_SLOTS = 64
+SUGGESTIONS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +119,41 @@ def assign_positions(click_ps: NDArray[np.int64], sync_ps: NDArray[np.int64],
         np.int64)
     out[inside] = np.mod(slot, frame_slots)
     return out
+
+
+def check_frame_fits_sync(frame_slots: int, slots_per_sync: int, sync_channel: int) -> None:
+    """Refuses a frame that does not fit the sync period a whole number of times.
+
+    Raises:
+        ValueError: ``slots_per_sync`` is not a multiple of ``frame_slots``, naming both and
+            the frame lengths near ``frame_slots`` that divide it.
+    """
+    if slots_per_sync > 0 and slots_per_sync % frame_slots == 0:
+        return
+    k = max(slots_per_sync, 1)
+    small = [d for d in range(1, math.isqrt(k) + 1) if k % d == 0]
+    divisors = sorted({*small, *(k // d for d in small)})
+    fit = [d for d in divisors if d >= MIN_SUGGESTED_FRAME_SLOTS] or divisors
+    near = sorted(sorted(fit, key=lambda d: abs(math.log(d / frame_slots)))[:SUGGESTIONS])
+    raise ValueError(
+        f"frame_slots = {frame_slots} does not divide the {slots_per_sync} slots between sync "
+        f"tags (sync_channel {sync_channel}): a click's frame position is counted from its sync "
+        f"tag, so each sync period must hold whole frames; frame_slots values that fit: "
+        f"{', '.join(map(str, near))}")
+
+
+def _slots_per_sync(tagger: Any, sync_ch: int, slot_rate_hz: float) -> int:
+    """Slots between sync tags, from a short acquisition of the sync channel."""
+    probe = Recorder(label="sync")
+    acquire(tagger, probe, (sync_ch,), target_counts=4 * MIN_SYNCS,
+            max_duration_s=RATE_WINDOW_S, progress=False)
+    t, c = probe.tags()
+    sync = t[c == sync_ch]
+    if sync.size < MIN_SYNCS:
+        raise ValueError(f"{sync.size} sync tags on channel {sync_ch} in {RATE_WINDOW_S} s are "
+                         f"too few (need {MIN_SYNCS}): is the sync connected and sync_channel "
+                         "right?")
+    return max(1, round(float(np.median(np.diff(sync))) * 1e-12 * slot_rate_hz))
 
 
 def frame_offset(histogram: NDArray[np.float64], pattern: NDArray[np.float64]) -> int:
@@ -185,9 +235,14 @@ def qber_scan(lab: Any, recorder: Recorder, settings: Settings) -> Outcome:
     tx.load_frame(basis, bit, np.zeros(length, np.uint8))
     tx.start()
     slot_rate = float(tx.slot_rate_hz())
+    # The sync period is checked in the dark (whatever light the lab was left with could
+    # overflow the tagger), before anything else is changed.
+    lab.role("attenuator").set_enabled(False)
+    check_frame_fits_sync(length, _slots_per_sync(tagger, sync_ch, slot_rate), sync_ch)
+    planned = n_coarse + n_fine
     mode_before = bc.lock_mode()
     bias_before = float(bc.bias_v())
-    # Per set point: (scan, set_v, readback_v, {channel: positions}, span).
+    # Per set point: (scan, set_v, readback_v, {channel: clicks per frame position}, span).
     raw: list[tuple[str, float, float, dict[int, NDArray[np.int64]], float]] = []
     light: dict[str, float] | None = None
 
@@ -206,11 +261,15 @@ def qber_scan(lab: Any, recorder: Recorder, settings: Settings) -> Outcome:
                 raise ValueError(f"{sync.size} sync tags on channel {sync_ch} at {v:.3f} V are "
                                  f"too few (need {MIN_SYNCS}): is the sync connected?")
             k = max(1, round(float(np.median(np.diff(sync))) * 1e-12 * slot_rate))
-            if k % length:
-                raise ValueError(f"{k} slots per sync tag is not a multiple of frame_slots = "
-                                 f"{length}: set frame_slots to a divisor of it")
-            pos = {ch: assign_positions(t[c == ch], sync, k, length) for ch in channels}
-            raw.append((scan, float(v), float(bc.bias_v()), pos, span_s))
+            check_frame_fits_sync(length, k, sync_ch)  # the sync period changed mid-scan
+            per_position: dict[int, NDArray[np.int64]] = {}
+            for ch in channels:
+                pos = assign_positions(t[c == ch], sync, k, length)
+                per_position[ch] = np.bincount(pos[pos >= 0], minlength=length)
+            raw.append((scan, float(v), float(bc.bias_v()), per_position, span_s))
+            recorder.progress = {"points_done": len(raw), "points_planned": planned,
+                                 "scan": scan}
+            recorder.set_rows(_rows(_analyse(raw, states, basis, bit, length)[0]))
 
     try:
         bc.set_lock_mode(LockMode.MANUAL)
@@ -239,10 +298,7 @@ def qber_scan(lab: Any, recorder: Recorder, settings: Settings) -> Outcome:
         except Exception:  # the safe state still runs; the scan's error matters more
             pass
     points, offsets = _analyse(raw, states, basis, bit, length)
-    for p in points:
-        recorder.rows.append((p.scan, p.set_v, p.readback_v, p.n[0], p.e[0], p.n[1], p.e[1],
-                              p.e[0] / p.n[0] if p.n[0] else math.nan,
-                              p.e[1] / p.n[1] if p.n[1] else math.nan, p.span_s))
+    recorder.rows[:] = _rows(points)
     v = np.array([p.set_v for p in points])
     n = np.array([[p.n[0], p.n[1]] for p in points], dtype=np.float64)
     e = np.array([[p.e[0], p.e[1]] for p in points], dtype=np.float64)
@@ -276,6 +332,12 @@ def qber_scan(lab: Any, recorder: Recorder, settings: Settings) -> Outcome:
         fits=fits, span_s=float(sum(r[4] for r in raw)), light=light, mark="qber")
 
 
+def _rows(points: list[ScanPoint]) -> list[tuple[float | int | str, ...]]:
+    return [(p.scan, p.set_v, p.readback_v, p.n[0], p.e[0], p.n[1], p.e[1],
+             p.e[0] / p.n[0] if p.n[0] else math.nan, p.e[1] / p.n[1] if p.n[1] else math.nan,
+             p.span_s) for p in points]
+
+
 def _coarse_minimum(volts: NDArray[np.float64], points: list[ScanPoint]) -> float:
     """The coarse set point to scan finely about: of the points whose QBER is within
     :data:`COARSE_TOLERANCE` (plus three binomial standard deviations) of the least, the one of
@@ -295,25 +357,24 @@ def _coarse_minimum(volts: NDArray[np.float64], points: list[ScanPoint]) -> floa
 def _analyse(raw: list[tuple[str, float, float, dict[int, NDArray[np.int64]], float]],
              states: dict[int, tuple[int, int]], basis: NDArray[np.uint8],
              bit: NDArray[np.uint8], length: int) -> tuple[list[ScanPoint], dict[int, int]]:
-    """Sifted clicks and errors per set point, with each channel's frame offset found from
-    all set points pooled."""
+    """Sifted clicks and errors per set point, from each channel's clicks per frame position,
+    with each channel's frame offset found from all set points pooled."""
     offsets: dict[int, int] = {}
     for ch, (cb, cd) in states.items():
         hist = np.zeros(length)
-        for *_, pos, _span in raw:
-            p = pos[ch]
-            hist += np.bincount(p[p >= 0], minlength=length)
+        for *_, per_position, _span in raw:
+            hist += per_position[ch]
         pattern = np.where(basis == cb, np.where(bit == cd, 1.0, -1.0), 0.0)
         offsets[ch] = frame_offset(hist, pattern)
     points = []
-    for scan, set_v, back_v, pos, span_s in raw:
+    for scan, set_v, back_v, hists, span_s in raw:
         n, e = [0, 0], [0, 0]
         for ch, (cb, cd) in states.items():
-            p = pos[ch]
-            p = np.mod(p[p >= 0] - offsets[ch], length)
-            sifted = basis[p] == cb
-            n[cb] += int(sifted.sum())
-            e[cb] += int((sifted & (bit[p] != cd)).sum())
+            # Clicks at frame position q once the offset is taken off.
+            at = np.roll(hists[ch], -offsets[ch])
+            sifted = basis == cb
+            n[cb] += int(at[sifted].sum())
+            e[cb] += int(at[sifted & (bit != cd)].sum())
         points.append(ScanPoint(scan, set_v, back_v, (n[0], n[1]), (e[0], e[1]), span_s))
     return points, offsets
 

@@ -20,10 +20,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Outcome", "Settings", "channel_values", "mean_of_channels", "write_json",
+__all__ = ["Outcome", "Row", "Settings", "channel_values", "mean_of_channels", "write_json",
            "write_rows_csv", "write_tags_csv"]
 
 Settings = Mapping[str, Any]
+# One row of readings.csv.
+Row = tuple[float | int | str, ...]
 
 
 def mean_of_channels(per: Mapping[int, tuple[float, float]]) -> tuple[float, float]:
@@ -120,10 +122,13 @@ def write_tags_csv(path: Path, timestamps_ps: NDArray[np.int64], channels: NDArr
                                  channels[start:start + 65536].tolist(), strict=True))
 
 
-def write_rows_csv(path: Path, header: tuple[str, ...],
-                   rows: list[tuple[float | int | str, ...]]) -> None:
-    """Writes instrument readings, one row each, under ``header``."""
-    with path.open("w", newline="") as f:
+def write_rows_csv(path: Path, header: tuple[str, ...], rows: list[Row]) -> None:
+    """Writes instrument readings, one row each, under ``header``, atomically (a reader, or
+    an interruption, sees the previous complete file or this one)."""
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
+        f.flush()
+    os.replace(tmp, path)

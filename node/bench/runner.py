@@ -2,7 +2,9 @@
 
 :func:`run_procedure` is what ``qkdnode bench`` and the tests call. Whatever happens (normal
 end, an error, Ctrl-C) the lab is put in its safe state and ``result.json`` and ``tags.csv``
-are written with what was acquired; the exception then propagates.
+are written with what was acquired; the exception then propagates. Rows of readings or scan
+points reach ``readings.csv`` as each completes, with a partial ``result.json``
+(``"complete": false``, the points done) beside them, so a run cut short keeps them.
 """
 
 from __future__ import annotations
@@ -152,6 +154,17 @@ def run_procedure(name: str, lab: Lab, out_dir: Path | str,
         "started_utc": started.isoformat(timespec="seconds"),
     }
     outcome: Outcome | None = None
+
+    def partial() -> None:
+        # A run cut short (Ctrl-C, an instrument error, a killed process) leaves a result
+        # that says so, with what was done.
+        write_json(out / "result.json", {
+            **record, "status": "running", "complete": False,
+            "points_done": len(recorder.rows), "progress": dict(recorder.progress),
+            "readings": {"count": len(recorder.rows), "file": "readings.csv"}})
+
+    recorder.rows_path = out / "readings.csv"
+    recorder.on_progress = partial
     try:
         outcome = procedure.run(lab, recorder, settings)
         record["status"] = "complete"
@@ -180,6 +193,10 @@ def run_procedure(name: str, lab: Lab, out_dir: Path | str,
         if recorder.header:
             write_rows_csv(out / "readings.csv", recorder.header, recorder.rows)
             record["readings"] = {"count": len(recorder.rows), "file": "readings.csv"}
+        record["complete"] = outcome is not None
+        if outcome is None:
+            record["points_done"] = len(recorder.rows)
+            record["progress"] = dict(recorder.progress)
         if outcome is not None:
             record.update(outcome.as_json())
             if outcome.mark == "scan":

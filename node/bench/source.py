@@ -41,7 +41,7 @@ def _readings(pm: Any, n: int, label: str, recorder: Recorder) -> tuple[float, f
     for i in range(n):
         w = float(pm.measure_power_w())
         values.append(w)
-        recorder.rows.append((label, i, w))
+        recorder.add_row((label, i, w))
     arr = np.array(values)
     return float(arr.mean()), float(arr.std(ddof=1) / math.sqrt(n)) if n > 1 else math.inf
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from qkdnode.node.bench import open_lab, run_procedure, simulated_lab_config
-from qkdnode.node.bench.gaps import fit_gaps
+from qkdnode.node.bench.gaps import cutoff_on_slot_grid, fit_gaps
 from qkdnode.node.bench.runner import PROCEDURES
 
 # What each procedure recovers: (bench parameter, scale from the result's unit to the
@@ -58,6 +58,8 @@ CASES = [
     pytest.param("dead-time", {"seed": 15}, marks=pytest.mark.slow),
     # No afterpulsing at all (the cutoff must come from the light alone), odd dead time.
     ("dead-time", {"seed": 16, "dead_time_ps": 1_234_567, "afterpulse_probability": 0.0}),
+    # Ten slot periods: within 2 % only if the slot grid is not taken as the resolution.
+    ("dead-time", {"seed": 17, "dead_time_ps": 10_000}),
 ]
 
 
@@ -76,9 +78,9 @@ def test_procedure_recovers_the_configured_parameter(name, params, tmp_path):
     ("dark-counts", {"dark_count_rate_hz": 5_000.0, "afterpulse_probability": 0.0}),
     ("afterpulsing", {"afterpulse_probability": 0.02}),
     ("afterpulsing", {"afterpulse_probability": 0.3, "dead_time_ps": 10_000_000}),
-    # 10 ns is ten slots: the slot grid's T / sqrt(12) alone is 2.9 % of it (see the report
-    # in dead_time's docstring), so only agreement within 3 u is asked.
-    ("dead-time", {"dead_time_ps": 10_000, "max_rel": 0.035}),
+    # 10 ns is ten slots: the edge is found from the afterpulses and the jittered comb
+    # teeth, not to the slot grid's T / sqrt(12) (2.9 % of it).
+    ("dead-time", {"dead_time_ps": 10_000}),
     ("dead-time", {"dead_time_ps": 100_000_000, "afterpulse_probability": 0.2}),
 ])
 def test_procedure_recovery_sweep(name, params, seed, tmp_path):
@@ -217,3 +219,56 @@ def test_gap_fit_recovers_its_model(r, p, lam, dead_s):
 def test_gap_fit_refuses_too_few_tags():
     with pytest.raises(ValueError, match="too few"):
         fit_gaps(np.arange(10, dtype=np.int64) * 1000)
+
+
+def _draw_pulsed(rng, n, p_slot, period_ps, sigma_ps, p_ap, tau_ps, dead_ps):
+    """Tags of one detector under pulsed light: a photon in each slot with probability
+    p_slot, Gaussian jitter sigma_ps; non-paralysable dead time on the jittered times;
+    afterpulses with p_ap at dead + Exp(tau) after a click (kept across clicks). ps."""
+    slots = np.cumsum(rng.geometric(p_slot, 4 * n))
+    photons = slots * period_ps + rng.normal(0.0, sigma_ps, slots.size)
+    photons.sort()
+    last, pending, out, i = -np.inf, [], [], 0
+    while len(out) < n + 1:
+        if pending and pending[0] < photons[i]:
+            t = pending.pop(0)
+        else:
+            t = photons[i]
+            i += 1
+        if t - last < dead_ps:
+            continue
+        out.append(t)
+        last = t
+        if rng.random() < p_ap:
+            pending.append(t + dead_ps + rng.exponential(tau_ps))
+            pending.sort()
+    return np.rint(np.array(out)).astype(np.int64)
+
+
+@pytest.mark.parametrize(("dead_ps", "p_slot", "p_ap", "max_u_ps", "min_u_ps"), [
+    # Afterpulses end gaps anywhere: the edge is sharp.
+    (10_000, 2e-4, 0.04, 200.0, 0.0),
+    # The dead time ends inside a comb tooth, with light enough that the tooth's cut-off half
+    # would have held N p_slot / 2 = 20 gaps: seen at the jitter's scale.
+    (10_000, 2e-3, 0.0, 100.0, 0.0),
+    # Between teeth, nothing continuous: the gap between teeth is the limit.
+    (10_500, 2e-4, 0.0, 400.0, 150.0),
+])
+def test_cutoff_on_slot_grid_recovers_the_dead_time(dead_ps, p_slot, p_ap, max_u_ps, min_u_ps):
+    period, sigma = 1000.0, 45.0
+    rng = np.random.default_rng(dead_ps + int(100 * p_ap))
+    zs = []
+    for _ in range(2):
+        t = _draw_pulsed(rng, 20_000, p_slot, period, sigma, p_ap, 2e5, dead_ps)
+        fit = fit_gaps(t, timing_rms_ps=sigma)
+        d, u = cutoff_on_slot_grid(t, fit, period, sigma)
+        assert min_u_ps <= u <= max_u_ps, (d, u)
+        zs.append((d - dead_ps) / u)
+    assert max(abs(z) for z in zs) <= 3.0, zs
+
+
+def test_cutoff_on_slot_grid_refuses_bad_settings():
+    t = np.arange(0, 100_000, 1000, dtype=np.int64)
+    fit = fit_gaps(t + np.arange(t.size) % 7, timing_rms_ps=10.0)
+    with pytest.raises(ValueError, match="period_ps"):
+        cutoff_on_slot_grid(t, fit, 0.0, 10.0)

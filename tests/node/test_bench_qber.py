@@ -9,9 +9,10 @@ import json
 import numpy as np
 import pytest
 
+from qkdnode.drivers.errors import TransportError
 from qkdnode.drivers.roles import LockMode
 from qkdnode.node.bench import open_lab, run_procedure, simulated_lab_config
-from qkdnode.node.bench.qber import assign_positions, frame_offset
+from qkdnode.node.bench.qber import assign_positions, check_frame_fits_sync, frame_offset
 from qkdnode.node.bench.runner import PROCEDURES
 
 
@@ -99,3 +100,100 @@ def test_slot_positions_and_frame_offset_from_synthetic_tags():
 def test_too_few_sync_tags_is_a_clear_error():
     with pytest.raises(ValueError, match="sync tags are too few"):
         assign_positions(np.arange(5, dtype=np.int64), np.array([0, 10], np.int64), 10, 10)
+
+
+def test_frame_that_does_not_fit_the_sync_period_is_refused_up_front(tmp_path):
+    lab = _lab({"seed": 75})
+    try:
+        bc = lab.role("bias_controller")
+        bc.set_lock_mode(LockMode.NULL)
+        # The simulated lab's sync comes every 10^6 slots: 768 does not divide it.
+        with pytest.raises(ValueError, match=(
+                r"frame_slots = 768 does not divide the 1000000 slots between sync tags "
+                r"\(sync_channel 0\).*fit: .*800.*1000")):
+            run_procedure("qber-scan", lab, tmp_path, {"frame_slots": 768})
+        assert bc.lock_mode() == LockMode.NULL  # never touched
+        assert lab.role("attenuator").enabled() is False
+    finally:
+        lab.close()
+    data = json.loads((tmp_path / "result.json").read_text())
+    assert data["status"] == "failed"
+    assert data["complete"] is False
+    assert data["points_done"] == 0
+    assert "frame_slots = 768" in data["error"]
+
+
+def test_frame_lengths_suggested_divide_the_sync_period():
+    with pytest.raises(ValueError, match="fit: ") as info:
+        check_frame_fits_sync(1000, 12_345, 3)
+    suggested = [int(x) for x in str(info.value).rsplit("fit: ", 1)[1].split(", ")]
+    assert suggested
+    assert all(12_345 % d == 0 and d >= 64 for d in suggested)
+    check_frame_fits_sync(1000, 7_000, 3)  # whole frames per sync period: accepted
+
+
+class _FailingTransport:
+    """The bias controller's transport, failing once on the ``fail_at``-th bias set point, as a
+    link that drops (the error a real VISA or serial transport raises), or as Ctrl-C."""
+
+    def __init__(self, transport, fail_at, error):
+        self._transport = transport
+        self._left = fail_at
+        self._error = error
+
+    def query(self, command):
+        if command.startswith("MZM:HOLD:VOLTAGE:"):
+            self._left -= 1
+            if self._left == 0:
+                raise self._error
+        return self._transport.query(command)
+
+    def __getattr__(self, name):
+        return getattr(self._transport, name)
+
+
+@pytest.mark.parametrize("error", [
+    TransportError("bias controller at sim://bench/bias: link lost"), KeyboardInterrupt()])
+def test_interrupted_scan_keeps_its_points_and_leaves_the_lab_safe(error, tmp_path,
+                                                                    monkeypatch):
+    from qkdnode.drivers import registry
+
+    original = registry.open_transport
+
+    def opening(resource, **options):
+        transport = original(resource, **options)
+        return _FailingTransport(transport, 8, error) if resource.endswith("/bias") else (
+            transport)
+
+    monkeypatch.setattr(registry, "open_transport", opening)
+    lab = _lab({"seed": 76, "bias_null_v": 1.0})
+    try:
+        bc = lab.role("bias_controller")
+        bc.set_lock_mode(LockMode.NULL)
+        with pytest.raises(type(error)):
+            run_procedure("qber-scan", lab, tmp_path)
+        # Safe state: lock mode restored, light blocked, transmitter and tagger stopped.
+        assert bc.lock_mode() == LockMode.NULL
+        assert lab.role("attenuator").enabled() is False
+        tx = lab.role("transmitter").transport
+        assert tx.query("OUTP1?").strip() == tx.query("OUTP2?").strip() == "0"
+    finally:
+        lab.close()
+    data = json.loads((tmp_path / "result.json").read_text())
+    assert data["status"] == ("interrupted" if isinstance(error, KeyboardInterrupt)
+                              else "failed")
+    assert data["complete"] is False
+    assert "value" not in data
+    # Seven set points completed before the eighth bias setting failed.
+    assert data["points_done"] == 7
+    assert data["progress"] == {"points_done": 7, "points_planned": 36, "scan": "coarse"}
+    with (tmp_path / "readings.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 7
+    assert all(r["scan"] == "coarse" for r in rows)
+    assert all(int(r["sifted_x"]) + int(r["sifted_z"]) > 0 for r in rows)
+    volts = [float(r["set_v"]) for r in rows]
+    assert volts == sorted(volts)
+    assert volts[0] == -10.0
+    tags = (tmp_path / "tags.csv").read_text().splitlines()
+    assert len(tags) - 1 == data["tags"]["count"] > 0
