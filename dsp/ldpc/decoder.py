@@ -82,6 +82,12 @@ DEFAULT_ALGORITHM: Algorithm = "sum-product"
 # Upper bound on the iteration budget, so that a typo cannot stall a worker for minutes.
 MAX_ITERATIONS_LIMIT = 10_000
 
+# Stall rule (``stall_iterations``), off by default: a decode stops, unconverged, once this many
+# iterations in a row have not lowered the fewest unsatisfied checks seen so far (each check
+# counted just after its own layered update, so the count costs no extra pass). Blind
+# reconciliation can then reveal more bits instead of spending a round's whole budget on a frame
+# that is stuck: with warm starts the next round continues from the same messages.
+
 
 class CheckMajorCode(Protocol):
     """What the decoder needs of a code (satisfied by :class:`qkdnode.dsp.ldpc.codes.LdpcCode`)."""
@@ -129,11 +135,12 @@ def decode_syndrome_reference(
     offset: float,
     algorithm: Algorithm = DEFAULT_ALGORITHM,
     messages: NDArray[np.float32] | None = None,
+    stall_iterations: int = 0,
 ) -> tuple[NDArray[np.uint8], int, bool]:
     """Plain-numpy twin of the decoding kernels (see :func:`kernels.decode_reference`).
 
-    ``messages`` (updated in place) are the starting check-to-variable messages, as for
-    :func:`decode_syndrome`.
+    ``messages`` (updated in place) are the starting check-to-variable messages, and
+    ``stall_iterations`` the stall rule (0: off), as for :func:`decode_syndrome`.
 
     Returns:
         ``(bits, iterations, converged)``, bit for bit what the compiled kernels return.
@@ -141,8 +148,8 @@ def decode_syndrome_reference(
     post = np.clip(np.array(llr, dtype=np.float32), -LLR_LIMIT, LLR_LIMIT).astype(np.float32)
     msg = np.zeros(chk_var.shape[0], dtype=np.float32) if messages is None else messages
     return decode_reference(
-        chk_ptr, chk_var, syndrome, post, max_iterations, _ALGORITHM_CODES[algorithm], scale,
-        offset, msg,
+        chk_ptr, chk_var, syndrome, post, max_iterations, stall_iterations,
+        _ALGORITHM_CODES[algorithm], scale, offset, msg,
     )
 
 
@@ -173,7 +180,13 @@ def _check_code(code: CheckMajorCode) -> None:
         raise ValueError(f"code: check degree above {MAX_CHECK_DEGREE} is not supported")
 
 
-def _check_parameters(max_iterations: int, scale: float, offset: float, algorithm: str) -> None:
+def _check_parameters(
+    max_iterations: int, scale: float, offset: float, algorithm: str, stall: int | None
+) -> None:
+    if stall is not None and (
+        isinstance(stall, bool) or not isinstance(stall, int | np.integer) or stall < 1
+    ):
+        raise ValueError(f"stall_iterations must be None or an int >= 1, got {stall!r}")
     if algorithm not in _ALGORITHM_CODES:
         raise ValueError(f"algorithm must be one of {sorted(_ALGORITHM_CODES)}, got {algorithm!r}")
     if isinstance(max_iterations, bool) or not isinstance(max_iterations, int | np.integer):
@@ -205,6 +218,7 @@ def _prepare(
     scale: float,
     offset: float,
     algorithm: str,
+    stall: int | None,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """Checks the inputs of one decode (``batch == ()``) or of ``k`` (``batch == (k,)``).
 
@@ -217,7 +231,7 @@ def _prepare(
     _check_llr(llr_name, llr)
     if llr.shape != (*batch, code.n):
         raise ValueError(f"{llr_name} must have shape {(*batch, code.n)}, got {llr.shape}")
-    _check_parameters(max_iterations, scale, offset, algorithm)
+    _check_parameters(max_iterations, scale, offset, algorithm, stall)
     llr32 = np.ascontiguousarray(np.clip(llr, -LLR_LIMIT, LLR_LIMIT), dtype=np.float32)
     edges = code.chk_var.shape[0]
     if messages is None:
@@ -236,6 +250,7 @@ def decode_syndrome(
     scale: float = DEFAULT_SCALE,
     offset: float = DEFAULT_OFFSET,
     messages: NDArray[np.float32] | None = None,
+    stall_iterations: int | None = None,
 ) -> DecodeResult:
     """Finds the word of syndrome ``syndrome`` most consistent with Bob's channel LLRs.
 
@@ -253,6 +268,9 @@ def decode_syndrome(
         messages: Optional ``float32[E]`` check-to-variable messages (check-major edge order) to
             start from, updated in place: pass the array of an earlier failed decode of the same
             frame (after fixing more bits) to continue where it stopped; ``None`` starts cold.
+        stall_iterations: ``None`` (default) runs until convergence or ``max_iterations``; an
+            int ``s >= 1`` also stops, unconverged, after ``s`` iterations in a row without a
+            new low of unsatisfied checks (each check counted just after its update).
 
     Returns:
         A :class:`DecodeResult` with ``bits`` ``uint8[n]``, ``converged`` bool, ``iterations`` int.
@@ -262,9 +280,9 @@ def decode_syndrome(
         ValueError: An array has the wrong shape, ``llr`` holds NaN, or a parameter is out of range.
     """
     llr32, messages = _prepare(code, "syndrome", syndrome, "llr", llr, messages, (),
-                               max_iterations, scale, offset, algorithm)
+                               max_iterations, scale, offset, algorithm, stall_iterations)
     result = _run(code, syndrome[None, :], llr32[None, :], messages[None, :], max_iterations,
-                  algorithm, scale, offset, parallel=False)
+                  stall_iterations, algorithm, scale, offset, parallel=False)
     return DecodeResult(
         bits=result.bits[0], converged=bool(result.converged[0]),
         iterations=int(result.iterations[0]),
@@ -281,6 +299,7 @@ def decode_syndromes(
     scale: float = DEFAULT_SCALE,
     offset: float = DEFAULT_OFFSET,
     messages: NDArray[np.float32] | None = None,
+    stall_iterations: int | None = None,
 ) -> DecodeResult:
     """Decodes ``k`` frames in parallel on all cores (numba ``prange`` over frames).
 
@@ -294,6 +313,7 @@ def decode_syndromes(
         offset: Offset of offset min-sum, ``>= 0``.
         messages: Optional ``float32[k, E]`` starting messages, updated in place (see
             :func:`decode_syndrome`).
+        stall_iterations: Stall rule, as for :func:`decode_syndrome`.
 
     Returns:
         A :class:`DecodeResult` of arrays: ``bits`` ``uint8[k, n]``, ``converged`` ``bool[k]``,
@@ -307,9 +327,9 @@ def decode_syndromes(
         raise TypeError("syndromes must be a 2-d numpy array")
     k = syndromes.shape[0]
     llrs32, messages = _prepare(code, "syndromes", syndromes, "llrs", llrs, messages, (k,),
-                                max_iterations, scale, offset, algorithm)
-    return _run(code, syndromes, llrs32, messages, max_iterations, algorithm, scale, offset,
-                parallel=True)
+                                max_iterations, scale, offset, algorithm, stall_iterations)
+    return _run(code, syndromes, llrs32, messages, max_iterations, stall_iterations, algorithm,
+                scale, offset, parallel=True)
 
 
 def _run(
@@ -318,6 +338,7 @@ def _run(
     llrs: NDArray[np.float32],
     messages: NDArray[np.float32],
     max_iterations: int,
+    stall: int | None,
     algorithm: str,
     scale: float,
     offset: float,
@@ -330,7 +351,7 @@ def _run(
     iterations = np.zeros(k, dtype=np.int32)
     if k == 0:
         return DecodeResult(bits=bits, converged=converged, iterations=iterations)
-    common = (int(max_iterations), _ALGORITHM_CODES[algorithm], np.float32(scale),
+    common = (int(max_iterations), int(stall or 0), _ALGORITHM_CODES[algorithm], np.float32(scale),
               np.float32(offset), _PHI_CONSTANTS)
     synd = np.ascontiguousarray(syndromes)
     qc: QcLayout | None = getattr(code, "qc", None)

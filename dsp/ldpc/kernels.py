@@ -135,6 +135,7 @@ def csr_kernel(
     syndrome: NDArray[np.uint8],
     llr: NDArray[np.float32],
     max_iterations: int,
+    stall: int,
     algorithm: int,
     scale: np.float32,
     offset: np.float32,
@@ -161,8 +162,11 @@ def csr_kernel(
     min2 = np.empty(1, dtype=np.float32)
     arg1 = np.empty(1, dtype=np.int32)
     iterations = 0
+    fewest = m + 1
+    since = 0
     converged = _csr_matches(chk_ptr, chk_var, syndrome, post)
     while not converged and iterations < max_iterations:
+        unsatisfied = 0
         for c in range(m):
             start = chk_ptr[c]
             degree = chk_ptr[c + 1] - start
@@ -172,14 +176,25 @@ def csr_kernel(
                 ext[i] = t
                 negative ^= _sign(t)
             _magnitudes(ext, mags, degree, 1, algorithm, scale, offset, k, total, min1, min2, arg1)
+            parity = np.int32(syndrome[c] & np.uint8(1))
             for i in range(degree):
                 t = ext[i]
                 mag = mags[i]
                 r = -mag if (negative ^ _sign(t)) != 0 else mag
                 msg[start + i] = r
-                post[chk_var[start + i]] = t + r
+                p = t + r
+                post[chk_var[start + i]] = p
+                parity ^= np.int32(1) if p < zero else np.int32(0)
+            unsatisfied += int(parity)
         iterations += 1
         converged = _csr_matches(chk_ptr, chk_var, syndrome, post)
+        if unsatisfied < fewest:
+            fewest = unsatisfied
+            since = 0
+        else:
+            since += 1
+        if stall > 0 and since >= stall:
+            break
     for v in range(post.shape[0]):
         bits_out[v] = np.uint8(1) if post[v] < zero else np.uint8(0)
     return iterations, converged
@@ -240,6 +255,7 @@ def qc_kernel(
     syndrome: NDArray[np.uint8],
     llr: NDArray[np.float32],
     max_iterations: int,
+    stall: int,
     algorithm: int,
     scale: np.float32,
     offset: np.float32,
@@ -283,6 +299,8 @@ def qc_kernel(
     mags = np.empty(max_degree * z, dtype=np.float32)
     values2 = np.empty(2 * z, dtype=np.float32)
     negative = np.empty(z, dtype=np.int32)
+    parity = np.empty(z, dtype=np.int32)
+    unsatisfied = np.empty(z, dtype=np.int64)
     total = np.empty(z, dtype=np.float32)
     min1 = np.empty(z, dtype=np.float32)
     min2 = np.empty(z, dtype=np.float32)
@@ -290,13 +308,18 @@ def qc_kernel(
     big = np.float32(np.finfo(np.float32).max)
     limit = k[18]
     iterations = 0
+    fewest = mb * z + 1
+    since = 0
     converged = _qc_matches(z, layer_ptr, layer_col, layer_shift, syndrome, post2, negative)
     while not converged and iterations < max_iterations:
+        for u in range(z):
+            unsatisfied[u] = 0
         for i in range(mb):
             first = layer_ptr[i]
             degree = layer_ptr[i + 1] - first
             for u in range(z):
                 negative[u] = np.int32(syndrome[i * z + u] & np.uint8(1))
+                parity[u] = negative[u]
                 total[u] = zero
                 min1[u] = big
                 min2[u] = big
@@ -353,10 +376,24 @@ def qc_kernel(
                         mr[u] = value
                         values2[u] = t + value
                 for u in range(z):
-                    values2[z + u] = values2[u]
+                    v = values2[u]
+                    values2[z + u] = v
+                    parity[u] ^= np.int32(1) if v < zero else np.int32(0)
                 _store_block(values2, post2, col, s, z)
+            for u in range(z):
+                unsatisfied[u] += parity[u]
         iterations += 1
         converged = _qc_matches(z, layer_ptr, layer_col, layer_shift, syndrome, post2, negative)
+        count = 0
+        for u in range(z):
+            count += unsatisfied[u]
+        if count < fewest:
+            fewest = count
+            since = 0
+        else:
+            since += 1
+        if stall > 0 and since >= stall:
+            break
     for j in range(nb):
         for t in range(z):
             bits_out[j * z + t] = np.uint8(1) if post2[2 * z * j + t] < zero else np.uint8(0)
@@ -372,6 +409,7 @@ def csr_batch_kernel(
     syndromes: NDArray[np.uint8],
     llrs: NDArray[np.float32],
     max_iterations: int,
+    stall: int,
     algorithm: int,
     scale: np.float32,
     offset: np.float32,
@@ -384,8 +422,8 @@ def csr_batch_kernel(
     """:func:`csr_kernel` on each row, the rows spread over all cores."""
     for f in numba.prange(syndromes.shape[0]):
         iterations, converged = csr_kernel(
-            chk_ptr, chk_var, syndromes[f], llrs[f], max_iterations, algorithm, scale, offset,
-            k, msgs[f], bits_out[f],
+            chk_ptr, chk_var, syndromes[f], llrs[f], max_iterations, stall, algorithm, scale,
+            offset, k, msgs[f], bits_out[f],
         )
         iterations_out[f] = iterations
         converged_out[f] = converged
@@ -401,6 +439,7 @@ def qc_batch_kernel(
     syndromes: NDArray[np.uint8],
     llrs: NDArray[np.float32],
     max_iterations: int,
+    stall: int,
     algorithm: int,
     scale: np.float32,
     offset: np.float32,
@@ -414,7 +453,7 @@ def qc_batch_kernel(
     for f in numba.prange(syndromes.shape[0]):
         iterations, converged = qc_kernel(
             z, layer_ptr, layer_col, layer_shift, csr_edge, syndromes[f], llrs[f], max_iterations,
-            algorithm, scale, offset, k, msgs[f], bits_out[f],
+            stall, algorithm, scale, offset, k, msgs[f], bits_out[f],
         )
         iterations_out[f] = iterations
         converged_out[f] = converged
@@ -426,6 +465,7 @@ def decode_reference(
     syndrome: NDArray[np.uint8],
     llr: NDArray[np.float32],
     max_iterations: int,
+    stall: int,
     algorithm: int,
     scale: float,
     offset: float,
@@ -454,10 +494,14 @@ def decode_reference(
         return all((int(hard[vs].sum()) + s) % 2 == 0 for vs, _, s in checks)
 
     iterations = 0
+    fewest = len(checks) + 1
+    since = 0
     converged = matches()
     while not converged and iterations < max_iterations:
+        unsatisfied = 0
         for vs, start, s in checks:
             if vs.size == 0:
+                unsatisfied += s & 1
                 continue
             edges = slice(start, start + vs.size)
             t = post[vs] - msg[edges]
@@ -481,6 +525,10 @@ def decode_reference(
             r = np.where((negative + sign) % 2 == 1, -mags, mags).astype(np.float32)
             msg[edges] = r
             post[vs] = t + r
+            unsatisfied += (s + int((post[vs] < 0).sum())) % 2
         iterations += 1
         converged = matches()
+        fewest, since = (unsatisfied, 0) if unsatisfied < fewest else (fewest, since + 1)
+        if 0 < stall <= since:
+            break
     return (post < 0).astype(np.uint8), iterations, converged

@@ -102,6 +102,7 @@ def test_phi_kernel_agrees_with_twin(values: list[float]) -> None:
     offset=st.sampled_from([0.0, 0.15, 0.5]),
     max_iterations=st.integers(0, 8),
     algorithm=st.sampled_from(["sum-product", "min-sum"]),
+    stall=st.sampled_from([None, 1, 2, 3]),
 )
 def test_csr_kernel_agrees_with_twin(
     n: int,
@@ -113,16 +114,19 @@ def test_csr_kernel_agrees_with_twin(
     offset: float,
     max_iterations: int,
     algorithm: Algorithm,
+    stall: int | None,
 ) -> None:
     m = max(1, n * (10 - rate_tenths) // 10)
     code = random_code(n, m, var_degree, seed)
     synd = np.array(data.draw(st.lists(st.integers(0, 1), min_size=m, max_size=m)), np.uint8)
     llr = np.array(data.draw(st.lists(llr_values, min_size=n, max_size=n)), np.float32)
     result = decode_syndrome(
-        code, synd, llr, max_iterations, algorithm=algorithm, scale=scale, offset=offset
+        code, synd, llr, max_iterations, algorithm=algorithm, scale=scale, offset=offset,
+        stall_iterations=stall,
     )
     bits, iterations, converged = decode_syndrome_reference(
-        code.chk_ptr, code.chk_var, synd, llr, max_iterations, scale, offset, algorithm
+        code.chk_ptr, code.chk_var, synd, llr, max_iterations, scale, offset, algorithm,
+        stall_iterations=stall or 0,
     )
     np.testing.assert_array_equal(result.bits, bits)
     assert result.iterations == iterations
@@ -141,6 +145,7 @@ def test_csr_kernel_agrees_with_twin(
     offset=st.sampled_from([0.0, 0.15]),
     max_iterations=st.integers(0, 8),
     algorithm=st.sampled_from(["sum-product", "min-sum"]),
+    stall=st.sampled_from([None, 1, 2, 3]),
 )
 def test_qc_kernel_agrees_with_twin(
     z: int,
@@ -153,6 +158,7 @@ def test_qc_kernel_agrees_with_twin(
     offset: float,
     max_iterations: int,
     algorithm: Algorithm,
+    stall: int | None,
 ) -> None:
     code = random_qc_code(z, base_m, base_m + extra, var_degree, seed)
     synd = np.array(data.draw(st.lists(st.integers(0, 1), min_size=code.m, max_size=code.m)),
@@ -164,11 +170,11 @@ def test_qc_kernel_agrees_with_twin(
     twin_messages = messages.copy()
     result = decode_syndrome(
         code, synd, llr, max_iterations, algorithm=algorithm, scale=scale, offset=offset,
-        messages=messages,
+        messages=messages, stall_iterations=stall,
     )
     bits, iterations, converged = decode_syndrome_reference(
         code.chk_ptr, code.chk_var, synd, llr, max_iterations, scale, offset, algorithm,
-        twin_messages,
+        twin_messages, stall or 0,
     )
     np.testing.assert_array_equal(result.bits, bits)
     assert result.iterations == iterations
@@ -300,6 +306,11 @@ class TestBadInput:
         with pytest.raises(ValueError, match="algorithm"):
             decode_syndrome(self.code, self.synd, self.llr, algorithm="bp")  # type: ignore[arg-type]
 
+    def test_stall_iterations(self) -> None:
+        for bad in (0, -1, True, 2.0):
+            with pytest.raises(ValueError, match="stall_iterations"):
+                decode_syndrome(self.code, self.synd, self.llr, stall_iterations=bad)  # type: ignore[arg-type]
+
     def test_batch_shapes(self) -> None:
         with pytest.raises(TypeError, match="syndromes"):
             decode_syndromes(self.code, self.synd, np.ones((1, 50), np.float32))
@@ -355,3 +366,19 @@ def test_warm_start_checks_messages() -> None:
             code, np.zeros((2, 20), np.uint8), np.ones((2, 50), np.float32),
             messages=np.zeros((1, code.n_edges), np.float32),
         )
+
+
+@pytest.mark.parametrize("kind", ["csr", "qc"])
+def test_stall_rule_stops_hopeless_decodes_early(kind: str) -> None:
+    # Far above the code's threshold BP cannot converge; the stall rule gives up long before the
+    # budget, and a decode that can converge still does (the rule only ends stuck decodes).
+    code = either_code(kind, 200, 100, seed=7, z=20)
+    rng = np.random.default_rng(12)
+    alice, _, llr = channel(rng, code.n, 0.2)
+    hopeless = decode_syndrome(code, syndrome(code, alice), llr, 200, stall_iterations=3)
+    assert not hopeless.converged
+    assert 3 <= hopeless.iterations < 200
+    alice, _, llr = channel(rng, code.n, 0.03)
+    easy = decode_syndrome(code, syndrome(code, alice), llr, stall_iterations=3)
+    assert easy.converged
+    np.testing.assert_array_equal(easy.bits, alice)
