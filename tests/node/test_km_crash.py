@@ -1,17 +1,24 @@
 """kill -9 of a key manager in the middle of enc_keys, dec_keys or a relay: after a restart no
 key is delivered twice, the ends agree on every key both handed out, and every key the master
-was given is delivered to the slave unless the slave's own request was cut off by the kill."""
+was given is delivered to the slave unless the slave's own request was cut off by the kill.
+
+No port is chosen by the harness and then released (another process could take it before the
+node binds it): every node listens on port 0 and its start-up line names the bound ports. A
+peer's Kx address must stay the same across the victim's restart, so each node's peers dial a
+relay the harness listens on for the whole trial (:class:`KxRelay`, bytes only: TLS runs end to
+end between the nodes), which forwards to wherever the node listens now.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import random
+import re
 import signal
-import socket
-import ssl
 import subprocess
 import sys
 import threading
@@ -30,41 +37,105 @@ from qkdnode.node.km.pki import make_pki
 SAES = {"app-a": "A", "app-b": "B", "app-c": "C"}
 LINKS = {"A": ["B"], "B": ["A", "C"], "C": ["B"]}
 CHUNKS = 48
+# The line `qkdnode run` prints once every interface listens.
+RUNNING = re.compile(r"running: Kx port (\d+), ETSI 014 port (\d+), management port (\d+)")
 
 
-def _ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    out = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return out
+class KxRelay:
+    """TCP relays on 127.0.0.1 port 0, one per node, alive for a whole trial: a node's peers dial
+    its relay, which forwards to the node's current Kx port (none while it is down: the
+    connection is closed at once and the peer dials again, as it would a dead node)."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.targets: dict[str, int | None] = {}
+        self.servers: list[asyncio.AbstractServer] = []
+        self.conns: set[asyncio.StreamWriter] = set()
+
+    def _call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    def open(self, node):
+        """Listens for ``node``'s peers; returns the port to give them as its Kx address."""
+        self.targets[node] = None
+
+        async def listen():
+            server = await asyncio.start_server(lambda r, w: self._relay(node, r, w),
+                                                "127.0.0.1", 0)
+            self.servers.append(server)
+            return server.sockets[0].getsockname()[1]
+
+        return self._call(listen())
+
+    def point(self, node, port):
+        """Forwards new connections to ``port`` (None: the node is down; cut what is open)."""
+        self.targets[node] = port
+        if port is None:
+            self.loop.call_soon_threadsafe(self._cut_all)
+
+    def _cut_all(self):
+        for w in list(self.conns):
+            w.close()
+
+    async def _pump(self, reader, writer):
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def _relay(self, node, reader, writer):
+        port = self.targets.get(node)
+        up_writer = None
+        try:
+            if port is not None:
+                with contextlib.suppress(OSError):
+                    up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+            if up_writer is None:
+                return
+            self.conns.update((writer, up_writer))
+            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+        finally:
+            for w in (writer, up_writer):
+                if w is not None:
+                    self.conns.discard(w)
+                    w.close()
+
+    def close(self):
+        async def shut():
+            self._cut_all()
+            for server in self.servers:
+                server.close()
+
+        self._call(shut())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
 
 
 class Net:
     def __init__(self, tmp):
         self.tmp = tmp
         make_pki(tmp / "pki", list(LINKS), list(SAES))
-        ports = iter(_ports(3 * len(LINKS)))
-        self.ports = {n: {"kx": next(ports), "etsi": next(ports), "mgmt": next(ports)}
-                      for n in LINKS}
+        self.relay = KxRelay()
+        kx_address = {n: self.relay.open(n) for n in LINKS}
+        self.ports = {}
         self.procs = {}
         self.log = open(tmp / "nodes.log", "a")  # noqa: SIM115 - closed in stop_all
         for node, peers in LINKS.items():
-            p = self.ports[node]
             saes = "\n".join(f'"{s}" = "{n}"' for s, n in SAES.items())
             peer_text = "".join(f'[[peers]]\nname = "{q}"\nkx_address = "127.0.0.1:'
-                                f'{self.ports[q]["kx"]}"\n' for q in peers)
+                                f'{kx_address[q]}"\n' for q in peers)
             (tmp / f"{node}.toml").write_text(f"""
 [node]
 name = "{node}"
 [key_manager]
 store_path = "{node}.sqlite"
 kq1_socket = "{node}.sock"
-kx_listen = "127.0.0.1:{p['kx']}"
-etsi014_listen = "127.0.0.1:{p['etsi']}"
-management_listen = "127.0.0.1:{p['mgmt']}"
+kx_listen = "127.0.0.1:0"
+etsi014_listen = "127.0.0.1:0"
+management_listen = "127.0.0.1:0"
 [key_manager.saes]
 {saes}
 [key_manager.tls]
@@ -78,18 +149,24 @@ key = "pki/{node}.key"
                                  "run", "--config", str(self.tmp / f"{node}.toml")],
                                 stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = proc.stdout.readline()
-        if "running" not in line:
+        bound = RUNNING.search(line)
+        if bound is None:
             self.log.flush()
             tail = (self.tmp / "nodes.log").read_text()[-2000:]
             raise AssertionError(f"node {node} did not start: {line!r}; its log ends:\n{tail}")
+        kx, etsi, mgmt = map(int, bound.groups())
+        self.ports[node] = {"kx": kx, "etsi": etsi, "mgmt": mgmt}
+        self.relay.point(node, kx)
         self.procs[node] = proc
 
     def kill(self, node):
+        self.relay.point(node, None)
         self.procs[node].send_signal(signal.SIGKILL)
         self.procs[node].wait()
 
     def stop_all(self):
         self.log.close()
+        self.relay.close()
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -217,5 +294,3 @@ def test_kill_9_during_supply_and_relay_many(tmp_path, seed):
                      ("A", "app-c")][seed % 5]
     trial(tmp_path, 100 + seed, victim, slave)
 
-
-del ssl
