@@ -196,11 +196,8 @@ async def _first_keys(demo: Demo, daemons: dict[str, NodeDaemon], start: float,
 async def run_demo(workdir: Path, duration_s: float | None, interval_s: float,
                    say: Callable[[str], None] = print) -> int:
     """Runs the demo network until ``duration_s`` passes (None: until cancelled)."""
-    from qkdnode.drivers.sim.bench import Bench, get_bench, remove_bench
-    from qkdnode.node.config.bench import install_bench
-    from qkdnode.node.config.schema import LinkConfig
-    from qkdnode.node.module.launch import build_ends, run_ends, status_lines
-    from qkdnode.node.module.sim import BenchFrames
+    from qkdnode.node.module.host import bench_frames, run_hosted, sim_benches
+    from qkdnode.node.module.launch import build_ends, status_lines
 
     start = time.monotonic()
     demo = prepare(workdir)
@@ -212,22 +209,6 @@ async def run_demo(workdir: Path, duration_s: float | None, interval_s: float,
     (workdir / "demo.json").write_text(json.dumps(info, indent=2))
     say(f"key managers up; {workdir / 'demo.json'} written")
     configs = [(p.resolve(), load_config(p)) for p in demo.end_files]
-    installed = []
-    for _, config in configs:
-        try:
-            get_bench(config.bench.name)
-        except ValueError:
-            install_bench(config)
-            installed.append(config.bench.name)
-    frames: dict[tuple[str, str], BenchFrames] = {}
-
-    def frames_of(bench: Bench, link: LinkConfig) -> BenchFrames:
-        key = (bench.name, link.name)
-        if key not in frames:
-            frames[key] = BenchFrames(bench, link.block_slots, min(link.block_slots, 1 << 20))
-        return frames[key]
-
-    ends = build_ends(configs, None, frames_of)
 
     def show(current: list[Any]) -> None:
         say(f"--- {time.monotonic() - start:.0f} s")
@@ -240,21 +221,27 @@ async def run_demo(workdir: Path, duration_s: float | None, interval_s: float,
 
     got: dict[str, float] = {}
     first = asyncio.create_task(_first_keys(demo, daemons, start, say, got))
-    modules = asyncio.create_task(run_ends(ends, None, show, interval_s))
+    stop = asyncio.Event()
+
+    async def stop_after() -> None:
+        if duration_s is not None:
+            await asyncio.sleep(duration_s)
+            say(f"--- {duration_s:g} s elapsed: stopping")
+            stop.set()
+
+    timer = asyncio.create_task(stop_after())
     try:
-        await asyncio.wait_for(asyncio.shield(modules), duration_s)
-    except TimeoutError:
-        say(f"--- {duration_s:g} s elapsed: stopping")
+        with sim_benches([config for _, config in configs]):
+            ends = build_ends(configs, None, bench_frames())
+            await run_hosted(daemons, ends, stop, show, interval_s, say=say)
     finally:
-        for task in (first, modules):
+        for task in (first, timer):
             task.cancel()
-        for task in (first, modules):
+        for task in (first, timer):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         for daemon in daemons.values():
             await daemon.stop()
-        for name in installed:
-            remove_bench(name)
     say("demo stopped; its files stay in " + str(workdir))
     if "B" not in got:
         say("no key reached the applications within the run: see the status lines above "

@@ -62,41 +62,19 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from qkdnode.drivers.sim.bench import get_bench, remove_bench
     from qkdnode.node.config import load_config
-    from qkdnode.node.config.bench import install_bench
+    from qkdnode.node.module.host import sim_benches
 
     configs = [(Path(f).resolve(), load_config(f)) for f in args.config]
-    installed = []
-    for _, config in configs:
-        try:
-            get_bench(config.bench.name)
-        except ValueError:  # not registered yet: the first file of this bench creates it
-            install_bench(config)
-            installed.append(config.bench.name)
-    try:
+    with sim_benches([config for _, config in configs]):
         return _run_modules(args, configs)
-    finally:
-        for name in installed:
-            remove_bench(name)
 
 
 def _run_modules(args: argparse.Namespace, configs: list[tuple[Path, Any]]) -> int:
-    from qkdnode.drivers.sim.bench import Bench
-    from qkdnode.node.config.schema import LinkConfig
+    from qkdnode.node.module.host import bench_frames
     from qkdnode.node.module.launch import LinkEnd, build_ends, run_ends, status_lines
-    from qkdnode.node.module.sim import BenchFrames
 
-    frames: dict[tuple[str, str], BenchFrames] = {}
-
-    def frames_of(bench: Bench, link: LinkConfig) -> BenchFrames:
-        key = (bench.name, link.name)
-        if key not in frames:
-            frames[key] = BenchFrames(bench, link.block_slots,
-                                      min(link.block_slots, 1 << 20))
-        return frames[key]
-
-    ends = build_ends(configs, set(args.link) if args.link else None, frames_of,
+    ends = build_ends(configs, set(args.link) if args.link else None, bench_frames(),
                       record=args.record)
     if not ends:
         print("qkdnode module: no link to run")

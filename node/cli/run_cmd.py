@@ -1,9 +1,14 @@
-"""``qkdnode run`` and ``qkdnode status``: start a node's key manager; ask a running one.
+"""``qkdnode run`` and ``qkdnode status``: start a node; ask a running one.
 
-``run`` starts the key management daemon the configuration describes (key store, Kq-1 socket
-for the node's QKD modules, Kx to the peers, ETSI GS QKD 014 for applications, the management
-port) and runs until Ctrl-C or SIGTERM, which stop it cleanly (the key store is closed and its
-WAL checkpointed). ``status`` reads the management port's ``/status`` of a running node.
+``run`` starts the key management daemon each configuration file describes (key store, Kq-1
+socket for the node's QKD modules, Kx to the peers, ETSI GS QKD 014 for applications, the
+management port) and the QKD modules of its ``[[links]]``, and runs until Ctrl-C or SIGTERM.
+On the simulated bench a link's two ends run in one process, so a link needs both ends' files
+in the same ``run`` (one key manager per node; a node may appear in several files); a link
+with one end only is refused (:func:`qkdnode.node.module.host.check_link_ends`). A stop is
+orderly: the key managers stop their modules over Kq-2, the blocks in flight end and their keys
+are acknowledged, then the key managers stop (the key store is closed and its WAL
+checkpointed). ``status`` reads the management port's ``/status`` of a running node.
 """
 
 from __future__ import annotations
@@ -27,13 +32,27 @@ __all__ = ["register"]
 STATUS_TIMEOUT_S = 5.0
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def register(subparsers: Any) -> None:
     """Adds ``run`` and ``status``."""
     run = subparsers.add_parser(
-        "run", help="run a node's key manager (Kq-1, Kx, ETSI 014, management port)",
-        description="Starts the key management daemon of the node FILE describes and runs it "
-                    "until Ctrl-C or SIGTERM.")
-    run.add_argument("--config", required=True, metavar="FILE", help="node configuration")
+        "run", help="run a node: key manager (Kq-1/Kq-2, Kx, ETSI 014, management port) and "
+                    "the QKD modules of its links",
+        description="Starts the key management daemon of each node the files describe and the "
+                    "QKD modules of their [[links]], and runs them until Ctrl-C or SIGTERM. On "
+                    "the simulated bench both ends of a link run in one process: give both "
+                    "nodes' files.")
+    run.add_argument("--config", required=True, action="append", metavar="FILE",
+                     help="node configuration (repeat for the other end of a link on the "
+                          "simulated bench, or for more nodes)")
+    run.add_argument("--status-interval", type=_positive_float, default=60.0, metavar="S",
+                     help="seconds between the modules' status lines (default: 60)")
     run.set_defaults(handler=_run)
     status = subparsers.add_parser(
         "status", help="show the status of a running node",
@@ -44,32 +63,62 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from qkdnode.node.km.daemon import NodeDaemon
+    from pathlib import Path
 
-    config = load_config(args.config)
+    from qkdnode.node.module.host import check_link_ends, node_daemons
+
+    configs = [(Path(f).resolve(), load_config(f)) for f in args.config]
+    check_link_ends(configs)
+    daemons = node_daemons(configs)
 
     async def main() -> None:
-        daemon = NodeDaemon(config, args.config)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        await daemon.start()
-        print(f"qkdnode: node {daemon.node} running: Kx port {daemon.kx.port}, ETSI 014 port "
-              f"{daemon.etsi.port}, management port {daemon.management_port}, Kq-1 socket "
-              f"{daemon.kq1.path}", flush=True)
+        started = []
         try:
-            await stop.wait()
+            for daemon in daemons.values():
+                await daemon.start()
+                started.append(daemon)
+                print(f"qkdnode: node {daemon.node} running: Kx port {daemon.kx.port}, ETSI 014 "
+                      f"port {daemon.etsi.port}, management port {daemon.management_port}, "
+                      f"Kq-1 socket {daemon.kq1.path}", flush=True)
+            if any(config.links for _, config in configs):
+                await _run_modules(configs, daemons, stop, args.status_interval)
+            else:
+                await stop.wait()
         finally:
-            await daemon.stop()
-        print(f"qkdnode: node {daemon.node} stopped", flush=True)
+            for daemon in started:
+                await daemon.stop()
+        for daemon in started:
+            print(f"qkdnode: node {daemon.node} stopped", flush=True)
 
     try:
         asyncio.run(main())
     except OSError as exc:
         raise KeyManagerError(f"cannot start node: {exc}") from exc
     return 0
+
+
+async def _run_modules(configs: list[tuple[Any, Any]], daemons: dict[str, Any],
+                       stop: asyncio.Event, interval_s: float) -> None:
+    from qkdnode.node.module.host import bench_frames, run_hosted, sim_benches
+    from qkdnode.node.module.launch import build_ends, status_lines
+
+    def show(ends: list[Any]) -> None:
+        for line in status_lines(ends):
+            print("qkdnode: " + line, flush=True)
+
+    with_links = [(path, config) for path, config in configs if config.links]
+    with sim_benches([config for _, config in with_links]):
+        ends = build_ends(with_links, None, bench_frames())
+        print("qkdnode: QKD modules running: " + ", ".join(
+            f"{end.config.node.name}/{end.link.name} ({end.link.role})" for end in ends),
+            flush=True)
+        await run_hosted(daemons, ends, stop, show, interval_s,
+                         say=lambda text: print("qkdnode: " + text, flush=True))
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -138,7 +138,10 @@ def build(cls: type[T], table: Mapping[str, Any], path: KeyPath = (),
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)  # type: ignore[arg-type]
               if f.init}
+    removed: Mapping[str, str] = getattr(cls, "REMOVED_KEYS", {})
     for key in table:
+        if key in removed:
+            raise _Problem((*path, key), removed[key])
         if key not in fields:
             known = ", ".join(sorted(fields))
             raise _Problem((*path, key), f"unknown key (known keys here: {known})")

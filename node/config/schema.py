@@ -12,7 +12,7 @@ import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from qkdnode.drivers.sim.params import (
     BenchParams,
@@ -64,12 +64,15 @@ ROLES: tuple[str, ...] = typing.get_args(Role)
 
 _NAME = matches(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}",
                 "1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
-# Lim et al. 2014 need at least ~10^4 sifted X bits per block for any key at all (Fig. 1), and
-# 10^9 is the largest block their analysis shows; a block is held in memory while it distils.
-MIN_BLOCK_BITS = 10_000
-MAX_BLOCK_BITS = 1_000_000_000
 # Above 11 % QBER no one-way BB84 post-processing yields key (Shor-Preskill bound).
 MAX_QBER_ABORT = 0.11
+# A block's time limit: the protocol's default (DEFAULT_BLOCK_TIMEOUT_S of
+# qkdnode.node.protocol.qdist.events; a minute: a stalled peer or channel); at least
+# a second (a block's dialogue takes several round trips and decoding), at most a day (the
+# secret key and the choices of a block are held in memory until it ends).
+DEFAULT_BLOCK_TIMEOUT_S = 60.0
+MIN_BLOCK_TIMEOUT_S = 1.0
+MAX_BLOCK_TIMEOUT_S = 86_400.0
 
 
 def _sim_bench(resource: str | None) -> str | None:
@@ -152,9 +155,14 @@ SHIPPED_CODE_LENGTHS = (16_000, 64_000, 192_000)
 class DistillationConfig:
     """Key distillation settings of one link."""
 
-    block_bits: int = setting(
-        "Sifted X-basis bits per distillation block (the finite-key block size n_X).",
-        default=1_000_000, check=between(MIN_BLOCK_BITS, MAX_BLOCK_BITS), unit="bits")
+    # Keys of older files and what replaced them (the loader names the replacement).
+    REMOVED_KEYS: ClassVar[dict[str, str]] = {
+        "block_bits": "no longer a key: a block is a number of slots, set by block_slots in "
+                      "[[links]] (the module never used block_bits); the sifted X bits of a "
+                      "block are about block_slots x the X-basis detection probability per "
+                      "slot (see a block's n_x in the audit log, or 'qkdnode keyrate')",
+    }
+
     eps_cor: float = setting("Correctness parameter epsilon_cor.", default=1e-15,
                              check=probability)
     eps_sec: float | None = setting(
@@ -168,10 +176,17 @@ class DistillationConfig:
                                 check=between(0.0, MAX_QBER_ABORT, low_open=True))
     code_length: int | None = setting(
         "LDPC frame length of the shipped code family (16000, 64000 or 192000): a block's "
-        "sifted X bits are cut into frames of this length, so choose one well below "
-        "block_bits; default: the family's default length.", default=None,
+        "sifted X bits are cut into frames of this length, so choose one well below a "
+        "block's sifted bits; default: the family's default length.", default=None,
         check=lambda n: None if n in SHIPPED_CODE_LENGTHS else
         f"must be one of {', '.join(map(str, SHIPPED_CODE_LENGTHS))}")
+
+    block_timeout_s: float = setting(
+        "Abort a block (no key from it; the reason in the audit log) that has not ended this "
+        "long after its start: a stalled partner or channel. A block of 10^6 sifted bits "
+        "takes a few seconds of decoding on one core; each end applies its own.",
+        default=DEFAULT_BLOCK_TIMEOUT_S,
+        check=between(MIN_BLOCK_TIMEOUT_S, MAX_BLOCK_TIMEOUT_S), unit="s")
 
     def validate(self) -> Iterator[tuple[str, str]]:
         if self.eps_sec is not None and self.kappa is not None:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,14 @@ class Kq1Server:
         self.path = Path(path)
         self.sessions: dict[str, _ModuleSession] = {}
         self.last_status: dict[str, dict[str, Any]] = {}
+        # When each module's last status report came (monotonic seconds).
+        self.status_time: dict[str, float] = {}
+        # The link and the QBER of the last key each module pushed (key metadata).
+        self.links: dict[str, str] = {}
+        self.key_qber: dict[str, float] = {}
+        # Modules the key manager keeps stopped: a module that (re)connects is asked to start
+        # unless it is here (a module stopped with its key manager resumes when it is back).
+        self.held: set[str] = set()
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -120,12 +129,19 @@ class Kq1Server:
                         name = event.module
                         self.sessions[name] = session
                         session.send(KmWelcomed(self.manager.node))
+                        self.links[name] = event.link
+                        if name not in self.held:
+                            session.send(StartRequested())
                         log.info("Kq-1: module %s connected (link %s, pool %s)", name,
                                  event.link, event.pool)
                     elif isinstance(event, KeysPushed):
+                        qbers = [k.qber for k in event.keys if k.qber is not None]
+                        if qbers:
+                            self.key_qber[name] = qbers[-1]
                         session.send(await self._store(conn, event))
                     elif isinstance(event, StatusReported):
                         self.last_status[name] = event.status
+                        self.status_time[name] = time.monotonic()
                         waiter = session.status_waiters.pop(event.seq, None)
                         if waiter is not None and not waiter.done():
                             waiter.set_result(event.status)
@@ -162,11 +178,19 @@ class Kq1Server:
         return session
 
     async def start_module(self, module: str) -> None:
-        """Kq-2: asks a module to run."""
+        """Kq-2: asks a module to run (and no longer holds it stopped)."""
+        self.held.discard(module)
         await self._control(module, StartRequested())
 
-    async def stop_module(self, module: str) -> None:
-        """Kq-2: asks a module to stop."""
+    async def stop_module(self, module: str, *, hold: bool = True) -> None:
+        """Kq-2: asks a module to stop: it ends the block in flight and starts no new one.
+
+        Args:
+            hold: keep it stopped when it reconnects (False: a reconnecting module is asked to
+                start, as when the key manager itself stops and comes back).
+        """
+        if hold:
+            self.held.add(module)
         await self._control(module, StopRequested())
 
     async def module_status(self, module: str, timeout_s: float = 5.0) -> dict[str, Any]:
@@ -232,6 +256,28 @@ class Kq1Client:
         await writer.drain()
         self._conn, self._writer = conn, writer
         self._reader_task = asyncio.create_task(self._read(reader, conn))
+
+    async def keep_connected(self) -> None:
+        """Stays connected: reconnects with back-off whenever the connection is lost, so the
+        key manager can reach the module over Kq-2 even when it has no keys to push. Runs until
+        cancelled."""
+        delay = RECONNECT_FIRST_S
+        while True:
+            if self._conn is None:
+                async with self._lock:  # push() connects under the same lock
+                    if self._conn is None:
+                        try:
+                            await self.connect(timeout_s=0.0)
+                            delay = RECONNECT_FIRST_S
+                        except (ConnectionError, OSError):
+                            await asyncio.sleep(delay)
+                            delay = min(2 * delay, RECONNECT_MAX_S)
+                            continue
+            task = self._reader_task
+            if task is not None:
+                await asyncio.wait([task])
+            else:
+                await asyncio.sleep(delay)
 
     async def _read(self, reader: asyncio.StreamReader, conn: Kq1Connection) -> None:
         try:

@@ -7,6 +7,11 @@ worker thread (``asyncio.to_thread``: the numba kernels release the GIL), so acq
 Qsync go on meanwhile. Events come out of :attr:`QdistConnection.events`, a bounded queue.
 Timers: when the end has nothing to do, the pump waits for data or the block's deadline and
 then calls ``handle_timer``.
+
+A connection whose stream the end found broken (foreign bytes, an oversized frame) ends
+:meth:`QdistConnection.run` like a dropped one: the module then reconnects
+(:func:`connect_with_backoff`) and the end starts afresh with
+:meth:`~qkdnode.node.protocol.qdist.QdistEnd.reset_stream`.
 """
 
 from __future__ import annotations
@@ -19,13 +24,17 @@ from typing import Any, TypeVar
 
 from ..protocol.qdist import NEED_DATA, QdistEnd
 
-__all__ = ["READ_BYTES", "QdistConnection", "connect", "parse_hostport"]
+__all__ = ["READ_BYTES", "QdistConnection", "connect", "connect_with_backoff", "parse_hostport"]
 
 # Bytes per socket read: a Qdist frame is at most MAX_BODY, read in pieces this size.
 READ_BYTES = 1 << 16
 # Events buffered before the pump stops processing frames (back-pressure on the peer: its
 # frames then wait in the socket buffers).
 EVENT_QUEUE = 16
+# Reconnecting after a dropped connection: first after 0.1 s, then doubling up to 5 s (a partner
+# module restarting is back within seconds; no faster than this hammers a dead peer).
+RECONNECT_FIRST_S = 0.1
+RECONNECT_MAX_S = 5.0
 
 T = TypeVar("T")
 
@@ -86,6 +95,7 @@ class QdistConnection:
             self.closed.set()
 
     async def close(self) -> None:
+        """Closes the connection (:meth:`run` then ends as if the peer had closed it)."""
         self._writer.close()
         with contextlib.suppress(OSError, ConnectionError):
             await self._writer.wait_closed()
@@ -114,6 +124,8 @@ class QdistConnection:
             if event is not NEED_DATA:
                 await self.events.put(event)
                 continue
+            if self.end.broken:
+                return  # the stream cannot be cut into frames any more: a new connection can
             if reading.done():
                 reading.result()  # raises what ended the read (a reset connection)
                 return
@@ -143,3 +155,18 @@ async def connect(address: str, *, attempts: int = 50, delay_s: float = 0.1
             last = exc
             await asyncio.sleep(delay_s)
     raise ConnectionError(f"Qdist: cannot connect to {address}: {last}")
+
+
+async def connect_with_backoff(address: str, *, first_s: float = RECONNECT_FIRST_S,
+                               max_s: float = RECONNECT_MAX_S,
+                               ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connects to ``HOST:PORT``, retrying until it succeeds (or the caller is cancelled),
+    waiting ``first_s`` after the first failure and doubling up to ``max_s``."""
+    host, port = parse_hostport(address)
+    delay = first_s
+    while True:
+        try:
+            return await asyncio.open_connection(host, port)
+        except OSError:
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, max_s)

@@ -7,7 +7,10 @@
 * Kx to the peers over mutual TLS (:class:`~qkdnode.node.io.kx.KxService` and its
   :class:`~.network.KxAgent`), with pool synchronisation every :data:`SYNC_EVERY_S`;
 * ETSI GS QKD 014 for applications (:class:`~.etsi014.Etsi014Server`);
-* the management port: ``/metrics`` (Prometheus text format) and ``/status`` (JSON);
+* the management port: ``/metrics`` (Prometheus text format) and ``/status`` (JSON), with
+  each QKD module's Kq-2 status report (asked for every :data:`MODULE_STATUS_EVERY_S`), and
+  ``POST /modules/NAME/stop`` and ``/start`` (Kq-2 control); :meth:`NodeDaemon.stop` stops the
+  connected modules first;
 * vendor QKD pairs feeding the store through their ETSI 014 interface (:mod:`.vendor`).
 
 Keys never appear in the status, the metrics or the log.
@@ -53,6 +56,10 @@ RATE_WINDOW_S = 60.0
 # fraction of max_key_count; a module's QBER above its link's qber_abort (or this when the
 # module's link is not in the file).
 LOW_WATER_KEYS = 16
+# Kq-2: each connected QKD module is asked for its status this often (its report is what
+# /status and /metrics show); a module that does not answer within the timeout is skipped.
+MODULE_STATUS_EVERY_S = 2.0
+MODULE_STATUS_TIMEOUT_S = 5.0
 FULL_FRACTION = 0.9
 DEFAULT_QBER_ALARM = 0.11
 
@@ -85,12 +92,43 @@ class _Metrics(Collector):
                                   labels=["peer"])
         for peer, up in status["peers"].items():
             peers.add_metric([peer], 1.0 if up else 0.0)
-        modules = GaugeMetricFamily("qkdnode_module_qber", "Last QBER a QKD module reported",
+        modules = GaugeMetricFamily("qkdnode_module_qber", "Last QBER a QKD module reported "
+                                    "(Kq-2 status, else its last key's metadata)",
                                     labels=["module"])
         for name, report in status["modules"].items():
-            qber = report.get("qber")
+            qber = report.get("qber", report.get("key_qber"))
             if isinstance(qber, int | float):
                 modules.add_metric([name], float(qber))
+        figures = {
+            "running": GaugeMetricFamily("qkdnode_module_running",
+                                         "1 if the module runs (Kq-2), 0 if stopped",
+                                         labels=["module"]),
+            "sync_locked": GaugeMetricFamily("qkdnode_module_sync_locked",
+                                             "1 if the module's Qsync is locked",
+                                             labels=["module"]),
+            "sifted_rate_bps": GaugeMetricFamily("qkdnode_module_sifted_rate_bps",
+                                                 "Sifted X bits per second since start",
+                                                 labels=["module"]),
+            "secret_key_rate_bps": GaugeMetricFamily("qkdnode_module_secret_key_rate_bps",
+                                                     "Secret key bits per second since start",
+                                                     labels=["module"]),
+        }
+        blocks = GaugeMetricFamily("qkdnode_module_blocks_total", "Blocks ended, by outcome",
+                                   labels=["module", "outcome"])
+        for name, report in status["modules"].items():
+            if "running" in report:
+                figures["running"].add_metric([name], 1.0 if report["running"] else 0.0)
+            if "sync" in report:
+                figures["sync_locked"].add_metric([name],
+                                                  1.0 if report["sync"] == "locked" else 0.0)
+            for key in ("sifted_rate_bps", "secret_key_rate_bps"):
+                value = report.get(key)
+                if isinstance(value, int | float):
+                    figures[key].add_metric([name], float(value))
+            for outcome in ("completed", "aborted"):
+                value = report.get(f"blocks_{outcome}")
+                if isinstance(value, int):
+                    blocks.add_metric([name, outcome], value)
         counters = GaugeMetricFamily("qkdnode_keys_total", "Keys handled since start",
                                      labels=["event"])
         for event, count in status["counters"].items():
@@ -103,7 +141,8 @@ class _Metrics(Collector):
         kinds = collections.Counter(a["kind"] for a in status["alarms"])
         for kind in ("peer_down", "pool_low", "store_full", "qber_high"):
             alarms.add_metric([kind], kinds.get(kind, 0))
-        yield from (avail, pre, reserved, peers, modules, counters, rates, alarms)
+        yield from (avail, pre, reserved, peers, modules, *figures.values(), blocks, counters,
+                    rates, alarms)
 
 
 class NodeDaemon:
@@ -166,6 +205,7 @@ class NodeDaemon:
         app = web.Application()
         app.router.add_get("/status", self._status)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_post("/modules/{name}/{action:start|stop}", self._module_control)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         host, port = self.management_address
@@ -175,7 +215,8 @@ class NodeDaemon:
             self.management_port = self._runner.addresses[0][1]
         self._tasks = [asyncio.create_task(self._sync_loop()),
                        asyncio.create_task(self._expire_loop()),
-                       asyncio.create_task(self._wipe_loop())]
+                       asyncio.create_task(self._wipe_loop()),
+                       asyncio.create_task(self._module_loop())]
         if any(link.role == "master" for link in self.vendor.links.values()):
             self._tasks.append(asyncio.create_task(self.vendor.run()))
         log.info("node %s: Kq-1 at %s, Kx on port %d, ETSI 014 on port %d, management on "
@@ -183,7 +224,9 @@ class NodeDaemon:
                  self.management_port)
 
     async def stop(self) -> None:
-        """Stops everything and closes the key store."""
+        """Stops the connected QKD modules (Kq-2; they resume when the key manager is back),
+        then everything else, and closes the key store."""
+        await self.stop_modules()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -220,6 +263,26 @@ class NodeDaemon:
                     # new key changes the routes: tell the network now, not at the next tick
                     self.kx.flood(self.agent.advertisement(), exclude=None)
             await asyncio.sleep(SYNC_EVERY_S)
+
+    async def stop_modules(self) -> None:
+        """Kq-2: asks every connected module to stop (not held: it is asked to start again
+        when it reconnects to this key manager after its restart)."""
+        for name in list(self.kq1.sessions):
+            try:
+                await self.kq1.stop_module(name, hold=False)
+            except (KeyManagerError, OSError) as exc:
+                log.info("module %s not told to stop: %s", name, exc)
+
+    async def _module_loop(self) -> None:
+        async def ask(name: str) -> None:
+            try:
+                await self.kq1.module_status(name, MODULE_STATUS_TIMEOUT_S)
+            except (KeyManagerError, OSError, TimeoutError) as exc:
+                log.debug("module %s: no status: %s", name, exc)
+
+        while True:
+            await asyncio.gather(*(ask(name) for name in list(self.kq1.sessions)))
+            await asyncio.sleep(MODULE_STATUS_EVERY_S)
 
     async def _wipe_loop(self) -> None:
         while True:
@@ -269,16 +332,36 @@ class NodeDaemon:
                                "text": f"pool {pool} holds {live} of max_key_count "
                                        f"{km.max_key_count}"})
         abort_at = {link.name: link.distillation.qber_abort for link in self.config.links}
-        for name, report in self.kq1.last_status.items():
-            qber, link = report.get("qber"), report.get("link")
+        for name, report in self._modules().items():
+            qber, link = report.get("qber", report.get("key_qber")), report.get("link")
             limit = abort_at.get(str(link), DEFAULT_QBER_ALARM)
             if isinstance(qber, int | float) and qber > limit:
                 alarms.append({"kind": "qber_high", "what": name,
                                "text": f"module {name}: QBER {qber:.4f} above {limit}"})
         return alarms
 
+    def _modules(self) -> dict[str, dict[str, Any]]:
+        """Each QKD module known over Kq-1/Kq-2: whether it is connected and held stopped, the
+        QBER of its last key (key metadata), its last status report and its age."""
+        kq1 = self.kq1
+        now = time.monotonic()
+        out: dict[str, dict[str, Any]] = {}
+        for name in sorted({*kq1.sessions, *kq1.last_status, *kq1.key_qber}):
+            entry: dict[str, Any] = {"connected": name in kq1.sessions,
+                                     "held_stopped": name in kq1.held}
+            if name in kq1.links:
+                entry["link"] = kq1.links[name]
+            if name in kq1.key_qber:
+                entry["key_qber"] = kq1.key_qber[name]
+            if name in kq1.status_time:
+                entry["status_age_s"] = round(now - kq1.status_time[name], 1)
+            entry.update(kq1.last_status.get(name, {}))
+            out[name] = entry
+        return out
+
     def status(self) -> dict[str, Any]:
         """The node's state as JSON-ready data (no key material)."""
+        modules = self._modules()
         levels = self.store.levels()
         pools = {pool: {"available_bits": lv.available_bytes * 8,
                         "available_keys": lv.available_keys,
@@ -294,8 +377,7 @@ class NodeDaemon:
                  for s in sorted(saes) if saes[s] != self.node}
         return {"node": self.node, "uptime_s": round(time.time() - self.started_at, 1),
                 "pools": pools, "sae_pairs": pairs, "peers": peers,
-                "modules": {name: dict(report) for name, report in
-                            self.kq1.last_status.items()},
+                "modules": modules,
                 "modules_connected": sorted(self.kq1.sessions),
                 "counters": dict(self.manager.counters),
                 "rates_per_s": self._rates(),
@@ -307,6 +389,17 @@ class NodeDaemon:
     async def _status(self, request: web.Request) -> web.Response:
         del request
         return web.json_response(self.status())
+
+    async def _module_control(self, request: web.Request) -> web.Response:
+        name, action = request.match_info["name"], request.match_info["action"]
+        try:
+            if action == "stop":
+                await self.kq1.stop_module(name)
+            else:
+                await self.kq1.start_module(name)
+        except KeyManagerError as exc:
+            return web.json_response({"message": str(exc)}, status=404)
+        return web.json_response({"module": name, "requested": action})
 
     async def _metrics(self, request: web.Request) -> web.Response:
         del request

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from qkdnode.dsp.qsync import SlotTracker
 from ..config.schema import LinkConfig, NodeConfig
 from ..errors import ConfigError
 from ..io.kq1 import Kq1Client
-from ..io.qdist import QdistConnection, connect, parse_hostport
+from ..io.qdist import QdistConnection, connect, connect_with_backoff, parse_hostport
 from ..protocol.qdist import QdistAlice, QdistBob, QdistParams
 from .frames import FramePlan, channel_patterns
 from .keys_out import KeyOutbox
@@ -66,6 +67,23 @@ class LinkEnd:
     client: Kq1Client | None
     recorder: Recorder | None = None
 
+    def report(self) -> dict[str, Any]:
+        """The Kq-2 status report: what ``qkdnode module`` shows (numbers and words only)."""
+        summary = self.module.status.summary(time.monotonic())
+        out: dict[str, Any] = {"node": self.config.node.name, "link": self.link.name,
+                               "running": self.module.running.is_set(),
+                               "block_in_flight": not self.module.idle,
+                               "keys_waiting": self.outbox.pending,
+                               "qdist_connections": self.module.connections}
+        for name, value in summary.items():
+            # A status value is a finite number, text, a boolean or null (Kq-2's rule).
+            if isinstance(value, np.integer):
+                value = int(value)
+            elif isinstance(value, float | np.floating):
+                value = float(value) if math.isfinite(value) else None
+            out[name] = value
+        return out
+
 
 def _error(config: NodeConfig, key: str, reason: str) -> ConfigError:
     return ConfigError(None, key, None, f"node {config.node.name!r}: {reason}")
@@ -76,7 +94,7 @@ def _params(link: LinkConfig) -> QdistParams:
     p3 = 1.0 - d.p_mu1 - d.p_mu2
     return QdistParams((d.mu1, d.mu2, d.mu3), (d.p_mu1, d.p_mu2, p3), eps_cor=s.eps_cor,
                        eps_sec=s.eps_sec, kappa=s.kappa, qber_abort=s.qber_abort,
-                       code_length=s.code_length)
+                       code_length=s.code_length, block_timeout_s=s.block_timeout_s)
 
 
 def _secret(config: NodeConfig, i: int, link: LinkConfig) -> bytes:
@@ -214,7 +232,10 @@ def build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
                 if role == "bob":
                     rec.describe(tracker=tracker_args,
                                  channel_map={str(k): v for k, v in _channel_map(config).items()})
-            ends.append(LinkEnd(config, link, module, outbox, client, rec))
+            end = LinkEnd(config, link, module, outbox, client, rec)
+            client.on_control = module.control
+            client.status = end.report
+            ends.append(end)
     return ends
 
 
@@ -224,35 +245,56 @@ def _tapped(end: LinkEnd, role: str) -> Any:
 
 
 async def _run_end(end: LinkEnd, blocks: int | None, drain_s: float) -> None:
+    """Runs one end until ``blocks`` blocks ended, reconnecting after a dropped Qdist
+    connection: the transmitter keeps listening (a new connection replaces the old one), the
+    receiver reconnects with back-off; the block in flight is aborted (reason in the audit)."""
     link = end.link
     module = end.module
+    server: asyncio.AbstractServer | None = None
+    accepted: asyncio.Queue[tuple[Any, Any]] = asyncio.Queue()
+    current: list[QdistConnection] = []
     if isinstance(module, AliceModule):
         assert link.qdist_listen is not None
         host, port = parse_hostport(link.qdist_listen)
-        accepted: asyncio.Queue[tuple[Any, Any]] = asyncio.Queue(1)
 
         async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            # The partner reconnected: the connection we hold is dead or dying.
+            for conn in current:
+                await conn.close()
             await accepted.put((reader, writer))
 
         server = await asyncio.start_server(on_client, host, port)
-        try:
-            reader, writer = await accepted.get()
-        finally:
-            server.close()
-        conn = QdistConnection(_tapped(end, "alice"), reader, writer)
-    else:
-        assert link.qdist_connect is not None
-        reader, writer = await connect(link.qdist_connect)
-        conn = QdistConnection(_tapped(end, "bob"), reader, writer)
+    role = "alice" if isinstance(module, AliceModule) else "bob"
     try:
-        await module.run(conn, blocks)
+        while True:
+            if server is not None:
+                reader, writer = await accepted.get()
+            else:
+                assert link.qdist_connect is not None
+                if module.connections == 0:
+                    reader, writer = await connect(link.qdist_connect)
+                else:
+                    reader, writer = await connect_with_backoff(link.qdist_connect)
+            conn = QdistConnection(_tapped(end, role), reader, writer)
+            current[:] = [conn]
+            try:
+                await module.run_connection(conn, blocks)
+                break
+            except ConnectionError as exc:
+                log.warning("link %s: Qdist connection lost (%s); reconnecting", link.name,
+                            exc)
+                await module.connection_lost(conn, str(exc) or type(exc).__name__)
+            finally:
+                await conn.close()
         try:
             await asyncio.wait_for(end.outbox.drain(), drain_s)
         except TimeoutError:
             log.warning("link %s: the key manager did not acknowledge %d QKD-keys within %g s; "
                         "they are dropped at exit", link.name, end.outbox.pending, drain_s)
     finally:
-        await conn.close()
+        await module.shutdown()
+        if server is not None:
+            server.close()
         if module.audit is not None:
             module.audit.close()
 
@@ -266,7 +308,7 @@ async def run_ends(ends: list[LinkEnd], blocks: int | None,
     background = []
     for end in ends:
         if end.client is not None:
-            background.append(asyncio.create_task(_connect_quietly(end.client)))
+            background.append(asyncio.create_task(end.client.keep_connected()))
         background.append(asyncio.create_task(end.outbox.run()))
 
     async def ticker() -> None:
@@ -288,16 +330,6 @@ async def run_ends(ends: list[LinkEnd], blocks: int | None,
             if end.recorder is not None:
                 end.recorder.close()
         show(ends)
-
-
-async def _connect_quietly(client: Kq1Client) -> None:
-    # The key manager may start later: keys wait in the outbox until it is there.
-    while True:
-        try:
-            await client.connect(timeout_s=3600.0)
-            return
-        except (ConnectionError, OSError, TimeoutError):
-            await asyncio.sleep(1.0)
 
 
 def status_lines(ends: list[LinkEnd], now: float | None = None) -> list[str]:

@@ -30,7 +30,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -43,7 +43,9 @@ from qkdnode.dsp.qsync import SlotTracker
 from qkdnode.dsp.sifting import AliceChoices, BobDetections
 
 from ..io.qdist import QdistConnection
+from ..protocol.kq1 import StartRequested, StopRequested
 from ..protocol.qdist import (
+    NEED_DATA,
     BlockAborted,
     BlockAudit,
     BlockCompleted,
@@ -144,6 +146,15 @@ class ModuleStatus:
 
 
 class _ModuleBase:
+    """What both ends share: block outcomes, Kq-2 start/stop, and the connection's life.
+
+    The producers (Alice's frames, Bob's tagger reads and Qsync) run in background tasks that
+    outlive a connection: :meth:`run_connection` runs the dialogue over one connection and
+    raises ConnectionError when it drops; :meth:`connection_lost` then ends the block in flight
+    (aborted, with the reason in the audit log) and the caller reconnects and calls
+    :meth:`run_connection` again; :meth:`shutdown` stops the producers.
+    """
+
     def __init__(self, link: str, keys: KeySink, audit: AuditLog | None,
                  clock: Callable[[], float]) -> None:
         self.link = link
@@ -151,6 +162,80 @@ class _ModuleBase:
         self.audit = audit
         self.clock = clock
         self.results: list[BlockCompleted | BlockAborted] = []
+        self.qdist: QdistAlice | QdistBob
+        # Kq-2: set while the module may start blocks (cleared by a stop request).
+        self.running = asyncio.Event()
+        self.running.set()
+        self.connections = 0
+        self._background: list[asyncio.Task[Any]] = []
+
+    def _producers(self) -> list[Coroutine[Any, Any, None]]:
+        return []
+
+    def _tasks(self, conn: QdistConnection) -> list[asyncio.Task[Any]]:
+        if not self._background:
+            self._background = [asyncio.create_task(c) for c in self._producers()]
+        return [*self._background, asyncio.create_task(conn.run())]
+
+    async def run(self, conn: QdistConnection, blocks: int | None = None) -> None:
+        """Runs over one connection until ``blocks`` blocks have ended (None: until cancelled
+        or disconnected), then stops the producers."""
+        try:
+            await self.run_connection(conn, blocks)
+        finally:
+            await self.shutdown()
+
+    async def run_connection(self, conn: QdistConnection, blocks: int | None = None) -> None:
+        """Runs the dialogue over ``conn`` until ``blocks`` blocks have ended in all.
+
+        Raises:
+            ConnectionError: the connection dropped (call :meth:`connection_lost`).
+        """
+        self.connections += 1
+        if self.connections > 1:
+            self.qdist.reset_stream()
+        tasks = self._tasks(conn)
+        try:
+            await self._dialogue(conn, tasks, blocks)
+        finally:
+            await _cancel(tasks[len(self._background):])
+
+    async def _dialogue(self, conn: QdistConnection, tasks: list[asyncio.Task[Any]],
+                        blocks: int | None) -> None:
+        raise NotImplementedError  # both roles define it
+
+    async def connection_lost(self, conn: QdistConnection, reason: str) -> None:
+        """After a dropped connection: takes the outcomes that came through, then aborts the
+        block in flight (no key from it; the reason goes to the audit log)."""
+        while not conn.events.empty():
+            event = conn.events.get_nowait()
+            if isinstance(event, BlockCompleted | BlockAborted):
+                await self._outcome(event)
+        self.qdist.connection_lost(reason)
+        while (event := self.qdist.next_event()) is not NEED_DATA:
+            if isinstance(event, BlockCompleted | BlockAborted):
+                await self._outcome(event)
+
+    async def shutdown(self) -> None:
+        """Stops the producers."""
+        await _cancel(self._background)
+        self._background = []
+
+    async def control(self, request: StartRequested | StopRequested) -> None:
+        """Kq-2: a stop lets the block in flight end and starts no new one; a start resumes."""
+        if isinstance(request, StopRequested):
+            if self.running.is_set():
+                log.info("link %s: stopped by the key manager", self.link)
+            self.running.clear()
+        else:
+            if not self.running.is_set():
+                log.info("link %s: started by the key manager", self.link)
+            self.running.set()
+
+    @property
+    def idle(self) -> bool:
+        """No block in flight."""
+        return self.qdist.block is None
 
     async def _outcome(self, event: BlockCompleted | BlockAborted) -> None:
         st: ModuleStatus = self.status  # type: ignore[attr-defined]
@@ -199,33 +284,33 @@ class AliceModule(_ModuleBase):
     async def _play(self) -> None:
         block = 0
         while True:
+            await self.running.wait()  # Kq-2 stop: no new frames (so no new blocks)
             choices = await asyncio.to_thread(self.plan.alice_block, block, self.rng)
             self._choices[block] = choices
             await self.frames.load(block, choices.basis, choices.bit, choices.intensity)
             block += 1
 
-    async def run(self, conn: QdistConnection, blocks: int | None = None) -> None:
-        """Runs until ``blocks`` blocks have ended (None: until cancelled or disconnected)."""
-        tasks = [asyncio.create_task(self._play()), asyncio.create_task(conn.run())]
-        try:
-            while blocks is None or len(self.results) < blocks:
-                event = await _next_event(conn, tasks)
-                if isinstance(event, DetectionsReceived):
-                    choices = self._choices.get(event.block_id)
-                    for old in [b for b in self._choices if b <= event.block_id]:
-                        del self._choices[old]
-                    if choices is None:
-                        log.warning("link %s: Bob announced block %d, which was not played "
-                                    "or is gone", self.link, event.block_id)
-                        continue
-                    await conn.call(self.qdist.start_block, event.block_id, choices,
-                                    self.clock())
-                elif isinstance(event, BlockCompleted | BlockAborted):
-                    await self._outcome(event)
-                elif isinstance(event, FrameRejected):
-                    log.info("link %s: frame rejected: %s", self.link, event.reason)
-        finally:
-            await _cancel(tasks)
+    def _producers(self) -> list[Coroutine[Any, Any, None]]:
+        return [self._play()]
+
+    async def _dialogue(self, conn: QdistConnection, tasks: list[asyncio.Task[Any]],
+                        blocks: int | None) -> None:
+        while blocks is None or len(self.results) < blocks:
+            event = await _next_event(conn, tasks)
+            if isinstance(event, DetectionsReceived):
+                choices = self._choices.get(event.block_id)
+                for old in [b for b in self._choices if b <= event.block_id]:
+                    del self._choices[old]
+                if choices is None:
+                    log.warning("link %s: Bob announced block %d, which was not played "
+                                "or is gone", self.link, event.block_id)
+                    continue
+                await conn.call(self.qdist.start_block, event.block_id, choices,
+                                self.clock())
+            elif isinstance(event, BlockCompleted | BlockAborted):
+                await self._outcome(event)
+            elif isinstance(event, FrameRejected):
+                log.info("link %s: frame rejected: %s", self.link, event.reason)
 
 
 class BobModule(_ModuleBase):
@@ -277,24 +362,23 @@ class BobModule(_ModuleBase):
                 det = await asyncio.to_thread(self.cutter.close, block)
                 await self._queue.put((block, det))
 
-    async def run(self, conn: QdistConnection, blocks: int | None = None) -> None:
-        """Runs until ``blocks`` blocks have ended (None: until cancelled or disconnected)."""
-        tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._acquire()),
-                 asyncio.create_task(conn.run())]
-        try:
-            while blocks is None or len(self.results) < blocks:
-                block, det = await _wait(self._queue.get(), tasks)
-                await conn.call(self.qdist.start_block, block, det, self.clock())
-                while True:
-                    event = await _next_event(conn, tasks)
-                    if isinstance(event, BlockCompleted | BlockAborted):
-                        await self._outcome(event)
-                        if event.block_id == block:
-                            break
-                    elif isinstance(event, FrameRejected):
-                        log.info("link %s: frame rejected: %s", self.link, event.reason)
-        finally:
-            await _cancel(tasks)
+    def _producers(self) -> list[Coroutine[Any, Any, None]]:
+        return [self._read(), self._acquire()]
+
+    async def _dialogue(self, conn: QdistConnection, tasks: list[asyncio.Task[Any]],
+                        blocks: int | None) -> None:
+        while blocks is None or len(self.results) < blocks:
+            await _wait(self.running.wait(), tasks)  # Kq-2 stop: no new block
+            block, det = await _wait(self._queue.get(), tasks)
+            await conn.call(self.qdist.start_block, block, det, self.clock())
+            while True:
+                event = await _next_event(conn, tasks)
+                if isinstance(event, BlockCompleted | BlockAborted):
+                    await self._outcome(event)
+                    if event.block_id == block:
+                        break
+                elif isinstance(event, FrameRejected):
+                    log.info("link %s: frame rejected: %s", self.link, event.reason)
 
 
 class BlockCutter:

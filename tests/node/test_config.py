@@ -64,7 +64,7 @@ def test_minimal_file_gets_defaults():
     config = parse_config(MINIMAL)
     link = config.links[0]
     assert link.distillation.qber_abort == 0.08
-    assert link.distillation.block_bits == 1_000_000
+    assert link.distillation.block_timeout_s == 60.0
     assert link.distillation.effective_eps_sec == 1e-10
     assert link.decoy.mu1 > link.decoy.mu2 > link.decoy.mu3
     assert config.key_manager.tls is None
@@ -92,6 +92,31 @@ def test_unknown_key_names_key_and_line():
     assert err.line == 17
     assert "unknown key" in err.reason
     assert "qber_abort" in err.reason
+
+
+def test_removed_key_names_its_replacement():
+    err = error_of(MINIMAL.replace("qber_abort = 0.08", "block_bits = 1_000_000"))
+    assert err.key == "links[0].distillation.block_bits"
+    assert err.line == 17
+    assert "block_slots" in err.reason
+    assert "unknown key" not in err.reason
+
+
+def test_block_timeout_is_checked_and_reaches_the_protocol():
+    from qkdnode.node.module.launch import _params
+
+    config = parse_config(MINIMAL.replace("qber_abort = 0.08",
+                                          "qber_abort = 0.08\nblock_timeout_s = 7.5"))
+    link = config.links[0]
+    assert link.distillation.block_timeout_s == 7.5
+    params = _params(link)
+    assert params.block_timeout_s == 7.5
+    # Each end's own policy: the ends still agree on the parameters they must share.
+    assert params.digest() == _params(parse_config(MINIMAL).links[0]).digest()
+    for bad in ("0", "0.5", "1e6", "-3"):
+        err = error_of(MINIMAL.replace("qber_abort = 0.08", f"block_timeout_s = {bad}"))
+        assert err.key == "links[0].distillation.block_timeout_s"
+        assert err.line == 17
 
 
 def test_wrong_type():

@@ -98,7 +98,52 @@ def test_kq2_start_stop_and_status(km):
         await server.stop()
 
     asyncio.run(run())
-    assert seen == [StartRequested, StopRequested]
+    # A module that connects is asked to start (it may have been stopped with its key manager)
+    assert seen == [StartRequested, StartRequested, StopRequested]
+
+
+def test_kq2_held_module_stays_stopped_across_reconnects_and_keep_connected_comes_back(km):
+    """keep_connected() reconnects after the key manager restarts; a module the key manager
+    stopped with hold=True is not asked to start again, one stopped with hold=False is."""
+    manager, path = km
+    seen: list[type] = []
+
+    async def control(event):
+        seen.append(type(event))
+
+    async def wait_for(predicate):
+        for _ in range(300):
+            if predicate():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("condition not reached in 3 s")
+
+    async def run():
+        server = Kq1Server(manager, path)
+        await server.start()
+        client = Kq1Client(path, "mod-3", "A-B", "B", on_control=control)
+        keeping = asyncio.create_task(client.keep_connected())
+        await wait_for(lambda: "mod-3" in server.sessions and seen == [StartRequested])
+        await server.stop_module("mod-3")             # held
+        await wait_for(lambda: seen[-1] is StopRequested)
+        await server.stop()                             # the key manager goes away ...
+        server2 = Kq1Server(manager, path)
+        server2.held = set(server.held)
+        await server2.start()                           # ... and comes back
+        await wait_for(lambda: "mod-3" in server2.sessions)
+        await asyncio.sleep(0.05)
+        assert seen == [StartRequested, StopRequested]  # still stopped
+        await server2.stop_module("mod-3", hold=False)
+        await server2.stop()
+        server3 = Kq1Server(manager, path)
+        await server3.start()
+        await wait_for(lambda: "mod-3" in server3.sessions and seen[-1] is StartRequested)
+        assert seen == [StartRequested, StopRequested, StopRequested, StartRequested]
+        keeping.cancel()
+        await client.close()
+        await server3.stop()
+
+    asyncio.run(run())
 
 
 def test_a_module_that_breaks_the_protocol_is_dropped_and_others_go_on(km):

@@ -175,3 +175,72 @@ def test_qkdnode_pki_creates_certificates_and_never_overwrites(tmp_path):
     before = (tmp_path / "p" / "ca.pem").read_bytes()
     assert main(["pki", str(tmp_path / "p"), "--node", "B"]) == 2
     assert (tmp_path / "p" / "ca.pem").read_bytes() == before
+
+
+def test_kq2_module_status_in_status_and_metrics_and_control(network, monkeypatch):
+    """A module on the daemon's Kq-1 socket: the daemon asks for its status over Kq-2 and shows
+    it (with the QBER of its last key, from key metadata) in /status and /metrics; POST
+    /modules/NAME/stop and /start reach it; a stopping daemon stops it first."""
+    from qkdnode.node.km import daemon as daemon_mod
+    from qkdnode.node.protocol.kq1 import StartRequested, StopRequested
+
+    monkeypatch.setattr(daemon_mod, "MODULE_STATUS_EVERY_S", 0.1)
+    tmp, files = network
+    seen: list[type] = []
+    report = {"link": "A-B", "role": "alice", "running": True, "sync": "n/a", "qber": 0.021,
+              "sifted_rate_bps": 1234.5, "secret_key_rate_bps": 321.0, "blocks_completed": 3,
+              "blocks_aborted": 1, "last_abort": "QBER above 0.11"}
+
+    async def control(event):
+        seen.append(type(event))
+        report["running"] = isinstance(event, StartRequested)
+
+    async def run():
+        daemon = NodeDaemon(load_config(files["A"]), str(files["A"]))
+        await daemon.start()
+        client = Kq1Client(tmp / "A.sock", "A/ab", "A-B", "B", on_control=control,
+                           status=lambda: dict(report))
+        keeping = asyncio.create_task(client.keep_connected())
+        try:
+            await client.push([LinkKey(uuid.uuid4(), b"k" * 32, link="A-B", block=0, index=0,
+                                       qber=0.03)])
+            await _wait(lambda: "A/ab" in daemon.kq1.last_status)
+            mgmt = f"http://127.0.0.1:{daemon.management_port}"
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{mgmt}/status") as r:
+                    status = await r.json()
+                async with http.get(f"{mgmt}/metrics") as r:
+                    metrics = await r.text()
+                module = status["modules"]["A/ab"]
+                assert module["connected"] is True
+                assert module["key_qber"] == 0.03
+                assert module["qber"] == 0.021
+                assert module["blocks_completed"] == 3
+                assert module["last_abort"] == "QBER above 0.11"
+                assert module["status_age_s"] < 5
+                assert 'qkdnode_module_qber{module="A/ab"} 0.021' in metrics
+                assert 'qkdnode_module_secret_key_rate_bps{module="A/ab"} 321.0' in metrics
+                assert 'qkdnode_module_blocks_total{module="A/ab",outcome="aborted"} 1.0' \
+                    in metrics
+                assert 'qkdnode_module_running{module="A/ab"} 1.0' in metrics
+                async with http.post(f"{mgmt}/modules/A%2Fab/stop") as r:
+                    assert r.status == 200, await r.text()
+                await _wait(lambda: seen[-1:] == [StopRequested])
+                await _wait(lambda: daemon.kq1.last_status["A/ab"]["running"] is False)
+                async with http.get(f"{mgmt}/status") as r:
+                    assert (await r.json())["modules"]["A/ab"]["held_stopped"] is True
+                async with http.post(f"{mgmt}/modules/A%2Fab/start") as r:
+                    assert r.status == 200
+                await _wait(lambda: seen[-1:] == [StartRequested])
+                async with http.post(f"{mgmt}/modules/nobody/stop") as r:
+                    assert r.status == 404
+                    assert "not connected" in (await r.json())["message"]
+        finally:
+            await daemon.stop()          # stops its modules first
+            await _wait(lambda: seen[-1:] == [StopRequested])
+            keeping.cancel()
+            await client.close()
+        # on connect (start), stop, start, and the daemon's stop
+        assert seen == [StartRequested, StopRequested, StartRequested, StopRequested]
+
+    asyncio.run(run())

@@ -74,9 +74,10 @@ def test_module_runs_both_ends_and_prints_status(tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     a, b = write_nodes(tmp_path, free_port())
     assert main(["module", "--config", str(a), "--config", str(b), "--blocks", "1",
-                 "--json", "--status-interval", "60", "--drain-timeout", "0.5"]) == 0
-    status = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    by_node = {s["node"]: s for s in status}
+                 "--json", "--status-interval", "600", "--drain-timeout", "0.5"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    by_node = {s["node"]: s for s in lines}  # the last status of each end: at the end
+    status = list(by_node.values())
     assert set(by_node) == {"alice", "bob"}
     assert by_node["bob"]["sync"] == "locked"
     # Alice's choices are fresh random bits, so a block can still end without key (a

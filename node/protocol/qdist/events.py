@@ -41,7 +41,8 @@ class QdistParams:
         kappa: secrecy per key bit (eps_sec = kappa * length); neither: eps_sec = 1e-10.
         qber_abort: abort above this QBER (also capped by reconciliation's own limit).
         code_length: LDPC frame length of the shipped family (None: the default family).
-        block_timeout_s: seconds from a block's start before it is aborted.
+        block_timeout_s: seconds from a block's start before it is aborted (local policy:
+            not part of :meth:`digest`, so the two ends may differ).
     """
 
     mu: tuple[float, float, float]
@@ -69,8 +70,10 @@ class QdistParams:
         return self.eps_sec, self.kappa
 
     def digest(self) -> str:
-        """A short digest of every field (both ends compare them)."""
-        return hashlib.sha256(repr(dataclasses.astuple(self)).encode()).hexdigest()[:32]
+        """A short digest of every field that both ends must share (they compare them); the
+        block timeout is each end's own and left out."""
+        shared = dataclasses.replace(self, block_timeout_s=DEFAULT_BLOCK_TIMEOUT_S)
+        return hashlib.sha256(repr(dataclasses.astuple(shared)).encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)

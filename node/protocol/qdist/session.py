@@ -165,6 +165,17 @@ class QdistEnd(abc.ABC):
         self._reader.clear()
         self.broken = False
 
+    def connection_lost(self, reason: str) -> None:
+        """The connection dropped: the running block is aborted (``reason`` in its audit; the
+        peer cannot be told and aborts on its own loss or at its deadline), and unsent bytes and
+        partial frames are dropped. Frames lost with the connection are resynced by sequence
+        number. Call :meth:`reset_stream` once a new connection is up."""
+        self._outbox.clear()
+        self._reader.clear()
+        self.broken = True
+        if self.block is not None:
+            self._abort(f"connection lost: {reason}", notify=False)
+
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` must be called (None: no block running)."""
         return self._deadline if self.block is not None else None

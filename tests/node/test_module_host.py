@@ -1,0 +1,192 @@
+"""``qkdnode run`` with QKD modules: both ends of a link and both key managers in one process;
+the module status reaches the key managers over Kq-2 (a real Unix socket) and shows in
+/status; a stop stops the modules first and their keys reach the key stores; a link with one
+end only, or one node with two different key managers, is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from qkdnode.node.cli import EXIT_USAGE, main
+from qkdnode.node.config import load_config
+from qkdnode.node.errors import ConfigError
+from qkdnode.node.km.pki import make_pki
+from qkdnode.node.module.host import (
+    bench_frames,
+    check_link_ends,
+    node_daemons,
+    run_hosted,
+    sim_benches,
+)
+from qkdnode.node.module.launch import build_ends
+
+NODE = """\
+[node]
+name = "{who}"
+
+[bench]
+name = "host"
+seed = 9
+[bench.fibre]
+length_km = 5.0
+[bench.source]
+mu1 = 0.485
+mu2 = 0.13
+
+[[links]]
+name = "ab"
+peer = "{peer}"
+role = "{role}"
+{qdist} = "127.0.0.1:{qdist_port}"
+auth_secret_file = "secret.bin"
+audit_log = "audit-{who}.jsonl"
+block_slots = 16_777_216
+timing_slots = 4_194_304
+[links.decoy]
+mu1 = 0.485
+mu2 = 0.13
+p_mu1 = 0.0577
+p_mu2 = 0.5285
+q_x = 0.5
+[links.distillation]
+kappa = 1e-15
+code_length = 16000
+
+[key_manager]
+store_path = "keys-{who}.sqlite"
+kq1_socket = "kq1-{who}.sock"
+kx_listen = "127.0.0.1:{kx}"
+etsi014_listen = "127.0.0.1:0"
+management_listen = "127.0.0.1:0"
+[key_manager.tls]
+ca = "pki/ca.pem"
+cert = "pki/{who}.pem"
+key = "pki/{who}.key"
+
+[[peers]]
+name = "{peer}"
+kx_address = "127.0.0.1:{peer_kx}"
+"""
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [int(s.getsockname()[1]) for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def write_nodes(tmp_path: Path) -> dict[str, Path]:
+    make_pki(tmp_path / "pki", ["A", "B"], [])
+    (tmp_path / "secret.bin").write_bytes(bytes(range(256)) * 8)
+    qdist, kx_a, kx_b = free_ports(3)
+    files = {}
+    for who, peer, role, kind, kx, peer_kx in (
+            ("A", "B", "transmitter", "qdist_listen", kx_a, kx_b),
+            ("B", "A", "receiver", "qdist_connect", kx_b, kx_a)):
+        files[who] = tmp_path / f"{who}.toml"
+        files[who].write_text(NODE.format(who=who, peer=peer, role=role, qdist=kind,
+                                          qdist_port=qdist, kx=kx, peer_kx=peer_kx))
+    return files
+
+
+def test_run_refuses_a_link_with_one_end(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    files = write_nodes(tmp_path)
+    assert main(["run", "--config", str(files["A"])]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "only the transmitter end of link 'ab'" in err
+    assert "give the receiver's file too" in err
+    assert "A.toml" in err
+
+
+def test_one_node_in_two_files_needs_one_key_manager(tmp_path: Path) -> None:
+    files = write_nodes(tmp_path)
+    other = tmp_path / "A2.toml"
+    other.write_text(files["A"].read_text().replace('name = "ab"', 'name = "ac"')
+                     .replace("keys-A.sqlite", "elsewhere.sqlite").replace('role = "transmitter"',
+                                                                           'role = "receiver"')
+                     .replace("qdist_listen", "qdist_connect"))
+    configs = [(p, load_config(p)) for p in (files["A"], other)]
+    with pytest.raises(ConfigError, match="node 'A' has another key_manager"):
+        node_daemons(configs)
+    configs.append((files["B"], load_config(files["B"])))
+    with pytest.raises(ConfigError, match="only the receiver end of link 'ac'"):
+        check_link_ends(configs)
+
+
+def test_run_hosts_both_ends_with_kq2_status_and_an_orderly_stop(tmp_path: Path) -> None:
+    files = write_nodes(tmp_path)
+    configs = [(p, load_config(p)) for p in files.values()]
+    check_link_ends(configs)
+    seen: dict[str, dict] = {}
+
+    async def scenario() -> tuple[list, dict]:
+        daemons = node_daemons(configs)
+        for daemon in daemons.values():
+            await daemon.start()
+        stop = asyncio.Event()
+
+        async def watch() -> None:
+            # Until both modules have ended a block, as their key managers see it over Kq-2.
+            while True:
+                await asyncio.sleep(0.5)
+                reports = {n: d.status()["modules"] for n, d in daemons.items()}
+                ended = [r for mods in reports.values() for r in mods.values()
+                         if r.get("blocks_completed", 0) + r.get("blocks_aborted", 0) >= 1]
+                if len(ended) == 2:
+                    seen.update({n: mods for n, mods in reports.items()})
+                    port = daemons["B"].management_port
+                    async with aiohttp.ClientSession() as http, \
+                            http.get(f"http://127.0.0.1:{port}/status") as answer:
+                        seen["http"] = await answer.json()
+                    stop.set()
+                    return
+
+        try:
+            with sim_benches([c for _, c in configs]):
+                ends = build_ends(configs, None, bench_frames())
+                watching = asyncio.create_task(watch())
+                await asyncio.wait_for(run_hosted(daemons, ends, stop, lambda _: None, 3600.0),
+                                       600)
+                watching.cancel()
+            stored = {n: sum(lv.pre_activation_keys + lv.available_keys
+                             for lv in d.store.levels().values()) for n, d in daemons.items()}
+        finally:
+            for daemon in daemons.values():
+                await daemon.stop()
+        return ends, stored
+
+    ends, stored = asyncio.run(scenario())
+    a, b = seen["A"]["A/ab"], seen["B"]["B/ab"]
+    assert (a["role"], b["role"]) == ("alice", "bob")
+    assert b["sync"] == "locked"
+    assert a["connected"]
+    assert b["connected"]
+    for report in (a, b):
+        assert report["running"] is True
+        assert report["sifted_bits"] > 10_000
+        assert report["sifted_rate_bps"] > 0
+        assert 0 < report["qber"] < 0.05
+        assert "secret_key_rate_bps" in report
+    assert seen["http"]["modules"]["B/ab"]["sync"] == "locked"
+    # The stop went through Kq-2: both modules stopped, no block in flight, every key of a
+    # completed block acknowledged by the key store, and the two stores hold the same count.
+    for end in ends:
+        assert not end.module.running.is_set()
+        assert end.module.idle
+        assert end.outbox.pending == 0
+    pieces = [end.outbox.stats.pieces_acknowledged for end in ends]
+    assert pieces[0] == pieces[1]
+    assert stored == {"A": pieces[0], "B": pieces[1]}
+    audit = {who: (tmp_path / f"audit-{who}.jsonl").read_text().splitlines()
+             for who in ("A", "B")}
+    assert len(audit["A"]) == len(audit["B"]) >= 1
