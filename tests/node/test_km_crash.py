@@ -37,6 +37,9 @@ from qkdnode.node.km.pki import make_pki
 SAES = {"app-a": "A", "app-b": "B", "app-c": "C"}
 LINKS = {"A": ["B"], "B": ["A", "C"], "C": ["B"]}
 CHUNKS = 48
+# A trial's requests stop after its duration, or this long if the restarted network has not yet
+# delivered a key to the slave by then.
+MAX_TRIAL_S = 40.0
 # The line `qkdnode run` prints once every interface listens.
 RUNNING = re.compile(r"running: Kx port (\d+), ETSI 014 port (\d+), management port (\d+)")
 
@@ -144,10 +147,13 @@ cert = "pki/{node}.pem"
 key = "pki/{node}.key"
 {peer_text}""")
 
-    def start(self, node):
-        proc = subprocess.Popen([sys.executable, "-m", "qkdnode", "--log-level", "WARNING",
+    def spawn(self, node):
+        return subprocess.Popen([sys.executable, "-m", "qkdnode", "--log-level", "WARNING",
                                  "run", "--config", str(self.tmp / f"{node}.toml")],
                                 stdout=subprocess.PIPE, stderr=self.log, text=True)
+
+    def started(self, node, proc):
+        """Reads ``node``'s start-up line: the ports it bound."""
         line = proc.stdout.readline()
         bound = RUNNING.search(line)
         if bound is None:
@@ -158,6 +164,14 @@ key = "pki/{node}.key"
         self.ports[node] = {"kx": kx, "etsi": etsi, "mgmt": mgmt}
         self.relay.point(node, kx)
         self.procs[node] = proc
+
+    def start(self, *nodes):
+        """Starts ``nodes`` side by side (their imports overlap) and waits until each listens."""
+        procs = {node: self.spawn(node) for node in nodes}
+        for node, proc in procs.items():
+            self.procs[node] = proc   # stopped by stop_all even if another fails to start
+        for node, proc in procs.items():
+            self.started(node, proc)
 
     def kill(self, node):
         self.relay.point(node, None)
@@ -220,13 +234,13 @@ key = "pki/{node}.key"
             return exc.code, json.load(exc)
 
 
-def trial(tmp, seed, victim, slave="app-b"):
-    """One run: requests flow while ``victim`` is killed at a random moment and restarted."""
+def trial(tmp, seed, victim, slave="app-b", duration_s=10.0):
+    """One run: requests flow for ``duration_s`` while ``victim`` is killed at a random moment
+    and restarted."""
     rng = random.Random(seed)
     net = Net(tmp)
-    for node in LINKS:
-        net.start(node)
     try:
+        net.start(*LINKS)
         net.fill()
         net.wait_ready("A", ["B"])
         net.wait_ready("C", ["B"])
@@ -234,9 +248,19 @@ def trial(tmp, seed, victim, slave="app-b"):
         master_got, slave_got, cut_off = {}, {}, set()
         killer = threading.Timer(rng.uniform(0.05, 1.0), net.kill, [victim])
         killer.start()
-        deadline = time.monotonic() + 10
+        started = time.monotonic()
         restarted = False
-        while time.monotonic() < deadline:
+        delivered_after_restart = 0
+
+        def go_on():
+            # at least duration_s; longer (up to MAX_TRIAL_S) until the restarted network
+            # delivered a key to the slave, so a slow restart on a loaded machine still tests
+            # the recovery
+            elapsed = time.monotonic() - started
+            return elapsed < duration_s or (delivered_after_restart == 0
+                                            and elapsed < MAX_TRIAL_S)
+
+        while go_on():
             if not restarted and net.procs[victim].poll() is not None:
                 net.start(victim)
                 restarted = True
@@ -263,6 +287,7 @@ def trial(tmp, seed, victim, slave="app-b"):
                         (key,) = got["keys"]
                         assert key["key_ID"] not in slave_got, "delivered twice to the slave"
                         slave_got[key["key_ID"]] = key["key"]
+                        delivered_after_restart += restarted
                         break
                     if k["key_ID"] in cut_off:
                         break        # it was delivered in the request that died: 400 now
@@ -282,7 +307,8 @@ def trial(tmp, seed, victim, slave="app-b"):
 @pytest.mark.parametrize(("seed", "victim", "slave"), [(1, "A", "app-b"), (2, "B", "app-b"),
                                                        (3, "B", "app-c")])
 def test_kill_9_during_supply_and_relay(tmp_path, seed, victim, slave):
-    master, slave_n, _ = trial(tmp_path, seed, victim, slave)
+    # 6 s of requests: the kill lands in the first second, the restart takes 1-3 s
+    master, slave_n, _ = trial(tmp_path, seed, victim, slave, duration_s=6.0)
     assert master > 0
     assert slave_n > 0
 
