@@ -506,6 +506,69 @@ def test_broken_streams_abort_the_block_until_a_new_connection(data, field_, val
     assert_completed(*pair.run_block(1, data))
 
 
+# 20 flights: Bob has completed block 0 and Alice has not (the last frame is lost).
+@pytest.mark.parametrize("delivered", [1, 3, 6, 20, 1000])
+def test_a_lost_connection_aborts_the_block_in_flight_and_the_next_one_completes(data,
+                                                                                delivered):
+    """The connection drops after ``delivered`` flights of bytes (1000: after the block
+    ended): each end that still runs the block aborts it with the reason, no key; unsent bytes
+    are dropped; after reset_stream the next block completes with identical keys (the pads
+    stay in step, whichever end had completed)."""
+    pair = Pair.new()
+    ended: dict[str, BlockCompleted | BlockAborted] = {}
+    pair.bob.start_block(0, data.detections, 0.0)
+    flights = 0
+    moved = True
+    while moved and flights < delivered:
+        moved = False
+        for name, end, peer in (("alice", pair.alice, pair.bob), ("bob", pair.bob, pair.alice)):
+            while (event := end.next_event()) is not NEED_DATA:
+                if isinstance(event, DetectionsReceived):
+                    end.start_block(event.block_id, data.choices, 0.0)
+                elif isinstance(event, BlockCompleted | BlockAborted):
+                    ended[name] = event
+            out = end.data_to_send()
+            if out and flights < delivered:
+                peer.receive_data(out)
+                flights += 1
+                moved = True
+    running = {name: end.block is not None for name, end in
+               (("alice", pair.alice), ("bob", pair.bob))}
+    for name, end in (("alice", pair.alice), ("bob", pair.bob)):
+        end.receive_data(b"\x00partial frame")  # half a frame was in the socket
+        end.connection_lost("reset by peer")
+        assert end.data_to_send() == b""
+        events = []
+        while (event := end.next_event()) is not NEED_DATA:
+            events.append(event)
+        if running[name]:
+            [aborted] = events
+            assert isinstance(aborted, BlockAborted)
+            assert aborted.reason == "connection lost: reset by peer"
+            assert aborted.audit.final_length == 0
+            ended[name] = aborted
+        else:
+            assert events == []
+        assert end.block is None
+    if delivered == 1000:
+        assert_completed(ended["alice"], ended["bob"])
+    else:  # the block was cut short: never a key at both ends from it
+        assert any(isinstance(e, BlockAborted) for e in ended.values())
+    pair.alice.reset_stream()
+    pair.bob.reset_stream()
+    assert_completed(*pair.run_block(1, data))
+    assert_completed(*pair.run_block(2, block_data(2)))
+
+
+def test_the_block_timeout_is_each_ends_own():
+    slow = QdistParams(MU, P, kappa=1e-15, code_length=16_000, block_timeout_s=600.0)
+    assert slow.digest() == PARAMS.digest()
+    assert QdistParams(MU, P, kappa=1e-14, code_length=16_000).digest() != PARAMS.digest()
+    bob = QdistBob(slow, SECRET)
+    bob.start_block(0, block_data(1).detections, now=5.0)
+    assert bob.get_timer() == 605.0
+
+
 def test_an_announcement_of_a_later_block_ends_the_running_one(data):
     pair = Pair.new()
     pair.bob.start_block(0, data.detections, 0.0)
