@@ -190,3 +190,42 @@ def test_run_hosts_both_ends_with_kq2_status_and_an_orderly_stop(tmp_path: Path)
     audit = {who: (tmp_path / f"audit-{who}.jsonl").read_text().splitlines()
              for who in ("A", "B")}
     assert len(audit["A"]) == len(audit["B"]) >= 1
+
+
+def test_qkdnode_run_command_starts_the_modules_and_stops_cleanly(tmp_path: Path) -> None:
+    import json
+    import re
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    files = write_nodes(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "qkdnode", "run", "--config", str(files["A"]),
+                             "--config", str(files["B"])],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(3)]
+        text = "".join(lines)
+        assert "node A running" in text, text + proc.stderr.read()
+        assert "QKD modules running: A/ab (transmitter), B/ab (receiver)" in lines[2]
+        port = re.search(r"node B running: .*management port (\d+)", text)
+        assert port is not None, text
+        deadline = time.monotonic() + 120
+        while True:  # the modules' Kq-2 reports reach B's key manager
+            with urllib.request.urlopen(f"http://127.0.0.1:{port.group(1)}/status",
+                                        timeout=10) as answer:
+                module = json.load(answer)["modules"].get("B/ab", {})
+            if module.get("role") == "bob":
+                break
+            assert time.monotonic() < deadline, module
+            time.sleep(0.5)
+        assert module["connected"] is True
+        assert module["running"] is True
+    finally:
+        proc.send_signal(2)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "the key managers stop their QKD modules (Kq-2)" in out
+    assert "node A stopped" in out
+    assert "node B stopped" in out
