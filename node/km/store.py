@@ -208,8 +208,21 @@ def time_ordered_key_id(now: float) -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
-def _plan_json(plan: SupplyPlan) -> str:
-    return json.dumps([[str(s.key_id), s.offset, s.length] for s in plan.sources])
+class _Texts(dict[uuid.UUID, str]):
+    """Memo of key IDs as text for one operation: the link keys behind a request's plans are a
+    few IDs used by many slices (``str(UUID)`` costs as much as a row's other work)."""
+
+    def __missing__(self, key_id: uuid.UUID) -> str:
+        text = self[key_id] = str(key_id)
+        return text
+
+
+def _plan_json(plan: SupplyPlan, texts: _Texts | None = None) -> str:
+    """The stored form of a plan's sources: exactly ``json.dumps([[id, offset, length], ...])``
+    (stores written before compare it with retransmitted plans), without the encoder."""
+    texts = _Texts() if texts is None else texts
+    return "[" + ", ".join(f'["{texts[src.key_id]}", {src.offset}, {src.length}]'
+                           for src in plan.sources) + "]"
 
 
 class _Pending:
@@ -629,14 +642,18 @@ class SqliteKeyStore:
 
         def _op(db: sqlite3.Connection) -> tuple[list[SupplyPlan], list[SupplyKey]]:
             plans = self._plan(db, pool, master, slaves, count, size_bytes, now)
-            materials = self._consume(db, pool, plans, now)
+            texts = _Texts()
+            materials = self._consume(db, pool, plans, now, texts)
+            ids = [str(p.key_id) for p in plans]
+            slaves_text = json.dumps(list(slaves))   # every plan of a request has the same
             db.executemany(
                 "INSERT INTO supply_keys (key_id, pool, master, slaves, plan, size_bytes, "
                 "state, created_at, expires_at, changed_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [(str(p.key_id), pool, p.master, json.dumps(list(p.slaves)), _plan_json(p),
-                  p.size_bytes, KeyState.DESTROYED.value, now, None, now) for p in plans])
+                [(kid, pool, p.master, slaves_text, _plan_json(p, texts), p.size_bytes,
+                  KeyState.DESTROYED.value, now, None, now)
+                 for kid, p in zip(ids, plans, strict=True)])
             db.executemany("INSERT INTO recipients (key_id, sae, delivered_at) VALUES (?, ?, ?)",
-                           [(str(p.key_id), master, now) for p in plans])
+                           [(kid, master, now) for kid in ids])
             return plans, [SupplyKey(p.key_id, m) for p, m in zip(plans, materials,
                                                                   strict=True)]
 
@@ -681,13 +698,14 @@ class SqliteKeyStore:
         return self._execute(_op)
 
     def _consume(self, db: sqlite3.Connection, pool: str, plans: Sequence[SupplyPlan],
-                 now: float) -> list[bytes]:
+                 now: float, texts: _Texts | None = None) -> list[bytes]:
         """Cuts the plans' link-key bytes (zeroing them in the stored copies); returns each
         plan's bytes. Each link key is read and written once, however many slices it gives."""
+        texts = _Texts() if texts is None else texts
         by_key: dict[str, list[tuple[int, int, SourceSlice]]] = {}
         for p_i, plan in enumerate(plans):
             for s_i, src in enumerate(plan.sources):
-                by_key.setdefault(str(src.key_id), []).append((p_i, s_i, src))
+                by_key.setdefault(texts[src.key_id], []).append((p_i, s_i, src))
         pieces: list[list[bytes]] = [[b""] * len(plan.sources) for plan in plans]
         keys = list(by_key)
         rows: dict[str, tuple[int, str, int]] = {}
@@ -761,19 +779,24 @@ class SqliteKeyStore:
         recipients = sorted(set(local_recipients))
         if not recipients:
             raise ValueError("a supply key needs a local recipient")
-        materials = self._consume(db, pool, plans, now)
+        texts = _Texts()
+        materials = self._consume(db, pool, plans, now, texts)
         expires = now + self.reservation_lifetime_s
+        ids = [str(plan.key_id) for plan in plans]
+        slaves_text: dict[tuple[str, ...], str] = {}
+        for plan in plans:
+            if plan.slaves not in slaves_text:
+                slaves_text[plan.slaves] = json.dumps(list(plan.slaves))
         db.executemany(
             "INSERT INTO supply_keys (key_id, pool, master, slaves, plan, size_bytes, state, "
             "created_at, expires_at, changed_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [(str(plan.key_id), pool, plan.master, json.dumps(list(plan.slaves)),
-              _plan_json(plan), plan.size_bytes, KeyState.ACTIVE.value, now, expires, now)
-             for plan in plans])
+            [(kid, pool, plan.master, slaves_text[plan.slaves], _plan_json(plan, texts),
+              plan.size_bytes, KeyState.ACTIVE.value, now, expires, now)
+             for kid, plan in zip(ids, plans, strict=True)])
         db.executemany("INSERT INTO material (key_id, bytes) VALUES (?, ?)",
-                       [(str(plan.key_id), m) for plan, m in zip(plans, materials,
-                                                                  strict=True)])
+                       list(zip(ids, materials, strict=True)))
         db.executemany("INSERT INTO recipients (key_id, sae) VALUES (?, ?)",
-                       [(str(plan.key_id), sae) for plan in plans for sae in recipients])
+                       [(kid, sae) for kid in ids for sae in recipients])
 
     def take_pad(self, pool: str, size_bytes: int, now: float) -> tuple[SupplyPlan, bytes]:
         """Consumes ``size_bytes`` of ``pool``'s key for a one-time pad (a relay hop), at once.
