@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+import numba
 import numpy as np
 from numpy.typing import NDArray
 
@@ -355,23 +356,31 @@ def _run(
               np.float32(offset), _PHI_CONSTANTS)
     synd = np.ascontiguousarray(syndromes)
     qc: QcLayout | None = getattr(code, "qc", None)
-    if qc is None:
-        if parallel:
-            csr_batch_kernel(code.chk_ptr, code.chk_var, synd, llrs, *common, messages, bits,
-                             converged, iterations)
-        else:
-            for f in range(k):
-                iterations[f], converged[f] = csr_kernel(
-                    code.chk_ptr, code.chk_var, synd[f], llrs[f], *common, messages[f], bits[f]
-                )
-        return DecodeResult(bits=bits, converged=converged, iterations=iterations)
-    # The QC kernel permutes the (check-major) messages to its layer order and back itself,
-    # per frame and in parallel: no copies of the k x E message array here.
     if parallel:
-        qc_batch_kernel(qc.z, qc.layer_ptr, qc.layer_col, qc.layer_shift, qc.csr_edge, synd, llrs,
-                        *common, messages, bits, converged, iterations)
-    else:
-        for f in range(k):
+        # Frames take from a few to max_iterations iterations: threads take one frame at a time
+        # (chunk size 1) rather than equal shares fixed in advance, which leave a core idle
+        # while the other finishes its slow frames. (Set here: the with-block form inside the
+        # kernel cannot be cached.)
+        chunksize = numba.get_parallel_chunksize()
+        numba.set_parallel_chunksize(1)
+        try:
+            if qc is None:
+                csr_batch_kernel(code.chk_ptr, code.chk_var, synd, llrs, *common, messages, bits,
+                                 converged, iterations)
+            else:
+                qc_batch_kernel(qc.z, qc.layer_ptr, qc.layer_col, qc.layer_shift, qc.csr_edge,
+                                synd, llrs, *common, messages, bits, converged, iterations)
+        finally:
+            numba.set_parallel_chunksize(chunksize)
+        return DecodeResult(bits=bits, converged=converged, iterations=iterations)
+    # One frame at a time on this thread. The QC kernel permutes the (check-major) messages to
+    # its layer order and back itself: no copies of the k x E message array here.
+    for f in range(k):
+        if qc is None:
+            iterations[f], converged[f] = csr_kernel(
+                code.chk_ptr, code.chk_var, synd[f], llrs[f], *common, messages[f], bits[f]
+            )
+        else:
             iterations[f], converged[f] = qc_kernel(
                 qc.z, qc.layer_ptr, qc.layer_col, qc.layer_shift, qc.csr_edge, synd[f], llrs[f],
                 *common, messages[f], bits[f],
