@@ -66,6 +66,9 @@ BUSY_TIMEOUT_MS = 10_000
 # long (at most half the delay) before the truncation is due, without blocking writers, so
 # that the truncation itself, which does block them, has little left to copy.
 WIPE_LEAD_S = 0.05
+# Copying passes before the truncation: each copies what was committed during the previous one,
+# so the truncation (which holds writers) rarely has frames left to copy and fsync.
+PASSIVE_PASSES = 3
 
 T = TypeVar("T")
 
@@ -427,7 +430,11 @@ class SqliteKeyStore:
                 self._ckpt_conn = sqlite3.connect(str(self.path), isolation_level=None,
                                                   check_same_thread=False)
                 self._ckpt_conn.execute("PRAGMA synchronous=FULL")
-            self._ckpt_conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            for _ in range(PASSIVE_PASSES):
+                _, frames, copied = self._ckpt_conn.execute(
+                    "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if frames == copied:   # caught up: the truncation has nothing left to copy
+                    break
         with self._lock:
             if self._wipe_due is not None:
                 self._wipe(self._db)
