@@ -302,9 +302,10 @@ async def _run_end(end: LinkEnd, blocks: int | None, drain_s: float) -> None:
 async def run_ends(ends: list[LinkEnd], blocks: int | None,
                    show: Callable[[list[LinkEnd]], None], interval_s: float,
                    drain_s: float = DRAIN_S) -> None:
-    """Runs every end (each until ``blocks`` blocks ended, then waits up to ``drain_s`` for the
-    key manager to acknowledge its keys), calling ``show`` every ``interval_s`` seconds and at
-    the end."""
+    """Runs every end (each until ``blocks`` blocks ended, reconnecting its Qdist connection
+    when it drops, then waits up to ``drain_s`` for the key manager to acknowledge its keys),
+    calling ``show`` every ``interval_s`` seconds and at the end. Each end's Kq-1 client stays
+    connected to its key manager (reconnecting), which reaches the module over Kq-2."""
     background = []
     for end in ends:
         if end.client is not None:

@@ -25,6 +25,7 @@ Both ends
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 import logging
@@ -145,7 +146,7 @@ class ModuleStatus:
         return out
 
 
-class _ModuleBase:
+class _ModuleBase(abc.ABC):
     """What both ends share: block outcomes, Kq-2 start/stop, and the connection's life.
 
     The producers (Alice's frames, Bob's tagger reads and Qsync) run in background tasks that
@@ -169,8 +170,9 @@ class _ModuleBase:
         self.connections = 0
         self._background: list[asyncio.Task[Any]] = []
 
+    @abc.abstractmethod
     def _producers(self) -> list[Coroutine[Any, Any, None]]:
-        return []
+        """The role's background work (frames to play; tags to read and number)."""
 
     def _tasks(self, conn: QdistConnection) -> list[asyncio.Task[Any]]:
         if not self._background:
@@ -200,9 +202,11 @@ class _ModuleBase:
         finally:
             await _cancel(tasks[len(self._background):])
 
+    @abc.abstractmethod
     async def _dialogue(self, conn: QdistConnection, tasks: list[asyncio.Task[Any]],
                         blocks: int | None) -> None:
-        raise NotImplementedError  # both roles define it
+        """The role's Qdist dialogue over ``conn`` until ``blocks`` blocks have ended;
+        ``tasks`` end it (with their error, or ConnectionError) when one of them ends."""
 
     async def connection_lost(self, conn: QdistConnection, reason: str) -> None:
         """After a dropped connection: takes the outcomes that came through, then aborts the
