@@ -13,6 +13,15 @@ Messages are ``float32``. Decoding stops as soon as the hard decisions match the
 kernels and their plain twin are in :mod:`.kernels`; quasi-cyclic codes (the shipped family) are
 decoded ``z`` checks at a time in vector instructions, any other code check by check.
 
+An optional *stall rule* (``stall_iterations=s``, off by default) stops a decode, unconverged, once
+``s`` iterations in a row have not lowered the fewest unsatisfied checks seen so far (each check
+counted just after its own layered update, so the count costs no extra pass). It is meant for the
+rounds of blind reconciliation, where a stuck frame is better served by more revealed bits than by
+the rest of the round's budget, and the next round continues from the same messages: on
+``reconcile_local`` at QBER 2 % (n192000_r085) ``s = 3`` halved the iterations per frame
+(144 -> 63) for f 1.1289 -> 1.1307 and no lost frame. It is wrong for a last-chance decode: it gives
+up on frames that converge late (single decodes of n64000_r085 at f = 1.10: FER 0.31 -> 0.44).
+
 LLR convention: ``llr[v] = log(P(x_v = 0) / P(x_v = 1))``; a negative posterior decides 1, zero
 or positive decides 0. A known (shortened) bit gets ``+/-`` a large value, an unknown (punctured)
 one 0.
@@ -83,11 +92,6 @@ DEFAULT_ALGORITHM: Algorithm = "sum-product"
 # Upper bound on the iteration budget, so that a typo cannot stall a worker for minutes.
 MAX_ITERATIONS_LIMIT = 10_000
 
-# Stall rule (``stall_iterations``), off by default: a decode stops, unconverged, once this many
-# iterations in a row have not lowered the fewest unsatisfied checks seen so far (each check
-# counted just after its own layered update, so the count costs no extra pass). Blind
-# reconciliation can then reveal more bits instead of spending a round's whole budget on a frame
-# that is stuck: with warm starts the next round continues from the same messages.
 
 
 class CheckMajorCode(Protocol):

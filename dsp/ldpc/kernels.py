@@ -6,8 +6,9 @@ Two compiled kernels run the same algorithm:
 * ``qc_kernel`` works on quasi-cyclic codes (the shipped family), one *layer* at a time: the ``z``
   lifted checks of a base check share no variable (a base check meets each base variable at most
   once), so updating them together is exactly the sequential layered schedule, and every step is
-  the same arithmetic on ``z`` neighbouring floats: a cyclic shift of a block of posteriors
-  (two contiguous pieces), which LLVM turns into vector instructions.
+  the same arithmetic on ``z`` neighbouring floats, which LLVM turns into vector instructions.
+  Posteriors are stored twice in a row per block, so a cyclically shifted block is one
+  contiguous run (no rotation copies).
 
 Both perform, per check, the same float32 operations in the same order as the plain twin
 :func:`decode_reference`, so all three agree bit for bit.
@@ -19,7 +20,9 @@ min-sum: ``|r_i| = min(max(scale * min_{j != i} |t_j| - offset, 0), MESSAGE_LIMI
 The sign of ``r_i`` is the parity of the syndrome bit and of the other inputs' sign bits (so
 ``-0.0`` counts as negative there); a hard decision is 1 where the posterior is ``< 0``.
 Decoding stops as soon as the hard decisions match the syndrome (checked before the first
-iteration and after each).
+iteration and after each), or, with the stall rule on (``stall > 0``), once ``stall`` iterations
+in a row have not lowered the fewest unsatisfied checks seen (a check counts as unsatisfied if
+the hard decisions of its posteriors, just after its own update, miss its syndrome bit).
 """
 
 from __future__ import annotations
