@@ -14,6 +14,11 @@ Implementations:
                      benchmark only, its licence forbids commercial use)
 
 Usage: python benchmarks/bench_privacy.py [--sizes 1e6,1e7,1e8] [--repeats 3] [--peer-max 1e7]
+       [--impls qkdnode,qkdnode_2threads,scipy_plain] [--malloc-tuned]
+
+On a shared machine compare CPU seconds (``best_cpu_seconds``, all threads of the child) and read
+the load averages recorded around every measurement: wall seconds of the two-thread run mean
+little when other processes hold the cores.
 """
 
 from __future__ import annotations
@@ -138,12 +143,16 @@ def measure(impl: str, n: int, m: int, repeats: int, env: dict[str, str]) -> dic
             return {"available": False, "reason": f"cannot import cryptomite: {exc}"}
     cmd = [sys.executable, __file__, "--child", impl, str(n), str(m), str(repeats)]
     print(f"  {impl} n={n:.0e} ...", file=sys.stderr, flush=True)
+    load_before = [round(v, 2) for v in os.getloadavg()]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         return {"available": True, "failed": proc.stderr.strip().splitlines()[-3:]}
     res: dict[str, Any] = json.loads(proc.stdout)
-    print(f"    {res['best_seconds']} s, {res['peak_rss_mib']} MiB", file=sys.stderr, flush=True)
-    return {"available": True, **res}
+    print(f"    {res['best_seconds']} s wall, {res['best_cpu_seconds']} s CPU, "
+          f"{res['peak_rss_mib']} MiB", file=sys.stderr, flush=True)
+    load = {"load_avg_before": load_before,
+            "load_avg_after": [round(v, 2) for v in os.getloadavg()]}
+    return {"available": True, **res, **load}
 
 
 def main() -> None:
@@ -155,6 +164,9 @@ def main() -> None:
     )
     ap.add_argument(
         "--malloc-tuned", action="store_true", help="run all children with MALLOC_TUNING"
+    )
+    ap.add_argument(
+        "--impls", default=",".join(IMPLS), help=f"comma-separated subset of {', '.join(IMPLS)}"
     )
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -187,12 +199,16 @@ def main() -> None:
     )
     doc["machine"]["interpreter_rss_mib"] = round(int(baseline.stdout) / 1024, 1)
     env = dict(os.environ, **MALLOC_TUNING) if args.malloc_tuned else dict(os.environ)
+    impls = [i for i in args.impls.split(",") if i]
+    unknown = sorted(set(impls) - set(IMPLS))
+    if unknown:
+        ap.error(f"unknown --impls {', '.join(unknown)} (known: {', '.join(IMPLS)})")
     for size in args.sizes.split(","):
         n = int(float(size))
         m = n // 2
         print(f"n = {n}", file=sys.stderr, flush=True)
         row: dict[str, Any] = {"n": n, "m": m}
-        for impl in IMPLS:
+        for impl in impls:
             if impl in ("scipy_plain", "cryptomite") and n > args.peer_max:
                 row[impl] = {
                     "available": True,
@@ -208,16 +224,17 @@ def main() -> None:
             if isinstance(v, dict) and "output_sha256" in v
         }
         row["outputs_agree"] = len(set(digests.values())) == 1
-        ours = row["qkdnode"].get("best_seconds")
-        ours_cpu = row["qkdnode"].get("best_cpu_seconds")
-        for peer in ("scipy_plain", "cryptomite"):
-            theirs = row[peer].get("best_seconds")
-            if ours and theirs:
-                row[f"speedup_vs_{peer}"] = round(theirs / ours, 2)
-            theirs_cpu = row[peer].get("best_cpu_seconds")
-            if ours_cpu and theirs_cpu:
-                # CPU time: steadier than wall time on a shared machine.
-                row[f"cpu_speedup_vs_{peer}"] = round(theirs_cpu / ours_cpu, 2)
+        for mine, tag in (("qkdnode", ""), ("qkdnode_2threads", "2threads_")):
+            ours = row.get(mine, {}).get("best_seconds")
+            ours_cpu = row.get(mine, {}).get("best_cpu_seconds")
+            for peer in ("scipy_plain", "cryptomite"):
+                theirs = row.get(peer, {}).get("best_seconds")
+                if ours and theirs:
+                    row[f"{tag}speedup_vs_{peer}"] = round(theirs / ours, 2)
+                theirs_cpu = row.get(peer, {}).get("best_cpu_seconds")
+                if ours_cpu and theirs_cpu:
+                    # CPU time: steadier than wall time on a shared machine.
+                    row[f"{tag}cpu_speedup_vs_{peer}"] = round(theirs_cpu / ours_cpu, 2)
         doc["results"][str(n)] = row
     doc["machine"]["load_avg_at_end"] = [round(v, 2) for v in os.getloadavg()]
     print(json.dumps(doc, indent=2))

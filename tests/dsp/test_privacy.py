@@ -303,6 +303,26 @@ def test_two_workers_medium_and_bad_workers() -> None:
         toeplitz_hash(x, seed, m, workers=3)
 
 
+@pytest.mark.parametrize("packed", [True, False])
+def test_two_workers_at_four_step_lengths_packed_and_plain(
+    packed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both forward transforms at once, then the product, the inverse passes and the rounding
+    # split in halves: the plain path (parity rounding) is forced by a budget packing cannot
+    # meet, which the plain operands still do.
+    if not packed:
+        monkeypatch.setattr(privacy, "ROUNDING_BUDGET", 1e-5)
+    rng = np.random.default_rng(17)
+    n, m = 131_101, 2_001
+    x, seed = random_bits(rng, n), random_bits(rng, n + m - 1)
+    _, m_top, _ = privacy._plan_operand(n, m, seed, int(np.count_nonzero(x)))
+    assert (m_top < m) == packed
+    assert privacy.fft_length(n + m_top - 1) >= fourstep.MIN_LENGTH
+    expected = bitsliced_reference(x, seed, m)
+    np.testing.assert_array_equal(toeplitz_hash(x, seed, m, workers=2), expected)
+    np.testing.assert_array_equal(toeplitz_hash(x, seed, m), expected)
+
+
 def test_zero_input_gives_zero_output() -> None:
     rng = np.random.default_rng(2)
     y = toeplitz_hash(np.zeros(1000, np.uint8), random_bits(rng, 1499), 500)
