@@ -11,13 +11,23 @@ The exchange behind one ``enc_keys`` request, master SAE *m* on this node, slave
    destroys its copy, in one transaction (:meth:`SqliteKeyStore.take_supply`); the keys are
    held in memory only;
 2. the plans (which link-key bytes make which key ID; never key bytes) go to *P*, which applies
-   them to its copies of the same link keys and commits before it answers;
-3. only then are the keys handed to *m*.
+   them to its copies of the same link keys and commits before it answers. They are sent as
+   soon as the store chose the bytes, while step 1's commit is being written: the two commits
+   (one fsync each) overlap instead of adding up;
+3. only when both commits are durable are the keys handed to *m*.
 
-If step 2 fails, the keys are dropped, never handed out and never returned to the pool (*P* may
-have committed them before its answer was lost; its copies then expire unclaimed): a key never
-serves twice and never reaches a master whose slave cannot get it. The request fails with
-:class:`PeerUnavailable` (ETSI 014: 503) and can be retried.
+If either commit fails, the keys are dropped, never handed out and never returned to the pool
+(*P* may have committed them before its answer was lost; its copies then expire unclaimed): a
+key never serves twice and never reaches a master whose slave cannot get it. The request fails
+(:class:`PeerUnavailable`, ETSI 014: 503) and can be retried.
+
+The two ends may then disagree on which link-key bytes are used, either way: *P* committed and
+this node did not (it crashed, or its commit failed), or the reverse. Bytes used at either end
+are never used again: the end that still counts them as free plans them into a later request,
+the other end refuses it (:class:`~qkdnode.node.errors.KeyConflict`: they were used), and that
+refused request's bytes are committed as used by the planning end before the refusal arrives,
+so the next request plans fresh bytes. A lost commit costs a failed request and some key
+bytes, never a key.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import KeyPoolDepleted, NotAuthorized, PeerUnavailable, UnknownSae
 from .records import LinkKey, PoolLevel, SupplyKey, SupplyPlan
@@ -223,9 +233,39 @@ class KeyManager:
             raise KeyPoolDepleted(f"no Kx link to node {pool!r}: no key can be shared with it")
         if self.key_source is not None:
             await self.key_source(pool, number * size_bits // 8)
-        plans, keys = await asyncio.to_thread(self.store.take_supply, pool, master_sae,
-                                              list(slave_saes), number, size_bits // 8,
-                                              self.clock())
+        loop = asyncio.get_running_loop()
+        planned: asyncio.Future[list[SupplyPlan]] = loop.create_future()
+
+        def _planned(plans: list[SupplyPlan]) -> None:
+            if not planned.done():
+                planned.set_result(plans)
+
+        def on_planned(plans: list[SupplyPlan]) -> None:   # in the store's thread
+            loop.call_soon_threadsafe(_planned, plans)
+
+        commit = asyncio.ensure_future(asyncio.to_thread(
+            self.store.take_supply, pool, master_sae, list(slave_saes), number, size_bits // 8,
+            self.clock(), on_planned=on_planned))
+        first: set[asyncio.Future[Any]] = {planned, commit}
+        await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+        if not planned.done():
+            planned.cancel()
+            plans, keys = await commit   # refused before any byte was chosen: its error
+            await self._confirm(peer, pool, plans)
+        else:
+            confirm = asyncio.ensure_future(self._confirm(peer, pool, planned.result()))
+            # Both finish before the request does, whichever fails (no stray task).
+            committed, confirmed = await asyncio.gather(commit, confirm, return_exceptions=True)
+            if isinstance(committed, BaseException):
+                raise committed
+            if isinstance(confirmed, BaseException):
+                raise confirmed
+            _, keys = committed
+        self.counters["delivered_to_masters"] += len(keys)
+        return keys
+
+    async def _confirm(self, peer: PeerLink, pool: str, plans: list[SupplyPlan]) -> None:
+        """Sends the plans to the slaves' node; returns once it committed them."""
         try:
             await asyncio.wait_for(peer.notify_supply(plans), self.peer_timeout_s)
         except TimeoutError:
@@ -233,8 +273,6 @@ class KeyManager:
             # it stored them, expire unclaimed. No byte returns to the pool.
             raise PeerUnavailable(f"node {pool!r} did not confirm the key supply within "
                                   f"{self.peer_timeout_s} s") from None
-        self.counters["delivered_to_masters"] += len(keys)
-        return keys
 
     async def dec_keys(self, slave_sae: str, master_sae: str,
                        key_ids: Sequence[uuid.UUID]) -> list[SupplyKey]:

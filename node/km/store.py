@@ -134,7 +134,8 @@ class KeyStore(Protocol):
                     ) -> list[SupplyPlan]: ...
 
     def take_supply(self, pool: str, master: str, slaves: Sequence[str], count: int,
-                    size_bytes: int, now: float
+                    size_bytes: int, now: float, *,
+                    on_planned: Callable[[list[SupplyPlan]], None] | None = None
                     ) -> tuple[list[SupplyPlan], list[SupplyKey]]: ...
 
     def reserve(self, pool: str, plans: Sequence[SupplyPlan], local_recipients: Iterable[str],
@@ -632,14 +633,23 @@ class SqliteKeyStore:
         return plans
 
     def take_supply(self, pool: str, master: str, slaves: Sequence[str], count: int,
-                    size_bytes: int, now: float) -> tuple[list[SupplyPlan], list[SupplyKey]]:
+                    size_bytes: int, now: float, *,
+                    on_planned: Callable[[list[SupplyPlan]], None] | None = None
+                    ) -> tuple[list[SupplyPlan], list[SupplyKey]]:
         """The master's side of a request when its slaves are on another node: cuts the keys and
         hands them to the master in one transaction (one durable commit, not two).
 
         The keys are destroyed here as they are returned (only a tombstone and the delivery
-        record stay); the caller gives them to the master only after the peer confirmed the
-        plans, and drops them otherwise, so a key never reaches a master whose slave cannot
-        get it, and no byte is ever used twice.
+        record stay); the caller gives them to the master only after this returned and the
+        peer confirmed the plans, and drops them otherwise, so a key never reaches a master
+        whose slave cannot get it, and no byte is ever used twice.
+
+        Args:
+            on_planned: called with the plans (from the store's thread) as soon as the bytes
+                are chosen, before the commit, so the caller can send them to the peer while
+                the commit is written. No other request can choose those bytes meanwhile (the
+                transaction holds them); if the commit then fails, this raises and the keys
+                are never handed out, as when the peer fails (see :mod:`.manager`).
 
         Raises:
             KeyPoolDepleted: the pool has fewer available bytes than asked; nothing changes.
@@ -649,6 +659,8 @@ class SqliteKeyStore:
 
         def _op(db: sqlite3.Connection) -> tuple[list[SupplyPlan], list[SupplyKey]]:
             plans = self._plan(db, pool, master, slaves, count, size_bytes, now)
+            if on_planned is not None:
+                on_planned(plans)
             texts = _Texts()
             materials = self._consume(db, pool, plans, now, texts)
             ids = [str(p.key_id) for p in plans]

@@ -155,6 +155,54 @@ def test_a_failed_peer_confirmation_hands_out_nothing_and_reuses_nothing(nodes, 
     assert a.store.levels()["B"].available_bytes == before - 3 * 32
 
 
+class LostCommit:
+    """A's store, whose next take_supply fails after the plans went to the peer (as if the
+    commit never reached the disk: a crash, an I/O error)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.fail_next = True
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def take_supply(self, *args, on_planned=None, **kwargs):
+        if not self.fail_next:
+            return self.store.take_supply(*args, on_planned=on_planned, **kwargs)
+        self.fail_next = False
+
+        def planned_then_lost(plans):
+            on_planned(plans)
+            raise OSError("disk I/O error")   # the savepoint rolls A's side back
+
+        return self.store.take_supply(*args, on_planned=planned_then_lost, **kwargs)
+
+
+def test_the_peer_commits_while_the_master_commits_and_a_lost_commit_heals(nodes):
+    a, b = nodes
+    a.store = LostCommit(a.store)
+    sent = a.peers["B"].sent
+
+    async def run():
+        # the plans reach B, B commits them, A's own commit is lost: nothing is handed out
+        with pytest.raises(OSError, match="disk I/O"):
+            await a.enc_keys("alice-app", ["bob-app"], 2, 256)
+        lost = sent[-1]
+        assert b.store.supply_state(lost[0].key_id)[0].value == "active"   # reserved at B
+        # A still counts those bytes as free and plans them again: B refuses (they were
+        # used), and that refused request's bytes are now used at A too
+        with pytest.raises(KeyManagerError, match="already used"):
+            await a.enc_keys("alice-app", ["bob-app"], 2, 256)
+        # so the next request gets fresh bytes, the same at both ends
+        got = await a.enc_keys("alice-app", ["bob-app"], 2, 256)
+        used = {(s.key_id, s.offset) for p in lost for s in p.sources}
+        assert not used & {(s.key_id, s.offset) for p in sent[-1] for s in p.sources}
+        back = await b.dec_keys("bob-app", "alice-app", [k.key_id for k in got])
+        assert [k.material for k in back] == [k.material for k in got]
+
+    asyncio.run(run())
+
+
 def test_supply_from_a_node_for_a_master_it_does_not_serve_is_refused(nodes):
     a, b = nodes
 
