@@ -22,7 +22,6 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import socket
 import statistics
 import sys
 import tempfile
@@ -35,18 +34,9 @@ NODES = ["A", "B", "C", "D"]
 LINKS = [("A", "B"), ("B", "C"), ("C", "D")]
 
 
-def _ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    out = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return out
-
-
-async def _node(name: str, tmp: Path, ports: dict[str, int], keys: dict[tuple[str, str], list],
-                relays: int, warmup: int, out: Any, ready: Any, go: Any) -> None:
+async def _node(name: str, tmp: Path, bound: Any, peers_in: Any,
+                keys: dict[tuple[str, str], list], relays: int, warmup: int, out: Any,
+                ready: Any, go: Any) -> None:
     from qkdnode.node.io.kx import KxService
     from qkdnode.node.km import KeyManager, LinkKey, SqliteKeyStore
     from qkdnode.node.km.etsi014_tls import make_client_ssl_context, make_server_ssl_context
@@ -62,11 +52,16 @@ async def _node(name: str, tmp: Path, ports: dict[str, int], keys: dict[tuple[st
     pki = tmp / "pki"
     server = make_server_ssl_context(pki / "ca.pem", pki / f"{name}.pem", pki / f"{name}.key")
     client = make_client_ssl_context(pki / "ca.pem", pki / f"{name}.pem", pki / f"{name}.key")
-    kx = KxService(name, "127.0.0.1", ports[name],
-                   {p: ("127.0.0.1", ports[p]) for p in adjacent}, server, client)
+    # Listens on port 0 and tells the parent the port; dials the peers once it knows theirs
+    # (no port picked, released and bound later: another process could take it meanwhile).
+    kx = KxService(name, "127.0.0.1", 0, {}, server, client)
     agent = KxAgent(manager, kx, adjacent)
     kx.bind(agent)
     await kx.start()
+    bound.put((name, kx.port))
+    ports = await asyncio.get_running_loop().run_in_executor(None, peers_in.get)
+    for peer in adjacent:
+        kx.add_peer(peer, "127.0.0.1", ports[peer])
     for peer in adjacent:
         await kx.connected(peer, timeout_s=30)
     ready.set()
@@ -105,18 +100,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         make_pki(tmp / "pki", NODES)
-        ports = dict(zip(NODES, _ports(len(NODES)), strict=True))
         n_chunks = args.relays + args.warmup + 10
         keys = {link: [(str(uuid.uuid4()), os.urandom(32).hex()) for _ in range(n_chunks)]
                 for link in LINKS}
         ctx = mp.get_context("spawn")
-        out, go = ctx.Queue(), ctx.Event()
+        out, go, bound = ctx.Queue(), ctx.Event(), ctx.Queue()
         readies = [ctx.Event() for _ in NODES]
-        procs = [ctx.Process(target=_run_node, args=(n, tmp, ports, keys, args.relays,
+        peers_in = [ctx.Queue() for _ in NODES]
+        procs = [ctx.Process(target=_run_node, args=(n, tmp, bound, q, keys, args.relays,
                                                      args.warmup, out, r, go), daemon=True)
-                 for n, r in zip(NODES, readies, strict=True)]
+                 for n, r, q in zip(NODES, readies, peers_in, strict=True)]
         for p in procs:
             p.start()
+        ports = dict(bound.get(timeout=120) for _ in NODES)
+        for q in peers_in:
+            q.put(ports)
         result = out.get(timeout=600)
         for p in procs:
             p.terminate()
