@@ -19,9 +19,9 @@ scenarios compare our server with itself: keys per request and concurrency.
 
 Headline: ETSI 014 leaves the number of keys per request to the application (up to the KME's
 max_key_per_request, 128 here), and the target counts delivered keys, so the headline scenario
-is one application pair asking for 32 keys per request (:data:`HEADLINE`): every request pays
-two or three fsyncs (the master's commit, then the slave KME's, before enc_keys answers; the
-slave's for dec_keys) whatever its size, so 1,000 keys/s with one key per request would need
+is one application pair asking for 32 keys per request (:data:`HEADLINE`): every request waits
+for fsyncs whatever its size (enc_keys: the master KME's commit and the slave KME's, which
+overlap; dec_keys: the slave KME's), so 1,000 keys/s with one key per request would need
 ~3,000 fsyncs per second on this disk, while 32 keys per request need ~100. The other scenarios
 show the trade: smaller requests (fewer keys/s), more pairs (queueing: longer tails).
 
