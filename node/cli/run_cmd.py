@@ -121,6 +121,24 @@ async def _run_modules(configs: list[tuple[Any, Any]], daemons: dict[str, Any],
                          say=lambda text: print("qkdnode: " + text, flush=True))
 
 
+def _module_line(report: dict[str, Any]) -> str:
+    """A module's entry of /status for people: its Kq-2 report, else what its keys said."""
+    state = ("connected" if report.get("connected") else "not connected") + \
+        (", held stopped" if report.get("held_stopped") else "")
+    if "role" not in report:  # no Kq-2 report yet
+        qber = report.get("key_qber")
+        return state + ("" if qber is None else f", QBER of its last key {100 * qber:.2f} %")
+    qber = report.get("qber")
+    line = (f"{state}, {report['role']} {'running' if report.get('running') else 'STOPPED'}, "
+            f"sync {report.get('sync')}, QBER {'-' if qber is None else f'{100 * qber:.2f} %'}, "
+            f"sifted {report.get('sifted_rate_bps') or 0:.0f} bit/s, secret "
+            f"{report.get('secret_key_rate_bps') or 0:.0f} bit/s, blocks "
+            f"{report.get('blocks_completed', 0)} ok / {report.get('blocks_aborted', 0)} aborted")
+    if report.get("last_abort"):
+        line += f" (last: {report['last_abort']})"
+    return line + f", keys waiting {report.get('keys_waiting', 0)}"
+
+
 def _status(args: argparse.Namespace) -> int:
     from qkdnode.node.km.daemon import split_host_port
 
@@ -147,8 +165,7 @@ def _status(args: argparse.Namespace) -> int:
         print(f"{pool:<16}{lv['available_bits']:>16}{lv['available_keys']:>8}"
               f"{lv['pre_activation_keys']:>16}{lv['reserved_keys']:>10}")
     for name, report in status["modules"].items():
-        fields = ", ".join(f"{k}={v}" for k, v in report.items())
-        print(f"module {name}: {fields}")
+        print(f"module {name}: {_module_line(report)}")
     for pair, info in status.get("sae_pairs", {}).items():
         print(f"SAE pair {pair}: {info['available_keys']} keys (pool {info['pool']})")
     counters = ", ".join(f"{k}={v}" for k, v in sorted(status["counters"].items()))

@@ -201,6 +201,9 @@ def test_qkdnode_run_command_starts_the_modules_and_stops_cleanly(tmp_path: Path
     import urllib.request
 
     files = write_nodes(tmp_path)
+    (mgmt,) = free_ports(1)
+    files["B"].write_text(files["B"].read_text().replace('management_listen = "127.0.0.1:0"',
+                                                         f'management_listen = "127.0.0.1:{mgmt}"'))
     proc = subprocess.Popen([sys.executable, "-m", "qkdnode", "run", "--config", str(files["A"]),
                              "--config", str(files["B"])],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -222,6 +225,10 @@ def test_qkdnode_run_command_starts_the_modules_and_stops_cleanly(tmp_path: Path
             time.sleep(0.5)
         assert module["connected"] is True
         assert module["running"] is True
+        out = subprocess.run([sys.executable, "-m", "qkdnode", "status", "--config",
+                              str(files["B"])], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "module B/ab: connected, bob running, sync " in out.stdout
     finally:
         proc.send_signal(2)
         out, err = proc.communicate(timeout=120)
