@@ -8,6 +8,11 @@ Qdist ends then run each block's dialogue in this process, bytes handed from one
 (no sockets, no timers: a replay has no deadlines). Each block's outcome and audit record at
 both ends is compared with the recorded run's, and the bytes each end sends with those it sent
 then.
+
+A recorded run whose Qdist connection dropped (a block aborted with reason ``connection lost``)
+cannot be replayed past that block: which frames the cut lost is not recorded, and the pads
+and random values of the later blocks depend on it. The replay runs and compares the blocks
+before it and says so (:attr:`Replay.cut_at`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from ..protocol.qdist import (
     QdistBob,
     QdistParams,
 )
+from ..protocol.qdist.session import CONNECTION_LOST
 from .frames import FramePlan, channel_patterns
 from .recording import Recording, RecordingError
 from .runtime import BlockCutter
@@ -84,6 +90,8 @@ class Replay:
         keys: role -> block -> key bits (key material: never print).
         bytes_match: role -> the bytes this end sent equal the recorded ones.
         reads, detections, late_detections: Qsync's input and output counts.
+        cut_at: the first block the recorded run lost its Qdist connection in (the replay
+            stops before it), or None.
     """
 
     link: str
@@ -93,6 +101,7 @@ class Replay:
     reads: int
     detections: int
     late_detections: int
+    cut_at: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -136,6 +145,8 @@ def replay(rec: Recording, secrets: dict[str, bytes]) -> Replay:
     plan = plan_of(m)
     params = _params(m)
     recorded = {r: rec.outcomes(r) for r in ("alice", "bob")}
+    cut_at = min((int(r["block_id"]) for rows in recorded.values() for r in rows
+                  if str(r.get("reason") or "").startswith(CONNECTION_LOST)), default=None)
     wanted = len(recorded["bob"]) or None
     # Every file is read (and its records checked) before the work starts.
     choices = rec.choices()
@@ -164,7 +175,8 @@ def replay(rec: Recording, secrets: dict[str, bytes]) -> Replay:
             keys[role][event.block_id] = event.key
 
     for block, det in blocks:
-        if wanted is not None and len(order) >= wanted:
+        if (wanted is not None and len(order) >= wanted) or (cut_at is not None
+                                                             and block >= cut_at):
             break
         bob.start_block(block, det, 0.0)
         ended: set[str] = set()
@@ -217,4 +229,4 @@ def replay(rec: Recording, secrets: dict[str, bytes]) -> Replay:
         got = b"".join(sent[role])
         want = rec.qdist_bytes(role)
         bytes_match[role] = want.startswith(got) or got.startswith(want)
-    return Replay(m["link"], order, keys, bytes_match, reads, detections, late)
+    return Replay(m["link"], order, keys, bytes_match, reads, detections, late, cut_at)

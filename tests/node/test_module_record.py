@@ -160,3 +160,29 @@ def test_damaged_recording_is_refused_naming_the_file(
 def test_missing_manifest_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RecordingError, match=r"manifest\.json"):
         Recording.open(tmp_path)
+
+
+def test_replay_stops_before_a_block_the_run_lost_its_connection_in(
+        recorded: tuple[Path, AliceModule, BobModule], tmp_path: Path) -> None:
+    """The recorded run's second block is marked as cut by a lost Qdist connection (as the
+    module's audit writes it): the replay compares the first block only, and says where it
+    stopped."""
+    rec_dir, _, bob = recorded
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in rec_dir.iterdir():
+        if not f.name.startswith("outcomes-"):
+            os.link(f, copy / f.name)
+    cut = bob.results[1].block_id
+    for role in ("alice", "bob"):
+        lines = [json.loads(x) for x in (rec_dir / f"outcomes-{role}.jsonl").read_text()
+                 .splitlines()]
+        lines[1].update(outcome="aborted", reason="connection lost: reset by peer",
+                        final_length=0)
+        (copy / f"outcomes-{role}.jsonl").write_text(
+            "".join(json.dumps(x) + "\n" for x in lines))
+    result = replay(Recording.open(copy), {"alice": SECRET, "bob": SECRET})
+    assert result.cut_at == cut
+    assert [row.block_id for row in result.blocks] == [bob.results[0].block_id]
+    assert result.bytes_match == {"alice": True, "bob": True}
+    assert result.ok

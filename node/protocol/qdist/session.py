@@ -51,7 +51,10 @@ from .events import (
 from .messages import BlockAbandoned, Message, decode_message
 from .wire import PadStream, RawFrame, StreamError, WireReader, encode_frame
 
-__all__ = ["MIN_SECRET_BYTES", "PAD_BITS", "QdistEnd"]
+__all__ = ["CONNECTION_LOST", "MIN_SECRET_BYTES", "PAD_BITS", "QdistEnd"]
+
+# The reason of a block aborted by :meth:`QdistEnd.connection_lost` starts with this.
+CONNECTION_LOST = "connection lost"
 
 # One pad per frame, each direction; a block takes about ten frames each way, so 64 pads per
 # direction are enough for a few blocks (and aborts) before the first replenishment.
@@ -174,7 +177,7 @@ class QdistEnd(abc.ABC):
         self._reader.clear()
         self.broken = True
         if self.block is not None:
-            self._abort(f"connection lost: {reason}", notify=False)
+            self._abort(f"{CONNECTION_LOST}: {reason}", notify=False)
 
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` must be called (None: no block running)."""
