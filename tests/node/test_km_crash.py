@@ -111,6 +111,10 @@ class KxRelay:
             self._cut_all()
             for server in self.servers:
                 server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         self._call(shut())
         self.loop.call_soon_threadsafe(self.loop.stop)
