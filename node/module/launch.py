@@ -244,10 +244,14 @@ def _tapped(end: LinkEnd, role: str) -> Any:
     return qdist if end.recorder is None else end.recorder.end(qdist, role)
 
 
-async def _run_end(end: LinkEnd, blocks: int | None, drain_s: float) -> None:
+async def _run_end(end: LinkEnd, blocks: int | None, drain_s: float,
+                   peer_done: asyncio.Event | None = None) -> None:
     """Runs one end until ``blocks`` blocks ended, reconnecting after a dropped Qdist
     connection: the transmitter keeps listening (a new connection replaces the old one), the
-    receiver reconnects with back-off; the block in flight is aborted (reason in the audit)."""
+    receiver reconnects with back-off; the block in flight is aborted (reason in the audit).
+    ``peer_done`` is set when the other end of the link in this process has ended: a lost
+    connection then ends this end too (it may count a block less: one whose announcement the
+    cut lost)."""
     link = end.link
     module = end.module
     server: asyncio.AbstractServer | None = None
@@ -268,13 +272,19 @@ async def _run_end(end: LinkEnd, blocks: int | None, drain_s: float) -> None:
     try:
         while True:
             if server is not None:
-                reader, writer = await accepted.get()
+                waiting: Any = accepted.get()
             else:
                 assert link.qdist_connect is not None
-                if module.connections == 0:
-                    reader, writer = await connect(link.qdist_connect)
-                else:
-                    reader, writer = await connect_with_backoff(link.qdist_connect)
+                waiting = connect(link.qdist_connect) if module.connections == 0 else \
+                    connect_with_backoff(link.qdist_connect)
+            if peer_done is None:
+                reader, writer = await waiting
+            else:
+                got = await _first(waiting, peer_done.wait())
+                if got is None:
+                    log.info("link %s: the other end has ended; not reconnecting", link.name)
+                    break
+                reader, writer = got
             conn = QdistConnection(_tapped(end, role), reader, writer)
             current[:] = [conn]
             try:
@@ -319,7 +329,16 @@ async def run_ends(ends: list[LinkEnd], blocks: int | None,
 
     background.append(asyncio.create_task(ticker()))
     try:
-        await asyncio.gather(*(_run_end(end, blocks, drain_s) for end in ends))
+        done = {end.link.name: asyncio.Event() for end in ends}
+
+        async def run_end(end: LinkEnd) -> None:
+            others = [e for e in ends if e.link.name == end.link.name and e is not end]
+            try:
+                await _run_end(end, blocks, drain_s, done[end.link.name] if others else None)
+            finally:
+                done[end.link.name].set()
+
+        await asyncio.gather(*(run_end(end) for end in ends))
     finally:
         for task in background:
             task.cancel()
@@ -331,6 +350,23 @@ async def run_ends(ends: list[LinkEnd], blocks: int | None,
             if end.recorder is not None:
                 end.recorder.close()
         show(ends)
+
+
+async def _first(awaitable: Any, stop: Any) -> Any:
+    """``awaitable``'s result, or None if ``stop`` finishes first (``awaitable`` cancelled)."""
+    task = asyncio.ensure_future(awaitable)
+    stopper = asyncio.ensure_future(stop)
+    try:
+        await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not task.done():
+            task.cancel()
+    if task.done() and not task.cancelled():
+        return task.result()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
 
 
 def status_lines(ends: list[LinkEnd], now: float | None = None) -> list[str]:
