@@ -5,16 +5,17 @@ Prints one JSON document on stdout (progress on stderr). Parts:
 * ``operating_points``: frames of a shipped code at QBER 2 % (default the rate-0.85 code of the
   64 000-bit family, the one the 2 % target was set on), shortened (known zeros spread evenly)
   so that the full syndrome is ``f`` times Slepian-Wolf, for a few ``f``; decoded in one batch on
-  all cores by each of our variants: sum-product (default), sum-product with the stall rule, and
-  normalised min-sum. Per variant: frame error rate (the decode must converge *and* equal
-  Alice's word), mean iterations, wall and CPU seconds, ns of CPU per edge-iteration, and
-  throughput of payload (sifted key) bits per wall second and per CPU second.
+  all cores by each of our variants: sum-product, sum-product-taylor (exact messages for the
+  two weakest inputs of each check, a second-order expansion of phi for the others), the latter
+  with the stall rule, and normalised min-sum. Per variant: frame error rate (the decode must
+  converge *and* equal Alice's word), mean iterations, wall and CPU seconds, ns of CPU per
+  edge-iteration, and throughput of payload (sifted key) bits per wall and per CPU second.
 * ``wrapper``: CPU per frame of a call that runs no iteration (argument checks, LLR clipping,
   message permutation, the syndrome check) next to one that runs a single iteration.
 * ``blind``: :func:`qkdnode.dsp.reconcile.reconcile_local` end to end at QBER 2 % (blind rounds
-  with warm starts), once as shipped and once with the decoder's stall rule swapped in (the
-  reconcile package has no stall knob of its own yet): f, frame errors, rounds and decoder
-  iterations per frame, CPU and wall time.
+  with warm starts), as shipped and with each decoder variant swapped in (the reconcile package
+  has no decoder options of its own yet): f, frame errors, rounds and decoder iterations per
+  frame, CPU and wall time.
 * ``peer_ldpc``: the PyPI ``ldpc`` package's ``BpDecoder`` (sum-product and min-sum, serial
   schedule, one core) on the same matrix and the same frames at the middle ``f``. ``ldpc`` is
   not a dependency (``pip install ldpc``); if it cannot be imported the JSON says so.
@@ -59,8 +60,18 @@ EFFICIENCIES = (1.08, 1.10, 1.12, 1.16)
 STALL_ITERATIONS = 3
 VARIANTS: dict[str, dict[str, Any]] = {
     "sum-product": {"algorithm": "sum-product"},
-    "sum-product-stall": {"algorithm": "sum-product", "stall_iterations": STALL_ITERATIONS},
+    "sum-product-taylor": {"algorithm": "sum-product-taylor"},
+    "sum-product-taylor-stall": {
+        "algorithm": "sum-product-taylor", "stall_iterations": STALL_ITERATIONS
+    },
     "min-sum": {"algorithm": "min-sum"},
+}
+# Decoders swapped into reconcile_local (the reconcile package has no knob for them yet).
+BLIND_VARIANTS: dict[str, dict[str, Any]] = {
+    "as_shipped": {},
+    "sum-product": {"algorithm": "sum-product"},
+    "sum-product-taylor": {"algorithm": "sum-product-taylor"},
+    "sum-product-taylor-stall": VARIANTS["sum-product-taylor-stall"],
 }
 
 
@@ -154,16 +165,14 @@ def bench_blind(bits: int, seed: int) -> dict[str, Any]:
     # Compile or load every numba kernel of the chain outside the timings.
     reconcile_local(alice[:20_000], bob[:20_000], QBER, rng=np.random.default_rng(seed))
     shipped = reconcile_local_module.decode_syndromes
-    for label, stall in (("as_shipped", None), (f"stall_{STALL_ITERATIONS}", STALL_ITERATIONS)):
+    for label, options in BLIND_VARIANTS.items():
         counts = {"rounds": 0, "iterations": 0, "decoder_cpu": 0.0}
 
         def counting(
-            *args: Any, stall: int | None = stall, counts: dict[str, Any] = counts, **kwargs: Any
+            *args: Any, options: dict[str, Any] = options, counts: dict[str, Any] = counts,
+            **kwargs: Any,
         ) -> Any:
-            decode = (
-                shipped if stall is None
-                else functools.partial(shipped, stall_iterations=stall)
-            )
+            decode = functools.partial(shipped, **options)
             result, _, cpu = _timed(lambda: decode(*args, **kwargs))
             counts["rounds"] += len(result.iterations)
             counts["iterations"] += int(result.iterations.sum())

@@ -40,6 +40,7 @@ from .codes import QcLayout
 from .kernels import (
     ALGORITHM_MIN_SUM,
     ALGORITHM_SUM_PRODUCT,
+    ALGORITHM_SUM_PRODUCT_TAYLOR,
     csr_batch_kernel,
     csr_kernel,
     decode_reference,
@@ -82,10 +83,11 @@ MAX_CHECK_DEGREE = (1 << 20) - 1
 _PHI_CONSTANTS = phi_constants()
 
 # Algorithms, as the integer codes the kernel takes.
-Algorithm = Literal["sum-product", "min-sum"]
+Algorithm = Literal["sum-product", "sum-product-taylor", "min-sum"]
 _ALGORITHM_CODES: dict[str, int] = {
     "min-sum": ALGORITHM_MIN_SUM,
     "sum-product": ALGORITHM_SUM_PRODUCT,
+    "sum-product-taylor": ALGORITHM_SUM_PRODUCT_TAYLOR,
 }
 DEFAULT_ALGORITHM: Algorithm = "sum-product"
 

@@ -33,11 +33,19 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from .phi import PhiConstants, phi, phi_constants, phi_reference
+from .phi import (
+    PhiConstants,
+    expansion,
+    expansion_reference,
+    phi,
+    phi_constants,
+    phi_reference,
+)
 
 __all__ = [
     "ALGORITHM_MIN_SUM",
     "ALGORITHM_SUM_PRODUCT",
+    "ALGORITHM_SUM_PRODUCT_TAYLOR",
     "csr_batch_kernel",
     "csr_kernel",
     "decode_reference",
@@ -48,6 +56,7 @@ __all__ = [
 # The algorithm argument of the kernels.
 ALGORITHM_MIN_SUM: Final = 0
 ALGORITHM_SUM_PRODUCT: Final = 1
+ALGORITHM_SUM_PRODUCT_TAYLOR: Final = 2
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _magnitudes(
@@ -85,6 +94,31 @@ def _magnitudes(
                 mags[row + u] = max(total[u] - mags[row + u], zero)
         for j in range(n):
             mags[j] = phi(mags[j], k)
+        return
+    if algorithm == 2:
+        minus = np.float32(-1.0)
+        for u in range(width):
+            t = zero
+            max1 = minus
+            max2 = minus
+            i1 = -1
+            i2 = -1
+            for r in range(degree):
+                p = phi(abs(ext[r * width + u]), k)
+                mags[r * width + u] = p
+                t += p
+                if p > max1:
+                    max2, i2, max1, i1 = max1, i1, p, r
+                elif p > max2:
+                    max2, i2 = p, r
+            e1 = phi(max(t - max1, zero), k)
+            e2 = phi(max(t - max2, zero), k)
+            base = phi(t, k)
+            c1, c2 = expansion(t, k)
+            for r in range(degree):
+                p = mags[r * width + u]
+                approx = base + p * (c1 + p * c2)
+                mags[r * width + u] = e1 if r == i1 else (e2 if r == i2 else approx)
         return
     big = np.float32(np.finfo(np.float32).max)
     limit = k[18]
@@ -308,7 +342,13 @@ def qc_kernel(
     min1 = np.empty(z, dtype=np.float32)
     min2 = np.empty(z, dtype=np.float32)
     arg1 = np.empty(z, dtype=np.int32)
-    big = np.float32(np.finfo(np.float32).max)
+    arg2 = np.empty(z, dtype=np.int32)
+    base_phi = np.empty(z, dtype=np.float32)
+    coef1 = np.empty(z, dtype=np.float32)
+    coef2 = np.empty(z, dtype=np.float32)
+    # Min-sum tracks the two smallest |t| (from +max), sum-product-taylor the two largest phi
+    # (from -1, below any phi).
+    first_extreme = np.float32(-1.0) if algorithm == 2 else np.float32(np.finfo(np.float32).max)
     limit = k[18]
     iterations = 0
     fewest = mb * z + 1
@@ -324,9 +364,10 @@ def qc_kernel(
                 negative[u] = np.int32(syndrome[i * z + u] & np.uint8(1))
                 parity[u] = negative[u]
                 total[u] = zero
-                min1[u] = big
-                min2[u] = big
+                min1[u] = first_extreme
+                min2[u] = first_extreme
                 arg1[u] = 0
+                arg2[u] = -1
             # Pass 1, per base edge: extrinsic inputs (posterior minus the old message; the
             # posteriors of a layer's variables do not change before pass 2), their signs and
             # the check's accumulators. Every index is a plain loop counter: the loads vectorise.
@@ -343,6 +384,30 @@ def qc_kernel(
                         p = phi(abs(t), k)
                         mg[u] = p
                         total[u] += p
+                elif algorithm == 2:
+                    # The two largest phi (weakest inputs) and their edges, first ones on ties.
+                    mg = mags[r * z : r * z + z]
+                    r32 = np.int32(r)  # int32 lanes, as the arg arrays
+                    for u in range(z):
+                        t = src[u] - mr[u]
+                        negative[u] ^= _sign(t)
+                        p = phi(abs(t), k)
+                        mg[u] = p
+                        total[u] += p
+                        # Every load first, then selects of locals only (no conditional
+                        # loads, so the loop stays vectorised).
+                        m1 = min1[u]
+                        m2 = min2[u]
+                        i1 = arg1[u]
+                        i2 = arg2[u]
+                        above1 = p > m1
+                        above2 = p > m2
+                        second = p if above2 else m2
+                        second_arg = r32 if above2 else i2
+                        min2[u] = m1 if above1 else second
+                        arg2[u] = i1 if above1 else second_arg
+                        min1[u] = p if above1 else m1
+                        arg1[u] = r32 if above1 else i1
                 else:
                     for u in range(z):
                         t = src[u] - mr[u]
@@ -355,6 +420,14 @@ def qc_kernel(
                 for u in range(z):
                     min1[u] = min(max(scale * min1[u] - offset, zero), limit)
                     min2[u] = min(max(scale * min2[u] - offset, zero), limit)
+            elif algorithm == 2:
+                # Exact messages for the two weakest inputs, the expansion's terms for the rest.
+                for u in range(z):
+                    t = total[u]
+                    min1[u] = phi(max(t - min1[u], zero), k)
+                    min2[u] = phi(max(t - min2[u], zero), k)
+                    base_phi[u] = phi(t, k)
+                    coef1[u], coef2[u] = expansion(t, k)
             # Pass 2, per base edge: new messages and posteriors (the extrinsic input recomputed,
             # bit for bit, rather than stored and reloaded), written back to the doubled block.
             for r in range(degree):
@@ -368,6 +441,22 @@ def qc_kernel(
                     for u in range(z):
                         t = src[u] - mr[u]
                         mag = phi(max(total[u] - mg[u], zero), k)
+                        value = -mag if (negative[u] ^ _sign(t)) != 0 else mag
+                        mr[u] = value
+                        values2[u] = t + value
+                elif algorithm == 2:
+                    mg = mags[r * z : r * z + z]
+                    r32 = np.int32(r)
+                    for u in range(z):
+                        t = src[u] - mr[u]
+                        p = mg[u]
+                        approx = base_phi[u] + p * (coef1[u] + p * coef2[u])
+                        exact1 = min1[u]
+                        exact2 = min2[u]
+                        is1 = arg1[u] == r32
+                        is2 = arg2[u] == r32
+                        mag = exact2 if is2 else approx
+                        mag = exact1 if is1 else mag
                         value = -mag if (negative[u] ^ _sign(t)) != 0 else mag
                         mr[u] = value
                         values2[u] = t + value
@@ -515,6 +604,16 @@ def decode_reference(
                 phis = phi_reference(a)
                 total = np.cumsum(phis, dtype=np.float32)[-1]  # sequential, as the kernels add
                 mags = phi_reference(np.maximum(total - phis, zero))
+            elif algorithm == ALGORITHM_SUM_PRODUCT_TAYLOR:
+                phis = phi_reference(a)
+                total = np.cumsum(phis, dtype=np.float32)[-1]
+                weakest = np.argsort(-phis, kind="stable")[:2]  # largest phi, first on ties
+                exact = phi_reference(np.maximum(total - phis[weakest], zero))
+                at_total = np.array([total], dtype=np.float32)
+                base = phi_reference(at_total)[0]
+                c1, c2 = (c[0] for c in expansion_reference(at_total))
+                mags = (base + phis * (c1 + phis * c2)).astype(np.float32)
+                mags[weakest] = exact
             else:
                 order = np.argsort(a, kind="stable")
                 big = f32(np.finfo(np.float32).max)

@@ -16,7 +16,14 @@ from qkdnode.dsp.ldpc.decoder import (
     decode_syndrome_reference,
     decode_syndromes,
 )
-from qkdnode.dsp.ldpc.phi import PHI_TINY_X, phi_constants, phi_many, phi_reference
+from qkdnode.dsp.ldpc.phi import (
+    PHI_TINY_X,
+    expansion_many,
+    expansion_reference,
+    phi_constants,
+    phi_many,
+    phi_reference,
+)
 
 
 def random_code(n: int, m: int, var_degree: int, seed: int) -> LdpcCode:
@@ -91,6 +98,37 @@ def test_phi_kernel_agrees_with_twin(values: list[float]) -> None:
     np.testing.assert_array_equal(compiled.view(np.int32), phi_reference(x).view(np.int32))
 
 
+def test_expansion_is_taylor_of_phi() -> None:
+    x = np.array([1e-12, 1e-6, 0.01, 0.2, 0.25, 0.7, 1.5, 4.0, 12.0, 40.0], np.float32)
+    xd = x.astype(np.float64)
+    a1, a2 = expansion_reference(x)
+    np.testing.assert_allclose(a1, 1.0 / np.sinh(xd), rtol=1e-5)
+    np.testing.assert_allclose(a2, np.cosh(xd) / (2.0 * np.sinh(xd) ** 2), rtol=1e-5)
+    # phi(x - p) against its expansion: the error is third order in p.
+    for p in (1e-3, 1e-2):
+        shifted = phi_reference((x[3:] - np.float32(p)).astype(np.float32)).astype(np.float64)
+        approx = phi_reference(x[3:]) + p * (a1[3:] + p * a2[3:])
+        np.testing.assert_allclose(approx, shifted, rtol=50 * p**3 + 2e-5)
+
+
+@settings(deadline=None, max_examples=30)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(0.0, 100.0, width=32),
+            st.sampled_from([0.0, 1e-13, 1e-12, 0.25, 80.0, 1e6, np.float32(0.25).item()]),
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_expansion_kernel_agrees_with_twin(values: list[float]) -> None:
+    x = np.array(values, np.float32)
+    compiled = expansion_many(x, phi_constants())
+    for got, want in zip(compiled, expansion_reference(x), strict=True):
+        np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+
+
 @settings(deadline=None, max_examples=40)
 @given(
     n=st.integers(4, 40),
@@ -101,7 +139,7 @@ def test_phi_kernel_agrees_with_twin(values: list[float]) -> None:
     scale=st.sampled_from([1.0, 0.78, 0.5, 0.8125]),
     offset=st.sampled_from([0.0, 0.15, 0.5]),
     max_iterations=st.integers(0, 8),
-    algorithm=st.sampled_from(["sum-product", "min-sum"]),
+    algorithm=st.sampled_from(["sum-product", "sum-product-taylor", "min-sum"]),
     stall=st.sampled_from([None, 1, 2, 3]),
 )
 def test_csr_kernel_agrees_with_twin(
@@ -144,7 +182,7 @@ def test_csr_kernel_agrees_with_twin(
     scale=st.sampled_from([1.0, 0.78, 0.5]),
     offset=st.sampled_from([0.0, 0.15]),
     max_iterations=st.integers(0, 8),
-    algorithm=st.sampled_from(["sum-product", "min-sum"]),
+    algorithm=st.sampled_from(["sum-product", "sum-product-taylor", "min-sum"]),
     stall=st.sampled_from([None, 1, 2, 3]),
 )
 def test_qc_kernel_agrees_with_twin(
@@ -188,7 +226,7 @@ def test_qc_kernel_agrees_with_twin(
     seed=st.integers(0, 2**32 - 1),
     qber=st.sampled_from([0.01, 0.05, 0.12, 0.3]),
     max_iterations=st.integers(0, 30),
-    algorithm=st.sampled_from(["sum-product", "min-sum"]),
+    algorithm=st.sampled_from(["sum-product", "sum-product-taylor", "min-sum"]),
 )
 def test_converged_decode_matches_syndrome(
     kind: str, seed: int, qber: float, max_iterations: int, algorithm: Algorithm
@@ -207,7 +245,7 @@ def test_converged_decode_matches_syndrome(
 
 
 @pytest.mark.parametrize("kind", ["csr", "qc"])
-@pytest.mark.parametrize("algorithm", ["sum-product", "min-sum"])
+@pytest.mark.parametrize("algorithm", ["sum-product", "sum-product-taylor", "min-sum"])
 def test_corrects_errors_below_threshold(kind: str, algorithm: Algorithm) -> None:
     code = either_code(kind, 200, 100, seed=7, z=20)
     rng = np.random.default_rng(11)
@@ -326,7 +364,7 @@ class TestBadInput:
     seed=st.integers(0, 2**32 - 1),
     first=st.integers(0, 4),
     second=st.integers(0, 4),
-    algorithm=st.sampled_from(["sum-product", "min-sum"]),
+    algorithm=st.sampled_from(["sum-product", "sum-product-taylor", "min-sum"]),
 )
 def test_warm_start_agrees_with_twin(
     kind: str, seed: int, first: int, second: int, algorithm: Algorithm
