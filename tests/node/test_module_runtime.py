@@ -228,3 +228,47 @@ def test_stalled_distillation_stops_acquisition(tmp_path: Path) -> None:
     assert still >= 8, "the bench kept advancing"
     assert n < slot <= bound
     assert block == 0
+
+
+def test_kq2_stop_pauses_the_frames_and_start_resumes_them(tmp_path: Path) -> None:
+    """Kq-2 at the transmitter: after a stop no new frame is drawn or loaded (so no new block
+    can start); a start resumes where it stopped."""
+    from qkdnode.node.protocol.kq1 import StartRequested, StopRequested
+
+    class Frames:
+        def __init__(self) -> None:
+            self.blocks: list[int] = []
+            self.changed = asyncio.Condition()
+
+        async def load(self, block: int, basis: np.ndarray, bit: np.ndarray,
+                       intensity: np.ndarray) -> None:
+            async with self.changed:
+                self.blocks.append(block)
+                self.changed.notify_all()
+
+        async def until(self, n: int) -> None:
+            async with self.changed:
+                await self.changed.wait_for(lambda: len(self.blocks) >= n)
+
+    async def scenario() -> tuple[list[int], list[int], list[int]]:
+        plan = FramePlan("ab", 1 << 12, 1 << 12, MU, P, q_x=0.5)
+        frames = Frames()
+        alice = AliceModule(plan, QdistAlice(PARAMS, SECRET), frames,
+                            KeyOutbox(Kq1Recorder(), "ab"), None, np.random.default_rng(1))
+        (play,) = [asyncio.create_task(c) for c in alice._producers()]
+        await asyncio.wait_for(frames.until(3), 60)
+        await alice.control(StopRequested())
+        await asyncio.sleep(0.2)  # a frame being drawn may still be loaded
+        stopped = list(frames.blocks)
+        await asyncio.sleep(0.5)
+        still = list(frames.blocks)
+        await alice.control(StartRequested())
+        await asyncio.wait_for(frames.until(len(still) + 3), 60)
+        play.cancel()
+        await asyncio.gather(play, return_exceptions=True)
+        return stopped, still, frames.blocks
+
+    stopped, still, after = asyncio.run(scenario())
+    assert still == stopped
+    assert after[:len(still)] == still
+    assert after == list(range(len(after)))  # resumed with the next block, none skipped
