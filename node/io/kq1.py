@@ -202,8 +202,11 @@ class Kq1Server:
         seq = session.status_seq
         waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         session.status_waiters[seq] = waiter
-        await self._control(module, StatusRequested(seq))
-        return await asyncio.wait_for(waiter, timeout_s)
+        try:
+            await self._control(module, StatusRequested(seq))
+            return await asyncio.wait_for(waiter, timeout_s)
+        finally:
+            session.status_waiters.pop(seq, None)
 
 
 ControlHandler = Callable[[StartRequested | StopRequested], Awaitable[None]]
@@ -264,15 +267,18 @@ class Kq1Client:
         delay = RECONNECT_FIRST_S
         while True:
             if self._conn is None:
+                failed = False
                 async with self._lock:  # push() connects under the same lock
                     if self._conn is None:
                         try:
                             await self.connect(timeout_s=0.0)
                             delay = RECONNECT_FIRST_S
                         except (ConnectionError, OSError):
-                            await asyncio.sleep(delay)
-                            delay = min(2 * delay, RECONNECT_MAX_S)
-                            continue
+                            failed = True
+                if failed:  # wait without the lock: a push may connect meanwhile
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, RECONNECT_MAX_S)
+                    continue
             task = self._reader_task
             if task is not None:
                 await asyncio.wait([task])
