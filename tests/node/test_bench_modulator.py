@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 
 import pytest
 
+from qkdnode.drivers.errors import TransportError
 from qkdnode.drivers.roles import LockMode
 from qkdnode.node.bench import open_lab, run_procedure, simulated_lab_config
 from qkdnode.node.bench.runner import PROCEDURES
@@ -47,3 +49,65 @@ def test_scan_stays_inside_the_modulator_bias_limit(tmp_path):
         volts = [abs(float(row["set_v"])) for row in csv.DictReader(f)]
     assert max(volts) <= 5.0
     assert abs(record["value"] - 40.0) <= max(3 * record["uncertainty"], 1e-4)
+
+
+class _BiasLinkDrops:
+    """The bias controller's transport, dropping on the ``fail_at``-th bias setting (once), as a
+    VISA or serial link that fails mid-scan."""
+
+    def __init__(self, transport, fail_at):
+        self._transport = transport
+        self._left = fail_at
+
+    def query(self, command):
+        if command.startswith("MZM:HOLD:VOLTAGE:"):
+            self._left -= 1
+            if self._left == 0:
+                raise TransportError("bias controller at sim://bench/bias: link lost")
+        return self._transport.query(command)
+
+    def __getattr__(self, name):
+        return getattr(self._transport, name)
+
+
+def test_interrupted_scan_keeps_each_point_on_disk(tmp_path, monkeypatch):
+    from qkdnode.drivers import registry
+
+    original = registry.open_transport
+    seen = []
+
+    def opening(resource, **options):
+        transport = original(resource, **options)
+        return _BiasLinkDrops(transport, 31) if resource.endswith("/bias") else transport
+
+    monkeypatch.setattr(registry, "open_transport", opening)
+    lab = _lab({"seed": 62})
+    try:
+        bc = lab.role("bias_controller")
+        bc.set_lock_mode(LockMode.NULL)
+        real_tap = bc.tap_power_w
+
+        def tap_power_w():
+            # Each completed point is on disk before the next reading is taken.
+            with (tmp_path / "readings.csv").open() as f:
+                seen.append(len(list(csv.DictReader(f))))
+            return real_tap()
+
+        monkeypatch.setattr(bc, "tap_power_w", tap_power_w, raising=False)
+        # The first point's reading comes before any row exists: an empty file to count.
+        (tmp_path / "readings.csv").write_text("scan,set_v,readback_v,tap_power_w\n")
+        with pytest.raises(TransportError, match="link lost"):
+            run_procedure("extinction-ratio", lab, tmp_path)
+        assert bc.lock_mode() == LockMode.NULL  # restored after the failure
+    finally:
+        lab.close()
+    assert seen == list(range(30))
+    data = json.loads((tmp_path / "result.json").read_text())
+    assert data["status"] == "failed"
+    assert data["complete"] is False
+    assert data["points_done"] == 30
+    assert "link lost" in data["error"]
+    with (tmp_path / "readings.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 30
+    assert {r["scan"] for r in rows} == {"coarse"}
