@@ -73,10 +73,15 @@ def _run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         stop = asyncio.Event()
+        hurry = asyncio.Event()  # a second Ctrl-C: do not wait for the blocks in flight
+
+        def on_signal() -> None:
+            (hurry if stop.is_set() else stop).set()
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, on_signal)
         started = []
         try:
             for daemon in daemons.values():
@@ -86,7 +91,7 @@ def _run(args: argparse.Namespace) -> int:
                       f"port {daemon.etsi.port}, management port {daemon.management_port}, "
                       f"Kq-1 socket {daemon.kq1.path}", flush=True)
             if any(config.links for _, config in configs):
-                await _run_modules(configs, daemons, stop, args.status_interval)
+                await _run_modules(configs, daemons, stop, hurry, args.status_interval)
             else:
                 await stop.wait()
         finally:
@@ -103,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _run_modules(configs: list[tuple[Any, Any]], daemons: dict[str, Any],
-                       stop: asyncio.Event, interval_s: float) -> None:
+                       stop: asyncio.Event, hurry: asyncio.Event, interval_s: float) -> None:
     from qkdnode.node.module.host import bench_frames, run_hosted, sim_benches
     from qkdnode.node.module.launch import build_ends, status_lines
 
@@ -117,7 +122,7 @@ async def _run_modules(configs: list[tuple[Any, Any]], daemons: dict[str, Any],
         print("qkdnode: QKD modules running: " + ", ".join(
             f"{end.config.node.name}/{end.link.name} ({end.link.role})" for end in ends),
             flush=True)
-        await run_hosted(daemons, ends, stop, show, interval_s,
+        await run_hosted(daemons, ends, stop, show, interval_s, hurry=hurry,
                          say=lambda text: print("qkdnode: " + text, flush=True))
 
 

@@ -134,12 +134,13 @@ def node_daemons(configs: Sequence[tuple[Path, NodeConfig]]) -> dict[str, NodeDa
     return {name: NodeDaemon(config, str(path)) for name, (path, config) in first.items()}
 
 
-async def _blocks_ended(ends: Sequence[LinkEnd], timeout_s: float) -> bool:
+async def _blocks_ended(ends: Sequence[LinkEnd], timeout_s: float,
+                        hurry: asyncio.Event | None = None) -> bool:
     """Waits until no end has a block in flight (twice in a row: a block may start between
-    two looks); False if that did not happen within ``timeout_s``."""
+    two looks); False if that did not happen within ``timeout_s`` or ``hurry`` was set."""
     deadline = time.monotonic() + timeout_s
     quiet = 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (hurry is not None and hurry.is_set()):
         quiet = quiet + 1 if all(end.module.idle for end in ends) else 0
         if quiet >= 2:
             return True
@@ -150,10 +151,12 @@ async def _blocks_ended(ends: Sequence[LinkEnd], timeout_s: float) -> bool:
 async def run_hosted(daemons: dict[str, NodeDaemon], ends: list[LinkEnd],
                      stop: asyncio.Event, show: Callable[[list[LinkEnd]], None],
                      interval_s: float, *, grace_s: float = STOP_GRACE_S,
-                     say: Callable[[str], None] = log.info) -> None:
+                     say: Callable[[str], None] = log.info,
+                     hurry: asyncio.Event | None = None) -> None:
     """Runs ``ends`` with their (started) key managers ``daemons`` until ``stop`` is set, then
     stops the modules first (the key managers ask them over Kq-2), lets their blocks in flight
-    end and their keys reach the key managers. The caller stops the key managers after.
+    end and their keys reach the key managers (``hurry``, once set, cuts that wait short). The
+    caller stops the key managers after.
 
     Raises:
         whatever ended a module (an instrument or configuration failure).
@@ -166,10 +169,11 @@ async def run_hosted(daemons: dict[str, NodeDaemon], ends: list[LinkEnd],
             modules.result()  # a module that ended by itself failed: say why
             return
         say("stopping: the key managers stop their QKD modules (Kq-2); waiting up to "
-            f"{grace_s:g} s for the blocks in flight")
+            f"{grace_s:g} s for the blocks in flight"
+            + ("" if hurry is None else " (a second Ctrl-C or SIGTERM: at once)"))
         for daemon in daemons.values():
             await daemon.stop_modules()
-        if not await _blocks_ended(ends, grace_s):
+        if not await _blocks_ended(ends, grace_s, hurry):
             say(f"blocks still in flight after {grace_s:g} s are abandoned (no key from them)")
         try:
             await asyncio.wait_for(asyncio.gather(*(end.outbox.drain() for end in ends)),
