@@ -39,6 +39,7 @@ __all__ = [
     "qc_layout",
     "syndrome",
     "syndrome_reference",
+    "validated_qber",
 ]
 
 # Frame length of the shipped family used when get_code is called without n: long enough that
@@ -425,6 +426,48 @@ def load_code(name: str) -> LdpcCode:
         else:
             raise ValueError(f"name: code file {name!r} has unknown format {fmt!r}")
     return _build(m, n, chk_ptr, chk_var, name)
+
+
+# QBER range over which each shipped code has been shown to decode in blind rate-adaptive
+# reconciliation (frames kept at FER <= 1 %; how each range was measured is noted). A code
+# without an entry is never chosen by ``qkdnode.dsp.reconcile.choose_code``. The lower end is 0
+# where the code was measured at a QBER low enough that its frame carries the full payload: below
+# it the frame layout no longer changes and only the number of errors falls.
+#
+# "evaluate": ``python -m qkdnode.dsp.ldpc.construct --out dsp/codes --no-build --evaluate``
+# (2026-11-22, table in construct.py): FER <= 1 % with the full syndrome at efficiency <= 1.34,
+# within what a frame may disclose (plan.MIN_FULL_EFFICIENCY + plan.PAYLOAD_REVEAL_EFFICIENCY).
+VALIDATED_QBER: dict[str, tuple[float, float]] = {
+    "n64000_r050": (0.0, 0.0942),
+    "n64000_r055": (0.0, 0.0820),
+    "n64000_r060": (0.0, 0.0677),
+    "n64000_r065": (0.0, 0.0563),
+    "n64000_r070": (0.0, 0.0452),
+    "n64000_r075": (0.0, 0.0351),
+    "n64000_r080": (0.0, 0.0263),
+    "n64000_r085": (0.0, 0.0177),
+    "n64000_r090": (0.0, 0.0098),
+    # evaluate: FER <= 1 % at QBER 0.34 % (f = 1.51), where the frame carries its full payload
+    # with the whole syndrome at f = 1.54; reconcile_local kept 5/5 frames at 0.2 % and 0.4 %
+    # (/tmp/lowq.py, 2026-11-22) but discarded 4/6 at 0.6 %.
+    "n64000_r095": (0.0, 0.0034),
+    "n16000_r050": (0.0, 0.0918),
+    "n16000_r055": (0.0, 0.0779),
+    "n16000_r060": (0.0, 0.0637),
+    "n16000_r065": (0.0, 0.0518),
+    "n16000_r070": (0.0, 0.0422),
+    "n16000_r075": (0.0, 0.0328),
+    "n16000_r080": (0.0, 0.0241),
+    "n16000_r085": (0.0, 0.0158),
+    "n16000_r090": (0.0, 0.0091),
+    # benchmarks/bench_reconcile.py (2026-11-22): every frame kept at QBER 2 %.
+    "n192000_r085": (0.0, 0.0200),
+}
+
+
+def validated_qber(name: str) -> tuple[float, float] | None:
+    """The QBER range ``(low, high)`` over which a shipped code was shown to decode, or ``None``."""
+    return VALIDATED_QBER.get(name)
 
 
 @functools.lru_cache(maxsize=64)

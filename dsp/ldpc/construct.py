@@ -513,11 +513,11 @@ def girth_reference(checks: NDArray[np.integer], variables: NDArray[np.integer])
 
 # The shipped family: (base variables nb, lifting size z, rate keys or None for all) per frame
 # length n = nb * z. nb = 1000 resolves node-degree fractions to 0.1 % and makes every rate step of
-# 0.05 an integer number of base checks; z = 64 gives the default 64 000-bit frames (near-capacity,
-# still fast to decode), z = 16 a 16 000-bit family for small blocks and quick tests, and z = 192
-# 192 000-bit frames at the high rates (QBER 1-2 %), where the short frames fall furthest from
-# capacity and the 64-bit verification tag weighs most; a longer lift also fills the decoder's
-# vector loops better.
+# 0.05 (and 0.97) an integer number of base checks; z = 64 gives the default 64 000-bit frames
+# (near-capacity, still fast to decode), z = 16 a 16 000-bit family for small blocks and quick
+# tests, and z = 192 192 000-bit frames at the high rates (QBER 1-2 %), where the short frames
+# fall furthest from capacity and the 64-bit verification tag weighs most; a longer lift also
+# fills the decoder's vector loops better.
 FAMILY: tuple[tuple[int, int, tuple[str, ...] | None], ...] = (
     (1000, 64, None),
     (1000, 16, None),
@@ -532,6 +532,16 @@ FAR_LEVEL = 3
 # Seed of the shipped family; each code adds its index so that codes are independent.
 DEFAULT_SEED = 20261122
 
+# Seeds of the codes added after the first family was built: fixed here, so that adding a rate
+# does not renumber (and so change) the codes already shipped. The first family's seeds are
+# DEFAULT_SEED + 1 + (index of the code in FAMILY order, over the rate keys 0.50 ... 0.95).
+_FIRST_FAMILY_KEYS = ("0.50", "0.55", "0.60", "0.65", "0.70", "0.75", "0.80", "0.85", "0.90",
+                      "0.95")
+_ADDED_SEEDS: dict[tuple[str, int], int] = {
+    ("0.97", 64): DEFAULT_SEED + 101,
+    ("0.97", 16): DEFAULT_SEED + 102,
+}
+
 
 def code_name(n: int, rate: float) -> str:
     """File stem of a shipped code, e.g. ``n64000_r080``."""
@@ -542,9 +552,14 @@ def shipped_builds() -> list[tuple[str, str, int, int, int]]:
     """The recipe of every shipped code: ``(name, rate_key, nb, z, seed)``."""
     keys = sorted(load_distributions()["rates"], key=float)
     builds: list[tuple[str, str, int, int, int]] = []
+    index = 0
     for nb, z, rates in FAMILY:
         for key in keys if rates is None else sorted(rates, key=float):
-            seed = DEFAULT_SEED + len(builds) + 1
+            if key in _FIRST_FAMILY_KEYS or rates is not None:
+                index += 1
+                seed = DEFAULT_SEED + index
+            else:
+                seed = _ADDED_SEEDS[(key, z)]
             builds.append((code_name(nb * z, float(key)), key, nb, z, seed))
     return builds
 

@@ -44,7 +44,16 @@ from ..estimation import binary_entropy
 from ..ldpc.codes import get_code
 from ..ldpc.decoder import DecodeResult, decode_syndrome, decode_syndromes
 from .ends import AliceFrame, BobFrame
-from .local import ABORT_QBER, FrameOutcome, ReconcileReport, choose_code, reconcile_local
+from .local import (
+    ABORT_QBER,
+    MIN_TAIL_FRACTION,
+    START_QUANTILE,
+    START_WINDOW,
+    FrameOutcome,
+    ReconcileReport,
+    choose_code,
+    reconcile_local,
+)
 from .messages import (
     BitsRevealed,
     DecodingReported,
@@ -57,6 +66,9 @@ from .plan import FramePlan, modulated_positions, plan_frame
 
 __all__ = [
     "ABORT_QBER",
+    "MIN_TAIL_FRACTION",
+    "START_QUANTILE",
+    "START_WINDOW",
     "AliceFrame",
     "BitsRevealed",
     "BobFrame",

@@ -12,7 +12,14 @@ from numpy.typing import NDArray
 
 from .._validate import check_bits
 from ..estimation import binary_entropy
-from ..ldpc.codes import DEFAULT_N, LdpcCode, available_codes, get_code, load_code
+from ..ldpc.codes import (
+    DEFAULT_N,
+    LdpcCode,
+    available_codes,
+    get_code,
+    load_code,
+    validated_qber,
+)
 from ..ldpc.decoder import DEFAULT_MAX_ITERATIONS, decode_syndromes
 from ..verification import DEFAULT_EPS_COR
 from .ends import AliceFrame, BobFrame
@@ -21,6 +28,10 @@ from .plan import BLIND_STEP_EFFICIENCY, MIN_PLANNING_QBER, START_EFFICIENCY, pl
 
 __all__ = [
     "ABORT_QBER",
+    "LENGTH_CHOICE_FRAMES",
+    "MIN_TAIL_FRACTION",
+    "START_QUANTILE",
+    "START_WINDOW",
     "FrameOutcome",
     "FrameStatus",
     "ReconcileReport",
@@ -46,6 +57,10 @@ MIN_TAIL_FRACTION = 0.25
 # A code whose first syndrome cannot be as short as START_EFFICIENCY by at most this much is
 # still preferred to a more shortened one (see choose_code).
 CODE_CHOICE_SLACK = 0.05
+
+# With no frame length given, the longest frames are used when the input fills at least this many
+# of their payloads (see choose_code).
+LENGTH_CHOICE_FRAMES = 3
 
 # Frames decoded together (one decoder call over all cores) before plans are revised.
 FRAMES_PER_BATCH = 8
@@ -147,32 +162,77 @@ def _rng(source: np.random.Generator | bytes | None) -> np.random.Generator:
     raise TypeError(f"rng must be a numpy Generator, bytes or None, got {type(source).__name__}")
 
 
-def choose_code(qber: float, n: int | None) -> LdpcCode:
-    """Chooses the shipped code of length ``n`` (default length if ``None``) for a QBER.
+def choose_code(qber: float, n: int | None, available: int | None = None) -> LdpcCode:
+    """Chooses the shipped code for a QBER: its frame length, then its rate.
 
-    Among the codes whose plan starts within ``CODE_CHOICE_SLACK`` of ``START_EFFICIENCY``, the
-    one with the largest payload (the least shortening: shortening costs efficiency and
-    throughput); if none can, the one whose start efficiency is lowest.
+    Only codes whose validated QBER range (:data:`qkdnode.dsp.ldpc.codes.VALIDATED_QBER`)
+    contains ``qber`` are considered. Among those of one length, the codes whose plan starts
+    within ``CODE_CHOICE_SLACK`` of ``START_EFFICIENCY`` are preferred, the one with the largest
+    payload (the least shortening: shortening costs efficiency and throughput); if none can, the
+    one whose start efficiency is lowest.
+
+    The length: ``n`` if given. Otherwise, with ``available`` (payload bits to reconcile) given,
+    the longest length whose chosen code fills ``LENGTH_CHOICE_FRAMES`` full frames with them
+    (long frames reconcile closer to capacity, but a long frame's tail is shortened away),
+    else the shortest length with a validated code; without ``available``, ``DEFAULT_N`` (or,
+    when no code of that length is validated at ``qber``, the other lengths in turn: the next
+    longer first).
 
     Raises:
-        ValueError: No shipped code has length ``n``.
+        ValueError: No shipped code has length ``n``, or none of the lengths considered has a
+            code validated at ``qber`` (the message names the validated ranges).
     """
-    length = DEFAULT_N if n is None else n
-    names = [info.name for info in available_codes() if info.n == length]
-    if not names:
-        return get_code(0.5, length)  # raises ValueError naming the lengths available
+    lengths = sorted({info.n for info in available_codes()})
+    if n is not None:
+        if n not in lengths:
+            return get_code(0.5, n)  # raises ValueError naming the lengths available
+        order = [n]
+    elif available is None:
+        longer = [length for length in lengths if length > DEFAULT_N]
+        shorter = [length for length in lengths if length < DEFAULT_N]
+        order = [DEFAULT_N, *longer, *reversed(shorter)]
+    else:
+        order = sorted(lengths, reverse=True)
+    chosen: LdpcCode | None = None
+    for length in order:
+        code = _best_of_length(qber, length)
+        if code is None:
+            continue
+        chosen = code
+        if n is not None or available is None:
+            break
+        if available >= LENGTH_CHOICE_FRAMES * plan_frame(code, code.n, qber).payload_length:
+            break
+    if chosen is None:
+        ranges = {
+            info.name: validated_qber(info.name)
+            for info in available_codes() if n is None or info.n == n
+        }
+        raise ValueError(
+            f"qber: no shipped code{'' if n is None else f' of length {n}'} is validated at "
+            f"QBER {qber:.4f}; validated ranges: { {k: v for k, v in ranges.items() if v} }"
+        )
+    return chosen
+
+
+def _best_of_length(qber: float, length: int) -> LdpcCode | None:
+    """The code of one length chosen at ``qber`` (see :func:`choose_code`), or ``None``."""
     h = binary_entropy(max(qber, MIN_PLANNING_QBER))
     feasible: list[tuple[int, str]] = []
     fallback: list[tuple[float, str]] = []
-    for name in names:
-        code = load_code(name)
+    for info in available_codes():
+        valid = validated_qber(info.name)
+        if info.n != length or valid is None or not valid[0] <= qber <= valid[1]:
+            continue
+        code = load_code(info.name)
         plan = plan_frame(code, code.n, qber)
         efficiency = (code.m - plan.n_punctured) / (plan.payload_length * h)
         if efficiency <= START_EFFICIENCY + CODE_CHOICE_SLACK:
-            feasible.append((plan.payload_length, name))
-        fallback.append((efficiency, name))
-    best = max(feasible)[1] if feasible else min(fallback)[1]
-    return load_code(best)
+            feasible.append((plan.payload_length, info.name))
+        fallback.append((efficiency, info.name))
+    if not fallback:
+        return None
+    return load_code(max(feasible)[1] if feasible else min(fallback)[1])
 
 
 def _aborted(bob: NDArray[np.uint8], reason: str) -> ReconcileReport:
@@ -214,7 +274,8 @@ def reconcile_local(
             16), or ``None`` for fresh operating-system entropy.
         eps_cor: Collision bound of each frame's verification.
         code: A specific code for every frame (else the best shipped code per frame).
-        n: Frame length of the shipped family to use (``None``: the default length).
+        n: Frame length of the shipped family to use (``None``: chosen per batch from the bits
+            still to reconcile, see :func:`choose_code`).
         max_iterations: Decoder budget per round.
         keep_messages: Keep every message in the report (for audits and tests).
 
@@ -253,7 +314,7 @@ def reconcile_local(
     offset = 0
     aborted_reason: str | None = None
     while offset < alice.size:
-        frame_code = code if code is not None else choose_code(qber, n)
+        frame_code = code if code is not None else choose_code(qber, n, alice.size - offset)
         full_payload = plan_frame(frame_code, frame_code.n, qber).payload_length
         batch_size = 1 if qber_estimate is None and not outcomes else FRAMES_PER_BATCH
         starts: list[int] = []

@@ -21,13 +21,14 @@ from numpy.typing import NDArray
 from qkdnode.dsp.estimation import DecoyCounts, binary_entropy
 from qkdnode.dsp.privacy import toeplitz_hash
 from qkdnode.dsp.reconcile import (
+    START_QUANTILE,
+    START_WINDOW,
     AliceFrame,
     BitsRevealed,
     TagComputed,
     choose_code,
     plan_frame,
 )
-from qkdnode.dsp.reconcile.local import START_QUANTILE, START_WINDOW
 from qkdnode.dsp.reconcile.plan import (
     BLIND_STEP_EFFICIENCY,
     MIN_PLANNING_QBER,
