@@ -13,9 +13,12 @@ Two compiled kernels run the same algorithm:
 Both perform, per check, the same float32 operations in the same order as the plain twin
 :func:`decode_reference`, so all three agree bit for bit.
 
-Check update. Sum-product (the default): ``|r_i| = phi(sum_j phi(|t_j|) - phi(|t_i|))`` with
-``phi`` from :mod:`.phi` (branch-free float32), the sum taken in edge order. Normalised/offset
-min-sum: ``|r_i| = min(max(scale * min_{j != i} |t_j| - offset, 0), MESSAGE_LIMIT)``.
+Check update (``algorithm``). Sum-product (1): ``|r_i| = phi(T - p_i)``, ``p_j = phi(|t_j|)``,
+``T = sum_j p_j`` taken in edge order, ``phi`` from :mod:`.phi` (branch-free float32).
+Sum-product-taylor (2): the same for the two edges of largest ``p`` (first ones on ties), and
+``phi(T) + a1 p_i + a2 p_i^2`` (:func:`.phi.expansion` at ``T``) for every other edge: one phi
+per edge instead of two. Normalised/offset min-sum (0): ``|r_i| = min(max(scale * min_{j != i}
+|t_j| - offset, 0), MESSAGE_LIMIT)``.
 
 The sign of ``r_i`` is the parity of the syndrome bit and of the other inputs' sign bits (so
 ``-0.0`` counts as negative there); a hard decision is 1 where the posterior is ``< 0``.
