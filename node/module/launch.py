@@ -379,5 +379,8 @@ def status_lines(ends: list[LinkEnd], now: float | None = None) -> list[str]:
         out.append(f"{end.config.node.name}/{end.link.name} {s['role']}: sync {s['sync']}, "
                    f"sifted {s['sifted_rate_bps']:.0f} bit/s, QBER {qber}, secret "
                    f"{s['secret_key_rate_bps']:.0f} bit/s, blocks {s['blocks_completed']} ok / "
-                   f"{s['blocks_aborted']} aborted, keys at KM waiting {end.outbox.pending}")
+                   f"{s['blocks_aborted']} aborted, keys at KM waiting {end.outbox.pending}"
+                   + (f", Qdist reconnects {end.module.connections - 1}"
+                      if end.module.connections > 1 else "")
+                   + ("" if end.module.running.is_set() else ", STOPPED (Kq-2)"))
     return out

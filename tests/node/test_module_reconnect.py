@@ -15,7 +15,7 @@ import numpy as np
 
 from qkdnode.node.config import load_config
 from qkdnode.node.module.host import bench_frames, sim_benches
-from qkdnode.node.module.launch import build_ends, run_ends
+from qkdnode.node.module.launch import build_ends, run_ends, status_lines
 from qkdnode.node.module.runtime import AliceModule
 from qkdnode.node.protocol.qdist import BlockAborted, BlockCompleted
 
@@ -115,7 +115,7 @@ def test_cut_connection_aborts_the_block_in_flight_and_the_ends_go_on(tmp_path: 
     alice_port = free_port()
     (tmp_path / "secret.bin").write_bytes(bytes(range(256)) * 8)
 
-    async def scenario() -> tuple[list, list, int]:
+    async def scenario() -> tuple[list, list, int, list[str]]:
         relay = Relay(alice_port)
         relay_port = await relay.start()
         files = []
@@ -145,10 +145,11 @@ def test_cut_connection_aborts_the_block_in_flight_and_the_ends_go_on(tmp_path: 
                 cutting.cancel()
                 await relay.close()
             bob = next(e.module for e in ends if e.module is not alice)
-            return alice.results, bob.results, relay.accepted
+            return alice.results, bob.results, relay.accepted, status_lines(ends)
 
-    alice_results, bob_results, accepted = asyncio.run(scenario())
+    alice_results, bob_results, accepted, lines = asyncio.run(scenario())
     assert accepted >= 2, "the receiver did not reconnect"
+    assert all(f"Qdist reconnects {accepted - 1}" in line for line in lines), lines
     # Both ends ended the same blocks the same way, with the same keys.
     assert [r.block_id for r in alice_results] == [r.block_id for r in bob_results]
     for ra, rb in zip(alice_results, bob_results, strict=True):
