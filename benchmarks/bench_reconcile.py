@@ -44,7 +44,8 @@ from qkdnode.dsp.ldpc.decoder import (
 )
 from qkdnode.dsp.reconcile import binary_entropy, choose_code, plan_frame, reconcile_local
 
-QBERS = (0.01, 0.02, 0.05, 0.08)
+# 0.5 % and 1 %: the QBER of the simulated link (bench_link: 0.65-0.8 %) and of good links.
+QBERS = (0.005, 0.01, 0.02, 0.05, 0.08)
 # QBERs also run on the long family (192 000-bit frames, rates 0.85 and 0.90 only).
 LONG_N = 192000
 LONG_QBERS = (0.01, 0.02)

@@ -24,7 +24,14 @@ from ..ldpc.decoder import DEFAULT_MAX_ITERATIONS, decode_syndromes
 from ..verification import DEFAULT_EPS_COR
 from .ends import AliceFrame, BobFrame
 from .messages import Message
-from .plan import BLIND_STEP_EFFICIENCY, MIN_PLANNING_QBER, START_EFFICIENCY, plan_frame
+from .plan import (
+    BLIND_STEP_EFFICIENCY,
+    MIN_FULL_EFFICIENCY,
+    MIN_PLANNING_QBER,
+    START_EFFICIENCY,
+    full_efficiency,
+    plan_frame,
+)
 
 __all__ = [
     "ABORT_QBER",
@@ -72,6 +79,9 @@ FRAMES_PER_BATCH = 8
 # that would have decoded below the start overpay, by less than the quantile's spread.
 START_QUANTILE = 0.1
 START_WINDOW = 64
+
+# First frames of a code with its own required efficiency start this much below it.
+START_BELOW_FULL = 0.15
 
 
 FrameStatus = Literal["verified", "tag_mismatch", "decoding_failed"]
@@ -327,7 +337,9 @@ def reconcile_local(
             offset += length
         if not starts:
             break
-        start_efficiency = _start_efficiency(successes.get(frame_code.name, []), qber)
+        start_efficiency = _start_efficiency(
+            frame_code, successes.get(frame_code.name, []), qber
+        )
         batch = _run_batch(
             frame_code, alice, bob, starts, full_payload, qber, start_efficiency, len(outcomes),
             source, eps_cor, max_iterations, transcript if keep_messages else None,
@@ -365,9 +377,17 @@ def reconcile_local(
     )
 
 
-def _start_efficiency(successes: Sequence[float], qber: float) -> float:
-    """Efficiency of the next first syndrome, from the disclosure rates of earlier successes."""
+def _start_efficiency(code: LdpcCode, successes: Sequence[float], qber: float) -> float:
+    """Efficiency of the next first syndrome, from the disclosure rates of earlier successes.
+
+    Without any yet, ``START_EFFICIENCY``, or ``START_BELOW_FULL`` below what a code that needs
+    more than the default (:func:`.plan.full_efficiency`) needs: its frames never decode lower,
+    and each blind step below costs a decoding round.
+    """
     if not successes:
+        own = full_efficiency(code)
+        if own > MIN_FULL_EFFICIENCY:
+            return max(START_EFFICIENCY, own - START_BELOW_FULL)
         return START_EFFICIENCY
     h = binary_entropy(max(qber, MIN_PLANNING_QBER))
     recent = np.asarray(successes[-START_WINDOW:], dtype=np.float64)

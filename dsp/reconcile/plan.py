@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..estimation import binary_entropy
-from ..ldpc.codes import LdpcCode
+from ..ldpc.codes import LdpcCode, required_efficiency
 
 __all__ = [
     "BLIND_STEP_EFFICIENCY",
@@ -26,6 +26,7 @@ __all__ = [
     "PAYLOAD_REVEAL_EFFICIENCY",
     "START_EFFICIENCY",
     "FramePlan",
+    "full_efficiency",
     "modulated_positions",
     "plan_frame",
 ]
@@ -101,6 +102,13 @@ def modulated_positions(code: LdpcCode) -> tuple[NDArray[np.int64], NDArray[np.i
     return np.array(positions, dtype=np.int64), np.array(checks, dtype=np.int64)
 
 
+def full_efficiency(code: LdpcCode) -> float:
+    """Efficiency the whole syndrome of a frame must reach: ``MIN_FULL_EFFICIENCY``, or more for
+    a shipped code that needs more (:data:`qkdnode.dsp.ldpc.codes.REQUIRED_EFFICIENCY`)."""
+    own = required_efficiency(code.name)
+    return MIN_FULL_EFFICIENCY if own is None else max(MIN_FULL_EFFICIENCY, own)
+
+
 @dataclass(frozen=True, slots=True)
 class FramePlan:
     """Public parameters of one frame, chosen by Alice and sent with the syndrome.
@@ -141,7 +149,7 @@ def plan_frame(
     d = positions.size
     h = binary_entropy(max(qber, MIN_PLANNING_QBER))
     full_payload = code.n - d
-    payload = min(full_payload, available, int(code.m / (MIN_FULL_EFFICIENCY * h)))
+    payload = min(full_payload, available, int(code.m / (full_efficiency(code) * h)))
     payload = max(payload, 1)
     punctured = min(d, max(0, code.m - math.ceil(start_efficiency * payload * h)))
     step = max(1, math.ceil(BLIND_STEP_EFFICIENCY * payload * h))

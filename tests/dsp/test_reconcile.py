@@ -284,10 +284,27 @@ def test_start_efficiency_follows_earlier_successes() -> None:
     from qkdnode.dsp.reconcile import local, plan
 
     h = binary_entropy(0.02)
-    assert local._start_efficiency([], 0.02) == plan.START_EFFICIENCY
+    assert local._start_efficiency(CODE, [], 0.02) == plan.START_EFFICIENCY
     # Frames that decoded at 1.10-1.20 x h: the next start is just below their low quantile.
     successes = list(np.linspace(1.10, 1.20, 11) * h)
-    start = local._start_efficiency(successes, 0.02)
+    start = local._start_efficiency(CODE, successes, 0.02)
     assert start == pytest.approx(1.11 - plan.BLIND_STEP_EFFICIENCY)
     # Never below the default start, however lucky the earlier frames were.
-    assert local._start_efficiency([0.5 * h], 0.02) == plan.START_EFFICIENCY
+    assert local._start_efficiency(CODE, [0.5 * h], 0.02) == plan.START_EFFICIENCY
+
+
+def test_codes_that_need_more_get_a_larger_syndrome() -> None:
+    from qkdnode.dsp.ldpc.codes import REQUIRED_EFFICIENCY, load_code
+    from qkdnode.dsp.reconcile import local, plan
+
+    name, needed = max(REQUIRED_EFFICIENCY.items(), key=lambda item: item[1])
+    code = load_code(name)
+    assert plan.full_efficiency(code) == needed
+    assert plan.full_efficiency(CODE) == plan.MIN_FULL_EFFICIENCY
+    # The payload is cut so that the whole syndrome reaches the code's own efficiency.
+    qber = 0.006
+    frame = plan_frame(code, code.n, qber)
+    assert code.m / (frame.payload_length * binary_entropy(qber)) == pytest.approx(needed, rel=1e-3)
+    # And its first frames start closer to where they decode.
+    start = local._start_efficiency(code, [], qber)
+    assert start == pytest.approx(needed - local.START_BELOW_FULL)
