@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -131,7 +132,11 @@ def node_daemons(configs: Sequence[tuple[Path, NodeConfig]]) -> dict[str, NodeDa
                 raise ConfigError(str(path), section, None,
                                   f"node {name!r} has another {section} in {seen_path}: one "
                                   f"node, one key manager")
-    return {name: NodeDaemon(config, str(path)) for name, (path, config) in first.items()}
+    # Each key manager knows every link of its node (its alarms use each link's qber_abort).
+    links = {name: tuple(link for _, c in configs if c.node.name == name for link in c.links)
+             for name in first}
+    return {name: NodeDaemon(dataclasses.replace(config, links=links[name]), str(path))
+            for name, (path, config) in first.items()}
 
 
 async def _blocks_ended(ends: Sequence[LinkEnd], timeout_s: float,

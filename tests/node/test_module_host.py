@@ -123,6 +123,22 @@ def test_one_node_in_two_files_needs_one_key_manager(tmp_path: Path) -> None:
         check_link_ends(configs)
 
 
+def test_each_key_manager_knows_the_links_of_its_node_from_every_file(tmp_path: Path) -> None:
+    files = write_nodes(tmp_path)
+    km_only = tmp_path / "A-km.toml"
+    text = files["A"].read_text()
+    km_only.write_text(text[:text.index("[[links]]")] + text[text.index("[key_manager]"):])
+    configs = [(p, load_config(p)) for p in (km_only, files["A"], files["B"])]
+    assert configs[0][1].links == ()
+    daemons = node_daemons(configs)
+    try:
+        assert [link.name for link in daemons["A"].config.links] == ["ab"]
+        assert daemons["A"].config.links[0].role == "transmitter"
+    finally:
+        for daemon in daemons.values():
+            daemon.store.close()
+
+
 def test_run_hosts_both_ends_with_kq2_status_and_an_orderly_stop(tmp_path: Path) -> None:
     files = write_nodes(tmp_path)
     configs = [(p, load_config(p)) for p in files.values()]
