@@ -2,8 +2,9 @@
 
 Three nodes in a line, A - B - C. Each node runs its key manager (:class:`~.km.daemon.NodeDaemon`:
 key store, Kq-1, Kx with mutual TLS, ETSI GS QKD 014, management port); each link (A-B, B-C)
-runs its two QKD modules (:mod:`.module.launch`: Qsync, Qdist over loopback TCP, keys over Kq-1)
-on a simulated bench of its own (5 km of fibre, the Lim et al. 2014 detectors). Keys between A
+runs its two QKD modules (:mod:`.module.launch`: Qsync, Qdist over loopback TCP, keys over Kq-1;
+hosted with the key managers by :mod:`.module.host`, as ``qkdnode run`` hosts them) on a
+simulated bench of its own (5 km of fibre, the Lim et al. 2014 detectors). Keys between A
 and C have no QKD link: the key managers relay them through B by one-time pad.
 
 Everything goes into a work directory: a CA with node and SAE certificates (``pki/``), the
@@ -196,19 +197,20 @@ async def _first_keys(demo: Demo, daemons: dict[str, NodeDaemon], start: float,
 async def run_demo(workdir: Path, duration_s: float | None, interval_s: float,
                    say: Callable[[str], None] = print) -> int:
     """Runs the demo network until ``duration_s`` passes (None: until cancelled)."""
-    from qkdnode.node.module.host import bench_frames, run_hosted, sim_benches
+    from qkdnode.node.module.host import bench_frames, node_daemons, run_hosted, sim_benches
     from qkdnode.node.module.launch import build_ends, status_lines
 
     start = time.monotonic()
     demo = prepare(workdir)
     say(f"demo network A - B - C in {workdir} (certificates, configuration, key stores, logs)")
-    daemons = {n: NodeDaemon(load_config(p), str(p)) for n, p in demo.node_files.items()}
+    configs = [(p.resolve(), load_config(p)) for p in demo.end_files]
+    daemons = node_daemons([(p.resolve(), load_config(p)) for p in demo.node_files.values()]
+                           + configs)
     for daemon in daemons.values():
         await daemon.start()
     info = _demo_json(demo, daemons)
     (workdir / "demo.json").write_text(json.dumps(info, indent=2))
     say(f"key managers up; {workdir / 'demo.json'} written")
-    configs = [(p.resolve(), load_config(p)) for p in demo.end_files]
 
     def show(current: list[Any]) -> None:
         say(f"--- {time.monotonic() - start:.0f} s")
