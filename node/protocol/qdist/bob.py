@@ -189,18 +189,18 @@ class QdistBob(QdistEnd):
 
     def _decode(self, frames: list[int]) -> list[DecodingReported]:
         """One decoding round of ``frames``: one parallel call per (code, budget) group."""
-        groups: dict[tuple[str, int], list[int]] = {}
+        groups: dict[tuple[str, int, int | None], list[int]] = {}
         for k in frames:
             f = self._frames[k]
-            groups.setdefault((f.code.name, f.round_budget()), []).append(k)
+            groups.setdefault((f.code.name, f.round_budget(), f.round_stall()), []).append(k)
         reports: list[DecodingReported] = []
-        for (_, budget), members in groups.items():
+        for (_, budget, stall), members in groups.items():
             inputs = [self._frames[k].decode_input() for k in members]
             messages = np.stack([msg for _, _, msg in inputs])
             result = decode_syndromes(self._frames[members[0]].code,
                                       np.stack([s for s, _, _ in inputs]),
                                       np.stack([llr for _, llr, _ in inputs]), budget,
-                                      messages=messages)
+                                      messages=messages, stall_iterations=stall)
             for row, k in enumerate(members):
                 frame = self._frames[k]
                 frame.messages[:] = messages[row]
