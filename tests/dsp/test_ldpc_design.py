@@ -102,6 +102,26 @@ def test_optimisation_beats_the_regular_code() -> None:
     assert design(0.5, 8, mean_var_degrees=[3.5], samples=10_000) == found  # deterministic
 
 
+def test_shipped_designs_reproduce_their_thresholds() -> None:
+    # Every distribution this project designed carries the approximation's threshold (recomputed
+    # here) and the density-evolution one, which the approximation overestimates at high rate.
+    data = load_distributions()
+    checked = 0
+    for key, entry in data["rates"].items():
+        if entry["source"] != "qkdnode":
+            continue
+        lam = {int(d): float(f) for d, f in entry["lambda"].items()}
+        mean_check = float(entry["design"]["mean_check_degree"])
+        rho = check_distribution(mean_check)
+        assert ensemble_threshold(lam, rho) == pytest.approx(entry["threshold_ga"], rel=0.02), key
+        assert entry["threshold"] < entry["threshold_ga"]
+        assert max(lam) <= entry["design"]["max_degree"]
+        rate = 1 - sum(f / d for d, f in rho.items()) / sum(f / d for d, f in lam.items())
+        assert rate == pytest.approx(float(key), abs=2e-4)
+        checked += 1
+    assert checked >= 1
+
+
 def test_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match=r"0 < p < 0\.5"):
         optimise(0.6, 0.9, 50.0, 15)
