@@ -165,6 +165,17 @@ class KeyStore(Protocol):
     def close(self) -> None: ...
 
 
+def _merged_runs(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Half-open byte spans merged where they overlap or touch, in order."""
+    runs: list[tuple[int, int]] = []
+    for start, stop in sorted(spans):
+        if runs and start <= runs[-1][1]:
+            runs[-1] = (runs[-1][0], max(runs[-1][1], stop))
+        else:
+            runs.append((start, stop))
+    return runs
+
+
 def _ranges_add(ranges: list[list[int]], start: int, end: int) -> list[list[int]] | None:
     """Adds [start, end) to sorted disjoint ``ranges``; None if it overlaps one of them."""
     for a, b in ranges:
@@ -427,6 +438,8 @@ class SqliteKeyStore:
         if self._wipe_due is None:
             return
         with self._ckpt_lock:
+            if self._closing:   # close() checkpoints and truncates itself; no new connection
+                return
             if self._ckpt_conn is None:
                 self._ckpt_conn = sqlite3.connect(str(self.path), isolation_level=None,
                                                   check_same_thread=False)
@@ -437,7 +450,7 @@ class SqliteKeyStore:
                 if frames == copied:   # caught up: the truncation has nothing left to copy
                     break
         with self._lock:
-            if self._wipe_due is not None:
+            if self._wipe_due is not None and self._conn is not None:
                 self._wipe(self._db)
 
     def _forget_material(self, db: sqlite3.Connection, key_id: str) -> None:
@@ -765,8 +778,8 @@ class SqliteKeyStore:
                 if ranges is None:
                     raise KeyConflict(f"supply key {plans[p_i].key_id}: bytes {src.offset}.."
                                       f"{end} of link key {key_id} were already used")
-            # One read and one write of the span the slices cover (bytes in it that earlier
-            # requests used are zeros already).
+            # One read of the span the slices cover; zeros written over the slices only (merged
+            # where they touch): a gap between them may be bytes this end still counts as free.
             lo = min(src.offset for _, _, src in slices)
             hi = max(src.offset + src.length for _, _, src in slices)
             done = ranges == [[0, size]]
@@ -774,8 +787,10 @@ class SqliteKeyStore:
                 blob.seek(lo)
                 span = blob.read(hi - lo)
                 if not done:
-                    blob.seek(lo)
-                    blob.write(bytes(hi - lo))  # used bytes are zeroed at once
+                    for start, stop in _merged_runs(
+                            (src.offset, src.offset + src.length) for _, _, src in slices):
+                        blob.seek(start)
+                        blob.write(bytes(stop - start))  # used bytes are zeroed at once
             for p_i, s_i, src in slices:
                 pieces[p_i][s_i] = span[src.offset - lo:src.offset - lo + src.length]
             self._destroyed_in_tx = True

@@ -26,6 +26,7 @@ from qkdnode.node.errors import (
     NotAuthorized,
 )
 from qkdnode.node.km import KeyState, LinkKey, SqliteKeyStore, SupplyState
+from qkdnode.node.km.records import SourceSlice, SupplyPlan
 
 NOW = 1_800_000_000.0
 
@@ -486,3 +487,16 @@ def test_unconfirmed_keys_expire_and_confirmed_ones_stay(tmp_path):
         assert s.expire(NOW + 11) == 1
         assert s.link_key_state(keys[0].key_id) is KeyState.ACTIVE
         assert s.link_key_state(keys[1].key_id) is KeyState.DESTROYED
+
+
+def test_a_plan_with_a_gap_leaves_the_gap_bytes_intact(pair):
+    """Slices [0, 8) and [16, 24) of a 32-byte link key are used; bytes 8..16 stay free and real."""
+    _, b, keys = pair
+    first = keys[0]
+    gapped = SupplyPlan(uuid.uuid4(), "m", ("s",),
+                        (SourceSlice(first.key_id, 0, 8), SourceSlice(first.key_id, 16, 8)))
+    b.reserve("A", [gapped], ["s"], NOW)
+    plans, got = b.take_supply("A", "s", ["m"], 1, 8, NOW)
+    assert plans[0].sources == (SourceSlice(first.key_id, 8, 8),)
+    assert got[0].material == first.material[8:16]
+    assert got[0].material != bytes(8)
