@@ -543,10 +543,8 @@ DEFAULT_SEED = 20261122
 # DEFAULT_SEED + 1 + (index of the code in FAMILY order, over the rate keys 0.50 ... 0.95).
 _FIRST_FAMILY_KEYS = ("0.50", "0.55", "0.60", "0.65", "0.70", "0.75", "0.80", "0.85", "0.90",
                       "0.95")
-_ADDED_SEEDS: dict[tuple[str, int], int] = {
-    ("0.97", 64): DEFAULT_SEED + 101,
-    ("0.97", 16): DEFAULT_SEED + 102,
-}
+# Keyed by (rate key, z), e.g. ("0.97", 64): DEFAULT_SEED + 101.
+_ADDED_SEEDS: dict[tuple[str, int], int] = {}
 
 
 def code_name(n: int, rate: float) -> str:
