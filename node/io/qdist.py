@@ -58,12 +58,14 @@ class QdistConnection:
         end: the sans-IO end (Alice or Bob).
         reader, writer: the connection.
         clock: monotonic seconds (the end's ``now``).
+        initial: bytes already read from ``reader`` (the end receives them first).
     """
 
     def __init__(self, end: QdistEnd, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, initial: bytes = b"") -> None:
         self.end = end
+        self._initial = initial
         self._reader = reader
         self._writer = writer
         self.clock = clock
@@ -85,6 +87,13 @@ class QdistConnection:
 
     async def run(self) -> None:
         """Moves bytes and events until the peer closes the connection (then returns)."""
+        if self._initial:
+            # Bytes read off the stream before the connection was taken (its first frame,
+            # authenticated before this connection replaced another one).
+            self.bytes_received += len(self._initial)
+            async with self._lock:
+                self.end.receive_data(self._initial)
+            self._initial = b""
         reading = asyncio.create_task(self._read())
         try:
             await self._pump(reading)

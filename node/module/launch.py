@@ -35,15 +35,21 @@ from qkdnode.dsp.qsync import SlotTracker
 from ..config.schema import LinkConfig, NodeConfig
 from ..errors import ConfigError
 from ..io.kq1 import Kq1Client
-from ..io.qdist import QdistConnection, connect, connect_with_backoff, parse_hostport
-from ..protocol.qdist import QdistAlice, QdistBob, QdistParams
+from ..io.qdist import (
+    READ_BYTES,
+    QdistConnection,
+    connect,
+    connect_with_backoff,
+    parse_hostport,
+)
+from ..protocol.qdist import QdistAlice, QdistBob, QdistEnd, QdistParams
 from .frames import FramePlan, channel_patterns
 from .keys_out import KeyOutbox
 from .recording import Recorder
 from .runtime import AliceModule, AuditLog, BobModule
 from .sim import BenchFrames
 
-__all__ = ["LinkEnd", "build_ends", "run_ends"]
+__all__ = ["LinkEnd", "QdistListener", "build_ends", "run_ends"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +60,15 @@ DRAIN_S = 10.0
 SIM_READ_SLOTS = 1 << 20
 # The passive receiver's channels when the configuration gives no channel_map.
 DEFAULT_CHANNEL_MAP = {1: "X0", 2: "X1", 3: "Z0", 4: "Z1"}
+# New connections to the transmitter's Qdist port that may wait, while a live connection runs,
+# to deliver their first authentic frame: the partner reconnects one connection at a time, so
+# two leave room for one stale attempt; every connection beyond is closed at once (a stranger
+# cannot pile up sockets, nor the 64 MiB a frame may buffer).
+MAX_CANDIDATES = 2
+# Seconds such a connection has to deliver its first authentic frame: the receiver announces a
+# block as soon as one closes, well within this; one that stays silent longer (a receiver
+# stopped over Kq-2) is closed and reconnects with back-off.
+AUTH_WAIT_S = 30.0
 
 
 @dataclass
@@ -239,6 +254,100 @@ def build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
     return ends
 
 
+class QdistListener:
+    """The transmitter's Qdist port.
+
+    A connection that arrives while none is live is taken at once (:attr:`accepted`). One that
+    arrives while a connection is live (:attr:`current`) replaces it only once it has delivered
+    an authentic frame that this end has not received yet, checked without spending a pad
+    (:meth:`~qkdnode.node.protocol.qdist.QdistEnd.authentic_start`): the partner reconnected.
+    So a stranger who reaches the port can neither cut the live link (aborting the block in
+    flight, whose pads are spent) nor run the pads down. At most ``max_candidates`` wait to
+    authenticate; others are closed at once. Refusals are logged with the peer's address.
+
+    Args:
+        link: the link's name (for the log).
+        qdist: the transmitter's Qdist end (the one the connections serve).
+        auth_wait_s: how long a new connection has to deliver its first authentic frame.
+        max_candidates: new connections that may wait to do so.
+    """
+
+    def __init__(self, link: str, qdist: QdistEnd, auth_wait_s: float = AUTH_WAIT_S,
+                 max_candidates: int = MAX_CANDIDATES) -> None:
+        self.link = link
+        self.qdist = qdist
+        self.auth_wait_s = auth_wait_s
+        self.max_candidates = max_candidates
+        self.current: QdistConnection | None = None
+        # (reader, writer, bytes already read): the next connection to run.
+        self.accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]] \
+            = asyncio.Queue(1)
+        self.candidates = 0
+        self.refused = 0
+
+    async def on_client(self, reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> None:
+        """The server's callback for a new connection."""
+        peer = writer.get_extra_info("peername")
+        if self.current is None and self.accepted.empty():
+            log.info("link %s: Qdist connection from %s", self.link, peer)
+            self.accepted.put_nowait((reader, writer, b""))
+            return
+        if self.candidates >= self.max_candidates:
+            await self._refuse(writer, peer, f"{self.max_candidates} connections already wait "
+                                             "to authenticate")
+            return
+        self.candidates += 1
+        try:
+            first = await asyncio.wait_for(self._first_frame(reader), self.auth_wait_s)
+        except TimeoutError:
+            first, why = None, f"no authentic frame within {self.auth_wait_s:g} s"
+        except OSError as exc:
+            first, why = None, f"connection failed ({type(exc).__name__})"
+        else:
+            why = "its first frame is not authentic (or a replay), or it closed"
+        finally:
+            self.candidates -= 1
+        if first is None:
+            await self._refuse(writer, peer, why)
+            return
+        log.info("link %s: Qdist connection from %s authenticated; it replaces the current one",
+                 self.link, peer)
+        if self.current is not None:
+            await self.current.close()
+        self.close_waiting()
+        self.accepted.put_nowait((reader, writer, first))
+
+    async def _first_frame(self, reader: asyncio.StreamReader) -> bytes | None:
+        """The bytes read up to and including an authentic first frame (None: not authentic,
+        or the connection closed first)."""
+        data = bytearray()
+        while chunk := await reader.read(READ_BYTES):
+            data += chunk
+            # Under the live connection's lock: its end may be decoding in a worker thread.
+            current = self.current
+            if current is not None:
+                ok = await current.call(self.qdist.authentic_start, data)
+            else:
+                ok = self.qdist.authentic_start(data)
+            if ok is not None:
+                return bytes(data) if ok else None
+        return None
+
+    async def _refuse(self, writer: asyncio.StreamWriter, peer: Any, why: str) -> None:
+        self.refused += 1
+        log.warning("link %s: Qdist connection from %s refused: %s", self.link, peer, why)
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+    def close_waiting(self) -> None:
+        """Closes the connection waiting in :attr:`accepted`, if any."""
+        while not self.accepted.empty():
+            _, writer, _ = self.accepted.get_nowait()
+            writer.close()
+
+
 def _tapped(end: LinkEnd, role: str) -> Any:
     qdist = end.module.qdist
     return qdist if end.recorder is None else end.recorder.end(qdist, role)
@@ -247,7 +356,7 @@ def _tapped(end: LinkEnd, role: str) -> Any:
 async def _run_end(end: LinkEnd, blocks: int | None, drain_s: float,
                    peer_done: asyncio.Event | None = None) -> None:
     """Runs one end until ``blocks`` blocks ended, reconnecting after a dropped Qdist
-    connection: the transmitter keeps listening (a new connection replaces the old one), the
+    connection: the transmitter keeps listening (:class:`QdistListener`), the
     receiver reconnects with back-off; the block in flight is aborted (reason in the audit).
     ``peer_done`` is set when the other end of the link in this process has ended: a lost
     connection then ends this end too (it may count a block less: one whose announcement the
@@ -255,38 +364,32 @@ async def _run_end(end: LinkEnd, blocks: int | None, drain_s: float,
     link = end.link
     module = end.module
     server: asyncio.AbstractServer | None = None
-    accepted: asyncio.Queue[tuple[Any, Any]] = asyncio.Queue()
-    current: list[QdistConnection] = []
+    listener: QdistListener | None = None
     if isinstance(module, AliceModule):
         assert link.qdist_listen is not None
         host, port = parse_hostport(link.qdist_listen)
-
-        async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            # The partner reconnected: the connection we hold is dead or dying.
-            for conn in current:
-                await conn.close()
-            await accepted.put((reader, writer))
-
-        server = await asyncio.start_server(on_client, host, port)
+        listener = QdistListener(link.name, module.qdist)
+        server = await asyncio.start_server(listener.on_client, host, port)
     role = "alice" if isinstance(module, AliceModule) else "bob"
     try:
         while True:
-            if server is not None:
-                waiting: Any = accepted.get()
+            if listener is not None:
+                waiting: Any = listener.accepted.get()
             else:
                 assert link.qdist_connect is not None
                 waiting = connect(link.qdist_connect) if module.connections == 0 else \
                     connect_with_backoff(link.qdist_connect)
             if peer_done is None:
-                reader, writer = await waiting
+                got = await waiting
             else:
                 got = await _first(waiting, peer_done.wait())
                 if got is None:
                     log.info("link %s: the other end has ended; not reconnecting", link.name)
                     break
-                reader, writer = got
-            conn = QdistConnection(_tapped(end, role), reader, writer)
-            current[:] = [conn]
+            reader, writer, first = got if len(got) == 3 else (*got, b"")
+            conn = QdistConnection(_tapped(end, role), reader, writer, initial=first)
+            if listener is not None:
+                listener.current = conn
             try:
                 await module.run_connection(conn, blocks)
                 break
@@ -295,6 +398,8 @@ async def _run_end(end: LinkEnd, blocks: int | None, drain_s: float,
                             exc)
                 await module.connection_lost(conn, str(exc) or type(exc).__name__)
             finally:
+                if listener is not None:
+                    listener.current = None
                 await conn.close()
         try:
             await asyncio.wait_for(end.outbox.drain(), drain_s)
@@ -305,6 +410,8 @@ async def _run_end(end: LinkEnd, blocks: int | None, drain_s: float,
         await module.shutdown()
         if server is not None:
             server.close()
+        if listener is not None:
+            listener.close_waiting()
         if module.audit is not None:
             module.audit.close()
 

@@ -168,6 +168,28 @@ class QdistEnd(abc.ABC):
         self._reader.clear()
         self.broken = False
 
+    def authentic_start(self, data: bytes | bytearray) -> bool | None:
+        """Whether ``data``, the first bytes of a new connection, begins with an authentic frame
+        this end has not received yet (so the peer, not a stranger or a replay, is on it).
+
+        Returns None while the first frame is incomplete; False for a foreign stream, a
+        sequence number already received, or a tag that does not verify. Changes nothing but
+        the authentication's epsilon account (every attempt is charged): no pad is released, so
+        a stranger cannot run the pads down; the frame is processed again, normally, once the
+        connection is taken.
+        """
+        reader = WireReader()
+        reader.feed(bytes(data))
+        try:
+            raw = reader.next_frame()
+        except StreamError:
+            return False
+        if raw is None:
+            return None
+        if raw.seq < self._recv_seq:
+            return False
+        return self._in.verify(raw.signed, raw.tag, raw.seq)
+
     def connection_lost(self, reason: str) -> None:
         """The connection dropped: the running block is aborted (``reason`` in its audit; the
         peer cannot be told and aborts on its own loss or at its deadline), and unsent bytes and
