@@ -310,6 +310,24 @@ def test_high_qber_aborts_with_a_reason():
     assert a.audit.frames_attempted == 0
 
 
+def test_a_qber_no_code_is_validated_for_aborts_the_block_and_the_next_one_runs(data):
+    # QBER ~10 %: below qber_abort (11 %) but above every n16000 code's validated range (the
+    # widest, r050, ends at 9.18 %): choose_code raises ValueError, which must end the block
+    # (reason in the audit), not the end.
+    noisy = block_data(3, misalignment=0.07, pulses=3_000_000)
+    pair = Pair.new()
+    a, b = pair.run_block(0, noisy)
+    assert isinstance(a, BlockAborted)
+    assert isinstance(b, BlockAborted)
+    assert a.reason.startswith("no reconciliation code: "), a.reason
+    assert "n16000_r050" in a.reason
+    assert b.reason == f"peer aborted: {a.reason}"
+    assert 0.0918 < a.audit.qber_z <= PARAMS.qber_abort
+    assert a.audit.final_length == 0
+    assert a.audit.frames_attempted == 0
+    assert_completed(*pair.run_block(1, data))
+
+
 # --------------------------------------------------------------------------- bad frames
 
 

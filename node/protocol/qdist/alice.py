@@ -185,9 +185,15 @@ class QdistAlice(QdistEnd):
         if reason is not None:
             self._abort(reason, notify=True)
             return
-        self._send(counts)
         qber = self._counts.qber_z if self._counts.qber_z is not None else FALLBACK_QBER
-        code = choose_code(qber, self.params.code_length)
+        try:
+            code = choose_code(qber, self.params.code_length)
+        except ValueError as exc:
+            # No shipped code of this length was validated at this QBER: an abort (the reason,
+            # which names the validated ranges, goes to the audit), not a dead module.
+            self._abort(f"no reconciliation code: {exc}", notify=True)
+            return
+        self._send(counts)
         full = plan_frame(code, code.n, qber).payload_length
         self._spans = frame_starts(sifted.x_bits.size, full)
         if not self._spans:
