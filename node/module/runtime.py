@@ -284,11 +284,16 @@ class AliceModule(_ModuleBase):
         self.rng = rng
         self.status = ModuleStatus("alice", started=clock())
         self._choices: dict[int, AliceChoices] = {}
+        # Set while the frames are paused by a Kq-2 stop (no frame being drawn or loaded).
+        self.frames_paused = asyncio.Event()
 
     async def _play(self) -> None:
         block = 0
         while True:
-            await self.running.wait()  # Kq-2 stop: no new frames (so no new blocks)
+            if not self.running.is_set():  # Kq-2 stop: no new frames (so no new blocks)
+                self.frames_paused.set()
+                await self.running.wait()
+                self.frames_paused.clear()
             choices = await asyncio.to_thread(self.plan.alice_block, block, self.rng)
             self._choices[block] = choices
             await self.frames.load(block, choices.basis, choices.bit, choices.intensity)
@@ -309,12 +314,30 @@ class AliceModule(_ModuleBase):
                     log.warning("link %s: Bob announced block %d, which was not played "
                                 "or is gone", self.link, event.block_id)
                     continue
-                await conn.call(self.qdist.start_block, event.block_id, choices,
-                                self.clock())
+                if not self.running.is_set():
+                    # Kq-2 stop: no new block starts. The announcement waits for a start (Bob's
+                    # block may time out meanwhile; he then moves on to a later one).
+                    log.info("link %s: block %d announced while stopped; it waits for a start",
+                             self.link, event.block_id)
+                    await _wait(self.running.wait(), tasks)
+                if not await conn.call(self._start_announced, event.block_id, choices,
+                                       self.clock()):
+                    log.info("link %s: block %d was given up or replaced by Bob before it "
+                             "started", self.link, event.block_id)
             elif isinstance(event, BlockCompleted | BlockAborted):
                 await self._outcome(event)
             elif isinstance(event, FrameRejected):
                 log.info("link %s: frame rejected: %s", self.link, event.reason)
+
+
+    def _start_announced(self, block: int, choices: AliceChoices, now: float) -> bool:
+        """Starts ``block`` if its announcement still waits (under the connection's lock)."""
+        qdist = self.qdist
+        assert isinstance(qdist, QdistAlice)
+        if qdist.announced != block:
+            return False
+        qdist.start_block(block, choices, now)
+        return True
 
 
 class BobModule(_ModuleBase):
@@ -374,6 +397,11 @@ class BobModule(_ModuleBase):
         while blocks is None or len(self.results) < blocks:
             await _wait(self.running.wait(), tasks)  # Kq-2 stop: no new block
             block, det = await _wait(self._queue.get(), tasks)
+            if not self.running.is_set():
+                # Stopped while waiting for the block: it is held (not announced) until a start.
+                log.info("link %s: block %d closed while stopped; it waits for a start",
+                         self.link, block)
+                await _wait(self.running.wait(), tasks)
             await conn.call(self.qdist.start_block, block, det, self.clock())
             while True:
                 event = await _next_event(conn, tasks)

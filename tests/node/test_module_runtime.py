@@ -258,12 +258,15 @@ def test_kq2_stop_pauses_the_frames_and_start_resumes_them(tmp_path: Path) -> No
         (play,) = [asyncio.create_task(c) for c in alice._producers()]
         await asyncio.wait_for(frames.until(3), 60)
         await alice.control(StopRequested())
-        await asyncio.sleep(0.2)  # a frame being drawn may still be loaded
+        # A frame being drawn (in a worker thread) may still be loaded: wait until the player
+        # has parked on the stop, however long that frame takes on a loaded machine.
+        await asyncio.wait_for(alice.frames_paused.wait(), 60)
         stopped = list(frames.blocks)
         await asyncio.sleep(0.5)
         still = list(frames.blocks)
         await alice.control(StartRequested())
         await asyncio.wait_for(frames.until(len(still) + 3), 60)
+        assert not alice.frames_paused.is_set()
         play.cancel()
         await asyncio.gather(play, return_exceptions=True)
         return stopped, still, frames.blocks

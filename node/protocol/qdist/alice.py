@@ -41,6 +41,7 @@ from .accounting import frame_starts, key_length, precheck
 from .events import DetectionsReceived, QdistParams
 from .messages import (
     AmplificationAnnounced,
+    BlockAbandoned,
     CountsAnnounced,
     DetectionsAnnounced,
     KeyConfirmed,
@@ -122,9 +123,19 @@ class QdistAlice(QdistEnd):
             except RemoteProtocolError as exc:
                 self._abort(str(exc), notify=True)
 
+    @property
+    def announced(self) -> int | None:
+        """The block whose announcement waits for :meth:`start_block` (None: none waits)."""
+        return None if self._announced is None else self._announced[0].block
+
     # ----------------------------------------------------------------------- dispatch
 
     def _new_block(self, raw: RawFrame, message: Message) -> bool:
+        if isinstance(message, BlockAbandoned) and raw.block == self.announced:
+            # Bob gave up the block he announced before Alice started it (she was stopped
+            # over Kq-2 while his block timed out): it will not be started.
+            self._announced = None
+            return False
         if not isinstance(message, DetectionsAnnounced) or raw.block <= self.completed:
             return False
         if self.block is not None:

@@ -1,0 +1,142 @@
+"""Kq-2 stop at the module, over loopback TCP: a stop that arrives while an end waits for its
+next block keeps that block from starting (Bob does not announce a block closed after the stop;
+Alice does not answer an announcement that arrives after it) until a start."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from qkdnode.dsp.sifting import BobDetections
+from qkdnode.node.io.qdist import QdistConnection
+from qkdnode.node.module.frames import FramePlan, channel_patterns
+from qkdnode.node.module.keys_out import KeyOutbox
+from qkdnode.node.module.runtime import AliceModule, BobModule
+from qkdnode.node.protocol.kq1 import StartRequested, StopRequested
+from qkdnode.node.protocol.qdist import QdistAlice, QdistBob, QdistParams
+
+MU = (0.485, 0.13, 2e-4)
+P = (0.0577, 0.5285, 1.0 - 0.0577 - 0.5285)
+SECRET = bytes(range(256)) * 8
+PARAMS = QdistParams(MU, P, kappa=1e-15, code_length=16_000)
+PLAN = FramePlan("ab", 1 << 12, 1 << 12, MU, P, q_x=0.5)
+# Long enough for a block that was not held to be announced/answered (a few event-loop turns,
+# no worker thread involved); a hold shows as nothing sent.
+SETTLE_S = 0.3
+
+
+class NoKeys:
+    async def push(self, keys: object, timeout_s: float = 10.0) -> int:
+        raise AssertionError("no key is expected")
+
+
+class NeverTags:
+    async def read(self) -> object:
+        await asyncio.Event().wait()  # the tagger never delivers: blocks come from the test
+        raise AssertionError
+
+
+class OneFrame:
+    """Takes block 0's frame, then is full (so Alice draws no more)."""
+
+    def __init__(self) -> None:
+        self.choices: dict[int, tuple[np.ndarray, ...]] = {}
+
+    async def load(self, block: int, basis: np.ndarray, bit: np.ndarray,
+                   intensity: np.ndarray) -> None:
+        self.choices[block] = (basis, bit, intensity)
+        if block >= 0:
+            await asyncio.Event().wait()
+
+
+async def pair() -> tuple[QdistConnection, asyncio.StreamReader, asyncio.StreamWriter,
+                          asyncio.AbstractServer]:
+    """A connection pair: (the far end's reader/writer as seen by a test peer, server)."""
+    accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accepted.put((reader, writer))
+
+    server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    near = await asyncio.open_connection("127.0.0.1", port)
+    far = await accepted.get()
+    return near, far, server  # type: ignore[return-value]
+
+
+def empty_detections(block: int) -> BobDetections:
+    none = np.empty(0, np.int64)
+    return PLAN.bob_block(block, none, none.astype(np.uint8), none.astype(np.uint8))
+
+
+def test_bob_stopped_while_waiting_for_a_block_does_not_announce_it() -> None:
+    async def scenario() -> tuple[int, int | None, int, int | None]:
+        bob = BobModule(PLAN, QdistBob(PARAMS, SECRET), NeverTags(), None,  # type: ignore[arg-type]
+                        channel_patterns({1: "X0", 2: "X1", 3: "Z0", 4: "Z1"}),
+                        KeyOutbox(NoKeys(), "ab"), None, np.random.default_rng(1))
+        (reader, writer), (far_reader, far_writer), server = await pair()
+        conn = QdistConnection(bob.qdist, reader, writer)
+        running = asyncio.create_task(bob.run(conn))
+        try:
+            await asyncio.sleep(SETTLE_S)  # Bob waits for his first block
+            await bob.control(StopRequested())
+            await bob._queue.put((0, empty_detections(0)))
+            await asyncio.sleep(SETTLE_S)
+            held = (conn.bytes_sent, bob.qdist.block)
+            await bob.control(StartRequested())
+            first = await asyncio.wait_for(far_reader.read(20), 10)  # the announcement
+            return *held, len(first), bob.qdist.block
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            writer.close()
+            far_writer.close()
+            server.close()
+
+    sent, block, announced, block_after = asyncio.run(scenario())
+    assert (sent, block) == (0, None), "a block started after the stop"
+    assert announced == 20
+    assert block_after == 0
+
+
+def test_alice_stopped_does_not_answer_an_announcement_until_started() -> None:
+    async def scenario() -> tuple[int, int | None, int | None]:
+        frames = OneFrame()
+        alice = AliceModule(PLAN, QdistAlice(PARAMS, SECRET), frames,
+                            KeyOutbox(NoKeys(), "ab"), None, np.random.default_rng(2))
+        bob = QdistBob(PARAMS, SECRET)
+        (reader, writer), (far_reader, far_writer), server = await pair()
+        conn = QdistConnection(alice.qdist, reader, writer)
+        conn_b = QdistConnection(bob, far_reader, far_writer)
+        tasks = [asyncio.create_task(alice.run(conn)), asyncio.create_task(conn_b.run())]
+        try:
+            for _ in range(600):  # Alice's frame of block 0 is drawn (in a thread) and loaded
+                if 0 in frames.choices:
+                    break
+                await asyncio.sleep(0.05)
+            await alice.control(StopRequested())
+            await conn_b.call(bob.start_block, 0, empty_detections(0), conn_b.clock())
+            for _ in range(200):  # the announcement reached Alice's end
+                if alice.qdist.announced == 0:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(SETTLE_S)
+            held = (conn.bytes_sent, alice.qdist.block)
+            await alice.control(StartRequested())
+            for _ in range(200):
+                if conn.bytes_sent:
+                    break
+                await asyncio.sleep(0.05)
+            return *held, conn.bytes_sent
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            writer.close()
+            far_writer.close()
+            server.close()
+
+    sent, block, sent_after = asyncio.run(scenario())
+    assert (sent, block) == (0, None), "Alice answered an announcement after the stop"
+    assert sent_after > 0, "Alice did not answer after the start"
