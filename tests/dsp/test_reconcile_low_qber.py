@@ -48,7 +48,7 @@ def test_every_frame_is_kept_at_low_qber(
                                   0.015])
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_every_frame_is_kept_sweep(qber: float, seed: int) -> None:
-    _, attempted, discarded = run(qber, seed=seed, bits=4 * BITS)
+    _, attempted, discarded = run(qber, seed=seed, bits=2 * BITS)
     assert discarded == 0, f"{discarded}/{attempted} frames discarded at QBER {qber}"
 
 
