@@ -45,6 +45,13 @@ READ_CHUNK = 1 << 16
 # A module that reconnects waits 0.1 s, then doubles up to 5 s between attempts.
 RECONNECT_FIRST_S = 0.1
 RECONNECT_MAX_S = 5.0
+# A connection the key manager welcomed and that lasted this long was a good one: the next
+# reconnect starts again from RECONNECT_FIRST_S. Shorter ones (a key manager that accepts and
+# drops at once) keep doubling the delay, so they cannot make a tight loop.
+STABLE_CONNECTION_S = 10.0
+# Seconds a Kq-2 request may wait for the module's socket to take it (a module that stopped
+# reading must not hang the key manager's management API or its shutdown).
+CONTROL_TIMEOUT_S = 5.0
 
 
 class Kq1Refused(KeyManagerError):
@@ -90,7 +97,12 @@ class Kq1Server:
         self.key_qber: dict[str, float] = {}
         # Modules the key manager keeps stopped: a module that (re)connects is asked to start
         # unless it is here (a module stopped with its key manager resumes when it is back).
+        # Only modules that took a stop request are added; the set lives in memory only (a key
+        # manager restart forgets it, see README "Kq-2").
         self.held: set[str] = set()
+        # Set while the key manager shuts down: a module that connects is asked to stop, not
+        # to start.
+        self.stopping = False
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -105,6 +117,7 @@ class Kq1Server:
 
     async def stop(self) -> None:
         """Closes the socket and every module connection."""
+        self.stopping = True
         if self._server is not None:
             self._server.close()
             for session in list(self.sessions.values()):
@@ -130,7 +143,9 @@ class Kq1Server:
                         self.sessions[name] = session
                         session.send(KmWelcomed(self.manager.node))
                         self.links[name] = event.link
-                        if name not in self.held:
+                        if self.stopping:
+                            session.send(StopRequested())
+                        elif name not in self.held:
                             session.send(StartRequested())
                         log.info("Kq-1: module %s connected (link %s, pool %s)", name,
                                  event.link, event.pool)
@@ -169,29 +184,64 @@ class Kq1Server:
                   conn.announcement.module, len(event.keys), new)
         return KeysStored(event.seq, new)
 
-    async def _control(self, module: str, event: Any) -> _ModuleSession:
+    def _session(self, module: str) -> _ModuleSession:
         session = self.sessions.get(module)
         if session is None:
             raise KeyManagerError(f"module {module!r} is not connected")
-        session.send(event)
-        await session.writer.drain()
         return session
 
-    async def start_module(self, module: str) -> None:
-        """Kq-2: asks a module to run (and no longer holds it stopped)."""
-        self.held.discard(module)
-        await self._control(module, StartRequested())
+    async def _control(self, module: str, event: Any,
+                       timeout_s: float = CONTROL_TIMEOUT_S) -> _ModuleSession:
+        session = self._session(module)
+        session.send(event)
+        await asyncio.wait_for(session.writer.drain(), timeout_s)
+        return session
 
-    async def stop_module(self, module: str, *, hold: bool = True) -> None:
+    async def start_module(self, module: str, timeout_s: float = CONTROL_TIMEOUT_S) -> bool:
+        """Kq-2: asks a module to run, and no longer holds it stopped.
+
+        Returns:
+            True if the module was told; False if it is not connected but was held stopped:
+            it is released, and asked to start when it connects.
+
+        Raises:
+            KeyManagerError: not connected and not held (an unknown name).
+            OSError: the connection failed (TimeoutError: it did not take the request within
+                ``timeout_s``); the hold, if any, is released all the same.
+        """
+        held = module in self.held
+        self.held.discard(module)
+        if held and module not in self.sessions:
+            return False
+        await self._control(module, StartRequested(), timeout_s)
+        return True
+
+    async def stop_module(self, module: str, *, hold: bool = True,
+                          timeout_s: float = CONTROL_TIMEOUT_S) -> None:
         """Kq-2: asks a module to stop: it ends the block in flight and starts no new one.
 
         Args:
             hold: keep it stopped when it reconnects (False: a reconnecting module is asked to
-                start, as when the key manager itself stops and comes back).
+                start, as when the key manager itself stops and comes back). A module is held
+                only once it took the request.
+
+        Raises:
+            KeyManagerError: the module is not connected (nothing is held).
+            OSError: the connection failed (TimeoutError: it did not take the request within
+                ``timeout_s``); it is not held.
         """
+        session = self._session(module)
+        was_held = module in self.held
         if hold:
+            # Before sending: a module that drops and reconnects meanwhile must find the hold.
             self.held.add(module)
-        await self._control(module, StopRequested())
+        try:
+            session.send(StopRequested())
+            await asyncio.wait_for(session.writer.drain(), timeout_s)
+        except OSError:
+            if not was_held:
+                self.held.discard(module)
+            raise
 
     async def module_status(self, module: str, timeout_s: float = 5.0) -> dict[str, Any]:
         """Kq-2: asks a module for its status and waits for the report."""
@@ -203,8 +253,9 @@ class Kq1Server:
         waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         session.status_waiters[seq] = waiter
         try:
-            await self._control(module, StatusRequested(seq))
-            return await asyncio.wait_for(waiter, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._control(module, StatusRequested(seq), timeout_s)
+                return await waiter
         finally:
             session.status_waiters.pop(seq, None)
 
@@ -239,6 +290,8 @@ class Kq1Client:
         self._waiters: dict[int, asyncio.Future[KeysStored | KeysRefused]] = {}
         self._connected = asyncio.Event()
         self._lock = asyncio.Lock()
+        # When the key manager welcomed the current connection (loop time; None: not yet).
+        self._welcomed_at: float | None = None
 
     async def connect(self, timeout_s: float = 10.0) -> None:
         """Connects (retrying with back-off until ``timeout_s``) and announces the module."""
@@ -255,6 +308,7 @@ class Kq1Client:
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, RECONNECT_MAX_S)
         conn = Kq1Connection(Role.MODULE)
+        self._welcomed_at = None
         writer.write(conn.send(self.announcement))
         await writer.drain()
         self._conn, self._writer = conn, writer
@@ -263,7 +317,12 @@ class Kq1Client:
     async def keep_connected(self) -> None:
         """Stays connected: reconnects with back-off whenever the connection is lost, so the
         key manager can reach the module over Kq-2 even when it has no keys to push. Runs until
-        cancelled."""
+        cancelled.
+
+        Every reconnect waits first; the wait doubles up to :data:`RECONNECT_MAX_S` and starts
+        again from :data:`RECONNECT_FIRST_S` only after a connection the key manager welcomed
+        lasted :data:`STABLE_CONNECTION_S`."""
+        loop = asyncio.get_running_loop()
         delay = RECONNECT_FIRST_S
         while True:
             if self._conn is None:
@@ -272,7 +331,6 @@ class Kq1Client:
                     if self._conn is None:
                         try:
                             await self.connect(timeout_s=0.0)
-                            delay = RECONNECT_FIRST_S
                         except (ConnectionError, OSError):
                             failed = True
                 if failed:  # wait without the lock: a push may connect meanwhile
@@ -282,8 +340,11 @@ class Kq1Client:
             task = self._reader_task
             if task is not None:
                 await asyncio.wait([task])
-            else:
-                await asyncio.sleep(delay)
+            welcomed = self._welcomed_at
+            if welcomed is not None and loop.time() - welcomed >= STABLE_CONNECTION_S:
+                delay = RECONNECT_FIRST_S
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, RECONNECT_MAX_S)
 
     async def _read(self, reader: asyncio.StreamReader, conn: Kq1Connection) -> None:
         try:
@@ -305,6 +366,7 @@ class Kq1Client:
 
     async def _handle(self, event: Any) -> None:
         if isinstance(event, KmWelcomed):
+            self._welcomed_at = asyncio.get_running_loop().time()
             self._connected.set()
         elif isinstance(event, KeysStored | KeysRefused):
             waiter = self._waiters.pop(event.seq, None)

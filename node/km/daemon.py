@@ -266,12 +266,14 @@ class NodeDaemon:
 
     async def stop_modules(self) -> None:
         """Kq-2: asks every connected module to stop (not held: it is asked to start again
-        when it reconnects to this key manager after its restart)."""
+        when it reconnects to this key manager after its restart). From here on, a module that
+        connects is asked to stop too."""
+        self.kq1.stopping = True
         for name in list(self.kq1.sessions):
             try:
-                await self.kq1.stop_module(name, hold=False)
-            except (KeyManagerError, OSError) as exc:
-                log.info("module %s not told to stop: %s", name, exc)
+                await self.kq1.stop_module(name, hold=False, timeout_s=MODULE_STATUS_TIMEOUT_S)
+            except (KeyManagerError, OSError) as exc:  # OSError includes TimeoutError
+                log.info("module %s not told to stop: %s", name, exc or type(exc).__name__)
 
     async def _module_loop(self) -> None:
         async def ask(name: str) -> None:
@@ -394,11 +396,22 @@ class NodeDaemon:
         name, action = request.match_info["name"], request.match_info["action"]
         try:
             if action == "stop":
-                await self.kq1.stop_module(name)
+                await self.kq1.stop_module(name, timeout_s=MODULE_STATUS_TIMEOUT_S)
+                told = True
             else:
-                await self.kq1.start_module(name)
+                told = await self.kq1.start_module(name, timeout_s=MODULE_STATUS_TIMEOUT_S)
         except KeyManagerError as exc:
             return web.json_response({"message": str(exc)}, status=404)
+        except OSError as exc:  # a reset connection, or TimeoutError: the module did not read
+            log.info("module %s: %s request failed: %r", name, action, exc)
+            return web.json_response(
+                {"message": f"module {name!r}: module connection lost ({type(exc).__name__})"},
+                status=503)
+        if not told:
+            return web.json_response(
+                {"module": name, "requested": action,
+                 "message": "not connected: no longer held stopped, it starts when it connects"},
+                status=202)
         return web.json_response({"module": name, "requested": action})
 
     async def _metrics(self, request: web.Request) -> web.Response:

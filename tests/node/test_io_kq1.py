@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from qkdnode.node.errors import KeyManagerError
 from qkdnode.node.io.kq1 import Kq1Client, Kq1Refused, Kq1Server
 from qkdnode.node.km import KeyManager, KeyState, LinkKey, SqliteKeyStore
 from qkdnode.node.protocol.kq1 import StartRequested, StopRequested
@@ -103,8 +104,10 @@ def test_kq2_start_stop_and_status(km):
 
 
 def test_kq2_held_module_stays_stopped_across_reconnects_and_keep_connected_comes_back(km):
-    """keep_connected() reconnects after the key manager restarts; a module the key manager
-    stopped with hold=True is not asked to start again, one stopped with hold=False is."""
+    """keep_connected() reconnects after a dropped connection and after the key manager
+    restarts. A module stopped with hold=True is not asked to start when it reconnects to the
+    same key manager; the hold lives in memory only, so a restarted key manager asks it to start
+    (README, Kq-2). While a key manager shuts down, a module that connects is asked to stop."""
     manager, path = km
     seen: list[type] = []
 
@@ -112,11 +115,15 @@ def test_kq2_held_module_stays_stopped_across_reconnects_and_keep_connected_come
         seen.append(type(event))
 
     async def wait_for(predicate):
-        for _ in range(300):
+        for _ in range(1000):
             if predicate():
                 return
             await asyncio.sleep(0.01)
-        raise AssertionError("condition not reached in 3 s")
+        raise AssertionError("condition not reached in 10 s")
+
+    async def reconnected(server, before):
+        await wait_for(lambda: "mod-3" in server.sessions
+                       and server.sessions["mod-3"] is not before)
 
     async def run():
         server = Kq1Server(manager, path)
@@ -126,24 +133,85 @@ def test_kq2_held_module_stays_stopped_across_reconnects_and_keep_connected_come
         await wait_for(lambda: "mod-3" in server.sessions and seen == [StartRequested])
         await server.stop_module("mod-3")             # held
         await wait_for(lambda: seen[-1] is StopRequested)
-        await server.stop()                             # the key manager goes away ...
-        server2 = Kq1Server(manager, path)
-        server2.held = set(server.held)
-        await server2.start()                           # ... and comes back
-        await wait_for(lambda: "mod-3" in server2.sessions)
+        assert server.held == {"mod-3"}
+        session = server.sessions["mod-3"]
+        session.writer.close()                          # the connection drops ...
+        await reconnected(server, session)              # ... and the module reconnects
         await asyncio.sleep(0.05)
         assert seen == [StartRequested, StopRequested]  # still stopped
+        await server.stop()                             # the key manager restarts: the hold
+        server2 = Kq1Server(manager, path)              # is gone with it
+        await server2.start()
+        await wait_for(lambda: "mod-3" in server2.sessions and seen[-1] is StartRequested)
+        assert seen == [StartRequested, StopRequested, StartRequested]
+        # The key manager shuts down (as NodeDaemon.stop_modules): not held, but a module
+        # that reconnects meanwhile is asked to stop, not to start.
+        server2.stopping = True
         await server2.stop_module("mod-3", hold=False)
+        assert server2.held == set()
+        session = server2.sessions["mod-3"]
+        session.writer.close()
+        await reconnected(server2, session)
+        await wait_for(lambda: len(seen) == 5)
+        assert seen[3:] == [StopRequested, StopRequested]
         await server2.stop()
         server3 = Kq1Server(manager, path)
         await server3.start()
         await wait_for(lambda: "mod-3" in server3.sessions and seen[-1] is StartRequested)
-        assert seen == [StartRequested, StopRequested, StopRequested, StartRequested]
+        assert seen == [StartRequested, StopRequested, StartRequested, StopRequested,
+                        StopRequested, StartRequested]
         keeping.cancel()
         await client.close()
         await server3.stop()
 
     asyncio.run(run())
+
+
+def test_kq2_requests_for_a_module_not_connected(km):
+    """A stop for a module that is not connected fails and holds nothing (a misspelt name does
+    not pile up); a start for a held module that is not connected releases it."""
+    manager, path = km
+
+    async def run():
+        server = Kq1Server(manager, path)
+        await server.start()
+        with pytest.raises(KeyManagerError, match="'nobody' is not connected"):
+            await server.stop_module("nobody")
+        assert server.held == set()
+        with pytest.raises(KeyManagerError, match="not connected"):
+            await server.start_module("nobody")
+        server.held.add("gone")  # stopped while it was connected, then it went away
+        assert await server.start_module("gone") is False
+        assert server.held == set()
+        await server.stop()
+
+    asyncio.run(run())
+
+
+def test_keep_connected_backs_off_from_a_key_manager_that_drops_every_connection(tmp_path):
+    """A key manager that accepts and closes at once: keep_connected() waits before every
+    reconnect, doubling the wait (0.1 + 0.2 + 0.4 + 0.8 s: at most 5 connections in 1.2 s),
+    not a tight loop."""
+    path = tmp_path / "drop.sock"
+    accepted = 0
+
+    async def drop(reader, writer):
+        nonlocal accepted
+        accepted += 1
+        writer.close()
+
+    async def run():
+        server = await asyncio.start_unix_server(drop, path=str(path))
+        client = Kq1Client(path, "mod-4", "A-B", "B")
+        keeping = asyncio.create_task(client.keep_connected())
+        await asyncio.sleep(1.2)
+        keeping.cancel()
+        await asyncio.gather(keeping, return_exceptions=True)
+        await client.close()
+        server.close()
+
+    asyncio.run(run())
+    assert 2 <= accepted <= 5, accepted
 
 
 def test_a_module_that_breaks_the_protocol_is_dropped_and_others_go_on(km):

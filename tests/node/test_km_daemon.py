@@ -235,12 +235,37 @@ def test_kq2_module_status_in_status_and_metrics_and_control(network, monkeypatc
                 async with http.post(f"{mgmt}/modules/nobody/stop") as r:
                     assert r.status == 404
                     assert "not connected" in (await r.json())["message"]
+                assert "nobody" not in daemon.kq1.held  # a misspelt name is not held
+                # The module's connection fails under the request (a reset; a module that
+                # stopped reading): 503, and it is not held.
+                writer = daemon.kq1.sessions["A/ab"].writer
+
+                async def reset() -> None:
+                    raise ConnectionResetError(104, "Connection reset by peer")
+
+                async def stuck() -> None:
+                    await asyncio.Event().wait()
+
+                monkeypatch.setattr(daemon_mod, "MODULE_STATUS_TIMEOUT_S", 0.2)
+                for drain in (reset, stuck):
+                    monkeypatch.setattr(writer, "drain", drain)
+                    async with http.post(f"{mgmt}/modules/A%2Fab/stop") as r:
+                        assert r.status == 503, await r.text()
+                        assert "module connection lost" in (await r.json())["message"]
+                    assert "A/ab" not in daemon.kq1.held
+                monkeypatch.delattr(writer, "drain")
+                await _wait(lambda: seen[-2:] == [StopRequested, StopRequested])
+                async with http.post(f"{mgmt}/modules/A%2Fab/start") as r:
+                    assert r.status == 200
+                await _wait(lambda: seen[-1:] == [StartRequested])
         finally:
             await daemon.stop()          # stops its modules first
             await _wait(lambda: seen[-1:] == [StopRequested])
             keeping.cancel()
             await client.close()
-        # on connect (start), stop, start, and the daemon's stop
-        assert seen == [StartRequested, StopRequested, StartRequested, StopRequested]
+        # on connect (start), stop, start, the two stops whose drain failed (the bytes were
+        # written before it), start, and the daemon's stop
+        assert seen == [StartRequested, StopRequested, StartRequested, StopRequested,
+                        StopRequested, StartRequested, StopRequested]
 
     asyncio.run(run())
