@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 
 from qkdnode.drivers.sim.bench import Bench, get_bench
+from qkdnode.dsp.ldpc.codes import available_codes, validated_qber
 from qkdnode.dsp.qsync import SlotTracker
 
-from ..config.schema import LinkConfig, NodeConfig
+from ..config.schema import MAX_QBER_ABORT, LinkConfig, NodeConfig
 from ..errors import ConfigError
 from ..io.kq1 import Kq1Client
 from ..io.qdist import (
@@ -131,6 +132,24 @@ def _channel_map(config: NodeConfig) -> dict[int, str]:
     return dict(DEFAULT_CHANNEL_MAP)
 
 
+def code_coverage(link: LinkConfig) -> str | None:
+    """Why the link's ``code_length`` does not cover every QBER a block may have (None: it
+    does): a block whose QBER lies between the highest validated QBER of that length and
+    ``qber_abort`` (at most the protocol's 11 %) is aborted ("no reconciliation code")."""
+    n = link.distillation.code_length
+    if n is None:
+        return None  # the reconciler then tries the other lengths too
+    ranges = [r for info in available_codes() if info.n == n
+              if (r := validated_qber(info.name)) is not None]
+    top = max((high for _, high in ranges), default=0.0)
+    need = min(link.distillation.qber_abort, MAX_QBER_ABORT)
+    if top >= need:
+        return None
+    return (f"code_length {n} has codes validated up to QBER {top:.4f} only, below qber_abort "
+            f"{need:.4f}: blocks with a QBER in between are aborted (no reconciliation code); "
+            "lower qber_abort or choose another code_length")
+
+
 def _sim_bench(config: NodeConfig, i: int, link: LinkConfig) -> Bench:
     prefix = f"sim://{config.bench.name}/"
     by_name = {inst.name: inst for inst in config.instruments}
@@ -185,6 +204,8 @@ def build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
             if links is not None and link.name not in links:
                 continue
             bench = _sim_bench(config, i, link)
+            if (gap := code_coverage(link)) is not None:
+                log.warning("%s: links[%d] (%s): %s", path, i, link.name, gap)
             frames = frames_of(bench, link)
             d = link.decoy
             plan = FramePlan(link.name, link.block_slots, link.timing_slots,

@@ -15,7 +15,7 @@ import numpy as np
 
 from qkdnode.node.config import load_config
 from qkdnode.node.module.host import bench_frames, sim_benches
-from qkdnode.node.module.launch import build_ends, run_ends, status_lines
+from qkdnode.node.module.launch import build_ends, code_coverage, run_ends, status_lines
 from qkdnode.node.module.runtime import AliceModule
 from qkdnode.node.protocol.qdist import BlockAborted, BlockCompleted
 
@@ -176,3 +176,25 @@ def test_cut_connection_aborts_the_block_in_flight_and_the_ends_go_on(tmp_path: 
         assert records[2]["sifted_bits"] > 10_000
         assert records[2]["n_x"] is not None
         assert not (records[2]["reason"] or "").startswith("connection lost")
+
+
+def test_code_length_that_does_not_cover_qber_abort_is_named(tmp_path: Path) -> None:
+    """n = 16000 codes are validated up to QBER 9.18 %: with the default qber_abort (11 %) the
+    gap is named (the module warns at start); with qber_abort 9 %, or n = 64000 (validated to
+    11 %), there is none."""
+    path = tmp_path / "alice.toml"
+
+    def coverage(extra: str, length: int = 16000) -> str | None:
+        text = NODE.format(who="alice", peer="bob", role="transmitter", qdist="qdist_listen",
+                           port=9).replace("code_length = 16000", f"code_length = {length}"
+                                           + extra)
+        path.write_text(text)
+        return code_coverage(load_config(path).links[0])
+
+    gap = coverage("")
+    assert gap is not None
+    assert "code_length 16000" in gap
+    assert "0.0918" in gap
+    assert "0.1100" in gap
+    assert coverage("\nqber_abort = 0.09") is None
+    assert coverage("", 64000) is None
