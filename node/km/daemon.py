@@ -215,7 +215,6 @@ class NodeDaemon:
             self.management_port = self._runner.addresses[0][1]
         self._tasks = [asyncio.create_task(self._sync_loop()),
                        asyncio.create_task(self._expire_loop()),
-                       asyncio.create_task(self._wipe_loop()),
                        asyncio.create_task(self._module_loop())]
         if any(link.role == "master" for link in self.vendor.links.values()):
             self._tasks.append(asyncio.create_task(self.vendor.run()))
@@ -285,11 +284,6 @@ class NodeDaemon:
         while True:
             await asyncio.gather(*(ask(name) for name in list(self.kq1.sessions)))
             await asyncio.sleep(MODULE_STATUS_EVERY_S)
-
-    async def _wipe_loop(self) -> None:
-        while True:
-            await asyncio.sleep(max(self.store.wipe_delay_s, 0.05))
-            await asyncio.to_thread(self.store.flush)
 
     async def _expire_loop(self) -> None:
         while True:
