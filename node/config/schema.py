@@ -296,6 +296,12 @@ class KeyManagerConfig:
         "Longest time destroyed key bytes may stay in the store's WAL file before it is "
         "truncated (0: after every transaction; a little more lets a busy node truncate once "
         "for many).", default=0.2, check=between(0.0, 5.0), unit="s")
+    link_key_confirm_s: float = setting(
+        "Link keys from the node's QKD modules wait, unusable, until the peer's key manager "
+        "confirms it holds them too; those not confirmed within this time are destroyed (a "
+        "block that finished at one end only, e.g. when the Qdist connection dropped at its "
+        "end, leaves such keys).", default=86_400.0, check=between(60.0, 30 * 86_400.0),
+        unit="s")
     kq1_socket: Path = setting("Kq-1 socket (Unix) the node's QKD modules push keys to; "
                                "relative to the configuration file.",
                                default=Path("kq1.sock"))

@@ -165,7 +165,8 @@ class NodeDaemon:
         limits = SupplyLimits(key_size_bits=km.key_size_bits, max_key_count=km.max_key_count)
         peer_ids = {p.name: p.kme_id or p.name for p in config.peers}
         self.manager = KeyManager(self.store, self.node, self.node, km.saes,
-                                  peer_kme_ids=peer_ids, limits=limits)
+                                  peer_kme_ids=peer_ids, limits=limits,
+                                  link_key_confirm_s=km.link_key_confirm_s)
         tls = km.tls
         server_ssl = make_server_ssl_context(tls.ca, tls.cert, tls.key)
         client_ssl = make_client_ssl_context(tls.ca, tls.cert, tls.key)

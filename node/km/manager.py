@@ -123,13 +123,16 @@ class KeyManager:
         limits: request limits.
         clock: UNIX seconds (tests pass a fake).
         peer_timeout_s: how long a supply notification may take.
+        link_key_confirm_s: link keys stored unconfirmed are destroyed if the peer does not
+            confirm holding them within this time (``None``: they wait indefinitely).
     """
 
     def __init__(self, store: KeyStore, node: str, kme_id: str, sae_nodes: Mapping[str, str],
                  peers: Mapping[str, PeerLink] | None = None,
                  peer_kme_ids: Mapping[str, str] | None = None,
                  limits: SupplyLimits | None = None, clock: Callable[[], float] = time.time,
-                 peer_timeout_s: float = DEFAULT_PEER_TIMEOUT_S) -> None:
+                 peer_timeout_s: float = DEFAULT_PEER_TIMEOUT_S,
+                 link_key_confirm_s: float | None = None) -> None:
         self.store = store
         self.node = node
         self.kme_id = kme_id
@@ -139,6 +142,8 @@ class KeyManager:
         self.limits = limits or SupplyLimits()
         self.clock = clock
         self.peer_timeout_s = peer_timeout_s
+        # Link keys not activated (confirmed by the peer) within this time are destroyed.
+        self.link_key_confirm_s = link_key_confirm_s
         # Reaches a node that is not in ``peers`` (set by the Kx agent: routed over Kx).
         self.peer_resolver: Callable[[str], PeerLink] | None = None
         # Tops up the key shared with a non-adjacent node by relay (set by the Kx agent).
@@ -300,9 +305,14 @@ class KeyManager:
 
     async def add_link_keys(self, pool: str, keys: Sequence[LinkKey], *,
                             active: bool = False) -> int:
-        """Stores keys from a QKD module or a relay (durable when this returns)."""
-        new = await asyncio.to_thread(self.store.add_link_keys, pool, keys, self.clock(),
-                                      active=active)
+        """Stores keys from a QKD module or a relay (durable when this returns).
+
+        Keys not stored active wait for the peer's confirmation (pool synchronisation) and are
+        destroyed if it does not come within ``link_key_confirm_s`` (when set).
+        """
+        new = await asyncio.to_thread(
+            self.store.add_link_keys, pool, keys, self.clock(), active=active,
+            confirm_within_s=None if active else self.link_key_confirm_s)
         self.counters["link_keys_received"] += new
         return new
 

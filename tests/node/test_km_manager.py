@@ -15,7 +15,7 @@ from qkdnode.node.errors import (
     PeerUnavailable,
     UnknownSae,
 )
-from qkdnode.node.km import KeyManager, LinkKey, SqliteKeyStore, SupplyLimits
+from qkdnode.node.km import KeyManager, KeyState, LinkKey, SqliteKeyStore, SupplyLimits
 
 SAES = {"alice-app": "A", "alice-app2": "A", "bob-app": "B", "bob-app2": "B", "carol-app": "C"}
 
@@ -221,3 +221,27 @@ def test_limits_are_checked():
     with pytest.raises(ValueError, match="min_key_size_bits <= key_size_bits"):
         SupplyLimits(key_size_bits=16, min_key_size_bits=64)
     assert issubclass(UnknownSae, KeyManagerError)
+
+
+def test_link_keys_the_peer_never_confirms_are_destroyed_after_the_confirmation_time(tmp_path):
+    store = SqliteKeyStore(tmp_path / "a.sqlite")
+    clock = [1_800_000_000.0]
+    a = KeyManager(store, "A", "kme-a", SAES, clock=lambda: clock[0], link_key_confirm_s=600.0)
+    confirmed = LinkKey(uuid.uuid4(), bytes(32), link="A-B", index=0)
+    orphan = LinkKey(uuid.uuid4(), bytes(32), link="A-B", index=1)
+
+    async def run():
+        await a.add_link_keys("B", [confirmed, orphan])
+        await a.activate("B", [confirmed.key_id])
+        clock[0] += 599.0
+        assert store.expire(clock[0]) == 0
+        clock[0] += 2.0
+        assert store.expire(clock[0]) == 1
+
+    try:
+        asyncio.run(run())
+        states = store.link_key_states("B", [confirmed.key_id, orphan.key_id])
+        assert states[confirmed.key_id] is KeyState.ACTIVE
+        assert states[orphan.key_id] is KeyState.DESTROYED
+    finally:
+        store.close()
