@@ -61,10 +61,10 @@ DRAIN_S = 10.0
 SIM_READ_SLOTS = 1 << 20
 # The passive receiver's channels when the configuration gives no channel_map.
 DEFAULT_CHANNEL_MAP = {1: "X0", 2: "X1", 3: "Z0", 4: "Z1"}
-# New connections to the transmitter's Qdist port that may wait, while a live connection runs,
-# to deliver their first authentic frame: the partner reconnects one connection at a time, so
-# two leave room for one stale attempt; every connection beyond is closed at once (a stranger
-# cannot pile up sockets, nor the 64 MiB a frame may buffer).
+# New connections to the transmitter's Qdist port that may wait to deliver their first
+# authentic frame: the partner reconnects one connection at a time, so two leave room for one
+# stale attempt; every connection beyond is closed at once (a stranger cannot pile up sockets,
+# nor the 64 MiB a frame may buffer).
 MAX_CANDIDATES = 2
 # Seconds such a connection has to deliver its first authentic frame: the receiver announces a
 # block as soon as one closes, well within this; one that stays silent longer (a receiver
@@ -278,13 +278,14 @@ def build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
 class QdistListener:
     """The transmitter's Qdist port.
 
-    A connection that arrives while none is live is taken at once (:attr:`accepted`). One that
-    arrives while a connection is live (:attr:`current`) replaces it only once it has delivered
-    an authentic frame that this end has not received yet, checked without spending a pad
-    (:meth:`~qkdnode.node.protocol.qdist.QdistEnd.authentic_start`): the partner reconnected.
-    So a stranger who reaches the port can neither cut the live link (aborting the block in
-    flight, whose pads are spent) nor run the pads down. At most ``max_candidates`` wait to
-    authenticate; others are closed at once. Refusals are logged with the peer's address.
+    A new connection is taken (:attr:`accepted`; it replaces the live one, :attr:`current`, if
+    any) only once it has delivered an authentic frame that this end has not received yet,
+    checked without spending a pad
+    (:meth:`~qkdnode.node.protocol.qdist.QdistEnd.authentic_start`): the receiver, which
+    speaks first (it announces its blocks), connected or reconnected. So a stranger who reaches
+    the port can neither cut the live link (aborting the block in flight, whose pads are spent)
+    nor feed forged frames to the end (each would spend a pad). At most ``max_candidates`` wait
+    to authenticate; others are closed at once. Refusals are logged with the peer's address.
 
     Args:
         link: the link's name (for the log).
@@ -310,10 +311,6 @@ class QdistListener:
                         writer: asyncio.StreamWriter) -> None:
         """The server's callback for a new connection."""
         peer = writer.get_extra_info("peername")
-        if self.current is None and self.accepted.empty():
-            log.info("link %s: Qdist connection from %s", self.link, peer)
-            self.accepted.put_nowait((reader, writer, b""))
-            return
         if self.candidates >= self.max_candidates:
             await self._refuse(writer, peer, f"{self.max_candidates} connections already wait "
                                              "to authenticate")
@@ -332,9 +329,9 @@ class QdistListener:
         if first is None:
             await self._refuse(writer, peer, why)
             return
-        log.info("link %s: Qdist connection from %s authenticated; it replaces the current one",
-                 self.link, peer)
+        log.info("link %s: Qdist connection from %s authenticated", self.link, peer)
         if self.current is not None:
+            log.info("link %s: it replaces the current connection", self.link)
             await self.current.close()
         self.close_waiting()
         self.accepted.put_nowait((reader, writer, first))
@@ -390,6 +387,9 @@ async def _run_end(end: LinkEnd, blocks: int | None, drain_s: float,
         assert link.qdist_listen is not None
         host, port = parse_hostport(link.qdist_listen)
         listener = QdistListener(link.name, module.qdist)
+        # The frames play before the receiver's first frame can come (it announces blocks it
+        # detected): a connection is taken only after that frame.
+        module.start()
         server = await asyncio.start_server(listener.on_client, host, port)
     role = "alice" if isinstance(module, AliceModule) else "bob"
     try:

@@ -174,9 +174,13 @@ class _ModuleBase(abc.ABC):
     def _producers(self) -> list[Coroutine[Any, Any, None]]:
         """The role's background work (frames to play; tags to read and number)."""
 
-    def _tasks(self, conn: QdistConnection) -> list[asyncio.Task[Any]]:
+    def start(self) -> None:
+        """Starts the producers if they are not running (:meth:`run_connection` does too)."""
         if not self._background:
             self._background = [asyncio.create_task(c) for c in self._producers()]
+
+    def _tasks(self, conn: QdistConnection) -> list[asyncio.Task[Any]]:
+        self.start()
         return [*self._background, asyncio.create_task(conn.run())]
 
     async def run(self, conn: QdistConnection, blocks: int | None = None) -> None:

@@ -1,8 +1,8 @@
 """The transmitter's Qdist port (node/module/launch.py QdistListener), over real sockets: a
-connection that arrives while a live one runs replaces it only after an authentic first frame;
+connection is taken (replacing the live one, if any) only after an authentic first frame;
 strangers (silent, foreign bytes, forged or replayed frames) neither cut the live connection nor
-spend pads; connections beyond the bound are closed at once; the partner's reconnection, with
-its first frame, is taken."""
+spend pads; connections beyond the bound are closed at once; the partner's connection and
+reconnection, with its first frame, are taken."""
 
 from __future__ import annotations
 
@@ -61,20 +61,34 @@ def test_strangers_do_not_replace_the_live_connection_and_the_partner_does(
             return reader, writer
 
         try:
-            # The first connection, with none live, is taken at once.
-            await dial()
-            r, w, first = await asyncio.wait_for(listener.accepted.get(), 5)
-            assert first == b""
-            live = QdistConnection(alice, r, w)
-            listener.current = live
-            running = asyncio.create_task(live.run())
+            # With no live connection, a stranger's forged frame (at the next expected number,
+            # which the end would charge a pad for) is refused and nothing is taken.
             pads = alice.pads_left
-
-            # Foreign bytes, a forged frame at the next expected number, an old frame: each
-            # refused, the live connection untouched, no pad spent.
             forged = bytearray(bob_frame(0))
             forged[-1] ^= 1
-            for payload in (b"GET / HTTP/1.1\r\nHost: qkd\r\n\r\n", bytes(forged)):
+            reader, writer = await dial()
+            writer.write(bytes(forged) * 3)
+            await writer.drain()
+            assert await closed_by_peer(reader)
+            assert listener.accepted.empty()
+            assert alice.pads_left == pads
+            # The partner's first connection, with its first frame, is taken.
+            reader, writer = await dial()
+            writer.write(bob_frame(0))
+            await writer.drain()
+            r, w, first = await asyncio.wait_for(listener.accepted.get(), 5)
+            assert first == bob_frame(0)
+            live = QdistConnection(alice, r, w, initial=first)
+            listener.current = live
+            running = asyncio.create_task(live.run())
+            await asyncio.wait_for(live.events.get(), 5)  # the end took frame 0
+            pads = alice.pads_left
+
+            # Foreign bytes, a forged frame at the next expected number (1), an old frame (0):
+            # each refused, the live connection untouched, no pad spent.
+            forged = bytearray(bob_frame(1))
+            forged[-1] ^= 1
+            for payload in (b"GET / HTTP/1.1\r\nHost: qkd\r\n\r\n", bytes(forged), bob_frame(0)):
                 reader, writer = await dial()
                 writer.write(payload)
                 await writer.drain()
@@ -91,7 +105,7 @@ def test_strangers_do_not_replace_the_live_connection_and_the_partner_does(
             for reader, _ in silent:
                 assert await closed_by_peer(reader, 5.0)
             assert not running.done()
-            assert listener.refused == 5, listener.refused
+            assert listener.refused == 7, listener.refused
 
             # The partner reconnects and sends its next frame: it replaces the live one, and
             # the frame's bytes go with it.
