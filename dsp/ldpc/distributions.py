@@ -43,6 +43,8 @@ DISTRIBUTIONS: Final[dict[str, Any]] = {
                 "mean_check_degree": 100.0,
                 "max_degree": 15,
             },
+            "built": "python -m qkdnode.dsp.ldpc.construct --out dsp/codes --rates 0.95 "
+            "(seeds 20261132 for n64000_r095, 20261142 for n16000_r095: shipped_builds)",
             "note": "Replaces an unvalidated extrapolation (2 0.08, 3 0.30, 5 0.09, 9 0.19, 12 "
             "0.34) whose n64000 code discarded 1 of 8 frames at QBER 0.5 % where this "
             "one kept 8/8 (reconcile_local, whole syndrome at f >= 1.35, seed 7).",
