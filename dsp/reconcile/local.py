@@ -433,20 +433,30 @@ def _run_batch(
     errors = [0] * len(starts)
     active = list(range(len(starts)))
     while active:
-        inputs = [bobs[k].decode_input() for k in active]
-        messages = np.stack([m for _, _, m in inputs])
-        result = decode_syndromes(
-            code,
-            np.stack([synd for synd, _, _ in inputs]),
-            np.stack([llr for _, llr, _ in inputs]),
-            bobs[active[0]].round_budget(max_iterations),
-            messages=messages,
-        )
+        # One parallel call per (budget, stall rule): a frame's last chance runs without it.
+        groups: dict[tuple[int, int | None], list[int]] = {}
+        for k in active:
+            key = (bobs[k].round_budget(max_iterations), bobs[k].round_stall())
+            groups.setdefault(key, []).append(k)
+        decoded: dict[int, tuple[NDArray[np.uint8], bool]] = {}
+        for (budget, stall), members in groups.items():
+            inputs = [bobs[k].decode_input() for k in members]
+            messages = np.stack([m for _, _, m in inputs])
+            result = decode_syndromes(
+                code,
+                np.stack([synd for synd, _, _ in inputs]),
+                np.stack([llr for _, llr, _ in inputs]),
+                budget,
+                messages=messages,
+                stall_iterations=stall,
+            )
+            for row, k in enumerate(members):
+                bobs[k].messages[:] = messages[row]
+                decoded[k] = (result.bits[row], bool(result.converged[row]))
         still_active = []
-        for row, k in enumerate(active):
-            bobs[k].messages[:] = messages[row]
+        for k in active:
             rounds[k] += 1
-            report = bobs[k].absorb(result.bits[row], bool(result.converged[row]))
+            report = bobs[k].absorb(*decoded[k])
             send(k, report)
             if report.status == "decoded":
                 decoded_disclosed[k] = disclosed[k]
