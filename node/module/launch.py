@@ -43,7 +43,8 @@ from ..io.qdist import (
     connect_with_backoff,
     parse_hostport,
 )
-from ..protocol.qdist import QdistAlice, QdistBob, QdistEnd, QdistParams
+from ..protocol.qdist import QdistAlice, QdistBob, QdistEnd, QdistParams, StreamError
+from ..protocol.qdist.wire import WireReader
 from .frames import FramePlan, channel_patterns
 from .keys_out import KeyOutbox
 from .recording import Recorder
@@ -281,7 +282,7 @@ class QdistListener:
     A new connection is taken (:attr:`accepted`; it replaces the live one, :attr:`current`, if
     any) only once it has delivered an authentic frame that this end has not received yet,
     checked without spending a pad
-    (:meth:`~qkdnode.node.protocol.qdist.QdistEnd.authentic_start`): the receiver, which
+    (:meth:`~qkdnode.node.protocol.qdist.QdistEnd.authentic_new`): the receiver, which
     speaks first (it announces its blocks), connected or reconnected. So a stranger who reaches
     the port can neither cut the live link (aborting the block in flight, whose pads are spent)
     nor feed forged frames to the end (each would spend a pad). At most ``max_candidates`` wait
@@ -318,6 +319,9 @@ class QdistListener:
         self.candidates += 1
         try:
             first = await asyncio.wait_for(self._first_frame(reader), self.auth_wait_s)
+        except asyncio.CancelledError:  # the server is closing
+            writer.close()
+            raise
         except TimeoutError:
             first, why = None, f"no authentic frame within {self.auth_wait_s:g} s"
         except OSError as exc:
@@ -337,19 +341,26 @@ class QdistListener:
         self.accepted.put_nowait((reader, writer, first))
 
     async def _first_frame(self, reader: asyncio.StreamReader) -> bytes | None:
-        """The bytes read up to and including an authentic first frame (None: not authentic,
-        or the connection closed first)."""
+        """The bytes read up to and including an authentic first frame (None: foreign, not
+        authentic or a replay, or the connection closed first)."""
         data = bytearray()
+        wire = WireReader()
         while chunk := await reader.read(READ_BYTES):
             data += chunk
+            wire.feed(chunk)
+            try:
+                raw = wire.next_frame()
+            except StreamError:
+                return None
+            if raw is None:
+                continue
             # Under the live connection's lock: its end may be decoding in a worker thread.
             current = self.current
             if current is not None:
-                ok = await current.call(self.qdist.authentic_start, data)
+                ok = await current.call(self.qdist.authentic_new, raw)
             else:
-                ok = self.qdist.authentic_start(data)
-            if ok is not None:
-                return bytes(data) if ok else None
+                ok = self.qdist.authentic_new(raw)
+            return bytes(data) if ok else None
         return None
 
     async def _refuse(self, writer: asyncio.StreamWriter, peer: Any, why: str) -> None:

@@ -168,24 +168,15 @@ class QdistEnd(abc.ABC):
         self._reader.clear()
         self.broken = False
 
-    def authentic_start(self, data: bytes | bytearray) -> bool | None:
-        """Whether ``data``, the first bytes of a new connection, begins with an authentic frame
-        this end has not received yet (so the peer, not a stranger or a replay, is on it).
+    def authentic_new(self, raw: RawFrame) -> bool:
+        """Whether ``raw``, the first frame of a new connection, is authentic and numbered at or
+        after the next expected frame (so the peer, not a stranger or a replay, is on it):
+        False for a sequence number already received, or a tag that does not verify.
 
-        Returns None while the first frame is incomplete; False for a foreign stream, a
-        sequence number already received, or a tag that does not verify. Changes nothing but
-        the authentication's epsilon account (every attempt is charged): no pad is released, so
-        a stranger cannot run the pads down; the frame is processed again, normally, once the
-        connection is taken.
+        Changes nothing but the authentication's epsilon account (every attempt is charged): no
+        pad is released, so a stranger cannot run the pads down; the frame is processed again,
+        normally, if the connection it came on is taken.
         """
-        reader = WireReader()
-        reader.feed(bytes(data))
-        try:
-            raw = reader.next_frame()
-        except StreamError:
-            return False
-        if raw is None:
-            return None
         if raw.seq < self._recv_seq:
             return False
         return self._in.verify(raw.signed, raw.tag, raw.seq)
