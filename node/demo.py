@@ -110,6 +110,7 @@ block_slots = {BLOCK_SLOTS}
 [links.distillation]
 kappa = 1e-15
 code_length = 16000
+qber_abort = 0.09  # the 16 000-bit codes are validated up to QBER 0.0918
 """
 
 
