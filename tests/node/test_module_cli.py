@@ -5,74 +5,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from qkdnode.node.cli import EXIT_USAGE, main
 
-NODE = """\
-[node]
-name = "{who}"
-
-[bench]
-name = "module-cli"
-seed = 5
-[bench.fibre]
-length_km = 5.0
-[bench.source]
-mu1 = 0.485
-mu2 = 0.13
-
-[[links]]
-name = "ab"
-peer = "{peer}"
-role = "{role}"
-{qdist} = "127.0.0.1:{port}"
-auth_secret_file = "secret.bin"
-audit_log = "audit-{who}.jsonl"
-block_slots = 67_108_864  # 2^26 slots: a positive key in practically every block
-[links.decoy]
-mu1 = 0.485
-mu2 = 0.13
-p_mu1 = 0.0577
-p_mu2 = 0.5285
-q_x = 0.5
-[links.distillation]
-kappa = 1e-15
-code_length = 16000
-
-[key_manager]
-kq1_socket = "kq1-{who}.sock"
-
-[[peers]]
-name = "{peer}"
-kx_address = "127.0.0.1:9"
-"""
-
-
-def write_nodes(tmp_path: Path, port: int, secret: bool = True) -> tuple[Path, Path]:
-    if secret:
-        (tmp_path / "secret.bin").write_bytes(bytes(range(256)) * 8)
-    a = tmp_path / "alice.toml"
-    b = tmp_path / "bob.toml"
-    a.write_text(NODE.format(who="alice", peer="bob", role="transmitter", qdist="qdist_listen",
-                             port=port))
-    b.write_text(NODE.format(who="bob", peer="alice", role="receiver", qdist="qdist_connect",
-                             port=port))
-    return a, b
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# 2^26 slots per block: a positive key in practically every block.
+ENDS = {"bench": "module-cli", "seed": 5, "block_slots": 67_108_864}
 
 
 def test_module_runs_both_ends_and_prints_status(tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    a, b = write_nodes(tmp_path, free_port())
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 link_ends: Any, port: int) -> None:
+    a, b = link_ends(tmp_path, port=port, **ENDS)
     assert main(["module", "--config", str(a), "--config", str(b), "--blocks", "1",
                  "--json", "--status-interval", "600", "--drain-timeout", "0.5"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -101,8 +47,8 @@ def test_module_runs_both_ends_and_prints_status(tmp_path: Path,
 
 
 def test_module_without_secret_is_a_configuration_error(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    a, b = write_nodes(tmp_path, free_port(), secret=False)
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], link_ends: Any, port: int) -> None:
+    a, b = link_ends(tmp_path, port=port, secret=False, **ENDS)
     assert main(["module", "--config", str(a), "--config", str(b), "--blocks", "1"]) \
         == EXIT_USAGE
     err = capsys.readouterr().err

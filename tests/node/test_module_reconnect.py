@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,52 +19,8 @@ from qkdnode.node.module.launch import build_ends, code_coverage, run_ends, stat
 from qkdnode.node.module.runtime import AliceModule
 from qkdnode.node.protocol.qdist import BlockAborted, BlockCompleted
 
-NODE = """\
-[node]
-name = "{who}"
-
-[bench]
-name = "reconnect"
-seed = 11
-[bench.fibre]
-length_km = 5.0
-[bench.source]
-mu1 = 0.485
-mu2 = 0.13
-
-[[links]]
-name = "ab"
-peer = "{peer}"
-role = "{role}"
-{qdist} = "127.0.0.1:{port}"
-auth_secret_file = "secret.bin"
-audit_log = "audit-{who}.jsonl"
-block_slots = 16_777_216
-timing_slots = 4_194_304
-[links.decoy]
-mu1 = 0.485
-mu2 = 0.13
-p_mu1 = 0.0577
-p_mu2 = 0.5285
-q_x = 0.5
-[links.distillation]
-kappa = 1e-15
-code_length = 16000
-block_timeout_s = 120
-
-[key_manager]
-kq1_socket = "kq1-{who}.sock"
-
-[[peers]]
-name = "{peer}"
-kx_address = "127.0.0.1:9"
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+ENDS = {"bench": "reconnect", "seed": 11, "block_slots": 16_777_216,
+        "link_extra": "timing_slots = 4_194_304\n", "distillation_extra": "block_timeout_s = 120\n"}
 
 
 class Relay:
@@ -111,20 +67,14 @@ class Relay:
         self.server.close()
 
 
-def test_cut_connection_aborts_the_block_in_flight_and_the_ends_go_on(tmp_path: Path) -> None:
-    alice_port = free_port()
-    (tmp_path / "secret.bin").write_bytes(bytes(range(256)) * 8)
+def test_cut_connection_aborts_the_block_in_flight_and_the_ends_go_on(
+        tmp_path: Path, link_ends: Any, port: int) -> None:
+    alice_port = port
 
     async def scenario() -> tuple[list, list, int, list[str]]:
         relay = Relay(alice_port)
         relay_port = await relay.start()
-        files = []
-        for who, peer, role, qdist, port in (
-                ("alice", "bob", "transmitter", "qdist_listen", alice_port),
-                ("bob", "alice", "receiver", "qdist_connect", relay_port)):
-            path = tmp_path / f"{who}.toml"
-            path.write_text(NODE.format(who=who, peer=peer, role=role, qdist=qdist, port=port))
-            files.append(path)
+        files = link_ends(tmp_path, port=alice_port, bob_port=relay_port, **ENDS)
         configs = [(p, load_config(p)) for p in files]
         with sim_benches([c for _, c in configs]):
             ends = build_ends(configs, None, bench_frames())
@@ -178,17 +128,14 @@ def test_cut_connection_aborts_the_block_in_flight_and_the_ends_go_on(tmp_path: 
         assert not (records[2]["reason"] or "").startswith("connection lost")
 
 
-def test_code_length_that_does_not_cover_qber_abort_is_named(tmp_path: Path) -> None:
+def test_code_length_that_does_not_cover_qber_abort_is_named(tmp_path: Path,
+                                                              link_ends: Any) -> None:
     """n = 16000 codes are validated up to QBER 9.18 %: with the default qber_abort (11 %) the
     gap is named (the module warns at start); with qber_abort 9 %, or n = 64000 (validated to
     11 %), there is none."""
-    path = tmp_path / "alice.toml"
-
     def coverage(extra: str, length: int = 16000) -> str | None:
-        text = NODE.format(who="alice", peer="bob", role="transmitter", qdist="qdist_listen",
-                           port=9).replace("code_length = 16000", f"code_length = {length}"
-                                           + extra)
-        path.write_text(text)
+        path, _ = link_ends(tmp_path, bench="reconnect", seed=11, block_slots=16_777_216,
+                            port=9, code_length=length, distillation_extra=extra)
         return code_coverage(load_config(path).links[0])
 
     gap = coverage("")
@@ -196,5 +143,5 @@ def test_code_length_that_does_not_cover_qber_abort_is_named(tmp_path: Path) -> 
     assert "code_length 16000" in gap
     assert "0.0918" in gap
     assert "0.1100" in gap
-    assert coverage("\nqber_abort = 0.09") is None
+    assert coverage("qber_abort = 0.09\n") is None
     assert coverage("", 64000) is None
