@@ -149,9 +149,21 @@ def _u_mu_sigma(x: NDArray[np.float64], shifts: NDArray[np.float64], period_ps: 
             math.sqrt(var_sigma) if var_sigma > 0 else fallback[1])
 
 
-def jitter(lab: Any, recorder: Recorder, settings: Settings) -> Outcome:
-    """Timing jitter FWHM per detector channel against the sync (module docstring)."""
-    channels = _channels(lab, settings)
+@dataclass(frozen=True)
+class _SyncedClicks:
+    """Clicks of the detector channels and the sync tags of one acquisition."""
+
+    t: NDArray[np.int64]
+    c: NDArray[np.int32]
+    sync: NDArray[np.int64]
+    slots_per_sync: int
+    span: float
+    light: dict[str, float]
+
+
+def _clicks_against_sync(lab: Any, recorder: Recorder, settings: Settings,
+                         channels: tuple[int, ...]) -> _SyncedClicks:
+    """Plays the frame at the set count rate, acquires, blocks the light; checks the syncs."""
     sync_ch = int(settings["sync_channel"])
     _play_frame(lab)
     light = set_count_rate(lab, channels, float(settings["count_rate_hz"]))
@@ -162,12 +174,19 @@ def jitter(lab: Any, recorder: Recorder, settings: Settings) -> Outcome:
     lab.role("attenuator").set_enabled(False)
     t, c = recorder.tags()
     sync = t[c == sync_ch]
-    slot_rate = float(lab.role("transmitter").slot_rate_hz())
     if sync.size < MIN_SYNCS:
         raise ValueError(f"{sync.size} sync tags on channel {sync_ch} are too few (need "
                          f"{MIN_SYNCS}): is the sync connected and setting sync_channel right?")
-    spacing = float(np.median(np.diff(sync)))
-    k = max(1, round(spacing * 1e-12 * slot_rate))
+    slot_rate = float(lab.role("transmitter").slot_rate_hz())
+    k = max(1, round(float(np.median(np.diff(sync))) * 1e-12 * slot_rate))
+    return _SyncedClicks(t, c, sync, k, span, light)
+
+
+def jitter(lab: Any, recorder: Recorder, settings: Settings) -> Outcome:
+    """Timing jitter FWHM per detector channel against the sync (module docstring)."""
+    channels = _channels(lab, settings)
+    run = _clicks_against_sync(lab, recorder, settings, channels)
+    t, c, sync, k = run.t, run.c, run.sync, run.slots_per_sync
     tagger_rms = float(settings["tagger_jitter_rms_ps"])
     sync_rms = float(settings["sync_jitter_rms_ps"])
     removed2 = 2.0 * tagger_rms ** 2 + sync_rms ** 2
@@ -196,7 +215,7 @@ def jitter(lab: Any, recorder: Recorder, settings: Settings) -> Outcome:
                   {ch: (f.sigma_ps, f.u_sigma_ps) for ch, f in fits.items()}),
               "removed_rms_ps": math.sqrt(removed2), "slots_per_sync": k,
               "slot_period_ps": float(np.mean([f.period_ps for f in fits.values()]))},
-        fits=fits, span_s=span, instrument_settings=_detector_settings(lab), light=light,
+        fits=fits, span_s=run.span, instrument_settings=_detector_settings(lab), light=run.light,
         mark="peak")
 
 
@@ -259,21 +278,8 @@ def delay_alignment(lab: Any, recorder: Recorder, settings: Settings) -> Outcome
     (max - min), what alignment removes. With ``apply`` true the delays are set on the tagger.
     """
     channels = _channels(lab, settings)
-    sync_ch = int(settings["sync_channel"])
-    _play_frame(lab)
-    light = set_count_rate(lab, channels, float(settings["count_rate_hz"]))
-    recorder.clear()
-    span = acquire(lab.role("time_tagger"), recorder, channels,
-                   target_counts=int(settings["target_counts"]),
-                   max_duration_s=float(settings["duration_s"]))
-    lab.role("attenuator").set_enabled(False)
-    t, c = recorder.tags()
-    sync = t[c == sync_ch]
-    if sync.size < MIN_SYNCS:
-        raise ValueError(f"{sync.size} sync tags on channel {sync_ch} are too few (need "
-                         f"{MIN_SYNCS}): is the sync connected and setting sync_channel right?")
-    slot_rate = float(lab.role("transmitter").slot_rate_hz())
-    k = max(1, round(float(np.median(np.diff(sync))) * 1e-12 * slot_rate))
+    run = _clicks_against_sync(lab, recorder, settings, channels)
+    t, c, sync, k = run.t, run.c, run.sync, run.slots_per_sync
     fits = {ch: fit_peak(*fold(t[c == ch], sync, k)) for ch in channels}
     ref = int(settings["reference_channel"] or channels[0])
     if ref not in fits:
@@ -305,5 +311,5 @@ def delay_alignment(lab: Any, recorder: Recorder, settings: Settings) -> Outcome
         also={"reference_channel": ref, "slot_period_ps": period, "applied": applied,
               "centres_ps": channel_values({ch: (f.centre_ps, f.u_centre_ps)
                                             for ch, f in fits.items()})},
-        fits=fits, span_s=span, instrument_settings=_detector_settings(lab), light=light,
+        fits=fits, span_s=run.span, instrument_settings=_detector_settings(lab), light=run.light,
         mark="peak")
