@@ -107,11 +107,13 @@ def phi(x: np.float32, k: PhiConstants) -> np.float32:  # pragma: no cover - com
     return np.float32(e) * k[4] + log_m
 
 
-def phi_reference(x: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Plain-numpy twin of :func:`phi`, elementwise on a float32 array."""
+def _exp_terms_reference(
+    x: NDArray[np.float32],
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """The twins' shared first step: ``u = exp(-x)`` and ``d = 1 - u`` (series near 0), float32,
+    computed exactly as the kernels compute them (clamped input, polynomial exp, bit assembly)."""
     k = _PHI_CONSTANTS
-    f32 = np.float32
-    one, two = f32(1.0), f32(2.0)
+    one = np.float32(1.0)
     x = np.minimum(np.maximum(np.asarray(x, dtype=np.float32), k[0]), k[1])
     y = -x * k[3]
     fl = np.floor(y)
@@ -120,6 +122,15 @@ def phi_reference(x: NDArray[np.float32]) -> NDArray[np.float32]:
     u = (p.view(np.int32) + (fl.astype(np.int32) << 23)).view(np.float32)
     series = x * (one - x * (k[10] - x * (k[11] - x * (k[12] - x * k[13]))))
     d = np.where(x < k[2], series, one - u)
+    return u, d
+
+
+def phi_reference(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Plain-numpy twin of :func:`phi`, elementwise on a float32 array."""
+    k = _PHI_CONSTANTS
+    f32 = np.float32
+    one, two = f32(1.0), f32(2.0)
+    u, d = _exp_terms_reference(x)
     z = two * u / d
     w = one + z
     bits = w.view(np.int32)
@@ -169,17 +180,9 @@ def expansion(x: np.float32, k: PhiConstants) -> tuple[np.float32, np.float32]: 
 
 def expansion_reference(x: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """Plain-numpy twin of :func:`expansion`, elementwise on a float32 array."""
-    k = _PHI_CONSTANTS
     f32 = np.float32
     one, two = f32(1.0), f32(2.0)
-    x = np.minimum(np.maximum(np.asarray(x, dtype=np.float32), k[0]), k[1])
-    y = -x * k[3]
-    fl = np.floor(y)
-    f = y - fl
-    p = one + f * (k[5] + f * (k[6] + f * (k[7] + f * (k[8] + f * k[9]))))
-    u = (p.view(np.int32) + (fl.astype(np.int32) << 23)).view(np.float32)
-    series = x * (one - x * (k[10] - x * (k[11] - x * (k[12] - x * k[13]))))
-    d = np.where(x < k[2], series, one - u)
+    u, d = _exp_terms_reference(x)
     den = d * (one + u)
     a1 = (two * u / den).astype(np.float32)
     a2 = (a1 * (one + u * u) / (two * den)).astype(np.float32)
