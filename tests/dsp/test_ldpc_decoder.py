@@ -81,17 +81,19 @@ def test_phi_approximates_log_tanh() -> None:
     assert 0.0 <= float(phi_reference(np.array([1e6], np.float32))[0]) < 1e-30
 
 
-@settings(deadline=None, max_examples=30)
-@given(
-    st.lists(
-        st.one_of(
-            st.floats(0.0, 100.0, width=32),
-            st.sampled_from([0.0, 1e-13, 1e-12, 0.25, 80.0, 1e6, np.float32(0.25).item()]),
-        ),
-        min_size=1,
-        max_size=60,
-    )
+# Check-node magnitudes: any float32 in [0, 100] plus the clamp edges and a huge value.
+PHI_INPUTS = st.lists(
+    st.one_of(
+        st.floats(0.0, 100.0, width=32),
+        st.sampled_from([0.0, 1e-13, 1e-12, 0.25, 80.0, 1e6, np.float32(0.25).item()]),
+    ),
+    min_size=1,
+    max_size=60,
 )
+
+
+@settings(deadline=None, max_examples=30)
+@given(PHI_INPUTS)
 def test_phi_kernel_agrees_with_twin(values: list[float]) -> None:
     x = np.array(values, np.float32)
     compiled = phi_many(x, phi_constants())
@@ -112,16 +114,7 @@ def test_expansion_is_taylor_of_phi() -> None:
 
 
 @settings(deadline=None, max_examples=30)
-@given(
-    st.lists(
-        st.one_of(
-            st.floats(0.0, 100.0, width=32),
-            st.sampled_from([0.0, 1e-13, 1e-12, 0.25, 80.0, 1e6, np.float32(0.25).item()]),
-        ),
-        min_size=1,
-        max_size=60,
-    )
-)
+@given(PHI_INPUTS)
 def test_expansion_kernel_agrees_with_twin(values: list[float]) -> None:
     x = np.array(values, np.float32)
     compiled = expansion_many(x, phi_constants())
