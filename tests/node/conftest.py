@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from qkdnode.node.bench import open_lab, simulated_lab_config
+from qkdnode.node.bench.runner import PROCEDURES
 
 # One end of link "ab" on the simulated bench (5 km, the Lim et al. decoys at 5 km); the
 # {placeholders} are filled by write_link_ends.
@@ -92,3 +97,21 @@ def free_port() -> int:
 def port() -> int:
     """A TCP port that was free a moment ago (the Qdist transmitter listens on it)."""
     return free_port()
+
+
+def open_modulator_lab(procedure: str, params: dict[str, Any],
+                       limit: float | None = None) -> Any:
+    """The simulated lab a modulator procedure opens, its bias controller limited to ``limit``
+    volts (``max_modulator_bias_v``) when given."""
+    config = simulated_lab_config(params)
+    if limit is not None:
+        config = dataclasses.replace(config, instruments=tuple(
+            dataclasses.replace(i, settings={**i.settings, "max_modulator_bias_v": limit})
+            if i.role == "bias_controller" else i for i in config.instruments))
+    return open_lab(config, PROCEDURES[procedure].roles)
+
+
+@pytest.fixture
+def modulator_lab() -> Callable[..., Any]:
+    """:func:`open_modulator_lab`: (procedure, params, limit=None) -> the opened lab."""
+    return open_modulator_lab

@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 
 import pytest
 
 from qkdnode.drivers.errors import TransportError
 from qkdnode.drivers.roles import LockMode
-from qkdnode.node.bench import open_lab, run_procedure, simulated_lab_config
-from qkdnode.node.bench.runner import PROCEDURES
-
-
-def _lab(params, limit=None):
-    config = simulated_lab_config(params)
-    if limit is not None:
-        config = dataclasses.replace(config, instruments=tuple(
-            dataclasses.replace(i, settings={**i.settings, "max_modulator_bias_v": limit})
-            if i.role == "bias_controller" else i for i in config.instruments))
-    return open_lab(config, PROCEDURES["extinction-ratio"].roles)
+from qkdnode.node.bench import run_procedure
 
 
 @pytest.mark.parametrize("er_db", [40.0, 22.5, 12.0])
-def test_extinction_ratio_recovered(er_db, tmp_path):
-    lab = _lab({"seed": 61, "extinction_ratio_db": er_db})
+def test_extinction_ratio_recovered(er_db, tmp_path, modulator_lab):
+    lab = modulator_lab("extinction-ratio", {"seed": 61, "extinction_ratio_db": er_db})
     try:
         lab.role("bias_controller").set_lock_mode(LockMode.NULL)
         record = run_procedure("extinction-ratio", lab, tmp_path)
@@ -39,8 +28,8 @@ def test_extinction_ratio_recovered(er_db, tmp_path):
     assert (tmp_path / "extinction-ratio.png").exists()
 
 
-def test_scan_stays_inside_the_modulator_bias_limit(tmp_path):
-    lab = _lab({"seed": 62}, limit=5.0)
+def test_scan_stays_inside_the_modulator_bias_limit(tmp_path, modulator_lab):
+    lab = modulator_lab("extinction-ratio", {"seed": 62}, limit=5.0)
     try:
         record = run_procedure("extinction-ratio", lab, tmp_path)
     finally:
@@ -70,7 +59,7 @@ class _BiasLinkDrops:
         return getattr(self._transport, name)
 
 
-def test_interrupted_scan_keeps_each_point_on_disk(tmp_path, monkeypatch):
+def test_interrupted_scan_keeps_each_point_on_disk(tmp_path, monkeypatch, modulator_lab):
     from qkdnode.drivers import registry
 
     original = registry.open_transport
@@ -81,7 +70,7 @@ def test_interrupted_scan_keeps_each_point_on_disk(tmp_path, monkeypatch):
         return _BiasLinkDrops(transport, 31) if resource.endswith("/bias") else transport
 
     monkeypatch.setattr(registry, "open_transport", opening)
-    lab = _lab({"seed": 62})
+    lab = modulator_lab("extinction-ratio", {"seed": 62})
     try:
         bc = lab.role("bias_controller")
         bc.set_lock_mode(LockMode.NULL)

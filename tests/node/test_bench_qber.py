@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 
 import numpy as np
@@ -11,18 +10,8 @@ import pytest
 
 from qkdnode.drivers.errors import TransportError
 from qkdnode.drivers.roles import LockMode
-from qkdnode.node.bench import open_lab, run_procedure, simulated_lab_config
+from qkdnode.node.bench import run_procedure
 from qkdnode.node.bench.qber import assign_positions, check_frame_fits_sync, frame_offset
-from qkdnode.node.bench.runner import PROCEDURES
-
-
-def _lab(params, limit=None):
-    config = simulated_lab_config(params)
-    if limit is not None:
-        config = dataclasses.replace(config, instruments=tuple(
-            dataclasses.replace(i, settings={**i.settings, "max_modulator_bias_v": limit})
-            if i.role == "bias_controller" else i for i in config.instruments))
-    return open_lab(config, PROCEDURES["qber-scan"].roles)
 
 
 @pytest.mark.parametrize("params", [
@@ -34,8 +23,8 @@ def _lab(params, limit=None):
     {"seed": 73, "bias_null_v": 2.1, "v_pi": 3.0, "latency_ps_x0": 3456,
      "latency_ps_x1": 1200, "latency_ps_z0": 7890, "latency_ps_z1": 250},
 ])
-def test_best_set_point_recovered(params, tmp_path):
-    lab = _lab(params)
+def test_best_set_point_recovered(params, tmp_path, modulator_lab):
+    lab = modulator_lab("qber-scan", params)
     try:
         lab.role("bias_controller").set_lock_mode(LockMode.NULL)
         record = run_procedure("qber-scan", lab, tmp_path)
@@ -62,8 +51,8 @@ def test_best_set_point_recovered(params, tmp_path):
     assert {r["scan"] for r in rows} == {"coarse", "fine"}
 
 
-def test_scan_stays_inside_the_modulator_bias_limit(tmp_path):
-    lab = _lab({"seed": 74, "bias_null_v": 0.5}, limit=4.0)
+def test_scan_stays_inside_the_modulator_bias_limit(tmp_path, modulator_lab):
+    lab = modulator_lab("qber-scan", {"seed": 74, "bias_null_v": 0.5}, limit=4.0)
     try:
         record = run_procedure("qber-scan", lab, tmp_path)
     finally:
@@ -102,8 +91,8 @@ def test_too_few_sync_tags_is_a_clear_error():
         assign_positions(np.arange(5, dtype=np.int64), np.array([0, 10], np.int64), 10, 10)
 
 
-def test_frame_that_does_not_fit_the_sync_period_is_refused_up_front(tmp_path):
-    lab = _lab({"seed": 75})
+def test_frame_that_does_not_fit_the_sync_period_is_refused_up_front(tmp_path, modulator_lab):
+    lab = modulator_lab("qber-scan", {"seed": 75})
     try:
         bc = lab.role("bias_controller")
         bc.set_lock_mode(LockMode.NULL)
@@ -155,7 +144,7 @@ class _FailingTransport:
 @pytest.mark.parametrize("error", [
     TransportError("bias controller at sim://bench/bias: link lost"), KeyboardInterrupt()])
 def test_interrupted_scan_keeps_its_points_and_leaves_the_lab_safe(error, tmp_path,
-                                                                    monkeypatch):
+                                                                    monkeypatch, modulator_lab):
     from qkdnode.drivers import registry
 
     original = registry.open_transport
@@ -166,7 +155,7 @@ def test_interrupted_scan_keeps_its_points_and_leaves_the_lab_safe(error, tmp_pa
             transport)
 
     monkeypatch.setattr(registry, "open_transport", opening)
-    lab = _lab({"seed": 76, "bias_null_v": 1.0})
+    lab = modulator_lab("qber-scan", {"seed": 76, "bias_null_v": 1.0})
     try:
         bc = lab.role("bias_controller")
         bc.set_lock_mode(LockMode.NULL)
