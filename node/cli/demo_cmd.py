@@ -9,14 +9,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .args import positive_float
+
 __all__ = ["register"]
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -30,9 +25,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--workdir", metavar="DIR",
                         help="a new or empty directory for the demo's files (default: a fresh "
                              "temporary directory)")
-    parser.add_argument("--duration", type=_positive_float, metavar="S",
+    parser.add_argument("--duration", type=positive_float, metavar="S",
                         help="stop after S seconds (default: run until interrupted)")
-    parser.add_argument("--status-interval", type=_positive_float, default=10.0, metavar="S",
+    parser.add_argument("--status-interval", type=positive_float, default=10.0, metavar="S",
                         help="seconds between progress reports (default: 10)")
     parser.set_defaults(handler=_run)
 

@@ -13,14 +13,9 @@ import json
 import sys
 from typing import Any
 
+from .args import positive_float
+
 __all__ = ["register"]
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 def _fraction(text: str) -> float:
@@ -46,21 +41,21 @@ def register(subparsers: Any) -> None:
                     "Link defaults are the paper's Fig. 1 parameters.")
     parser.add_argument("--distance-km", type=_non_negative_float, nargs="+", required=True,
                         metavar="KM", help="fibre length(s)")
-    parser.add_argument("--block-bits", type=_positive_float, default=1e7, metavar="N",
+    parser.add_argument("--block-bits", type=positive_float, default=1e7, metavar="N",
                         help="finite-key block size n_X, sifted X bits (default: 1e7)")
-    parser.add_argument("--pulse-rate-hz", type=_positive_float, default=1e9, metavar="HZ",
+    parser.add_argument("--pulse-rate-hz", type=positive_float, default=1e9, metavar="HZ",
                         help="pulse rate for the key rate in bit/s (default: 1e9)")
     link = parser.add_argument_group("link model (defaults: Lim et al. Fig. 1)")
     link.add_argument("--fiber-loss-db-per-km", type=_non_negative_float,
                       default=None)
-    link.add_argument("--detector-efficiency", type=_positive_float,
+    link.add_argument("--detector-efficiency", type=positive_float,
                       default=None)
     link.add_argument("--dark-count-probability", type=_fraction,
                       default=None)
     link.add_argument("--afterpulse-probability", type=_fraction,
                       default=None)
     link.add_argument("--misalignment", type=_fraction, default=None)
-    link.add_argument("--ec-efficiency", type=_positive_float, default=None)
+    link.add_argument("--ec-efficiency", type=positive_float, default=None)
     link.add_argument("--mu3", type=_non_negative_float, default=None)
     security = parser.add_argument_group("security parameters")
     security.add_argument("--eps-cor", type=_fraction, default=1e-15)

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .args import positive_float
+
 __all__ = ["register"]
 
 
@@ -24,13 +26,6 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
 
@@ -47,7 +42,7 @@ def register(subparsers: Any) -> None:
                         help="run only this link (repeatable; default: every link)")
     parser.add_argument("--blocks", type=_positive_int, metavar="N",
                         help="stop after N blocks per end (default: run until interrupted)")
-    parser.add_argument("--status-interval", type=_positive_float, default=5.0, metavar="S",
+    parser.add_argument("--status-interval", type=positive_float, default=5.0, metavar="S",
                         help="seconds between status lines (default: 5)")
     parser.add_argument("--drain-timeout", type=float, default=10.0, metavar="S",
                         help="at the end, seconds to wait for the key manager to acknowledge "

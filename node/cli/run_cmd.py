@@ -26,17 +26,12 @@ from typing import Any
 from qkdnode.node.config import load_config
 from qkdnode.node.errors import KeyManagerError
 
+from .args import positive_float
+
 __all__ = ["register"]
 
 # The management port answers locally within milliseconds; 5 s covers a node under load.
 STATUS_TIMEOUT_S = 5.0
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -51,7 +46,7 @@ def register(subparsers: Any) -> None:
     run.add_argument("--config", required=True, action="append", metavar="FILE",
                      help="node configuration (repeat for the other end of a link on the "
                           "simulated bench, or for more nodes)")
-    run.add_argument("--status-interval", type=_positive_float, default=60.0, metavar="S",
+    run.add_argument("--status-interval", type=positive_float, default=60.0, metavar="S",
                      help="seconds between the modules' status lines (default: 60)")
     run.set_defaults(handler=_run)
     status = subparsers.add_parser(

@@ -171,3 +171,18 @@ def test_config_check_needs_a_resource_for_a_message_instrument(tmp_path, capsys
     lab = _lab_with(tmp_path, 'resource = "visa://GPIB0::12::INSTR"\n', "")
     assert main(["config", "check", str(lab)]) == 2
     assert "give its resource" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["demo", "--duration", "abc"], "--duration: must be a number, got 'abc'"),
+    (["demo", "--duration", "0"], "--duration: must be > 0 and finite, got 0"),
+    (["keyrate", "--distance-km", "50", "--pulse-rate-hz", "inf"],
+     "--pulse-rate-hz: must be > 0 and finite, got inf"),
+    (["run", "--config", "x.toml", "--status-interval", "-3"],
+     "--status-interval: must be > 0 and finite, got -3"),
+])
+def test_positive_number_options_name_the_bad_value(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == EXIT_USAGE
+    assert message in capsys.readouterr().err
