@@ -178,6 +178,10 @@ async def run_hosted(daemons: dict[str, NodeDaemon], ends: list[LinkEnd],
             + ("" if hurry is None else " (a second Ctrl-C or SIGTERM: at once)"))
         for daemon in daemons.values():
             await daemon.stop_modules()
+        # A block Bob announced just before his stop may reach Alice after hers: she carries
+        # it out rather than holding it for a start that will not come.
+        for end in ends:
+            end.module.finish_announced()
         if not await _blocks_ended(ends, grace_s, hurry):
             say(f"blocks still in flight after {grace_s:g} s are abandoned (no key from them)")
         try:

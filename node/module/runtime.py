@@ -167,6 +167,11 @@ class _ModuleBase(abc.ABC):
         # Kq-2: set while the module may start blocks (cleared by a stop request).
         self.running = asyncio.Event()
         self.running.set()
+        # Set while blocks the partner announced may be carried out: while running, and after
+        # :meth:`finish_announced` (a shutdown) even though stopped.
+        self.answering = asyncio.Event()
+        self.answering.set()
+        self._finishing = False
         self.connections = 0
         self._background: list[asyncio.Task[Any]] = []
 
@@ -235,10 +240,20 @@ class _ModuleBase(abc.ABC):
             if self.running.is_set():
                 log.info("link %s: stopped by the key manager", self.link)
             self.running.clear()
+            if not self._finishing:
+                self.answering.clear()
         else:
             if not self.running.is_set():
                 log.info("link %s: started by the key manager", self.link)
             self.running.set()
+            self.answering.set()
+
+    def finish_announced(self) -> None:
+        """At a shutdown: a block the partner announced is carried out although this end is
+        stopped (a stop alone holds it until a start), so that the partner's block in flight
+        ends with a key rather than a timeout. No new frames or announcements follow."""
+        self._finishing = True
+        self.answering.set()
 
     @property
     def idle(self) -> bool:
@@ -318,12 +333,13 @@ class AliceModule(_ModuleBase):
                     log.warning("link %s: Bob announced block %d, which was not played "
                                 "or is gone", self.link, event.block_id)
                     continue
-                if not self.running.is_set():
+                if not self.answering.is_set():
                     # Kq-2 stop: no new block starts. The announcement waits for a start (Bob's
-                    # block may time out meanwhile; he then moves on to a later one).
+                    # block may time out meanwhile; he then moves on to a later one) or for
+                    # the shutdown's finish_announced.
                     log.info("link %s: block %d announced while stopped; it waits for a start",
                              self.link, event.block_id)
-                    await _wait(self.running.wait(), tasks)
+                    await _wait(self.answering.wait(), tasks)
                 if not await conn.call(self._start_announced, event.block_id, choices,
                                        self.clock()):
                     log.info("link %s: block %d was given up or replaced by Bob before it "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 
 from qkdnode.dsp.sifting import BobDetections
 from qkdnode.node.io.qdist import QdistConnection
@@ -100,7 +101,11 @@ def test_bob_stopped_while_waiting_for_a_block_does_not_announce_it() -> None:
     assert block_after == 0
 
 
-def test_alice_stopped_does_not_answer_an_announcement_until_started() -> None:
+@pytest.mark.parametrize("release", ["start", "finish_announced"])
+def test_alice_stopped_does_not_answer_an_announcement_until_released(release: str) -> None:
+    # Released by a Kq-2 start, or at a shutdown by finish_announced (the host's orderly stop:
+    # Bob announced just before his own stop, so no start would come and his block would time
+    # out); that answers the held block but leaves the module stopped.
     async def scenario() -> tuple[int, int | None, int | None]:
         frames = OneFrame()
         alice = AliceModule(PLAN, QdistAlice(PARAMS, SECRET), frames,
@@ -123,11 +128,16 @@ def test_alice_stopped_does_not_answer_an_announcement_until_started() -> None:
                 await asyncio.sleep(0.01)
             await asyncio.sleep(SETTLE_S)
             held = (conn.bytes_sent, alice.qdist.block)
-            await alice.control(StartRequested())
+            if release == "start":
+                await alice.control(StartRequested())
+            else:
+                alice.finish_announced()
+                await alice.control(StopRequested())  # a late stop does not hold it again
             for _ in range(200):
                 if conn.bytes_sent:
                     break
                 await asyncio.sleep(0.05)
+            assert alice.running.is_set() == (release == "start")
             return *held, conn.bytes_sent
         finally:
             for task in tasks:
@@ -139,4 +149,4 @@ def test_alice_stopped_does_not_answer_an_announcement_until_started() -> None:
 
     sent, block, sent_after = asyncio.run(scenario())
     assert (sent, block) == (0, None), "Alice answered an announcement after the stop"
-    assert sent_after > 0, "Alice did not answer after the start"
+    assert sent_after > 0, f"Alice did not answer after {release}"
