@@ -27,6 +27,7 @@ from .instruments.keysight.awg33500 import AWG33500
 from .instruments.picoquant import hydraharp, multiharp
 from .instruments.qutools import qutag
 from .instruments.s15.spd import SPD
+from .instruments.scpi.frame_streamer import FrameStreamerScpi
 from .instruments.scpi.voa import ScpiVoa
 from .instruments.swabian import timetagger as swabian_timetagger
 from .instruments.thorlabs.mbx import MBX
@@ -36,6 +37,7 @@ from .roles import (
     Attenuator,
     BiasController,
     Detector,
+    FrameStreamer,
     Limits,
     OsRandomSource,
     PowerMeter,
@@ -54,6 +56,7 @@ ROLE_PROTOCOLS: dict[str, type] = {
     "time_tagger": TimeTagger,
     "detector": Detector,
     "transmitter": Transmitter,
+    "frame_streamer": FrameStreamer,
     "receiver": Receiver,
     "bias_controller": BiasController,
     "attenuator": Attenuator,
@@ -136,6 +139,9 @@ DRIVERS: dict[str, DriverInfo] = {
                                 "generic SCPI variable optical attenuator"),
     "keysight.33500": _message_driver(AWG33500, ("transmitter",), "visa",
                                       "33500-class AWG playing the transmitter frame"),
+    "scpi.frame_streamer": _message_driver(
+        FrameStreamerScpi, ("frame_streamer",), "visa",
+        "FPGA pattern generator streaming one frame per block (qkdnode's SCPI interface)"),
     "os.csprng": DriverInfo(("random_source",), OsRandomSource, None, build=_build_os_random,
                             doc="the operating system's CSPRNG"),
     "sim.seeded_random": DriverInfo(("random_source",), SeededRandomSource, None,

@@ -42,6 +42,7 @@ __all__ = [
     "Attenuator",
     "BiasController",
     "Detector",
+    "FrameStreamer",
     "Limits",
     "LockMode",
     "OsRandomSource",
@@ -376,6 +377,78 @@ class Transmitter(Protocol):
 
     def trigger(self) -> None:
         """Sends a software trigger (starts a triggered frame)."""
+        ...
+
+    def close(self) -> None:
+        """Releases the instrument's transport."""
+        ...
+
+
+@runtime_checkable
+class FrameStreamer(Protocol):
+    """Modulation hardware fed one fresh frame per block, played back to back.
+
+    A :class:`Transmitter` repeats one frame; a QKD block of 2^20..2^26 slots needs fresh
+    choices in every slot, which no AWG memory holds for long. A frame streamer (an FPGA
+    pattern generator fed by the host) plays frame ``b`` over the slots
+    ``[b * L, (b + 1) * L)`` counted from :meth:`start`, ``L`` = :meth:`frame_slots`, and
+    the host queues the frames ahead of time. A block whose frame is not queued when its
+    first slot comes is played as vacuum (the intensity modulator blocks the light) and
+    reported by :meth:`underruns`: its choices never reached the light, so they must never be
+    used for key. A frame for a block that has begun is refused.
+
+    Frames are the same three ``uint8`` arrays as a :class:`Transmitter`'s; they are key
+    material: an implementation never logs them or puts them into exception text.
+    """
+
+    def set_frame_slots(self, slots: int) -> None:
+        """Sets the frame (block) length, slots; only while stopped."""
+        ...
+
+    def frame_slots(self) -> int:
+        """The frame (block) length, slots."""
+        ...
+
+    def set_slot_rate_hz(self, rate_hz: float) -> None:
+        """Sets the slot (pulse) rate, Hz."""
+        ...
+
+    def slot_rate_hz(self) -> float:
+        """The slot rate, Hz."""
+        ...
+
+    def queue_frame(
+        self,
+        block: int,
+        basis: NDArray[np.uint8],
+        bit: NDArray[np.uint8],
+        intensity: NDArray[np.uint8],
+    ) -> None:
+        """Queues the frame of ``block`` (at least :meth:`next_block`, one frame slot free)."""
+        ...
+
+    def frames_queued(self) -> int:
+        """Frames queued and not yet begun."""
+        ...
+
+    def frames_free(self) -> int:
+        """Frames that can be queued now."""
+        ...
+
+    def next_block(self) -> int:
+        """The first block whose frame can still be queued."""
+        ...
+
+    def underruns(self) -> tuple[int, ...]:
+        """Blocks played as vacuum (no frame queued in time) since the previous call."""
+        ...
+
+    def start(self) -> None:
+        """Starts playing: slot 0 of block 0 is now."""
+        ...
+
+    def stop(self) -> None:
+        """Stops playing (the output is blocked)."""
         ...
 
     def close(self) -> None:

@@ -11,11 +11,22 @@ turns their settings into the link's physics:
   and dead time;
 * the bias controller sets the modulator's bias voltage (and tracks its drifting null in the
   lock modes, see :meth:`Bench.set_bias_lock`);
-* the AWG loads the frame it decodes from its waveforms (:meth:`Bench.load_frame`).
+* the AWG loads the frame it decodes from its waveforms (:meth:`Bench.load_frame`);
+* a frame streamer (:meth:`Bench.attach_streamer`) loads the frame of block ``b`` exactly at
+  slot ``b * L``: see "Streaming" below.
 
 Readings come back from the same physics: a detector's count rate (:meth:`Bench.count_rate_hz`),
 the optical power at Alice's output (:meth:`Bench.optical_power_w`), the modulator's
 transmission (:meth:`Bench.modulator_transmission`).
+
+Streaming: the bench's time is virtual, it advances only when a tagger reads. With a frame
+streamer attached, a read never runs past the first slot of a block whose frame the streamer
+does not have (or while its output is off): it returns the tags up to that boundary, after
+waiting up to :attr:`Bench.boundary_wait_s` for the frame. So a slow transmitter holds the
+simulated link back instead of running dry: the simulator's choice, in place of hardware's
+real-time underruns. To test those, :attr:`Bench.underrun_after_s` makes the bench give up on a
+missing frame after that long: the streamer then plays the block as vacuum (light blocked by
+:data:`SHUTTER_ATTENUATION_DB`) and reports the underrun, as hardware would.
 
 Benches are found by name in an in-process registry (:func:`create_bench`, :func:`get_bench`);
 an entry may also be a client of a bench hosted by another process
@@ -28,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
+import time
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -61,6 +73,10 @@ PHOTON_ENERGY_J = 6.62607015e-34 * 299_792_458.0 / (LASER_WAVELENGTH_NM * 1e-9)
 # A closed shutter or blocked VOA output: benchtop attenuators block by 60-100 dB; the link
 # needs a positive mean photon number, and 1e-10 of the signal reaches nothing measurable.
 SHUTTER_ATTENUATION_DB = 100.0
+# How long one tagger read waits at a block boundary for the streamer's frame before it returns
+# the tags up to the boundary: long enough that a waiting reader does not spin, short enough
+# that a stopping reader is not held.
+BOUNDARY_WAIT_S = 0.5
 # Detector names in the order of BenchParams.detectors.
 DETECTOR_NAMES = ("X0", "X1", "Z0", "Z1")
 # The link needs an efficiency > 0: a detector biased below breakdown is given this instead
@@ -82,6 +98,24 @@ class DeviceHandle(Protocol):
 
     def clear(self) -> None:
         """A device clear (partial input dropped)."""
+        ...
+
+
+class StreamingSource(Protocol):
+    """What a frame streamer offers the bench (called under :attr:`Bench.lock`)."""
+
+    name: str
+
+    def streaming_slots(self) -> int | None:
+        """The frame length while the output plays, else None."""
+        ...
+
+    def take_frame(self, block: int) -> tuple[NDArray[np.uint8], ...] | None:
+        """The frame of ``block`` if queued (it begins now), else None."""
+        ...
+
+    def played_vacuum(self, block: int) -> None:
+        """``block`` begins without a frame: an underrun."""
         ...
 
 
@@ -126,6 +160,11 @@ class Bench:
         self._drivers: dict[str, str] = {}
         self._devices: dict[str, MessageDevice] = {}
         self._bias_lock: Callable[[float], float] | None = None
+        self._changed = threading.Condition(self.lock)
+        self._streamer: StreamingSource | None = None
+        self._boundary_since: tuple[int, float] | None = None
+        self.boundary_wait_s = BOUNDARY_WAIT_S
+        self.underrun_after_s: float | None = None
 
     def __repr__(self) -> str:
         return f"<Bench {self.name!r} seed={self.seed} instruments={sorted(self._drivers)}>"
@@ -268,21 +307,124 @@ class Bench:
     def run(self, n_slots: int | None = None, *, duration_ps: int | None = None) -> TagBatch:
         """The next tags, with the bias lock applied first (see SimulatedLink.run).
 
+        With a frame streamer attached, the run stops at a block boundary whose frame is
+        missing (module docstring "Streaming").
+
         Raises:
             RuntimeError: no frame was loaded yet (the transmitter has played nothing).
         """
-        with self.lock:
-            self._check_frame()
-            self.refresh_bias()
-            return self.link.run(n_slots, duration_ps=duration_ps)
+        return self.run_with_truth(n_slots, duration_ps=duration_ps)[0]
 
     def run_with_truth(self, n_slots: int | None = None, *, duration_ps: int | None = None
                        ) -> tuple[TagBatch, TagTruth]:
         """Like :meth:`run`, with the ground truth (tests only)."""
         with self.lock:
+            if self._streamer is not None:
+                return self._run_streamed(self.link.slots_in(n_slots, duration_ps))
             self._check_frame()
             self.refresh_bias()
             return self.link.run_with_truth(n_slots, duration_ps=duration_ps)
+
+    # -- streaming ------------------------------------------------------------------------------
+
+    def attach_streamer(self, streamer: StreamingSource) -> None:
+        """Makes ``streamer`` the source of the frames, one per block (module docstring).
+
+        Raises:
+            ValueError: another streamer is attached.
+        """
+        with self.lock:
+            if self._streamer is not None and self._streamer is not streamer:
+                raise ValueError(f"bench {self.name!r} has a frame streamer already "
+                                 f"({self._streamer.name!r})")
+            self._streamer = streamer
+
+    @property
+    def streaming(self) -> bool:
+        """Whether a frame streamer feeds the bench (reads then wait for its frames)."""
+        return self._streamer is not None
+
+    def frames_changed(self) -> None:
+        """Wakes reads waiting for a frame (the streamer queued one, or switched on)."""
+        with self.lock:
+            self._changed.notify_all()
+
+    def _run_streamed(self, n_slots: int) -> tuple[TagBatch, TagTruth]:
+        streamer = self._streamer
+        assert streamer is not None
+        start = time.monotonic()
+        parts: list[tuple[TagBatch, TagTruth]] = []
+        left = n_slots
+        while left > 0:
+            frame_slots = streamer.streaming_slots()
+            slot = self.link.slot
+            if frame_slots is not None and slot % frame_slots == 0 and not self._begin(
+                    streamer, slot // frame_slots):
+                frame_slots = None
+            if frame_slots is None:  # no frame (or output off): wait, boundedly
+                waited = time.monotonic() - start
+                if waited >= self.boundary_wait_s:
+                    break
+                self._changed.wait(self._wait_s(self.boundary_wait_s - waited))
+                continue
+            step = min(left, frame_slots - slot % frame_slots)
+            self.refresh_bias()
+            parts.append(self.link.run_with_truth(step))
+            left -= step
+        return self._joined(parts)
+
+    def _begin(self, streamer: StreamingSource, block: int) -> bool:
+        """Begins ``block`` at its first slot: its frame, or vacuum after underrun_after_s;
+        False while it waits for the frame."""
+        frame = streamer.take_frame(block)
+        owner = f"{streamer.name}:underrun"
+        if frame is None:
+            now = time.monotonic()
+            if self._boundary_since is None or self._boundary_since[0] != block:
+                self._boundary_since = (block, now)
+            if self.underrun_after_s is None or now - self._boundary_since[1] < (
+                    self.underrun_after_s):
+                return False
+            streamer.played_vacuum(block)
+            n = streamer.streaming_slots() or 2
+            zeros = np.zeros(n, dtype=np.uint8)
+            self.link.load_frame(zeros, zeros, np.full(n, 2, dtype=np.uint8))
+            self.set_attenuation(owner, None)
+        else:
+            self.link.load_frame(*frame)
+            if self._attenuation_db.get(owner):
+                self.set_attenuation(owner, 0.0)
+        self._boundary_since = None
+        return True
+
+    def _wait_s(self, left: float) -> float:
+        if self.underrun_after_s is not None and self._boundary_since is not None:
+            due = self._boundary_since[1] + self.underrun_after_s - time.monotonic()
+            return max(1e-3, min(left, due))
+        return left
+
+    def _joined(self, parts: list[tuple[TagBatch, TagTruth]]) -> tuple[TagBatch, TagTruth]:
+        if not parts:
+            if self.frame_loaded:
+                return self.link.run_with_truth(0)
+            empty64 = np.zeros(0, np.int64)
+            return (TagBatch(empty64, np.zeros(0, np.int16), 0, 0),
+                    TagTruth(empty64, np.zeros(0, np.uint8), np.zeros(0, np.int8), empty64,
+                             np.zeros(0, np.uint8), self.link.slot, 0))
+        if len(parts) == 1:
+            return parts[0]
+        batches = [b for b, _ in parts]
+        truths = [t for _, t in parts]
+        batch = TagBatch(np.concatenate([b.timestamps_ps for b in batches]),
+                         np.concatenate([b.channels for b in batches]),
+                         sum(b.lost_events for b in batches), batches[-1].complete_until_ps)
+        truth = TagTruth(np.concatenate([t.slots for t in truths]),
+                         np.concatenate([t.origins for t in truths]),
+                         np.concatenate([t.detectors for t in truths]),
+                         np.concatenate([t.lost_slots for t in truths]),
+                         np.concatenate([t.lost_origins for t in truths]),
+                         truths[0].first_slot, sum(t.n_slots for t in truths))
+        return batch, truth
 
     def _check_frame(self) -> None:
         if not self.frame_loaded:

@@ -165,8 +165,10 @@ class MockLibrary:
     def _pull(self, ctx: Any) -> int:
         del ctx
         source = self._source
-        if source is None or not getattr(source, "frame_loaded", True):
-            return 0  # no transmitter playing: nothing to simulate yet
+        if source is None or not (getattr(source, "frame_loaded", True)
+                                  or getattr(source, "streaming", False)):
+            return 0  # no transmitter playing: nothing to simulate yet (a streamed bench
+            # waits for its frames itself)
         batch = source.run(duration_ps=self._slice_ps)
         self.push(batch.timestamps_ps, batch.channels, batch.lost_events)
         return 0

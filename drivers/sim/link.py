@@ -321,6 +321,17 @@ class SimulatedLink:
         """Like :meth:`run`, with the ground truth of every tag (for tests)."""
         return self._run(self._slots_of(n_slots, duration_ps))
 
+    def slots_in(self, n_slots: int | None, duration_ps: int | None) -> int:
+        """The slots a run of ``n_slots`` or ``duration_ps`` (exactly one) simulates."""
+        if (n_slots is None) == (duration_ps is None):
+            raise TypeError("give exactly one of n_slots and duration_ps")
+        if duration_ps is not None:
+            n_slots = int(Fraction(int(duration_ps)) / self._period)
+        assert n_slots is not None
+        if n_slots < 0:
+            raise ValueError(f"n_slots must be >= 0, got {n_slots}")
+        return int(n_slots)
+
     def _slots_of(self, n_slots: int | None, duration_ps: int | None) -> int:
         if (n_slots is None) == (duration_ps is None):
             raise TypeError("give exactly one of n_slots and duration_ps")

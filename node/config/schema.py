@@ -54,6 +54,7 @@ Role = Literal[
     "time_tagger",
     "detector",
     "transmitter",
+    "frame_streamer",
     "receiver",
     "bias_controller",
     "attenuator",

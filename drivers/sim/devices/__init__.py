@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .awg33500 import SimAWG33500
 from .base import DeviceFault, MessageDevice, ScpiDevice
+from .frame_streamer import SimFrameStreamer
 from .id120 import SimID120
 from .mbx import SimMBX
 from .pm100 import SimPM100
@@ -20,6 +21,7 @@ __all__ = [
     "MessageDevice",
     "ScpiDevice",
     "SimAWG33500",
+    "SimFrameStreamer",
     "SimID120",
     "SimMBX",
     "SimPM100",
@@ -34,5 +36,6 @@ EMULATORS: dict[str, type[MessageDevice]] = {
     "thorlabs.pm100": SimPM100,
     "scpi.voa": SimVoa,
     "keysight.33500": SimAWG33500,
+    "scpi.frame_streamer": SimFrameStreamer,
 }
 """Driver name -> emulator class."""

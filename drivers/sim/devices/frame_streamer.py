@@ -1,0 +1,183 @@
+"""Simulated ``scpi.frame_streamer``: the FPGA pattern generator's SCPI interface on the bench.
+
+Command set: the driver's (:mod:`qkdnode.drivers.instruments.scpi.frame_streamer`), long or
+short forms, SCPI error queue. The device attaches itself to its bench
+(:meth:`~qkdnode.drivers.sim.bench.Bench.attach_streamer`) when created; the bench then takes
+the frame of block ``b`` from it exactly at slot ``b * L`` and waits while the frame is
+missing or the output is off (the bench's time is virtual: see the bench's "Streaming").
+
+Memory: :data:`MEMORY_SLOTS` slots of 4 bits, at most :data:`QUEUE_FRAMES` frames; a frame
+must leave room for two (one playing, one queued), so ``L <= MEMORY_SLOTS / 2``. Frames are
+kept packed and unpacked when they begin. Block numbers count from the bench's slot 0
+(``OUTP OFF`` halts the virtual time; ``OUTP ON`` resumes the count).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ...instruments.scpi.frame_streamer import MIN_FRAME_SLOTS, UNDERRUN_LIST, unpack_frame
+from ...transport.blocks import decode_block
+from .base import (
+    BLOCK_DATA_ERROR,
+    ILLEGAL_PARAMETER,
+    OUT_OF_MEMORY,
+    SETTINGS_CONFLICT,
+    DeviceFault,
+    ScpiDevice,
+    in_range,
+    integer,
+    no_args,
+    number,
+    on_off,
+)
+
+if TYPE_CHECKING:
+    from ..bench import Bench
+
+__all__ = ["MEMORY_SLOTS", "QUEUE_FRAMES", "SimFrameStreamer"]
+
+# A pattern generator board's frame memory: 2^27 4-bit slots (64 MiB of DDR), two 2^26-slot
+# frames or four of 2^24.
+MEMORY_SLOTS = 1 << 27
+# Frame descriptors the firmware keeps: enough to cover the host's jitter at 2^24-slot blocks
+# (each lasts 16.8 ms at 1 GHz) without holding many blocks of choices in flight.
+QUEUE_FRAMES = 4
+# Power-on frame length, slots.
+DEFAULT_FRAME_SLOTS = 1 << 20
+# Slot clock range, Hz.
+RATE_RANGE = (1e3, 1e11)
+
+
+class SimFrameStreamer(ScpiDevice):
+    """A simulated frame streamer playing its queued frames into the bench."""
+
+    KIND: ClassVar[str] = "visa"
+    BLOCKS: ClassVar[bool] = True
+    IDN: ClassVar[str] = "qkdnode,FrameStreamer (simulated),SIM0101,1.0"
+    COMMANDS: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("FRAMe:SLOTs", "_slots"), ("FRAMe:SLOTs?", "_slots_q"),
+        ("SOURce:FREQuency", "_freq"), ("SOURce:FREQuency?", "_freq_q"),
+        ("FRAMe:LOAD", "block_command"),
+        ("FRAMe:QUEued?", "_queued_q"), ("FRAMe:FREE?", "_free_q"),
+        ("FRAMe:NEXT?", "_next_q"), ("FRAMe:UNDerrun?", "_underrun_q"),
+        ("OUTPut[:STATe]", "_outp"), ("OUTPut[:STATe]?", "_outp_q"),
+    )
+
+    def __init__(self, bench: Bench, name: str) -> None:
+        super().__init__(bench, name)
+        self.reset()
+        bench.attach_streamer(self)
+
+    def reset(self) -> None:
+        self._frame_slots = DEFAULT_FRAME_SLOTS
+        self._rate = self.bench.link.params.source.slot_rate_hz
+        self._queue: dict[int, bytes] = {}
+        self._last_queued = -1
+        self._begun = -1  # the last block that began (frame or vacuum)
+        self._underruns: list[int] = []
+        self._on = False
+        self.played: list[int] = []  # blocks that began with their frame (tests read it)
+
+    # -- what the bench asks (under its lock) -------------------------------------------------
+
+    def streaming_slots(self) -> int | None:
+        return self._frame_slots if self._on else None
+
+    def take_frame(self, block: int) -> tuple[NDArray[np.uint8], ...] | None:
+        data = self._queue.pop(block, None)
+        if data is None:
+            return None
+        self._begun = block
+        self.played.append(block)
+        return unpack_frame(data)
+
+    def played_vacuum(self, block: int) -> None:
+        self._queue.pop(block, None)
+        self._begun = block
+        self._underruns.append(block)
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def _capacity(self) -> int:
+        return min(QUEUE_FRAMES, MEMORY_SLOTS // self._frame_slots - 1)
+
+    def _slots(self, groups: tuple[str, ...], args: str) -> None:
+        n = integer(args)
+        if self._on:
+            raise DeviceFault(SETTINGS_CONFLICT, "Settings conflict; output is on")
+        if n < MIN_FRAME_SLOTS or n % 2 or n > MEMORY_SLOTS // 2:
+            raise DeviceFault(-222, "Data out of range; frame length")
+        self._frame_slots = n
+        self._queue.clear()
+
+    def _slots_q(self, groups: tuple[str, ...], args: str) -> str:
+        no_args(args)
+        return str(self._frame_slots)
+
+    def _freq(self, groups: tuple[str, ...], args: str) -> None:
+        rate = in_range(number(args), *RATE_RANGE)
+        if rate != self.bench.link.params.source.slot_rate_hz:
+            # The bench's source is clocked at its configured slot rate; the generator must
+            # follow that clock (in the lab it is the clock).
+            raise DeviceFault(SETTINGS_CONFLICT, "Settings conflict; not the slot clock")
+        self._rate = rate
+
+    def _freq_q(self, groups: tuple[str, ...], args: str) -> str:
+        no_args(args)
+        return f"{self._rate:.10E}"
+
+    def block_command(self, groups: tuple[str, ...], args: bytes) -> None:
+        head, sep, rest = args.partition(b",")
+        try:
+            block = int(head.decode("ascii").strip(), 10)
+        except (UnicodeDecodeError, ValueError):
+            raise DeviceFault(ILLEGAL_PARAMETER, "Illegal parameter value; block") from None
+        if not sep or block < 0:
+            raise DeviceFault(ILLEGAL_PARAMETER, "Illegal parameter value; block")
+        try:
+            data, used = decode_block(rest.lstrip())
+        except ValueError:
+            raise DeviceFault(BLOCK_DATA_ERROR, "Block data error") from None
+        if rest.lstrip()[used:].strip() or 2 * len(data) != self._frame_slots:
+            raise DeviceFault(BLOCK_DATA_ERROR, "Block data error; not one frame")
+        if block <= max(self._last_queued, self._begun):
+            raise DeviceFault(SETTINGS_CONFLICT,
+                              "Settings conflict; block begun or not after the last queued")
+        if len(self._queue) >= self._capacity():
+            raise DeviceFault(OUT_OF_MEMORY, "Out of memory; no free frame buffer")
+        packed = np.frombuffer(data, dtype=np.uint8)
+        if int((packed & 0x0F).max()) >= 12 or int((packed >> 4).max()) >= 12:
+            raise DeviceFault(ILLEGAL_PARAMETER, "Illegal parameter value; frame symbol")
+        self._queue[block] = data
+        self._last_queued = block
+        self.bench.frames_changed()
+
+    def _queued_q(self, groups: tuple[str, ...], args: str) -> str:
+        no_args(args)
+        return str(len(self._queue))
+
+    def _free_q(self, groups: tuple[str, ...], args: str) -> str:
+        no_args(args)
+        return str(max(0, self._capacity() - len(self._queue)))
+
+    def _next_q(self, groups: tuple[str, ...], args: str) -> str:
+        no_args(args)
+        return str(max(self._last_queued, self._begun) + 1)
+
+    def _underrun_q(self, groups: tuple[str, ...], args: str) -> str:
+        no_args(args)
+        listed = self._underruns[:UNDERRUN_LIST]
+        del self._underruns[:UNDERRUN_LIST]
+        return ",".join(str(x) for x in (len(listed), *listed))
+
+    def _outp(self, groups: tuple[str, ...], args: str) -> None:
+        self._on = on_off(args)
+        self.bench.frames_changed()
+
+    def _outp_q(self, groups: tuple[str, ...], args: str) -> str:
+        no_args(args)
+        return "1" if self._on else "0"
