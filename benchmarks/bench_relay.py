@@ -32,17 +32,61 @@ from typing import Any
 
 NODES = ["A", "B", "C", "D"]
 LINKS = [("A", "B"), ("B", "C"), ("C", "D")]
+# Timed on every node (wrappers installed by this script, not by the node's code): the store's
+# operations (each one durable commit), its transactions and WAL truncations, the Kx requests
+# a node sends (to the next hop, answered when the rest of the route is done) and the relay
+# hops it serves.
+STORE_STEPS = ("add_link_keys", "take_pad", "take_pad_as", "relay_pad", "relay_pad_as",
+               "end_relay", "activate", "_run_batch", "_wipe")
+
+
+def _timed(samples: dict[str, list[float]], name: str, fn: Any, measuring: Any,
+           by_type: bool = False) -> Any:
+    """``fn`` (sync or async): its wall times in ms, once ``measuring`` is set, appended to
+    ``samples[name]`` (``by_type``: ``name`` + the type of the second argument, a Kx event)."""
+    def record(t0: float, args: tuple[Any, ...]) -> None:
+        if measuring.is_set():
+            key = f"{name}_{type(args[1]).__name__}" if by_type else name
+            samples.setdefault(key, []).append((time.perf_counter() - t0) * 1000)
+
+    if asyncio.iscoroutinefunction(fn):
+        async def async_wrapper(*a: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return await fn(*a, **kw)
+            finally:
+                record(t0, a)
+        return async_wrapper
+
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **kw)
+        finally:
+            record(t0, a)
+    return wrapper
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    ms = sorted(values)
+
+    def pct(q: float) -> float:
+        return round(ms[min(len(ms) - 1, int(q * len(ms)))], 2)
+
+    return {"n": len(ms), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": round(ms[-1], 2),
+            "mean_ms": round(statistics.fmean(ms), 2)}
 
 
 async def _node(name: str, tmp: Path, bound: Any, peers_in: Any,
-                keys: dict[tuple[str, str], list], relays: int, warmup: int, out: Any,
-                ready: Any, go: Any) -> None:
+                keys: dict[tuple[str, str], list], relays: int, warmup: int,
+                wipe_delay_s: float, out: Any, ready: Any, go: Any, measuring: Any) -> None:
     from qkdnode.node.io.kx import KxService
     from qkdnode.node.km import KeyManager, LinkKey, SqliteKeyStore
     from qkdnode.node.km.etsi014_tls import make_client_ssl_context, make_server_ssl_context
     from qkdnode.node.km.network import KxAgent
 
-    store = SqliteKeyStore(tmp / f"{name}.sqlite", max_key_count=10**6)
+    store = SqliteKeyStore(tmp / f"{name}.sqlite", max_key_count=10**6,
+                           wipe_delay_s=wipe_delay_s)
     adjacent = [b if a == name else a for a, b in LINKS if name in (a, b)]
     for peer in adjacent:
         link = (name, peer) if (name, peer) in keys else (peer, name)
@@ -57,6 +101,14 @@ async def _node(name: str, tmp: Path, bound: Any, peers_in: Any,
     kx = KxService(name, "127.0.0.1", 0, {}, server, client)
     agent = KxAgent(manager, kx, adjacent)
     kx.bind(agent)
+    samples: dict[str, list[float]] = {}
+    for step in STORE_STEPS:
+        if hasattr(store, step):
+            setattr(store, step, _timed(samples, "store_" + step.lstrip("_"),
+                                        getattr(store, step), measuring))
+    kx.request = _timed(samples, "kx", kx.request, measuring, True)  # type: ignore[method-assign]
+    agent.on_relay = _timed(samples, "serve", agent.on_relay,  # type: ignore[method-assign]
+                            measuring, True)
     await kx.start()
     bound.put((name, kx.port))
     ports = await asyncio.get_running_loop().run_in_executor(None, peers_in.get)
@@ -66,7 +118,10 @@ async def _node(name: str, tmp: Path, bound: Any, peers_in: Any,
         await kx.connected(peer, timeout_s=30)
     ready.set()
     if name != "A":
-        await asyncio.sleep(3600)  # serves until the parent terminates it
+        # serves until A is done, then reports its timings
+        await asyncio.get_running_loop().run_in_executor(None, go.wait)
+        out.put({"node": name, "cpu_s": time.process_time(), "samples": samples})
+        await asyncio.sleep(3600)  # until the parent terminates it
     # A: wait until the link states of B, C, D have arrived, then relay
     for _ in range(400):
         kx.flood(agent.advertisement(), exclude=None)
@@ -75,11 +130,13 @@ async def _node(name: str, tmp: Path, bound: Any, peers_in: Any,
         await asyncio.sleep(0.05)
     times = []
     for i in range(warmup + relays):
+        if i == warmup:
+            measuring.set()  # every node's timings from here on
         t0 = time.perf_counter()
         await agent.relay_key("D", 32)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    out.put({"times": times, "cpu_a": time.process_time()})
+    out.put({"node": name, "times": times, "cpu_s": time.process_time(), "samples": samples})
     go.set()
     await kx.stop()
     store.close()
@@ -94,9 +151,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--relays", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--wipe-delay", type=float, default=0.0,
+                        help="the stores' wipe_delay_s (0: the WAL is truncated inside every "
+                             "transaction that destroyed key bytes)")
+    parser.add_argument("--steps", action="store_true",
+                        help="also print each node's step timings (store operations, their "
+                             "transactions and WAL truncations, Kx requests, served hops)")
     args = parser.parse_args()
     from qkdnode.node.km.pki import make_pki
 
+    load_before = os.getloadavg()
+    wall0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         make_pki(tmp / "pki", NODES)
@@ -104,35 +169,41 @@ def main() -> None:
         keys = {link: [(str(uuid.uuid4()), os.urandom(32).hex()) for _ in range(n_chunks)]
                 for link in LINKS}
         ctx = mp.get_context("spawn")
-        out, go, bound = ctx.Queue(), ctx.Event(), ctx.Queue()
+        out, go, bound, measuring = ctx.Queue(), ctx.Event(), ctx.Queue(), ctx.Event()
         readies = [ctx.Event() for _ in NODES]
         peers_in = [ctx.Queue() for _ in NODES]
-        procs = [ctx.Process(target=_run_node, args=(n, tmp, bound, q, keys, args.relays,
-                                                     args.warmup, out, r, go), daemon=True)
+        procs = [ctx.Process(target=_run_node,
+                             args=(n, tmp, bound, q, keys, args.relays, args.warmup,
+                                   args.wipe_delay, out, r, go, measuring), daemon=True)
                  for n, r, q in zip(NODES, readies, peers_in, strict=True)]
         for p in procs:
             p.start()
         ports = dict(bound.get(timeout=120) for _ in NODES)
         for q in peers_in:
             q.put(ports)
-        result = out.get(timeout=600)
+        results = {r["node"]: r for r in (out.get(timeout=600) for _ in NODES)}
         for p in procs:
             p.terminate()
             p.join(10)
-    ms = sorted(t * 1000 for t in result["times"])
-
-    def pct(q: float) -> float:
-        return ms[min(len(ms) - 1, int(q * len(ms)))]
-
-    print(json.dumps({
+    ms = sorted(t * 1000 for t in results["A"]["times"])
+    report: dict[str, Any] = {
         "benchmark": "relay of a 256-bit key across 3 hops (A-B-C-D), mutual TLS, durable stores",
-        "relays": len(ms), "p50_ms": round(pct(0.50), 2), "p90_ms": round(pct(0.90), 2),
-        "p99_ms": round(pct(0.99), 2), "max_ms": round(ms[-1], 2),
+        "wipe_delay_s": args.wipe_delay, "relays": len(ms),
+        "p50_ms": _summary(ms)["p50_ms"], "p90_ms": round(ms[min(len(ms) - 1,
+                                                                 int(0.9 * len(ms)))], 2),
+        "p99_ms": _summary(ms)["p99_ms"], "max_ms": round(ms[-1], 2),
         "mean_ms": round(statistics.fmean(ms), 2), "target_p99_ms": 50,
+        "cpu_s": {n: round(results[n]["cpu_s"], 2) for n in NODES},
+        "wall_s": round(time.perf_counter() - wall0, 1),
         "peers": "none: no open Q.4163 relay implementation is available to run here",
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
-                    "cpus": os.cpu_count(), "load_avg_1_5_15": os.getloadavg()},
-    }, indent=2))
+                    "cpus": os.cpu_count(), "load_avg_1_5_15_before": load_before,
+                    "load_avg_1_5_15_after": os.getloadavg()},
+    }
+    if args.steps:
+        report["steps"] = {n: {step: _summary(v) for step, v in sorted(
+            results[n]["samples"].items())} for n in NODES}
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

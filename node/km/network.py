@@ -20,6 +20,13 @@ Relay of an ``n``-byte key from ``O`` to ``D`` on the route ``O, N1, ..., D``:
    like any request, so that ``O`` learns of the completion even when an answer on the way back
    was lost (an intermediate node restarted after forwarding).
 
+Each node makes one durable commit per relay before it sends (the origin a second, when the
+answer activates ``K``): the origin stores ``K`` and takes the first pad together
+(:meth:`~.store.SqliteKeyStore.relay_begin`), an intermediate node consumes the incoming pad and
+takes the next one together (``relay_forward``), the destination consumes its pad and stores
+``K`` together (``relay_end``). A pad is durably consumed before anything encrypted with it
+leaves the node, so a crash can never make a node use the same bytes again.
+
 A hop that fails (no answer, no key) makes ``O`` try the next best route without that hop, up to
 :data:`MAX_ROUTE_ATTEMPTS` routes. The failed relay's ``K`` stays pre-activation at ``O`` (never
 usable) until its completion notification arrives or :data:`RELAY_CONFIRM_S` pass, after which
@@ -226,11 +233,11 @@ class KxAgent:
         if have < need_bytes:
             await self.relay_key(pool, need_bytes - have)
 
-    async def _hop(self, to: str, relay_id: uuid.UUID, origin: str, destination: str,
-                   route: tuple[str, ...], key: bytes) -> Answered:
-        """Encrypts ``key`` with fresh bytes of the link to ``to`` and sends it there."""
-        plan, pad = await asyncio.to_thread(self.manager.store.take_pad, to, len(key),
-                                            self.manager.clock())
+    async def _send(self, to: str, relay_id: uuid.UUID, origin: str, destination: str,
+                    route: tuple[str, ...], plan: SupplyPlan, pad: bytes, key: bytes
+                    ) -> Answered:
+        """Sends ``key`` to ``to`` encrypted with ``pad`` (bytes of the link to ``to``, which
+        ``plan`` names and this node's store has consumed durably before)."""
         event = RelayForwarded(0, relay_id, origin, destination, route, plan, _xor(key, pad))
         answer = await self.network.request(to, event)
         assert isinstance(answer, Answered)
@@ -257,11 +264,14 @@ class KxAgent:
                 break
             relay_id = uuid.uuid4()
             key = secrets.token_bytes(size_bytes)
-            await asyncio.to_thread(store.add_link_keys, destination, [LinkKey(
-                relay_id, key, link="relay:" + "-".join(route))], self.manager.clock(),
-                confirm_within_s=RELAY_CONFIRM_S)
             try:
-                answer = await self._hop(route[1], relay_id, self.node, destination, route, key)
+                # K (pre-activation) and the first hop's pad in one durable commit.
+                plan, pad = await asyncio.to_thread(
+                    store.relay_begin, destination, LinkKey(
+                        relay_id, key, link="relay:" + "-".join(route)), route[1],
+                    self.manager.clock(), confirm_within_s=RELAY_CONFIRM_S)
+                answer = await self._send(route[1], relay_id, self.node, destination, route,
+                                          plan, pad, key)
             except (KeyManagerError, OSError) as exc:
                 answer = Answered(0, False, getattr(exc, "code", "io"), str(exc))
             if answer.ok:
@@ -304,26 +314,34 @@ class KxAgent:
         if here == 0 or event.route[here - 1] != from_node:
             return Answered(event.req, False, "not_on_route",
                             f"{from_node} is not this node's predecessor on the route")
+        nxt = None if event.destination == self.node else event.route[here + 1]
         try:
-            pad = await asyncio.to_thread(store.take_pad_as, from_node, event.plan, now)
+            if nxt is None:
+                # The pad consumed and K stored, active, in one durable commit.
+                refused = await asyncio.to_thread(
+                    store.relay_end, from_node, event.plan, event.origin,
+                    lambda pad: LinkKey(event.relay_id, _xor(event.ciphertext, pad),
+                                        link="relay:" + "-".join(event.route)), now)
+            else:
+                # The incoming pad consumed and the next hop's taken in one durable commit.
+                pad, out = await asyncio.to_thread(store.relay_forward, from_node, event.plan,
+                                                   nxt, now)
         except KeyManagerError as exc:
             return Answered(event.req, False, exc.code, f"at {self.node}: {exc}")
-        key = _xor(event.ciphertext, pad)
-        if event.destination == self.node:
-            try:
-                await asyncio.to_thread(store.add_link_keys, event.origin, [LinkKey(
-                    event.relay_id, key, link="relay:" + "-".join(event.route))], now,
-                    active=True)
-            except KeyManagerError as exc:
-                return Answered(event.req, False, exc.code, f"at {self.node}: {exc}")
+        if nxt is None:
+            if refused is not None:
+                return Answered(event.req, False, refused.code, f"at {self.node}: {refused}")
             task = asyncio.create_task(self._notify_completion(event))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             return Answered(event.req, True)
-        nxt = event.route[here + 1]
+        if isinstance(out, KeyManagerError):
+            return Answered(event.req, False, f"hop:{self.node}>{nxt}",
+                            f"at {self.node}, towards {nxt}: {out}")
+        key = _xor(event.ciphertext, pad)
         try:
-            return await self._hop(nxt, event.relay_id, event.origin, event.destination,
-                                   event.route, key)
+            return await self._send(nxt, event.relay_id, event.origin, event.destination,
+                                    event.route, *out, key)
         except (KeyManagerError, OSError) as exc:
             return Answered(event.req, False, f"hop:{self.node}>{nxt}",
                             f"at {self.node}, towards {nxt}: {exc}")

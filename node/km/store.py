@@ -35,7 +35,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from ..errors import KeyConflict, KeyNotFound, KeyPoolDepleted, KeyStoreFull, NotAuthorized
+from ..errors import (
+    KeyConflict,
+    KeyManagerError,
+    KeyNotFound,
+    KeyPoolDepleted,
+    KeyStoreFull,
+    NotAuthorized,
+)
 from .records import (
     KeyState,
     LinkKey,
@@ -147,6 +154,16 @@ class KeyStore(Protocol):
     def take_pad(self, pool: str, size_bytes: int, now: float) -> tuple[SupplyPlan, bytes]: ...
 
     def take_pad_as(self, pool: str, plan: SupplyPlan, now: float) -> bytes: ...
+
+    def relay_begin(self, pool: str, key: LinkKey, to: str, now: float, *,
+                    confirm_within_s: float) -> tuple[SupplyPlan, bytes]: ...
+
+    def relay_forward(self, pool: str, plan: SupplyPlan, to: str, now: float
+                      ) -> tuple[bytes, tuple[SupplyPlan, bytes] | KeyPoolDepleted]: ...
+
+    def relay_end(self, pool: str, plan: SupplyPlan, origin: str,
+                  make_key: Callable[[bytes], LinkKey], now: float
+                  ) -> KeyManagerError | None: ...
 
     def supply_recipients(self, key_id: uuid.UUID) -> tuple[str, tuple[str, ...]]: ...
 
@@ -513,44 +530,52 @@ class SqliteKeyStore:
         if len(set(ids)) != len(ids):
             raise KeyConflict(f"pool {pool!r}: a key ID appears twice in one push")
         state = (KeyState.ACTIVE if active else KeyState.PRE_ACTIVATION).value
+        expires = self._link_key_expiry(now, active, confirm_within_s)
+
+        return self._execute(
+            lambda db: self._insert_link_keys(db, pool, keys, state, expires, now))
+
+    def _link_key_expiry(self, now: float, active: bool, confirm_within_s: float | None
+                         ) -> float | None:
         expires = None if self.key_lifetime_s is None else now + self.key_lifetime_s
         if confirm_within_s is not None and not active:
             expires = now + confirm_within_s if expires is None else \
                 min(expires, now + confirm_within_s)
+        return expires
 
-        def _op(db: sqlite3.Connection) -> int:
-            new: list[LinkKey] = []
-            for key in keys:
-                row = db.execute(
-                    "SELECT l.pool, l.size_bytes, l.consumed, m.bytes FROM link_keys l "
-                    "LEFT JOIN material m ON m.key_id = l.key_id WHERE l.key_id = ?",
-                    (str(key.key_id),)).fetchone()
-                if row is None:
-                    new.append(key)
-                    continue
-                known_pool, size, consumed, stored = row
-                same = known_pool == pool and size == len(key.material)
-                if same and stored is not None and consumed == "[]":
-                    same = hmac.compare_digest(bytes(stored), bytes(key.material))
-                if not same:
-                    raise KeyConflict(f"pool {pool!r}: key {key.key_id} is already stored with "
-                                      "different content; push refused")
-            live = db.execute("SELECT COUNT(*) FROM link_keys WHERE pool = ? AND state IN (?, ?)",
-                              (pool, *_LIVE)).fetchone()[0]
-            if live + len(new) > self.max_key_count:
-                raise KeyStoreFull(f"pool {pool!r} holds {live} keys; {len(new)} more would "
-                                   f"exceed max_key_count = {self.max_key_count}")
-            for key in new:
-                db.execute(
-                    "INSERT INTO link_keys (key_id, pool, size_bytes, state, link, block, idx, "
-                    "qber, created_at, expires_at, changed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (str(key.key_id), pool, len(key.material), state, key.link, key.block,
-                     key.index, key.qber, key.created_at or now, expires, now))
-                db.execute("INSERT INTO material (key_id, bytes) VALUES (?, ?)",
-                           (str(key.key_id), bytes(key.material)))
-            return len(new)
-
-        return self._execute(_op)
+    def _insert_link_keys(self, db: sqlite3.Connection, pool: str, keys: Sequence[LinkKey],
+                          state: str, expires: float | None, now: float) -> int:
+        """add_link_keys inside a transaction (see there)."""
+        new: list[LinkKey] = []
+        for key in keys:
+            row = db.execute(
+                "SELECT l.pool, l.size_bytes, l.consumed, m.bytes FROM link_keys l "
+                "LEFT JOIN material m ON m.key_id = l.key_id WHERE l.key_id = ?",
+                (str(key.key_id),)).fetchone()
+            if row is None:
+                new.append(key)
+                continue
+            known_pool, size, consumed, stored = row
+            same = known_pool == pool and size == len(key.material)
+            if same and stored is not None and consumed == "[]":
+                same = hmac.compare_digest(bytes(stored), bytes(key.material))
+            if not same:
+                raise KeyConflict(f"pool {pool!r}: key {key.key_id} is already stored with "
+                                  "different content; push refused")
+        live = db.execute("SELECT COUNT(*) FROM link_keys WHERE pool = ? AND state IN (?, ?)",
+                          (pool, *_LIVE)).fetchone()[0]
+        if live + len(new) > self.max_key_count:
+            raise KeyStoreFull(f"pool {pool!r} holds {live} keys; {len(new)} more would "
+                               f"exceed max_key_count = {self.max_key_count}")
+        for key in new:
+            db.execute(
+                "INSERT INTO link_keys (key_id, pool, size_bytes, state, link, block, idx, "
+                "qber, created_at, expires_at, changed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (str(key.key_id), pool, len(key.material), state, key.link, key.block,
+                 key.index, key.qber, key.created_at or now, expires, now))
+            db.execute("INSERT INTO material (key_id, bytes) VALUES (?, ?)",
+                       (str(key.key_id), bytes(key.material)))
+        return len(new)
 
     def activate(self, pool: str, key_ids: Iterable[uuid.UUID], now: float) -> int:
         """Makes pre-activation link keys of ``pool`` active (the peer confirmed it holds them).
@@ -858,6 +883,102 @@ class SqliteKeyStore:
         """
         def _op(db: sqlite3.Connection) -> bytes:
             return self._consume(db, pool, [plan], now)[0]
+
+        return self._execute(_op)
+
+    # --- relay: one durable commit per node and relay ---------------------------------------
+
+    def relay_begin(self, pool: str, key: LinkKey, to: str, now: float, *,
+                    confirm_within_s: float) -> tuple[SupplyPlan, bytes]:
+        """The origin of a relay: stores the relayed key as a pre-activation key of ``pool``
+        (its destination) and takes the first hop's pad from ``to``'s key, in one transaction.
+
+        Args:
+            pool: the destination node.
+            key: the relayed key.
+            to: the first hop.
+            now: UNIX seconds.
+            confirm_within_s: the key is destroyed by :meth:`expire` unless activated within
+                this time (the destination never confirmed it).
+
+        Returns:
+            The pad's plan (for the next hop's :meth:`relay_forward` or :meth:`relay_end`) and
+            its bytes.
+
+        Raises:
+            KeyPoolDepleted, KeyStoreFull, KeyConflict: nothing changes.
+        """
+        size = len(key.material)
+        expires = self._link_key_expiry(now, False, confirm_within_s)
+
+        def _op(db: sqlite3.Connection) -> tuple[SupplyPlan, bytes]:
+            self._insert_link_keys(db, pool, [key], KeyState.PRE_ACTIVATION.value, expires,
+                                   now)
+            (plan,) = self._plan(db, to, RELAY_PAD, [RELAY_PAD], 1, size, now)
+            return plan, self._consume(db, to, [plan], now)[0]
+
+        return self._execute(_op)
+
+    def relay_forward(self, pool: str, plan: SupplyPlan, to: str, now: float
+                      ) -> tuple[bytes, tuple[SupplyPlan, bytes] | KeyPoolDepleted]:
+        """An intermediate node of a relay: consumes the incoming hop's pad (the bytes of
+        ``pool``'s key that ``plan`` names) and takes the next hop's pad of the same size from
+        ``to``'s key, in one transaction.
+
+        Returns:
+            The incoming pad, and the next hop's plan and pad, or the
+            :class:`KeyPoolDepleted` that kept them from being taken. The incoming bytes are
+            consumed in either case, as the previous hop consumed them: the two ends of a link
+            agree on which bytes are used.
+
+        Raises:
+            KeyConflict: the incoming bytes were used already; KeyNotFound: a key ``plan`` names
+                is unknown here. Nothing changes.
+        """
+        def _op(db: sqlite3.Connection
+                ) -> tuple[bytes, tuple[SupplyPlan, bytes] | KeyPoolDepleted]:
+            pad_in = self._consume(db, pool, [plan], now)[0]
+            db.execute("SAVEPOINT next_hop")
+            try:
+                (out,) = self._plan(db, to, RELAY_PAD, [RELAY_PAD], 1, plan.size_bytes, now)
+                pad_out = self._consume(db, to, [out], now)[0]
+            except KeyPoolDepleted as exc:
+                db.execute("ROLLBACK TO next_hop")
+                db.execute("RELEASE next_hop")
+                return pad_in, exc
+            db.execute("RELEASE next_hop")
+            return pad_in, (out, pad_out)
+
+        return self._execute(_op)
+
+    def relay_end(self, pool: str, plan: SupplyPlan, origin: str,
+                  make_key: Callable[[bytes], LinkKey], now: float) -> KeyManagerError | None:
+        """The destination of a relay: consumes the incoming hop's pad and stores the key
+        ``make_key(pad)`` returns as an active key of ``origin``'s pool, in one transaction.
+
+        Returns:
+            None, or the :class:`KeyStoreFull` or :class:`KeyConflict` that kept the key from
+            being stored; the incoming bytes are consumed in either case (see
+            :meth:`relay_forward`).
+
+        Raises:
+            KeyConflict: the incoming bytes were used already; KeyNotFound: a key ``plan`` names
+                is unknown here. Nothing changes.
+        """
+        expires = self._link_key_expiry(now, True, None)
+
+        def _op(db: sqlite3.Connection) -> KeyManagerError | None:
+            pad = self._consume(db, pool, [plan], now)[0]
+            db.execute("SAVEPOINT keep")
+            try:
+                self._insert_link_keys(db, origin, [make_key(pad)], KeyState.ACTIVE.value,
+                                       expires, now)
+            except (KeyStoreFull, KeyConflict) as exc:
+                db.execute("ROLLBACK TO keep")
+                db.execute("RELEASE keep")
+                return exc
+            db.execute("RELEASE keep")
+            return None
 
         return self._execute(_op)
 
