@@ -61,6 +61,9 @@ LOW_WATER_KEYS = 16
 MODULE_STATUS_EVERY_S = 2.0
 MODULE_STATUS_TIMEOUT_S = 5.0
 FULL_FRACTION = 0.9
+# At a stop, relay completion notifications not yet sent get this long to reach their origins
+# (an origin that does not hear of a relay whose answer it lost destroys its copy).
+COMPLETION_FLUSH_S = 2.0
 DEFAULT_QBER_ALARM = 0.11
 
 
@@ -227,6 +230,8 @@ class NodeDaemon:
         """Stops the connected QKD modules (Kq-2; they resume when the key manager is back),
         then everything else, and closes the key store."""
         await self.stop_modules()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.agent.flush_completions(), COMPLETION_FLUSH_S)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -12,7 +12,7 @@ sender, and one answer per request:
 * :class:`RelayForwarded` -> :class:`Answered`: one hop of a one-time-pad key relay: the
   end-to-end key XOR the link-key bytes named by ``plan``.
 * :class:`RelayCompleted` -> :class:`Answered`: the relay completion notification, back to the
-  origin.
+  origin (of one relay or, with ``more``, of several).
 * :class:`LinkStateAdvertised` (no answer): a node's link key levels, flooded for routing.
 
 Requests carry ``origin`` and ``destination`` nodes: a node that is not the destination forwards
@@ -119,7 +119,11 @@ class RelayForwarded:
 
 @dataclass(frozen=True, slots=True)
 class RelayCompleted:
-    """Relay completion notification, from the destination back to the origin."""
+    """Relay completion notification, from the destination back to the origin.
+
+    ``more`` names further relays between the same two nodes that ended the same way: a
+    destination collects the completions of a short while into one notification.
+    """
 
     req: int
     relay_id: uuid.UUID
@@ -127,6 +131,12 @@ class RelayCompleted:
     destination: str
     ok: bool
     reason: str = ""
+    more: tuple[uuid.UUID, ...] = ()
+
+    @property
+    def relay_ids(self) -> tuple[uuid.UUID, ...]:
+        """Every relay the notification is about."""
+        return (self.relay_id, *self.more)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +223,11 @@ def _to_payload(event: Event) -> dict[str, Any]:
                 "destination": event.destination, "route": list(event.route),
                 "plan": _plan_out(event.plan), "ct": b64(event.ciphertext)}
     if isinstance(event, RelayCompleted):
-        return {"req": event.req, "relay": str(event.relay_id), "origin": event.origin,
-                "destination": event.destination, "ok": event.ok, "reason": event.reason}
+        out = {"req": event.req, "relay": str(event.relay_id), "origin": event.origin,
+               "destination": event.destination, "ok": event.ok, "reason": event.reason}
+        if event.more:
+            out["more"] = [str(k) for k in event.more]
+        return out
     if isinstance(event, LinkStateAdvertised):
         return {"origin": event.origin, "seq": event.seq,
                 "links": [[peer, level] for peer, level in event.links]}
@@ -262,7 +275,8 @@ def _from_payload(kind: int, p: dict[str, Any]) -> Event:
     if cls is RelayCompleted:
         return RelayCompleted(get(p, "req", int, what), _uuid(get(p, "relay", str, what), what),
                               get(p, "origin", str, what), get(p, "destination", str, what),
-                              get(p, "ok", bool, what), get(p, "reason", str, what, ""))
+                              get(p, "ok", bool, what), get(p, "reason", str, what, ""),
+                              _ids(get(p, "more", list, what, []), what))
     if cls is LinkStateAdvertised:
         links = get(p, "links", list, what)
         pairs = []

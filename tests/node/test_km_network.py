@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from qkdnode.node.errors import PeerUnavailable
-from qkdnode.node.km import KeyManager, KeyState, LinkKey, SqliteKeyStore
+from qkdnode.node.km import KeyManager, KeyState, LinkKey, SqliteKeyStore, network
 from qkdnode.node.km.network import KxAgent
 from qkdnode.node.km.routing import LinkStateDb, NoRoute
 from qkdnode.node.protocol.kx import PoolOffered, RelayCompleted, RelayForwarded, SupplyNotified
@@ -177,12 +177,60 @@ def test_a_lost_answer_is_healed_by_the_completion_notification(tmp_path):
             await net.agents["A"].relay_key("C", 32)
         relay_ids = stores["C"].link_key_ids("A", KeyState.ACTIVE)
         assert len(relay_ids) == 1
-        for _ in range(100):                  # the completion notification arrives
+        for _ in range(1000):                 # the completion notification arrives
             if stores["A"].link_key_ids("C", KeyState.ACTIVE):
                 break
             await asyncio.sleep(0.02)
         assert stores["A"].link_key_ids("C", KeyState.ACTIVE) == relay_ids
 
     asyncio.run(run())
+    for s in stores.values():
+        s.close()
+
+
+def test_completions_are_collected_into_one_notification_per_origin(tmp_path, monkeypatch):
+    monkeypatch.setattr(network, "COMPLETION_BATCH_S", 3600.0)   # sent by the flush only
+    net, stores, _ = build(tmp_path, [("A", "B"), ("B", "C")])
+    heard = []
+    agent_a = net.agents["A"]
+    on_completed = agent_a.on_relay_completed
+
+    async def spy(from_node, event):
+        heard.append(event)
+        return await on_completed(from_node, event)
+
+    agent_a.on_relay_completed = spy
+
+    async def run():
+        await net.agents["A"].sync_pool("B")
+        await net.agents["B"].sync_pool("C")
+        flood(net)
+        ids = [await agent_a.relay_key("C", 32) for _ in range(3)]
+        assert heard == []
+        await net.agents["C"].flush_completions()
+        return ids
+
+    ids = asyncio.run(run())
+    assert len(heard) == 1
+    assert list(heard[0].relay_ids) == ids
+    assert heard[0].origin == "C"
+    assert sorted(stores["A"].link_key_ids("C", KeyState.ACTIVE)) == sorted(ids)
+    for s in stores.values():
+        s.close()
+
+
+def test_a_completion_activates_what_is_live_and_names_the_rest(tmp_path):
+    net, stores, _ = build(tmp_path, [("A", "B")])
+    live, gone, unknown = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    stores["A"].add_link_keys("C", [LinkKey(live, bytes(32)), LinkKey(gone, bytes(32))], 0.0,
+                              confirm_within_s=60)
+    stores["A"].destroy([gone], 0.0)
+    answer = asyncio.run(net.agents["A"].on_relay_completed(
+        "B", RelayCompleted(7, live, "C", "A", True, more=(gone, unknown))))
+    assert not answer.ok
+    assert answer.req == 7
+    assert "2 of 3" in answer.reason
+    assert stores["A"].link_key_state(live) is KeyState.ACTIVE
+    assert stores["A"].link_key_state(gone) is KeyState.DESTROYED
     for s in stores.values():
         s.close()

@@ -58,7 +58,8 @@ def test_requests_round_trip(data):
                                data.draw(st.binary(min_size=plan.size_bytes,
                                                    max_size=plan.size_bytes)))
     elif kind == "done":
-        event = RelayCompleted(req, uuid.uuid4(), "A", "C", data.draw(st.booleans()), "why")
+        event = RelayCompleted(req, uuid.uuid4(), "A", "C", data.draw(st.booleans()), "why",
+                               tuple(data.draw(st.lists(st.uuids(), max_size=3))))
     else:
         event = LinkStateAdvertised("A", 3, (("B", 4096), ("C", 0)))
     b.receive_data(a.send_request(event, now=0.0))
