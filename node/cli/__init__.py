@@ -21,6 +21,7 @@ from qkdnode.node.logs import LOG_FORMATS, setup_logging
 from . import (
     bench_cmd,
     config_cmd,
+    control_cmd,
     demo_cmd,
     distill_cmd,
     keyrate_cmd,
@@ -38,8 +39,8 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 # Sub-command modules, in the order --help lists them. A module is added here only when its
 # command works end to end.
-COMMANDS = (demo_cmd, config_cmd, keyrate_cmd, run_cmd, module_cmd, distill_cmd, pki_cmd,
-            sim_cmd, bench_cmd)
+COMMANDS = (demo_cmd, config_cmd, keyrate_cmd, run_cmd, control_cmd, module_cmd, distill_cmd,
+            pki_cmd, sim_cmd, bench_cmd)
 
 log = logging.getLogger("qkdnode")
 

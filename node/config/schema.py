@@ -289,6 +289,16 @@ class KeyManagerConfig:
                              default="0.0.0.0:9443", check=host_port)
     management_listen: str = setting("Metrics and status (HTTP) listen address, HOST:PORT.",
                                      default="127.0.0.1:9100", check=host_port)
+    management_token_file: Path | None = setting(
+        "File the key manager writes a fresh random bearer token to at each start (mode 0600); "
+        "management requests that need it (see management_auth) carry it as 'Authorization: "
+        "Bearer TOKEN', and qkdnode commands read it from here. Default: beside the key store, "
+        "named after it (keys.sqlite -> keys.token); relative to the configuration file.",
+        default=None)
+    management_auth: Literal["control", "all"] = setting(
+        "Management requests that need the token: 'control' (POST: stopping and starting "
+        "modules; /status and /metrics stay readable for monitoring and Prometheus) or 'all'.",
+        default="control")
     key_size_bits: int = setting("Default key size served to applications.", default=256,
                                  check=multiple_of(8), unit="bits")
     max_key_count: int = setting("Capacity: keys kept per peer before intake pauses.",

@@ -9,7 +9,8 @@
 * ETSI GS QKD 014 for applications (:class:`~.etsi014.Etsi014Server`);
 * the management port: ``/metrics`` (Prometheus text format) and ``/status`` (JSON), with
   each QKD module's Kq-2 status report (asked for every :data:`MODULE_STATUS_EVERY_S`), and
-  ``POST /modules/NAME/stop`` and ``/start`` (Kq-2 control); :meth:`NodeDaemon.stop` stops the
+  ``POST /modules/NAME/stop`` and ``/start`` (Kq-2 control), which need the bearer token the
+  daemon writes at each start (:mod:`.management`); :meth:`NodeDaemon.stop` stops the
   connected modules first;
 * vendor QKD pairs feeding the store through their ETSI 014 interface (:mod:`.vendor`).
 
@@ -36,6 +37,7 @@ from ..io.kq1 import Kq1Server
 from ..io.kx import KxService
 from .etsi014 import Etsi014Server
 from .etsi014_tls import make_client_ssl_context, make_server_ssl_context
+from .management import auth_middleware, remove_token, token_path, write_token
 from .manager import KeyManager, SupplyLimits
 from .network import KxAgent
 from .store import SqliteKeyStore
@@ -191,6 +193,9 @@ class NodeDaemon:
                                                                         tls.key),
                                   host=etsi_host, port=etsi_port)
         self.management_address = split_host_port(km.management_listen)
+        # The bearer token control requests need (see .management), new at each start.
+        self.token_file = token_path(km)
+        self._token: str | None = None
         self.management_port = self.management_address[1]
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -203,10 +208,13 @@ class NodeDaemon:
 
     async def start(self) -> None:
         """Starts every interface; a port that cannot be bound fails the start."""
+        km = self.config.key_manager
+        self._token = write_token(self.token_file)
         await self.kq1.start()
         await self.kx.start()
         await self.etsi.start()
-        app = web.Application()
+        app = web.Application(middlewares=[
+            auth_middleware(self._token, km.management_auth, self.token_file)])
         app.router.add_get("/status", self._status)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/modules/{name}/{action:start|stop}", self._module_control)
@@ -239,6 +247,9 @@ class NodeDaemon:
                 await task
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._token is not None:
+            remove_token(self.token_file, self._token)
+            self._token = None
         with contextlib.suppress(Exception):
             await self.etsi.stop()
         await self.kx.stop()

@@ -206,7 +206,9 @@ def test_kq2_module_status_in_status_and_metrics_and_control(network, monkeypatc
                                        qber=0.03)])
             await _wait(lambda: "A/ab" in daemon.kq1.last_status)
             mgmt = f"http://127.0.0.1:{daemon.management_port}"
-            async with aiohttp.ClientSession() as http:
+            token = (tmp / "A.token").read_text().strip()
+            async with aiohttp.ClientSession(
+                    headers={"Authorization": f"Bearer {token}"}) as http:
                 async with http.get(f"{mgmt}/status") as r:
                     status = await r.json()
                 async with http.get(f"{mgmt}/metrics") as r:

@@ -1,0 +1,150 @@
+"""The management port's authentication: control requests need the bearer token the daemon
+writes (mode 0600) at each start; /status and /metrics stay readable unless configured
+otherwise; `qkdnode control` reads the token."""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+
+import aiohttp
+import pytest
+
+from qkdnode.node.cli import main
+from qkdnode.node.config import load_config
+from qkdnode.node.errors import KeyManagerError
+from qkdnode.node.km.daemon import NodeDaemon
+from qkdnode.node.km.management import management_request, read_token, token_path
+from qkdnode.node.km.pki import make_pki
+
+
+def node_file(tmp_path, extra=""):
+    make_pki(tmp_path / "pki", ["A"])
+    path = tmp_path / "A.toml"
+    path.write_text(f"""
+[node]
+name = "A"
+[key_manager]
+store_path = "A.sqlite"
+kq1_socket = "A.sock"
+kx_listen = "127.0.0.1:0"
+etsi014_listen = "127.0.0.1:0"
+management_listen = "127.0.0.1:0"
+{extra}
+[key_manager.tls]
+ca = "pki/ca.pem"
+cert = "pki/A.pem"
+key = "pki/A.key"
+""")
+    return path
+
+
+async def answer(http, method, url, token=None):
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    async with http.request(method, url, headers=headers) as r:
+        return r.status, await r.json(content_type=None) if r.content_type.endswith(
+            "json") else await r.text()
+
+
+def test_control_needs_the_token_and_reading_does_not(tmp_path):
+    config = load_config(node_file(tmp_path))
+    assert token_path(config.key_manager) == tmp_path / "A.token"
+
+    async def run():
+        daemon = NodeDaemon(config)
+        await daemon.start()
+        try:
+            file = tmp_path / "A.token"
+            assert stat.S_IMODE(file.stat().st_mode) == 0o600
+            token = read_token(file)
+            assert len(token) >= 43   # 32 bytes, URL-safe base64
+            mgmt = f"http://127.0.0.1:{daemon.management_port}"
+            async with aiohttp.ClientSession() as http:
+                for given in (None, "not-the-token", ""):
+                    code, body = await answer(http, "POST", f"{mgmt}/modules/A%2Fab/stop",
+                                              given)
+                    assert code == 401
+                    assert str(file) in body["message"]
+                    assert token not in body["message"]
+                assert "A/ab" not in daemon.kq1.held   # refused: nothing happened
+                code, body = await answer(http, "POST", f"{mgmt}/modules/A%2Fab/stop", token)
+                assert code == 404                 # authenticated; no such module connected
+                assert (await answer(http, "GET", f"{mgmt}/status"))[0] == 200
+                assert (await answer(http, "GET", f"{mgmt}/metrics"))[0] == 200
+        finally:
+            await daemon.stop()
+        assert not (tmp_path / "A.token").exists()   # removed at the stop
+        return token
+
+    first = asyncio.run(run())
+    second = asyncio.run(run())
+    assert first != second   # a new token at each start
+
+
+def test_all_requests_need_the_token_when_configured(tmp_path):
+    config = load_config(node_file(tmp_path, 'management_auth = "all"\n'
+                                             'management_token_file = "secret/mgmt.token"'))
+    (tmp_path / "secret").mkdir()
+
+    async def run():
+        daemon = NodeDaemon(config)
+        await daemon.start()
+        try:
+            token = read_token(tmp_path / "secret" / "mgmt.token")
+            mgmt = f"http://127.0.0.1:{daemon.management_port}"
+            async with aiohttp.ClientSession() as http:
+                assert (await answer(http, "GET", f"{mgmt}/status"))[0] == 401
+                assert (await answer(http, "GET", f"{mgmt}/metrics"))[0] == 401
+                assert (await answer(http, "GET", f"{mgmt}/status", token))[0] == 200
+            # the client helper reads the token from the configured file
+            code, status = await asyncio.to_thread(
+                management_request, config_at(daemon), "GET", "/status")
+            assert code == 200
+            assert status["node"] == "A"
+        finally:
+            await daemon.stop()
+
+    asyncio.run(run())
+
+
+def config_at(daemon):
+    """The daemon's key manager configuration with the port it actually bound."""
+    import dataclasses
+    km = daemon.config.key_manager
+    return dataclasses.replace(km, management_listen=f"127.0.0.1:{daemon.management_port}")
+
+
+def test_qkdnode_control_sends_the_token_and_reports_refusals(tmp_path, capsys):
+    path = node_file(tmp_path)
+    config = load_config(path)
+
+    async def run():
+        daemon = NodeDaemon(config)
+        await daemon.start()
+        try:
+            text = path.read_text().replace("management_listen = \"127.0.0.1:0\"",
+                                            f"management_listen = \"127.0.0.1:"
+                                            f"{daemon.management_port}\"")
+            bound = tmp_path / "bound.toml"
+            bound.write_text(text)
+            # authenticated (else 401): a module that is not connected is 404, named
+            status = await asyncio.to_thread(main, ["control", "stop", "A/ab", "--config",
+                                                    str(bound)])
+            assert status == 1
+            assert "not connected" in capsys.readouterr().err
+            status = await asyncio.to_thread(main, ["control", "start", "A/ab", "--config",
+                                                    str(bound)])
+            assert status == 1
+            assert "404 module 'A/ab' is not connected" in capsys.readouterr().err
+            (tmp_path / "A.token").write_text("forged\n")
+            with pytest.raises(KeyManagerError, match=r"401 .* wrong management token"):
+                await asyncio.to_thread(management_request, config_at(daemon), "POST",
+                                        "/modules/A%2Fab/stop")
+            (tmp_path / "A.token").unlink()
+            with pytest.raises(KeyManagerError, match="no management token at"):
+                await asyncio.to_thread(management_request, config_at(daemon), "POST",
+                                        "/modules/A%2Fab/stop")
+        finally:
+            await daemon.stop()
+
+    asyncio.run(run())
