@@ -97,8 +97,9 @@ class Kq1Server:
         self.key_qber: dict[str, float] = {}
         # Modules the key manager keeps stopped: a module that (re)connects is asked to start
         # unless it is here (a module stopped with its key manager resumes when it is back).
-        # Only modules that took a stop request are added; the set lives in memory only (a key
-        # manager restart forgets it, see README "Kq-2").
+        # Only modules that took a stop request are added; the daemon records the set in the
+        # key store and fills it at its start (NodeDaemon._persist_hold), so holds survive a
+        # key manager restart.
         self.held: set[str] = set()
         # Set while the key manager shuts down: a module that connects is asked to stop, not
         # to start.

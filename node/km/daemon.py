@@ -210,6 +210,8 @@ class NodeDaemon:
         """Starts every interface; a port that cannot be bound fails the start."""
         km = self.config.key_manager
         self._token = write_token(self.token_file)
+        # Modules held stopped before a restart stay stopped when they reconnect.
+        self.kq1.held.update(await asyncio.to_thread(self.store.held_modules))
         await self.kq1.start()
         await self.kx.start()
         await self.etsi.start()
@@ -354,12 +356,13 @@ class NodeDaemon:
         return alarms
 
     def _modules(self) -> dict[str, dict[str, Any]]:
-        """Each QKD module known over Kq-1/Kq-2: whether it is connected and held stopped, the
+        """Each QKD module known over Kq-1/Kq-2 or held stopped (also one not connected since
+        a restart): whether it is connected and held stopped, the
         QBER of its last key (key metadata), its last status report and its age."""
         kq1 = self.kq1
         now = time.monotonic()
         out: dict[str, dict[str, Any]] = {}
-        for name in sorted({*kq1.sessions, *kq1.last_status, *kq1.key_qber}):
+        for name in sorted({*kq1.sessions, *kq1.last_status, *kq1.key_qber, *kq1.held}):
             entry: dict[str, Any] = {"connected": name in kq1.sessions,
                                      "held_stopped": name in kq1.held}
             if name in kq1.links:
@@ -412,18 +415,26 @@ class NodeDaemon:
             else:
                 told = await self.kq1.start_module(name, timeout_s=MODULE_STATUS_TIMEOUT_S)
         except KeyManagerError as exc:
+            await self._persist_hold(name)
             return web.json_response({"message": str(exc)}, status=404)
         except OSError as exc:  # a reset connection, or TimeoutError: the module did not read
+            await self._persist_hold(name)
             log.info("module %s: %s request failed: %r", name, action, exc)
             return web.json_response(
                 {"message": f"module {name!r}: module connection lost ({type(exc).__name__})"},
                 status=503)
+        await self._persist_hold(name)
         if not told:
             return web.json_response(
                 {"module": name, "requested": action,
                  "message": "not connected: no longer held stopped, it starts when it connects"},
                 status=202)
         return web.json_response({"module": name, "requested": action})
+
+    async def _persist_hold(self, name: str) -> None:
+        """Makes the key store's record of ``name``'s hold match the Kq-2 server's (before the
+        answer: a 200 to a stop means it stays stopped across a restart)."""
+        await asyncio.to_thread(self.store.hold_module, name, name in self.kq1.held, time.time())
 
     async def _metrics(self, request: web.Request) -> web.Response:
         del request

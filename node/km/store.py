@@ -55,6 +55,8 @@ from .records import (
 
 __all__ = ["DEFAULT_RESERVATION_LIFETIME_S", "KeyStore", "SqliteKeyStore", "time_ordered_key_id"]
 
+# Tables added without a version change (CREATE IF NOT EXISTS; older code ignores them):
+# module_holds.
 SCHEMA_VERSION = 2
 # A reserved supply key that no recipient collected within an hour is destroyed (never returned
 # to the pool: its peer may already hold it). ETSI 014 leaves the lifetime to the KME; an hour
@@ -125,6 +127,10 @@ CREATE TABLE IF NOT EXISTS material (
     key_id TEXT PRIMARY KEY,
     bytes BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS module_holds (
+    module TEXT PRIMARY KEY,
+    since REAL NOT NULL
+);
 """
 
 
@@ -178,6 +184,10 @@ class KeyStore(Protocol):
 
     def link_key_states(self, pool: str, key_ids: Sequence[uuid.UUID]
                         ) -> dict[uuid.UUID, KeyState]: ...
+
+    def hold_module(self, module: str, held: bool, now: float) -> None: ...
+
+    def held_modules(self) -> list[str]: ...
 
     def close(self) -> None: ...
 
@@ -1137,6 +1147,26 @@ class SqliteKeyStore:
             return len(expired)
 
         return self._execute(_op)
+
+    # --- QKD modules held stopped -----------------------------------------------------------
+
+    def hold_module(self, module: str, held: bool, now: float) -> None:
+        """Records, durably, that the key manager holds QKD module ``module`` stopped (Kq-2) or
+        no longer does, so that a restarted key manager keeps it stopped."""
+        def _op(db: sqlite3.Connection) -> None:
+            if held:
+                db.execute("INSERT OR IGNORE INTO module_holds (module, since) VALUES (?, ?)",
+                           (module, now))
+            else:
+                db.execute("DELETE FROM module_holds WHERE module = ?", (module,))
+
+        self._execute(_op)
+
+    def held_modules(self) -> list[str]:
+        """The QKD modules held stopped, by name."""
+        with self._lock:
+            return [r[0] for r in self._db.execute(
+                "SELECT module FROM module_holds ORDER BY module")]
 
     # --- reading ----------------------------------------------------------------------------
 

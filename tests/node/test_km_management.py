@@ -1,11 +1,13 @@
-"""The management port's authentication: control requests need the bearer token the daemon
-writes (mode 0600) at each start; /status and /metrics stay readable unless configured
-otherwise; `qkdnode control` reads the token."""
+"""The management port: control requests need the bearer token the daemon writes (mode 0600)
+at each start; /status and /metrics stay readable unless configured otherwise; `qkdnode
+control` reads the token. A module held stopped through it stays stopped across key manager
+restarts (the hold is in the key store) until a start releases it."""
 
 from __future__ import annotations
 
 import asyncio
 import stat
+import time
 
 import aiohttp
 import pytest
@@ -13,9 +15,12 @@ import pytest
 from qkdnode.node.cli import main
 from qkdnode.node.config import load_config
 from qkdnode.node.errors import KeyManagerError
+from qkdnode.node.io.kq1 import Kq1Client
+from qkdnode.node.km import SqliteKeyStore
 from qkdnode.node.km.daemon import NodeDaemon
 from qkdnode.node.km.management import management_request, read_token, token_path
 from qkdnode.node.km.pki import make_pki
+from qkdnode.node.protocol.kq1 import StartRequested, StopRequested
 
 
 def node_file(tmp_path, extra=""):
@@ -144,6 +149,113 @@ def test_qkdnode_control_sends_the_token_and_reports_refusals(tmp_path, capsys):
             with pytest.raises(KeyManagerError, match="no management token at"):
                 await asyncio.to_thread(management_request, config_at(daemon), "POST",
                                         "/modules/A%2Fab/stop")
+        finally:
+            await daemon.stop()
+
+    asyncio.run(run())
+
+
+# Generous: a loaded 2-core machine; the module reconnects with back-off from 0.1 s.
+WAIT_S = 30.0
+
+
+async def wait_for(predicate):
+    deadline = time.monotonic() + WAIT_S
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+def test_the_store_keeps_holds_across_reopening(tmp_path):
+    with SqliteKeyStore(tmp_path / "k.sqlite") as store:
+        store.hold_module("A/ab", True, 1.0)
+        store.hold_module("A/ab", True, 2.0)     # idempotent
+        store.hold_module("A/bc", True, 1.0)
+        store.hold_module("A/bc", False, 3.0)
+        store.hold_module("nobody", False, 3.0)  # releasing what is not held changes nothing
+    with SqliteKeyStore(tmp_path / "k.sqlite") as store:
+        assert store.held_modules() == ["A/ab"]
+
+
+def test_a_held_module_stays_stopped_across_restarts_until_started(tmp_path, monkeypatch):
+    from qkdnode.node.km import daemon as daemon_mod
+
+    monkeypatch.setattr(daemon_mod, "MODULE_STATUS_EVERY_S", 0.1)
+    config = load_config(node_file(tmp_path))
+    seen: list[type] = []
+
+    async def control(event):
+        seen.append(type(event))
+
+    async def post(daemon, action):
+        token = read_token(daemon.token_file)
+        url = f"http://127.0.0.1:{daemon.management_port}/modules/A%2Fab/{action}"
+        async with aiohttp.ClientSession() as http, http.post(
+                url, headers={"Authorization": f"Bearer {token}"}) as r:
+            return r.status
+
+    async def restart(daemon):
+        """Stops ``daemon``, starts a new one on the same files, and waits until the module
+        has reconnected and answered a status request (so anything the key manager sends a
+        connecting module, which comes first on the connection, has arrived)."""
+        await daemon.stop()
+        await wait_for(lambda: "A/ab" not in daemon.kq1.sessions)
+        new = NodeDaemon(config)
+        await new.start()
+        await wait_for(lambda: "A/ab" in new.kq1.last_status)
+        return new
+
+    async def run():
+        daemon = NodeDaemon(config)
+        await daemon.start()
+        client = Kq1Client(tmp_path / "A.sock", "A/ab", "A-B", "B", on_control=control,
+                           status=lambda: {"running": seen[-1:] == [StartRequested]})
+        keeping = asyncio.create_task(client.keep_connected())
+        try:
+            await wait_for(lambda: seen == [StartRequested])
+            assert await post(daemon, "stop") == 200
+            await wait_for(lambda: seen[-1:] == [StopRequested])
+
+            daemon = await restart(daemon)
+            assert seen == [StartRequested, StopRequested, StopRequested]  # not started
+            module = daemon.status()["modules"]["A/ab"]
+            assert module["held_stopped"] is True
+            assert module["connected"] is True
+
+            daemon = await restart(daemon)   # still held after a second restart
+            assert StartRequested not in seen[1:]
+            assert await post(daemon, "start") == 200
+            await wait_for(lambda: seen[-1:] == [StartRequested])
+
+            count = len(seen)
+            daemon = await restart(daemon)   # released: started when it reconnects
+            await wait_for(lambda: seen[-1:] == [StartRequested] and len(seen) > count)
+            assert daemon.status()["modules"]["A/ab"]["held_stopped"] is False
+        finally:
+            await daemon.stop()
+            keeping.cancel()
+            await client.close()
+
+    asyncio.run(run())
+
+
+def test_a_held_module_not_connected_after_a_restart_shows_and_can_be_released(tmp_path):
+    config = load_config(node_file(tmp_path))
+    with SqliteKeyStore(config.key_manager.store_path) as store:
+        store.hold_module("A/ab", True, 1.0)
+
+    async def run():
+        daemon = NodeDaemon(config)
+        await daemon.start()
+        try:
+            module = daemon.status()["modules"]["A/ab"]
+            assert module == {"connected": False, "held_stopped": True}
+            token = read_token(daemon.token_file)
+            url = f"http://127.0.0.1:{daemon.management_port}/modules/A%2Fab/start"
+            async with aiohttp.ClientSession() as http, http.post(
+                    url, headers={"Authorization": f"Bearer {token}"}) as r:
+                assert r.status == 202
+            assert daemon.store.held_modules() == []
         finally:
             await daemon.stop()
 
