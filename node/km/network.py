@@ -268,7 +268,9 @@ class KxAgent:
         failed: list[tuple[str, str]] = []
         last = "no route tried"
         for _ in range(MAX_ROUTE_ATTEMPTS):
-            self.links.set_local(self.node, self.local_levels())
+            # In a thread: the store's lock may be held by a commit or a WAL truncation, and
+            # the event loop must go on serving the other requests meanwhile.
+            self.links.set_local(self.node, await asyncio.to_thread(self.local_levels))
             try:
                 route = tuple(self.links.route(self.node, destination, size_bytes, failed))
             except NoRoute as exc:
