@@ -319,7 +319,6 @@ class KxAgent:
         return replace(answer, req=event.req)
 
     async def _relay_step(self, from_node: str, event: RelayForwarded) -> Answered:
-        store = self.manager.store
         now = self.manager.clock()
         try:
             here = event.route.index(self.node)
@@ -328,25 +327,38 @@ class KxAgent:
         if here == 0 or event.route[here - 1] != from_node:
             return Answered(event.req, False, "not_on_route",
                             f"{from_node} is not this node's predecessor on the route")
-        nxt = None if event.destination == self.node else event.route[here + 1]
+        if event.destination == self.node:
+            return await self._arrive(from_node, event, now)
+        if here == len(event.route) - 1:
+            return Answered(event.req, False, "not_on_route",
+                            f"the route ends at {self.node}, not at {event.destination}")
+        return await self._forward(from_node, event, event.route[here + 1], now)
+
+    async def _arrive(self, from_node: str, event: RelayForwarded, now: float) -> Answered:
+        """The destination: the pad consumed and K stored, active, in one durable commit."""
+        def key_from(pad: bytes) -> LinkKey:
+            return LinkKey(event.relay_id, _xor(event.ciphertext, pad),
+                           link="relay:" + "-".join(event.route))
+
         try:
-            if nxt is None:
-                # The pad consumed and K stored, active, in one durable commit.
-                refused = await asyncio.to_thread(
-                    store.relay_end, from_node, event.plan, event.origin,
-                    lambda pad: LinkKey(event.relay_id, _xor(event.ciphertext, pad),
-                                        link="relay:" + "-".join(event.route)), now)
-            else:
-                # The incoming pad consumed and the next hop's taken in one durable commit.
-                pad, out = await asyncio.to_thread(store.relay_forward, from_node, event.plan,
-                                                   nxt, now)
+            refused = await asyncio.to_thread(self.manager.store.relay_end, from_node,
+                                              event.plan, event.origin, key_from, now)
         except KeyManagerError as exc:
             return Answered(event.req, False, exc.code, f"at {self.node}: {exc}")
-        if nxt is None:
-            if refused is not None:
-                return Answered(event.req, False, refused.code, f"at {self.node}: {refused}")
-            self._completed(event.origin, event.relay_id)
-            return Answered(event.req, True)
+        if refused is not None:
+            return Answered(event.req, False, refused.code, f"at {self.node}: {refused}")
+        self._completed(event.origin, event.relay_id)
+        return Answered(event.req, True)
+
+    async def _forward(self, from_node: str, event: RelayForwarded, nxt: str, now: float
+                       ) -> Answered:
+        """An intermediate node: the incoming pad consumed and the next hop's taken in one
+        durable commit, then K, recovered in memory only, sent on under the new pad."""
+        try:
+            pad, out = await asyncio.to_thread(self.manager.store.relay_forward, from_node,
+                                               event.plan, nxt, now)
+        except KeyManagerError as exc:
+            return Answered(event.req, False, exc.code, f"at {self.node}: {exc}")
         if isinstance(out, KeyManagerError):
             return Answered(event.req, False, f"hop:{self.node}>{nxt}",
                             f"at {self.node}, towards {nxt}: {out}")
