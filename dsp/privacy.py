@@ -131,11 +131,12 @@ def toeplitz_hash(
     if workers not in (1, 2):
         raise ValueError(f"workers must be 1 or 2, got {workers}")
 
+    tiles = plan_tiles(n, m, max_fft_len)
     y = np.zeros(m, dtype=np.uint8)
     cache = workspace.buffers if workspace is not None else {}
     pool = ThreadPoolExecutor(max_workers=1) if workers == 2 else None
     try:
-        for tile in plan_tiles(n, m, max_fft_len):
+        for tile in tiles:
             xt = xb[tile.x_start : tile.x_start + tile.n]
             st = sb[tile.seed_start : tile.seed_start + tile.n + tile.m - 1]
             weight = int(np.count_nonzero(xt))
@@ -159,6 +160,8 @@ def toeplitz_hash(
             else:
                 _transform_seed(st, op, ws.real, split)
                 _forward_x(xt, ws, split)
+            if len(tiles) == 1:
+                return _finish(ws, op, split)  # the whole output: no XOR into zeros
             rows = y[tile.y_start : tile.y_start + tile.m]
             rows ^= _finish(ws, op, split)
     finally:
@@ -284,7 +287,7 @@ def plan_tiles(n: int, m: int, max_fft_len: int) -> list[ToeplitzTile]:
 def _error_bound(fft_len: int, norm_a_sq: float, norm_b_sq: float) -> float:
     levels = max(1, math.ceil(math.log2(fft_len)))
     if fft_len >= MIN_LENGTH:
-        levels += EXTRA_LEVELS  # the four-step's twiddle passes (dsp.fourstep)
+        levels += EXTRA_LEVELS  # the four-step's twiddle stages and split (dsp.fourstep)
     return FFT_ERROR_PER_LEVEL * UNIT_ROUNDOFF * levels * math.sqrt(norm_a_sq * norm_b_sq)
 
 
@@ -386,16 +389,21 @@ def _plan_operand(n: int, m: int, seed: NDArray[np.uint8], max_weight: int) -> t
     # Packed variant: rows [0, m_top) from the low digit, [m_top, m) from the high digit.
     m_top = (m + 1) // 2
     shift = max_weight.bit_length()  # 2**shift > max_weight >= every low digit
+    # One pass over the seed: the top window is [0, n + m_top - 1), the bottom [m_top, end).
+    head, middle, tail = (
+        int(np.count_nonzero(part))
+        for part in (seed[:m_top], seed[m_top : n + m_top - 1], seed[n + m_top - 1 :])
+    )
     if m - m_top > 0:
         fft_len = fft_length(n + m_top - 1)
-        w_top = int(np.count_nonzero(seed[: n + m_top - 1]))
-        w_bot = int(np.count_nonzero(seed[m_top:]))
+        w_top = head + middle
+        w_bot = middle + tail
         # sum (t + 2^b u)^2 <= w_top + (2^(b+1) + 4^b) w_bot for 0/1 entries t, u
         packed_sq = w_top + (2.0 ** (shift + 1) + 4.0**shift) * w_bot
         if _error_bound(fft_len, max_weight, packed_sq) < ROUNDING_BUDGET:
             return fft_len, m_top, shift
     fft_len = fft_length(n + m - 1)
-    if _error_bound(fft_len, max_weight, int(np.count_nonzero(seed))) >= ROUNDING_BUDGET:
+    if _error_bound(fft_len, max_weight, head + middle + tail) >= ROUNDING_BUDGET:
         # Unreachable for fft_len <= 2**40; kept so that the bound is enforced, not assumed.
         raise ValueError(f"tile of {fft_len} FFT points is too long for exact rounding")
     return fft_len, m, 0
@@ -480,8 +488,8 @@ def _finish(
         _split_range(pool, op.m, parity)
         _check_residual(math.nan if math.isnan(sum(worst)) else max(worst))
         return out
-    lo = np.empty(op.m_top, dtype=np.uint8)
-    hi = np.empty(op.m - op.m_top, dtype=np.uint8)
+    out = np.empty(op.m, dtype=np.uint8)
+    lo, hi = out[: op.m_top], out[op.m_top :]  # rows from the low and the high digit
 
     def split(i0: int, i1: int) -> None:
         worst[i0 > 0] = round_split_kernel(
@@ -490,7 +498,7 @@ def _finish(
 
     _split_range(pool, op.m_top, split)
     _check_residual(math.nan if math.isnan(sum(worst)) else max(worst))
-    return np.concatenate((lo, hi))
+    return out
 
 
 def _multiply(

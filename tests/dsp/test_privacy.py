@@ -515,10 +515,10 @@ def test_pack_seed_kernel_matches_twin(n: int, data: st.DataObject) -> None:
 @settings(deadline=None, max_examples=40)
 @given(
     st.integers(2, 64), st.integers(1, 40), st.integers(0, 2**32 - 1), st.booleans(),
-    st.integers(0, 9),
+    st.integers(0, 9), st.sampled_from([1, 3, 8, fourstep.TWIDDLE_BLOCK]),
 )
 def test_twiddle_kernel_matches_twin(
-    rows: int, cols: int, salt: int, conjugate: bool, first_row: int
+    rows: int, cols: int, salt: int, conjugate: bool, first_row: int, block: int
 ) -> None:
     length = (first_row + rows) * cols + salt % 7  # any length; r is reduced mod length
     lo_bits = ((length - 1).bit_length() + 1) // 2
@@ -527,8 +527,8 @@ def test_twiddle_kernel_matches_twin(
     rng = np.random.default_rng(salt)
     spec = rng.normal(size=(rows, cols)) + 1j * rng.normal(size=(rows, cols))
     a, b = spec.copy(), spec.copy()
-    fourstep.twiddle_kernel(a, length, lo_bits, lo, hi, conjugate, first_row)
-    fourstep.twiddle_reference(b, length, lo_bits, lo, hi, conjugate, first_row)
+    fourstep.twiddle_kernel(a, length, lo_bits, lo, hi, conjugate, first_row, block)
+    fourstep.twiddle_reference(b, length, lo_bits, lo, hi, conjugate, first_row, block)
     np.testing.assert_allclose(a, b, rtol=1e-15, atol=1e-300)
     # And the twiddles are the exact roots of unity up to a few roundings.
     k1, j = first_row + np.arange(rows)[:, None], np.arange(cols)[None, :]
