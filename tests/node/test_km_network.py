@@ -234,3 +234,26 @@ def test_a_completion_activates_what_is_live_and_names_the_rest(tmp_path):
     assert stores["A"].link_key_state(gone) is KeyState.DESTROYED
     for s in stores.values():
         s.close()
+
+
+def test_a_hop_off_its_route_is_refused_and_consumes_nothing(tmp_path):
+    net, stores, _ = build(tmp_path, [("A", "B"), ("B", "C")])
+    for a, b in (("A", "B"), ("B", "C")):
+        stores[a].activate(b, stores[a].link_key_ids(b, KeyState.PRE_ACTIVATION), 0.0)
+        stores[b].activate(a, stores[b].link_key_ids(a, KeyState.PRE_ACTIVATION), 0.0)
+    plan, _ = stores["A"].take_pad("B", 32, 0.0)
+    before = stores["B"].levels()
+
+    def hop(route, destination, from_node="A"):
+        event = RelayForwarded(5, uuid.uuid4(), "A", destination, route, plan, bytes(32))
+        return asyncio.run(net.agents["B"].on_relay(from_node, event))
+
+    for answer in (hop(("A", "B"), "D"),             # the route ends before its destination
+                   hop(("A", "C", "B"), "B"),        # B's predecessor is C, not A
+                   hop(("A", "C"), "C"),             # B is not on it
+                   hop(("A", "B", "C"), "C", "C")):  # it came from the wrong node
+        assert not answer.ok
+        assert answer.code == "not_on_route"
+    assert stores["B"].levels() == before
+    for s in stores.values():
+        s.close()
