@@ -14,7 +14,11 @@ Implementations:
                      benchmark only, its licence forbids commercial use)
 
 Usage: python benchmarks/bench_privacy.py [--sizes 1e6,1e7,1e8] [--repeats 3] [--peer-max 1e7]
-       [--impls qkdnode,qkdnode_2threads,scipy_plain] [--malloc-tuned]
+       [--impls qkdnode,qkdnode_2threads,scipy_plain] [--malloc-tuned] [--stages]
+
+--stages adds, per size, where one single-threaded toeplitz_hash spends its time: the passes of
+its four-step FFTs timed one by one (best CPU and wall milliseconds of --repeats, in a child
+process), next to the whole call.
 
 On a shared machine compare CPU seconds (``best_cpu_seconds``, all threads of the child) and read
 the load averages recorded around every measurement: wall seconds of the two-thread run mean
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import platform
 import resource
@@ -129,6 +134,88 @@ def run_child(impl: str, n: int, m: int, repeats: int) -> dict[str, Any]:
     return result
 
 
+def stage_profile(n: int, m: int, repeats: int) -> dict[str, Any]:
+    """Best CPU / wall ms of each pass of one single-threaded hash (the code path of qkdnode)."""
+    from qkdnode.dsp import fourstep, privacy
+
+    x, seed = make_inputs(n, m)
+    fft_len, m_top, shift = privacy._plan_operand(n, m, seed, int(np.count_nonzero(x)))
+    if fft_len < fourstep.MIN_LENGTH:
+        return {"skipped": f"{fft_len} FFT points: one 1-D numpy.fft transform, no stages"}
+    plan = fourstep.FourStepFFT(fft_len)
+    n1, n2 = plan.n1, plan.n2
+    row_x, row_s = np.empty(fft_len), np.empty(fft_len)
+    spec_x = np.empty(plan.spectrum_shape, dtype=np.complex128)
+    spec_s = np.empty_like(spec_x)
+    out = np.empty(m, dtype=np.uint8)
+    block = fourstep.TWIDDLE_BLOCK
+
+    def twiddle(spec: np.ndarray, inverse: bool) -> None:
+        fourstep.twiddle_kernel(spec, fft_len, plan.lo_bits, plan.lo, plan.hi, inverse, 0, block)
+
+    def fill_x() -> None:
+        row_x[:n] = x
+        row_x[n:] = 0.0
+
+    def fill_seed() -> None:
+        if m_top == m:
+            row_s[: seed.size] = seed
+            row_s[seed.size :] = 0.0
+        else:
+            privacy.pack_seed_kernel(seed, n + m_top - 1, m_top, float(2**shift), row_s)
+
+    def round_parities() -> None:
+        if m_top == m:
+            privacy.round_parity_kernel(row_x, n - 1, out)
+        else:
+            privacy.round_split_kernel(row_x, n - 1, shift, out[:m_top], out[m_top:])
+
+    # In pipeline order; each stage leaves the arrays as the next one expects them.
+    stages: list[tuple[str, Any]] = [
+        ("fill_x", fill_x),
+        ("fill_seed" if m_top == m else "pack_seed", fill_seed),
+        ("column_rfft_x", lambda: np.fft.rfft(row_x.reshape(n1, n2), axis=0, out=spec_x)),
+        ("column_rfft_seed", lambda: np.fft.rfft(row_s.reshape(n1, n2), axis=0, out=spec_s)),
+        ("twiddle_x", lambda: twiddle(spec_x, False)),
+        ("twiddle_seed", lambda: twiddle(spec_s, False)),
+        ("row_fft_x", lambda: np.fft.fft(spec_x, axis=1, out=spec_x)),
+        ("row_fft_seed", lambda: np.fft.fft(spec_s, axis=1, out=spec_s)),
+        ("multiply", lambda: np.multiply(spec_x, spec_s, out=spec_x)),
+        ("row_ifft", lambda: np.fft.ifft(spec_x, axis=1, out=spec_x)),
+        ("twiddle_inverse", lambda: twiddle(spec_x, True)),
+        ("column_irfft", lambda: np.fft.irfft(spec_x, n=n1, axis=0, out=row_x.reshape(n1, n2))),
+        ("round_parities", round_parities),
+    ]
+    best: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for name, run in stages:
+            c0 = time.process_time()
+            t0 = time.perf_counter()
+            run()
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            b = best.setdefault(name, [wall, cpu])
+            b[0], b[1] = min(b[0], wall), min(b[1], cpu)
+    staged = np.array(out)
+    privacy.toeplitz_hash(x, seed, m)  # warm
+    whole = [math.inf, math.inf]
+    for _ in range(repeats):
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        ref = privacy.toeplitz_hash(x, seed, m)
+        whole = [min(whole[0], time.perf_counter() - t0), min(whole[1], time.process_time() - c0)]
+    if not np.array_equal(staged, ref):
+        raise AssertionError("the staged passes do not reproduce toeplitz_hash")
+    return {
+        "fft_len": fft_len,
+        "n1_n2": [n1, n2],
+        "packed": m_top < m,
+        "stages_ms": {k: {"wall": round(v[0] * 1e3, 2), "cpu": round(v[1] * 1e3, 2)}
+                      for k, v in best.items()},
+        "sum_of_stages_cpu_ms": round(sum(v[1] for v in best.values()) * 1e3, 1),
+        "whole_call_ms": {"wall": round(whole[0] * 1e3, 1), "cpu": round(whole[1] * 1e3, 1)},
+    }
+
+
 # glibc hands every allocation above its mmap threshold (at most 32 MiB by default) back to the
 # kernel when freed, so each large FFT buffer is paid again in page faults. --malloc-tuned raises
 # the threshold for the children (all implementations alike): the tuning a node process can use.
@@ -148,8 +235,9 @@ def measure(impl: str, n: int, m: int, repeats: int, env: dict[str, str]) -> dic
     if proc.returncode != 0:
         return {"available": True, "failed": proc.stderr.strip().splitlines()[-3:]}
     res: dict[str, Any] = json.loads(proc.stdout)
-    print(f"    {res['best_seconds']} s wall, {res['best_cpu_seconds']} s CPU, "
-          f"{res['peak_rss_mib']} MiB", file=sys.stderr, flush=True)
+    if "best_seconds" in res:
+        print(f"    {res['best_seconds']} s wall, {res['best_cpu_seconds']} s CPU, "
+              f"{res['peak_rss_mib']} MiB", file=sys.stderr, flush=True)
     load = {"load_avg_before": load_before,
             "load_avg_after": [round(v, 2) for v in os.getloadavg()]}
     return {"available": True, **res, **load}
@@ -168,11 +256,17 @@ def main() -> None:
     ap.add_argument(
         "--impls", default=",".join(IMPLS), help=f"comma-separated subset of {', '.join(IMPLS)}"
     )
+    ap.add_argument(
+        "--stages", action="store_true", help="also time the passes of one hash, per size"
+    )
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         impl, n, m, repeats = args.child
-        print(json.dumps(run_child(impl, int(n), int(m), int(repeats))))
+        if impl == "stages":
+            print(json.dumps(stage_profile(int(n), int(m), int(repeats))))
+        else:
+            print(json.dumps(run_child(impl, int(n), int(m), int(repeats))))
         return
 
     doc: dict[str, Any] = {
@@ -218,6 +312,8 @@ def main() -> None:
                 continue
             repeats = args.repeats if n < 10**8 else 1
             row[impl] = measure(impl, n, m, repeats, env)
+        if args.stages:
+            row["stages"] = measure("stages", n, m, args.repeats, env)
         digests = {
             k: v["output_sha256"]
             for k, v in row.items()
