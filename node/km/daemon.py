@@ -24,6 +24,7 @@ import collections
 import contextlib
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -163,6 +164,13 @@ class NodeDaemon:
         if km.tls is None:
             raise ConfigError(file, "key_manager.tls", None,
                               "required to run a node: Kx and ETSI 014 use mutual TLS")
+        # The bearer token control requests need (see .management), new at each start.
+        self.token_file = token_path(km)
+        if self.token_file.resolve() in (Path(km.store_path).resolve(),
+                                         Path(km.kq1_socket).resolve()):
+            raise ConfigError(file, "key_manager.management_token_file", None,
+                              f"{self.token_file} is the key store or the Kq-1 socket; the "
+                              "token needs a file of its own")
         self.config = config
         self.node = config.node.name
         self.store = SqliteKeyStore(km.store_path, max_key_count=km.max_key_count,
@@ -193,8 +201,6 @@ class NodeDaemon:
                                                                         tls.key),
                                   host=etsi_host, port=etsi_port)
         self.management_address = split_host_port(km.management_listen)
-        # The bearer token control requests need (see .management), new at each start.
-        self.token_file = token_path(km)
         self._token: str | None = None
         self.management_port = self.management_address[1]
         self._runner: web.AppRunner | None = None

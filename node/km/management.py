@@ -47,7 +47,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def token_path(km: KeyManagerConfig) -> Path:
     """Where the key manager of ``km`` writes its management token."""
-    return km.management_token_file or km.store_path.with_suffix(".token")
+    if km.management_token_file is not None:
+        return km.management_token_file
+    beside = km.store_path.with_suffix(".token")
+    # A store named *.token keeps its name and gains the suffix: never the store itself.
+    return beside if beside != km.store_path else km.store_path.with_name(
+        km.store_path.name + ".token")
 
 
 def write_token(path: Path) -> str:

@@ -6,6 +6,7 @@ restarts (the hold is in the key store) until a start releases it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import stat
 import time
 
@@ -14,7 +15,7 @@ import pytest
 
 from qkdnode.node.cli import main
 from qkdnode.node.config import load_config
-from qkdnode.node.errors import KeyManagerError
+from qkdnode.node.errors import ConfigError, KeyManagerError
 from qkdnode.node.io.kq1 import Kq1Client
 from qkdnode.node.km import SqliteKeyStore
 from qkdnode.node.km.daemon import NodeDaemon
@@ -86,6 +87,16 @@ def test_control_needs_the_token_and_reading_does_not(tmp_path):
     assert first != second   # a new token at each start
 
 
+def test_the_token_never_takes_the_store_or_socket_file(tmp_path):
+    path = node_file(tmp_path, 'management_token_file = "A.sqlite"')
+    store_named_token = dataclasses.replace(load_config(path).key_manager,
+                                            management_token_file=None,
+                                            store_path=tmp_path / "keys.token")
+    assert token_path(store_named_token) == tmp_path / "keys.token.token"
+    with pytest.raises(ConfigError, match=r"management_token_file.*file of its own"):
+        NodeDaemon(load_config(path), str(path))
+
+
 def test_all_requests_need_the_token_when_configured(tmp_path):
     config = load_config(node_file(tmp_path, 'management_auth = "all"\n'
                                              'management_token_file = "secret/mgmt.token"'))
@@ -114,7 +125,6 @@ def test_all_requests_need_the_token_when_configured(tmp_path):
 
 def config_at(daemon):
     """The daemon's key manager configuration with the port it actually bound."""
-    import dataclasses
     km = daemon.config.key_manager
     return dataclasses.replace(km, management_listen=f"127.0.0.1:{daemon.management_port}")
 
