@@ -16,6 +16,9 @@ nothing of them. :class:`MockLibrary` wraps them; :func:`attach_bench` is what a
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, cast
@@ -214,6 +217,26 @@ def bench_source(bench: str, seed: int) -> TagSource:
     return cast(TagSource, handle)
 
 
+_COPIES: list[Path] = []
+
+
+def _remove_copies() -> None:
+    for directory in _COPIES:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _private_copy(path: Path) -> Path:
+    """A copy of the mock at ``path`` in a temporary directory removed at exit (dlopen of
+    another file loads another instance: separate buffers, settings and callback)."""
+    directory = Path(tempfile.mkdtemp(prefix="qkdnode-mock-"))
+    if not _COPIES:
+        atexit.register(_remove_copies)
+    _COPIES.append(directory)
+    copy = directory / path.name
+    shutil.copyfile(path, copy)
+    return copy
+
+
 def attach_bench(library: str, bench: str, seed: int, slice_ps: int = DEFAULT_SLICE_PS
                  ) -> tuple[Path, MockLibrary]:
     """Resets the C mock of ``library`` and attaches bench ``bench`` to it.
@@ -228,6 +251,10 @@ def attach_bench(library: str, bench: str, seed: int, slice_ps: int = DEFAULT_SL
     from qkdnode.bindings import mock_library_path
 
     path = mock_library_path(library)
+    if str(path) in _INSTALLED:
+        # A mock is process-wide state and this one feeds another instrument already (two
+        # links' taggers in one process): a private copy of the library has its own state.
+        path = _private_copy(path)
     mock = MockLibrary(path)
     mock.reset()
     mock.attach(bench_source(bench, seed), slice_ps)

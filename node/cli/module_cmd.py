@@ -66,10 +66,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_modules(args: argparse.Namespace, configs: list[tuple[Path, Any]]) -> int:
-    from qkdnode.node.module.host import bench_frames
     from qkdnode.node.module.launch import LinkEnd, build_ends, run_ends, status_lines
 
-    ends = build_ends(configs, set(args.link) if args.link else None, bench_frames(),
+    ends = build_ends(configs, set(args.link) if args.link else None,
                       record=args.record)
     if not ends:
         print("qkdnode module: no link to run")

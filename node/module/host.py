@@ -2,8 +2,8 @@
 
 :func:`node_daemons` makes one key manager per node named in the configuration files (a node
 may appear in several files, one per link end; its ``[key_manager]`` must then be the same);
-:func:`check_link_ends` refuses a link of which only one end is given (on the simulated bench
-both ends run in this process: see :mod:`.launch`); :func:`sim_benches` and
+:func:`check_link_ends` refuses a link of which only one end is given (when its instruments are on
+a simulated bench in this process, the other end must run here too); :func:`sim_benches` and
 :func:`bench_frames` set up the simulated benches; :func:`run_hosted` runs the modules until
 asked to stop, then stops them the way a node stops: the key managers ask their modules to
 stop over Kq-2, the blocks in flight end, their keys reach the key managers, and only then do
@@ -99,15 +99,25 @@ def check_link_ends(configs: Sequence[tuple[Path, NodeConfig]]) -> None:
         if len(roles) == 2:
             continue
         (role, (path, config)), = roles.items()
+        link = next(link for link in config.links if link.name == name)
+        if not _in_process_bench(config, link):
+            continue  # the other end runs elsewhere, on its own instruments or the service
         missing = "receiver" if role == "transmitter" else "transmitter"
-        peer = next(link.peer for link in config.links if link.name == name)
         raise ConfigError(str(path), f"links.{name}", None,
-                          f"only the {role} end of link {name!r} is in this run: on the "
-                          f"simulated bench both ends of a link run in one process (real "
-                          f"instruments and a shared bench service are not supported yet); "
-                          f"give the {missing}'s file too (node {peer!r}: --config PEER.toml), "
-                          f"or run 'qkdnode module' with both files and 'qkdnode run' with "
-                          f"files that have no [[links]]")
+                          f"only the {role} end of link {name!r} is in this run: its "
+                          f"instruments are on the simulated bench of this process, where the "
+                          f"other end must run too; give the {missing}'s file too (node "
+                          f"{link.peer!r}: --config PEER.toml), or host the bench with 'qkdnode "
+                          f"sim serve' ([bench] service) to run the ends in two processes")
+
+
+def _in_process_bench(config: NodeConfig, link: LinkConfig) -> bool:
+    """Whether a link end's instruments are all on a simulated bench of this process."""
+    if config.bench.service is not None:
+        return False
+    by_name = {inst.name: inst for inst in config.instruments}
+    return all((by_name[n].resource or "sim://").startswith("sim://")
+               for n in link.instruments if n in by_name)
 
 
 def node_daemons(configs: Sequence[tuple[Path, NodeConfig]]) -> dict[str, NodeDaemon]:

@@ -5,13 +5,12 @@ One :class:`LinkEnd` per ``[[links]]`` table: its Qdist end (parameters from
 output (a :class:`~.keys_out.KeyOutbox` over Kq-1 to the node's key manager at
 ``[key_manager] kq1_socket``), its audit log, and its instruments.
 
-Instruments: on the simulated bench, the two ends of a link must run in one process (give
-both nodes' files to ``qkdnode module``): the bench advances only when Bob's tagger reads, and
-Alice's frame of each block must be in the bench at the block's first slot, which
-:class:`~.sim.BenchFrames` arranges in-process. Across processes (``[bench] service``) and on
-real instruments that needs a transmitter that switches frames at a given slot (an AWG
-sequencer step on a trigger), which the ``Transmitter`` role does not offer yet: such a
-configuration is refused with a message saying so.
+Instruments (:mod:`.instruments`): the transmitter queues one frame per block into its frame
+streamer, the receiver reads its time tagger, both through the drivers and transports, on real
+instruments or on the simulated bench (in this process, or hosted by a bench service for
+processes that each run one end: ``[bench] service``). A link on the simulated bench that
+names no instruments gets the bench's defaults. ``frames_of`` (tests and benchmarks only) runs
+both ends in this process on :class:`~.sim.BenchFrames` instead, bypassing the instruments.
 """
 
 from __future__ import annotations
@@ -46,6 +45,7 @@ from ..io.qdist import (
 from ..protocol.qdist import QdistAlice, QdistBob, QdistEnd, QdistParams, StreamError
 from ..protocol.qdist.wire import WireReader
 from .frames import FramePlan, channel_patterns
+from .instruments import StreamerFrames, TaggerSource, open_link_instrument
 from .keys_out import KeyOutbox
 from .recording import Recorder
 from .runtime import AliceModule, AuditLog, BobModule
@@ -83,6 +83,7 @@ class LinkEnd:
     outbox: KeyOutbox
     client: Kq1Client | None
     recorder: Recorder | None = None
+    instrument: StreamerFrames | TaggerSource | None = None
 
     def report(self) -> dict[str, Any]:
         """The Kq-2 status report: what ``qkdnode module`` shows (numbers and words only)."""
@@ -152,16 +153,11 @@ def code_coverage(link: LinkConfig) -> str | None:
 
 
 def _sim_bench(config: NodeConfig, i: int, link: LinkConfig) -> Bench:
-    prefix = f"sim://{config.bench.name}/"
-    by_name = {inst.name: inst for inst in config.instruments}
-    real = [n for n in link.instruments
-            if n in by_name and not (by_name[n].resource or "").startswith(prefix)
-            and by_name[n].resource is not None]
-    if real or config.bench.service is not None:
+    """The in-process bench of a link run on BenchFrames (``frames_of``: tests only)."""
+    if link.instruments or config.bench.service is not None:
         raise _error(config, f"links[{i}].instruments",
-                     "the module runs on the simulated bench in this process only: real "
-                     "instruments and a shared [bench] service need a transmitter that switches "
-                     "frames at a given slot, which is not supported yet")
+                     "frames_of runs both ends on the simulated bench in this process; this "
+                     "link names instruments or a bench service: run it through them")
     bench = get_bench(config.bench.name)
     if not isinstance(bench, Bench):
         raise _error(config, "bench", f"bench {config.bench.name!r} is not in this process")
@@ -188,26 +184,47 @@ def _recorders(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
 
 
 def build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
-               frames_of: Callable[[Bench, LinkConfig], BenchFrames],
+               frames_of: Callable[[Bench, LinkConfig], BenchFrames] | None = None,
                rng_seed: int | None = None, record: Path | None = None) -> list[LinkEnd]:
-    """The link ends of the configurations (only the links named in ``links`` if given).
+    """The link ends of the configurations (only the links named in ``links`` if given), with
+    their instruments open (:func:`run_ends` closes them).
 
     Args:
+        frames_of: tests and benchmarks only: both ends on BenchFrames (module docstring).
         record: record the run into this directory (:mod:`.recording`; one link, both ends).
 
     Raises:
-        ConfigError: a link the module cannot run (see the module docstring), no secret.
+        ConfigError: a link the module cannot run (no instrument for its role, one that
+            cannot be opened), no secret.
     """
+    ends: list[LinkEnd] = []
+    try:
+        _build_ends(configs, links, frames_of, rng_seed, record, ends)
+    except BaseException:
+        for end in ends:
+            if end.instrument is not None:
+                end.instrument.close()
+        raise
+    return ends
+
+
+def _build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
+                frames_of: Callable[[Bench, LinkConfig], BenchFrames] | None,
+                rng_seed: int | None, record: Path | None, ends: list[LinkEnd]) -> None:
     recorders = _recorders(configs, links, record) if record is not None else {}
-    ends = []
     for path, config in configs:
         for i, link in enumerate(config.links):
             if links is not None and link.name not in links:
                 continue
-            bench = _sim_bench(config, i, link)
             if (gap := code_coverage(link)) is not None:
                 log.warning("%s: links[%d] (%s): %s", path, i, link.name, gap)
-            frames = frames_of(bench, link)
+            instrument: StreamerFrames | TaggerSource | None = None
+            frames: Any
+            if frames_of is not None:
+                frames = frames_of(_sim_bench(config, i, link), link)
+            else:
+                _secret(config, i, link)  # before an instrument is opened
+                frames = instrument = open_link_instrument(config, i, link)
             d = link.decoy
             plan = FramePlan(link.name, link.block_slots, link.timing_slots,
                              (d.mu1, d.mu2, d.mu3),
@@ -253,6 +270,8 @@ def build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
                                        channel_patterns(_channel_map(config)), outbox, audit,
                                        rng)
             except ValueError as exc:
+                if instrument is not None:
+                    instrument.close()
                 raise _error(config, f"links[{i}]", str(exc)) from None
             if rec is not None:
                 seed_key = "alice_qdist" if role == "alice" else "bob_squash"
@@ -269,11 +288,10 @@ def build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
                 if role == "bob":
                     rec.describe(tracker=tracker_args,
                                  channel_map={str(k): v for k, v in _channel_map(config).items()})
-            end = LinkEnd(config, link, module, outbox, client, rec)
+            end = LinkEnd(config, link, module, outbox, client, rec, instrument)
             client.on_control = module.control
             client.status = end.report
             ends.append(end)
-    return ends
 
 
 class QdistListener:
@@ -488,6 +506,12 @@ async def run_ends(ends: list[LinkEnd], blocks: int | None,
                     await end.client.close()
             if end.recorder is not None:
                 end.recorder.close()
+            if end.instrument is not None:
+                try:
+                    await asyncio.to_thread(end.instrument.close)
+                except Exception as exc:  # the others still close
+                    log.warning("link %s: closing its instrument failed: %s", end.link.name,
+                                exc)
         show(ends)
 
 

@@ -149,6 +149,10 @@ class _RecordingFrames:
         self._out.write(_CHOICES.pack(block, packed.size), packed.tobytes())
         await self._frames.load(block, basis, bit, intensity)
 
+    def __getattr__(self, name: str) -> Any:
+        # A frame streamer's next_block and underruns pass through unrecorded.
+        return getattr(self._frames, name)
+
 
 class _RecordingEnd:
     """A Qdist end whose sent bytes are also written to the recording (everything else is the

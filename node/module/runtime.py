@@ -56,6 +56,7 @@ from ..protocol.qdist import (
     QdistBob,
 )
 from .frames import FramePlan
+from .instruments import FrameMissed
 
 __all__ = ["BLOCK_QUEUE", "TAG_QUEUE", "AliceModule", "AuditLog", "BlockCutter", "BobModule",
            "ModuleStatus"]
@@ -65,6 +66,9 @@ log = logging.getLogger(__name__)
 # Tagger reads waiting for Qsync: a few reads (a few ms of tags) smooth out a slow Qsync step
 # without holding more than a few MB of tags.
 TAG_QUEUE = 4
+# Blocks that did not play whose reason Alice keeps for their announcement: more than the
+# streamer's queue and Bob's open blocks together.
+MISSED_KEPT = 64
 # Closed blocks waiting for distillation: one waiting while one distils keeps both busy; more
 # would only hold detections (and Alice's choices for them) in memory.
 BLOCK_QUEUE = 1
@@ -303,20 +307,49 @@ class AliceModule(_ModuleBase):
         self.rng = rng
         self.status = ModuleStatus("alice", started=clock())
         self._choices: dict[int, AliceChoices] = {}
+        # Blocks that did not play -> why (their announcements are refused with it).
+        self._missed: dict[int, str] = {}
+        self.underrun_blocks = 0
         # Set while the frames are paused by a Kq-2 stop (no frame being drawn or loaded).
         self.frames_paused = asyncio.Event()
 
     async def _play(self) -> None:
         block = 0
+        # A frame streamer says which block it can still take and which played as vacuum.
+        next_block = getattr(self.frames, "next_block", None)
+        underruns = getattr(self.frames, "underruns", None)
         while True:
             if not self.running.is_set():  # Kq-2 stop: no new frames (so no new blocks)
                 self.frames_paused.set()
                 await self.running.wait()
                 self.frames_paused.clear()
+            if next_block is not None:
+                first = await next_block()
+                for skipped in range(max(block, first - MISSED_KEPT), first):
+                    self._missed_block(skipped, "its frame was never drawn (the transmitter "
+                                                "had moved on)")
+                block = max(block, first)
             choices = await asyncio.to_thread(self.plan.alice_block, block, self.rng)
             self._choices[block] = choices
-            await self.frames.load(block, choices.basis, choices.bit, choices.intensity)
+            try:
+                await self.frames.load(block, choices.basis, choices.bit, choices.intensity)
+            except FrameMissed:
+                self._missed_block(block, "transmitter underrun: its frame came after its "
+                                          "first slot (played as vacuum)")
+            if underruns is not None:
+                for played_dark in await underruns():
+                    self._missed_block(played_dark, "transmitter underrun: played as vacuum")
             block += 1
+
+    def _missed_block(self, block: int, reason: str) -> None:
+        """A block whose frame did not play: its choices go, and its announcement is refused
+        with ``reason``."""
+        self._choices.pop(block, None)
+        self.underrun_blocks += 1
+        self._missed[block] = reason
+        while len(self._missed) > MISSED_KEPT:
+            del self._missed[next(iter(self._missed))]
+        log.warning("link %s: block %d did not play: %s", self.link, block, reason)
 
     def _producers(self) -> list[Coroutine[Any, Any, None]]:
         return [self._play()]
@@ -330,8 +363,12 @@ class AliceModule(_ModuleBase):
                 for old in [b for b in self._choices if b <= event.block_id]:
                     del self._choices[old]
                 if choices is None:
-                    log.warning("link %s: Bob announced block %d, which was not played "
-                                "or is gone", self.link, event.block_id)
+                    reason = self._missed.pop(event.block_id, "its frame was not played or "
+                                                              "its choices are gone")
+                    log.warning("link %s: Bob announced block %d, refused: %s", self.link,
+                                event.block_id, reason)
+                    await conn.call(self._refuse_announced, event.block_id, reason,
+                                    self.clock())
                     continue
                 if not self.answering.is_set():
                     # Kq-2 stop: no new block starts. The announcement waits for a start (Bob's
@@ -349,6 +386,13 @@ class AliceModule(_ModuleBase):
             elif isinstance(event, FrameRejected):
                 log.info("link %s: frame rejected: %s", self.link, event.reason)
 
+
+    def _refuse_announced(self, block: int, reason: str, now: float) -> None:
+        """Aborts ``block`` if its announcement still waits (under the connection's lock)."""
+        qdist = self.qdist
+        assert isinstance(qdist, QdistAlice)
+        if qdist.announced == block and qdist.block is None:
+            qdist.refuse_announced(reason, now)
 
     def _start_announced(self, block: int, choices: AliceChoices, now: float) -> bool:
         """Starts ``block`` if its announcement still waits (under the connection's lock)."""

@@ -123,6 +123,20 @@ class QdistAlice(QdistEnd):
             except RemoteProtocolError as exc:
                 self._abort(str(exc), notify=True)
 
+    def refuse_announced(self, reason: str, now: float) -> None:
+        """Aborts the announced block without starting it (Alice holds no choices for it: its
+        frame never played); Bob is told, and the abort with ``reason`` is an event.
+
+        Raises:
+            LocalProtocolError: no announcement waits, or a block is running.
+        """
+        if self._announced is None:
+            raise LocalProtocolError("Qdist: no announced block waits")
+        block = self._announced[0].block
+        self._announced = None
+        self._begin(block, now)
+        self._abort(reason, notify=True)
+
     @property
     def announced(self) -> int | None:
         """The block whose announcement waits for :meth:`start_block` (None: none waits)."""
