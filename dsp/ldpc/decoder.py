@@ -58,9 +58,8 @@ from .kernels import (
     csr_batch_kernel,
     csr_kernel,
     decode_reference,
-    qc_batch_kernel,
-    qc_kernel,
 )
+from .kernels_qc import qc_batch_kernel, qc_kernel
 from .phi import phi_constants
 
 __all__ = [

@@ -63,6 +63,15 @@ _LN2: Final = 0.6931471805599453
 # [sqrt(1/2), sqrt(2)), where the atanh series converges fastest (|s| < 0.172).
 _SQRT_HALF_BITS: Final = 0x3F3504F3
 
+# The float32 whose bits are _SQRT_HALF_BITS + 2^23 (sqrt(2) rounded down): w < it exactly when
+# the exponent split of w leaves e == 0.
+_SQRT_TWO_BELOW: Final = float(
+    np.array([_SQRT_HALF_BITS + (1 << 23)], np.int32).view(np.float32)[0]
+)
+# Shift of the float32 exponent field, as an int32 so that compiled integer steps stay 32-bit
+# (numba widens int32 with a Python int to int64, which halves the vector lanes).
+_I23: Final = np.int32(23)
+
 # Everything the compiled phi needs, passed as one tuple argument (numba freezes globals).
 PhiConstants = tuple[np.float32, ...]
 
@@ -72,7 +81,7 @@ def phi_constants() -> PhiConstants:
     values = (
         PHI_TINY_X, PHI_X_MAX, PHI_SERIES_X, _LOG2E, _LN2, *_EXP2_COEFFS[1:],
         1.0 / 2.0, 1.0 / 6.0, 1.0 / 24.0, 1.0 / 120.0, 1.0 / 3.0, 1.0 / 5.0, 1.0 / 7.0, 1.0 / 9.0,
-        MESSAGE_LIMIT,
+        MESSAGE_LIMIT, _SQRT_TWO_BELOW,
     )
     return tuple(np.float32(v) for v in values)
 
@@ -91,17 +100,20 @@ def phi(x: np.float32, k: PhiConstants) -> np.float32:  # pragma: no cover - com
     fl = np.floor(y)
     f = y - fl
     p = one + f * (k[5] + f * (k[6] + f * (k[7] + f * (k[8] + f * k[9]))))
-    u = np.int32(np.float32(p).view(np.int32) + (np.int32(fl) << 23)).view(np.float32)
+    u = np.int32(np.float32(p).view(np.int32) + np.int32(np.int32(fl) << _I23)).view(np.float32)
     series = x * (one - x * (k[10] - x * (k[11] - x * (k[12] - x * k[13]))))
     d = series if x < k[2] else one - u
     z = two * u / d
     # log(1 + z): w = 2^e * m with m in [sqrt(1/2), sqrt(2)); log(m) = 2 atanh(s).
     w = one + z
     bits = np.float32(w).view(np.int32)
-    e = np.int32((bits - np.int32(_SQRT_HALF_BITS)) >> 23)
-    m = np.int32(bits - (e << 23)).view(np.float32)
-    # One division for both cases (a select of numerator and denominator, not of quotients).
-    s = (z if e == 0 else m - one) / (two + z if e == 0 else m + one)
+    e = np.int32(np.int32(bits - np.int32(_SQRT_HALF_BITS)) >> _I23)
+    m = np.int32(bits - np.int32(e << _I23)).view(np.float32)
+    # e == 0 exactly when w < sqrt(2) (rounded as the bits below), tested on the float: the
+    # integer test would be widened to int64 lanes. One division for both cases (a select of
+    # numerator and denominator, not of quotients).
+    small = w < k[19]
+    s = (z if small else m - one) / (two + z if small else m + one)
     s2 = s * s
     log_m = two * s * (one + s2 * (k[14] + s2 * (k[15] + s2 * (k[16] + s2 * k[17]))))
     return np.float32(e) * k[4] + log_m
@@ -169,7 +181,7 @@ def expansion(x: np.float32, k: PhiConstants) -> tuple[np.float32, np.float32]: 
     fl = np.floor(y)
     f = y - fl
     p = one + f * (k[5] + f * (k[6] + f * (k[7] + f * (k[8] + f * k[9]))))
-    u = np.int32(np.float32(p).view(np.int32) + (np.int32(fl) << 23)).view(np.float32)
+    u = np.int32(np.float32(p).view(np.int32) + np.int32(np.int32(fl) << _I23)).view(np.float32)
     series = x * (one - x * (k[10] - x * (k[11] - x * (k[12] - x * k[13]))))
     d = series if x < k[2] else one - u
     den = d * (one + u)

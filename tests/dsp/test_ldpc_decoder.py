@@ -213,6 +213,30 @@ def test_qc_kernel_agrees_with_twin(
     np.testing.assert_array_equal(messages.view(np.int32), twin_messages.view(np.int32))
 
 
+@pytest.mark.parametrize("algorithm", ["sum-product", "sum-product-taylor", "min-sum"])
+@pytest.mark.parametrize("stall", [None, 2])
+def test_qc_kernel_agrees_with_twin_at_shipped_width(
+    algorithm: Algorithm, stall: int | None
+) -> None:
+    # z = 64 lanes and check degree ~30, as in the shipped codes (the hypothesis test above draws
+    # z <= 9): the layer's long loops, vector bodies and shifted scatters all run.
+    code = random_qc_code(64, 4, 40, 3, seed=21)
+    rng = np.random.default_rng(22)
+    alice, _, llr = channel(rng, code.n, 0.04)
+    synd = syndrome(code, alice)
+    messages = np.zeros(code.n_edges, np.float32)
+    decode_syndrome(code, synd, llr, 2, algorithm=algorithm, messages=messages)
+    twin_messages = messages.copy()
+    result = decode_syndrome(code, synd, llr, 6, algorithm=algorithm, messages=messages,
+                             stall_iterations=stall)
+    bits, iterations, converged = decode_syndrome_reference(
+        code.chk_ptr, code.chk_var, synd, llr, 6, 0.78, 0.0, algorithm, twin_messages, stall or 0
+    )
+    np.testing.assert_array_equal(result.bits, bits)
+    assert (result.iterations, result.converged) == (iterations, converged)
+    np.testing.assert_array_equal(messages.view(np.int32), twin_messages.view(np.int32))
+
+
 @settings(deadline=None, max_examples=30)
 @given(
     kind=st.sampled_from(["csr", "qc"]),
