@@ -334,8 +334,9 @@ class _Workspace:
 class FFTWorkspace:
     """FFT buffers a caller keeps to reuse across :func:`toeplitz_hash` calls of the same size.
 
-    Holds about 24 bytes per FFT point of the last length used, and 8 more (the four-step
-    twiddles) at four-step lengths. Not thread-safe: one per thread.
+    Holds about 24 bytes per FFT point of the last length used (32 with ``workers=2``), and at
+    four-step lengths the plan's twiddle tables (about ``2 sqrt(F)`` complex entries). Not
+    thread-safe: one per thread.
     """
 
     def __init__(self) -> None:
