@@ -9,9 +9,11 @@ reads through a cyclic shift are one contiguous run (no rotation copies).
 A layer is gathered into a scratch row (``degree * z`` values), so that the costly steps (the
 extrinsic inputs and their phi; the new messages) run as long loops or as loops with few arrays:
 on ``z = 64`` lanes a loop's set-up (alias checks, remainder) costs as much as its work, and
-every extra array in a loop adds alias checks. Running per-lane extremes are read from one half of
-a double buffer and written to the other: written back in place, LLVM turns the select into a
-masked store (``vmaskmovps``), which is slow on x86.
+every extra array in a loop adds alias checks; loops whose length is not a multiple of the vector
+width end in scalar iterations, so the scatter of a shifted block goes through a doubled row
+(two loops of exactly ``z``) rather than two loops of ``s`` and ``z - s``. Running per-lane
+extremes are read from one half of a double buffer and written to the other: written back in
+place, LLVM turns the select into a masked store (``vmaskmovps``), which is slow on x86.
 
 The arithmetic is, operation for operation, that of the plain twin
 :func:`.kernels.decode_reference` (and of :func:`.kernels.csr_kernel`), so they agree bit for bit.
@@ -46,7 +48,8 @@ _COEF1 = 1  # taylor: first expansion coefficient; min-sum: the weakest edge's m
 _COEF2 = 2  # taylor: second expansion coefficient
 _EXACT1 = 3  # taylor: message of the weakest input
 _EXACT2 = 4  # taylor: message of the second weakest input
-LANE_ROWS = 5
+_DOUBLED = 5  # the new posteriors of one base edge, twice in a row (two rows)
+LANE_ROWS = 7
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -200,27 +203,25 @@ def _layer(
             er = ext[r * z : r * z + z]
             for u in range(z):
                 parity[u] ^= np.int32(1) if er[u] < zero else np.int32(0)
-    # Scatter: lane u read post2[lo + u], in the low copy for u < s (its twin z above), in the
-    # high copy for u >= s (its twin z below).
+    # Scatter: lane u holds the variable at offset (u - s) mod z of its block, so block[t] is
+    # doubled[t + s] once the row is doubled: two loops of exactly z (no scalar remainders).
+    doubled = lane[_DOUBLED : _DOUBLED + 2].reshape(2 * z)
     for r in range(degree):
         b = first + r
         s = layer_shift[b]
-        lo = 2 * z * layer_col[b] + z - s
+        col = 2 * z * layer_col[b]
         er = ext[r * z : r * z + z]
-        head = er[:s]
-        low = post2[lo : lo + s]
-        high = post2[lo + z : lo + z + s]
-        for u in range(s):
-            v = head[u]
+        for u in range(z):
+            v = er[u]
+            doubled[u] = v
+            doubled[z + u] = v
+        src = doubled[s : s + z]
+        low = post2[col : col + z]
+        high = post2[col + z : col + 2 * z]
+        for u in range(z):
+            v = src[u]
             low[u] = v
             high[u] = v
-        tail = er[s:z]
-        high = post2[lo + s : lo + z]
-        low = post2[lo + s - z : lo]
-        for u in range(z - s):
-            v = tail[u]
-            high[u] = v
-            low[u] = v
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
