@@ -161,9 +161,10 @@ def test_wrong_convergence_is_caught_by_verification() -> None:
 
 
 def test_bob_never_sees_alice_bits() -> None:
-    # Bob's constructor and handlers take only public data, Bob's bits and Alice's messages.
+    # Bob's constructor and handlers take only public data, Bob's bits and Alice's messages
+    # (and, optionally, the buffer his own decoder keeps its messages in between rounds).
     assert list(inspect.signature(BobFrame.__init__).parameters) == [
-        "self", "code", "message", "bob_payload",
+        "self", "code", "message", "bob_payload", "messages",
     ]
     alice, bob = bsc(6, 1700, 0.02)
     plan = plan_frame(CODE, alice.size, 0.02)
@@ -308,3 +309,72 @@ def test_codes_that_need_more_get_a_larger_syndrome() -> None:
     # And its first frames start closer to where they decode.
     start = local._start_efficiency(code, [], qber)
     assert start == pytest.approx(needed - local.START_BELOW_FULL)
+
+
+def test_pilot_frames_go_first_and_the_rest_start_where_they_decoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A code decoding well above START_EFFICIENCY: the pilots step up from the default start,
+    # the frames after them start just below where the pilots decoded (fewer punctured values).
+    monkeypatch.setattr(reconcile.plan, "MIN_FULL_EFFICIENCY", 1.8)
+    monkeypatch.setattr(reconcile.plan, "BLIND_STEP_EFFICIENCY", 0.03)
+    code = random_code(4000, 600, 3, seed=2)
+    alice, bob = bsc(3, 16_000, 0.02)
+    report = reconcile_local(
+        alice, bob, 0.02, rng=np.random.default_rng(1), code=code, keep_messages=True
+    )
+    first = {m.frame: m.plan for m in report.messages if isinstance(m, SyndromeComputed)}
+    pilots = reconcile.local.PILOT_FRAMES
+    full = [k for k in range(pilots, report.frames_attempted)
+            if first[k].payload_length == first[0].payload_length]
+    assert full
+    assert all(first[k].n_punctured == first[0].n_punctured for k in range(pilots))
+    assert any(report.frames[k].rounds > 1 for k in range(pilots))
+    assert all(first[k].n_punctured < first[0].n_punctured for k in full)
+    np.testing.assert_array_equal(report.corrected[report.kept], alice[report.kept])
+
+
+def test_batch_rounds_match_frames_decoded_one_by_one() -> None:
+    # The batch keeps every frame's messages in one array whose rows move as frames finish;
+    # each frame must still see exactly its own warm start: same rounds, disclosure and bits as
+    # the same frames run alone through BobFrame.decode.
+    from qkdnode.dsp.reconcile import local
+
+    code = random_code(4000, 600, 3, seed=2)
+    alice, bob = bsc(5, 6 * 2600, 0.012)
+    full = plan_frame(code, code.n, 0.02).payload_length
+    starts = list(range(0, alice.size - full + 1, full))
+    batch = local._run_batch(
+        code, alice, bob, starts, full, 0.02, 1.05, 0, np.random.default_rng(1), 1e-12, 60, None
+    )
+    rounds = [outcome.rounds for outcome, _ in batch]
+    assert len(set(rounds)) > 1  # frames finish at different rounds: rows do move
+    for (outcome, bob_end), start in zip(batch, starts, strict=True):
+        a = AliceFrame(code, outcome.frame, alice[start : start + full], 0.02, 1.05)
+        first = a.start()
+        b = BobFrame(code, first, bob[start : start + full])
+        disclosed = first.disclosed_bits
+        report = b.decode(60)
+        while report.status == "need_more":
+            reveal = a.on_report(report)
+            assert reveal is not None
+            disclosed += reveal.disclosed_bits
+            b.on_reveal(reveal)
+            report = b.decode(60)
+        assert b.rounds == outcome.rounds
+        assert outcome.decoded_disclosed in (0, disclosed)
+        if report.status == "decoded":
+            assert b.corrected is not None
+            assert bob_end.corrected is not None
+            np.testing.assert_array_equal(b.corrected, bob_end.corrected)
+
+
+def test_bob_messages_buffer_is_checked() -> None:
+    alice, bob = bsc(6, 1500, 0.02)
+    first = AliceFrame(CODE, 0, alice, 0.02).start()
+    with pytest.raises(ValueError, match="messages"):
+        BobFrame(CODE, first, bob, messages=np.zeros(CODE.n_edges + 1, dtype=np.float32))
+    buffer = np.full(CODE.n_edges, 7.0, dtype=np.float32)
+    frame = BobFrame(CODE, first, bob, messages=buffer)
+    assert frame.messages is buffer
+    assert not buffer.any()
