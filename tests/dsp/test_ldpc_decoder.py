@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -10,12 +12,15 @@ from hypothesis import strategies as st
 
 from qkdnode.dsp.ldpc.codes import LdpcCode, code_from_matrix, code_from_qc, syndrome
 from qkdnode.dsp.ldpc.decoder import (
+    _ALGORITHM_CODES,
     LLR_LIMIT,
     Algorithm,
     decode_syndrome,
     decode_syndrome_reference,
     decode_syndromes,
 )
+from qkdnode.dsp.ldpc.kernels_qc import qc_kernel
+from qkdnode.dsp.ldpc.kernels_qc_narrow import qc_narrow_kernel
 from qkdnode.dsp.ldpc.phi import (
     PHI_TINY_X,
     expansion_many,
@@ -198,6 +203,7 @@ def test_qc_kernel_agrees_with_twin(
     messages = np.array(
         data.draw(st.lists(llr_values, min_size=code.n_edges, max_size=code.n_edges)), np.float32
     )
+    initial = messages.copy()
     twin_messages = messages.copy()
     result = decode_syndrome(
         code, synd, llr, max_iterations, algorithm=algorithm, scale=scale, offset=offset,
@@ -211,6 +217,31 @@ def test_qc_kernel_agrees_with_twin(
     assert result.iterations == iterations
     assert result.converged == converged
     np.testing.assert_array_equal(messages.view(np.int32), twin_messages.view(np.int32))
+    # The decoder picks one QC kernel by z (here the narrow one): the other agrees as well.
+    for kernel in (qc_kernel, qc_narrow_kernel):
+        start = initial.copy()
+        out = _run_qc_kernel(kernel, code, synd, llr, max_iterations, stall, algorithm, scale,
+                             offset, start)
+        np.testing.assert_array_equal(out[0], bits)
+        assert out[1:] == (iterations, converged)
+        np.testing.assert_array_equal(start.view(np.int32), twin_messages.view(np.int32))
+
+
+def _run_qc_kernel(
+    kernel: Any, code: LdpcCode, synd: np.ndarray, llr: np.ndarray, max_iterations: int,
+    stall: int | None, algorithm: Algorithm, scale: float, offset: float, messages: np.ndarray,
+) -> tuple[np.ndarray, int, bool]:
+    """One QC kernel run directly (not through the decoder's choice by z)."""
+    qc = code.qc
+    assert qc is not None
+    bits = np.empty(code.n, np.uint8)
+    post = np.clip(llr, -LLR_LIMIT, LLR_LIMIT).astype(np.float32)
+    iterations, converged = kernel(
+        qc.z, qc.layer_ptr, qc.layer_col, qc.layer_shift, qc.csr_edge, synd, post,
+        max_iterations, stall or 0, _ALGORITHM_CODES[algorithm], np.float32(scale),
+        np.float32(offset), phi_constants(), messages, bits,
+    )
+    return bits, int(iterations), bool(converged)
 
 
 @pytest.mark.parametrize("algorithm", ["sum-product", "sum-product-taylor", "min-sum"])
