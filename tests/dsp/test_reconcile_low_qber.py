@@ -73,3 +73,22 @@ def test_frame_length_follows_the_bits_available() -> None:
 def test_no_validated_code_is_an_error() -> None:
     with pytest.raises(ValueError, match="validated"):
         choose_code(0.2, None)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_small_block_at_low_qber(seed: int, record_property: pytest.RecordProperty) -> None:
+    # A 50 km block: ~42 000 sifted bits at QBER 0.85 % go to 16 000-bit frames of the rate-0.92
+    # code (the rate-0.90 one must puncture a tenth of its checks and left f ~1.4 here).
+    assert choose_code(0.0085, None, 42_000).name == "n16000_r092"
+    efficiency, attempted, discarded = run(0.0085, seed=seed, bits=42_000)
+    record_property("efficiency_f", round(efficiency, 4))
+    assert attempted == 3
+    assert discarded == 0
+    assert 1.0 < efficiency < 1.6
+
+
+def test_long_frames_at_one_percent_use_the_rate_091_code() -> None:
+    # n192000_r091 (the project's rate-0.91 design) supersedes n192000_r090 at and below 1.4 %.
+    assert choose_code(0.01, 192000).name == "n192000_r091"
+    assert choose_code(0.014, 192000).name == "n192000_r091"
+    assert choose_code(0.02, 192000).name == "n192000_r085"
