@@ -10,7 +10,7 @@ Stages, each measured on its own with the block's inputs:
   sifting          dsp.sifting.sift on the detections that give the block's sifted X bits
                    (before the chain proper, which starts at sifted bits; reported for scale)
   reconciliation   reconcile_local, split by a CPU-time profile into the LDPC decoder's
-                   numba kernels (ldpc/kernels.py), the rest of decode_syndromes (its Python
+                   numba kernels (ldpc/kernels*.py), the rest of decode_syndromes (its Python
                    and numpy wrapper) and everything else (frame planning, syndromes, messages,
                    verification tags)
   verification     the share of reconciliation spent in dsp.verification
@@ -99,8 +99,11 @@ def _stages(alice: Any, bob: Any, counts: Any, mu: Any, p: Any, best: Any, lengt
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
     decoder = sum(v[3] for k, v in stats.items() if k[2] == "decode_syndromes")
+    # The decoder's numba kernels: ldpc/kernels.py and its siblings (kernels_qc.py, ...).
     kernels = sum(
-        v[2] for k, v in stats.items() if k[0].endswith(os.path.join("ldpc", "kernels.py"))
+        v[2] for k, v in stats.items()
+        if os.path.basename(os.path.dirname(k[0])) == "ldpc"
+        and os.path.basename(k[0]).startswith("kernels")
     )
     verification = sum(
         v[2] for k, v in stats.items() if k[0].endswith(os.path.join("dsp", "verification.py"))

@@ -249,6 +249,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="few frames (smoke run)")
     parser.add_argument("--no-long", action="store_true", help=f"skip the n={LONG_N} rows")
+    parser.add_argument("--long-frames", type=int, default=None,
+                        help=f"frames per n={LONG_N} row (default: a third of --frames, >= 2)")
     args = parser.parse_args()
     frames = 4 if args.quick else args.frames
     decode_frames = 4 if args.quick else args.decode_frames
@@ -273,7 +275,8 @@ def main() -> None:
     if not args.no_long:
         for index, qber in enumerate(LONG_QBERS):
             log(f"reconciliation at QBER {qber}, n = {LONG_N} ...")
-            long_frames = max(2, frames // 3)  # about the same number of bits as the rows above
+            # By default about the same number of bits as the rows above.
+            long_frames = args.long_frames or max(2, frames // 3)
             rows.append(
                 bench_reconciliation(qber, qber, long_frames, LONG_N, args.seed + 50 + index)
             )
