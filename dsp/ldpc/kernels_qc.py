@@ -10,10 +10,11 @@ A layer is gathered into a scratch row (``degree * z`` values), so that the cost
 extrinsic inputs and their phi; the new messages) run as long loops or as loops with few arrays:
 on ``z = 64`` lanes a loop's set-up (alias checks, remainder) costs as much as its work, and
 every extra array in a loop adds alias checks; loops whose length is not a multiple of the vector
-width end in scalar iterations, so the scatter of a shifted block goes through a doubled row
-(two loops of exactly ``z``) rather than two loops of ``s`` and ``z - s``. Running per-lane
-extremes are read from one half of a double buffer and written to the other: written back in
-place, LLVM turns the select into a masked store (``vmaskmovps``), which is slow on x86.
+width end in scalar iterations, so the new posteriors are written twice in a row and a shifted
+block is scattered in one loop of exactly ``z`` rather than two loops of ``s`` and ``z - s``.
+Running per-lane extremes are read from one half of a double buffer and written to the other:
+written back in place, LLVM turns the select into a masked store (``vmaskmovps``), which is slow
+on x86.
 
 The arithmetic is, operation for operation, that of the plain twin
 :func:`.kernels.decode_reference` (and of :func:`.kernels.csr_kernel`), so they agree bit for bit.
@@ -48,8 +49,7 @@ _COEF1 = 1  # taylor: first expansion coefficient; min-sum: the weakest edge's m
 _COEF2 = 2  # taylor: second expansion coefficient
 _EXACT1 = 3  # taylor: message of the weakest input
 _EXACT2 = 4  # taylor: message of the second weakest input
-_DOUBLED = 5  # the new posteriors of one base edge, twice in a row (two rows)
-LANE_ROWS = 7
+LANE_ROWS = 5
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -69,9 +69,9 @@ def _layer(
     z: int, degree: int, first: int, layer_col: NDArray[np.int32],
     layer_shift: NDArray[np.int32], syndrome: NDArray[np.uint8], post2: NDArray[np.float32],
     msg: NDArray[np.float32], ext: NDArray[np.float32], mags: NDArray[np.float32],
-    algorithm: int, scale: np.float32, offset: np.float32, k: PhiConstants,
-    acc: NDArray[np.float32], lane: NDArray[np.float32], parity: NDArray[np.int32],
-    count: bool,
+    newpost: NDArray[np.float32], algorithm: int, scale: np.float32, offset: np.float32,
+    k: PhiConstants, acc: NDArray[np.float32], lane: NDArray[np.float32],
+    parity: NDArray[np.int32], count: bool,
 ) -> None:  # pragma: no cover - compiled
     """One layered update of the ``z`` checks of a base check: ``first`` is its first base
     edge, ``syndrome`` its ``z`` syndrome bits. With ``count``, ``parity`` is set to each
@@ -82,26 +82,23 @@ def _layer(
     """
     zero = np.float32(0.0)
     n = degree * z
-    # Gather: the layer's posteriors, each base edge's z of them one contiguous run.
+    # Gather: extrinsic inputs t (posterior minus old message), each base edge's z posteriors
+    # one contiguous run of the doubled block.
     for r in range(degree):
         b = first + r
         start = 2 * z * layer_col[b] + z - layer_shift[b]
         src = post2[start : start + z]
+        mr = msg[b * z : b * z + z]
         er = ext[r * z : r * z + z]
         for u in range(z):
-            er[u] = src[u]
-    # Extrinsic inputs t (in place of the posteriors) and phi(|t|) (|t| for min-sum).
-    mr = msg[first * z : first * z + n]
+            er[u] = src[u] - mr[u]
+    # phi(|t|) (|t| for min-sum), one loop over the layer.
     if algorithm == 0:
         for j in range(n):
-            t = ext[j] - mr[j]
-            ext[j] = t
-            mags[j] = abs(t)
+            mags[j] = abs(ext[j])
     else:
         for j in range(n):
-            t = ext[j] - mr[j]
-            ext[j] = t
-            mags[j] = phi(abs(t), k)
+            mags[j] = phi(abs(ext[j]), k)
     # Per-lane accumulators, in edge order.
     cur = acc[0]
     minus_zero = np.float32(-0.0)
@@ -165,10 +162,12 @@ def _layer(
         for u in range(z):
             lane[_COEF1, u] = min(max(scale * ends[_X2, u] - offset, zero), limit)
             lane[_BASE, u] = min(max(scale * ends[_X1, u] - offset, zero), limit)
-    # New messages; the new posteriors in place of the extrinsic inputs.
+    # New messages; the new posteriors, each row twice in a row (a shifted block's z of them are
+    # then one contiguous run, see the scatter).
     for r in range(degree):
         b = first + r
         er = ext[r * z : r * z + z]
+        nr = newpost[2 * r * z : 2 * r * z + 2 * z]
         mg = mags[r * z : r * z + z]
         mo = msg[b * z : b * z + z]
         rf = np.float32(r)
@@ -181,41 +180,41 @@ def _layer(
                 mag = lane[_EXACT1, u] if ends[_ARG1, u] == rf else mag
                 value = _with_sign(mag, _xor_sign(ends[_NEGATIVE, u], t))
                 mo[u] = value
-                er[u] = t + value
+                v = t + value
+                nr[u] = v
+                nr[z + u] = v
         elif algorithm == 1:
             for u in range(z):
                 t = er[u]
                 mag = phi(max(ends[_TOTAL, u] - mg[u], zero), k)
                 value = _with_sign(mag, _xor_sign(ends[_NEGATIVE, u], t))
                 mo[u] = value
-                er[u] = t + value
+                v = t + value
+                nr[u] = v
+                nr[z + u] = v
         else:
             for u in range(z):
                 t = er[u]
                 mag = lane[_COEF1, u] if ends[_ARG1, u] == rf else lane[_BASE, u]
                 value = _with_sign(mag, _xor_sign(ends[_NEGATIVE, u], t))
                 mo[u] = value
-                er[u] = t + value
+                v = t + value
+                nr[u] = v
+                nr[z + u] = v
     if count:
         for u in range(z):
             parity[u] = np.int32(syndrome[u] & np.uint8(1))
         for r in range(degree):
-            er = ext[r * z : r * z + z]
+            nr = newpost[2 * r * z : 2 * r * z + z]
             for u in range(z):
-                parity[u] ^= np.int32(1) if er[u] < zero else np.int32(0)
+                parity[u] ^= np.int32(1) if nr[u] < zero else np.int32(0)
     # Scatter: lane u holds the variable at offset (u - s) mod z of its block, so block[t] is
-    # doubled[t + s] once the row is doubled: two loops of exactly z (no scalar remainders).
-    doubled = lane[_DOUBLED : _DOUBLED + 2].reshape(2 * z)
+    # the doubled row's [t + s]: one loop of exactly z (no scalar remainders).
     for r in range(degree):
         b = first + r
         s = layer_shift[b]
         col = 2 * z * layer_col[b]
-        er = ext[r * z : r * z + z]
-        for u in range(z):
-            v = er[u]
-            doubled[u] = v
-            doubled[z + u] = v
-        src = doubled[s : s + z]
+        src = newpost[2 * r * z + s : 2 * r * z + s + z]
         low = post2[col : col + z]
         high = post2[col + z : col + 2 * z]
         for u in range(z):
@@ -306,6 +305,7 @@ def qc_kernel(
             post2[2 * z * j + z + t] = post[j * z + t]
     ext = np.empty(max_degree * z, dtype=np.float32)
     mags = np.empty(max_degree * z, dtype=np.float32)
+    newpost = np.empty(2 * max_degree * z, dtype=np.float32)
     acc = np.empty((2, ACC_ROWS, z), dtype=np.float32)
     lane = np.empty((LANE_ROWS, z), dtype=np.float32)
     parity = np.empty(z, dtype=np.int32)
@@ -322,7 +322,8 @@ def qc_kernel(
             first = layer_ptr[i]
             degree = layer_ptr[i + 1] - first
             _layer(z, degree, first, layer_col, layer_shift, syndrome[i * z : i * z + z], post2,
-                   msg, ext, mags, algorithm, scale, offset, k, acc, lane, parity, counting)
+                   msg, ext, mags, newpost, algorithm, scale, offset, k, acc, lane, parity,
+                   counting)
             if counting:
                 for u in range(z):
                     unsatisfied[u] += parity[u]
