@@ -49,6 +49,7 @@ from qkdnode.dsp.ldpc.decoder import (
     DEFAULT_MAX_ITERATIONS,
     DEFAULT_SCALE,
     LLR_LIMIT,
+    NARROW_QC_Z,
     decode_syndromes,
 )
 from qkdnode.dsp.reconcile import reconcile_local
@@ -273,6 +274,9 @@ def main() -> None:
     }
     code = get_code(args.rate, n=args.n)
     document["code"] = {"name": code.name, "n": code.n, "m": code.m, "edges": code.n_edges}
+    if code.qc is not None:  # which QC kernel the decoder picks for this lifting
+        document["code"]["z"] = code.qc.z
+        document["code"]["qc_kernel"] = "narrow" if code.qc.z < NARROW_QC_Z else "wide"
     rng = np.random.default_rng(args.seed)
     warm = shortened_frames(code, EFFICIENCIES[-1], 2, rng)
     for options in VARIANTS.values():  # compile or load the numba cache outside the timings
