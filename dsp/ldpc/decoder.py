@@ -24,8 +24,10 @@ one of:
   for it.
 
 Messages are ``float32``. Decoding stops as soon as the hard decisions match the syndrome. The
-kernels and their plain twin are in :mod:`.kernels`; quasi-cyclic codes (the shipped family) are
-decoded ``z`` checks at a time in vector instructions, any other code check by check.
+CSR kernel and the plain twin are in :mod:`.kernels`; quasi-cyclic codes (the shipped family) are
+decoded ``z`` checks at a time in vector instructions by :mod:`.kernels_qc` (or, for ``z`` below
+``NARROW_QC_Z``, :mod:`.kernels_qc_narrow`), any other code check by check. All of them return
+bit for bit what the twin returns.
 
 An optional *stall rule* (``stall_iterations=s``, off by default) stops a decode, unconverged, once
 ``s`` iterations in a row have not lowered the fewest unsatisfied checks seen so far (each check
