@@ -323,22 +323,35 @@ class AliceModule(_ModuleBase):
                 self.frames_paused.set()
                 await self.running.wait()
                 self.frames_paused.clear()
-            if next_block is not None:
-                first = await next_block()
-                for skipped in range(max(block, first - MISSED_KEPT), first):
-                    self._missed_block(skipped, "its frame was never drawn (the transmitter "
-                                                "had moved on)")
-                block = max(block, first)
-            choices = await asyncio.to_thread(self.plan.alice_block, block, self.rng)
+            # The streamer's answers (they may wait for the bench or the instrument) come
+            # while the frame is drawn; a draw for a block it no longer takes is dropped.
+            drawing = asyncio.ensure_future(
+                asyncio.to_thread(self.plan.alice_block, block, self.rng))
+            try:
+                if next_block is not None:
+                    first = await next_block()
+                    for skipped in range(max(block, first - MISSED_KEPT), first):
+                        self._missed_block(skipped, "its frame was never drawn (the "
+                                                    "transmitter had moved on)")
+                    if first > block:
+                        await drawing  # the generator's state is the worker's until then
+                        block = first
+                        drawing = asyncio.ensure_future(
+                            asyncio.to_thread(self.plan.alice_block, block, self.rng))
+                if underruns is not None:
+                    for played_dark in await underruns():
+                        self._missed_block(played_dark, "transmitter underrun: played as "
+                                                        "vacuum")
+                choices = await drawing
+            finally:
+                if not drawing.done():
+                    drawing.cancel()
             self._choices[block] = choices
             try:
                 await self.frames.load(block, choices.basis, choices.bit, choices.intensity)
             except FrameMissed:
                 self._missed_block(block, "transmitter underrun: its frame came after its "
                                           "first slot (played as vacuum)")
-            if underruns is not None:
-                for played_dark in await underruns():
-                    self._missed_block(played_dark, "transmitter underrun: played as vacuum")
             block += 1
 
     def _missed_block(self, block: int, reason: str) -> None:

@@ -165,3 +165,19 @@ def test_two_module_processes_give_both_key_managers_the_same_keys(tmp_path: Pat
     assert '"sync": "locked"' in results[1][1]
     assert len(pad_a) == 64
     assert pad_a == pad_b
+
+
+def test_the_one_end_per_pc_examples_name_their_instruments() -> None:
+    from qkdnode.node.module.instruments import link_instrument
+
+    where = Path(__file__).parents[2] / "examples" / "one-end-per-pc"
+    roles = {}
+    for name in ("alice", "bob"):
+        config = load_config(where / f"{name}.toml")
+        (link,) = config.links
+        instrument = link_instrument(config, 0, link)
+        assert instrument.name in link.instruments
+        assert config.bench.service is not None
+        roles[link.role] = (instrument.role, instrument.driver)
+    assert roles == {"transmitter": ("frame_streamer", "scpi.frame_streamer"),
+                     "receiver": ("time_tagger", "qutools.qutag")}

@@ -6,8 +6,9 @@ short forms, SCPI error queue. The device attaches itself to its bench
 the frame of block ``b`` from it exactly at slot ``b * L`` and waits while the frame is
 missing or the output is off (the bench's time is virtual: see the bench's "Streaming").
 
-Memory: :data:`MEMORY_SLOTS` slots of 4 bits, at most :data:`QUEUE_FRAMES` frames; a frame
-must leave room for two (one playing, one queued), so ``L <= MEMORY_SLOTS / 2``. Frames are
+Memory: :data:`MEMORY_SLOTS` slots of 4 bits, at most :data:`QUEUE_FRAMES` frames queued
+besides the one playing; a frame must leave room for two (one playing, one queued), so
+``L <= MEMORY_SLOTS / 2``. Frames are
 kept packed and unpacked when they begin. Block numbers count from the bench's slot 0
 (``OUTP OFF`` halts the virtual time; ``OUTP ON`` resumes the count).
 """
@@ -40,12 +41,13 @@ if TYPE_CHECKING:
 
 __all__ = ["MEMORY_SLOTS", "QUEUE_FRAMES", "SimFrameStreamer"]
 
-# A pattern generator board's frame memory: 2^27 4-bit slots (64 MiB of DDR), two 2^26-slot
-# frames or four of 2^24.
-MEMORY_SLOTS = 1 << 27
-# Frame descriptors the firmware keeps: enough to cover the host's jitter at 2^24-slot blocks
-# (each lasts 16.8 ms at 1 GHz) without holding many blocks of choices in flight.
-QUEUE_FRAMES = 4
+# A pattern generator board's frame memory: 2^28 4-bit slots (128 MiB of DDR): the frame
+# playing and up to three queued at 2^26 slots.
+MEMORY_SLOTS = 1 << 28
+# Frames queued ahead of the one playing: one being filled while one waits keeps the host's
+# drawing of the next frame in parallel with the play (as BenchFrames did), without holding
+# more blocks of choices in flight.
+QUEUE_FRAMES = 2
 # Power-on frame length, slots.
 DEFAULT_FRAME_SLOTS = 1 << 20
 # Slot clock range, Hz.
