@@ -2,10 +2,12 @@
 
 Each ``--config FILE`` is one node's configuration; its ``[[links]]`` (or those named by
 ``--link``) are run: the transmitter listens at ``qdist_listen``, the receiver connects to
-``qdist_connect``, keys go over Kq-1 to the node's key manager, one audit line per block. On the
-simulated bench give both nodes' files, so both ends share the bench in this process (see
-:mod:`qkdnode.node.module.launch`). The status (sync state, sifted rate, QBER, secret key rate,
-block outcomes) is printed every ``--status-interval`` seconds.
+``qdist_connect``, keys go over Kq-1 to the node's key manager, one audit line per block. Each
+end drives its instruments (a frame streamer, a time tagger: :mod:`qkdnode.node.module.
+instruments`); on a simulated bench in this process give both nodes' files, on a bench hosted
+by ``qkdnode sim serve`` or real instruments one end per process. The status (sync state,
+sifted rate, QBER, secret key rate, block outcomes) is printed every ``--status-interval``
+seconds.
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ def register(subparsers: Any) -> None:
     """Adds ``module``."""
     parser = subparsers.add_parser(
         "module", help="run QKD modules: slot timing, distillation, keys to the key manager",
-        description="Runs the QKD modules of the configured links (both ends of a link on the "
-                    "simulated bench: give both nodes' files) and prints their status.")
+        description="Runs the QKD modules of the configured links (both ends of a link on a "
+                    "simulated bench in this process: give both nodes' files; one end per "
+                    "process with a [bench] service or real instruments) and prints their "
+                    "status.")
     parser.add_argument("--config", required=True, action="append", metavar="FILE",
-                        help="node configuration (repeat for the other end on the "
-                             "simulated bench)")
+                        help="node configuration (repeat for the other end on a "
+                             "simulated bench in this process)")
     parser.add_argument("--link", action="append", metavar="NAME",
                         help="run only this link (repeatable; default: every link)")
     parser.add_argument("--blocks", type=_positive_int, metavar="N",

@@ -1,4 +1,6 @@
-"""The two ends of a link on one in-process simulated bench: frames in, tags out.
+"""The two ends of a link on one in-process simulated bench, without instruments (tests and
+benchmarks only: ``qkdnode module``, ``run`` and ``demo`` go through the frame streamer and the
+time tagger, :mod:`.instruments`, whose simulated bench now holds the frames the same way).
 
 On hardware the transmitter's AWG plays continuously and reloads its frame at each block
 boundary on its own trigger. The simulated bench only advances when the tagger reads, so
