@@ -329,8 +329,15 @@ def reconcile_local(
     successes: dict[str, list[float]] = {}
     offset = 0
     aborted_reason: str | None = None
+    # The code of a pilot batch, kept for the frames after it: it was chosen for all the bits
+    # left (choosing again for the fewer bits after the pilots could pick shorter frames).
+    pilot_code: LdpcCode | None = None
     while offset < alice.size:
-        frame_code = code if code is not None else choose_code(qber, n, alice.size - offset)
+        if pilot_code is not None and qber_estimate is not None:
+            frame_code = pilot_code
+        else:
+            frame_code = code if code is not None else choose_code(qber, n, alice.size - offset)
+        pilot_code = None
         full_payload = plan_frame(frame_code, frame_code.n, qber).payload_length
         if qber_estimate is None and not outcomes:
             batch_size = 1
@@ -338,6 +345,7 @@ def reconcile_local(
             batch_size = FRAMES_PER_BATCH
         else:
             batch_size = PILOT_FRAMES
+            pilot_code = frame_code
         starts: list[int] = []
         while len(starts) < batch_size and offset < alice.size:
             length = min(full_payload, alice.size - offset)

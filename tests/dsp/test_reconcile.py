@@ -378,3 +378,14 @@ def test_bob_messages_buffer_is_checked() -> None:
     frame = BobFrame(CODE, first, bob, messages=buffer)
     assert frame.messages is buffer
     assert not buffer.any()
+
+
+def test_frames_after_the_pilots_keep_the_pilots_code() -> None:
+    # 200 000 bits at 2 % fill three 64 000-bit frames; after the two pilots the 85 000 bits
+    # left alone would pick 16 000-bit frames. The code chosen for all the bits stays.
+    alice, bob = bsc(12, 200_000, 0.02)
+    assert choose_code(0.02, None, alice.size).n == 64000
+    report = reconcile_local(alice, bob, 0.02, rng=np.random.default_rng(6))
+    assert report.frames_attempted == 4
+    assert {f.code_name for f in report.frames} == {choose_code(0.02, None, alice.size).name}
+    np.testing.assert_array_equal(report.corrected[report.kept], alice[report.kept])
