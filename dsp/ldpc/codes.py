@@ -484,7 +484,8 @@ VALIDATED_QBER: dict[str, tuple[float, float]] = {
     # (2026-11-22): every frame kept at QBER 0.6 / 0.8 / 1.0 / 1.2 / 1.4 % (8 / 8 / 24 / 10 / 11
     # frames; f = 1.35 / 1.14 / 1.13 / 1.19 / 1.19; at 0.6 % the frame carries its full payload
     # and decodes at the first syndrome). It replaces n192000_r090 (f = 1.16-1.17 at 1 % on the
-    # same inputs), which keeps its file but is no longer chosen.
+    # same inputs), which keeps its file but is no longer chosen. benchmarks/bench_reconcile.py
+    # --frames 12 --long-frames 8: 8/8 kept at 1 %, f = 1.114.
     "n192000_r091": (0.0, 0.0140),
 }
 
