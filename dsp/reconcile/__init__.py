@@ -29,10 +29,11 @@ Bob's error count depend only on the channel, never on the key, and count zero.
 Alice's side (:class:`AliceFrame`) holds only Alice's payload; Bob's side (:class:`BobFrame`)
 holds only Bob's payload and the messages. :func:`reconcile_local` drives both in one process.
 
-The input's tail (fewer bits than a frame's payload) is reconciled in a final frame whose missing
-payload is filled by shortening, unless it is shorter than ``MIN_TAIL_FRACTION`` of a full
-payload: such a short tail is left unkept (not attempted), because its frame would leak far more
-than it yields.
+The input's tail (fewer bits than a frame's payload) is reconciled, unless it is shorter than
+``MIN_TAIL_FRACTION`` of a full payload: such a short tail is left unkept (not attempted),
+because its frame would leak far more than it yields. ``reconcile_local`` spreads the bits
+equally over the frames they need (each a little shortened) rather than filling full frames and
+a heavily shortened tail, whose first syndrome cannot start low (too few modulated positions).
 
 The package: :mod:`.plan` (untainted puncturing, frame plans), :mod:`.messages`, :mod:`.ends`
 (:class:`AliceFrame`, :class:`BobFrame`) and :mod:`.local` (:func:`reconcile_local`).
