@@ -45,8 +45,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# How often Alice asks a full streamer whether a buffer is free: a 2^24-slot block lasts
-# 16.8 ms at 1 GHz, so 5 ms polls see a buffer free within a third of a block.
+# How often Alice first asks a full streamer whether a buffer is free: a 2^24-slot block lasts
+# 16.8 ms at 1 GHz, so 5 ms polls see a buffer free within a third of a block. While it stays
+# full the interval doubles, up to a quarter of a block's duration (each query costs a round
+# trip; the simulated bench, whose blocks last seconds of wall time, is asked far less often).
 FREE_POLL_S = 0.005
 # A tagger read that returned nothing waits this long before the next (a real tagger's buffer
 # fills in real time; the simulated bench's reads wait at block boundaries themselves).
@@ -75,7 +77,8 @@ class StreamerFrames:
     Args:
         streamer: the opened streamer (its frame length is set to ``block_slots`` here).
         block_slots: slots per block.
-        poll_s: how often a full queue is asked again.
+        poll_s: how soon a full queue is asked again (doubling while it stays full, up to a
+            quarter of a block's duration).
     """
 
     def __init__(self, streamer: FrameStreamer, block_slots: int,
@@ -83,6 +86,7 @@ class StreamerFrames:
         self.streamer = streamer
         self.block_slots = block_slots
         self.poll_s = poll_s
+        self.max_poll_s = max(poll_s, block_slots / streamer.slot_rate_hz() / 4)
         if streamer.frame_slots() != block_slots:
             streamer.set_frame_slots(block_slots)
         self._started = False
@@ -100,8 +104,10 @@ class StreamerFrames:
             FrameMissed: the block has begun (the streamer plays it as vacuum).
         """
         # The instrument only answers when asked: polling is its interface.
-        while await asyncio.to_thread(self.streamer.frames_free) < 1:  # noqa: ASYNC110
-            await asyncio.sleep(self.poll_s)
+        wait_s = self.poll_s
+        while await asyncio.to_thread(self.streamer.frames_free) < 1:
+            await asyncio.sleep(wait_s)
+            wait_s = min(2 * wait_s, self.max_poll_s)
         try:
             await asyncio.to_thread(self.streamer.queue_frame, block, basis, bit, intensity)
         except InstrumentError as exc:
