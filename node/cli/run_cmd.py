@@ -20,8 +20,6 @@ import contextlib
 import json
 import signal
 import sys
-import urllib.error
-import urllib.request
 from typing import Any
 
 from qkdnode.node.config import load_config
@@ -141,19 +139,14 @@ def _module_line(report: dict[str, Any]) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from qkdnode.node.km.daemon import split_host_port
+    from qkdnode.node.km.management import management_request
 
     config = load_config(args.config)
-    host, port = split_host_port(config.key_manager.management_listen)
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    url = f"http://{host}:{port}/status"
-    try:
-        with urllib.request.urlopen(url, timeout=STATUS_TIMEOUT_S) as answer:
-            status = json.load(answer)
-    except (urllib.error.URLError, OSError) as exc:
-        raise KeyManagerError(f"node {config.node.name!r} does not answer at {url}: "
-                              f"{exc}") from exc
+    # With the token when its file is readable (needed with management_auth = "all").
+    _, status = management_request(config.key_manager, "GET", "/status",
+                                   timeout_s=STATUS_TIMEOUT_S)
+    if not isinstance(status, dict):
+        raise KeyManagerError(f"node {config.node.name!r}: /status did not answer JSON")
     if args.json:
         json.dump(status, sys.stdout, indent=2)
         print()

@@ -97,9 +97,10 @@ def test_the_token_never_takes_the_store_or_socket_file(tmp_path):
         NodeDaemon(load_config(path), str(path))
 
 
-def test_all_requests_need_the_token_when_configured(tmp_path):
-    config = load_config(node_file(tmp_path, 'management_auth = "all"\n'
-                                             'management_token_file = "secret/mgmt.token"'))
+def test_all_requests_need_the_token_when_configured(tmp_path, capsys):
+    path = node_file(tmp_path, 'management_auth = "all"\n'
+                               'management_token_file = "secret/mgmt.token"')
+    config = load_config(path)
     (tmp_path / "secret").mkdir()
 
     async def run():
@@ -117,6 +118,13 @@ def test_all_requests_need_the_token_when_configured(tmp_path):
                 management_request, config_at(daemon), "GET", "/status")
             assert code == 200
             assert status["node"] == "A"
+            # so does `qkdnode status`
+            bound = tmp_path / "bound.toml"
+            bound.write_text(path.read_text().replace(
+                'management_listen = "127.0.0.1:0"',
+                f'management_listen = "127.0.0.1:{daemon.management_port}"'))
+            assert await asyncio.to_thread(main, ["status", "--config", str(bound)]) == 0
+            assert "node A  up" in capsys.readouterr().out
         finally:
             await daemon.stop()
 
