@@ -16,14 +16,24 @@ __all__ = ["frame_starts", "key_length", "precheck"]
 
 
 def frame_starts(n_bits: int, full_payload: int) -> list[tuple[int, int]]:
-    """(start, stop) of each reconciliation frame: full payloads, then the tail unless it is
-    shorter than reconciliation's ``MIN_TAIL_FRACTION`` of a payload (as ``reconcile_local``)."""
+    """(start, stop) of each reconciliation frame, as ``reconcile_local`` frames its bits: the
+    frames the block needs (full payloads, and one more for a rest of at least
+    ``MIN_TAIL_FRACTION`` of a payload) share the bits equally (lengths differ by at most one),
+    so no frame is a heavily shortened tail whose first syndrome cannot start low; a shorter
+    rest is left out and the frames are full. Bob reads the spans from the syndromes."""
+    if n_bits < 0 or full_payload < 1:
+        raise ValueError(f"need n_bits >= 0 and full_payload >= 1, got {n_bits}, "
+                         f"{full_payload}")
+    full, rest = divmod(n_bits, full_payload)
+    frames = full + (1 if rest >= MIN_TAIL_FRACTION * full_payload else 0)
+    if frames == 0:
+        return []
+    used = n_bits if frames > full else full * full_payload
+    base, longer = divmod(used, frames)
     out = []
     offset = 0
-    while offset < n_bits:
-        length = min(full_payload, n_bits - offset)
-        if length < MIN_TAIL_FRACTION * full_payload:
-            break
+    for k in range(frames):
+        length = base + (1 if k < longer else 0)
         out.append((offset, offset + length))
         offset += length
     return out
