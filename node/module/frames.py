@@ -22,6 +22,16 @@ Timing slots
     announcement (their intensity is public, so they count for neither key nor estimation).
     ``N`` is a multiple of ``L``, and ``L`` spans more than twice the clock-offset window
     (:func:`qkdnode.dsp.qsync.acquire`).
+
+Where Alice's choices come from
+    From a :class:`~qkdnode.drivers.roles.RandomSource` (a hardware QRNG or the operating
+    system's CSPRNG; a seeded source only on the simulated bench), mapped exactly, with no
+    pseudo-random generator in between: each slot takes a 16-bit word for its basis (X when
+    the word is below ``round(q_x * 2^16)``), a 16-bit word for its intensity class (by the
+    16-bit thresholds of the cumulative probabilities) and one bit. The probabilities played
+    are therefore multiples of ``2^-16`` (:func:`drawn_probabilities`); the node gives the
+    parameter estimation exactly these (both ends derive them the same way from the
+    configuration), so the quantisation costs no bias in the decoy-state bounds.
 """
 
 from __future__ import annotations
@@ -32,9 +42,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from qkdnode.drivers.roles import RandomSource
 from qkdnode.dsp.sifting import X0, X1, Z0, Z1, AliceChoices, BobDetections, measure
 
-__all__ = ["TIMING_SHARE", "FramePlan", "channel_patterns"]
+__all__ = ["CHOICE_BITS", "DRAW_SLOTS", "TIMING_SHARE", "FramePlan", "channel_patterns",
+           "choices_from_bytes", "drawn_probabilities"]
 
 # One slot in eight is a public timing slot: enough contrast for Qsync's correlation (a mu1
 # slot clicks ~5x as often as the mean slot at Lim et al.'s decoy settings, a mu3 slot almost
@@ -42,6 +54,70 @@ __all__ = ["TIMING_SHARE", "FramePlan", "channel_patterns"]
 TIMING_SHARE = 8
 
 _MASKS = {"X0": X0, "X1": X1, "Z0": Z0, "Z1": Z1}
+
+# Resolution of the basis and intensity choices: one 16-bit word each per slot. With the
+# probabilities the estimation uses quantised alike (drawn_probabilities) the mapping is exact;
+# 16 bits keep a slot at 4.125 random bytes (2^24 slots: 69 MB, ~0.3 s of os.urandom here).
+CHOICE_BITS = 16
+_WORD = 1 << CHOICE_BITS
+# Slots drawn per request to the random source: 2^20 slots are 4.1 MiB of random bytes, so a
+# 2^26-slot frame never holds all its randomness at once and a QRNG's requests stay small.
+DRAW_SLOTS = 1 << 20
+
+
+def _thresholds(p: tuple[float, float, float], q_x: float) -> tuple[int, int, int]:
+    """The 16-bit thresholds (X basis, intensity class 0, classes 0-1) of ``p`` and ``q_x``.
+
+    Raises:
+        ValueError: a probability that rounds to 0 or 1 at 16 bits.
+    """
+    t_x = round(q_x * _WORD)
+    t1 = round(p[0] * _WORD)
+    t2 = round((p[0] + p[1]) * _WORD)
+    if not 0 < t_x < _WORD:
+        raise ValueError(f"q_x {q_x} rounds to {t_x}/2^{CHOICE_BITS}: both bases need a "
+                         f"probability of at least 2^-{CHOICE_BITS + 1}")
+    if not 0 < t1 < t2 < _WORD:
+        raise ValueError(f"p {p} rounds to thresholds {t1}, {t2} of 2^{CHOICE_BITS}: every "
+                         f"intensity needs a probability of at least 2^-{CHOICE_BITS + 1}")
+    return t_x, t1, t2
+
+
+def drawn_probabilities(p: tuple[float, float, float], q_x: float
+                        ) -> tuple[tuple[float, float, float], float]:
+    """The probabilities Alice's choices are drawn with: ``p`` and ``q_x`` rounded to
+    multiples of ``2^-16`` (exact in floating point; applying it twice changes nothing).
+    The parameter estimation must use these (:class:`FramePlan` draws with them).
+
+    Raises:
+        ValueError: a probability that rounds to 0 or 1.
+    """
+    t_x, t1, t2 = _thresholds(p, q_x)
+    return (t1 / _WORD, (t2 - t1) / _WORD, (_WORD - t2) / _WORD), t_x / _WORD
+
+
+def choices_from_bytes(data: bytes, n: int, thresholds: tuple[int, int, int]
+                       ) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]]:
+    """Maps ``4 n + ceil(n / 8)`` random bytes to ``n`` slots' (basis, bit, intensity).
+
+    Layout: ``n`` little-endian 16-bit basis words (basis 0 = X when the word is below
+    ``thresholds[0]``), ``n`` 16-bit intensity words (class 0 below ``thresholds[1]``, 1 below
+    ``thresholds[2]``, else 2), then the bits, bit ``i`` being bit ``i % 8`` of byte ``i // 8``.
+
+    Raises:
+        ValueError: ``data`` is not of that length.
+    """
+    need = 4 * n + -(-n // 8)
+    if len(data) != need:
+        raise ValueError(f"{n} slots need {need} random bytes, got {len(data)}")
+    t_x, t1, t2 = thresholds
+    words = np.frombuffer(data, "<u2", 2 * n)
+    basis = (words[:n] >= t_x).view(np.uint8)
+    w = words[n:]
+    intensity = (w >= t1).view(np.uint8)
+    intensity += (w >= t2).view(np.uint8)
+    bit = np.unpackbits(np.frombuffer(data, np.uint8, offset=4 * n), count=n, bitorder="little")
+    return basis, bit, intensity
 
 
 def channel_patterns(channel_map: dict[int, str]) -> NDArray[np.uint8]:
@@ -69,7 +145,8 @@ class FramePlan:
         link: the link name (seeds the public timing positions).
         block_slots: slots per block ``N`` (a multiple of ``timing_slots``).
         timing_slots: length ``L`` of the timing pattern.
-        mu: intensities (mu1, mu2, mu3); p: their probabilities; q_x: Alice's X probability.
+        mu: intensities (mu1, mu2, mu3); p: their probabilities; q_x: Alice's X probability
+            (both drawn as their multiples of ``2^-16``: :func:`drawn_probabilities`).
     """
 
     link: str
@@ -79,6 +156,7 @@ class FramePlan:
     p: tuple[float, float, float]
     q_x: float = 0.5
     timing: NDArray[np.bool_] = field(init=False, repr=False, compare=False)
+    _thresholds: tuple[int, int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.timing_slots < TIMING_SHARE or self.block_slots < self.timing_slots or \
@@ -89,6 +167,7 @@ class FramePlan:
             raise ValueError(f"q_x must lie in (0, 1), got {self.q_x}")
         if abs(sum(self.p) - 1.0) > 1e-9 or min(self.p) <= 0.0:
             raise ValueError(f"p must be three positive probabilities summing to 1, got {self.p}")
+        object.__setattr__(self, "_thresholds", _thresholds(self.p, self.q_x))
         seed = int.from_bytes(hashlib.sha256(f"qkdnode timing/{self.link}".encode()).digest()[:8])
         timing = np.random.default_rng(seed).integers(0, TIMING_SHARE, self.timing_slots) == 0
         timing.flags.writeable = False
@@ -108,12 +187,32 @@ class FramePlan:
     def first_slot(self, block: int) -> int:
         return block * self.block_slots
 
-    def alice_block(self, block: int, rng: np.random.Generator) -> AliceChoices:
-        """Alice's fresh random choices for block ``block`` (timing slots: timing_class)."""
+    @property
+    def drawn(self) -> tuple[tuple[float, float, float], float]:
+        """``(p, q_x)`` as the choices are drawn (:func:`drawn_probabilities`)."""
+        return drawn_probabilities(self.p, self.q_x)
+
+    def alice_block(self, block: int, source: RandomSource) -> AliceChoices:
+        """Alice's fresh random choices for block ``block`` (timing slots: timing_class),
+        from ``source``'s bytes in requests of :data:`DRAW_SLOTS` slots
+        (:func:`choices_from_bytes`; a seeded source gives the same choices each time).
+
+        Raises:
+            ValueError: the source returned a wrong number of bytes.
+        """
         n = self.block_slots
-        basis = (rng.random(n, dtype=np.float32) >= self.q_x).astype(np.uint8)
-        bit = rng.integers(0, 2, n, dtype=np.uint8)
-        intensity = rng.choice(3, size=n, p=self.p).astype(np.uint8)
+        basis = np.empty(n, np.uint8)
+        bit = np.empty(n, np.uint8)
+        intensity = np.empty(n, np.uint8)
+        for lo in range(0, n, DRAW_SLOTS):
+            m = min(DRAW_SLOTS, n - lo)
+            need = 4 * m + -(-m // 8)
+            data = source.random_bytes(need)
+            if len(data) != need:
+                raise ValueError(f"random source {source!r} returned {len(data)} bytes for a "
+                                 f"request of {need}")
+            basis[lo:lo + m], bit[lo:lo + m], intensity[lo:lo + m] = choices_from_bytes(
+                data, m, self._thresholds)
         intensity[np.tile(self.timing, n // self.timing_slots)] = self.timing_class
         return AliceChoices(self.first_slot(block), basis, bit, intensity)
 

@@ -11,12 +11,19 @@ instruments or on the simulated bench (in this process, or hosted by a bench ser
 processes that each run one end: ``[bench] service``). A link on the simulated bench that
 names no instruments gets the bench's defaults. ``frames_of`` (tests and benchmarks only) runs
 both ends in this process on :class:`~.sim.BenchFrames` instead, bypassing the instruments.
+
+Randomness (:func:`random_source`): Alice's choices and Bob's squashing bits come from the
+link's ``random_source`` instrument if it names one (a QRNG driver, ``os.csprng``, or
+``sim.seeded_random`` on the simulated bench only), else from the operating system's CSPRNG;
+``rng_seed`` (tests, benchmarks) seeds them on the simulated bench only. Alice's public Qdist
+seeds come from the OS CSPRNG (:class:`~..protocol.qdist.QdistAlice`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 import secrets
@@ -28,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from qkdnode.drivers.registry import open_instrument
+from qkdnode.drivers.roles import OsRandomSource, RandomSource, SeededRandomSource
 from qkdnode.drivers.sim.bench import Bench, get_bench
 from qkdnode.dsp.ldpc.codes import available_codes, validated_qber
 from qkdnode.dsp.qsync import SlotTracker
@@ -44,14 +53,14 @@ from ..io.qdist import (
 )
 from ..protocol.qdist import QdistAlice, QdistBob, QdistEnd, QdistParams, StreamError
 from ..protocol.qdist.wire import WireReader
-from .frames import FramePlan, channel_patterns
-from .instruments import StreamerFrames, TaggerSource, open_link_instrument
+from .frames import FramePlan, channel_patterns, drawn_probabilities
+from .instruments import StreamerFrames, TaggerSource, link_instrument, open_link_instrument
 from .keys_out import KeyOutbox
 from .recording import Recorder
 from .runtime import AliceModule, AuditLog, BobModule
 from .sim import BenchFrames
 
-__all__ = ["LinkEnd", "QdistListener", "build_ends", "run_ends"]
+__all__ = ["LinkEnd", "QdistListener", "build_ends", "random_source", "run_ends"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +93,16 @@ class LinkEnd:
     client: Kq1Client | None
     recorder: Recorder | None = None
     instrument: StreamerFrames | TaggerSource | None = None
+    random: RandomSource | None = None
+
+    def close_instruments(self) -> None:
+        """Closes the link's instrument and random source (each even if the other fails)."""
+        try:
+            if self.instrument is not None:
+                self.instrument.close()
+        finally:
+            if self.random is not None:
+                self.random.close()
 
     def report(self) -> dict[str, Any]:
         """The Kq-2 status report: what ``qkdnode module`` shows (numbers and words only)."""
@@ -107,10 +126,17 @@ def _error(config: NodeConfig, key: str, reason: str) -> ConfigError:
     return ConfigError(None, key, None, f"node {config.node.name!r}: {reason}")
 
 
+def _drawn(link: LinkConfig) -> tuple[tuple[float, float, float], float]:
+    """The link's intensity and basis probabilities as Alice's choices are drawn (multiples of
+    2^-16): both ends take these for the frame plan and the parameter estimation alike."""
+    d = link.decoy
+    return drawn_probabilities((d.p_mu1, d.p_mu2, 1.0 - d.p_mu1 - d.p_mu2), d.q_x)
+
+
 def _params(link: LinkConfig) -> QdistParams:
     d, s = link.decoy, link.distillation
-    p3 = 1.0 - d.p_mu1 - d.p_mu2
-    return QdistParams((d.mu1, d.mu2, d.mu3), (d.p_mu1, d.p_mu2, p3), eps_cor=s.eps_cor,
+    p, _ = _drawn(link)
+    return QdistParams((d.mu1, d.mu2, d.mu3), p, eps_cor=s.eps_cor,
                        eps_sec=s.eps_sec, kappa=s.kappa, qber_abort=s.qber_abort,
                        code_length=s.code_length, block_timeout_s=s.block_timeout_s)
 
@@ -150,6 +176,66 @@ def code_coverage(link: LinkConfig) -> str | None:
     return (f"code_length {n} has codes validated up to QBER {top:.4f} only, below qber_abort "
             f"{need:.4f}: blocks with a QBER in between are aborted (no reconciliation code); "
             "lower qber_abort or choose another code_length")
+
+
+def _seed_for(rng_seed: int, role: str) -> int:
+    """The seed of one end's source: Alice's is ``rng_seed`` itself (the same seed gives the
+    same choices); Bob's is derived, so his squashing bits do not repeat Alice's bytes."""
+    if role == "transmitter":
+        return rng_seed
+    return int.from_bytes(hashlib.sha256(f"qkdnode bob/{rng_seed}".encode()).digest()[:8]) >> 1
+
+
+def random_source(config: NodeConfig, i: int, link: LinkConfig, on_bench: bool,
+                  rng_seed: int | None = None) -> RandomSource:
+    """The random source of a link end: the ``random_source`` instrument the link names, the
+    operating system's CSPRNG if it names none, or (``rng_seed``: tests and benchmarks) a
+    seeded source.
+
+    Args:
+        on_bench: the link end runs on the simulated bench (its frames or tags are simulated).
+
+    Raises:
+        ConfigError: several random sources named, one that cannot be opened, or a seeded
+            source (or ``rng_seed``) for a link end that is not on the simulated bench: a
+            seeded source's output is predictable, so it refuses to make keys elsewhere.
+    """
+    key = f"links[{i}].instruments"
+    by_name = {inst.name: inst for inst in config.instruments}
+    named = [by_name[n] for n in link.instruments
+             if n in by_name and by_name[n].role == "random_source"]
+    if rng_seed is not None:
+        if not on_bench:
+            raise _error(config, key, "a seeded random source (rng_seed) is for the simulated "
+                                      f"bench only; link {link.name!r} is not on it")
+        if named:
+            raise _error(config, key, f"rng_seed is given but link {link.name!r} names the "
+                                      f"random source {named[0].name!r}: use one")
+        return SeededRandomSource(f"sim://{config.bench.name}/{link.name}-rng",
+                                  _seed_for(rng_seed, link.role))
+    if len(named) > 1:
+        raise _error(config, key, f"names {len(named)} random sources "
+                                  f"({', '.join(n.name for n in named)}); a link uses one")
+    if not named:
+        return OsRandomSource()
+    inst = named[0]
+    try:
+        source: RandomSource = open_instrument(inst.name, inst.role, inst.driver,
+                                               inst.resource or "", inst.timeout_s,
+                                               dict(inst.settings))
+    except (ValueError, OSError) as exc:
+        raise _error(config, key, f"cannot open random source {inst.name!r}: {exc}") from None
+    if isinstance(source, SeededRandomSource) and not on_bench:
+        source.close()
+        raise _error(config, key, f"random source {inst.name!r} ({inst.driver}) is seeded, so "
+                                  "predictable: it is for the simulated bench only, and link "
+                                  f"{link.name!r} is not on it; use os.csprng or a QRNG")
+    return source
+
+
+def _on_bench(config: NodeConfig, i: int, link: LinkConfig) -> bool:
+    """Whether the link end's frame streamer or time tagger is the simulated bench's."""
+    return (link_instrument(config, i, link).resource or "").startswith("sim://")
 
 
 def _sim_bench(config: NodeConfig, i: int, link: LinkConfig) -> Bench:
@@ -202,8 +288,7 @@ def build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
         _build_ends(configs, links, frames_of, rng_seed, record, ends)
     except BaseException:
         for end in ends:
-            if end.instrument is not None:
-                end.instrument.close()
+            end.close_instruments()
         raise
     return ends
 
@@ -220,28 +305,39 @@ def _build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
                 log.warning("%s: links[%d] (%s): %s", path, i, link.name, gap)
             instrument: StreamerFrames | TaggerSource | None = None
             frames: Any
+            d = link.decoy
+            p, q_x = _drawn(link)
+            plan = FramePlan(link.name, link.block_slots, link.timing_slots,
+                             (d.mu1, d.mu2, d.mu3), p, q_x=q_x)
             if frames_of is not None:
+                on_bench = True
                 frames = frames_of(_sim_bench(config, i, link), link)
             else:
                 _secret(config, i, link)  # before an instrument is opened
-                frames = instrument = open_link_instrument(config, i, link)
-            d = link.decoy
-            plan = FramePlan(link.name, link.block_slots, link.timing_slots,
-                             (d.mu1, d.mu2, d.mu3),
-                             (d.p_mu1, d.p_mu2, 1.0 - d.p_mu1 - d.p_mu2), q_x=d.q_x)
+                on_bench = _on_bench(config, i, link)
+            # Before the link's instrument: a refused source leaves nothing open.
+            randomness = random_source(config, i, link, on_bench, rng_seed)
+            if frames_of is None:
+                try:
+                    frames = instrument = open_link_instrument(config, i, link)
+                except BaseException:
+                    randomness.close()
+                    raise
             secret = _secret(config, i, link)
             params = _params(link)
             audit_path = link.audit_log or path.parent / f"audit-{link.name}.jsonl"
             client = Kq1Client(config.key_manager.kq1_socket,
                                f"{config.node.name}/{link.name}", link.name, link.peer)
             outbox = KeyOutbox(client, link.name)
-            rng = np.random.default_rng(rng_seed)
             rec = recorders.get(link.name)
             role = "alice" if link.role == "transmitter" else "bob"
             audit = AuditLog(audit_path) if rec is None else rec.audit(role, audit_path)
             # A recorded run seeds the generators of public values (Alice's Qdist seeds) and
-            # of Bob's squashing bits from a recorded seed, so the replay draws the same.
+            # of Bob's squashing bits from a recorded seed, so the replay draws the same (the
+            # recording holds Alice's choices: it is key material as a whole). Alice's
+            # choices always come from the random source.
             seed = secrets.randbits(63) if rec is not None else None
+            squash: RandomSource | np.random.Generator = randomness
             module: AliceModule | BobModule
             try:
                 if link.role == "transmitter":
@@ -251,7 +347,7 @@ def _build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
                     qdist_rng = None if seed is None else np.random.default_rng(seed)
                     module = AliceModule(plan, QdistAlice(params, secret, rng=qdist_rng),
                                          frames if rec is None else rec.frames(frames), outbox,
-                                         audit, rng)
+                                         audit, randomness)
                 else:
                     if link.qdist_connect is None:
                         raise _error(config, f"links[{i}].qdist_connect",
@@ -264,14 +360,17 @@ def _build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
                                           pattern=plan.pattern(), delay_ps=link.slot_delay_ps,
                                           detector_channels=tuple(_channel_map(config)))
                     if seed is not None:
-                        rng = np.random.default_rng(seed)
+                        squash = np.random.default_rng(seed)
                     module = BobModule(plan, QdistBob(params, secret),
                                        frames if rec is None else rec.source(frames), tracker,
                                        channel_patterns(_channel_map(config)), outbox, audit,
-                                       rng)
-            except ValueError as exc:
+                                       squash)
+            except (ValueError, ConfigError) as exc:
                 if instrument is not None:
                     instrument.close()
+                randomness.close()
+                if isinstance(exc, ConfigError):
+                    raise
                 raise _error(config, f"links[{i}]", str(exc)) from None
             if rec is not None:
                 seed_key = "alice_qdist" if role == "alice" else "bob_squash"
@@ -288,7 +387,7 @@ def _build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
                 if role == "bob":
                     rec.describe(tracker=tracker_args,
                                  channel_map={str(k): v for k, v in _channel_map(config).items()})
-            end = LinkEnd(config, link, module, outbox, client, rec, instrument)
+            end = LinkEnd(config, link, module, outbox, client, rec, instrument, randomness)
             client.on_control = module.control
             client.status = end.report
             ends.append(end)
@@ -506,9 +605,9 @@ async def run_ends(ends: list[LinkEnd], blocks: int | None,
                     await end.client.close()
             if end.recorder is not None:
                 end.recorder.close()
-            if end.instrument is not None:
+            if end.instrument is not None or end.random is not None:
                 try:
-                    await asyncio.to_thread(end.instrument.close)
+                    await asyncio.to_thread(end.close_instruments)
                 except Exception as exc:  # the others still close
                     log.warning("link %s: closing its instrument failed: %s", end.link.name,
                                 exc)

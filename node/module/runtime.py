@@ -39,6 +39,7 @@ from typing import IO, Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from qkdnode.drivers.roles import RandomSource
 from qkdnode.drivers.sim.link import TagBatch
 from qkdnode.dsp.qsync import SlotTracker
 from qkdnode.dsp.sifting import AliceChoices, BobDetections
@@ -294,12 +295,19 @@ class AliceModule(_ModuleBase):
         frames: the transmitter (takes each block's frame).
         keys: where final keys go.
         audit: the audit log (None: none).
-        rng: the randomness of Alice's choices (a RandomSource-backed generator on hardware).
+        rng: where Alice's choices come from (:meth:`.frames.FramePlan.alice_block`): the
+            link's RandomSource (a QRNG or the OS CSPRNG; a seeded one on the simulated bench).
+
+    Raises:
+        TypeError: ``rng`` is not a RandomSource (a numpy Generator is not one: PCG64's
+            state can be recovered from its output).
     """
 
     def __init__(self, plan: FramePlan, qdist: QdistAlice, frames: FrameSink, keys: KeySink,
-                 audit: AuditLog | None, rng: np.random.Generator,
+                 audit: AuditLog | None, rng: RandomSource,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        if not isinstance(rng, RandomSource):
+            raise TypeError(f"Alice's choices need a RandomSource, got {type(rng).__name__}")
         super().__init__(plan.link, keys, audit, clock)
         self.plan = plan
         self.qdist = qdist
@@ -334,7 +342,7 @@ class AliceModule(_ModuleBase):
                         self._missed_block(skipped, "its frame was never drawn (the "
                                                     "transmitter had moved on)")
                     if first > block:
-                        await drawing  # the generator's state is the worker's until then
+                        await drawing  # the source is the worker's until then
                         block = first
                         drawing = asyncio.ensure_future(
                             asyncio.to_thread(self.plan.alice_block, block, self.rng))
@@ -427,12 +435,12 @@ class BobModule(_ModuleBase):
         tracker: Qsync, built with ``plan.pattern()``.
         patterns: tagger channel -> detector mask (:func:`.frames.channel_patterns`).
         keys, audit: as for :class:`AliceModule`.
-        rng: the randomness of the squashing rule (a RandomSource-backed generator on hardware).
+        rng: the randomness of the squashing rule (:class:`BlockCutter`).
     """
 
     def __init__(self, plan: FramePlan, qdist: QdistBob, source: TagSource,
                  tracker: SlotTracker, patterns: NDArray[np.uint8], keys: KeySink,
-                 audit: AuditLog | None, rng: np.random.Generator,
+                 audit: AuditLog | None, rng: RandomSource | np.random.Generator,
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(plan.link, keys, audit, clock)
         self.plan = plan
@@ -500,11 +508,19 @@ class BlockCutter:
     Args:
         plan: the link's frame plan.
         patterns: tagger channel -> detector mask.
-        rng: the randomness of the squashing rule (one draw per block closed, in order).
+        rng: the randomness of the squashing rule, one draw per block closed, in order: the
+            link's RandomSource (one byte per click, its low two bits used), or a numpy
+            Generator seeded from a recorded seed (recorded runs and their replay only).
+
+    Raises:
+        TypeError: ``rng`` is neither.
     """
 
     def __init__(self, plan: FramePlan, patterns: NDArray[np.uint8],
-                 rng: np.random.Generator) -> None:
+                 rng: RandomSource | np.random.Generator) -> None:
+        if not isinstance(rng, RandomSource | np.random.Generator):
+            raise TypeError("the squashing bits need a RandomSource (or, for recordings, a "
+                            f"numpy Generator), got {type(rng).__name__}")
         self.plan = plan
         self.patterns = patterns
         self.rng = rng
@@ -537,7 +553,15 @@ class BlockCutter:
         later = slots >= lo
         self._slots, self._masks = [slots[later]], [masks[later]]
         self.open = block + 1
-        bits = self.rng.integers(0, 4, int((~later).sum()), dtype=np.uint8)
+        count = int((~later).sum())
+        if isinstance(self.rng, np.random.Generator):
+            bits = self.rng.integers(0, 4, count, dtype=np.uint8)
+        else:
+            data = self.rng.random_bytes(count)
+            if len(data) != count:
+                raise ValueError(f"random source {self.rng!r} returned {len(data)} bytes for "
+                                 f"a request of {count}")
+            bits = np.frombuffer(data, np.uint8) & np.uint8(3)
         return self.plan.bob_block(block, slots[~later], masks[~later], bits)
 
 

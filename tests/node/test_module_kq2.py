@@ -9,6 +9,7 @@ import asyncio
 import numpy as np
 import pytest
 
+from qkdnode.drivers.roles import SeededRandomSource
 from qkdnode.dsp.sifting import BobDetections
 from qkdnode.node.io.qdist import QdistConnection
 from qkdnode.node.module.frames import FramePlan, channel_patterns
@@ -75,7 +76,8 @@ def test_bob_stopped_while_waiting_for_a_block_does_not_announce_it() -> None:
     async def scenario() -> tuple[int, int | None, int, int | None]:
         bob = BobModule(PLAN, QdistBob(PARAMS, SECRET), NeverTags(), None,  # type: ignore[arg-type]
                         channel_patterns({1: "X0", 2: "X1", 3: "Z0", 4: "Z1"}),
-                        KeyOutbox(NoKeys(), "ab"), None, np.random.default_rng(1))
+                        KeyOutbox(NoKeys(), "ab"), None,
+                        SeededRandomSource("sim://bench/bob-rng", 1))
         (reader, writer), (far_reader, far_writer), server = await pair()
         conn = QdistConnection(bob.qdist, reader, writer)
         running = asyncio.create_task(bob.run(conn))
@@ -109,7 +111,8 @@ def test_alice_stopped_does_not_answer_an_announcement_until_released(release: s
     async def scenario() -> tuple[int, int | None, int | None]:
         frames = OneFrame()
         alice = AliceModule(PLAN, QdistAlice(PARAMS, SECRET), frames,
-                            KeyOutbox(NoKeys(), "ab"), None, np.random.default_rng(2))
+                            KeyOutbox(NoKeys(), "ab"), None,
+                            SeededRandomSource("sim://bench/rng", 2))
         bob = QdistBob(PARAMS, SECRET)
         (reader, writer), (far_reader, far_writer), server = await pair()
         conn = QdistConnection(alice.qdist, reader, writer)

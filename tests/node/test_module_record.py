@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qkdnode.drivers.roles import SeededRandomSource
 from qkdnode.drivers.sim.bench import Bench
 from qkdnode.drivers.sim.params import BenchParams, FibreParams, SourceParams
 from qkdnode.dsp.qsync import SlotTracker
@@ -67,7 +68,7 @@ async def recorded_run(tmp_path: Path, rec_dir: Path, blocks: int
     alice = AliceModule(plan, QdistAlice(PARAMS, SECRET,
                                          rng=np.random.default_rng(SEEDS["alice_qdist"])),
                         rec.frames(frames), out_a, rec.audit("alice", tmp_path / "a.jsonl"),
-                        np.random.default_rng(2))
+                        SeededRandomSource("sim://bench/rng", 2))
     bob = BobModule(plan, QdistBob(PARAMS, SECRET), rec.source(frames), tracker,
                     channel_patterns(CHANNELS), out_b, rec.audit("bob", tmp_path / "b.jsonl"),
                     np.random.default_rng(SEEDS["bob_squash"]))

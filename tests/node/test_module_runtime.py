@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qkdnode.drivers.roles import SeededRandomSource
 from qkdnode.drivers.sim.bench import Bench
 from qkdnode.drivers.sim.link import TagBatch
 from qkdnode.drivers.sim.params import BenchParams, FibreParams, SourceParams
@@ -86,11 +87,14 @@ async def run_link(tmp_path: Path, blocks: int, step_at: int = -1, step_ps: int 
     out_a, out_b = KeyOutbox(km_a, "ab"), KeyOutbox(km_b, "ab")
     tracker = SlotTracker(period_ps=1000.0, pattern=plan.pattern(), delay_ps=0.0,
                           detector_channels=(1, 2, 3, 4))
-    alice = AliceModule(plan, QdistAlice(PARAMS, SECRET, rng=np.random.default_rng(1)), frames,
-                        out_a, AuditLog(tmp_path / "alice.jsonl"), np.random.default_rng(2))
+    # Alice's public seeds from the OS CSPRNG (QdistAlice's default), her choices seeded.
+    alice = AliceModule(plan, QdistAlice(PARAMS, SECRET), frames, out_a,
+                        AuditLog(tmp_path / "alice.jsonl"),
+                        SeededRandomSource("sim://runtime/rng", 2))
     bob = BobModule(plan, QdistBob(PARAMS, SECRET), frames, tracker,
                     channel_patterns({1: "X0", 2: "X1", 3: "Z0", 4: "Z1"}), out_b,
-                    AuditLog(tmp_path / "bob.jsonl"), np.random.default_rng(3))
+                    AuditLog(tmp_path / "bob.jsonl"),
+                    SeededRandomSource("sim://runtime/bob-rng", 3))
     accepted: asyncio.Queue[QdistConnection] = asyncio.Queue()
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -186,7 +190,7 @@ def test_stalled_distillation_stops_acquisition(tmp_path: Path) -> None:
         bench = Bench("stall", BenchParams(fibre=FibreParams(length_km=5.0)), seed=3)
         plan = FramePlan("ab", n, n, MU, P)
         frames = BenchFrames(bench, n, READ_SLOTS)
-        rng = np.random.default_rng(4)
+        rng = SeededRandomSource("sim://stall/rng", 4)
 
         async def feed() -> None:
             block = 0
@@ -204,7 +208,8 @@ def test_stalled_distillation_stops_acquisition(tmp_path: Path) -> None:
                               detector_channels=(1, 2, 3, 4))
         bob = BobModule(plan, QdistBob(PARAMS, SECRET), frames, tracker,
                         channel_patterns({1: "X0", 2: "X1", 3: "Z0", 4: "Z1"}),
-                        KeyOutbox(Kq1Recorder(), "ab"), None, np.random.default_rng(5))
+                        KeyOutbox(Kq1Recorder(), "ab"), None,
+                        SeededRandomSource("sim://stall/bob-rng", 5))
         tasks = [asyncio.create_task(feed()),
                  asyncio.create_task(bob.run(QdistConnection(bob.qdist, reader, writer)))]
         last, still = -1, 0
@@ -254,7 +259,8 @@ def test_kq2_stop_pauses_the_frames_and_start_resumes_them(tmp_path: Path) -> No
         plan = FramePlan("ab", 1 << 12, 1 << 12, MU, P, q_x=0.5)
         frames = Frames()
         alice = AliceModule(plan, QdistAlice(PARAMS, SECRET), frames,
-                            KeyOutbox(Kq1Recorder(), "ab"), None, np.random.default_rng(1))
+                            KeyOutbox(Kq1Recorder(), "ab"), None,
+                            SeededRandomSource("sim://bench/rng", 1))
         (play,) = [asyncio.create_task(c) for c in alice._producers()]
         await asyncio.wait_for(frames.until(3), 60)
         await alice.control(StopRequested())

@@ -15,6 +15,8 @@ Her block, once Bob's :class:`~.messages.DetectionsAnnounced` arrives and her ch
 
 from __future__ import annotations
 
+import secrets
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -35,6 +37,7 @@ from qkdnode.dsp.reconcile.plan import (
     START_EFFICIENCY,
 )
 from qkdnode.dsp.sifting import AliceChoices, BasisAnnouncement, SiftedBits, alice_sift, z_errors
+from qkdnode.dsp.verification import hash_points
 
 from ...errors import LocalProtocolError, RemoteProtocolError
 from .accounting import frame_starts, key_length, precheck
@@ -66,8 +69,10 @@ class QdistAlice(QdistEnd):
     Args:
         params: the parameters shared with Bob.
         secret: the pre-shared authentication key (see :mod:`.session`).
-        rng: randomness of the verification and privacy-amplification seeds (public values);
-            None for fresh operating-system entropy.
+        rng: randomness of the verification and privacy-amplification seeds (public values,
+            but they must be unpredictable before they are sent): None (the default) draws
+            them from the operating system's CSPRNG (:mod:`secrets`); a numpy Generator is
+            for tests and for recorded runs and their replay only (PCG64 is no CSPRNG).
     """
 
     role = "alice"
@@ -78,11 +83,24 @@ class QdistAlice(QdistEnd):
         super().__init__(params, secret)
         if rng is not None and not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy Generator or None, got {type(rng).__name__}")
-        self._rng = rng if rng is not None else np.random.default_rng()
+        self._rng = rng
         self._announced: tuple[RawFrame, DetectionsAnnounced] | None = None
         # Per code: bits disclosed per payload bit when frames decoded, across blocks.
         self._successes: dict[str, list[float]] = {}
         self._reset_block()
+
+    def _tag_source(self, n_bits: int) -> np.random.Generator | bytes:
+        """The randomness of one verification seed (:func:`~qkdnode.dsp.verification.draw_seed`)."""
+        if self._rng is not None:
+            return self._rng
+        return secrets.token_bytes(8 * hash_points(n_bits, self._eps_frame))
+
+    def _random_bits(self, n: int) -> NDArray[np.uint8]:
+        """``n`` random bits (0/1), e.g. a privacy-amplification seed."""
+        if self._rng is not None:
+            return self._rng.integers(0, 2, size=n, dtype=np.uint8)
+        raw = np.frombuffer(secrets.token_bytes(-(-n // 8)), np.uint8)
+        return np.unpackbits(raw, count=n)
 
     def _reset_block(self) -> None:
         self._state = "idle"
@@ -256,7 +274,7 @@ class QdistAlice(QdistEnd):
             if r.status == "decoded":
                 self._successes.setdefault(frame.code.name, []).append(
                     self._disclosed[r.frame] / frame.payload.size)
-                tags.append(frame.tag(self._rng, self._eps_frame))
+                tags.append(frame.tag(self._tag_source(frame.payload.size), self._eps_frame))
                 self._waiting[r.frame] = "verdict"
             elif r.status == "need_more" and (reveal := frame.on_report(r)) is not None:
                 reveals.append(reveal)
@@ -304,7 +322,7 @@ class QdistAlice(QdistEnd):
         if reason is not None:
             self._abort(reason, notify=True)
             return
-        seed = self._rng.integers(0, 2, size=int(kept.sum()) + length - 1, dtype=np.uint8)
+        seed = self._random_bits(int(kept.sum()) + length - 1)
         self._key = toeplitz_hash(np.ascontiguousarray(self._sifted.x_bits[kept]), seed, length)
         self._send(AmplificationAnnounced(length, seed))
         self._state = "confirm"
