@@ -81,6 +81,29 @@ def test_words_are_little_endian_and_the_length_is_checked() -> None:
         choices_from_bytes(data[:4], 1, (1, 2, 3))
 
 
+def reference_choices(data: bytes, n: int, t: tuple[int, int, int]) -> list[tuple[int, ...]]:
+    """Slot by slot, as the module docstring states the mapping (an independent reading)."""
+    out = []
+    for i in range(n):
+        wb = data[2 * i] | data[2 * i + 1] << 8
+        wi = data[2 * n + 2 * i] | data[2 * n + 2 * i + 1] << 8
+        bit = data[4 * n + i // 8] >> (i % 8) & 1
+        out.append((0 if wb < t[0] else 1, bit, 0 if wi < t[1] else 1 if wi < t[2] else 2))
+    return out
+
+
+@given(data=st.data(), n=st.integers(1, 40), a=st.integers(1, WORD - 1),
+       b=st.integers(1, WORD - 2), c=st.integers(1, WORD - 2))
+@settings(max_examples=60, deadline=None)
+def test_choices_from_bytes_agrees_with_a_slot_by_slot_reading(
+        data: st.DataObject, n: int, a: int, b: int, c: int) -> None:
+    t = (a, min(b, c), max(b, c) + 1)
+    raw = data.draw(st.binary(min_size=4 * n + -(-n // 8), max_size=4 * n + -(-n // 8)))
+    basis, bit, intensity = choices_from_bytes(raw, n, t)
+    assert list(zip(basis.tolist(), bit.tolist(), intensity.tolist(), strict=True)) == \
+        reference_choices(raw, n, t)
+
+
 @given(p1=st.floats(0.001, 0.9), p2=st.floats(0.001, 0.9), q_x=st.floats(0.001, 0.999))
 @settings(max_examples=50, deadline=None)
 def test_drawn_probabilities_are_16_bit_exact_and_close(p1: float, p2: float,
