@@ -306,9 +306,12 @@ def _build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
             instrument: StreamerFrames | TaggerSource | None = None
             frames: Any
             d = link.decoy
-            p, q_x = _drawn(link)
-            plan = FramePlan(link.name, link.block_slots, link.timing_slots,
-                             (d.mu1, d.mu2, d.mu3), p, q_x=q_x)
+            try:
+                p, q_x = _drawn(link)
+                plan = FramePlan(link.name, link.block_slots, link.timing_slots,
+                                 (d.mu1, d.mu2, d.mu3), p, q_x=q_x)
+            except ValueError as exc:  # before anything is opened
+                raise _error(config, f"links[{i}]", str(exc)) from None
             if frames_of is not None:
                 on_bench = True
                 frames = frames_of(_sim_bench(config, i, link), link)

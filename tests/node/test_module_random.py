@@ -87,3 +87,11 @@ def test_two_random_sources_for_one_link_are_an_error(tmp_path: Path) -> None:
                                instruments=(*config.links[0].instruments, "rng2"))
     with pytest.raises(ConfigError, match=r"names 2 random sources \(rng, rng2\)"):
         random_source(config, 0, link, on_bench=False)
+
+
+def test_a_probability_below_16_bit_resolution_is_a_config_error(tmp_path: Path) -> None:
+    path = lab(tmp_path, None)
+    path.write_text(path.read_text().replace("p_mu2 = 0.2", "p_mu2 = 0.299999"))
+    with pytest.raises(ConfigError, match=r"links\[0\].*every intensity needs a probability "
+                                          "of at least 2\\^-17"):
+        build_ends([(path, load_config(path))], None)
