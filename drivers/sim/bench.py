@@ -352,7 +352,7 @@ class Bench:
     def _run_streamed(self, n_slots: int) -> tuple[TagBatch, TagTruth]:
         streamer = self._streamer
         assert streamer is not None
-        start = time.monotonic()
+        waiting_since: float | None = None  # when this read began waiting at a boundary
         parts: list[tuple[TagBatch, TagTruth]] = []
         left = n_slots
         while left > 0:
@@ -362,11 +362,15 @@ class Bench:
                     streamer, slot // frame_slots):
                 frame_slots = None
             if frame_slots is None:  # no frame (or output off): wait, boundedly
-                waited = time.monotonic() - start
+                now = time.monotonic()
+                if waiting_since is None:
+                    waiting_since = now
+                waited = now - waiting_since
                 if waited >= self.boundary_wait_s:
                     break
                 self._changed.wait(self._wait_s(self.boundary_wait_s - waited))
                 continue
+            waiting_since = None
             step = min(left, frame_slots - slot % frame_slots)
             self.refresh_bias()
             parts.append(self.link.run_with_truth(step))
