@@ -23,6 +23,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from ..io.kq1 import Kq1Server
 from ..io.kx import KxService
 from .etsi014 import Etsi014Server
 from .etsi014_tls import make_client_ssl_context, make_server_ssl_context
-from .management import auth_middleware, remove_token, token_path, write_token
+from .management import auth_middleware, new_token, remove_token, token_path, write_token
 from .manager import KeyManager, SupplyLimits
 from .network import KxAgent
 from .store import SqliteKeyStore
@@ -215,14 +216,19 @@ class NodeDaemon:
     async def start(self) -> None:
         """Starts every interface; a port that cannot be bound fails the start."""
         km = self.config.key_manager
-        self._token = write_token(self.token_file)
+        # Drawn now, written once every port is bound: a second daemon started on the same
+        # configuration fails to bind and leaves the running one's token file alone.
+        token = new_token()
+        if not os.access(self.token_file.parent, os.W_OK | os.X_OK):
+            raise KeyManagerError(f"node {self.node}: cannot write the management token file "
+                                  f"{self.token_file} (its directory is not writable)")
         # Modules held stopped before a restart stay stopped when they reconnect.
         self.kq1.held.update(await asyncio.to_thread(self.store.held_modules))
         await self.kq1.start()
         await self.kx.start()
         await self.etsi.start()
         app = web.Application(middlewares=[
-            auth_middleware(self._token, km.management_auth, self.token_file)])
+            auth_middleware(token, km.management_auth, self.token_file)])
         app.router.add_get("/status", self._status)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/modules/{name}/{action:start|stop}", self._module_control)
@@ -233,6 +239,7 @@ class NodeDaemon:
         await site.start()
         if self._runner.addresses:
             self.management_port = self._runner.addresses[0][1]
+        self._token = write_token(self.token_file, token)
         self._tasks = [asyncio.create_task(self._sync_loop()),
                        asyncio.create_task(self._expire_loop()),
                        asyncio.create_task(self._module_loop())]

@@ -55,14 +55,20 @@ def token_path(km: KeyManagerConfig) -> Path:
         km.store_path.name + ".token")
 
 
-def write_token(path: Path) -> str:
-    """Writes a fresh token to ``path`` (mode 0600, atomically: readers see the old file or the
-    new one, never a part) and returns it.
+def new_token() -> str:
+    """A fresh management token (TOKEN_BYTES from the operating system's CSPRNG)."""
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def write_token(path: Path, token: str | None = None) -> str:
+    """Writes ``token`` (None: a fresh one) to ``path`` (mode 0600, atomically: readers see the
+    old file or the new one, never a part) and returns it.
 
     Raises:
         OSError: the directory cannot be written.
     """
-    token = secrets.token_urlsafe(TOKEN_BYTES)
+    if token is None:
+        token = new_token()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()

@@ -6,6 +6,7 @@ restarts (the hold is in the key store) until a start releases it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import stat
 import time
@@ -274,6 +275,36 @@ def test_a_held_module_not_connected_after_a_restart_shows_and_can_be_released(t
                     url, headers={"Authorization": f"Bearer {token}"}) as r:
                 assert r.status == 202
             assert daemon.store.held_modules() == []
+        finally:
+            await daemon.stop()
+
+    asyncio.run(run())
+
+
+def test_a_second_daemon_on_the_same_ports_leaves_the_live_token_alone(tmp_path):
+    config = load_config(node_file(tmp_path))
+
+    async def run():
+        daemon = NodeDaemon(config)
+        await daemon.start()
+        try:
+            token = read_token(tmp_path / "A.token")
+            port = daemon.management_port
+            km = dataclasses.replace(config.key_manager,
+                                     management_listen=f"127.0.0.1:{port}",
+                                     kq1_socket=tmp_path / "other.sock",
+                                     store_path=tmp_path / "other.sqlite",
+                                     management_token_file=tmp_path / "A.token")
+            second = NodeDaemon(dataclasses.replace(config, key_manager=km))
+            with pytest.raises(OSError, match=r"address already in use|Errno 98"):
+                await second.start()   # the management port is taken
+            with contextlib.suppress(Exception):
+                await second.stop()
+            assert read_token(tmp_path / "A.token") == token
+            async with aiohttp.ClientSession() as http:
+                code, _ = await answer(http, "POST",
+                                       f"http://127.0.0.1:{port}/modules/A%2Fab/stop", token)
+            assert code == 404   # still authenticated with the live daemon's token
         finally:
             await daemon.stop()
 
