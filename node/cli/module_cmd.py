@@ -5,7 +5,8 @@ Each ``--config FILE`` is one node's configuration; its ``[[links]]`` (or those 
 ``qdist_connect``, keys go over Kq-1 to the node's key manager, one audit line per block. Each
 end drives its instruments (a frame streamer, a time tagger: :mod:`qkdnode.node.module.
 instruments`); on a simulated bench in this process give both nodes' files, on a bench hosted
-by ``qkdnode sim serve`` or real instruments one end per process. The status (sync state,
+by ``qkdnode sim serve`` one end per process (real instruments are refused for now: no
+common slot 0 yet, :func:`qkdnode.node.module.instruments.link_instrument`). The status (sync state,
 sifted rate, QBER, secret key rate, block outcomes) is printed every ``--status-interval``
 seconds.
 """
@@ -37,7 +38,8 @@ def register(subparsers: Any) -> None:
         "module", help="run QKD modules: slot timing, distillation, keys to the key manager",
         description="Runs the QKD modules of the configured links (both ends of a link on a "
                     "simulated bench in this process: give both nodes' files; one end per "
-                    "process with a [bench] service or real instruments) and prints their "
+                    "process with a [bench] service; real instruments are refused for now) and "
+                    "prints their "
                     "status.")
     parser.add_argument("--config", required=True, action="append", metavar="FILE",
                         help="node configuration (repeat for the other end on a "

@@ -5,8 +5,8 @@ socket for the node's QKD modules, Kx to the peers, ETSI GS QKD 014 for applicat
 management port) and the QKD modules of its ``[[links]]``, and runs until Ctrl-C or SIGTERM.
 A link end whose instruments are on a simulated bench in this process needs the other end's
 file in the same ``run`` (one key manager per node; a node may appear in several files), else
-it is refused (:func:`qkdnode.node.module.host.check_link_ends`); with a ``[bench] service`` or
-real instruments each node runs its own ``run``. A stop is
+it is refused (:func:`qkdnode.node.module.host.check_link_ends`); with a ``[bench] service``
+each node runs its own ``run``. A stop is
 orderly: the key managers stop their modules over Kq-2, the blocks in flight end and their keys
 are acknowledged, then the key managers stop (the key store is closed and its WAL
 checkpointed). ``status`` reads the management port's ``/status`` of a running node.

@@ -191,9 +191,19 @@ def link_instrument(config: NodeConfig, i: int, link: LinkConfig) -> InstrumentC
                      f"names {len(named)} instruments of role {role} "
                      f"({', '.join(n.name for n in named)}); a {link.role} drives one")
     if named:
+        if not (named[0].resource or "").startswith("sim://"):
+            raise _error(config, f"links[{i}].instruments",
+                         f"{named[0].name!r} is a real {role.replace('_', ' ')}: the module runs "
+                         "on the simulated bench only for now. On real instruments the "
+                         "tagger's clock needs a common origin with the transmitter's slot 0 "
+                         "(a start marker from the frame streamer on a tagger channel), which "
+                         "is not built yet (README: One end per PC)")
         return named[0]
-    others = [n for n in link.instruments if n in by_name and not (
-        by_name[n].resource or "").startswith("sim://")]
+    # A link naming real instruments must name its streamer or tagger too; a random source
+    # (``os.csprng`` has no resource) does not make a simulated link a real one.
+    others = [n for n in link.instruments if n in by_name
+              and by_name[n].role != "random_source"
+              and not (by_name[n].resource or "").startswith("sim://")]
     if others:
         raise _error(config, f"links[{i}].instruments",
                      f"a {link.role} needs an instrument of role {role} among its instruments "

@@ -6,11 +6,13 @@ output (a :class:`~.keys_out.KeyOutbox` over Kq-1 to the node's key manager at
 ``[key_manager] kq1_socket``), its audit log, and its instruments.
 
 Instruments (:mod:`.instruments`): the transmitter queues one frame per block into its frame
-streamer, the receiver reads its time tagger, both through the drivers and transports, on real
-instruments or on the simulated bench (in this process, or hosted by a bench service for
-processes that each run one end: ``[bench] service``). A link on the simulated bench that
-names no instruments gets the bench's defaults. ``frames_of`` (tests and benchmarks only) runs
-both ends in this process on :class:`~.sim.BenchFrames` instead, bypassing the instruments.
+streamer, the receiver reads its time tagger, both through the drivers and transports, on the
+simulated bench (in this process, or hosted by a bench service for processes that each run one
+end: ``[bench] service``); real instruments are refused until a start marker gives the tagger
+a common slot 0 with the transmitter (:func:`.instruments.link_instrument`). A link on the
+simulated bench that names no instruments gets the bench's defaults. ``frames_of`` (tests and
+benchmarks only) runs both ends in this process on :class:`~.sim.BenchFrames` instead,
+bypassing the instruments.
 
 Randomness (:func:`random_source`): Alice's choices and Bob's squashing bits come from the
 link's ``random_source`` instrument if it names one (a QRNG driver, ``os.csprng``, or

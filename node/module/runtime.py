@@ -317,6 +317,8 @@ class AliceModule(_ModuleBase):
         self._choices: dict[int, AliceChoices] = {}
         # Blocks that did not play -> why (their announcements are refused with it).
         self._missed: dict[int, str] = {}
+        # Blocks whose frame is being queued (set when that ends, played or missed).
+        self._loading: dict[int, asyncio.Future[None]] = {}
         self.underrun_blocks = 0
         # Set while the frames are paused by a Kq-2 stop (no frame being drawn or loaded).
         self.frames_paused = asyncio.Event()
@@ -354,18 +356,28 @@ class AliceModule(_ModuleBase):
             finally:
                 if not drawing.done():
                     drawing.cancel()
-            self._choices[block] = choices
+            # The choices count only once the frame is queued (a frame refused because its
+            # block began meanwhile never played); an announcement that arrives while the
+            # frame is being queued waits for the outcome (_dialogue).
+            loading = self._loading[block] = asyncio.get_running_loop().create_future()
             try:
                 await self.frames.load(block, choices.basis, choices.bit, choices.intensity)
             except FrameMissed:
                 self._missed_block(block, "transmitter underrun: its frame came after its "
                                           "first slot (played as vacuum)")
+            else:
+                self._choices[block] = choices
+            finally:
+                del self._loading[block]
+                loading.set_result(None)
             block += 1
 
     def _missed_block(self, block: int, reason: str) -> None:
         """A block whose frame did not play: its choices go, and its announcement is refused
         with ``reason``."""
         self._choices.pop(block, None)
+        if block in self._missed:  # the streamer reports a late frame too: counted once
+            return
         self.underrun_blocks += 1
         self._missed[block] = reason
         while len(self._missed) > MISSED_KEPT:
@@ -380,6 +392,9 @@ class AliceModule(_ModuleBase):
         while blocks is None or len(self.results) < blocks:
             event = await _next_event(conn, tasks)
             if isinstance(event, DetectionsReceived):
+                loading = self._loading.get(event.block_id)
+                if loading is not None:  # its frame is being queued: played or not?
+                    await _wait(asyncio.shield(loading), tasks)
                 choices = self._choices.get(event.block_id)
                 for old in [b for b in self._choices if b <= event.block_id]:
                     del self._choices[old]

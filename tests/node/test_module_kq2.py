@@ -13,10 +13,11 @@ from qkdnode.drivers.roles import SeededRandomSource
 from qkdnode.dsp.sifting import BobDetections
 from qkdnode.node.io.qdist import QdistConnection
 from qkdnode.node.module.frames import FramePlan, channel_patterns
+from qkdnode.node.module.instruments import FrameMissed
 from qkdnode.node.module.keys_out import KeyOutbox
 from qkdnode.node.module.runtime import AliceModule, BobModule
 from qkdnode.node.protocol.kq1 import StartRequested, StopRequested
-from qkdnode.node.protocol.qdist import QdistAlice, QdistBob, QdistParams
+from qkdnode.node.protocol.qdist import BlockAborted, QdistAlice, QdistBob, QdistParams
 
 MU = (0.485, 0.13, 2e-4)
 P = (0.0577, 0.5285, 1.0 - 0.0577 - 0.5285)
@@ -40,7 +41,8 @@ class NeverTags:
 
 
 class OneFrame:
-    """Takes block 0's frame, then is full (so Alice draws no more)."""
+    """Queues block 0's frame, then is full (block 1's load never returns: Alice draws no
+    more)."""
 
     def __init__(self) -> None:
         self.choices: dict[int, tuple[np.ndarray, ...]] = {}
@@ -48,7 +50,7 @@ class OneFrame:
     async def load(self, block: int, basis: np.ndarray, bit: np.ndarray,
                    intensity: np.ndarray) -> None:
         self.choices[block] = (basis, bit, intensity)
-        if block >= 0:
+        if block >= 1:
             await asyncio.Event().wait()
 
 
@@ -153,3 +155,74 @@ def test_alice_stopped_does_not_answer_an_announcement_until_released(release: s
     sent, block, sent_after = asyncio.run(scenario())
     assert (sent, block) == (0, None), "Alice answered an announcement after the stop"
     assert sent_after > 0, f"Alice did not answer after {release}"
+
+
+class HeldFrame:
+    """Block 0's frame is being queued until the test decides: queued, or refused because
+    its block began (FrameMissed); later loads never return."""
+
+    def __init__(self) -> None:
+        self.loading = asyncio.Event()
+        self.outcome: asyncio.Future[bool] | None = None
+
+    async def load(self, block: int, basis: np.ndarray, bit: np.ndarray,
+                   intensity: np.ndarray) -> None:
+        if block >= 1:
+            await asyncio.Event().wait()
+        self.outcome = asyncio.get_running_loop().create_future()
+        self.loading.set()
+        if not await self.outcome:
+            raise FrameMissed(block)
+
+
+@pytest.mark.parametrize("queued", [True, False])
+def test_an_announcement_during_the_frames_upload_waits_for_its_outcome(queued: bool) -> None:
+    # Bob announces block 0 while Alice's frame of it is still being queued: Alice neither
+    # starts nor refuses it until the upload ends; then she starts it (the frame played) or
+    # refuses it as an underrun (it did not), never starting a block on choices that did not
+    # play.
+    async def scenario() -> tuple[int, int, BlockAborted | None]:
+        frames = HeldFrame()
+        alice = AliceModule(PLAN, QdistAlice(PARAMS, SECRET), frames,
+                            KeyOutbox(NoKeys(), "ab"), None,
+                            SeededRandomSource("sim://bench/rng", 2))
+        bob = QdistBob(PARAMS, SECRET)
+        (reader, writer), (far_reader, far_writer), server = await pair()
+        conn = QdistConnection(alice.qdist, reader, writer)
+        conn_b = QdistConnection(bob, far_reader, far_writer)
+        tasks = [asyncio.create_task(alice.run(conn)), asyncio.create_task(conn_b.run())]
+        try:
+            await asyncio.wait_for(frames.loading.wait(), 60)
+            await conn_b.call(bob.start_block, 0, empty_detections(0), conn_b.clock())
+            for _ in range(200):  # the announcement reached Alice's end
+                if alice.qdist.announced == 0:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(SETTLE_S)
+            during = conn.bytes_sent
+            assert frames.outcome is not None
+            frames.outcome.set_result(queued)
+            aborted = None
+            for _ in range(400):
+                if conn.bytes_sent:
+                    break
+                await asyncio.sleep(0.05)
+            while not queued and aborted is None:
+                event = await asyncio.wait_for(conn_b.events.get(), 60)
+                if isinstance(event, BlockAborted):
+                    aborted = event
+            return during, conn.bytes_sent, aborted
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            writer.close()
+            far_writer.close()
+            server.close()
+
+    during, after, aborted = asyncio.run(scenario())
+    assert during == 0, "Alice answered before her frame was queued"
+    assert after > 0
+    if not queued:
+        assert aborted is not None
+        assert "transmitter underrun" in aborted.reason

@@ -181,3 +181,24 @@ def test_the_one_end_per_pc_examples_name_their_instruments() -> None:
         roles[link.role] = (instrument.role, instrument.driver)
     assert roles == {"transmitter": ("frame_streamer", "scpi.frame_streamer"),
                      "receiver": ("time_tagger", "qutools.qutag")}
+
+
+def test_real_streamers_and_taggers_are_refused_until_slot_zero_is_shared(tmp_path: Path
+                                                                        ) -> None:
+    # Without a start marker the tagger's clock has no common origin with the transmitter's
+    # slot 0, so every block would abort: the module says so instead of running.
+    from qkdnode.node.errors import ConfigError
+    from qkdnode.node.module.instruments import link_instrument
+
+    where = Path(__file__).parents[2] / "examples" / "one-end-per-pc"
+    for name, real in (("alice", "visa://TCPIP0::192.168.10.30::5025::SOCKET"),
+                       ("bob", "lib:///opt/qutools/lib/libtdcbase.so?device=0")):
+        text = (where / f"{name}.toml").read_text()
+        sim = "sim://ab/tx" if name == "alice" else "sim://ab/tagger"
+        assert sim in text
+        path = tmp_path / f"{name}.toml"
+        path.write_text(text.replace(sim, real))
+        config = load_config(path)
+        with pytest.raises(ConfigError, match="start marker") as refused:
+            link_instrument(config, 0, config.links[0])
+        assert "simulated bench only" in str(refused.value)
