@@ -85,6 +85,101 @@ def link_ends() -> WriteLinkEnds:
     return write_link_ends
 
 
+# Nodes "A" (transmitter) and "B" (receiver) of link "ab", each with its key manager (mutual
+# TLS from pki/, Kx to the other); the {placeholders} are filled by write_node_pair.
+NODE_PAIR = """\
+[node]
+name = "{who}"
+
+[bench]
+name = "{bench}"
+seed = {seed}
+{service}
+[bench.fibre]
+length_km = 5.0
+[bench.source]
+mu1 = 0.485
+mu2 = 0.13
+
+[[links]]
+name = "ab"
+peer = "{peer}"
+role = "{role}"
+{qdist} = "127.0.0.1:{qdist_port}"
+auth_secret_file = "secret.bin"
+audit_log = "audit-{who}.jsonl"
+block_slots = {block_slots}
+timing_slots = 4_194_304
+[links.decoy]
+mu1 = 0.485
+mu2 = 0.13
+p_mu1 = 0.0577
+p_mu2 = 0.5285
+q_x = 0.5
+[links.distillation]
+kappa = 1e-15
+code_length = 16000
+
+[key_manager]
+store_path = "keys-{who}.sqlite"
+kq1_socket = "kq1-{who}.sock"
+kx_listen = "127.0.0.1:{kx}"
+etsi014_listen = "127.0.0.1:0"
+management_listen = "127.0.0.1:0"
+[key_manager.tls]
+ca = "pki/ca.pem"
+cert = "pki/{who}.pem"
+key = "pki/{who}.key"
+
+[[peers]]
+name = "{peer}"
+kx_address = "127.0.0.1:{peer_kx}"
+"""
+
+WriteNodePair = Callable[..., dict[str, Path]]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports that were free a moment ago."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [int(s.getsockname()[1]) for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def write_node_pair(directory: Path, *, bench: str, seed: int, block_slots: int = 1 << 24,
+                    service: str | None = None) -> dict[str, Path]:
+    """Writes ``A.toml`` and ``B.toml`` (:data:`NODE_PAIR`, fresh ports), the PKI and the
+    shared secret (once per directory); returns ``{"A": path, "B": path}``."""
+    from qkdnode.node.km.pki import make_pki
+
+    if not (directory / "pki").exists():
+        make_pki(directory / "pki", ["A", "B"], [])
+        (directory / "secret.bin").write_bytes(bytes(range(256)) * 8)
+    qdist, kx_a, kx_b = free_ports(3)
+    files = {}
+    for who, peer, role, kind, kx, peer_kx in (
+            ("A", "B", "transmitter", "qdist_listen", kx_a, kx_b),
+            ("B", "A", "receiver", "qdist_connect", kx_b, kx_a)):
+        files[who] = directory / f"{who}.toml"
+        files[who].write_text(NODE_PAIR.format(
+            who=who, peer=peer, role=role, qdist=kind, qdist_port=qdist, kx=kx,
+            peer_kx=peer_kx, bench=bench, seed=seed, block_slots=block_slots,
+            service="" if service is None else f'service = "{service}"'))
+    return files
+
+
+@pytest.fixture
+def node_pair() -> WriteNodePair:
+    """:func:`write_node_pair`: nodes A and B of link "ab", each with its key manager."""
+    return write_node_pair
+
+
 def free_port() -> int:
     import socket
 

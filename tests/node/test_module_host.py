@@ -6,8 +6,8 @@ end only, or one node with two different key managers, is refused."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -15,7 +15,6 @@ import pytest
 from qkdnode.node.cli import EXIT_USAGE, main
 from qkdnode.node.config import load_config
 from qkdnode.node.errors import ConfigError
-from qkdnode.node.km.pki import make_pki
 from qkdnode.node.module.host import (
     check_link_ends,
     node_daemons,
@@ -24,82 +23,11 @@ from qkdnode.node.module.host import (
 )
 from qkdnode.node.module.launch import build_ends
 
-NODE = """\
-[node]
-name = "{who}"
-
-[bench]
-name = "host"
-seed = 9
-[bench.fibre]
-length_km = 5.0
-[bench.source]
-mu1 = 0.485
-mu2 = 0.13
-
-[[links]]
-name = "ab"
-peer = "{peer}"
-role = "{role}"
-{qdist} = "127.0.0.1:{qdist_port}"
-auth_secret_file = "secret.bin"
-audit_log = "audit-{who}.jsonl"
-block_slots = 16_777_216
-timing_slots = 4_194_304
-[links.decoy]
-mu1 = 0.485
-mu2 = 0.13
-p_mu1 = 0.0577
-p_mu2 = 0.5285
-q_x = 0.5
-[links.distillation]
-kappa = 1e-15
-code_length = 16000
-
-[key_manager]
-store_path = "keys-{who}.sqlite"
-kq1_socket = "kq1-{who}.sock"
-kx_listen = "127.0.0.1:{kx}"
-etsi014_listen = "127.0.0.1:0"
-management_listen = "127.0.0.1:0"
-[key_manager.tls]
-ca = "pki/ca.pem"
-cert = "pki/{who}.pem"
-key = "pki/{who}.key"
-
-[[peers]]
-name = "{peer}"
-kx_address = "127.0.0.1:{peer_kx}"
-"""
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [int(s.getsockname()[1]) for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def write_nodes(tmp_path: Path) -> dict[str, Path]:
-    make_pki(tmp_path / "pki", ["A", "B"], [])
-    (tmp_path / "secret.bin").write_bytes(bytes(range(256)) * 8)
-    qdist, kx_a, kx_b = free_ports(3)
-    files = {}
-    for who, peer, role, kind, kx, peer_kx in (
-            ("A", "B", "transmitter", "qdist_listen", kx_a, kx_b),
-            ("B", "A", "receiver", "qdist_connect", kx_b, kx_a)):
-        files[who] = tmp_path / f"{who}.toml"
-        files[who].write_text(NODE.format(who=who, peer=peer, role=role, qdist=kind,
-                                          qdist_port=qdist, kx=kx, peer_kx=peer_kx))
-    return files
-
 
 def test_run_refuses_a_link_with_one_end(tmp_path: Path,
+                                         node_pair: Any,
                                          capsys: pytest.CaptureFixture[str]) -> None:
-    files = write_nodes(tmp_path)
+    files = node_pair(tmp_path, bench="host", seed=9)
     assert main(["run", "--config", str(files["A"])]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert "only the transmitter end of link 'ab'" in err
@@ -107,8 +35,9 @@ def test_run_refuses_a_link_with_one_end(tmp_path: Path,
     assert "A.toml" in err
 
 
-def test_one_node_in_two_files_needs_one_key_manager(tmp_path: Path) -> None:
-    files = write_nodes(tmp_path)
+def test_one_node_in_two_files_needs_one_key_manager(tmp_path: Path,
+                                                     node_pair: Any) -> None:
+    files = node_pair(tmp_path, bench="host", seed=9)
     other = tmp_path / "A2.toml"
     other.write_text(files["A"].read_text().replace('name = "ab"', 'name = "ac"')
                      .replace("keys-A.sqlite", "elsewhere.sqlite").replace('role = "transmitter"',
@@ -122,8 +51,9 @@ def test_one_node_in_two_files_needs_one_key_manager(tmp_path: Path) -> None:
         check_link_ends(configs)
 
 
-def test_each_key_manager_knows_the_links_of_its_node_from_every_file(tmp_path: Path) -> None:
-    files = write_nodes(tmp_path)
+def test_each_key_manager_knows_the_links_of_its_node_from_every_file(tmp_path: Path,
+                                                                      node_pair: Any) -> None:
+    files = node_pair(tmp_path, bench="host", seed=9)
     km_only = tmp_path / "A-km.toml"
     text = files["A"].read_text()
     km_only.write_text(text[:text.index("[[links]]")] + text[text.index("[key_manager]"):])
@@ -138,8 +68,9 @@ def test_each_key_manager_knows_the_links_of_its_node_from_every_file(tmp_path: 
             daemon.store.close()
 
 
-def test_run_hosts_both_ends_with_kq2_status_and_an_orderly_stop(tmp_path: Path) -> None:
-    files = write_nodes(tmp_path)
+def test_run_hosts_both_ends_with_kq2_status_and_an_orderly_stop(tmp_path: Path,
+                                                                 node_pair: Any) -> None:
+    files = node_pair(tmp_path, bench="host", seed=9)
     configs = [(p, load_config(p)) for p in files.values()]
     check_link_ends(configs)
     seen: dict[str, dict] = {}
@@ -209,7 +140,8 @@ def test_run_hosts_both_ends_with_kq2_status_and_an_orderly_stop(tmp_path: Path)
     assert len(audit["A"]) == len(audit["B"]) >= 1
 
 
-def test_qkdnode_run_command_starts_the_modules_and_stops_cleanly(tmp_path: Path) -> None:
+def test_qkdnode_run_command_starts_the_modules_and_stops_cleanly(port: int, tmp_path: Path,
+                                                                  node_pair: Any) -> None:
     import json
     import re
     import subprocess
@@ -217,8 +149,8 @@ def test_qkdnode_run_command_starts_the_modules_and_stops_cleanly(tmp_path: Path
     import time
     import urllib.request
 
-    files = write_nodes(tmp_path)
-    (mgmt,) = free_ports(1)
+    files = node_pair(tmp_path, bench="host", seed=9)
+    mgmt = port
     files["B"].write_text(files["B"].read_text().replace('management_listen = "127.0.0.1:0"',
                                                          f'management_listen = "127.0.0.1:{mgmt}"'))
     proc = subprocess.Popen([sys.executable, "-m", "qkdnode", "run", "--config", str(files["A"]),

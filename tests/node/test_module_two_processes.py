@@ -6,95 +6,19 @@ process, over Kq-1), which then hold the same key bytes."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from qkdnode.node.config import load_config
-from qkdnode.node.km.pki import make_pki
 from qkdnode.node.module.host import check_link_ends, node_daemons
 
-NODE = """\
-[node]
-name = "{who}"
-
-[bench]
-name = "two-proc"
-seed = 11
-{service}
-[bench.fibre]
-length_km = 5.0
-[bench.source]
-mu1 = 0.485
-mu2 = 0.13
-
-[[links]]
-name = "ab"
-peer = "{peer}"
-role = "{role}"
-{qdist} = "127.0.0.1:{qdist_port}"
-auth_secret_file = "secret.bin"
-audit_log = "audit-{who}.jsonl"
-block_slots = {block_slots}
-timing_slots = 4_194_304
-[links.decoy]
-mu1 = 0.485
-mu2 = 0.13
-p_mu1 = 0.0577
-p_mu2 = 0.5285
-q_x = 0.5
-[links.distillation]
-kappa = 1e-15
-code_length = 16000
-
-[key_manager]
-store_path = "keys-{who}.sqlite"
-kq1_socket = "kq1-{who}.sock"
-kx_listen = "127.0.0.1:{kx}"
-etsi014_listen = "127.0.0.1:0"
-management_listen = "127.0.0.1:0"
-[key_manager.tls]
-ca = "pki/ca.pem"
-cert = "pki/{who}.pem"
-key = "pki/{who}.key"
-
-[[peers]]
-name = "{peer}"
-kx_address = "127.0.0.1:{peer_kx}"
-"""
 # Seconds the whole run may take on a loaded 2-core machine (typically ~1 minute).
 RUN_TIMEOUT_S = 900.0
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [int(s.getsockname()[1]) for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def write_nodes(tmp_path: Path, service: str | None, block_slots: int) -> dict[str, Path]:
-    if not (tmp_path / "pki").exists():
-        make_pki(tmp_path / "pki", ["A", "B"], [])
-        (tmp_path / "secret.bin").write_bytes(bytes(range(256)) * 8)
-    qdist, kx_a, kx_b = free_ports(3)
-    files = {}
-    for who, peer, role, kind, kx, peer_kx in (
-            ("A", "B", "transmitter", "qdist_listen", kx_a, kx_b),
-            ("B", "A", "receiver", "qdist_connect", kx_b, kx_a)):
-        files[who] = tmp_path / f"{who}.toml"
-        files[who].write_text(NODE.format(
-            who=who, peer=peer, role=role, qdist=kind, qdist_port=qdist, kx=kx, peer_kx=peer_kx,
-            block_slots=block_slots,
-            service="" if service is None else f'service = "{service}"'))
-    return files
 
 
 def serve_bench(config: Path) -> tuple[subprocess.Popen[str], str]:
@@ -107,21 +31,24 @@ def serve_bench(config: Path) -> tuple[subprocess.Popen[str], str]:
     return proc, line.rsplit(" ", 1)[1].strip()
 
 
-def test_one_end_alone_is_refused_only_on_a_bench_in_this_process(tmp_path: Path) -> None:
+def test_one_end_alone_is_refused_only_on_a_bench_in_this_process(tmp_path: Path,
+                                                                  node_pair: Any) -> None:
     from qkdnode.node.errors import ConfigError
 
-    local = write_nodes(tmp_path, None, 1 << 24)
+    local = node_pair(tmp_path, bench="two-proc", seed=11)
     with pytest.raises(ConfigError, match="host the bench with 'qkdnode sim serve'"):
         check_link_ends([(local["A"], load_config(local["A"]))])
-    served = write_nodes(tmp_path, "127.0.0.1:9", 1 << 24)
+    served = node_pair(tmp_path, bench="two-proc", seed=11, service="127.0.0.1:9")
     check_link_ends([(served["A"], load_config(served["A"]))])
 
 
 @pytest.mark.slow
-def test_two_module_processes_give_both_key_managers_the_same_keys(tmp_path: Path) -> None:
-    plain = write_nodes(tmp_path, None, 1 << 26)
+def test_two_module_processes_give_both_key_managers_the_same_keys(tmp_path: Path,
+                                                                   node_pair: Any) -> None:
+    plain = node_pair(tmp_path, bench="two-proc", seed=11, block_slots=1 << 26)
     bench, address = serve_bench(plain["A"])
-    files = write_nodes(tmp_path, address, 1 << 26)
+    files = node_pair(tmp_path, bench="two-proc", seed=11, block_slots=1 << 26,
+                      service=address)
     configs = [(p, load_config(p)) for p in files.values()]
 
     async def scenario() -> tuple[list[tuple[int, str, str]], bytes, bytes]:
