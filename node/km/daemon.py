@@ -282,6 +282,10 @@ class NodeDaemon:
 
     async def _sync_loop(self) -> None:
         while True:
+            # Relay completions still owed to their origins (a restart, an origin that did
+            # not answer): sent again, so both ends of every relay come to agree.
+            with contextlib.suppress(KeyManagerError, OSError):
+                await self.agent.resume_completions()
             for peer in self.agent.adjacent:
                 try:
                     n = await self.agent.sync_pool(peer)

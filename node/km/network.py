@@ -68,6 +68,9 @@ MAX_ROUTE_ATTEMPTS = 3
 RELAY_CONFIRM_S = 60.0
 # The completion notification is sent this many times, this far apart, until answered.
 COMPLETION_ATTEMPTS = 5
+# The refusal of a completion notification naming relayed keys the origin gave up (unconfirmed
+# in time): the destination destroys its copies, so both ends agree.
+RELAY_ABANDONED = "relay_abandoned"
 COMPLETION_RETRY_S = 1.0
 # A destination collects the completions of this long into one notification per origin: one
 # message along the route for many relays instead of one per relay (which, sent while the next
@@ -132,6 +135,8 @@ class KxAgent:
         # Completions not yet notified, per origin, and the task that will send them.
         self._completions: dict[str, list[uuid.UUID]] = {}
         self._notifiers: dict[str, asyncio.Task[None]] = {}
+        # Relays whose completion is queued or being sent (resume_completions skips them).
+        self._owed: set[uuid.UUID] = set()
         # Fetches offered keys this end lacks from elsewhere (a vendor box's ETSI 014, see
         # .vendor) before a pool offer is answered.
         self.importer: Callable[[str, Sequence[uuid.UUID]], Awaitable[int]] | None = None
@@ -374,6 +379,9 @@ class KxAgent:
 
     def _completed(self, origin: str, relay_id: uuid.UUID) -> None:
         """Queues a completion notification to ``origin``, sent within COMPLETION_BATCH_S."""
+        if relay_id in self._owed:
+            return
+        self._owed.add(relay_id)
         self._completions.setdefault(origin, []).append(relay_id)
         if origin not in self._notifiers:
             task = asyncio.create_task(self._notify_completions(origin))
@@ -396,12 +404,49 @@ class KxAgent:
                                for origin, ids in batches.items()))
 
     async def _send_completions(self, origin: str, ids: list[uuid.UUID]) -> None:
-        for at in range(0, len(ids), MAX_COMPLETIONS_PER_NOTIFICATION):
-            first, *more = ids[at:at + MAX_COMPLETIONS_PER_NOTIFICATION]
-            await self._notify(RelayCompleted(0, first, self.node, origin, True,
-                                              more=tuple(more)))
+        try:
+            await self._send_completion_batches(origin, ids)
+        finally:
+            self._owed.difference_update(ids)
 
-    async def _notify(self, done: RelayCompleted) -> None:
+    async def _send_completion_batches(self, origin: str, ids: list[uuid.UUID]) -> None:
+        for at in range(0, len(ids), MAX_COMPLETIONS_PER_NOTIFICATION):
+            batch = ids[at:at + MAX_COMPLETIONS_PER_NOTIFICATION]
+            outcome = await self._notify(RelayCompleted(0, batch[0], self.node, origin, True,
+                                                        more=tuple(batch[1:])))
+            if outcome == "gone" and len(batch) > 1:
+                # Some of them are gone at the origin: one by one, to learn which.
+                for relay_id in batch:
+                    await self._settle(origin, [relay_id], await self._notify(
+                        RelayCompleted(0, relay_id, self.node, origin, True)))
+            else:
+                await self._settle(origin, batch, outcome)
+
+    async def _settle(self, origin: str, ids: list[uuid.UUID], outcome: str) -> None:
+        """After the origin's answer: nothing owed any more; a key the origin no longer holds
+        (it gave up waiting for the confirmation) is destroyed here too, so both ends agree.
+        Without an answer the notification stays owed (sent again at the next start)."""
+        store = self.manager.store
+        if outcome == "gone":
+            await asyncio.to_thread(store.destroy, ids, self.manager.clock())
+            log.warning("relay %s from %s: the origin no longer holds the key; destroyed here",
+                        ids[0], origin)
+        if outcome in ("ok", "gone"):
+            await asyncio.to_thread(store.completions_settled, ids)
+
+    async def resume_completions(self) -> int:
+        """Queues the completion notifications still owed (from before a restart, or whose
+        sending found no answer) that are not queued or being sent; returns how many."""
+        owed = [(relay_id, origin) for relay_id, origin in
+                await asyncio.to_thread(self.manager.store.pending_completions)
+                if relay_id not in self._owed]
+        for relay_id, origin in owed:
+            self._completed(origin, relay_id)
+        return len(owed)
+
+    async def _notify(self, done: RelayCompleted) -> str:
+        """Sends ``done`` with retries: "ok" (every key is active at the origin), "gone" (the
+        origin holds some of them no more) or "failed" (no answer)."""
         what = f"relay {done.relay_id}" + (f" and {len(done.more)} more" if done.more else "")
         for _ in range(COMPLETION_ATTEMPTS):
             try:
@@ -410,12 +455,15 @@ class KxAgent:
                 log.debug("%s: completion notification: %s", what, exc)
             else:
                 if isinstance(answer, Answered) and answer.ok:
-                    return
+                    return "ok"
+                if isinstance(answer, Answered) and answer.code == RELAY_ABANDONED:
+                    return "gone"
                 log.debug("%s: completion notification refused: %s", what,
                           getattr(answer, "reason", answer))
             await asyncio.sleep(COMPLETION_RETRY_S)
-        log.warning("%s: the origin %s was not told of the completion; unless an answer "
-                    "reached it, it destroys its copy", what, done.destination)
+        log.warning("%s: the origin %s was not told of the completion (told again at the next "
+                    "start)", what, done.destination)
+        return "failed"
 
     async def on_relay_completed(self, from_node: str, event: RelayCompleted) -> Answered:
         """A relay completion notification: activate the relayed keys here, or pass it on.
@@ -439,12 +487,17 @@ class KxAgent:
                                                         KeyState.ACTIVE)]
             if live:
                 await self.manager.activate(event.origin, live)
+            rest = [k for k in ids if k not in set(live)]
+            abandoned = await asyncio.to_thread(self.manager.store.relays_abandoned,
+                                                event.origin, rest) if rest else []
         except KeyManagerError as exc:
             return Answered(event.req, False, exc.code, str(exc))
-        if len(live) < len(ids):
-            return Answered(event.req, False, "key_not_found",
-                            f"{len(ids) - len(live)} of {len(ids)} relayed keys from "
-                            f"{event.origin} are not live here")
+        if abandoned:
+            # Given up here (unconfirmed in time): the destination destroys its copy too. Keys
+            # used and gone here are settled: the destination keeps its copy.
+            return Answered(event.req, False, RELAY_ABANDONED,
+                            f"{len(abandoned)} of {len(ids)} relayed keys from {event.origin} "
+                            "were given up here")
         return Answered(event.req, True)
 
     def has_relay(self, relay_id: uuid.UUID) -> bool:

@@ -56,7 +56,7 @@ from .records import (
 __all__ = ["DEFAULT_RESERVATION_LIFETIME_S", "KeyStore", "SqliteKeyStore", "time_ordered_key_id"]
 
 # Tables added without a version change (CREATE IF NOT EXISTS; older code ignores them):
-# module_holds.
+# module_holds, relay_completions.
 SCHEMA_VERSION = 2
 # A reserved supply key that no recipient collected within an hour is destroyed (never returned
 # to the pool: its peer may already hold it). ETSI 014 leaves the lifetime to the KME; an hour
@@ -131,6 +131,11 @@ CREATE TABLE IF NOT EXISTS module_holds (
     module TEXT PRIMARY KEY,
     since REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS relay_completions (
+    relay_id TEXT PRIMARY KEY,
+    origin TEXT NOT NULL,
+    since REAL NOT NULL
+);
 """
 
 
@@ -188,6 +193,13 @@ class KeyStore(Protocol):
     def hold_module(self, module: str, held: bool, now: float) -> None: ...
 
     def held_modules(self) -> list[str]: ...
+
+    def pending_completions(self) -> list[tuple[uuid.UUID, str]]: ...
+
+    def completions_settled(self, relay_ids: Iterable[uuid.UUID]) -> None: ...
+
+    def relays_abandoned(self, pool: str, relay_ids: Sequence[uuid.UUID]
+                         ) -> list[uuid.UUID]: ...
 
     def close(self) -> None: ...
 
@@ -980,14 +992,18 @@ class SqliteKeyStore:
         def _op(db: sqlite3.Connection) -> KeyManagerError | None:
             pad = self._consume(db, pool, [plan], now)[0]
             db.execute("SAVEPOINT keep")
+            key = make_key(pad)
             try:
-                self._insert_link_keys(db, origin, [make_key(pad)], KeyState.ACTIVE.value,
-                                       expires, now)
+                self._insert_link_keys(db, origin, [key], KeyState.ACTIVE.value, expires, now)
             except (KeyStoreFull, KeyConflict) as exc:
                 db.execute("ROLLBACK TO keep")
                 db.execute("RELEASE keep")
                 return exc
             db.execute("RELEASE keep")
+            # The completion notification owed to the origin, until it answers (it survives a
+            # restart: pending_completions).
+            db.execute("INSERT OR IGNORE INTO relay_completions (relay_id, origin, since) "
+                       "VALUES (?, ?, ?)", (str(key.key_id), origin, now))
             return None
 
         return self._execute(_op)
@@ -1167,6 +1183,43 @@ class SqliteKeyStore:
         with self._lock:
             return [r[0] for r in self._db.execute(
                 "SELECT module FROM module_holds ORDER BY module")]
+
+    # --- relay completions owed ------------------------------------------------------------
+
+    def pending_completions(self) -> list[tuple[uuid.UUID, str]]:
+        """(relay ID, origin) of the relays that ended here whose origin has not answered
+        their completion notification yet."""
+        with self._lock:
+            return [(uuid.UUID(r[0]), r[1]) for r in self._db.execute(
+                "SELECT relay_id, origin FROM relay_completions ORDER BY since")]
+
+    def relays_abandoned(self, pool: str, relay_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+        """Of the relayed keys ``relay_ids`` of ``pool`` (this node their origin), those it gave
+        up: unknown here, or destroyed without a byte used (unconfirmed in time, or destroyed
+        by hand); a key destroyed after use is not among them (its peer keeps its copy)."""
+        out = []
+        with self._lock:
+            for at in range(0, len(relay_ids), ID_LOOKUP_BATCH):
+                ids = [str(k) for k in relay_ids[at:at + ID_LOOKUP_BATCH]]
+                rows = {r[0]: (r[1], r[2]) for r in self._db.execute(
+                    f"SELECT key_id, state, used_bytes FROM link_keys WHERE pool = ? AND "
+                    f"key_id IN ({','.join('?' * len(ids))})", (pool, *ids))}
+                for k in ids:
+                    row = rows.get(k)
+                    if row is None or (row[0] == KeyState.DESTROYED.value and row[1] == 0):
+                        out.append(uuid.UUID(k))
+        return out
+
+    def completions_settled(self, relay_ids: Iterable[uuid.UUID]) -> None:
+        """The origin answered the completion notifications of ``relay_ids``."""
+        ids = [str(k) for k in relay_ids]
+
+        def _op(db: sqlite3.Connection) -> None:
+            db.executemany("DELETE FROM relay_completions WHERE relay_id = ?",
+                           [(k,) for k in ids])
+
+        if ids:
+            self._execute(_op)
 
     # --- reading ----------------------------------------------------------------------------
 

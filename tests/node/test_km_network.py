@@ -229,6 +229,7 @@ def test_a_completion_activates_what_is_live_and_names_the_rest(tmp_path):
         "B", RelayCompleted(7, live, "C", "A", True, more=(gone, unknown))))
     assert not answer.ok
     assert answer.req == 7
+    assert answer.code == network.RELAY_ABANDONED
     assert "2 of 3" in answer.reason
     assert stores["A"].link_key_state(live) is KeyState.ACTIVE
     assert stores["A"].link_key_state(gone) is KeyState.DESTROYED
@@ -255,5 +256,81 @@ def test_a_hop_off_its_route_is_refused_and_consumes_nothing(tmp_path):
         assert not answer.ok
         assert answer.code == "not_on_route"
     assert stores["B"].levels() == before
+    for s in stores.values():
+        s.close()
+
+
+def test_a_completion_owed_across_a_restart_is_sent_and_settles_both_ends(tmp_path):
+    # C stores the relayed key and crashes before its answer or its completion notification
+    # leaves: the notification is owed in C's store, sent again after the restart; A, which
+    # still waits for the confirmation, activates its copy.
+    net, stores, managers = build(tmp_path, [("A", "B"), ("B", "C")])
+
+    async def run():
+        await net.agents["A"].sync_pool("B")
+        await net.agents["B"].sync_pool("C")
+        flood(net)
+        net.lose_answers.add(("A", "B"))
+        net.agents["C"]._completed = lambda origin, relay_id: None   # C dies before sending
+        with pytest.raises(PeerUnavailable):
+            await net.agents["A"].relay_key("C", 32)
+        (relay_id,) = stores["C"].link_key_ids("A", KeyState.ACTIVE)
+        assert stores["C"].pending_completions() == [(relay_id, "A")]
+        assert stores["A"].link_key_state(relay_id) is KeyState.PRE_ACTIVATION
+        # C restarts: a new store on the same file, a new agent
+        stores["C"].close()
+        stores["C"] = SqliteKeyStore(tmp_path / "C.sqlite")
+        managers["C"] = KeyManager(stores["C"], "C", "kme-C", SAES)
+        net.agents["C"] = KxAgent(managers["C"], net.for_node("C"), ["B"])
+        flood(net)                      # the link states reach the restarted node again
+        assert await net.agents["C"].resume_completions() == 1
+        await net.agents["C"].flush_completions()
+        return relay_id
+
+    relay_id = asyncio.run(run())
+    assert stores["A"].link_key_state(relay_id) is KeyState.ACTIVE
+    assert stores["C"].link_key_state(relay_id) is KeyState.ACTIVE
+    assert stores["C"].pending_completions() == []
+    for s in stores.values():
+        s.close()
+
+
+def test_a_relay_the_origin_gave_up_is_destroyed_at_the_destination_too(tmp_path):
+    net, stores, _ = build(tmp_path, [("A", "B"), ("B", "C")])
+
+    async def run():
+        await net.agents["A"].sync_pool("B")
+        await net.agents["B"].sync_pool("C")
+        flood(net)
+        net.lose_answers.add(("A", "B"))
+        net.agents["C"]._completed = lambda origin, relay_id: None   # not told in time
+        with pytest.raises(PeerUnavailable):
+            await net.agents["A"].relay_key("C", 32)
+        (relay_id,) = stores["C"].link_key_ids("A", KeyState.ACTIVE)
+        stores["A"].expire(1e12)        # A gives up waiting for the confirmation
+        assert stores["A"].link_key_state(relay_id) is KeyState.DESTROYED
+        del net.agents["C"]._completed  # C back to normal: sends what it owes
+        await net.agents["C"].resume_completions()
+        await net.agents["C"].flush_completions()
+        return relay_id
+
+    relay_id = asyncio.run(run())
+    assert stores["C"].link_key_state(relay_id) is KeyState.DESTROYED
+    assert stores["C"].pending_completions() == []
+    for s in stores.values():
+        s.close()
+
+
+def test_a_key_used_at_the_origin_before_its_completion_stays_at_the_destination(tmp_path):
+    # The normal case with a slow notification: A supplied from the key and it is gone there,
+    # used; C keeps its copy (its slave still collects the key).
+    net, stores, _ = build(tmp_path, [("A", "B"), ("B", "C")])
+    live = uuid.uuid4()
+    stores["A"].add_link_keys("C", [LinkKey(live, bytes(32))], 0.0, active=True)
+    stores["A"].take_pad("C", 32, 0.0)     # every byte used
+    stores["A"].destroy([live], 0.0)
+    answer = asyncio.run(net.agents["A"].on_relay_completed(
+        "B", RelayCompleted(3, live, "C", "A", True)))
+    assert answer.ok
     for s in stores.values():
         s.close()
