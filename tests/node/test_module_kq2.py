@@ -5,6 +5,9 @@ Alice does not answer an announcement that arrives after it) until a start."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -69,6 +72,29 @@ async def pair() -> tuple[QdistConnection, asyncio.StreamReader, asyncio.StreamW
     return near, far, server  # type: ignore[return-value]
 
 
+@contextlib.asynccontextmanager
+async def alice_running(frames: Any) -> AsyncIterator[tuple[AliceModule, QdistBob,
+                                                             QdistConnection, QdistConnection]]:
+    """Alice's module on ``frames``, running over a loopback connection to a bare QdistBob
+    (the test drives Bob's end): (alice, bob, Alice's connection, Bob's connection)."""
+    alice = AliceModule(PLAN, QdistAlice(PARAMS, SECRET), frames, KeyOutbox(NoKeys(), "ab"),
+                        None, SeededRandomSource("sim://bench/rng", 2))
+    bob = QdistBob(PARAMS, SECRET)
+    (reader, writer), (far_reader, far_writer), server = await pair()
+    conn = QdistConnection(alice.qdist, reader, writer)
+    conn_b = QdistConnection(bob, far_reader, far_writer)
+    tasks = [asyncio.create_task(alice.run(conn)), asyncio.create_task(conn_b.run())]
+    try:
+        yield alice, bob, conn, conn_b
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        writer.close()
+        far_writer.close()
+        server.close()
+
+
 def empty_detections(block: int) -> BobDetections:
     none = np.empty(0, np.int64)
     return PLAN.bob_block(block, none, none.astype(np.uint8), none.astype(np.uint8))
@@ -112,15 +138,7 @@ def test_alice_stopped_does_not_answer_an_announcement_until_released(release: s
     # out); that answers the held block but leaves the module stopped.
     async def scenario() -> tuple[int, int | None, int | None]:
         frames = OneFrame()
-        alice = AliceModule(PLAN, QdistAlice(PARAMS, SECRET), frames,
-                            KeyOutbox(NoKeys(), "ab"), None,
-                            SeededRandomSource("sim://bench/rng", 2))
-        bob = QdistBob(PARAMS, SECRET)
-        (reader, writer), (far_reader, far_writer), server = await pair()
-        conn = QdistConnection(alice.qdist, reader, writer)
-        conn_b = QdistConnection(bob, far_reader, far_writer)
-        tasks = [asyncio.create_task(alice.run(conn)), asyncio.create_task(conn_b.run())]
-        try:
+        async with alice_running(frames) as (alice, bob, conn, conn_b):
             for _ in range(600):  # Alice's frame of block 0 is drawn (in a thread) and loaded
                 if 0 in frames.choices:
                     break
@@ -144,13 +162,6 @@ def test_alice_stopped_does_not_answer_an_announcement_until_released(release: s
                 await asyncio.sleep(0.05)
             assert alice.running.is_set() == (release == "start")
             return *held, conn.bytes_sent
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            writer.close()
-            far_writer.close()
-            server.close()
 
     sent, block, sent_after = asyncio.run(scenario())
     assert (sent, block) == (0, None), "Alice answered an announcement after the stop"
@@ -183,15 +194,7 @@ def test_an_announcement_during_the_frames_upload_waits_for_its_outcome(queued: 
     # play.
     async def scenario() -> tuple[int, int, BlockAborted | None]:
         frames = HeldFrame()
-        alice = AliceModule(PLAN, QdistAlice(PARAMS, SECRET), frames,
-                            KeyOutbox(NoKeys(), "ab"), None,
-                            SeededRandomSource("sim://bench/rng", 2))
-        bob = QdistBob(PARAMS, SECRET)
-        (reader, writer), (far_reader, far_writer), server = await pair()
-        conn = QdistConnection(alice.qdist, reader, writer)
-        conn_b = QdistConnection(bob, far_reader, far_writer)
-        tasks = [asyncio.create_task(alice.run(conn)), asyncio.create_task(conn_b.run())]
-        try:
+        async with alice_running(frames) as (alice, bob, conn, conn_b):
             await asyncio.wait_for(frames.loading.wait(), 60)
             await conn_b.call(bob.start_block, 0, empty_detections(0), conn_b.clock())
             for _ in range(200):  # the announcement reached Alice's end
@@ -212,13 +215,6 @@ def test_an_announcement_during_the_frames_upload_waits_for_its_outcome(queued: 
                 if isinstance(event, BlockAborted):
                     aborted = event
             return during, conn.bytes_sent, aborted
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            writer.close()
-            far_writer.close()
-            server.close()
 
     during, after, aborted = asyncio.run(scenario())
     assert during == 0, "Alice answered before her frame was queued"
