@@ -53,6 +53,7 @@ __all__ = [
     "TagRead",
     "TimeTagger",
     "Transmitter",
+    "check_frame",
 ]
 
 # --- safety limits ----------------------------------------------------------------------------
@@ -338,6 +339,39 @@ class PowerMeter(Protocol):
     def close(self) -> None:
         """Releases the instrument's transport."""
         ...
+
+
+# Intensity classes of a frame: 0 = signal mu1, 1 = decoy mu2, 2 = mu3.
+FRAME_INTENSITIES = 3
+
+
+def _choice_array(name: str, values: Any, high: int) -> NDArray[np.uint8]:
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array, got {array.ndim} dimensions")
+    if array.dtype.kind not in "uib":
+        raise TypeError(f"{name} must be an integer array, got dtype {array.dtype}")
+    if array.size and (int(array.min()) < 0 or int(array.max()) > high):
+        raise ValueError(f"{name} values must be in 0..{high}")  # the values are key material
+    return array.astype(np.uint8, copy=False)
+
+
+def check_frame(basis: Any, bit: Any, intensity: Any
+                ) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]]:
+    """A frame's three choice arrays (see :class:`Transmitter`) checked and as ``uint8``:
+    1-D integer arrays of one length, basis and bit 0/1, intensity 0..2. The messages name
+    shapes and ranges only, never the contents (key material).
+
+    Raises:
+        TypeError: not an integer array. ValueError: wrong shape, value or length.
+    """
+    b = _choice_array("basis", basis, 1)
+    v = _choice_array("bit", bit, 1)
+    k = _choice_array("intensity", intensity, FRAME_INTENSITIES - 1)
+    if not b.size == v.size == k.size:
+        raise ValueError(f"basis, bit and intensity must have one length, got {b.size}, "
+                         f"{v.size}, {k.size}")
+    return b, v, k
 
 
 @runtime_checkable

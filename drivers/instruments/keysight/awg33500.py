@@ -37,7 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ...errors import DeviceError
-from ...roles import Limits
+from ...roles import Limits, check_frame
 from ...transport import Transport, write_block
 from ..base import ScpiInstrument, Setting, atomic, finite, positive_int
 
@@ -84,18 +84,6 @@ def _positive_rate(value: Any) -> float:
     if rate <= 0:
         raise ValueError(f"must be a positive rate, got {value!r}")
     return rate
-
-
-def _choice_array(name: str, values: Any, high: int) -> NDArray[np.intp]:
-    """Checks one choice array without ever putting its contents into a message."""
-    array = np.asarray(values)
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array, got {array.ndim} dimensions")
-    if array.dtype.kind not in "uib":
-        raise TypeError(f"{name} must be an integer array, got dtype {array.dtype}")
-    if array.size and (int(array.min()) < 0 or int(array.max()) > high):
-        raise ValueError(f"{name} values must be in 0..{high}")
-    return array.astype(np.intp)
 
 
 def _lookup(name: str, samples: NDArray[Any], codes: NDArray[np.int16]) -> NDArray[np.uint8]:
@@ -161,13 +149,7 @@ class AWG33500(ScpiInstrument):
         Raises:
             ValueError, TypeError: for malformed choices (the message never shows them).
         """
-        b = _choice_array("basis", basis, 1)
-        v = _choice_array("bit", bit, 1)
-        k = _choice_array("intensity", intensity, N_INTENSITIES - 1)
-        if not b.size == v.size == k.size:  # sizes only: the contents are key material
-            raise ValueError(
-                f"basis, bit and intensity must have one length, got {b.size}, {v.size}, {k.size}"
-            )
+        b, v, k = check_frame(basis, bit, intensity)
         points = b.size * self._samples_per_slot
         if not MIN_POINTS <= points <= self._max_points:
             raise ValueError(

@@ -45,13 +45,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ...errors import DeviceError
-from ...roles import Limits
+from ...roles import Limits, check_frame
 from ...transport import Transport, write_block
 from ..base import ScpiInstrument, Setting, atomic, finite, positive_int
 
@@ -68,17 +68,6 @@ N_INTENSITIES = 3
 SYMBOLS = 4 * N_INTENSITIES
 
 
-def _choice(name: str, values: Any, high: int) -> NDArray[np.uint8]:
-    a = np.asarray(values)
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array, got {a.ndim} dimensions")
-    if a.dtype.kind not in "uib":
-        raise TypeError(f"{name} must be an integer array, got {a.dtype}")
-    if a.size and (int(a.min()) < 0 or int(a.max()) > high):
-        raise ValueError(f"{name} values must be in 0..{high}")  # the values are key material
-    return a.astype(np.uint8, copy=False)
-
-
 def pack_frame(basis: NDArray[np.uint8], bit: NDArray[np.uint8],
                intensity: NDArray[np.uint8]) -> bytes:
     """Packs a frame, two slots per byte (module docstring).
@@ -86,12 +75,7 @@ def pack_frame(basis: NDArray[np.uint8], bit: NDArray[np.uint8],
     Raises:
         ValueError, TypeError: malformed choices (the message never shows them).
     """
-    b = _choice("basis", basis, 1)
-    v = _choice("bit", bit, 1)
-    k = _choice("intensity", intensity, N_INTENSITIES - 1)
-    if not b.size == v.size == k.size:
-        raise ValueError(f"basis, bit and intensity must have one length, got {b.size}, "
-                         f"{v.size}, {k.size}")
+    b, v, k = check_frame(basis, bit, intensity)
     if b.size % 2:
         raise ValueError(f"a frame holds an even number of slots, got {b.size}")
     sym = (k << 2) | (b << 1) | v
