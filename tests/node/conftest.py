@@ -21,7 +21,7 @@ name = "{who}"
 [bench]
 name = "{bench}"
 seed = {seed}
-[bench.fibre]
+{bench_extra}[bench.fibre]
 length_km = 5.0
 [bench.source]
 mu1 = 0.485
@@ -47,10 +47,10 @@ code_length = {code_length}
 {distillation_extra}
 [key_manager]
 kq1_socket = "kq1-{who}.sock"
-
+{key_manager_extra}
 [[peers]]
 name = "{peer}"
-kx_address = "127.0.0.1:9"
+kx_address = "127.0.0.1:{peer_kx}"
 """
 
 WriteLinkEnds = Callable[..., tuple[Path, Path]]
@@ -67,7 +67,8 @@ def write_link_ends(directory: Path, *, bench: str, seed: int, block_slots: int,
         (directory / "secret.bin").write_bytes(bytes(range(256)) * 8)
     common = {"bench": bench, "seed": seed, "block_slots": block_slots,
               "link_extra": link_extra, "distillation_extra": distillation_extra,
-              "code_length": code_length}
+              "code_length": code_length, "bench_extra": "", "key_manager_extra": "",
+              "peer_kx": 9}
     paths = []
     for who, peer, role, qdist, p in (
             ("alice", "bob", "transmitter", "qdist_listen", port),
@@ -86,43 +87,9 @@ def link_ends() -> WriteLinkEnds:
 
 
 # Nodes "A" (transmitter) and "B" (receiver) of link "ab", each with its key manager (mutual
-# TLS from pki/, Kx to the other); the {placeholders} are filled by write_node_pair.
-NODE_PAIR = """\
-[node]
-name = "{who}"
-
-[bench]
-name = "{bench}"
-seed = {seed}
-{service}
-[bench.fibre]
-length_km = 5.0
-[bench.source]
-mu1 = 0.485
-mu2 = 0.13
-
-[[links]]
-name = "ab"
-peer = "{peer}"
-role = "{role}"
-{qdist} = "127.0.0.1:{qdist_port}"
-auth_secret_file = "secret.bin"
-audit_log = "audit-{who}.jsonl"
-block_slots = {block_slots}
-timing_slots = 4_194_304
-[links.decoy]
-mu1 = 0.485
-mu2 = 0.13
-p_mu1 = 0.0577
-p_mu2 = 0.5285
-q_x = 0.5
-[links.distillation]
-kappa = 1e-15
-code_length = 16000
-
-[key_manager]
+# TLS from pki/, Kx to the other): LINK_END with these additions (write_node_pair).
+NODE_PAIR_KEY_MANAGER = """\
 store_path = "keys-{who}.sqlite"
-kq1_socket = "kq1-{who}.sock"
 kx_listen = "127.0.0.1:{kx}"
 etsi014_listen = "127.0.0.1:0"
 management_listen = "127.0.0.1:0"
@@ -130,10 +97,6 @@ management_listen = "127.0.0.1:0"
 ca = "pki/ca.pem"
 cert = "pki/{who}.pem"
 key = "pki/{who}.key"
-
-[[peers]]
-name = "{peer}"
-kx_address = "127.0.0.1:{peer_kx}"
 """
 
 WriteNodePair = Callable[..., dict[str, Path]]
@@ -154,8 +117,9 @@ def free_ports(n: int) -> list[int]:
 
 def write_node_pair(directory: Path, *, bench: str, seed: int, block_slots: int = 1 << 24,
                     service: str | None = None) -> dict[str, Path]:
-    """Writes ``A.toml`` and ``B.toml`` (:data:`NODE_PAIR`, fresh ports), the PKI and the
-    shared secret (once per directory); returns ``{"A": path, "B": path}``."""
+    """Writes ``A.toml`` and ``B.toml`` (:data:`LINK_END` with a full key manager, fresh
+    ports), the PKI and the shared secret (once per directory); returns ``{"A": path, "B":
+    path}``."""
     from qkdnode.node.km.pki import make_pki
 
     if not (directory / "pki").exists():
@@ -167,10 +131,12 @@ def write_node_pair(directory: Path, *, bench: str, seed: int, block_slots: int 
             ("A", "B", "transmitter", "qdist_listen", kx_a, kx_b),
             ("B", "A", "receiver", "qdist_connect", kx_b, kx_a)):
         files[who] = directory / f"{who}.toml"
-        files[who].write_text(NODE_PAIR.format(
-            who=who, peer=peer, role=role, qdist=kind, qdist_port=qdist, kx=kx,
-            peer_kx=peer_kx, bench=bench, seed=seed, block_slots=block_slots,
-            service="" if service is None else f'service = "{service}"'))
+        files[who].write_text(LINK_END.format(
+            who=who, peer=peer, role=role, qdist=kind, port=qdist, peer_kx=peer_kx,
+            bench=bench, seed=seed, block_slots=block_slots,
+            link_extra="timing_slots = 4_194_304\n", distillation_extra="", code_length=16000,
+            bench_extra="" if service is None else f'service = "{service}"\n',
+            key_manager_extra=NODE_PAIR_KEY_MANAGER.format(who=who, kx=kx)))
     return files
 
 
