@@ -333,16 +333,10 @@ class SimulatedLink:
         return int(n_slots)
 
     def _slots_of(self, n_slots: int | None, duration_ps: int | None) -> int:
-        if (n_slots is None) == (duration_ps is None):
-            raise TypeError("give exactly one of n_slots and duration_ps")
-        if duration_ps is not None:
-            n_slots = int(Fraction(int(duration_ps)) / self._period)
-        assert n_slots is not None
-        if n_slots < 0:
-            raise ValueError(f"n_slots must be >= 0, got {n_slots}")
+        slots = self.slots_in(n_slots, duration_ps)
         if self._frame is None:
             raise RuntimeError("load_frame() before run()")
-        return int(n_slots)
+        return slots
 
     def _run(self, n_slots: int) -> tuple[TagBatch, TagTruth]:
         s0, s1 = self._slot, self._slot + n_slots
