@@ -90,10 +90,11 @@ _PHI_CONSTANTS = phi_constants()
 
 
 @numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def phi(x: np.float32, k: PhiConstants) -> np.float32:  # pragma: no cover - compiled
-    """phi(x) = log((1 + e^-x) / (1 - e^-x)) for x >= 0, branch-free float32 (see module doc)."""
+def _exp_terms(x: np.float32, k: PhiConstants
+               ) -> tuple[np.float32, np.float32]:  # pragma: no cover - compiled
+    """(u, d) for phi and its expansion: ``u = e^-x`` and ``d = 1 - u`` (by its series for
+    small x), x clamped to [PHI_TINY_X, PHI_X_MAX]; twin :func:`_exp_terms_reference`."""
     one = np.float32(1.0)
-    two = np.float32(2.0)
     x = min(max(x, k[0]), k[1])
     # u = e^-x = 2^y, y = -x log2(e) = j + f with j integer and f in [0, 1).
     y = -x * k[3]
@@ -103,6 +104,15 @@ def phi(x: np.float32, k: PhiConstants) -> np.float32:  # pragma: no cover - com
     u = np.int32(np.float32(p).view(np.int32) + np.int32(np.int32(fl) << _I23)).view(np.float32)
     series = x * (one - x * (k[10] - x * (k[11] - x * (k[12] - x * k[13]))))
     d = series if x < k[2] else one - u
+    return u, d
+
+
+@numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def phi(x: np.float32, k: PhiConstants) -> np.float32:  # pragma: no cover - compiled
+    """phi(x) = log((1 + e^-x) / (1 - e^-x)) for x >= 0, branch-free float32 (see module doc)."""
+    one = np.float32(1.0)
+    two = np.float32(2.0)
+    u, d = _exp_terms(x, k)
     z = two * u / d
     # log(1 + z): w = 2^e * m with m in [sqrt(1/2), sqrt(2)); log(m) = 2 atanh(s).
     w = one + z
@@ -176,14 +186,7 @@ def expansion(x: np.float32, k: PhiConstants) -> tuple[np.float32, np.float32]: 
     """
     one = np.float32(1.0)
     two = np.float32(2.0)
-    x = min(max(x, k[0]), k[1])
-    y = -x * k[3]
-    fl = np.floor(y)
-    f = y - fl
-    p = one + f * (k[5] + f * (k[6] + f * (k[7] + f * (k[8] + f * k[9]))))
-    u = np.int32(np.float32(p).view(np.int32) + np.int32(np.int32(fl) << _I23)).view(np.float32)
-    series = x * (one - x * (k[10] - x * (k[11] - x * (k[12] - x * k[13]))))
-    d = series if x < k[2] else one - u
+    u, d = _exp_terms(x, k)
     den = d * (one + u)
     a1 = two * u / den
     a2 = a1 * (one + u * u) / (two * den)
