@@ -252,6 +252,33 @@ def _matches(
     return True
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _stall_count(z: int, unsatisfied: NDArray[np.int64], fewest: int, since: int
+                 ) -> tuple[int, int]:  # pragma: no cover - compiled
+    """The stall rule's bookkeeping after an iteration: (fewest unsatisfied checks so far,
+    iterations since that count last fell)."""
+    count = 0
+    for u in range(z):
+        count += unsatisfied[u]
+    if count < fewest:
+        return count, 0
+    return fewest, since + 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _write_out(z: int, post2: NDArray[np.float32], bits_out: NDArray[np.uint8],
+               csr_edge: NDArray[np.int64], msg: NDArray[np.float32],
+               messages: NDArray[np.float32]) -> None:  # pragma: no cover - compiled
+    """The hard decisions (each variable's posterior is the first half of its doubled row)
+    and the check messages back in the caller's (CSR) edge order."""
+    zero = np.float32(0.0)
+    for j in range(bits_out.shape[0] // z):
+        for t in range(z):
+            bits_out[j * z + t] = np.uint8(1) if post2[2 * z * j + t] < zero else np.uint8(0)
+    for e in range(csr_edge.shape[0]):
+        messages[csr_edge[e]] = msg[e]
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def qc_kernel(
     z: int,
@@ -282,7 +309,6 @@ def qc_kernel(
     """
     mb = layer_ptr.shape[0] - 1
     nb = llr.shape[0] // z
-    zero = np.float32(0.0)
     edges = csr_edge.shape[0]
     msg = np.empty(edges, dtype=np.float32)
     for e in range(edges):
@@ -329,21 +355,10 @@ def qc_kernel(
                     unsatisfied[u] += parity[u]
         iterations += 1
         converged = _matches(z, layer_ptr, layer_col, layer_shift, syndrome, post2, parity)
-        unsat = 0
-        for u in range(z):
-            unsat += unsatisfied[u]
-        if unsat < fewest:
-            fewest = unsat
-            since = 0
-        else:
-            since += 1
+        fewest, since = _stall_count(z, unsatisfied, fewest, since)
         if stall > 0 and since >= stall:
             break
-    for j in range(nb):
-        for t in range(z):
-            bits_out[j * z + t] = np.uint8(1) if post2[2 * z * j + t] < zero else np.uint8(0)
-    for e in range(edges):
-        messages[csr_edge[e]] = msg[e]
+    _write_out(z, post2, bits_out, csr_edge, msg, messages)
     return iterations, converged
 
 

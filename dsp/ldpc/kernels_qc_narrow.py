@@ -16,6 +16,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from .kernels_qc import _stall_count, _write_out
 from .phi import PhiConstants, expansion, phi
 
 __all__ = ["qc_narrow_batch_kernel", "qc_narrow_kernel"]
@@ -265,21 +266,10 @@ def qc_narrow_kernel(
                 unsatisfied[u] += parity[u]
         iterations += 1
         converged = _qc_matches(z, layer_ptr, layer_col, layer_shift, syndrome, post2, negative)
-        count = 0
-        for u in range(z):
-            count += unsatisfied[u]
-        if count < fewest:
-            fewest = count
-            since = 0
-        else:
-            since += 1
+        fewest, since = _stall_count(z, unsatisfied, fewest, since)
         if stall > 0 and since >= stall:
             break
-    for j in range(nb):
-        for t in range(z):
-            bits_out[j * z + t] = np.uint8(1) if post2[2 * z * j + t] < zero else np.uint8(0)
-    for e in range(edges):
-        messages[csr_edge[e]] = msg[e]
+    _write_out(z, post2, bits_out, csr_edge, msg, messages)
     return iterations, converged
 
 
