@@ -4,9 +4,11 @@ For each distance: the Lim et al. 2014 Fig. 1 link (detector efficiency 0.10, 6e
 per slot, afterpulsing 0.04, misalignment 0.005, 0.2 dB/km; `LinkModel`'s defaults), decoy
 settings from `optimize_decoy` for the block's expected n_X, and a pulse rate chosen so that the
 detectors' dead time costs under 1 % of detections (see `choose_pulse_rate`). Both QKD modules run
-in this process (`node.module.launch.build_ends` with `BenchFrames`, as `qkdnode module` does),
-pushing keys over Kq-1 to a key manager per node (`Kq1Server`, `KeyManager`, `SqliteKeyStore` in
-a temporary directory). From the blocks' audit records: sifted rate, QBER, secret key per pulse,
+in this process as `qkdnode module` runs them (`node.module.launch.build_ends`): through the
+drivers, Alice's frames into the bench's simulated frame streamer (`scpi.frame_streamer` over its
+VISA transport), Bob's tags from the bench's simulated quTAG (its C mock), pushing keys over Kq-1
+to a key manager per node (`Kq1Server`, `KeyManager`, `SqliteKeyStore` in a temporary
+directory). From the blocks' audit records: sifted rate, QBER, secret key per pulse,
 and the ratios to the key the model predicts for the same parameters and block size.
 
     python benchmarks/bench_link.py            # 10 km and 50 km, 3 blocks each (minutes)
@@ -167,16 +169,14 @@ def _free_port() -> int:
 
 async def _run_link(workdir: Path, km: float, rate: float, d: DecoyParams, block_slots: int,
                     blocks: int, seed: int) -> dict[str, Any]:
-    from qkdnode.drivers.sim.bench import Bench, remove_bench
+    from qkdnode.drivers.sim.bench import remove_bench
     from qkdnode.node.config import load_config
     from qkdnode.node.config.bench import install_bench
-    from qkdnode.node.config.schema import LinkConfig
     from qkdnode.node.io.kq1 import Kq1Server
     from qkdnode.node.km.manager import KeyManager
     from qkdnode.node.km.records import KeyState
     from qkdnode.node.km.store import SqliteKeyStore
     from qkdnode.node.module.launch import build_ends, run_ends
-    from qkdnode.node.module.sim import BenchFrames
 
     (workdir / "secret.bin").write_bytes(os.urandom(SECRET_BYTES))
     port = _free_port()
@@ -195,16 +195,9 @@ async def _run_link(workdir: Path, km: float, rate: float, d: DecoyParams, block
         stores.append(store)
         servers.append(server)
     install_bench(configs[0][1])
-    frames: dict[str, BenchFrames] = {}
-
-    def frames_of(bench: Bench, link: LinkConfig) -> BenchFrames:
-        if link.name not in frames:
-            frames[link.name] = BenchFrames(bench, link.block_slots, min(link.block_slots, 1 << 20))
-        return frames[link.name]
-
     stored: dict[str, int] = {}
     try:
-        ends = build_ends(configs, None, frames_of, rng_seed=seed)
+        ends = build_ends(configs, None, rng_seed=seed)
         for end in ends:
             qdist = end.module.qdist
             qdist.params = dataclasses.replace(qdist.params, block_timeout_s=BLOCK_TIMEOUT_S)
