@@ -16,6 +16,7 @@ Her block, once Bob's :class:`~.messages.DetectionsAnnounced` arrives and her ch
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -72,18 +73,23 @@ class QdistAlice(QdistEnd):
         rng: randomness of the verification and privacy-amplification seeds (public values,
             but they must be unpredictable before they are sent): None (the default) draws
             them from the operating system's CSPRNG (:mod:`secrets`); a numpy Generator is
-            for tests and for recorded runs and their replay only (PCG64 is no CSPRNG).
+            for tests only (PCG64 is no CSPRNG).
+        random_bytes: where the CSPRNG bytes come from when ``rng`` is None (default
+            :func:`secrets.token_bytes`; a recorded run keeps what it drew, its replay
+            gives the same bytes back).
     """
 
     role = "alice"
     _SENDS_AB = True
 
     def __init__(self, params: QdistParams, secret: bytes | bytearray,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None,
+                 random_bytes: Callable[[int], bytes] = secrets.token_bytes) -> None:
         super().__init__(params, secret)
         if rng is not None and not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy Generator or None, got {type(rng).__name__}")
         self._rng = rng
+        self._random_bytes = random_bytes
         self._announced: tuple[RawFrame, DetectionsAnnounced] | None = None
         # Per code: bits disclosed per payload bit when frames decoded, across blocks.
         self._successes: dict[str, list[float]] = {}
@@ -93,13 +99,13 @@ class QdistAlice(QdistEnd):
         """The randomness of one verification seed (:func:`~qkdnode.dsp.verification.draw_seed`)."""
         if self._rng is not None:
             return self._rng
-        return secrets.token_bytes(8 * hash_points(n_bits, self._eps_frame))
+        return self._random_bytes(8 * hash_points(n_bits, self._eps_frame))
 
     def _random_bits(self, n: int) -> NDArray[np.uint8]:
         """``n`` random bits (0/1), e.g. a privacy-amplification seed."""
         if self._rng is not None:
             return self._rng.integers(0, 2, size=n, dtype=np.uint8)
-        raw = np.frombuffer(secrets.token_bytes(-(-n // 8)), np.uint8)
+        raw = np.frombuffer(self._random_bytes(-(-n // 8)), np.uint8)
         return np.unpackbits(raw, count=n)
 
     def _reset_block(self) -> None:
