@@ -56,12 +56,14 @@ from .codes import QcLayout
 from .kernels import (
     ALGORITHM_MIN_SUM,
     ALGORITHM_SUM_PRODUCT,
+    ALGORITHM_SUM_PRODUCT_FAST,
     ALGORITHM_SUM_PRODUCT_TAYLOR,
     csr_batch_kernel,
     csr_kernel,
     decode_reference,
 )
 from .kernels_qc import qc_batch_kernel, qc_kernel
+from .kernels_qc_fast import qc_fast_batch_kernel, qc_fast_kernel
 from .kernels_qc_narrow import qc_narrow_batch_kernel, qc_narrow_kernel
 from .phi import phi_constants
 
@@ -99,11 +101,12 @@ MAX_CHECK_DEGREE = (1 << 20) - 1
 _PHI_CONSTANTS = phi_constants()
 
 # Algorithms, as the integer codes the kernel takes.
-Algorithm = Literal["sum-product", "sum-product-taylor", "min-sum"]
+Algorithm = Literal["sum-product", "sum-product-taylor", "sum-product-fast", "min-sum"]
 _ALGORITHM_CODES: dict[str, int] = {
     "min-sum": ALGORITHM_MIN_SUM,
     "sum-product": ALGORITHM_SUM_PRODUCT,
     "sum-product-taylor": ALGORITHM_SUM_PRODUCT_TAYLOR,
+    "sum-product-fast": ALGORITHM_SUM_PRODUCT_FAST,
 }
 DEFAULT_ALGORITHM: Algorithm = "sum-product-taylor"
 
@@ -387,6 +390,10 @@ def _run(
               np.float32(offset), _PHI_CONSTANTS)
     synd = np.ascontiguousarray(syndromes)
     qc: QcLayout | None = getattr(code, "qc", None)
+    if qc is not None and algorithm == "sum-product-fast":
+        # Its own QC kernel (any z), which takes no algorithm, scale or offset.
+        _run_fast(qc, synd, llrs, messages, common[:2], bits, converged, iterations, parallel)
+        return DecodeResult(bits=bits, converged=converged, iterations=iterations)
     narrow = qc is not None and qc.z < NARROW_QC_Z
     single = qc_narrow_kernel if narrow else qc_kernel
     batch = qc_narrow_batch_kernel if narrow else qc_batch_kernel
@@ -420,3 +427,34 @@ def _run(
                 *common, messages[f], bits[f],
             )
     return DecodeResult(bits=bits, converged=converged, iterations=iterations)
+
+
+def _run_fast(
+    qc: QcLayout,
+    synd: NDArray[np.uint8],
+    llrs: NDArray[np.float32],
+    messages: NDArray[np.float32],
+    budget: tuple[int, int],
+    bits: NDArray[np.uint8],
+    converged: NDArray[np.bool_],
+    iterations: NDArray[np.int32],
+    parallel: bool,
+) -> None:
+    """``"sum-product-fast"`` on a QC code: :mod:`.kernels_qc_fast`, in parallel (one frame per
+    thread at a time, as in :func:`_run`) or frame by frame on this thread."""
+    max_iterations, stall = budget
+    layout = (qc.z, qc.layer_ptr, qc.layer_col, qc.layer_shift, qc.csr_edge)
+    if parallel:
+        chunksize = numba.get_parallel_chunksize()
+        numba.set_parallel_chunksize(1)
+        try:
+            qc_fast_batch_kernel(*layout, synd, llrs, max_iterations, stall, _PHI_CONSTANTS,
+                                 messages, bits, converged, iterations)
+        finally:
+            numba.set_parallel_chunksize(chunksize)
+        return
+    for f in range(synd.shape[0]):
+        iterations[f], converged[f] = qc_fast_kernel(
+            *layout, synd[f], llrs[f], max_iterations, stall, _PHI_CONSTANTS, messages[f],
+            bits[f],
+        )

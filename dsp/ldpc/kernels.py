@@ -13,8 +13,12 @@ Check update (``algorithm``). Sum-product (1): ``|r_i| = phi(T - p_i)``, ``p_j =
 ``T = sum_j p_j`` taken in edge order, ``phi`` from :mod:`.phi` (branch-free float32).
 Sum-product-taylor (2): the same for the two edges of largest ``p`` (first ones on ties), and
 ``phi(T) + a1 p_i + a2 p_i^2`` (:func:`.phi.expansion` at ``T``) for every other edge: one phi
-per edge instead of two. Normalised/offset min-sum (0): ``|r_i| = min(max(scale * min_{j != i}
-|t_j| - offset, 0), MESSAGE_LIMIT)``.
+per edge instead of two. Sum-product-fast (3): as taylor, but the exact messages go to every
+edge whose ``p`` equals the largest or the second largest ``p`` of the check (tied edges all get
+their exact value), so the kernels track two values and no edge indices; its QC kernel
+(:mod:`.kernels_qc_fast`) fuses multiplies and adds, so it agrees with the twin to float32
+rounding rather than bit for bit. Normalised/offset min-sum (0): ``|r_i| = min(max(scale *
+min_{j != i} |t_j| - offset, 0), MESSAGE_LIMIT)``.
 
 The sign of ``r_i`` is the parity of the syndrome bit and of the other inputs' sign bits (so
 ``-0.0`` counts as negative there); a hard decision is 1 where the posterior is ``< 0``.
@@ -44,6 +48,7 @@ from .phi import (
 __all__ = [
     "ALGORITHM_MIN_SUM",
     "ALGORITHM_SUM_PRODUCT",
+    "ALGORITHM_SUM_PRODUCT_FAST",
     "ALGORITHM_SUM_PRODUCT_TAYLOR",
     "csr_batch_kernel",
     "csr_kernel",
@@ -54,6 +59,7 @@ __all__ = [
 ALGORITHM_MIN_SUM: Final = 0
 ALGORITHM_SUM_PRODUCT: Final = 1
 ALGORITHM_SUM_PRODUCT_TAYLOR: Final = 2
+ALGORITHM_SUM_PRODUCT_FAST: Final = 3
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _magnitudes(
@@ -91,6 +97,27 @@ def _magnitudes(
                 mags[row + u] = max(total[u] - mags[row + u], zero)
         for j in range(n):
             mags[j] = phi(mags[j], k)
+        return
+    if algorithm == 3:
+        minus = np.float32(-1.0)
+        for u in range(width):
+            t = zero
+            max1 = minus
+            max2 = minus
+            for r in range(degree):
+                p = phi(abs(ext[r * width + u]), k)
+                mags[r * width + u] = p
+                t += p
+                max2 = max(max2, min(max1, p))
+                max1 = max(max1, p)
+            e1 = phi(max(t - max1, zero), k)
+            e2 = phi(max(t - max2, zero), k)
+            base = phi(t, k)
+            c1, c2 = expansion(t, k)
+            for r in range(degree):
+                p = mags[r * width + u]
+                approx = base + p * (c1 + p * c2)
+                mags[r * width + u] = e1 if p == max1 else (e2 if p == max2 else approx)
         return
     if algorithm == 2:
         minus = np.float32(-1.0)
@@ -278,7 +305,8 @@ def decode_reference(
     ``messages`` (check-major, ``float32[E]``) are the starting messages, updated in place.
 
     Returns:
-        ``(bits, iterations, converged)``, bit for bit what the kernels return.
+        ``(bits, iterations, converged)``, bit for bit what the kernels return (for
+        ``ALGORITHM_SUM_PRODUCT_FAST``: the CSR kernel; the fused QC kernel to rounding).
     """
     f32 = np.float32
     zero = f32(0.0)
@@ -324,6 +352,18 @@ def decode_reference(
                 c1, c2 = (c[0] for c in expansion_reference(at_total))
                 mags = (base + phis * (c1 + phis * c2)).astype(np.float32)
                 mags[weakest] = exact
+            elif algorithm == ALGORITHM_SUM_PRODUCT_FAST:
+                phis = phi_reference(a)
+                total = np.cumsum(phis, dtype=np.float32)[-1]
+                top = np.sort(phis)[::-1]  # the largest phi and the runner-up (equal on ties)
+                x1, x2 = top[0], (top[1] if top.size > 1 else f32(-1.0))
+                exact = phi_reference(np.maximum(total - np.array([x1, x2], np.float32), zero))
+                at_total = np.array([total], dtype=np.float32)
+                base = phi_reference(at_total)[0]
+                c1, c2 = (c[0] for c in expansion_reference(at_total))
+                mags = (base + phis * (c1 + phis * c2)).astype(np.float32)
+                mags = np.where(phis == x2, exact[1], mags)
+                mags = np.where(phis == x1, exact[0], mags).astype(np.float32)
             else:
                 order = np.argsort(a, kind="stable")
                 big = f32(np.finfo(np.float32).max)

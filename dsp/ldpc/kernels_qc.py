@@ -279,6 +279,39 @@ def _write_out(z: int, post2: NDArray[np.float32], bits_out: NDArray[np.uint8],
         messages[csr_edge[e]] = msg[e]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _start(
+    z: int, layer_ptr: NDArray[np.int64], layer_col: NDArray[np.int32],
+    layer_shift: NDArray[np.int32], csr_edge: NDArray[np.int64], llr: NDArray[np.float32],
+    messages: NDArray[np.float32],
+) -> tuple[NDArray[np.float32], NDArray[np.float32], int]:  # pragma: no cover - compiled
+    """The starting state of a decode: (messages in the layer order, doubled posteriors
+    ``llr`` plus the messages, largest base check degree)."""
+    mb = layer_ptr.shape[0] - 1
+    nb = llr.shape[0] // z
+    edges = csr_edge.shape[0]
+    msg = np.empty(edges, dtype=np.float32)
+    for e in range(edges):
+        msg[e] = messages[csr_edge[e]]
+    post = llr.copy()
+    max_degree = 1
+    for i in range(mb):
+        max_degree = max(max_degree, layer_ptr[i + 1] - layer_ptr[i])
+        for b in range(layer_ptr[i], layer_ptr[i + 1]):
+            base = layer_col[b] * z
+            s = layer_shift[b]
+            for u in range(s, z):
+                post[base + u - s] += msg[b * z + u]
+            for u in range(s):
+                post[base + u - s + z] += msg[b * z + u]
+    post2 = np.empty(2 * nb * z, dtype=np.float32)
+    for j in range(nb):
+        for t in range(z):
+            post2[2 * z * j + t] = post[j * z + t]
+            post2[2 * z * j + z + t] = post[j * z + t]
+    return msg, post2, max_degree
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def qc_kernel(
     z: int,
@@ -308,27 +341,7 @@ def qc_kernel(
     ``(iterations, converged)``.
     """
     mb = layer_ptr.shape[0] - 1
-    nb = llr.shape[0] // z
-    edges = csr_edge.shape[0]
-    msg = np.empty(edges, dtype=np.float32)
-    for e in range(edges):
-        msg[e] = messages[csr_edge[e]]
-    post = llr.copy()
-    max_degree = 1
-    for i in range(mb):
-        max_degree = max(max_degree, layer_ptr[i + 1] - layer_ptr[i])
-        for b in range(layer_ptr[i], layer_ptr[i + 1]):
-            base = layer_col[b] * z
-            s = layer_shift[b]
-            for u in range(s, z):
-                post[base + u - s] += msg[b * z + u]
-            for u in range(s):
-                post[base + u - s + z] += msg[b * z + u]
-    post2 = np.empty(2 * nb * z, dtype=np.float32)
-    for j in range(nb):
-        for t in range(z):
-            post2[2 * z * j + t] = post[j * z + t]
-            post2[2 * z * j + z + t] = post[j * z + t]
+    msg, post2, max_degree = _start(z, layer_ptr, layer_col, layer_shift, csr_edge, llr, messages)
     ext = np.empty(max_degree * z, dtype=np.float32)
     mags = np.empty(max_degree * z, dtype=np.float32)
     newpost = np.empty(2 * max_degree * z, dtype=np.float32)

@@ -1,0 +1,212 @@
+"""The ``"sum-product-fast"`` check update on quasi-cyclic codes: taylor sum-product with the
+weakest inputs found by value, in fused multiply-adds.
+
+The layout and schedule are those of :mod:`.kernels_qc` (a layer of ``z`` checks at a time,
+doubled posteriors, a layer gathered into scratch rows). The check update is sum-product-taylor
+(:mod:`.kernels`) with two changes that make it cheaper per edge:
+
+* the exact message ``phi(T - p)`` goes to every edge whose ``p`` *equals* the largest or the
+  second largest ``p`` of its check, instead of to the edges at the first two positions of
+  those values: the running extremes are then two ``max``/``min`` per edge, with no edge
+  indices to carry (tied edges get the same exact value, which is ``phi(T - p)`` for each of
+  them, so this is never less exact than the index rule);
+* the layer update is compiled with floating-point contraction (``fastmath={"contract"}``), so
+  LLVM fuses multiplies and adds into FMA instructions (phi's polynomials, the expansion).
+
+The plain twin is :func:`.kernels.decode_reference` with ``ALGORITHM_SUM_PRODUCT_FAST`` (and
+:func:`.kernels.csr_kernel` agrees with it bit for bit): it rounds every product and sum, so
+this kernel's messages differ from the twin's by float32 rounding (a few units in the last place
+per fused operation, see the tests for the tolerance); decisions and iteration counts agree
+except on knife-edge ties.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+
+from .kernels_qc import _matches, _stall_count, _start, _with_sign, _write_out, _xor_sign
+from .phi import PhiConstants, expansion, phi
+
+__all__ = ["qc_fast_batch_kernel", "qc_fast_kernel"]
+
+# Rows of the running per-lane accumulators (``float32[2, _ACC_ROWS, z]``), read from one half
+# and written to the other at each edge, as in :mod:`.kernels_qc`.
+_TOTAL = 0  # sum of phi
+_NEGATIVE = 1  # sign parity of the inputs and of the syndrome bit
+_X1 = 2  # largest phi
+_X2 = 3  # second largest phi (equal to _X1 on a tie)
+_ACC_ROWS = 4
+
+# Rows of the per-lane terms of the new messages (``float32[_LANE_ROWS, z]``).
+_BASE = 0  # phi(T)
+_COEF1 = 1  # first expansion coefficient at T
+_COEF2 = 2  # second expansion coefficient at T
+_EXACT1 = 3  # phi(T - largest phi)
+_EXACT2 = 4  # phi(T - second largest phi)
+_LANE_ROWS = 5
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _layer_fast(
+    z: int, degree: int, first: int, layer_col: NDArray[np.int32],
+    layer_shift: NDArray[np.int32], syndrome: NDArray[np.uint8], post2: NDArray[np.float32],
+    msg: NDArray[np.float32], ext: NDArray[np.float32], mags: NDArray[np.float32],
+    newpost: NDArray[np.float32], k: PhiConstants, acc: NDArray[np.float32],
+    lane: NDArray[np.float32], parity: NDArray[np.int32], count: bool,
+) -> None:  # pragma: no cover - compiled
+    """One layered update of the ``z`` checks of a base check (see ``kernels_qc._layer``)."""
+    zero = np.float32(0.0)
+    n = degree * z
+    for r in range(degree):
+        b = first + r
+        start = 2 * z * layer_col[b] + z - layer_shift[b]
+        src = post2[start : start + z]
+        mr = msg[b * z : b * z + z]
+        er = ext[r * z : r * z + z]
+        for u in range(z):
+            er[u] = src[u] - mr[u]
+    for j in range(n):
+        mags[j] = phi(abs(ext[j]), k)
+    cur = acc[0]
+    minus_zero = np.float32(-0.0)
+    minus = np.float32(-1.0)  # below any phi
+    for u in range(z):
+        cur[_TOTAL, u] = zero
+        cur[_NEGATIVE, u] = minus_zero if (syndrome[u] & np.uint8(1)) != 0 else zero
+        cur[_X1, u] = minus
+        cur[_X2, u] = minus
+    for r in range(degree):
+        cur = acc[r & 1]
+        nxt = acc[(r + 1) & 1]
+        er = ext[r * z : r * z + z]
+        mg = mags[r * z : r * z + z]
+        for u in range(z):
+            p = mg[u]
+            m1 = cur[_X1, u]
+            nxt[_TOTAL, u] = cur[_TOTAL, u] + p
+            nxt[_NEGATIVE, u] = _xor_sign(cur[_NEGATIVE, u], er[u])
+            nxt[_X2, u] = max(cur[_X2, u], min(m1, p))
+            nxt[_X1, u] = max(m1, p)
+    ends = acc[degree & 1]
+    for u in range(z):
+        t = ends[_TOTAL, u]
+        lane[_EXACT1, u] = phi(max(t - ends[_X1, u], zero), k)
+        lane[_EXACT2, u] = phi(max(t - ends[_X2, u], zero), k)
+        lane[_BASE, u] = phi(t, k)
+        lane[_COEF1, u], lane[_COEF2, u] = expansion(t, k)
+    for r in range(degree):
+        b = first + r
+        er = ext[r * z : r * z + z]
+        nr = newpost[2 * r * z : 2 * r * z + 2 * z]
+        mg = mags[r * z : r * z + z]
+        mo = msg[b * z : b * z + z]
+        for u in range(z):
+            p = mg[u]
+            t = er[u]
+            approx = lane[_BASE, u] + p * (lane[_COEF1, u] + p * lane[_COEF2, u])
+            mag = lane[_EXACT2, u] if p == ends[_X2, u] else approx
+            mag = lane[_EXACT1, u] if p == ends[_X1, u] else mag
+            value = _with_sign(mag, _xor_sign(ends[_NEGATIVE, u], t))
+            mo[u] = value
+            v = t + value
+            nr[u] = v
+            nr[z + u] = v
+    if count:
+        for u in range(z):
+            parity[u] = np.int32(syndrome[u] & np.uint8(1))
+        for r in range(degree):
+            nr = newpost[2 * r * z : 2 * r * z + z]
+            for u in range(z):
+                parity[u] ^= np.int32(1) if nr[u] < zero else np.int32(0)
+    for r in range(degree):
+        b = first + r
+        s = layer_shift[b]
+        col = 2 * z * layer_col[b]
+        src = newpost[2 * r * z + s : 2 * r * z + s + z]
+        low = post2[col : col + z]
+        high = post2[col + z : col + 2 * z]
+        for u in range(z):
+            v = src[u]
+            low[u] = v
+            high[u] = v
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def qc_fast_kernel(
+    z: int,
+    layer_ptr: NDArray[np.int64],
+    layer_col: NDArray[np.int32],
+    layer_shift: NDArray[np.int32],
+    csr_edge: NDArray[np.int64],
+    syndrome: NDArray[np.uint8],
+    llr: NDArray[np.float32],
+    max_iterations: int,
+    stall: int,
+    k: PhiConstants,
+    messages: NDArray[np.float32],
+    bits_out: NDArray[np.uint8],
+) -> tuple[int, bool]:  # pragma: no cover - compiled
+    """Layered sum-product-fast on a QC code; arguments and layout as
+    :func:`.kernels_qc.qc_kernel` (no algorithm, scale or offset). Returns
+    ``(iterations, converged)``."""
+    mb = layer_ptr.shape[0] - 1
+    msg, post2, max_degree = _start(z, layer_ptr, layer_col, layer_shift, csr_edge, llr, messages)
+    ext = np.empty(max_degree * z, dtype=np.float32)
+    mags = np.empty(max_degree * z, dtype=np.float32)
+    newpost = np.empty(2 * max_degree * z, dtype=np.float32)
+    acc = np.empty((2, _ACC_ROWS, z), dtype=np.float32)
+    lane = np.empty((_LANE_ROWS, z), dtype=np.float32)
+    parity = np.empty(z, dtype=np.int32)
+    unsatisfied = np.empty(z, dtype=np.int64)
+    counting = stall > 0
+    iterations = 0
+    fewest = mb * z + 1
+    since = 0
+    converged = _matches(z, layer_ptr, layer_col, layer_shift, syndrome, post2, parity)
+    while not converged and iterations < max_iterations:
+        for u in range(z):
+            unsatisfied[u] = 0
+        for i in range(mb):
+            first = layer_ptr[i]
+            degree = layer_ptr[i + 1] - first
+            _layer_fast(z, degree, first, layer_col, layer_shift, syndrome[i * z : i * z + z],
+                        post2, msg, ext, mags, newpost, k, acc, lane, parity, counting)
+            if counting:
+                for u in range(z):
+                    unsatisfied[u] += parity[u]
+        iterations += 1
+        converged = _matches(z, layer_ptr, layer_col, layer_shift, syndrome, post2, parity)
+        fewest, since = _stall_count(z, unsatisfied, fewest, since)
+        if stall > 0 and since >= stall:
+            break
+    _write_out(z, post2, bits_out, csr_edge, msg, messages)
+    return iterations, converged
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def qc_fast_batch_kernel(
+    z: int,
+    layer_ptr: NDArray[np.int64],
+    layer_col: NDArray[np.int32],
+    layer_shift: NDArray[np.int32],
+    csr_edge: NDArray[np.int64],
+    syndromes: NDArray[np.uint8],
+    llrs: NDArray[np.float32],
+    max_iterations: int,
+    stall: int,
+    k: PhiConstants,
+    msgs: NDArray[np.float32],
+    bits_out: NDArray[np.uint8],
+    converged_out: NDArray[np.bool_],
+    iterations_out: NDArray[np.int32],
+) -> None:  # pragma: no cover - compiled
+    """:func:`qc_fast_kernel` on each row, the rows spread over all cores."""
+    for f in numba.prange(syndromes.shape[0]):
+        iterations, converged = qc_fast_kernel(
+            z, layer_ptr, layer_col, layer_shift, csr_edge, syndromes[f], llrs[f],
+            max_iterations, stall, k, msgs[f], bits_out[f],
+        )
+        iterations_out[f] = iterations
+        converged_out[f] = converged

@@ -1,0 +1,191 @@
+"""Tests of the ``"sum-product-fast"`` check update: the CSR kernel against the plain twin (bit
+for bit), the fused QC kernel against the twin (to float32 rounding), and decoding itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qkdnode.dsp.ldpc.codes import LdpcCode, code_from_matrix, code_from_qc, syndrome
+from qkdnode.dsp.ldpc.decoder import (
+    LLR_LIMIT,
+    decode_syndrome,
+    decode_syndrome_reference,
+    decode_syndromes,
+)
+
+FAST = "sum-product-fast"
+
+# The fused kernel rounds once per multiply-add where the twin rounds twice: its messages stay
+# within this relative (and, near zero, absolute) distance of the twin's over a few iterations.
+FUSED_RTOL = 1e-4
+FUSED_ATOL = 1e-5
+
+
+def random_code(n: int, m: int, var_degree: int, seed: int) -> LdpcCode:
+    """A random LDPC code (CSR kernel): each variable joins ``var_degree`` random checks."""
+    rng = np.random.default_rng(seed)
+    degree = min(var_degree, m)
+    rows = np.concatenate([rng.choice(m, size=degree, replace=False) for _ in range(n)])
+    cols = np.repeat(np.arange(n), degree)
+    H = sp.csr_matrix((np.ones(rows.size, dtype=np.uint8), (rows, cols)), shape=(m, n))
+    return code_from_matrix(H)
+
+
+def random_qc_code(z: int, base_m: int, base_n: int, var_degree: int, seed: int) -> LdpcCode:
+    """A random quasi-cyclic code (QC kernels), random shifts."""
+    rng = np.random.default_rng(seed)
+    degree = min(var_degree, base_m)
+    rows = np.concatenate([rng.choice(base_m, size=degree, replace=False) for _ in range(base_n)])
+    cols = np.repeat(np.arange(base_n), degree)
+    code = code_from_qc(z, base_m, base_n, rows, cols, rng.integers(0, z, rows.size))
+    assert code.qc is not None
+    return code
+
+
+def channel(rng: np.random.Generator, n: int, qber: float) -> tuple[np.ndarray, np.ndarray]:
+    """Alice's random word and Bob's LLRs after a BSC(qber)."""
+    alice = rng.integers(0, 2, n, dtype=np.uint8)
+    bob = alice ^ (rng.random(n) < qber).astype(np.uint8)
+    return alice, ((1.0 - 2.0 * bob) * np.log((1 - qber) / qber)).astype(np.float32)
+
+
+llr_values = st.sampled_from(
+    [0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 3.9, -3.9, 0.1, 0.01, 1e-13, 17.0, LLR_LIMIT, -LLR_LIMIT]
+)
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    n=st.integers(2, 40),
+    var_degree=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+    data=st.data(),
+    max_iterations=st.integers(0, 8),
+    stall=st.sampled_from([None, 1, 3]),
+)
+def test_csr_kernel_agrees_with_twin_bit_for_bit(
+    n: int, var_degree: int, seed: int, data: st.DataObject, max_iterations: int,
+    stall: int | None,
+) -> None:
+    m = max(1, n // 3)
+    code = random_code(n, m, var_degree, seed)
+    synd = np.array(data.draw(st.lists(st.integers(0, 1), min_size=m, max_size=m)), np.uint8)
+    llr = np.array(data.draw(st.lists(llr_values, min_size=n, max_size=n)), np.float32)
+    messages = np.array(
+        data.draw(st.lists(llr_values, min_size=code.n_edges, max_size=code.n_edges)), np.float32
+    )
+    twin_messages = messages.copy()
+    result = decode_syndrome(code, synd, llr, max_iterations, algorithm=FAST, messages=messages,
+                             stall_iterations=stall)
+    bits, iterations, converged = decode_syndrome_reference(
+        code.chk_ptr, code.chk_var, synd, llr, max_iterations, 0.78, 0.0, FAST, twin_messages,
+        stall or 0,
+    )
+    np.testing.assert_array_equal(result.bits, bits)
+    assert (result.iterations, result.converged) == (iterations, converged)
+    np.testing.assert_array_equal(messages.view(np.int32), twin_messages.view(np.int32))
+
+
+@settings(deadline=None, max_examples=30)
+@given(
+    z=st.sampled_from([1, 3, 8, 17, 64]),
+    base_m=st.integers(1, 5),
+    extra=st.integers(1, 8),
+    var_degree=st.integers(1, 3),
+    seed=st.integers(0, 2**32 - 1),
+    qber=st.sampled_from([0.01, 0.04, 0.1]),
+    max_iterations=st.integers(0, 3),
+    warm=st.booleans(),
+)
+def test_fused_qc_kernel_agrees_with_twin(
+    z: int, base_m: int, extra: int, var_degree: int, seed: int, qber: float,
+    max_iterations: int, warm: bool,
+) -> None:
+    code = random_qc_code(z, base_m, base_m + extra, var_degree, seed)
+    rng = np.random.default_rng(seed)
+    alice, llr = channel(rng, code.n, qber)
+    synd = syndrome(code, alice)
+    messages = np.zeros(code.n_edges, np.float32)
+    if warm:  # start from messages of an earlier decode, as blind reconciliation does
+        decode_syndrome(code, synd, llr, 1, algorithm="sum-product", messages=messages)
+    twin_messages = messages.copy()
+    result = decode_syndrome(code, synd, llr, max_iterations, algorithm=FAST, messages=messages)
+    bits, iterations, converged = decode_syndrome_reference(
+        code.chk_ptr, code.chk_var, synd, llr, max_iterations, 0.78, 0.0, FAST, twin_messages
+    )
+    np.testing.assert_array_equal(result.bits, bits)
+    assert (result.iterations, result.converged) == (iterations, converged)
+    np.testing.assert_allclose(messages, twin_messages, rtol=FUSED_RTOL, atol=FUSED_ATOL)
+
+
+@settings(deadline=None, max_examples=20)
+@given(
+    kind=st.sampled_from(["csr", "qc"]),
+    seed=st.integers(0, 2**32 - 1),
+    qber=st.sampled_from([0.01, 0.05, 0.12, 0.3]),
+    max_iterations=st.integers(0, 30),
+)
+def test_converged_decode_matches_syndrome(
+    kind: str, seed: int, qber: float, max_iterations: int
+) -> None:
+    code = random_qc_code(8, 16, 40, 3, seed) if kind == "qc" else random_code(320, 128, 3, seed)
+    alice, llr = channel(np.random.default_rng(seed), code.n, qber)
+    synd = syndrome(code, alice)
+    result = decode_syndrome(code, synd, llr, max_iterations, algorithm=FAST)
+    assert result.iterations <= max_iterations
+    if result.converged:
+        np.testing.assert_array_equal(syndrome(code, result.bits), synd)
+    else:
+        assert result.iterations == max_iterations
+        assert not np.array_equal(syndrome(code, result.bits), synd)
+
+
+@pytest.mark.parametrize("kind", ["csr", "qc"])
+def test_corrects_errors_below_threshold(kind: str) -> None:
+    code = random_qc_code(20, 100, 200, 3, 7) if kind == "qc" else random_code(4000, 2000, 3, 7)
+    rng = np.random.default_rng(11)
+    for _ in range(5):
+        alice, llr = channel(rng, code.n, 0.03)
+        assert ((llr < 0) != alice.astype(bool)).sum() > 50
+        result = decode_syndrome(code, syndrome(code, alice), llr, algorithm=FAST)
+        assert result.converged
+        assert 0 < result.iterations < 60
+        np.testing.assert_array_equal(result.bits, alice)
+
+
+@pytest.mark.parametrize("z", [5, 64])
+def test_batch_equals_single(z: int) -> None:
+    code = random_qc_code(z, 12, 30, 3, seed=5)
+    rng = np.random.default_rng(6)
+    words = [channel(rng, code.n, 0.06) for _ in range(5)]
+    synds = np.array([syndrome(code, a) for a, _ in words], np.uint8)
+    llrs = np.array([llr for _, llr in words], np.float32)
+    messages = np.zeros((5, code.n_edges), np.float32)
+    batch = decode_syndromes(code, synds, llrs, 20, algorithm=FAST, messages=messages)
+    for k in range(5):
+        single_messages = np.zeros(code.n_edges, np.float32)
+        single = decode_syndrome(code, synds[k], llrs[k], 20, algorithm=FAST,
+                                 messages=single_messages)
+        np.testing.assert_array_equal(batch.bits[k], single.bits)
+        assert (bool(batch.converged[k]), int(batch.iterations[k])) == (
+            single.converged, single.iterations)
+        np.testing.assert_array_equal(messages[k].view(np.int32), single_messages.view(np.int32))
+
+
+def test_exact_messages_reach_tied_weakest_inputs() -> None:
+    # One check of degree 4 whose inputs all have the same magnitude: every edge's phi ties for
+    # the largest, so every edge gets the exact sum-product message (as exact sum-product does).
+    H = sp.csr_matrix(np.ones((1, 4), np.uint8))
+    code = code_from_matrix(H)
+    llr = np.full(4, 1.3, np.float32)
+    synd = np.ones(1, np.uint8)  # unsatisfied by the hard decisions: one iteration runs
+    fast = np.zeros(code.n_edges, np.float32)
+    exact = np.zeros(code.n_edges, np.float32)
+    decode_syndrome_reference(code.chk_ptr, code.chk_var, synd, llr, 1, 0.78, 0.0, FAST, fast)
+    decode_syndrome_reference(code.chk_ptr, code.chk_var, synd, llr, 1, 0.78, 0.0,
+                              "sum-product", exact)
+    np.testing.assert_array_equal(fast, exact)
