@@ -25,6 +25,7 @@ function runs the same dsp functions, so tests and benchmarks measure what the n
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -119,8 +120,10 @@ def distill_local(
         kappa: secrecy per key bit (eps_sec = kappa * length). Neither: eps_sec = 1e-10.
         qber_estimate: Prior QBER for reconciliation (default: the Z-basis error rate).
         qber_abort: Abort above this QBER.
-        rng: Randomness for verification and privacy-amplification seeds (fresh entropy when
-            None); the seeds are public, so a seeded generator is fine in tests.
+        rng: Randomness for verification and privacy-amplification seeds: ``None`` (default)
+            draws every seed from the OS CSPRNG (``secrets.token_bytes``); a numpy generator
+            (reproducible, for tests) is used as given. The seeds are published, and a numpy
+            generator's state can be recovered from its outputs: production passes ``None``.
 
     Returns:
         The :class:`DistillResult`; an abort is a result with ``length == 0`` and a reason.
@@ -130,9 +133,9 @@ def distill_local(
     """
     if eps_sec is None and kappa is None:
         eps_sec = 1e-10
-    source = rng if rng is not None else np.random.default_rng()
-    if not isinstance(source, np.random.Generator):
+    if rng is not None and not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy Generator or None, got {type(rng).__name__}")
+    source = rng
     if qber_estimate is None:
         qber_estimate = counts.qber_z
     n_bits = int(np.asarray(alice_bits).size)
@@ -168,9 +171,17 @@ def distill_local(
         reason = estimate.reason or "no frame was reconciled"
         return DistillResult(empty, empty, 0, reason, n_bits, kept_bits, qber, leakage,
                              achieved_eps_cor, estimate, report)
-    seed = source.integers(0, 2, size=kept_bits + length - 1, dtype=np.uint8)
+    seed = _toeplitz_seed(source, kept_bits + length - 1)
     # Both ends' hashes in one FFT product where the rounding bound allows (privacy_pair); each
     # output is exactly toeplitz_hash of that end's own bits.
     key_alice, key_bob = toeplitz_hash_pair(alice_kept, bob_kept, seed, length)
     return DistillResult(key_alice, key_bob, length, None, n_bits, kept_bits, qber, leakage,
                          achieved_eps_cor, estimate, report)
+
+
+def _toeplitz_seed(source: np.random.Generator | None, bits: int) -> NDArray[np.uint8]:
+    """``bits`` seed bits (``uint8`` 0/1): from ``source``, or from the OS CSPRNG if ``None``."""
+    if source is not None:
+        return source.integers(0, 2, size=bits, dtype=np.uint8)
+    raw = np.frombuffer(secrets.token_bytes(-(-bits // 8)), dtype=np.uint8)
+    return np.unpackbits(raw)[:bits]

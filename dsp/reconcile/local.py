@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -21,7 +22,7 @@ from ..ldpc.codes import (
     validated_qber,
 )
 from ..ldpc.decoder import DEFAULT_MAX_ITERATIONS, decode_syndromes
-from ..verification import DEFAULT_EPS_COR
+from ..verification import DEFAULT_EPS_COR, hash_points
 from .ends import AliceFrame, BobFrame
 from .messages import Message
 from .plan import (
@@ -165,17 +166,29 @@ class ReconcileReport:
         return sum(f.errors for f in self.frames if f.kept)
 
 
-def _rng(source: np.random.Generator | bytes | None) -> np.random.Generator:
+def _rng(source: np.random.Generator | bytes | None) -> np.random.Generator | None:
+    """The source of the verification seeds; ``None`` stands for the OS CSPRNG (``secrets``)."""
     if source is None:
-        # Fresh operating-system entropy: the secure default when the caller passes none.
-        return np.random.default_rng()
+        return None
     if isinstance(source, np.random.Generator):
         return source
     if isinstance(source, bytes | bytearray):
         if len(source) < 16:
             raise ValueError("rng: seed bytes must hold at least 16 bytes (128 bits)")
+        # Reproducible by design (tests, audits): the caller chose the seed.
         return np.random.default_rng(int.from_bytes(bytes(source), "big"))
     raise TypeError(f"rng must be a numpy Generator, bytes or None, got {type(source).__name__}")
+
+
+def _seed_source(
+    source: np.random.Generator | None, n_bits: int, eps_cor: float
+) -> np.random.Generator | bytes:
+    """What one verification seed is drawn from: the caller's generator, or fresh bytes of the
+    OS CSPRNG. A numpy generator's state can be recovered from its outputs, and the seeds are
+    published: with the default, no seed says anything about another."""
+    if source is not None:
+        return source
+    return secrets.token_bytes(8 * hash_points(n_bits, eps_cor))
 
 
 def choose_code(qber: float, n: int | None, available: int | None = None) -> LdpcCode:
@@ -286,8 +299,9 @@ def reconcile_local(
         bob_bits: Bob's sifted key, same length.
         qber_estimate: Prior QBER estimate, or ``None``. Above ``ABORT_QBER`` the result is an
             abort, not an exception.
-        rng: Randomness of the verification seeds: a numpy ``Generator``, seed bytes (at least
-            16), or ``None`` for fresh operating-system entropy.
+        rng: Randomness of the verification seeds: a numpy ``Generator`` or seed bytes (at
+            least 16; both reproducible, for tests), or ``None`` (default): every seed drawn
+            from the OS CSPRNG (``secrets.token_bytes``).
         eps_cor: Collision bound of each frame's verification.
         code: A specific code for every frame (else the best shipped code per frame).
         n: Frame length of the shipped family to use (``None``: chosen per batch from the bits
@@ -438,7 +452,7 @@ def _run_batch(
     qber: float,
     start_efficiency: float,
     first_frame: int,
-    source: np.random.Generator,
+    source: np.random.Generator | None,
     eps_cor: float,
     max_iterations: int,
     transcript: list[Message] | None,
@@ -510,7 +524,9 @@ def _run_batch(
             send(k, report)
             if report.status == "decoded":
                 decoded_disclosed[k] = disclosed[k]
-                tag = alices[k].tag(source, eps_cor)
+                tag = alices[k].tag(
+                    _seed_source(source, alices[k].payload.size, eps_cor), eps_cor
+                )
                 send(k, tag)
                 verdict = bobs[k].on_tag(tag)
                 send(k, verdict)

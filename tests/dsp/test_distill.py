@@ -75,3 +75,30 @@ def test_bad_rng_type(block):
     alice, bob, counts, mu, p, _ = block
     with pytest.raises(TypeError, match="rng"):
         distill_local(alice, bob, counts, mu, p, rng=42)  # type: ignore[arg-type]
+
+
+def test_default_seeds_come_from_the_os_csprng(block, monkeypatch):
+    # rng=None: the verification and Toeplitz seeds are bytes of secrets.token_bytes; no numpy
+    # generator (its state would follow from the published seeds) is created.
+    import qkdnode.dsp.distill as distill
+
+    alice, bob, counts, mu, p, _ = block
+    drawn: list[int] = []
+    real = distill.secrets.token_bytes
+
+    def token_bytes(size):
+        drawn.append(size)
+        return real(size)
+
+    def no_numpy(*args, **kwargs):
+        raise AssertionError("a numpy generator was created for public seeds")
+
+    monkeypatch.setattr(distill.secrets, "token_bytes", token_bytes)
+    monkeypatch.setattr(np.random, "default_rng", no_numpy)
+    result = distill_local(alice, bob, counts, mu, p, kappa=1e-15)
+    monkeypatch.undo()
+    assert result.length > 0
+    np.testing.assert_array_equal(result.key_alice, result.key_bob)
+    # One draw per verification tag, then the Toeplitz seed (kept + length - 1 bits).
+    assert drawn[-1] == -(-(result.kept_bits + result.length - 1) // 8)
+    assert len(drawn) == 1 + sum(1 for f in result.reconciliation.frames if f.decoded_disclosed)

@@ -393,3 +393,41 @@ def test_frames_after_the_pilots_keep_the_pilots_code() -> None:
     assert report.frames_attempted == 4
     assert {f.code_name for f in report.frames} == {choose_code(0.02, None, alice.size).name}
     np.testing.assert_array_equal(report.corrected[report.kept], alice[report.kept])
+
+
+def test_default_seeds_come_from_the_os_csprng(monkeypatch: pytest.MonkeyPatch) -> None:
+    # rng=None: every verification seed is fresh bytes of secrets.token_bytes, never a numpy
+    # generator (whose state its published outputs would reveal).
+    alice, bob = bsc(11, 6000, 0.03)
+    drawn: list[bytes] = []
+    real = reconcile.local.secrets.token_bytes
+
+    def token_bytes(size: int) -> bytes:
+        drawn.append(real(size))
+        return drawn[-1]
+
+    def no_numpy(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a numpy generator was created for public seeds")
+
+    monkeypatch.setattr(reconcile.local.secrets, "token_bytes", token_bytes)
+    monkeypatch.setattr(np.random, "default_rng", no_numpy)
+    report = reconcile_local(alice, bob, 0.03, code=CODE, keep_messages=True)
+    monkeypatch.undo()
+    tags = [m for m in report.messages if isinstance(m, TagComputed)]
+    assert tags
+    assert len(drawn) == len(tags)
+    for tag, raw in zip(tags, drawn, strict=True):
+        np.testing.assert_array_equal(tag.seed, np.frombuffer(raw, dtype=">u8").astype(np.uint64))
+    np.testing.assert_array_equal(report.corrected[report.kept], alice[report.kept])
+
+
+def test_seed_bytes_make_a_run_reproducible() -> None:
+    alice, bob = bsc(12, 6000, 0.03)
+    runs = [
+        reconcile_local(alice, bob, 0.03, rng=bytes(range(16)), code=CODE, keep_messages=True)
+        for _ in range(2)
+    ]
+    seeds = [[m.seed for m in r.messages if isinstance(m, TagComputed)] for r in runs]
+    assert seeds[0]
+    for first, second in zip(*seeds, strict=True):
+        np.testing.assert_array_equal(first, second)
