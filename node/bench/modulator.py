@@ -113,7 +113,7 @@ def plot_scan(path: Path, outcome: Outcome, *, value_text: str, simulated: bool)
 
     plt = _figure()
     v, p, popt = outcome.fits[0]
-    fig, ax = plt.subplots(figsize=(7.0, 4.5))
+    fig, ax = plt.subplots(figsize=(9.0, 4.5))
     order = np.argsort(v)
     ax.semilogy(v[order] * 1.0, p[order] * 1e6, "o", ms=3, color="k", label="tap readings")
     grid = np.linspace(float(v.min()), float(v.max()), 2000)
@@ -124,7 +124,8 @@ def plot_scan(path: Path, outcome: Outcome, *, value_text: str, simulated: bool)
     ax.axhline(math.exp(popt[0]) * 1e6, color="tab:green", ls=":", label="peak")
     ax.set_xlabel("modulator bias (V)")
     ax.set_ylabel("monitor tap power (µW)")
-    ax.legend(fontsize=8, loc="lower right")
+    # Beside the axes: inside, it hid a null near the scan's end.
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _stamp(ax, simulated)
     fig.suptitle("intensity modulator transfer curve" + ("  [SIMULATED BENCH]" if simulated
                                                           else ""))

@@ -122,10 +122,30 @@ def resolve_settings(procedure: Procedure, overrides: Mapping[str, Any]) -> dict
 
 
 def _value_text(out: Outcome) -> str:
-    if out.unit == "ps" and abs(out.value) >= 1e4:
-        return f"{out.value / 1e3:.4g} ± {out.uncertainty / 1e3:.2g} ns"
-    unit = "" if out.unit == "1" else f" {out.unit}"
-    return f"{out.value:.5g} ± {out.uncertainty:.2g}{unit}"
+    return _quantity_text(out.value, out.uncertainty, out.unit)
+
+
+def _quantity_text(value: float, uncertainty: float, unit: str) -> str:
+    if unit == "ps" and abs(value) >= 1e4:
+        return f"{value / 1e3:.4g} ± {uncertainty / 1e3:.2g} ns"
+    unit = "" if unit == "1" else f" {unit}"
+    return f"{value:.5g} ± {uncertainty:.2g}{unit}"
+
+
+# What each procedure's per-channel value is, for the plot panels' titles.
+_CHANNEL_QUANTITY = {
+    "dark-counts": "dark count rate", "afterpulsing": "afterpulse probability",
+    "dead-time": "dead time", "jitter": "FWHM (tagger removed)",
+    "delay-alignment": "delay to add", "detector-efficiency": "efficiency",
+    "efficiency-mismatch": "efficiency relative to the mean",
+}
+
+
+def _channel_text(name: str, out: Outcome) -> dict[int, str]:
+    """Each channel's extracted value as the plots print it."""
+    what = _CHANNEL_QUANTITY.get(name, "value")
+    return {int(ch): f"{what} {_quantity_text(e['value'], e['uncertainty'], out.unit)}"
+            for ch, e in out.channels.items()}
 
 
 def run_procedure(name: str, lab: Lab, out_dir: Path | str,
@@ -216,11 +236,14 @@ def run_procedure(name: str, lab: Lab, out_dir: Path | str,
                                          value_text=_value_text(outcome),
                                          simulated=lab.simulated,
                                          title=("detector jitter FWHM (tagger removed)"
-                                                if name == "jitter" else outcome.quantity))
+                                                if name == "jitter" else outcome.quantity),
+                                         channel_text=_channel_text(name, outcome),
+                                         reference=outcome.also.get("reference_channel"))
             else:
                 plot = plot_gaps(out / f"{name}.png", t, c, outcome.fits,
                                  title=outcome.quantity, mark=outcome.mark,
-                                 value_text=_value_text(outcome), simulated=lab.simulated)
+                                 value_text=_value_text(outcome), simulated=lab.simulated,
+                                 channel_text=_channel_text(name, outcome))
             record["plots"] = [plot.name]
         write_json(out / "result.json", record)
     return record

@@ -19,6 +19,7 @@ they are taken as exact.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ MIN_SYNCS = 3
 MIN_CLICKS = 100
 MAX_EM_ITERATIONS = 500
 EM_TOLERANCE = 1e-8
+# Histogram bins of the folded-clicks plot.
+PLOT_BINS = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,8 +224,16 @@ def jitter(lab: Any, recorder: Recorder, settings: Settings) -> Outcome:
 
 def plot_peaks(path: Path, fits: dict[int, PeakFit], timestamps_ps: NDArray[np.int64],
                channels: NDArray[np.int32], sync_channel: int, *, value_text: str,
-               simulated: bool, title: str = "detector jitter FWHM (tagger removed)") -> Path:
-    """Folded click times per channel with the fitted Gaussian and its FWHM marked."""
+               simulated: bool, title: str = "detector jitter FWHM (tagger removed)",
+               channel_text: Mapping[int, str] | None = None,
+               reference: int | None = None) -> Path:
+    """Folded click times per channel with the fitted Gaussian.
+
+    Without ``reference`` (jitter) each channel is centred on its own peak and the measured
+    FWHM is marked. With it (delay alignment) each channel is drawn against the reference
+    channel's peak over the whole slot period, and the offset the delay removes is marked.
+    ``channel_text`` (the channel's extracted value) goes into each panel's title.
+    """
     from .plots import _figure, _stamp
 
     plt = _figure()
@@ -234,27 +245,48 @@ def plot_peaks(path: Path, fits: dict[int, PeakFit], timestamps_ps: NDArray[np.i
     for ax, (ch, fit) in zip(axes.flat, sorted(fits.items()), strict=False):
         k = max(1, round(float(np.median(np.diff(sync))) / fit.period_ps))
         phase, period = fold(timestamps_ps[channels == ch], sync, k)
-        x = np.mod(phase - fit.centre_ps + period / 2.0, period) - period / 2.0
-        half = min(period / 2.0, 6.0 * fit.sigma_ps)
-        edges = np.linspace(-half, half, 121)
+        # Where this channel's peak sits on the plotted axis.
+        if reference is None:
+            zero, peak = fit.centre_ps, 0.0
+            half = min(period / 2.0, 6.0 * fit.sigma_ps)
+        else:
+            zero = fits[reference].centre_ps
+            peak = float(_wrap(fit.centre_ps - zero, period))
+            half = period / 2.0
+        x = _wrap(phase - zero, period)
+        edges = np.linspace(-half, half, PLOT_BINS + 1)
         counts, _ = np.histogram(x, edges)
         centres = 0.5 * (edges[1:] + edges[:-1])
         width = edges[1] - edges[0]
         ax.step(centres, counts, where="mid", color="k", lw=0.8, label=f"clicks (N = {fit.n})")
-        model = fit.n * width * (fit.peak_fraction * np.exp(-0.5 * (centres / fit.sigma_ps) ** 2)
+        gauss = sum(np.exp(-0.5 * ((centres - peak + m * period) / fit.sigma_ps) ** 2)
+                    for m in (-1, 0, 1))
+        model = fit.n * width * (fit.peak_fraction * gauss
                                  / (fit.sigma_ps * math.sqrt(2 * math.pi))
                                  + (1 - fit.peak_fraction) / period)
         ax.plot(centres, model, color="tab:blue",
                 label=f"Gaussian fit, sigma = {fit.sigma_ps:.1f} ps")
-        hw = FWHM_PER_SIGMA * fit.sigma_ps / 2.0
         top = fit.n * width * fit.peak_fraction / (fit.sigma_ps * math.sqrt(2 * math.pi))
-        ax.annotate("", xy=(hw, top / 2), xytext=(-hw, top / 2),
-                    arrowprops={"arrowstyle": "<->", "color": "tab:red"})
-        ax.text(0, top / 2, f" measured FWHM {2 * hw:.1f} ps", color="tab:red",
-                ha="center", va="bottom")
-        ax.set_xlabel("click time relative to the slot's peak (ps)")
+        if reference is None:
+            hw = FWHM_PER_SIGMA * fit.sigma_ps / 2.0
+            ax.annotate("", xy=(hw, top / 2), xytext=(-hw, top / 2),
+                        arrowprops={"arrowstyle": "<->", "color": "tab:red"})
+            # Beside the right flank, where the curve is already far below half maximum.
+            ax.text(hw + 0.8 * fit.sigma_ps, top / 2, f"measured FWHM {2 * hw:.1f} ps",
+                    color="tab:red", ha="left", va="bottom")
+            ax.set_xlabel("click time relative to the slot's peak (ps)")
+        else:
+            ax.axvline(0.0, color="tab:green", ls=":",
+                       label=f"reference peak (channel {reference})")
+            ax.axvline(peak, color="tab:red", ls=":", label=f"this peak, {peak:+.1f} ps")
+            if ch != reference:
+                ax.annotate("", xy=(0.0, 1.05 * top), xytext=(peak, 1.05 * top),
+                            arrowprops={"arrowstyle": "->", "color": "tab:red"})
+            ax.set_ylim(0, 1.35 * top)
+            ax.set_xlabel(f"click time relative to channel {reference}'s peak (ps)")
         ax.set_ylabel(f"clicks per {width:.3g} ps bin")
-        ax.set_title(f"channel {ch}")
+        ax.set_title(f"channel {ch}" + (f": {channel_text[ch]}"
+                                         if channel_text and ch in channel_text else ""))
         ax.legend(fontsize=7, loc="upper right")
         _stamp(ax, simulated)
     for ax in list(axes.flat)[n:]:
@@ -265,6 +297,11 @@ def plot_peaks(path: Path, fits: dict[int, PeakFit], timestamps_ps: NDArray[np.i
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _wrap(x: Any, period: float) -> Any:
+    """``x`` brought into [-period / 2, period / 2)."""
+    return np.mod(np.asarray(x) + period / 2.0, period) - period / 2.0
 
 
 def delay_alignment(lab: Any, recorder: Recorder, settings: Settings) -> Outcome:
