@@ -65,7 +65,7 @@ from .kernels import (
 from .kernels_qc import qc_batch_kernel, qc_kernel
 from .kernels_qc_fast import qc_fast_batch_kernel, qc_fast_kernel
 from .kernels_qc_narrow import qc_narrow_batch_kernel, qc_narrow_kernel
-from .phi import phi_constants
+from .phi import PHI_FAST_X_MAX, phi_constants
 
 __all__ = [
     "DEFAULT_MAX_ITERATIONS",
@@ -99,6 +99,7 @@ LLR_LIMIT = 1e6
 MAX_CHECK_DEGREE = (1 << 20) - 1
 
 _PHI_CONSTANTS = phi_constants()
+_FAST_PHI_CONSTANTS = phi_constants(PHI_FAST_X_MAX)
 
 # Algorithms, as the integer codes the kernel takes.
 Algorithm = Literal["sum-product", "sum-product-taylor", "sum-product-fast", "min-sum"]
@@ -387,7 +388,8 @@ def _run(
     if k == 0:
         return DecodeResult(bits=bits, converged=converged, iterations=iterations)
     common = (int(max_iterations), int(stall or 0), _ALGORITHM_CODES[algorithm], np.float32(scale),
-              np.float32(offset), _PHI_CONSTANTS)
+              np.float32(offset),
+              _FAST_PHI_CONSTANTS if algorithm == "sum-product-fast" else _PHI_CONSTANTS)
     synd = np.ascontiguousarray(syndromes)
     qc: QcLayout | None = getattr(code, "qc", None)
     if qc is not None and algorithm == "sum-product-fast":
@@ -448,13 +450,13 @@ def _run_fast(
         chunksize = numba.get_parallel_chunksize()
         numba.set_parallel_chunksize(1)
         try:
-            qc_fast_batch_kernel(*layout, synd, llrs, max_iterations, stall, _PHI_CONSTANTS,
-                                 messages, bits, converged, iterations)
+            qc_fast_batch_kernel(*layout, synd, llrs, max_iterations, stall,
+                                 _FAST_PHI_CONSTANTS, messages, bits, converged, iterations)
         finally:
             numba.set_parallel_chunksize(chunksize)
         return
     for f in range(synd.shape[0]):
         iterations[f], converged[f] = qc_fast_kernel(
-            *layout, synd[f], llrs[f], max_iterations, stall, _PHI_CONSTANTS, messages[f],
+            *layout, synd[f], llrs[f], max_iterations, stall, _FAST_PHI_CONSTANTS, messages[f],
             bits[f],
         )

@@ -17,7 +17,8 @@ per edge instead of two. Sum-product-fast (3): as taylor, but the exact messages
 edge whose ``p`` equals the largest or the second largest ``p`` of the check (tied edges all get
 their exact value), so the kernels track two values and no edge indices; its QC kernel
 (:mod:`.kernels_qc_fast`) fuses multiplies and adds, so it agrees with the twin to float32
-rounding rather than bit for bit. Normalised/offset min-sum (0): ``|r_i| = min(max(scale *
+rounding rather than bit for bit; its phi clamps at ``PHI_FAST_X_MAX`` (the kernels are passed
+``phi_constants(PHI_FAST_X_MAX)``). Normalised/offset min-sum (0): ``|r_i| = min(max(scale *
 min_{j != i} |t_j| - offset, 0), MESSAGE_LIMIT)``.
 
 The sign of ``r_i`` is the parity of the syndrome bit and of the other inputs' sign bits (so
@@ -37,6 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .phi import (
+    PHI_FAST_X_MAX,
     PhiConstants,
     expansion,
     expansion_reference,
@@ -311,6 +313,7 @@ def decode_reference(
     f32 = np.float32
     zero = f32(0.0)
     k = phi_constants()
+    fast = phi_constants(PHI_FAST_X_MAX)
     post = np.array(llr, dtype=np.float32)
     msg = messages
     np.add.at(post, chk_var, msg)
@@ -353,14 +356,15 @@ def decode_reference(
                 mags = (base + phis * (c1 + phis * c2)).astype(np.float32)
                 mags[weakest] = exact
             elif algorithm == ALGORITHM_SUM_PRODUCT_FAST:
-                phis = phi_reference(a)
+                phis = phi_reference(a, fast)
                 total = np.cumsum(phis, dtype=np.float32)[-1]
                 top = np.sort(phis)[::-1]  # the largest phi and the runner-up (equal on ties)
                 x1, x2 = top[0], (top[1] if top.size > 1 else f32(-1.0))
-                exact = phi_reference(np.maximum(total - np.array([x1, x2], np.float32), zero))
+                exact = phi_reference(np.maximum(total - np.array([x1, x2], np.float32), zero),
+                                      fast)
                 at_total = np.array([total], dtype=np.float32)
-                base = phi_reference(at_total)[0]
-                c1, c2 = (c[0] for c in expansion_reference(at_total))
+                base = phi_reference(at_total, fast)[0]
+                c1, c2 = (c[0] for c in expansion_reference(at_total, fast))
                 mags = (base + phis * (c1 + phis * c2)).astype(np.float32)
                 mags = np.where(phis == x2, exact[1], mags)
                 mags = np.where(phis == x1, exact[0], mags).astype(np.float32)

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "MESSAGE_LIMIT",
+    "PHI_FAST_X_MAX",
     "PHI_SERIES_X",
     "PHI_TINY_X",
     "PHI_X_MAX",
@@ -42,6 +43,13 @@ PHI_TINY_X: Final = 1e-12
 # Inputs are clamped here so that 2^(-x log2 e) stays a normal float32 (x < 87); phi(80) is 4e-35,
 # as good as zero next to any other term.
 PHI_X_MAX: Final = 80.0
+
+# The clamp of the "sum-product-fast" decoder (its constants: ``phi_constants(PHI_FAST_X_MAX)``):
+# there every intermediate of phi and of the expansion stays a normal float32. Above ~44, e^-2x
+# underflows, and float operations that underflow take a slow path on x86 (measured on
+# n64000_r085 at f 1.16, whose ~9 % known bits have |LLR| = 1e6: ~1 ns of ~4.5 per
+# edge-iteration). phi(30) = 1.9e-13 is below a float32 ulp of any sum it joins but the smallest.
+PHI_FAST_X_MAX: Final = 30.0
 
 # Below this, 1 - e^-x is taken from its Taylor series (relative error < 3e-7 at the switch)
 # instead of the subtraction, which would lose all digits for small x.
@@ -76,10 +84,13 @@ _I23: Final = np.int32(23)
 PhiConstants = tuple[np.float32, ...]
 
 
-def phi_constants() -> PhiConstants:
-    """The float32 constants of :func:`phi`, in the order the kernels read them."""
+def phi_constants(x_max: float = PHI_X_MAX) -> PhiConstants:
+    """The float32 constants of :func:`phi`, in the order the kernels read them; ``x_max`` is
+    the clamp of phi's argument (``PHI_X_MAX``, or ``PHI_FAST_X_MAX`` for sum-product-fast)."""
+    if not PHI_SERIES_X < x_max <= PHI_X_MAX:
+        raise ValueError(f"x_max must be in ({PHI_SERIES_X}, {PHI_X_MAX}], got {x_max}")
     values = (
-        PHI_TINY_X, PHI_X_MAX, PHI_SERIES_X, _LOG2E, _LN2, *_EXP2_COEFFS[1:],
+        PHI_TINY_X, x_max, PHI_SERIES_X, _LOG2E, _LN2, *_EXP2_COEFFS[1:],
         1.0 / 2.0, 1.0 / 6.0, 1.0 / 24.0, 1.0 / 120.0, 1.0 / 3.0, 1.0 / 5.0, 1.0 / 7.0, 1.0 / 9.0,
         MESSAGE_LIMIT, _SQRT_TWO_BELOW,
     )
@@ -130,11 +141,10 @@ def phi(x: np.float32, k: PhiConstants) -> np.float32:  # pragma: no cover - com
 
 
 def _exp_terms_reference(
-    x: NDArray[np.float32],
+    x: NDArray[np.float32], k: PhiConstants = _PHI_CONSTANTS
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """The twins' shared first step: ``u = exp(-x)`` and ``d = 1 - u`` (series near 0), float32,
     computed exactly as the kernels compute them (clamped input, polynomial exp, bit assembly)."""
-    k = _PHI_CONSTANTS
     one = np.float32(1.0)
     x = np.minimum(np.maximum(np.asarray(x, dtype=np.float32), k[0]), k[1])
     y = -x * k[3]
@@ -147,12 +157,13 @@ def _exp_terms_reference(
     return u, d
 
 
-def phi_reference(x: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Plain-numpy twin of :func:`phi`, elementwise on a float32 array."""
-    k = _PHI_CONSTANTS
+def phi_reference(
+    x: NDArray[np.float32], k: PhiConstants = _PHI_CONSTANTS
+) -> NDArray[np.float32]:
+    """Plain-numpy twin of :func:`phi` (constants ``k``), elementwise on a float32 array."""
     f32 = np.float32
     one, two = f32(1.0), f32(2.0)
-    u, d = _exp_terms_reference(x)
+    u, d = _exp_terms_reference(x, k)
     z = two * u / d
     w = one + z
     bits = w.view(np.int32)
@@ -193,11 +204,13 @@ def expansion(x: np.float32, k: PhiConstants) -> tuple[np.float32, np.float32]: 
     return a1, a2
 
 
-def expansion_reference(x: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Plain-numpy twin of :func:`expansion`, elementwise on a float32 array."""
+def expansion_reference(
+    x: NDArray[np.float32], k: PhiConstants = _PHI_CONSTANTS
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Plain-numpy twin of :func:`expansion` (constants ``k``), elementwise on a float32 array."""
     f32 = np.float32
     one, two = f32(1.0), f32(2.0)
-    u, d = _exp_terms_reference(x)
+    u, d = _exp_terms_reference(x, k)
     den = d * (one + u)
     a1 = (two * u / den).astype(np.float32)
     a2 = (a1 * (one + u * u) / (two * den)).astype(np.float32)

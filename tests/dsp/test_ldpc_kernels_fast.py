@@ -16,6 +16,14 @@ from qkdnode.dsp.ldpc.decoder import (
     decode_syndrome_reference,
     decode_syndromes,
 )
+from qkdnode.dsp.ldpc.phi import (
+    PHI_FAST_X_MAX,
+    expansion_many,
+    expansion_reference,
+    phi_constants,
+    phi_many,
+    phi_reference,
+)
 
 FAST = "sum-product-fast"
 
@@ -189,3 +197,25 @@ def test_exact_messages_reach_tied_weakest_inputs() -> None:
     decode_syndrome_reference(code.chk_ptr, code.chk_var, synd, llr, 1, 0.78, 0.0,
                               "sum-product", exact)
     np.testing.assert_array_equal(fast, exact)
+
+
+@settings(deadline=None, max_examples=30)
+@given(values=st.lists(st.floats(0.0, 200.0, width=32), min_size=1, max_size=40))
+def test_clamped_phi_agrees_with_twin(values: list[float]) -> None:
+    # sum-product-fast's phi constants clamp the argument at PHI_FAST_X_MAX.
+    k = phi_constants(PHI_FAST_X_MAX)
+    x = np.array(values, np.float32)
+    np.testing.assert_array_equal(phi_many(x, k).view(np.int32),
+                                  phi_reference(x, k).view(np.int32))
+    for compiled, twin in zip(expansion_many(x, k), expansion_reference(x, k), strict=True):
+        np.testing.assert_array_equal(compiled.view(np.int32), twin.view(np.int32))
+    above = x >= PHI_FAST_X_MAX
+    np.testing.assert_array_equal(phi_reference(x, k)[above],
+                                  phi_reference(np.full(above.sum(), PHI_FAST_X_MAX, np.float32)))
+
+
+def test_phi_constants_reject_a_bad_clamp() -> None:
+    with pytest.raises(ValueError, match="x_max"):
+        phi_constants(0.1)
+    with pytest.raises(ValueError, match="x_max"):
+        phi_constants(100.0)
