@@ -199,7 +199,7 @@ async def run_demo(workdir: Path, duration_s: float | None, interval_s: float,
                    say: Callable[[str], None] = print) -> int:
     """Runs the demo network until ``duration_s`` passes (None: until cancelled)."""
     from qkdnode.node.module.host import node_daemons, run_hosted, sim_benches
-    from qkdnode.node.module.launch import build_ends, status_lines
+    from qkdnode.node.module.launch import open_ends, status_lines
 
     start = time.monotonic()
     demo = prepare(workdir)
@@ -235,7 +235,7 @@ async def run_demo(workdir: Path, duration_s: float | None, interval_s: float,
     timer = asyncio.create_task(stop_after())
     try:
         with sim_benches([config for _, config in configs]):
-            ends = build_ends(configs, None)
+            ends = await open_ends(configs, None)
             await run_hosted(daemons, ends, stop, show, interval_s, say=say)
     finally:
         for task in (first, timer):

@@ -100,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
         print("Qdist bytes as recorded: " + ", ".join(
             f"{r} {_fmt(ok)}" for r, ok in result.bytes_match.items()))
     if result.cut_at is not None:
-        print(f"the recorded run lost its Qdist connection in block {result.cut_at}: the blocks "
+        print(f"the recorded run {result.cut_reason} in block {result.cut_at}: the blocks "
               "before it were replayed and compared, not the later ones", file=sys.stderr)
     ok = result.ok and all(result.bytes_match.values())
     print("replay matches the recorded run" if ok else "replay DIFFERS from the recorded run",

@@ -104,7 +104,7 @@ def _run(args: argparse.Namespace) -> int:
 async def _run_modules(configs: list[tuple[Any, Any]], daemons: dict[str, Any],
                        stop: asyncio.Event, hurry: asyncio.Event, interval_s: float) -> None:
     from qkdnode.node.module.host import run_hosted, sim_benches
-    from qkdnode.node.module.launch import build_ends, status_lines
+    from qkdnode.node.module.launch import open_ends, status_lines
 
     def show(ends: list[Any]) -> None:
         for line in status_lines(ends):
@@ -112,7 +112,7 @@ async def _run_modules(configs: list[tuple[Any, Any]], daemons: dict[str, Any],
 
     with_links = [(path, config) for path, config in configs if config.links]
     with sim_benches([config for _, config in with_links]):
-        ends = build_ends(with_links, None)
+        ends = await open_ends(with_links, None)
         print("qkdnode: QKD modules running: " + ", ".join(
             f"{end.config.node.name}/{end.link.name} ({end.link.role})" for end in ends),
             flush=True)

@@ -28,7 +28,6 @@ import contextlib
 import hashlib
 import logging
 import math
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -62,7 +61,8 @@ from .recording import Recorder
 from .runtime import AliceModule, AuditLog, BobModule
 from .sim import BenchFrames
 
-__all__ = ["LinkEnd", "QdistListener", "build_ends", "random_source", "run_ends"]
+__all__ = ["LinkEnd", "QdistListener", "build_ends", "open_ends", "random_source",
+           "run_ends"]
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,8 @@ def build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
                frames_of: Callable[[Bench, LinkConfig], BenchFrames] | None = None,
                rng_seed: int | None = None, record: Path | None = None) -> list[LinkEnd]:
     """The link ends of the configurations (only the links named in ``links`` if given), with
-    their instruments open (:func:`run_ends` closes them).
+    their instruments open (:func:`run_ends` closes them). It blocks while the instruments
+    open (up to their timeouts): inside a running event loop, use :func:`open_ends`.
 
     Args:
         frames_of: tests and benchmarks only: both ends on BenchFrames (module docstring).
@@ -283,119 +284,170 @@ def build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
 
     Raises:
         ConfigError: a link the module cannot run (no instrument for its role, one that
-            cannot be opened), no secret.
+            cannot be opened), no secret, an audit log that cannot be opened.
+        OSError: the recording directory cannot be written.
+        On any error, whatever was opened (instruments, random sources, audit logs, the
+        recording's files) is closed again.
     """
     ends: list[LinkEnd] = []
+    recorders: dict[str, Recorder] = {}
     try:
-        _build_ends(configs, links, frames_of, rng_seed, record, ends)
+        if record is not None:
+            recorders = _recorders(configs, links, record)
+        for path, config in configs:
+            for i, link in enumerate(config.links):
+                if links is None or link.name in links:
+                    ends.append(_build_end(path, config, i, link, frames_of, rng_seed,
+                                           recorders.get(link.name)))
     except BaseException:
         for end in ends:
-            end.close_instruments()
+            _close_built(end)
+        for recorder in recorders.values():
+            recorder.close()
         raise
     return ends
 
 
-def _build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
-                frames_of: Callable[[Bench, LinkConfig], BenchFrames] | None,
-                rng_seed: int | None, record: Path | None, ends: list[LinkEnd]) -> None:
-    recorders = _recorders(configs, links, record) if record is not None else {}
-    for path, config in configs:
-        for i, link in enumerate(config.links):
-            if links is not None and link.name not in links:
-                continue
-            if (gap := code_coverage(link)) is not None:
-                log.warning("%s: links[%d] (%s): %s", path, i, link.name, gap)
-            instrument: StreamerFrames | TaggerSource | None = None
-            frames: Any
-            d = link.decoy
-            try:
-                p, q_x = _drawn(link)
-                plan = FramePlan(link.name, link.block_slots, link.timing_slots,
-                                 (d.mu1, d.mu2, d.mu3), p, q_x=q_x)
-            except ValueError as exc:  # before anything is opened
-                raise _error(config, f"links[{i}]", str(exc)) from None
-            if frames_of is not None:
-                on_bench = True
-                frames = frames_of(_sim_bench(config, i, link), link)
-            else:
-                _secret(config, i, link)  # before an instrument is opened
-                on_bench = _on_bench(config, i, link)
-            # Before the link's instrument: a refused source leaves nothing open.
-            randomness = random_source(config, i, link, on_bench, rng_seed)
-            if frames_of is None:
-                try:
-                    frames = instrument = open_link_instrument(config, i, link)
-                except BaseException:
-                    randomness.close()
-                    raise
-            secret = _secret(config, i, link)
-            params = _params(link)
-            audit_path = link.audit_log or path.parent / f"audit-{link.name}.jsonl"
-            client = Kq1Client(config.key_manager.kq1_socket,
-                               f"{config.node.name}/{link.name}", link.name, link.peer)
-            outbox = KeyOutbox(client, link.name)
-            rec = recorders.get(link.name)
-            role = "alice" if link.role == "transmitter" else "bob"
+async def open_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
+                    rng_seed: int | None = None, record: Path | None = None
+                    ) -> list[LinkEnd]:
+    """:func:`build_ends` in a worker thread, so that the event loop (the key managers', a
+    running demo's) goes on while the instruments open (a bench service or an instrument that
+    does not answer takes up to its timeout). If the caller is cancelled meanwhile, the ends
+    are closed once the thread has built them."""
+    work = asyncio.ensure_future(asyncio.to_thread(build_ends, configs, links, None, rng_seed,
+                                                   record))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        work.add_done_callback(_close_abandoned)
+        raise
+
+
+def _close_abandoned(work: asyncio.Future[list[LinkEnd]]) -> None:
+    """Closes the ends built for a caller that was cancelled meanwhile."""
+    if work.cancelled() or work.exception() is not None:
+        return  # build_ends closed what it had opened
+    for end in work.result():
+        try:
+            _close_built(end)
+        except Exception as exc:  # the others still close
+            log.warning("link %s: closing its instrument failed: %s", end.link.name, exc)
+
+
+def _close_built(end: LinkEnd) -> None:
+    """Closes what :func:`_build_end` opened for ``end`` (a run that never started)."""
+    try:
+        end.close_instruments()
+    finally:
+        if end.module.audit is not None:
+            end.module.audit.close()
+
+
+def _build_end(path: Path, config: NodeConfig, i: int, link: LinkConfig,
+               frames_of: Callable[[Bench, LinkConfig], BenchFrames] | None,
+               rng_seed: int | None, rec: Recorder | None) -> LinkEnd:
+    """One link end (its instrument, random source and audit log open)."""
+    if (gap := code_coverage(link)) is not None:
+        log.warning("%s: links[%d] (%s): %s", path, i, link.name, gap)
+    frames: Any
+    d = link.decoy
+    try:
+        p, q_x = _drawn(link)
+        plan = FramePlan(link.name, link.block_slots, link.timing_slots,
+                         (d.mu1, d.mu2, d.mu3), p, q_x=q_x)
+    except ValueError as exc:  # before anything is opened
+        raise _error(config, f"links[{i}]", str(exc)) from None
+    secret = _secret(config, i, link)  # before anything is opened
+    params = _params(link)
+    if frames_of is not None:
+        on_bench = True
+        frames = frames_of(_sim_bench(config, i, link), link)
+    else:
+        on_bench = _on_bench(config, i, link)
+    # Before the link's instrument: a refused source leaves nothing open.
+    randomness = random_source(config, i, link, on_bench, rng_seed)
+    # Everything opened from here on is closed again if a later step fails.
+    opened: list[Callable[[], None]] = [randomness.close]
+    try:
+        instrument: StreamerFrames | TaggerSource | None = None
+        if frames_of is None:
+            frames = instrument = open_link_instrument(config, i, link)
+            opened.append(instrument.close)
+        role = "alice" if link.role == "transmitter" else "bob"
+        audit_path = link.audit_log or path.parent / f"audit-{link.name}.jsonl"
+        try:
             audit = AuditLog(audit_path) if rec is None else rec.audit(role, audit_path)
-            # A recorded run seeds the generators of public values (Alice's Qdist seeds) and
-            # of Bob's squashing bits from a recorded seed, so the replay draws the same (the
-            # recording holds Alice's choices: it is key material as a whole). Alice's
-            # choices always come from the random source.
-            seed = secrets.randbits(63) if rec is not None else None
-            squash: RandomSource | np.random.Generator = randomness
-            module: AliceModule | BobModule
+        except OSError as exc:
+            raise _error(config, f"links[{i}].audit_log",
+                         f"cannot open the audit log {audit_path}: {exc.strerror}") from None
+        opened.append(audit.close)
+        client = Kq1Client(config.key_manager.kq1_socket,
+                           f"{config.node.name}/{link.name}", link.name, link.peer)
+        outbox = KeyOutbox(client, link.name)
+        try:
+            module = _module(config, i, link, plan, params, secret, frames, outbox, audit,
+                             randomness, rec)
+        except ValueError as exc:
+            raise _error(config, f"links[{i}]", str(exc)) from None
+        if rec is not None:
+            _describe(rec, config, link, plan, params, role)
+    except BaseException:
+        for close in reversed(opened):
             try:
-                if link.role == "transmitter":
-                    if link.qdist_listen is None:
-                        raise _error(config, f"links[{i}].qdist_listen",
-                                     "a transmitter needs qdist_listen")
-                    qdist_rng = None if seed is None else np.random.default_rng(seed)
-                    module = AliceModule(plan, QdistAlice(params, secret, rng=qdist_rng),
-                                         frames if rec is None else rec.frames(frames), outbox,
-                                         audit, randomness)
-                else:
-                    if link.qdist_connect is None:
-                        raise _error(config, f"links[{i}].qdist_connect",
-                                     "a receiver needs qdist_connect")
-                    period_ps = 1e12 / link.pulse_rate_hz
-                    tracker_args = {"period_ps": period_ps,
-                                    "delay_ps": link.slot_delay_ps,
-                                    "detector_channels": list(_channel_map(config))}
-                    tracker = SlotTracker(period_ps=period_ps,
-                                          pattern=plan.pattern(), delay_ps=link.slot_delay_ps,
-                                          detector_channels=tuple(_channel_map(config)))
-                    if seed is not None:
-                        squash = np.random.default_rng(seed)
-                    module = BobModule(plan, QdistBob(params, secret),
-                                       frames if rec is None else rec.source(frames), tracker,
-                                       channel_patterns(_channel_map(config)), outbox, audit,
-                                       squash)
-            except (ValueError, ConfigError) as exc:
-                if instrument is not None:
-                    instrument.close()
-                randomness.close()
-                if isinstance(exc, ConfigError):
-                    raise
-                raise _error(config, f"links[{i}]", str(exc)) from None
-            if rec is not None:
-                seed_key = "alice_qdist" if role == "alice" else "bob_squash"
-                described = rec.manifest
-                rec.describe(
-                    link=link.name,
-                    plan={"block_slots": plan.block_slots, "timing_slots": plan.timing_slots,
-                          "mu": plan.mu, "p": plan.p, "q_x": plan.q_x},
-                    qdist=asdict(params),
-                    seeds={**described.get("seeds", {}), seed_key: seed},
-                    secret_files={**described.get("secret_files", {}),
-                                  role: str(Path(str(link.auth_secret_file)).resolve())},
-                    nodes={**described.get("nodes", {}), role: config.node.name})
-                if role == "bob":
-                    rec.describe(tracker=tracker_args,
-                                 channel_map={str(k): v for k, v in _channel_map(config).items()})
-            end = LinkEnd(config, link, module, outbox, client, rec, instrument, randomness)
-            client.on_control = module.control
-            client.status = end.report
-            ends.append(end)
+                close()
+            except Exception as exc:  # the others still close; the first error is raised
+                log.warning("link %s: closing after a failed start: %s", link.name, exc)
+        raise
+    end = LinkEnd(config, link, module, outbox, client, rec, instrument, randomness)
+    client.on_control = module.control
+    client.status = end.report
+    return end
+
+
+def _module(config: NodeConfig, i: int, link: LinkConfig, plan: FramePlan,
+            params: QdistParams, secret: bytes, frames: Any, outbox: KeyOutbox,
+            audit: AuditLog, randomness: RandomSource, rec: Recorder | None
+            ) -> AliceModule | BobModule:
+    """The module of a link end. A recorded run draws as an unrecorded one does (Alice's
+    public seeds from the OS CSPRNG, Bob's squashing bits from the link's random source) and
+    keeps what it drew, so that its replay gives the same values back."""
+    if link.role == "transmitter":
+        if link.qdist_listen is None:
+            raise _error(config, f"links[{i}].qdist_listen", "a transmitter needs qdist_listen")
+        if rec is None:
+            return AliceModule(plan, QdistAlice(params, secret), frames, outbox, audit,
+                               randomness)
+        return AliceModule(plan, QdistAlice(params, secret, random_bytes=rec.public_random()),
+                           rec.frames(frames), outbox, audit, randomness)
+    if link.qdist_connect is None:
+        raise _error(config, f"links[{i}].qdist_connect", "a receiver needs qdist_connect")
+    tracker = SlotTracker(period_ps=1e12 / link.pulse_rate_hz, pattern=plan.pattern(),
+                          delay_ps=link.slot_delay_ps,
+                          detector_channels=tuple(_channel_map(config)))
+    return BobModule(plan, QdistBob(params, secret),
+                     frames if rec is None else rec.source(frames), tracker,
+                     channel_patterns(_channel_map(config)), outbox, audit,
+                     randomness if rec is None else rec.squash(randomness))
+
+
+def _describe(rec: Recorder, config: NodeConfig, link: LinkConfig, plan: FramePlan,
+              params: QdistParams, role: str) -> None:
+    """Adds a link end's settings to the recording's manifest."""
+    described = rec.manifest
+    rec.describe(
+        link=link.name,
+        plan={"block_slots": plan.block_slots, "timing_slots": plan.timing_slots,
+              "mu": plan.mu, "p": plan.p, "q_x": plan.q_x},
+        qdist=asdict(params),
+        secret_files={**described.get("secret_files", {}),
+                      role: str(Path(str(link.auth_secret_file)).resolve())},
+        nodes={**described.get("nodes", {}), role: config.node.name})
+    if role == "bob":
+        rec.describe(tracker={"period_ps": 1e12 / link.pulse_rate_hz,
+                              "delay_ps": link.slot_delay_ps,
+                              "detector_channels": list(_channel_map(config))},
+                     channel_map={str(k): v for k, v in _channel_map(config).items()})
 
 
 class QdistListener:

@@ -3,14 +3,23 @@
 A recording is one directory per link, every file mode 0600 (the directory 0700):
 
 ``manifest.json``
-    the frame plan, the Qdist parameters, Qsync's settings, the tagger channel map, the seeds of
-    the two public/squashing random generators (Alice's Qdist seeds, Bob's squashing bits) and
-    the paths of the pre-shared Qdist secrets (never the secrets themselves).
+    the frame plan, the Qdist parameters, Qsync's settings, the tagger channel map and the
+    paths of the pre-shared Qdist secrets (never the secrets themselves).
 ``tags.rec``
     Bob's time tags exactly as read, one record per tagger read.
 ``alice-choices.rec``
-    **Key material**: Alice's basis, bit and intensity of every slot of every block played
-    (one byte per slot: ``basis | bit << 1 | intensity << 2``).
+    **Key material**: Alice's basis, bit and intensity of every slot of every block whose frame
+    the transmitter took (one byte per slot: ``basis | bit << 1 | intensity << 2``), written
+    once the frame is queued; a block that did not play (its frame came late, or the
+    transmitter reported it as played dark) is a record of zero slots, so its replay refuses
+    the block as the run did.
+``alice-public.rec``
+    the random bytes Alice's Qdist end drew for its public seeds (verification and privacy
+    amplification), one record per draw. The live run draws them from the operating system's
+    CSPRNG as an unrecorded run does; the replay gives them back in order.
+``bob-squash.rec``
+    **Key material**: the random bytes of Bob's squashing rule (his raw key bits for double
+    clicks), one record per block closed, as drawn from the link's random source.
 ``qdist-alice.rec``, ``qdist-bob.rec``
     the Qdist bytes each end sent, in the order sent.
 ``outcomes-alice.jsonl``, ``outcomes-bob.jsonl``
@@ -25,9 +34,10 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -35,12 +45,14 @@ from typing import IO, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from qkdnode.drivers.roles import RandomSource
 from qkdnode.drivers.sim.link import TagBatch
 
 from ..protocol.qdist import BlockAudit
+from .instruments import FrameMissed
 from .runtime import AuditLog, FrameSink, TagSource
 
-__all__ = ["MAGIC", "Recorder", "Recording", "RecordingError", "read_records"]
+__all__ = ["MAGIC", "RecordedDraws", "Recorder", "Recording", "RecordingError", "read_records"]
 
 MAGIC = b"QKDREC1\n"
 _HEADER = struct.Struct("<II")
@@ -50,7 +62,12 @@ _CHOICES = struct.Struct("<qQ")  # block, slots
 MANIFEST = "manifest.json"
 TAGS = "tags.rec"
 CHOICES = "alice-choices.rec"
-FORMAT_VERSION = 1
+PUBLIC = "alice-public.rec"
+SQUASH = "bob-squash.rec"
+# 2: Alice's public seeds and Bob's squashing bits are recorded as drawn (format 1 held the
+# seeds of numpy generators, which made them predictable from the recording); blocks that did
+# not play are marked.
+FORMAT_VERSION = 2
 
 
 class RecordingError(ValueError):
@@ -135,6 +152,10 @@ class _RecordingSource:
                         ts.tobytes(), ch.tobytes())
         return batch
 
+    def __getattr__(self, name: str) -> Any:
+        # The tagger's other controls (arming, the start marker) pass through unrecorded.
+        return getattr(self._source, name)
+
 
 class _RecordingFrames:
     def __init__(self, frames: FrameSink, out: _RecordWriter) -> None:
@@ -143,15 +164,86 @@ class _RecordingFrames:
 
     async def load(self, block: int, basis: NDArray[np.uint8], bit: NDArray[np.uint8],
                    intensity: NDArray[np.uint8]) -> None:
+        try:
+            await self._frames.load(block, basis, bit, intensity)
+        except FrameMissed:
+            self._out.write(_CHOICES.pack(block, 0))  # played as vacuum: no choices
+            raise
+        # Recorded once queued, so the choices of a frame that never played are not kept.
         # One byte per slot: basis | bit << 1 | intensity << 2.
         packed = (np.asarray(basis, np.uint8) | (np.asarray(bit, np.uint8) << 1)
                   | (np.asarray(intensity, np.uint8) << 2)).astype(np.uint8)
         self._out.write(_CHOICES.pack(block, packed.size), packed.tobytes())
-        await self._frames.load(block, basis, bit, intensity)
+
+    async def _underruns(self) -> tuple[int, ...]:
+        dark: tuple[int, ...] = await self._frames.underruns()  # type: ignore[attr-defined]
+        for block in dark:
+            self._out.write(_CHOICES.pack(block, 0))
+        return dark
 
     def __getattr__(self, name: str) -> Any:
-        # A frame streamer's next_block and underruns pass through unrecorded.
+        # A frame streamer's underrun reports are recorded (their blocks did not play); its
+        # next_block passes through. A sink without them has none here either.
+        if name == "underruns":
+            getattr(self._frames, name)
+            return self._underruns
         return getattr(self._frames, name)
+
+
+class _RecordingRandom:
+    """A random source whose every draw is also written to the recording."""
+
+    def __init__(self, source: RandomSource, out: _RecordWriter) -> None:
+        self._source = source
+        self._out = out
+
+    def random_bytes(self, n: int) -> bytes:
+        data = self._source.random_bytes(n)
+        self._out.write(data)
+        return data
+
+    def close(self) -> None:
+        self._source.close()
+
+    def __repr__(self) -> str:
+        return f"recorded({self._source!r})"
+
+
+class RecordedDraws:
+    """A recording's random draws given back in order (a replay's random source and Alice's
+    ``random_bytes``): each draw must ask for as many bytes as the run's did.
+
+    Raises:
+        RecordingError: a draw the run did not make, or of another size (the replay has
+            diverged from the run).
+    """
+
+    def __init__(self, path: Path, draws: list[bytes]) -> None:
+        self.path = path
+        self._draws = draws
+        self.used = 0
+
+    @property
+    def remaining(self) -> int:
+        """Draws not given back yet."""
+        return len(self._draws) - self.used
+
+    def __call__(self, n: int) -> bytes:
+        return self.random_bytes(n)
+
+    def random_bytes(self, n: int) -> bytes:
+        if self.used >= len(self._draws):
+            raise RecordingError(f"{self.path}: the replay draws more random values than the "
+                                 f"run did ({len(self._draws)} draws recorded)")
+        data = self._draws[self.used]
+        if len(data) != n:
+            raise RecordingError(f"{self.path}: draw {self.used} of the run was {len(data)} "
+                                 f"bytes, the replay asks for {n}")
+        self.used += 1
+        return data
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 class _RecordingEnd:
@@ -186,7 +278,7 @@ class Recorder:
         self._writers: dict[str, _RecordWriter] = {}
         self._copies: list[IO[str]] = []
         self._manifest: dict[str, Any] = {"format": FORMAT_VERSION,
-                                          "key_material": [CHOICES]}
+                                          "key_material": [CHOICES, SQUASH]}
 
     def _writer(self, name: str) -> _RecordWriter:
         if name not in self._writers:
@@ -211,6 +303,21 @@ class Recorder:
 
     def frames(self, frames: FrameSink) -> FrameSink:
         return _RecordingFrames(frames, self._writer(CHOICES))
+
+    def public_random(self) -> Callable[[int], bytes]:
+        """Alice's Qdist ``random_bytes``: the OS CSPRNG, as unrecorded, each draw recorded."""
+        out = self._writer(PUBLIC)
+
+        def draw(n: int) -> bytes:
+            data = secrets.token_bytes(n)
+            out.write(data)
+            return data
+
+        return draw
+
+    def squash(self, source: RandomSource) -> RandomSource:
+        """Bob's squashing source (the link's random source), each draw recorded."""
+        return _RecordingRandom(source, self._writer(SQUASH))
 
     def end(self, end: Any, role: str) -> Any:
         return _RecordingEnd(end, self._writer(f"qdist-{role}.rec"))
@@ -246,11 +353,13 @@ class Recording:
         except json.JSONDecodeError as exc:
             raise RecordingError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})"
                                  ) from None
-        missing = [k for k in ("link", "plan", "qdist", "tracker", "channel_map", "seeds")
+        if manifest.get("format") != FORMAT_VERSION:
+            raise RecordingError(f"{path}: a format-{manifest.get('format')} recording; this "
+                                 f"qkdnode reads format {FORMAT_VERSION} (record the run again)")
+        missing = [k for k in ("link", "plan", "qdist", "tracker", "channel_map")
                    if k not in manifest]
-        if manifest.get("format") != FORMAT_VERSION or missing:
-            raise RecordingError(f"{path}: not a format-{FORMAT_VERSION} manifest (missing "
-                                 f"{missing or 'format'})")
+        if missing:
+            raise RecordingError(f"{path}: the manifest lacks {', '.join(missing)}")
         return cls(Path(directory), manifest)
 
     def tag_reads(self) -> Iterator[tuple[NDArray[np.int64], NDArray[np.int16]]]:
@@ -267,14 +376,19 @@ class Recording:
             ch = np.frombuffer(payload, np.int16, n, _TAGS.size + 8 * n)
             yield ts, ch
 
-    def choices(self) -> dict[int, tuple[NDArray[np.uint8], ...]]:
-        """Alice's choices per block: (basis, bit, intensity). Key material."""
+    def choices(self) -> tuple[dict[int, tuple[NDArray[np.uint8], ...]], set[int]]:
+        """Alice's choices per block that played: (basis, bit, intensity), key material; and
+        the blocks that did not play (their frame came late or played dark)."""
         path = self.directory / CHOICES
         out: dict[int, tuple[NDArray[np.uint8], ...]] = {}
+        missed: set[int] = set()
         for i, payload in enumerate(read_records(path)):
             if len(payload) < _CHOICES.size:
                 raise RecordingError(f"{path}: record {i} is too short for a frame")
             block, n = _CHOICES.unpack_from(payload)
+            if n == 0 and len(payload) == _CHOICES.size:
+                missed.add(int(block))
+                continue
             if len(payload) != _CHOICES.size + n:
                 raise RecordingError(f"{path}: record {i} holds {len(payload)} bytes, not "
                                      f"those of a {n}-slot frame")
@@ -284,7 +398,14 @@ class Recording:
                                      "basis/bit/intensity")
             out[int(block)] = ((packed & 1).astype(np.uint8), ((packed >> 1) & 1).astype(np.uint8),
                                (packed >> 2).astype(np.uint8))
-        return out
+        for block in missed:  # reported dark after its frame was queued
+            out.pop(block, None)
+        return out, missed
+
+    def draws(self, name: str) -> RecordedDraws:
+        """The random draws recorded in ``name`` (:data:`PUBLIC`, :data:`SQUASH`)."""
+        path = self.directory / name
+        return RecordedDraws(path, list(read_records(path)))
 
     def qdist_bytes(self, role: str) -> bytes:
         """Everything ``role``'s Qdist end sent."""

@@ -2,17 +2,21 @@
 
 From a recording (:mod:`.recording`): Bob's tag reads go through a fresh Qsync
 (:class:`qkdnode.dsp.qsync.SlotTracker` with the recorded settings) and the same block cutting
-as the module (:class:`~.runtime.BlockCutter`, squashing bits from the recorded seed); Alice's
-Qdist end gets her recorded choices and the recorded seed of her public random values. The two
-Qdist ends then run each block's dialogue in this process, bytes handed from one to the other
-(no sockets, no timers: a replay has no deadlines). Each block's outcome and audit record at
-both ends is compared with the recorded run's, and the bytes each end sends with those it sent
-then.
+as the module (:class:`~.runtime.BlockCutter`, with the squashing bits the run drew); Alice's
+Qdist end gets her recorded choices and the random bytes her public seeds were drawn from. The
+two Qdist ends then run each block's dialogue in this process, bytes handed from one to the
+other (no sockets, no timers: a replay has no deadlines). A block whose frame did not play in
+the run (a transmitter underrun: the recording marks it, or holds no frame for it) is refused by
+Alice when Bob announces it, with the run's reason, as the module refuses it. Each block's
+outcome and audit record at both ends is compared with the recorded run's, and the bytes each
+end sends with those it sent then.
 
 A recorded run whose Qdist connection dropped (a block aborted with reason ``connection lost``)
-cannot be replayed past that block: which frames the cut lost is not recorded, and the pads
-and random values of the later blocks depend on it. The replay runs and compares the blocks
-before it and says so (:attr:`Replay.cut_at`).
+or whose block timed out (its deadline passed in the middle of its dialogue: a slow end) cannot
+be replayed past that block: which frames the cut lost, or how far the dialogue had got when
+the deadline passed, is not recorded, and the pads and random values of the later blocks depend
+on it. The replay runs and compares the blocks before it and says so (:attr:`Replay.cut_at`,
+:attr:`Replay.cut_reason`).
 """
 
 from __future__ import annotations
@@ -39,10 +43,15 @@ from ..protocol.qdist import (
 )
 from ..protocol.qdist.session import CONNECTION_LOST
 from .frames import FramePlan, channel_patterns
-from .recording import Recording, RecordingError
+from .recording import PUBLIC, SQUASH, Recording, RecordingError
 from .runtime import BlockCutter
 
-__all__ = ["BlockReplay", "Replay", "plan_of", "replay"]
+__all__ = ["MISSED_REASON", "BlockReplay", "Replay", "plan_of", "replay"]
+
+# The reason of a block whose deadline passed (QdistEnd.handle_timer).
+TIMED_OUT = "block timed out after"
+# The refusal of a block with no recorded frame whose refusal the run did not record.
+MISSED_REASON = "its frame was not played or its choices are gone"
 
 
 def plan_of(manifest: dict[str, Any]) -> FramePlan:
@@ -90,8 +99,9 @@ class Replay:
         keys: role -> block -> key bits (key material: never print).
         bytes_match: role -> the bytes this end sent equal the recorded ones.
         reads, detections, late_detections: Qsync's input and output counts.
-        cut_at: the first block the recorded run lost its Qdist connection in (the replay
-            stops before it), or None.
+        cut_at: the first block the recorded run lost its Qdist connection in, or timed
+            out in (the replay stops before it), or None.
+        cut_reason: what happened to it ("lost its Qdist connection", "timed out").
     """
 
     link: str
@@ -102,6 +112,7 @@ class Replay:
     detections: int
     late_detections: int
     cut_at: int | None = None
+    cut_reason: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -119,16 +130,42 @@ def _blocks(rec: Recording, plan: FramePlan) -> tuple[list[tuple[int, BobDetecti
     tracker = SlotTracker(period_ps=float(t["period_ps"]), pattern=plan.pattern(),
                           delay_ps=float(t["delay_ps"]),
                           detector_channels=tuple(int(c) for c in t["detector_channels"]))
-    cutter = BlockCutter(plan, channel_patterns(channel_map),
-                         np.random.default_rng(int(m["seeds"]["bob_squash"])))
+    squash = rec.draws(SQUASH)
+    cutter = BlockCutter(plan, channel_patterns(channel_map), squash)
     out: list[tuple[int, BobDetections]] = []
     reads = detections = late = 0
     for ts, ch in list(rec.tag_reads()):
         batch = tracker.process(ts, ch)
         n, n_late, closable = cutter.add(batch.slots, batch.channels)
         reads, detections, late = reads + 1, detections + n, late + n_late
-        out.extend((b, cutter.close(b)) for b in closable)
+        # The run closed as many blocks as it drew squashing bits for (one draw per block);
+        # the tags read after its last block closed are read, not cut.
+        out.extend((b, cutter.close(b)) for b in closable if squash.remaining)
     return out, reads, detections, late
+
+
+def _cut(recorded: dict[str, list[dict[str, Any]]]) -> tuple[int | None, str | None]:
+    """The first block the run lost its connection in or timed out in, and which."""
+    cuts = []
+    for rows in recorded.values():
+        for row in rows:
+            reason = str(row.get("reason") or "")
+            if reason.startswith(CONNECTION_LOST):
+                cuts.append((int(row["block_id"]), "lost its Qdist connection"))
+            elif TIMED_OUT in reason:  # either end's deadline (the peer's: "peer aborted: ...")
+                cuts.append((int(row["block_id"]), "timed out"))
+    if not cuts:
+        return None, None
+    return min(cuts)
+
+
+def _missed_reason(recorded: list[dict[str, Any]], block: int) -> str:
+    """The reason Alice's module gave for refusing ``block`` in the run (the reason depends on
+    how the transmitter reported it), or a generic one if the run recorded no outcome."""
+    for row in recorded:
+        if row.get("block_id") == block and row.get("outcome") == "aborted" and row.get("reason"):
+            return str(row["reason"])
+    return MISSED_REASON
 
 
 def replay(rec: Recording, secrets: dict[str, bytes]) -> Replay:
@@ -138,22 +175,21 @@ def replay(rec: Recording, secrets: dict[str, bytes]) -> Replay:
         secrets: the pre-shared Qdist secret of each end (``"alice"``, ``"bob"``).
 
     Raises:
-        RecordingError: a missing, truncated or corrupted file; a block Bob closed whose frame
-            Alice's choices do not hold.
+        RecordingError: a missing, truncated or corrupted file; a replay that asks for
+            random values the run did not draw (it has diverged from the run).
     """
     m = rec.manifest
     plan = plan_of(m)
     params = _params(m)
     recorded = {r: rec.outcomes(r) for r in ("alice", "bob")}
-    cut_at = min((int(r["block_id"]) for rows in recorded.values() for r in rows
-                  if str(r.get("reason") or "").startswith(CONNECTION_LOST)), default=None)
+    cut_at, cut_reason = _cut(recorded)
     wanted = len(recorded["bob"]) or None
     # Every file is read (and its records checked) before the work starts.
-    choices = rec.choices()
+    choices, _ = rec.choices()
+    public = rec.draws(PUBLIC)
     rec.qdist_bytes("alice"), rec.qdist_bytes("bob")
     blocks, reads, detections, late = _blocks(rec, plan)
-    alice = QdistAlice(params, secrets["alice"],
-                       rng=np.random.default_rng(int(m["seeds"]["alice_qdist"])))
+    alice = QdistAlice(params, secrets["alice"], random_bytes=public)
     bob = QdistBob(params, secrets["bob"])
     sent: dict[str, list[bytes]] = {"alice": [], "bob": []}
     keys: dict[str, dict[int, NDArray[np.uint8]]] = {"alice": {}, "bob": {}}
@@ -196,11 +232,12 @@ def replay(rec: Recording, secrets: dict[str, bytes]) -> Replay:
                 busy = True
                 if isinstance(event, DetectionsReceived):
                     frame = choices.get(event.block_id)
-                    if frame is None:
-                        raise RecordingError(f"{rec.directory / 'alice-choices.rec'}: no frame "
-                                             f"of block {event.block_id}, which Bob announced")
-                    alice.start_block(event.block_id, AliceChoices(
-                        plan.first_slot(event.block_id), *frame), 0.0)
+                    if frame is None:  # it did not play: refused, as the module does
+                        alice.refuse_announced(_missed_reason(recorded["alice"],
+                                                              event.block_id), 0.0)
+                    else:
+                        alice.start_block(event.block_id, AliceChoices(
+                            plan.first_slot(event.block_id), *frame), 0.0)
                 elif isinstance(event, BlockCompleted | BlockAborted):
                     outcome(role, event)
                     ended.add(role)
@@ -229,4 +266,5 @@ def replay(rec: Recording, secrets: dict[str, bytes]) -> Replay:
         got = b"".join(sent[role])
         want = rec.qdist_bytes(role)
         bytes_match[role] = want.startswith(got) or got.startswith(want)
-    return Replay(m["link"], order, keys, bytes_match, reads, detections, late, cut_at)
+    return Replay(m["link"], order, keys, bytes_match, reads, detections, late, cut_at,
+                  cut_reason)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qkdnode.drivers.roles import SeededRandomSource
+from qkdnode.drivers.roles import OsRandomSource, SeededRandomSource
 from qkdnode.drivers.sim.bench import Bench
 from qkdnode.drivers.sim.params import BenchParams, FibreParams, SourceParams
 from qkdnode.dsp.qsync import SlotTracker
@@ -38,7 +38,6 @@ READ_SLOTS = 1 << 20
 SECRET = bytes(range(256)) * 8
 PARAMS = QdistParams(MU, P, kappa=1e-15, code_length=16_000)
 CHANNELS = {1: "X0", 2: "X1", 3: "Z0", 4: "Z1"}
-SEEDS = {"alice_qdist": 11, "bob_squash": 12}
 
 
 class Kq1Recorder:
@@ -60,18 +59,19 @@ async def recorded_run(tmp_path: Path, rec_dir: Path, blocks: int
     tracker_args = {"period_ps": 1000.0, "delay_ps": 0.0, "detector_channels": [1, 2, 3, 4]}
     rec.describe(link="ab", plan={"block_slots": BLOCK_SLOTS, "timing_slots": TIMING_SLOTS,
                                   "mu": MU, "p": P, "q_x": 0.5},
-                 qdist=asdict(PARAMS), tracker=tracker_args, channel_map=CHANNELS, seeds=SEEDS)
+                 qdist=asdict(PARAMS), tracker=tracker_args, channel_map=CHANNELS)
     frames = BenchFrames(bench, BLOCK_SLOTS, READ_SLOTS)
     tracker = SlotTracker(period_ps=1000.0, pattern=plan.pattern(), delay_ps=0.0,
                           detector_channels=(1, 2, 3, 4))
     out_a, out_b = KeyOutbox(Kq1Recorder(), "ab"), KeyOutbox(Kq1Recorder(), "ab")
-    alice = AliceModule(plan, QdistAlice(PARAMS, SECRET,
-                                         rng=np.random.default_rng(SEEDS["alice_qdist"])),
+    # Alice's public seeds and Bob's squashing bits from the OS CSPRNG, as unrecorded: the
+    # replay can only give them back from what the recording kept.
+    alice = AliceModule(plan, QdistAlice(PARAMS, SECRET, random_bytes=rec.public_random()),
                         rec.frames(frames), out_a, rec.audit("alice", tmp_path / "a.jsonl"),
                         SeededRandomSource("sim://bench/rng", 2))
     bob = BobModule(plan, QdistBob(PARAMS, SECRET), rec.source(frames), tracker,
                     channel_patterns(CHANNELS), out_b, rec.audit("bob", tmp_path / "b.jsonl"),
-                    np.random.default_rng(SEEDS["bob_squash"]))
+                    rec.squash(OsRandomSource()))
     accepted: asyncio.Queue[QdistConnection] = asyncio.Queue()
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -163,11 +163,15 @@ def test_missing_manifest_is_refused(tmp_path: Path) -> None:
         Recording.open(tmp_path)
 
 
+@pytest.mark.parametrize(("reason", "cut_reason"), [
+    ("connection lost: reset by peer", "lost its Qdist connection"),
+    ("block timed out after 60.0 s", "timed out")])
 def test_replay_stops_before_a_block_the_run_lost_its_connection_in(
-        recorded: tuple[Path, AliceModule, BobModule], tmp_path: Path) -> None:
-    """The recorded run's second block is marked as cut by a lost Qdist connection (as the
-    module's audit writes it): the replay compares the first block only, and says where it
-    stopped."""
+        recorded: tuple[Path, AliceModule, BobModule], tmp_path: Path, reason: str,
+        cut_reason: str) -> None:
+    """The recorded run's second block is marked as cut by a lost Qdist connection, or as
+    timed out mid-dialogue (as the module's audit writes them): the replay compares the first
+    block only, and says where it stopped and why."""
     rec_dir, _, bob = recorded
     copy = tmp_path / "copy"
     copy.mkdir()
@@ -178,12 +182,12 @@ def test_replay_stops_before_a_block_the_run_lost_its_connection_in(
     for role in ("alice", "bob"):
         lines = [json.loads(x) for x in (rec_dir / f"outcomes-{role}.jsonl").read_text()
                  .splitlines()]
-        lines[1].update(outcome="aborted", reason="connection lost: reset by peer",
-                        final_length=0)
+        lines[1].update(outcome="aborted", reason=reason, final_length=0)
         (copy / f"outcomes-{role}.jsonl").write_text(
             "".join(json.dumps(x) + "\n" for x in lines))
     result = replay(Recording.open(copy), {"alice": SECRET, "bob": SECRET})
     assert result.cut_at == cut
+    assert result.cut_reason == cut_reason
     assert [row.block_id for row in result.blocks] == [bob.results[0].block_id]
     assert result.bytes_match == {"alice": True, "bob": True}
     assert result.ok

@@ -27,8 +27,11 @@ def test_module_record_then_distill(tmp_path: Path, capsys: pytest.CaptureFixtur
     capsys.readouterr()
     manifest = json.loads((rec / "manifest.json").read_text())
     assert manifest["nodes"] == {"alice": "alice", "bob": "bob"}
-    assert set(manifest["seeds"]) == {"alice_qdist", "bob_squash"}
-    assert stat.S_IMODE((rec / "alice-choices.rec").stat().st_mode) == 0o600
+    # No seeds: the public values and squashing bits were drawn as unrecorded, and kept.
+    assert "seeds" not in manifest
+    assert set(manifest["key_material"]) == {"alice-choices.rec", "bob-squash.rec"}
+    for name in ("alice-choices.rec", "alice-public.rec", "bob-squash.rec"):
+        assert stat.S_IMODE((rec / name).stat().st_mode) == 0o600
     assert main(["distill", str(rec), "--json"]) == 0
     out = capsys.readouterr().out.splitlines()
     rows = [json.loads(line) for line in out[:-1]]
