@@ -4,13 +4,16 @@
 before an interruption (Ctrl-C, an instrument error) are still there to be written. Rows of
 readings or scan points go through :meth:`Recorder.add_row` (or :meth:`Recorder.set_rows`
 when a procedure recomputes them all): with ``rows_path`` set they are on disk as soon as they
-complete, and ``on_progress`` (the runner's partial ``result.json``) runs after each.
+complete, and ``on_progress`` (the runner's partial ``result.json``) runs after each; a
+progress line on stderr counts them (of ``progress["points_planned"]`` when the procedure set
+it), so a scan of many short points shows progress as a long acquisition does.
 :func:`acquire` reads until every detector channel has ``target_counts`` tags or the tags
 span ``max_duration_s``, printing progress to stderr.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -53,6 +56,10 @@ class Recorder:
     progress: dict[str, Any] = field(default_factory=dict)
     # Called after each completed row (the runner writes its partial result.json).
     on_progress: Callable[[], None] | None = None
+    # Whether completed rows are counted on a progress line on stderr.
+    show_progress: bool = True
+    _rows_shown_at: float = field(default=-math.inf, repr=False)
+    _rows_line_open: bool = field(default=False, repr=False)
 
     def add_row(self, row: Row) -> None:
         """Adds one completed row of readings and puts it on disk (see module docstring)."""
@@ -69,6 +76,25 @@ class Recorder:
             write_rows_csv(self.rows_path, self.header, self.rows)
         if self.on_progress is not None:
             self.on_progress()
+        now = time.monotonic()
+        if self.show_progress and now - self._rows_shown_at >= PROGRESS_INTERVAL_S:
+            self._rows_shown_at = now
+            _progress(sys.stderr, self._rows_text())
+            self._rows_line_open = True
+
+    def _rows_text(self) -> str:
+        planned = self.progress.get("points_planned")
+        scan = self.progress.get("scan")
+        done = len(self.rows)
+        return (f"{self.label}: {done}" + (f" of {planned}" if planned else "")
+                + (" point" if done == 1 and not planned else " points") + " done"
+                + (f" ({scan} scan)" if scan else ""))
+
+    def end_progress(self) -> None:
+        """Ends the rows' progress line (with the final count) if one is showing."""
+        if self._rows_line_open:
+            self._rows_line_open = False
+            _progress(sys.stderr, self._rows_text(), final=True)
 
     def add(self, read: Any) -> None:
         """Adds one :class:`~qkdnode.drivers.roles.TagRead`."""
@@ -119,6 +145,8 @@ def acquire(tagger: Any, recorder: Recorder, channels: tuple[int, ...], *,
     """
     stream: TextIO | None = (
         (sys.stderr if progress else None) if isinstance(progress, bool) else progress)
+    if stream is not None:
+        recorder.end_progress()  # this acquisition's line starts on a line of its own
     tagger.start()
     counts = dict.fromkeys(channels, 0)
     first: int | None = None

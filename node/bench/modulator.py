@@ -30,6 +30,8 @@ __all__ = ["extinction_ratio", "plot_scan"]
 
 # Readings below this are taken as the tap's floor (a log needs a positive power), W.
 FLOOR_W = 1e-15
+# Set points are rounded to 1 mV (the resolution bias controllers take; drivers refuse finer).
+BIAS_DECIMALS = 3
 
 
 def _model(v: NDArray[np.float64], log_peak: float, log_tmin: float, v_null: float,
@@ -40,7 +42,7 @@ def _model(v: NDArray[np.float64], log_peak: float, log_tmin: float, v_null: flo
 
 
 def _scan(bc: Any, volts: NDArray[np.float64], label: str, recorder: Recorder,
-          settle_s: float) -> NDArray[np.float64]:
+          settle_s: float, planned: int) -> NDArray[np.float64]:
     import time
 
     out = np.empty(volts.size)
@@ -49,6 +51,8 @@ def _scan(bc: Any, volts: NDArray[np.float64], label: str, recorder: Recorder,
         if settle_s > 0:
             time.sleep(settle_s)
         out[i] = float(bc.tap_power_w())
+        recorder.progress = {"points_done": len(recorder.rows) + 1, "points_planned": planned,
+                             "scan": label}
         recorder.add_row((label, float(v), float(bc.bias_v()), float(out[i])))
     return out
 
@@ -70,16 +74,18 @@ def extinction_ratio(lab: Any, recorder: Recorder, settings: Settings) -> Outcom
     bias_before = float(bc.bias_v())
     try:
         bc.set_lock_mode(LockMode.MANUAL)
-        coarse_v = np.linspace(-span, span, n)
-        coarse_p = _scan(bc, coarse_v, "coarse", recorder, float(settings["settle_s"]))
+        coarse_v = np.round(np.linspace(-span, span, n), BIAS_DECIMALS)
+        planned = n + n // 2 + 1
+        coarse_p = _scan(bc, coarse_v, "coarse", recorder, float(settings["settle_s"]), planned)
         # Start values: the peak reading, the null at the smallest reading, V_pi from the
         # distance between the smallest and the largest (half a period).
         i_min, i_max = int(np.argmin(coarse_p)), int(np.argmax(coarse_p))
         v_pi0 = max(abs(coarse_v[i_max] - coarse_v[i_min]), 4.0 * span / n)
         half = 2.0 * (coarse_v[1] - coarse_v[0])
         centre = float(np.clip(coarse_v[i_min], -span + half, span - half))
-        fine_v = np.linspace(centre - half, centre + half, n // 2 + 1)
-        fine_p = _scan(bc, fine_v, "fine", recorder, float(settings["settle_s"]))
+        fine_v = np.asarray(np.round(np.linspace(centre - half, centre + half, n // 2 + 1),
+                                     BIAS_DECIMALS), dtype=np.float64)
+        fine_p = _scan(bc, fine_v, "fine", recorder, float(settings["settle_s"]), planned)
     finally:
         try:
             if mode_before == LockMode.MANUAL:

@@ -51,6 +51,7 @@ from scipy.optimize import curve_fit
 
 from .acquire import Recorder, acquire
 from .detector import RATE_WINDOW_S, _channels, set_count_rate
+from .modulator import BIAS_DECIMALS
 from .result import Outcome, Settings
 
 __all__ = ["ScanPoint", "assign_positions", "check_frame_fits_sync", "frame_offset", "plot_qber",
@@ -60,8 +61,6 @@ __all__ = ["ScanPoint", "assign_positions", "check_frame_fits_sync", "frame_offs
 FRAME_SEED = 11
 MIN_SYNCS = 3
 MIN_POINTS = 5
-# Set points are rounded to 1 mV (the resolution bias controllers take).
-BIAS_DECIMALS = 3
 # Coarse points this much (absolute QBER) above the least still count as minima.
 COARSE_TOLERANCE = 0.01
 # Binomial variance floor: a point with no errors still has an uncertainty.

@@ -195,6 +195,7 @@ def run_procedure(name: str, lab: Lab, out_dir: Path | str,
         record["error"] = f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        recorder.end_progress()
         failed = lab.safe_state()
         if failed:
             record["safe_state_failures"] = failed

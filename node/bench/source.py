@@ -36,11 +36,15 @@ FRAME_SLOTS = 1000
 FRAME_SEED = 11
 
 
-def _readings(pm: Any, n: int, label: str, recorder: Recorder) -> tuple[float, float]:
+def _readings(pm: Any, n: int, label: str, recorder: Recorder,
+              planned: int | None = None) -> tuple[float, float]:
     values = []
     for i in range(n):
         w = float(pm.measure_power_w())
         values.append(w)
+        if planned is not None:
+            recorder.progress = {"points_done": len(recorder.rows) + 1,
+                                 "points_planned": planned}
         recorder.add_row((label, i, w))
     arr = np.array(values)
     return float(arr.mean()), float(arr.std(ddof=1) / math.sqrt(n)) if n > 1 else math.inf
@@ -59,7 +63,9 @@ def mean_photon_number(lab: Any, recorder: Recorder, settings: Settings) -> Outc
     pm.set_averaging(int(settings["averaging"]))
     recorder.header = ("what", "index", "power_w")
     att.set_enabled(False)
-    zero, u_zero = _readings(pm, n, "zero (light blocked)", recorder)
+    # The readings: the zero, then each class's.
+    planned = n * (1 + len(CLASSES))
+    zero, u_zero = _readings(pm, n, "zero (light blocked)", recorder, planned)
     att.set_attenuation_db(float(settings["attenuation_db"]))
     att.set_enabled(True)
     rate = float(tx.slot_rate_hz())
@@ -75,7 +81,7 @@ def mean_photon_number(lab: Any, recorder: Recorder, settings: Settings) -> Outc
         tx.stop()
         tx.load_frame(basis, bit, np.full(FRAME_SLOTS, k, np.uint8))
         tx.start()
-        p, u_p = _readings(pm, n, name, recorder)
+        p, u_p = _readings(pm, n, name, recorder, planned)
         mu = (p - zero) * scale
         u_mu = math.hypot(math.hypot(u_p, u_zero) * scale, cal * mu)
         mus[name] = {"value": mu, "uncertainty": u_mu, "power_w": p, "u_power_w": u_p}

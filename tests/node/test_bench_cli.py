@@ -90,6 +90,22 @@ def test_bench_duration_of_a_procedure_without_acquisition(tmp_path, capsys):
 def test_bench_mean_photon_number_files(tmp_path, capsys):
     assert main(["bench", "mean-photon-number", "--out", str(tmp_path),
                  "--sim-param", "mu1=0.6"]) == 0
-    assert "readings.csv" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "readings.csv" in captured.out
+    # The power meter's readings are counted on stderr, the line ended with the final count.
+    assert captured.err.endswith("\rmean-photon-number: 80 of 80 points done\n")
     data = json.loads((tmp_path / "result.json").read_text())
     assert abs(data["value"] - 0.6) <= 3 * data["uncertainty"]
+
+
+def test_bench_scan_shows_its_points_on_stderr(tmp_path, capsys):
+    # points=20: a 1.0526 V grid, rounded to the 1 mV the bias controller takes.
+    assert main(["bench", "extinction-ratio", "--out", str(tmp_path), "--json",
+                 "--set", "points=20", "--sim-param", "seed=5"]) == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)  # nothing but the JSON on stdout
+    assert data["readings"]["count"] == 31
+    lines = [x for x in captured.err.replace("\r", "\n").splitlines() if x]
+    assert lines[0] == "extinction-ratio: 1 of 31 points done (coarse scan)"
+    assert lines[-1] == "extinction-ratio: 31 of 31 points done (fine scan)"
+    assert captured.err.endswith("\n")
