@@ -192,7 +192,7 @@ async def _run_link(workdir: Path, km: float, rate: float, d: DecoyParams, block
     from qkdnode.node.km.manager import KeyManager
     from qkdnode.node.km.records import KeyState
     from qkdnode.node.km.store import SqliteKeyStore
-    from qkdnode.node.module.launch import build_ends, run_ends
+    from qkdnode.node.module.launch import open_ends, run_ends
 
     (workdir / "secret.bin").write_bytes(os.urandom(SECRET_BYTES))
     port = _free_port()
@@ -214,7 +214,7 @@ async def _run_link(workdir: Path, km: float, rate: float, d: DecoyParams, block
     install_bench(configs[0][1])
     stored: dict[str, int] = {}
     try:
-        ends = build_ends(configs, None, rng_seed=seed)
+        ends = await open_ends(configs, None, rng_seed=seed)
         for end in ends:
             qdist = end.module.qdist
             qdist.params = dataclasses.replace(qdist.params, block_timeout_s=BLOCK_TIMEOUT_S)
