@@ -392,8 +392,9 @@ def _run(
               _FAST_PHI_CONSTANTS if algorithm == "sum-product-fast" else _PHI_CONSTANTS)
     synd = np.ascontiguousarray(syndromes)
     qc: QcLayout | None = getattr(code, "qc", None)
-    if qc is not None and algorithm == "sum-product-fast":
-        # Its own QC kernel (any z), which takes no algorithm, scale or offset.
+    if qc is not None and qc.z >= NARROW_QC_Z and algorithm == "sum-product-fast":
+        # Its own wide QC kernel (fused multiply-adds), which takes no algorithm, scale or
+        # offset; on narrow codes the narrow kernel runs it (bit for bit as the twin).
         _run_fast(qc, synd, llrs, messages, common[:2], bits, converged, iterations, parallel)
         return DecodeResult(bits=bits, converged=converged, iterations=iterations)
     narrow = qc is not None and qc.z < NARROW_QC_Z
@@ -442,7 +443,7 @@ def _run_fast(
     iterations: NDArray[np.int32],
     parallel: bool,
 ) -> None:
-    """``"sum-product-fast"`` on a QC code: :mod:`.kernels_qc_fast`, in parallel (one frame per
+    """``"sum-product-fast"`` on a wide QC code: :mod:`.kernels_qc_fast`, in parallel (one frame per
     thread at a time, as in :func:`_run`) or frame by frame on this thread."""
     max_iterations, stall = budget
     layout = (qc.z, qc.layer_ptr, qc.layer_col, qc.layer_shift, qc.csr_edge)

@@ -136,9 +136,11 @@ def qc_narrow_kernel(
     base_phi = np.empty(z, dtype=np.float32)
     coef1 = np.empty(z, dtype=np.float32)
     coef2 = np.empty(z, dtype=np.float32)
+    top1 = np.empty(z, dtype=np.float32)  # sum-product-fast: message of the largest phi
+    top2 = np.empty(z, dtype=np.float32)  # and of the runner-up
     # Min-sum tracks the two smallest |t| (from +max), sum-product-taylor the two largest phi
-    # (from -1, below any phi).
-    first_extreme = np.float32(-1.0) if algorithm == 2 else np.float32(np.finfo(np.float32).max)
+    # (from -1, below any phi), as does sum-product-fast.
+    first_extreme = np.float32(-1.0) if algorithm >= 2 else np.float32(np.finfo(np.float32).max)
     limit = k[18]
     iterations = 0
     fewest = mb * z + 1
@@ -198,6 +200,18 @@ def qc_narrow_kernel(
                         arg2[u] = i1 if above1 else second_arg
                         min1[u] = p if above1 else m1
                         arg1[u] = r32 if above1 else i1
+                elif algorithm == 3:
+                    # The two largest phi by value (equal on a tie), no edge indices.
+                    mg = mags[r * z : r * z + z]
+                    for u in range(z):
+                        t = src[u] - mr[u]
+                        negative[u] ^= _sign(t)
+                        p = phi(abs(t), k)
+                        mg[u] = p
+                        total[u] += p
+                        m1 = min1[u]
+                        min2[u] = max(min2[u], min(m1, p))
+                        min1[u] = max(m1, p)
                 else:
                     for u in range(z):
                         t = src[u] - mr[u]
@@ -216,6 +230,13 @@ def qc_narrow_kernel(
                     t = total[u]
                     min1[u] = phi(max(t - min1[u], zero), k)
                     min2[u] = phi(max(t - min2[u], zero), k)
+                    base_phi[u] = phi(t, k)
+                    coef1[u], coef2[u] = expansion(t, k)
+            elif algorithm == 3:
+                for u in range(z):
+                    t = total[u]
+                    top1[u] = phi(max(t - min1[u], zero), k)
+                    top2[u] = phi(max(t - min2[u], zero), k)
                     base_phi[u] = phi(t, k)
                     coef1[u], coef2[u] = expansion(t, k)
             # Pass 2, per base edge: new messages and posteriors (the extrinsic input recomputed,
@@ -247,6 +268,17 @@ def qc_narrow_kernel(
                         is2 = arg2[u] == r32
                         mag = exact2 if is2 else approx
                         mag = exact1 if is1 else mag
+                        value = -mag if (negative[u] ^ _sign(t)) != 0 else mag
+                        mr[u] = value
+                        values2[u] = t + value
+                elif algorithm == 3:
+                    mg = mags[r * z : r * z + z]
+                    for u in range(z):
+                        t = src[u] - mr[u]
+                        p = mg[u]
+                        approx = base_phi[u] + p * (coef1[u] + p * coef2[u])
+                        mag = top2[u] if p == min2[u] else approx
+                        mag = top1[u] if p == min1[u] else mag
                         value = -mag if (negative[u] ^ _sign(t)) != 0 else mag
                         mr[u] = value
                         values2[u] = t + value

@@ -16,6 +16,8 @@ from qkdnode.dsp.ldpc.decoder import (
     decode_syndrome_reference,
     decode_syndromes,
 )
+from qkdnode.dsp.ldpc.kernels import ALGORITHM_SUM_PRODUCT_FAST
+from qkdnode.dsp.ldpc.kernels_qc_narrow import qc_narrow_kernel
 from qkdnode.dsp.ldpc.phi import (
     PHI_FAST_X_MAX,
     expansion_many,
@@ -100,7 +102,49 @@ def test_csr_kernel_agrees_with_twin_bit_for_bit(
 
 @settings(deadline=None, max_examples=30)
 @given(
-    z=st.sampled_from([1, 3, 8, 17, 64]),
+    z=st.integers(1, 9),
+    base_m=st.integers(1, 5),
+    extra=st.integers(1, 6),
+    var_degree=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+    data=st.data(),
+    max_iterations=st.integers(0, 8),
+    stall=st.sampled_from([None, 1, 3]),
+)
+def test_narrow_qc_kernel_agrees_with_twin_bit_for_bit(
+    z: int, base_m: int, extra: int, var_degree: int, seed: int, data: st.DataObject,
+    max_iterations: int, stall: int | None,
+) -> None:
+    # The narrow kernel (unfused) runs sum-product-fast on codes of z < NARROW_QC_Z.
+    code = random_qc_code(z, base_m, base_m + extra, var_degree, seed)
+    qc = code.qc
+    assert qc is not None
+    synd = np.array(data.draw(st.lists(st.integers(0, 1), min_size=code.m, max_size=code.m)),
+                    np.uint8)
+    llr = np.array(data.draw(st.lists(llr_values, min_size=code.n, max_size=code.n)), np.float32)
+    messages = np.array(
+        data.draw(st.lists(llr_values, min_size=code.n_edges, max_size=code.n_edges)), np.float32
+    )
+    twin_messages = messages.copy()
+    bits = np.empty(code.n, np.uint8)
+    iterations, converged = qc_narrow_kernel(
+        qc.z, qc.layer_ptr, qc.layer_col, qc.layer_shift, qc.csr_edge, synd,
+        np.clip(llr, -LLR_LIMIT, LLR_LIMIT).astype(np.float32), max_iterations, stall or 0,
+        ALGORITHM_SUM_PRODUCT_FAST, np.float32(0.78), np.float32(0.0),
+        phi_constants(PHI_FAST_X_MAX), messages, bits,
+    )
+    twin_bits, twin_iterations, twin_converged = decode_syndrome_reference(
+        code.chk_ptr, code.chk_var, synd, llr, max_iterations, 0.78, 0.0, FAST, twin_messages,
+        stall or 0,
+    )
+    np.testing.assert_array_equal(bits, twin_bits)
+    assert (iterations, converged) == (twin_iterations, twin_converged)
+    np.testing.assert_array_equal(messages.view(np.int32), twin_messages.view(np.int32))
+
+
+@settings(deadline=None, max_examples=30)
+@given(
+    z=st.sampled_from([1, 3, 8, 17, 32, 64]),
     base_m=st.integers(1, 5),
     extra=st.integers(1, 8),
     var_degree=st.integers(1, 3),
