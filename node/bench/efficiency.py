@@ -11,7 +11,8 @@ detector: 1/4 at ``q_x = 1/2``).
 A detector clicks in a slot with ``P = 1 - exp(-eta mu_d)`` (Poisson photon numbers), so its
 photon clicks have the gap rate ``-f ln(1 - P) = f eta mu_d``: the uncorrelated rate ``r`` of
 the gap model (:mod:`.gaps`, which removes the dead time and afterpulses), less the dark rate
-``r_dc`` (light blocked), gives
+``r_dc`` (light blocked; the dark counts' afterpulses and the dead time taken out of the
+counted rate, :func:`.gaps.primary_rate`), gives
 
     eta = (r - r_dc) / (f mu_d).
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from .acquire import Recorder, acquire
 from .detector import _channels, _detector_settings, _play_frame, set_count_rate
-from .gaps import fit_gaps
+from .gaps import fit_gaps, primary_rate
 from .result import Outcome, Settings, channel_values, mean_of_channels
 from .source import PLANCK_J_S, SPEED_OF_LIGHT_M_PER_S, _readings
 
@@ -79,6 +80,9 @@ def detector_efficiency(lab: Any, recorder: Recorder, settings: Settings) -> Out
         settings["split_fraction"])
     t, c = recorder.tags()
     fits = {ch: fit_gaps(t[c == ch], float(settings["timing_rms_ps"])) for ch in channels}
+    # The dark rates counted above include the dark counts' afterpulses (and lose the dead
+    # time): the gap model's rates exclude both.
+    dark = {ch: primary_rate(*dark[ch], fits[ch]) for ch in channels}
     per: dict[int, tuple[float, float]] = {}
     for ch, fit in fits.items():
         r_ph = fit.rate_hz - dark[ch][0]

@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import minimize
 
-__all__ = ["GapFit", "cutoff_on_slot_grid", "fit_gaps", "mixture_density"]
+__all__ = ["GapFit", "cutoff_on_slot_grid", "fit_gaps", "mixture_density", "primary_rate"]
 
 # Fewest gaps a fit accepts: below this the asymptotic (Fisher) uncertainties mean little.
 MIN_GAPS = 50
@@ -253,6 +253,35 @@ def fit_gaps(timestamps_ps: NDArray[np.int64], timing_rms_ps: float = 100.0) -> 
         lam_hz=lam, u_lam_hz=math.sqrt(max(cov[2, 2], 0.0)) if with_ap else math.nan,
         afterpulse_probability=p, u_afterpulse_probability=u_p,
         covariance=tuple(tuple(float(v) for v in row) for row in cov))
+
+
+def primary_rate(count_rate_hz: float, u_count_rate_hz: float, fit: GapFit
+                 ) -> tuple[float, float]:
+    """The uncorrelated (Poisson) rate behind a plain count rate of sparse clicks, Hz.
+
+    A dark-count rate measured by counting (light blocked) includes each dark count's
+    afterpulses: a click is followed by one with probability ``p``, so a primary click brings
+    ``1 / (1 - p)`` clicks on average, and the dead time ``d`` after each click hides ``m d`` of
+    the time. The gap model's rate ``r`` of the same detector under light excludes both, so what
+    is subtracted from it must too: ``r_dc = m (1 - p) / (1 - m d)``, with ``p`` and ``d`` from
+    the detector's gap fit ``fit``. Counting the afterpulses as dark counts took
+    ``m p`` too much (an efficiency of 0.6 read 1.4 % low at ``p`` = 0.15 and 3 kHz of dark
+    counts).
+
+    Returns:
+        ``(r_dc, u(r_dc))``, ``u`` from ``u(m)`` and ``u(p)``.
+
+    Raises:
+        ValueError: a count rate so high that the dead time covers the whole time.
+    """
+    m, p, d = count_rate_hz, fit.afterpulse_probability, fit.dead_time_s
+    live = 1.0 - m * max(d, 0.0)
+    if not live > 0.0:
+        raise ValueError(f"a count rate of {m:.4g} Hz with a dead time of {d * 1e9:.4g} ns "
+                         "leaves no live time: is the light blocked?")
+    r = m * (1.0 - p) / live
+    u = math.hypot(u_count_rate_hz * (1.0 - p) / live, m * fit.u_afterpulse_probability / live)
+    return r, u
 
 
 def _comb_density(x_ps: NDArray[np.float64], period_ps: float, sigma_ps: float

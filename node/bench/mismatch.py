@@ -23,7 +23,7 @@ import numpy as np
 
 from .acquire import Recorder, acquire
 from .detector import _channels, _detector_settings, _play_frame, set_count_rate
-from .gaps import fit_gaps
+from .gaps import fit_gaps, primary_rate
 from .result import Outcome, Settings, channel_values
 
 __all__ = ["efficiency_mismatch"]
@@ -56,6 +56,8 @@ def efficiency_mismatch(lab: Any, recorder: Recorder, settings: Settings) -> Out
     att.set_enabled(False)
     t, c = recorder.tags()
     fits = {ch: fit_gaps(t[c == ch], float(settings["timing_rms_ps"])) for ch in channels}
+    # The counted dark rates include the dark counts' afterpulses; the gap model's do not.
+    dark = {ch: primary_rate(*dark[ch], fits[ch]) for ch in channels}
     raw = {ch: ((f.rate_hz - dark[ch][0]) / shares[ch],
                 math.hypot(f.u_rate_hz, dark[ch][1]) / shares[ch]) for ch, f in fits.items()}
     mean = sum(v for v, _ in raw.values()) / len(raw)
