@@ -402,6 +402,15 @@ class Recording:
             out.pop(block, None)
         return out, missed
 
+    def first_block(self) -> int:
+        """The block of Alice's first frame (the first block of the run; 0 if none)."""
+        path = self.directory / CHOICES
+        for payload in read_records(path):
+            if len(payload) < _CHOICES.size:
+                raise RecordingError(f"{path}: record 0 is too short for a frame")
+            return int(_CHOICES.unpack_from(payload)[0])
+        return 0
+
     def draws(self, name: str) -> RecordedDraws:
         """The random draws recorded in ``name`` (:data:`PUBLIC`, :data:`SQUASH`)."""
         path = self.directory / name

@@ -11,11 +11,12 @@ Alice when Bob announces it, with the run's reason, as the module refuses it. Ea
 outcome and audit record at both ends is compared with the recorded run's, and the bytes each
 end sends with those it sent then.
 
-A recorded run whose Qdist connection dropped (a block aborted with reason ``connection lost``)
-or whose block timed out (its deadline passed in the middle of its dialogue: a slow end) cannot
-be replayed past that block: which frames the cut lost, or how far the dialogue had got when
-the deadline passed, is not recorded, and the pads and random values of the later blocks depend
-on it. The replay runs and compares the blocks before it and says so (:attr:`Replay.cut_at`,
+A recorded run whose Qdist connection dropped (a block aborted with reason ``connection lost``),
+whose block timed out (its deadline passed in the middle of its dialogue: a slow end), or whose
+instruments restarted (a new arm of the receiver's) cannot be replayed past that block: which
+frames the cut lost, how far the dialogue had got when the deadline passed, or the new run's
+start is not recorded, and the pads and random values of the later blocks depend on it. The
+replay runs and compares the blocks before it and says so (:attr:`Replay.cut_at`,
 :attr:`Replay.cut_reason`).
 """
 
@@ -50,6 +51,8 @@ __all__ = ["MISSED_REASON", "BlockReplay", "Replay", "plan_of", "replay"]
 
 # The reason of a block whose deadline passed (QdistEnd.handle_timer).
 TIMED_OUT = "block timed out after"
+# The reasons of blocks a restart of the instruments ended (a new arm of the receiver's).
+RESTARTED = "instruments restarted"
 # The refusal of a block with no recorded frame whose refusal the run did not record.
 MISSED_REASON = "its frame was not played or its choices are gone"
 
@@ -101,7 +104,8 @@ class Replay:
         reads, detections, late_detections: Qsync's input and output counts.
         cut_at: the first block the recorded run lost its Qdist connection in, or timed
             out in (the replay stops before it), or None.
-        cut_reason: what happened to it ("lost its Qdist connection", "timed out").
+        cut_reason: what happened to it ("lost its Qdist connection", "timed out",
+            "restarted its instruments").
     """
 
     link: str
@@ -122,8 +126,10 @@ class Replay:
             b.keys_agree for b in self.blocks if b.outcome.get("bob") == "completed")
 
 
-def _blocks(rec: Recording, plan: FramePlan) -> tuple[list[tuple[int, BobDetections]], int, int,
-                                                      int]:
+def _blocks(rec: Recording, plan: FramePlan, first: int
+            ) -> tuple[list[tuple[int, BobDetections]], int, int, int]:
+    """Bob's blocks as the module cut them; Qsync numbers the slots from the run's first
+    block's first slot (``first``)."""
     m = rec.manifest
     t = m["tracker"]
     channel_map = {int(k): str(v) for k, v in m["channel_map"].items()}
@@ -132,16 +138,44 @@ def _blocks(rec: Recording, plan: FramePlan) -> tuple[list[tuple[int, BobDetecti
                           detector_channels=tuple(int(c) for c in t["detector_channels"]))
     squash = rec.draws(SQUASH)
     cutter = BlockCutter(plan, channel_patterns(channel_map), squash)
+    cutter.open = first
+    base = first * plan.block_slots
     out: list[tuple[int, BobDetections]] = []
     reads = detections = late = 0
     for ts, ch in list(rec.tag_reads()):
         batch = tracker.process(ts, ch)
-        n, n_late, closable = cutter.add(batch.slots, batch.channels)
+        slots = np.where(batch.slots >= 0, batch.slots + base, batch.slots)
+        n, n_late, closable = cutter.add(slots, batch.channels)
         reads, detections, late = reads + 1, detections + n, late + n_late
         # The run closed as many blocks as it drew squashing bits for (one draw per block);
         # the tags read after its last block closed are read, not cut.
         out.extend((b, cutter.close(b)) for b in closable if squash.remaining)
     return out, reads, detections, late
+
+
+def _start_order(alice: Any, bob: Any, first: int, sent: dict[str, list[bytes]],
+                 rec: Recording) -> bool:
+    """The instruments' start order as the run began it (one run: a run restarted by a new
+    arm of Bob's is cut, :func:`_cut`): Bob announces his tagger armed, Alice the run's first
+    block (her first recorded frame's). False where the Qdist ends have no start order (the
+    ends are ``Any`` here for that reason)."""
+    announce_armed = getattr(bob, "announce_armed", None)
+    if announce_armed is None:
+        return False
+    epoch = announce_armed(0.0)
+    steps: tuple[tuple[str, Any, Any, str], ...] = (("bob", bob, alice, "armed"),
+                                                     ("alice", alice, bob, "started"))
+    for role, end, peer, what in steps:
+        data = end.data_to_send()
+        sent[role].append(data)
+        peer.receive_data(data)
+        event = peer.next_event()
+        if getattr(event, "epoch", None) != epoch:
+            raise RecordingError(f"{rec.directory}: the replay's {role} end could not announce "
+                                 f"the start order ({what}: {type(event).__name__})")
+        if what == "armed":
+            alice.announce_start(epoch, first, 0.0)
+    return True
 
 
 def _cut(recorded: dict[str, list[dict[str, Any]]]) -> tuple[int | None, str | None]:
@@ -154,6 +188,8 @@ def _cut(recorded: dict[str, list[dict[str, Any]]]) -> tuple[int | None, str | N
                 cuts.append((int(row["block_id"]), "lost its Qdist connection"))
             elif TIMED_OUT in reason:  # either end's deadline (the peer's: "peer aborted: ...")
                 cuts.append((int(row["block_id"]), "timed out"))
+            elif RESTARTED in reason:  # a new arm: a new run with its own start order
+                cuts.append((int(row["block_id"]), "restarted its instruments"))
     if not cuts:
         return None, None
     return min(cuts)
@@ -188,10 +224,13 @@ def replay(rec: Recording, secrets: dict[str, bytes]) -> Replay:
     choices, _ = rec.choices()
     public = rec.draws(PUBLIC)
     rec.qdist_bytes("alice"), rec.qdist_bytes("bob")
-    blocks, reads, detections, late = _blocks(rec, plan)
+    first = rec.first_block()
     alice = QdistAlice(params, secrets["alice"], random_bytes=public)
     bob = QdistBob(params, secrets["bob"])
     sent: dict[str, list[bytes]] = {"alice": [], "bob": []}
+    if not _start_order(alice, bob, first, sent, rec):
+        first = 0  # no start order: slots count from the bench's slot 0, block 0
+    blocks, reads, detections, late = _blocks(rec, plan, first)
     keys: dict[str, dict[int, NDArray[np.uint8]]] = {"alice": {}, "bob": {}}
     by_block: dict[int, BlockReplay] = {}
     order: list[BlockReplay] = []
