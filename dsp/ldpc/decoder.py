@@ -322,10 +322,11 @@ def decode_syndrome(
         TypeError: An array has the wrong type or dtype.
         ValueError: An array has the wrong shape, ``llr`` holds NaN, or a parameter is out of range.
     """
+    warm = messages is not None
     llr32, messages = _prepare(code, "syndrome", syndrome, "llr", llr, messages, (),
                                max_iterations, scale, offset, algorithm, stall_iterations)
     result = _run(code, syndrome[None, :], llr32[None, :], messages[None, :], max_iterations,
-                  stall_iterations, algorithm, scale, offset, parallel=False)
+                  stall_iterations, algorithm, scale, offset, parallel=False, warm=warm)
     return DecodeResult(
         bits=result.bits[0], converged=bool(result.converged[0]),
         iterations=int(result.iterations[0]),
@@ -371,10 +372,11 @@ def decode_syndromes(
     if not isinstance(syndromes, np.ndarray) or syndromes.ndim != 2:
         raise TypeError("syndromes must be a 2-d numpy array")
     k = syndromes.shape[0]
+    warm = messages is not None
     llrs32, messages = _prepare(code, "syndromes", syndromes, "llrs", llrs, messages, (k,),
                                 max_iterations, scale, offset, algorithm, stall_iterations)
     return _run(code, syndromes, llrs32, messages, max_iterations, stall_iterations, algorithm,
-                scale, offset, parallel=True)
+                scale, offset, parallel=True, warm=warm)
 
 
 def _run(
@@ -388,9 +390,12 @@ def _run(
     scale: float,
     offset: float,
     parallel: bool,
+    warm: bool = True,
 ) -> DecodeResult:
     """Runs a QC kernel when the code has a :class:`QcLayout` (the narrow one below
-    ``NARROW_QC_Z``), else the CSR kernel."""
+    ``NARROW_QC_Z``), else the CSR kernel. ``warm=False`` (the caller passed no messages, so
+    ``messages`` are zeros nobody reads back) lets the fused kernel skip loading and storing
+    them."""
     k = syndromes.shape[0]
     bits = np.empty((k, code.n), dtype=np.uint8)
     converged = np.zeros(k, dtype=np.bool_)
@@ -405,7 +410,8 @@ def _run(
     if qc is not None and qc.z >= NARROW_QC_Z and algorithm == "sum-product-fast":
         # Its own wide QC kernel (fused multiply-adds), which takes no algorithm, scale or
         # offset; on narrow codes the narrow kernel runs it (bit for bit as the twin).
-        _run_fast(qc, synd, llrs, messages, common[:2], bits, converged, iterations, parallel)
+        _run_fast(qc, synd, llrs, messages, common[:2], warm, bits, converged, iterations,
+                  parallel)
         return DecodeResult(bits=bits, converged=converged, iterations=iterations)
     narrow = qc is not None and qc.z < NARROW_QC_Z
     single = qc_narrow_kernel if narrow else qc_kernel
@@ -448,6 +454,7 @@ def _run_fast(
     llrs: NDArray[np.float32],
     messages: NDArray[np.float32],
     budget: tuple[int, int],
+    warm: bool,
     bits: NDArray[np.uint8],
     converged: NDArray[np.bool_],
     iterations: NDArray[np.int32],
@@ -462,12 +469,13 @@ def _run_fast(
         numba.set_parallel_chunksize(1)
         try:
             qc_fast_batch_kernel(*layout, synd, llrs, max_iterations, stall,
-                                 _FAST_PHI_CONSTANTS, messages, bits, converged, iterations)
+                                 _FAST_PHI_CONSTANTS, messages, warm, bits, converged,
+                                 iterations)
         finally:
             numba.set_parallel_chunksize(chunksize)
         return
     for f in range(synd.shape[0]):
         iterations[f], converged[f] = qc_fast_kernel(
             *layout, synd[f], llrs[f], max_iterations, stall, _FAST_PHI_CONSTANTS, messages[f],
-            bits[f],
+            warm, bits[f],
         )

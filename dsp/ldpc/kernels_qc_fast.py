@@ -134,6 +134,27 @@ def _layer_fast(
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _cold_start(
+    z: int, layer_ptr: NDArray[np.int64], edges: int, llr: NDArray[np.float32]
+) -> tuple[NDArray[np.float32], NDArray[np.float32], int]:  # pragma: no cover - compiled
+    """:func:`.kernels_qc._start` for zero messages: (zeros, doubled ``llr``, largest base
+    check degree)."""
+    nb = llr.shape[0] // z
+    max_degree = 1
+    for i in range(layer_ptr.shape[0] - 1):
+        max_degree = max(max_degree, layer_ptr[i + 1] - layer_ptr[i])
+    post2 = np.empty(2 * nb * z, dtype=np.float32)
+    for j in range(nb):
+        row = llr[j * z : j * z + z]
+        low = post2[2 * z * j : 2 * z * j + z]
+        high = post2[2 * z * j + z : 2 * z * j + 2 * z]
+        for t in range(z):
+            low[t] = row[t]
+            high[t] = row[t]
+    return np.zeros(edges, dtype=np.float32), post2, max_degree
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def qc_fast_kernel(
     z: int,
     layer_ptr: NDArray[np.int64],
@@ -146,13 +167,20 @@ def qc_fast_kernel(
     stall: int,
     k: PhiConstants,
     messages: NDArray[np.float32],
+    warm: bool,
     bits_out: NDArray[np.uint8],
 ) -> tuple[int, bool]:  # pragma: no cover - compiled
     """Layered sum-product-fast on a QC code; arguments and layout as
-    :func:`.kernels_qc.qc_kernel` (no algorithm, scale or offset). Returns
+    :func:`.kernels_qc.qc_kernel` (no algorithm, scale or offset). With ``warm`` false the
+    decode starts from zero messages and ``messages`` is neither read nor written (a cold
+    start whose messages nobody reads back: no permutation either way). Returns
     ``(iterations, converged)``."""
     mb = layer_ptr.shape[0] - 1
-    msg, post2, max_degree = _start(z, layer_ptr, layer_col, layer_shift, csr_edge, llr, messages)
+    if warm:
+        msg, post2, max_degree = _start(z, layer_ptr, layer_col, layer_shift, csr_edge, llr,
+                                        messages)
+    else:
+        msg, post2, max_degree = _cold_start(z, layer_ptr, csr_edge.shape[0], llr)
     ext = np.empty(max_degree * z, dtype=np.float32)
     mags = np.empty(max_degree * z, dtype=np.float32)
     newpost = np.empty(2 * max_degree * z, dtype=np.float32)
@@ -181,7 +209,10 @@ def qc_fast_kernel(
         fewest, since = _stall_count(z, unsatisfied, fewest, since)
         if stall > 0 and since >= stall:
             break
-    _write_out(z, post2, bits_out, csr_edge, msg, messages)
+    if warm:
+        _write_out(z, post2, bits_out, csr_edge, msg, messages)
+    else:
+        _write_out(z, post2, bits_out, csr_edge[:0], msg, messages)
     return iterations, converged
 
 
@@ -198,6 +229,7 @@ def qc_fast_batch_kernel(
     stall: int,
     k: PhiConstants,
     msgs: NDArray[np.float32],
+    warm: bool,
     bits_out: NDArray[np.uint8],
     converged_out: NDArray[np.bool_],
     iterations_out: NDArray[np.int32],
@@ -206,7 +238,7 @@ def qc_fast_batch_kernel(
     for f in numba.prange(syndromes.shape[0]):
         iterations, converged = qc_fast_kernel(
             z, layer_ptr, layer_col, layer_shift, csr_edge, syndromes[f], llrs[f],
-            max_iterations, stall, k, msgs[f], bits_out[f],
+            max_iterations, stall, k, msgs[f], warm, bits_out[f],
         )
         iterations_out[f] = iterations
         converged_out[f] = converged

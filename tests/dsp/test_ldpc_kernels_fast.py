@@ -209,7 +209,7 @@ def test_corrects_errors_below_threshold(kind: str) -> None:
         np.testing.assert_array_equal(result.bits, alice)
 
 
-@pytest.mark.parametrize("z", [5, 64])
+@pytest.mark.parametrize("z", [5, 64])  # the narrow kernel and the fused one
 def test_batch_equals_single(z: int) -> None:
     code = random_qc_code(z, 12, 30, 3, seed=5)
     rng = np.random.default_rng(6)
@@ -226,6 +226,17 @@ def test_batch_equals_single(z: int) -> None:
         assert (bool(batch.converged[k]), int(batch.iterations[k])) == (
             single.converged, single.iterations)
         np.testing.assert_array_equal(messages[k].view(np.int32), single_messages.view(np.int32))
+    # Without messages the kernel starts cold and skips them (no permutation in or out): the
+    # same decodes as from zero messages.
+    cold = decode_syndromes(code, synds, llrs, 20, algorithm=FAST)
+    np.testing.assert_array_equal(cold.bits, batch.bits)
+    np.testing.assert_array_equal(cold.converged, batch.converged)
+    np.testing.assert_array_equal(cold.iterations, batch.iterations)
+    for k in range(5):
+        single = decode_syndrome(code, synds[k], llrs[k], 20, algorithm=FAST)
+        np.testing.assert_array_equal(single.bits, batch.bits[k])
+        assert (single.converged, single.iterations) == (
+            bool(batch.converged[k]), int(batch.iterations[k]))
 
 
 def test_exact_messages_reach_tied_weakest_inputs() -> None:
