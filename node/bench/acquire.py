@@ -58,6 +58,9 @@ class Recorder:
     on_progress: Callable[[], None] | None = None
     # Whether completed rows are counted on a progress line on stderr.
     show_progress: bool = True
+    # Set by the runner's Ctrl-C handler: the procedure stops at its next safe point (after a
+    # tagger read or a completed row, never inside an instrument exchange).
+    stop_requested: bool = False
     _rows_shown_at: float = field(default=-math.inf, repr=False)
     _rows_line_open: bool = field(default=False, repr=False)
 
@@ -76,6 +79,7 @@ class Recorder:
             write_rows_csv(self.rows_path, self.header, self.rows)
         if self.on_progress is not None:
             self.on_progress()
+        self.check_stop()
         now = time.monotonic()
         if self.show_progress and now - self._rows_shown_at >= PROGRESS_INTERVAL_S:
             self._rows_shown_at = now
@@ -89,6 +93,11 @@ class Recorder:
         return (f"{self.label}: {done}" + (f" of {planned}" if planned else "")
                 + (" point" if done == 1 and not planned else " points") + " done"
                 + (f" ({scan} scan)" if scan else ""))
+
+    def check_stop(self) -> None:
+        """A safe point: raises KeyboardInterrupt if Ctrl-C was pressed since the start."""
+        if self.stop_requested:
+            raise KeyboardInterrupt("Ctrl-C")
 
     def end_progress(self) -> None:
         """Ends the rows' progress line (with the final count) if one is showing."""
@@ -158,6 +167,7 @@ def acquire(tagger: Any, recorder: Recorder, channels: tuple[int, ...], *,
         while True:
             read = tagger.read()
             recorder.add(read)
+            recorder.check_stop()
             if not read.complete:
                 raise RuntimeError(
                     f"the time tagger lost data ({read.lost_events} events, {read.overflows} "

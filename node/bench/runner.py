@@ -9,12 +9,16 @@ points reach ``readings.csv`` as each completes, with a partial ``result.json``
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import os
 import resource
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,7 +177,6 @@ def run_procedure(name: str, lab: Lab, out_dir: Path | str,
         "settings": settings, "instruments": dict(lab.identities),
         "started_utc": started.isoformat(timespec="seconds"),
     }
-    outcome: Outcome | None = None
 
     def partial() -> None:
         # A run cut short (Ctrl-C, an instrument error, a killed process) leaves a result
@@ -185,8 +188,20 @@ def run_procedure(name: str, lab: Lab, out_dir: Path | str,
 
     recorder.rows_path = out / "readings.csv"
     recorder.on_progress = partial
+    with _ctrl_c_at_safe_points(recorder):
+        _run_and_write(procedure, lab, recorder, settings, out, record, t0, c0)
+    return record
+
+
+def _run_and_write(procedure: Procedure, lab: Lab, recorder: Recorder, settings: Settings,
+                   out: Path, record: dict[str, Any], t0: float, c0: Any) -> None:
+    """Runs the procedure, then (whatever happened) the safe state and the files (into
+    ``record`` and ``out``)."""
+    name = procedure.name
+    outcome: Outcome | None = None
     try:
         outcome = procedure.run(lab, recorder, settings)
+        recorder.check_stop()  # Ctrl-C after the last safe point still stops the run
         record["status"] = "complete"
     except KeyboardInterrupt:
         record["status"] = "interrupted"
@@ -247,7 +262,33 @@ def run_procedure(name: str, lab: Lab, out_dir: Path | str,
                                  channel_text=_channel_text(name, outcome))
             record["plots"] = [plot.name]
         write_json(out / "result.json", record)
-    return record
+
+
+@contextlib.contextmanager
+def _ctrl_c_at_safe_points(recorder: Recorder) -> Iterator[None]:
+    """While a procedure runs, the first Ctrl-C asks it to stop at its next safe point (a
+    KeyboardInterrupt raised from a tagger read or an instrument exchange could leave a reply
+    unread, or be swallowed by a vendor library's callback and come back as lost data); a
+    second Ctrl-C raises at once. Only where Ctrl-C has Python's default handler, in the main
+    thread (elsewhere it is left as it is)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        del signum, frame
+        if recorder.stop_requested:
+            raise KeyboardInterrupt
+        recorder.stop_requested = True
+        sys.stderr.write(f"\n{recorder.label}: Ctrl-C, stopping at the next safe point "
+                         "(Ctrl-C again to stop at once)\n")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def summary_table(record: Mapping[str, Any]) -> str:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import threading
 
 import pytest
 
@@ -109,3 +113,49 @@ def test_bench_scan_shows_its_points_on_stderr(tmp_path, capsys):
     assert lines[0] == "extinction-ratio: 1 of 31 points done (coarse scan)"
     assert lines[-1] == "extinction-ratio: 31 of 31 points done (fine scan)"
     assert captured.err.endswith("\n")
+
+
+def test_ctrl_c_stops_at_a_safe_point_keeping_the_tags(tmp_path):
+    # A real SIGINT to a real process: on the simulated bench the tagger's reads run through
+    # a vendor-library callback, where a KeyboardInterrupt used to be swallowed and come back
+    # as lost data ("failed"); the first Ctrl-C now only asks the run to stop at its next read.
+    from qkdnode.node.cli import EXIT_INTERRUPTED
+
+    out = tmp_path / "o"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qkdnode", "bench", "dark-counts", "--out", str(out),
+         "--set", "target_counts=100000000", "--duration", "1000000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        # Python ignores SIGINT in a child whose parent ignores it (a background job).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    err = bytearray()
+    acquiring = threading.Event()
+
+    def collect():
+        while chunk := proc.stderr.read1(4096):
+            err.extend(chunk)
+            if b"acquiring" in err:
+                acquiring.set()
+
+    reader = threading.Thread(target=collect, daemon=True)
+    reader.start()
+    try:
+        assert acquiring.wait(timeout=300), bytes(err).decode(errors="replace")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(timeout=60)
+    text = bytes(err).decode(errors="replace")
+    assert proc.returncode == EXIT_INTERRUPTED, text
+    assert "Ctrl-C, stopping at the next safe point" in text
+    data = json.loads((out / "result.json").read_text())
+    assert data["status"] == "interrupted"
+    assert data["complete"] is False
+    assert "error" not in data
+    assert "safe_state_failures" not in data  # the safe state ran without a failure
+    assert data["tags"]["overflows"] == 0
+    rows = (out / "tags.csv").read_text().splitlines()
+    assert len(rows) - 1 == data["tags"]["count"] > 0
