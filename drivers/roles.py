@@ -424,9 +424,16 @@ class FrameStreamer(Protocol):
 
     A :class:`Transmitter` repeats one frame; a QKD block of 2^20..2^26 slots needs fresh
     choices in every slot, which no AWG memory holds for long. A frame streamer (an FPGA
-    pattern generator fed by the host) plays frame ``b`` over the slots
-    ``[b * L, (b + 1) * L)`` counted from :meth:`start`, ``L`` = :meth:`frame_slots`, and
-    the host queues the frames ahead of time. A block whose frame is not queued when its
+    pattern generator fed by the host) plays its blocks back to back from :meth:`start`,
+    block :meth:`first_block` first (``L`` = :meth:`frame_slots` slots each), and the host
+    queues the frames ahead of time.
+
+    Its marker output (an electrical pulse, cabled to a channel of the receiver's time tagger)
+    fires at the first slot of the first block after :meth:`start` (marker mode ``"start"``)
+    or of every block (``"block"``) while enabled (:meth:`set_marker`): the only common time
+    origin of two instruments on two PCs, so the receiver numbers slots from it.
+
+    A block whose frame is not queued when its
     first slot comes is played as vacuum (the intensity modulator blocks the light) and
     reported by :meth:`underruns`: its choices never reached the light, so they must never be
     used for key. A frame for a block that has begun is refused.
@@ -477,8 +484,25 @@ class FrameStreamer(Protocol):
         """Blocks played as vacuum (no frame queued in time) since the previous call."""
         ...
 
+    def set_first_block(self, block: int) -> None:
+        """While stopped: the block that plays first at the next :meth:`start` (frames queued
+        for earlier blocks are dropped)."""
+        ...
+
+    def first_block(self) -> int:
+        """The block that plays (or played) first after the last :meth:`start`."""
+        ...
+
+    def set_marker(self, mode: str | None) -> None:
+        """The marker output: ``"start"``, ``"block"`` or None (off)."""
+        ...
+
+    def marker(self) -> str | None:
+        """The marker mode, None while the marker is off."""
+        ...
+
     def start(self) -> None:
-        """Starts playing: slot 0 of block 0 is now."""
+        """Starts playing: the first slot of :meth:`first_block` is now (the marker fires)."""
         ...
 
     def stop(self) -> None:

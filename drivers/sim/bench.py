@@ -12,8 +12,9 @@ turns their settings into the link's physics:
 * the bias controller sets the modulator's bias voltage (and tracks its drifting null in the
   lock modes, see :meth:`Bench.set_bias_lock`);
 * the AWG loads the frame it decodes from its waveforms (:meth:`Bench.load_frame`);
-* a frame streamer (:meth:`Bench.attach_streamer`) loads the frame of block ``b`` exactly at
-  slot ``b * L``: see "Streaming" below.
+* a frame streamer (:meth:`Bench.attach_streamer`) loads the frame of each block exactly at
+  its first slot, and its marker output is cabled to the tagger's ``marker_channel``: see
+  "Streaming" below.
 
 Readings come back from the same physics: a detector's count rate (:meth:`Bench.count_rate_hz`),
 the optical power at Alice's output (:meth:`Bench.optical_power_w`), the modulator's
@@ -24,7 +25,13 @@ streamer attached, a read never runs past the first slot of a block whose frame 
 does not have (or while its output is off): it returns the tags up to that boundary, after
 waiting up to :attr:`Bench.boundary_wait_s` for the frame. So a slow transmitter holds the
 simulated link back instead of running dry: the simulator's choice, in place of hardware's
-real-time underruns. To test those, :attr:`Bench.underrun_after_s` makes the bench give up on a
+real-time underruns. A run of the streamer (``OUTP ON``) begins at the next slot that is a
+multiple of ``L`` (the link's frame positions); its first block is the streamer's
+``first_block``, and block ``first + k`` begins ``k L`` slots later. While the streamer's
+marker is on, a block's first slot puts a marker tag on the tagger's ``marker_channel``,
+``marker_delay_ps`` later on Alice's axis (no jitter: a sharp electrical edge), delivered in
+time order with the other tags. To test underruns, :attr:`Bench.underrun_after_s` makes
+the bench give up on a
 missing frame after that long: the streamer then plays the block as vacuum (light blocked by
 :data:`SHUTTER_ATTENUATION_DB`) and reports the underrun, as hardware would.
 
@@ -46,7 +53,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import optics
-from .link import SimulatedLink, TagBatch, TagTruth
+from .link import Origin, SimulatedLink, TagBatch, TagTruth
 from .params import N_DETECTORS, BenchParams, DetectorParams
 
 if TYPE_CHECKING:
@@ -118,6 +125,14 @@ class StreamingSource(Protocol):
         """``block`` begins without a frame: an underrun."""
         ...
 
+    def first_block(self) -> int:
+        """The block that plays first in a run."""
+        ...
+
+    def marker_fires(self, block: int) -> bool:
+        """Whether the marker output fires at ``block``'s first slot."""
+        ...
+
 
 class BenchHandle(Protocol):
     """A bench in this process or a client of one hosted elsewhere."""
@@ -163,6 +178,10 @@ class Bench:
         self._changed = threading.Condition(self.lock)
         self._streamer: StreamingSource | None = None
         self._boundary_since: tuple[int, float] | None = None
+        # The streamer's run: (its first slot, its first block); None while the output is off.
+        self._run_origin: tuple[int, int] | None = None
+        # Marker tags not delivered yet: (Bob's time, channel, slot).
+        self._markers: list[tuple[int, int, int]] = []
         self.boundary_wait_s = BOUNDARY_WAIT_S
         self.underrun_after_s: float | None = None
 
@@ -344,6 +363,22 @@ class Bench:
         """Whether a frame streamer feeds the bench (reads then wait for its frames)."""
         return self._streamer is not None
 
+    def output_switched(self, on: bool) -> None:
+        """The streamer's output went on (a run begins at the next frame boundary of the
+        link) or off (the run ends)."""
+        with self.lock:
+            streamer = self._streamer
+            slots = None if streamer is None else streamer.streaming_slots()
+            if not on or streamer is None or slots is None:
+                self._run_origin = None
+                return
+            slot = self.link.slot
+            aligned = -(-slot // slots) * slots
+            if aligned != slot:
+                self.link.skip_to(aligned)
+            self._run_origin = (aligned, streamer.first_block())
+            self._changed.notify_all()
+
     def frames_changed(self) -> None:
         """Wakes reads waiting for a frame (the streamer queued one, or switched on)."""
         with self.lock:
@@ -357,10 +392,15 @@ class Bench:
         left = n_slots
         while left > 0:
             frame_slots = streamer.streaming_slots()
+            if frame_slots is not None and self._run_origin is None:
+                self.output_switched(True)  # a streamer that did not say (tests)
             slot = self.link.slot
-            if frame_slots is not None and slot % frame_slots == 0 and not self._begin(
-                    streamer, slot // frame_slots):
-                frame_slots = None
+            if frame_slots is not None and self._run_origin is not None:
+                first_slot, first_block = self._run_origin
+                rel = slot - first_slot
+                if rel % frame_slots == 0 and not self._begin(
+                        streamer, first_block + rel // frame_slots):
+                    frame_slots = None
             if frame_slots is None:  # no frame (or output off): wait, boundedly
                 now = time.monotonic()
                 if waiting_since is None:
@@ -375,7 +415,7 @@ class Bench:
             self.refresh_bias()
             parts.append(self.link.run_with_truth(step))
             left -= step
-        return self._joined(parts)
+        return self._with_markers(*self._joined(parts))
 
     def _begin(self, streamer: StreamingSource, block: int) -> bool:
         """Begins ``block`` at its first slot: its frame, or vacuum after underrun_after_s;
@@ -399,7 +439,30 @@ class Bench:
             if self._attenuation_db.get(owner):
                 self.set_attenuation(owner, 0.0)
         self._boundary_since = None
+        if streamer.marker_fires(block):
+            tg = self.link.params.tagger
+            slot = self.link.slot
+            self._markers.append((self.link.tagger_time_ps(slot, tg.marker_delay_ps),
+                                  tg.marker_channel, slot))
         return True
+
+    def _with_markers(self, batch: TagBatch, truth: TagTruth) -> tuple[TagBatch, TagTruth]:
+        """Adds the marker tags due before the batch's ``complete_until_ps`` (time order)."""
+        due = [m for m in self._markers if m[0] < batch.complete_until_ps]
+        if not due:
+            return batch, truth
+        self._markers = [m for m in self._markers if m[0] >= batch.complete_until_ps]
+        times = batch.timestamps_ps
+        for t, channel, slot in due:
+            at = int(np.searchsorted(times, t, side="right"))
+            times = np.insert(times, at, t)
+            batch = TagBatch(times, np.insert(batch.channels, at, np.int16(channel)),
+                             batch.lost_events, batch.complete_until_ps)
+            truth = TagTruth(np.insert(truth.slots, at, slot),
+                             np.insert(truth.origins, at, np.uint8(Origin.MARKER)),
+                             np.insert(truth.detectors, at, np.int8(-1)), truth.lost_slots,
+                             truth.lost_origins, truth.first_slot, truth.n_slots)
+        return batch, truth
 
     def _wait_s(self, left: float) -> float:
         if self.underrun_after_s is not None and self._boundary_since is not None:

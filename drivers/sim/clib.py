@@ -9,6 +9,12 @@ are the bench's events: same seed, same frame, same reads -> same tags as callin
 :meth:`SimulatedLink.run` with ``duration_ps=slice_ps`` directly (floored to the device's
 resolution).
 
+A tagger attached to a named bench counts from its own origin, like a real one (which counts
+from its power-on or its start): its tags are the bench's times plus :attr:`MockLibrary.origin_ps`,
+a few seconds drawn anew at every attach (every opening of the instrument), so two openings
+never share a time axis and the transmitter's slot 0 is known only through the frame
+streamer's marker tag. A stand-alone link (no bench) keeps the link's own times.
+
 This module declares the mock-only entry points for itself (:data:`CDEF`); the bindings know
 nothing of them. :class:`MockLibrary` wraps them; :func:`attach_bench` is what a driver's
 ``build`` uses for a ``sim://BENCH/INSTRUMENT`` resource.
@@ -17,6 +23,7 @@ nothing of them. :class:`MockLibrary` wraps them; :func:`attach_bench` is what a
 from __future__ import annotations
 
 import atexit
+import itertools
 import shutil
 import tempfile
 from pathlib import Path
@@ -43,6 +50,11 @@ __all__ = [
 # Bench time simulated per read call of the vendor API: 1 ms, about what a polling reader
 # collects between two calls, and ~10^3..10^5 tags at the default link's rates.
 DEFAULT_SLICE_PS = 10**9
+# A named bench's tagger starts counting this long before the bench's slot 0 (uniformly
+# drawn): two programs on two PCs start seconds apart. A multiple of ORIGIN_STEP_PS so that
+# any device resolution up to 1 us keeps tags on its bins.
+ORIGIN_RANGE_S = (1.0, 10.0)
+ORIGIN_STEP_PS = 10**6
 # Length of the frame a stand-alone bench plays when no transmitter has loaded one.
 DEFAULT_FRAME_SLOTS = 4096
 # Intensity classes of that frame (signal, decoy, vacuum-like), a typical decoy-state mix.
@@ -98,6 +110,7 @@ class MockLibrary:
         self._callback: Any = None
         self._source: TagSource | None = None
         self._slice_ps = DEFAULT_SLICE_PS
+        self.origin_ps = 0
         self.last_error: BaseException | None = None
 
     def reset(self) -> None:
@@ -147,10 +160,15 @@ class MockLibrary:
         if self._lib.qkdmock_set_record_version(int(version)) != 0:
             raise ValueError(f"record version must be 1 or 2, got {version!r}")
 
-    def attach(self, source: TagSource, slice_ps: int = DEFAULT_SLICE_PS) -> None:
-        """Feeds the device from ``source``: ``slice_ps`` of bench time per vendor read call."""
+    def attach(self, source: TagSource, slice_ps: int = DEFAULT_SLICE_PS,
+               origin_ps: int = 0) -> None:
+        """Feeds the device from ``source``: ``slice_ps`` of bench time per vendor read call,
+        the device's clock ``origin_ps`` ahead of the bench's."""
         if isinstance(slice_ps, bool) or not isinstance(slice_ps, int) or slice_ps <= 0:
             raise ValueError(f"slice_ps must be a positive integer, got {slice_ps!r}")
+        if isinstance(origin_ps, bool) or not isinstance(origin_ps, int) or origin_ps < 0:
+            raise ValueError(f"origin_ps must be a non-negative integer, got {origin_ps!r}")
+        self.origin_ps = origin_ps
         self._source = source
         self._slice_ps = slice_ps
         self._callback = ffi.callback("qkdmock_pull_fn", self._pull, error=-1,
@@ -173,7 +191,9 @@ class MockLibrary:
             return 0  # no transmitter playing: nothing to simulate yet (a streamed bench
             # waits for its frames itself)
         batch = source.run(duration_ps=self._slice_ps)
-        self.push(batch.timestamps_ps, batch.channels, batch.lost_events)
+        times = batch.timestamps_ps + np.int64(self.origin_ps) if self.origin_ps else \
+            batch.timestamps_ps
+        self.push(times, batch.channels, batch.lost_events)
         return 0
 
     def _on_error(self, exc_type: type[BaseException], exc: BaseException,
@@ -218,6 +238,8 @@ def bench_source(bench: str, seed: int) -> TagSource:
 
 
 _COPIES: list[Path] = []
+# Attaches so far in this process: each draws its own origin.
+_ATTACHES = itertools.count()
 
 
 def _remove_copies() -> None:
@@ -257,5 +279,10 @@ def attach_bench(library: str, bench: str, seed: int, slice_ps: int = DEFAULT_SL
         path = _private_copy(path)
     mock = MockLibrary(path)
     mock.reset()
-    mock.attach(bench_source(bench, seed), slice_ps)
+    source = bench_source(bench, seed)
+    origin = 0
+    if not isinstance(source, SimulatedLink):
+        rng = np.random.default_rng([seed, next(_ATTACHES)])
+        origin = int(rng.uniform(*ORIGIN_RANGE_S) * 1e12) // ORIGIN_STEP_PS * ORIGIN_STEP_PS
+    mock.attach(source, slice_ps, origin)
     return path, mock

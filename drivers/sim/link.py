@@ -65,6 +65,7 @@ class Origin(IntEnum):
     DARK = 1
     AFTERPULSE = 2
     SYNC = 3
+    MARKER = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +307,21 @@ class SimulatedLink:
     def time_ps(self) -> int:
         """Alice's time of the next slot (ps, floored)."""
         return self._slot * self._period.numerator // self._period.denominator
+
+    def skip_to(self, slot: int) -> None:
+        """Moves on to ``slot`` without simulating the slots between (no light, and the dark
+        counts of that gap left out: the bench's output was off). Carried dead time and
+        afterpulses stay at their times."""
+        if slot < self._slot:
+            raise ValueError(f"cannot go back from slot {self._slot} to {slot}")
+        self._slot = int(slot)
+
+    def tagger_time_ps(self, slot: int, delay_ps: float) -> int:
+        """Bob's tag (no jitter) of an event ``delay_ps`` after slot ``slot`` is emitted."""
+        tg = self._params.tagger
+        t = Fraction(slot) * self._period + Fraction(delay_ps)
+        exact = t * (1 + Fraction(tg.drift_ppm * 1e-6)) + tg.offset_ps
+        return math.floor(exact) // tg.resolution_ps * tg.resolution_ps
 
     def run(self, n_slots: int | None = None, *, duration_ps: int | None = None) -> TagBatch:
         """Simulates the next slots and returns what the tagger delivers.

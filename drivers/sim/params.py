@@ -281,6 +281,13 @@ class TaggerParams:
     sync_delay_ps: float = field(default=0.0, metadata=_meta(
         "delay of the sync signal from Alice's slot start to the tagger input", "ps",
         _any_finite))
+    marker_channel: int = field(default=0, metadata=_meta(
+        "tagger channel the frame streamer's marker output is cabled to (its pulses come only "
+        "while a streamer's marker is on)", None,
+        _integer(-MAX_CHANNEL, MAX_CHANNEL)))
+    marker_delay_ps: float = field(default=20_000.0, metadata=_meta(
+        "delay of the marker pulse from its block's first slot to the tagger input (cable "
+        "and electronics; 4 m of coax is 20 ns)", "ps", _any_finite))
     offset_ps: int = field(default=0, metadata=_meta(
         "offset of Bob's clock from Alice's", "ps", _integer(-(10**15), 10**15)))
     drift_ppm: float = field(default=0.0, metadata=_meta(

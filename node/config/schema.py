@@ -238,8 +238,19 @@ class LinkConfig:
         "divides block_slots and spans more than twice the 1 ms clock-offset window.",
         default=1 << 22, check=multiple_of(1 << 10), unit="slots")
     slot_delay_ps: float = setting(
-        "Receiver: expected time of slot 0 on the tagger's clock (fibre and cable delay); Qsync "
-        "searches +-1 ms around it.", default=0.0, check=between(-1e12, 1e12), unit="ps")
+        "Receiver: expected time of the first slot of a run after the start marker's tag (the "
+        "optical path, source to detector output, minus the marker's cable and electronics); "
+        "Qsync searches +-1 ms around it.", default=0.0, check=between(-1e12, 1e12), unit="ps")
+    marker_channel: int | None = setting(
+        "Receiver: the time tagger channel the transmitter's frame streamer marker output is "
+        "cabled to; its pulse at the first slot of a run is slot 0's origin (the tagger's "
+        "clock has none in common with the transmitter). Needed with a real tagger; on the "
+        "simulated bench, default: the bench's [bench.tagger] marker_channel.", default=None,
+        check=between(-32767, 32767))
+    marker_timeout_s: float = setting(
+        "Receiver: how long the start marker may take once the transmitter said its output "
+        "started; then the module stops with an error naming the channel.", default=30.0,
+        check=between(0.1, 3600.0), unit="s")
 
     def validate(self) -> Iterator[tuple[str, str]]:
         if self.block_slots % self.timing_slots:
@@ -248,6 +259,9 @@ class LinkConfig:
             yield "qdist_connect", "a transmitter listens (qdist_listen); it does not connect"
         if self.role == "receiver" and self.qdist_listen is not None:
             yield "qdist_listen", "a receiver connects (qdist_connect); it does not listen"
+        if self.role == "transmitter" and self.marker_channel is not None:
+            yield "marker_channel", ("a transmitter has no tagger: the marker channel is the "
+                                     "receiver's setting")
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,16 +10,25 @@ simulated bench that names none gets the bench's own: a ``scpi.frame_streamer`` 
 
 :class:`StreamerFrames` is what :class:`~.runtime.AliceModule` hands its frames to: it queues
 each block's frame when the streamer has a free buffer (polling, a full queue back-pressures
-the drawing), starts the output after the first frame, and reports blocks that did not play
-(the streamer refused a late frame, or reported an underrun) so that their choices are dropped.
+the drawing), and reports blocks that did not play (the streamer refused a late frame, or
+reported an underrun) so that their choices are dropped. The module switches the output on
+(:meth:`StreamerFrames.start`, marker mode ``start``) only once Bob's tagger is armed, and
+for a new run (:meth:`StreamerFrames.restart`) at a block after every block played.
+
 :class:`TaggerSource` is what :class:`~.runtime.BobModule` reads: :meth:`TimeTagger.read` in a
-worker thread, as a tag batch.
+worker thread, as a tag batch, timed from the frame streamer's start marker. The tagger's own
+clock has an arbitrary origin (it counts from its power-on or start; the transmitter is
+another program on another PC), so the marker's pulse on ``marker_channel`` is slot 0's
+origin: tags before it are dropped (counted, logged), marker tags never reach Qsync, and
+every tag's time is given relative to the marker. Qsync then searches +-1 ms around the
+link's ``slot_delay_ps``, which is the optical path minus the marker's cable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,9 +46,13 @@ from ..errors import ConfigError
 __all__ = [
     "EMPTY_READ_S",
     "FREE_POLL_S",
+    "MARKER_TIMEOUT_S",
     "FrameMissed",
+    "MarkerMissing",
     "StreamerFrames",
     "TaggerSource",
+    "link_instrument",
+    "marker_channel",
     "open_link_instrument",
 ]
 
@@ -58,6 +71,12 @@ BLOCK_BEGUN = -221
 # Seconds a simulated default instrument's exchange may take (a frame upload of 2^26 slots is
 # 32 MiB through the transport).
 SIM_TIMEOUT_S = 30.0
+# How long Bob waits for the start marker once Alice said her output started: her first
+# block begins within a block's duration (16.8 ms at 1 GHz) of the start, the simulated bench
+# takes seconds of wall time per block on a loaded machine.
+MARKER_TIMEOUT_S = 30.0
+# The detectors' tagger channels when no receiver instrument maps them (launch's default).
+_DEFAULT_DETECTORS = (1, 2, 3, 4)
 _DEFAULT_ROLE = {"transmitter": "frame_streamer", "receiver": "time_tagger"}
 _DEFAULT_DRIVER = {"frame_streamer": "scpi.frame_streamer", "time_tagger": "qutools.qutag"}
 _DEFAULT_SUFFIX = {"frame_streamer": "tx", "time_tagger": "tagger"}
@@ -90,15 +109,32 @@ class StreamerFrames:
         if streamer.frame_slots() != block_slots:
             streamer.set_frame_slots(block_slots)
         self._started = False
+        self.first_block = 0
 
     async def next_block(self) -> int:
         """The first block whose frame can still be queued."""
         return await asyncio.to_thread(self.streamer.next_block)
 
+    async def restart(self, first_block: int) -> None:
+        """Prepares a new run: the output off, the queue dropped, ``first_block`` to play
+        first (later than every block begun), the marker at the run's first block."""
+        def prepare() -> None:
+            if self._started:
+                self.streamer.stop()
+                self._started = False
+            self.streamer.set_first_block(first_block)
+            self.streamer.set_marker("start")
+        await asyncio.to_thread(prepare)
+        self.first_block = first_block
+
+    async def start(self) -> None:
+        """Switches the output on: the run's first block begins, and the marker fires."""
+        await asyncio.to_thread(self.streamer.start)
+        self._started = True
+
     async def load(self, block: int, basis: NDArray[np.uint8], bit: NDArray[np.uint8],
                    intensity: NDArray[np.uint8]) -> None:
-        """Queues the frame of ``block`` once a buffer is free; starts the output after the
-        first frame.
+        """Queues the frame of ``block`` once a buffer is free.
 
         Raises:
             FrameMissed: the block has begun (the streamer plays it as vacuum).
@@ -114,9 +150,6 @@ class StreamerFrames:
             if exc.code == BLOCK_BEGUN:
                 raise FrameMissed(block) from None
             raise
-        if not self._started:
-            await asyncio.to_thread(self.streamer.start)
-            self._started = True
 
     async def underruns(self) -> tuple[int, ...]:
         """Blocks the streamer played as vacuum since the previous call."""
@@ -131,36 +164,122 @@ class StreamerFrames:
             self.streamer.close()
 
 
+class MarkerMissing(RuntimeError):
+    """No start marker came on the tagger's marker channel in time."""
+
+
 class TaggerSource:
-    """Bob's tags from a :class:`~qkdnode.drivers.roles.TimeTagger` (reads in a thread).
+    """Bob's tags from a :class:`~qkdnode.drivers.roles.TimeTagger` (reads in a thread), timed
+    from the frame streamer's start marker (module docstring).
 
     A read's lost events and overflows (an overflow: at least one tag lost) are counted in
-    the batch's ``lost_events``; ``complete_until_ps`` is the last tag's time.
+    the batch's ``lost_events``; ``complete_until_ps`` is the last tag's time. Until the marker
+    has come, reads return no tags.
+
+    Args:
+        tagger: the opened tagger.
+        marker_channel: the channel the streamer's marker output is cabled to.
+        name: the tagger's name (for messages).
+        marker_timeout_s: how long after :meth:`expect_marker` the marker may take.
+        empty_read_s: the pause after a read that returned nothing.
     """
 
-    def __init__(self, tagger: TimeTagger, empty_read_s: float = EMPTY_READ_S) -> None:
+    def __init__(self, tagger: TimeTagger, marker_channel: int, name: str = "tagger",
+                 marker_timeout_s: float = MARKER_TIMEOUT_S,
+                 empty_read_s: float = EMPTY_READ_S) -> None:
         self.tagger = tagger
+        self.marker_channel = marker_channel
+        self.name = name
+        self.marker_timeout_s = marker_timeout_s
         self.empty_read_s = empty_read_s
         self._started = False
         self._until = 0
         self.lost = 0
+        self._origin: int | None = None
+        self._expected_since: float | None = None
+        self.arms = 0
+        self.before_marker = 0  # tags dropped because they came before the marker (all arms)
+        self.markers = 0  # marker tags seen (removed from the stream)
+
+    @property
+    def marker_seen(self) -> bool:
+        """Whether the current arm's marker came."""
+        return self._origin is not None
+
+    async def arm(self) -> None:
+        """(Re)starts the tagger and waits for a new marker: the previous origin is gone."""
+        def restart() -> None:
+            if self._started:
+                self.tagger.stop()
+                self._started = False
+            self.tagger.start()
+            self._started = True
+        await asyncio.to_thread(restart)
+        self._origin = None
+        self._expected_since = None
+        self._until = 0
+        self.arms += 1
+
+    def expect_marker(self, now: float | None = None) -> None:
+        """The transmitter says its output started: the marker is due (the timeout runs)."""
+        if self._expected_since is None:
+            self._expected_since = time.monotonic() if now is None else now
 
     async def read(self) -> TagBatch:
-        """The tags since the previous read."""
+        """The tags since the previous read, relative to the marker.
+
+        Raises:
+            MarkerMissing: the marker did not come within ``marker_timeout_s`` of
+                :meth:`expect_marker`.
+        """
         if not self._started:
-            await asyncio.to_thread(self.tagger.start)
-            self._started = True
+            await self.arm()
         got = await asyncio.to_thread(self.tagger.read)
         lost = got.lost_events + got.overflows
         if lost:
             self.lost += lost
-            log.warning("time tagger lost %d tags (%d overflows)", got.lost_events,
-                        got.overflows)
-        if got.timestamps_ps.size:
-            self._until = int(got.timestamps_ps[-1])
+            log.warning("time tagger %s lost %d tags (%d overflows)", self.name,
+                        got.lost_events, got.overflows)
+        times = np.asarray(got.timestamps_ps, np.int64)
+        channels = np.asarray(got.channels).astype(np.int16)
+        is_marker = channels == self.marker_channel
+        if self._origin is None:
+            found = np.flatnonzero(is_marker)
+            if found.size == 0:
+                self._count_before(times.size)
+                self._check_timeout()
+                await asyncio.sleep(self.empty_read_s)
+                return TagBatch(times[:0], channels[:0], lost, self._until)
+            first = int(found[0])
+            self._origin = int(times[first])
+            self._count_before(first)
+            log.info("time tagger %s: start marker on channel %d (%d tags before it dropped "
+                     "since the tagger was armed)", self.name, self.marker_channel,
+                     self.before_marker)
+            times, channels, is_marker = times[first:], channels[first:], is_marker[first:]
+        self.markers += int(is_marker.sum())
+        keep = ~is_marker
+        rel = times[keep] - self._origin
+        if rel.size:
+            self._until = int(rel[-1])
         else:
             await asyncio.sleep(self.empty_read_s)
-        return TagBatch(got.timestamps_ps, got.channels.astype(np.int16), lost, self._until)
+        return TagBatch(rel, channels[keep], lost, self._until)
+
+    def _count_before(self, n: int) -> None:
+        if n:
+            self.before_marker += n
+            log.debug("time tagger %s: %d tags before the start marker dropped", self.name, n)
+
+    def _check_timeout(self) -> None:
+        if self._expected_since is None:
+            return
+        waited = time.monotonic() - self._expected_since
+        if waited > self.marker_timeout_s:
+            raise MarkerMissing(
+                f"no start marker on channel {self.marker_channel} of tagger {self.name!r} "
+                f"after {waited:.0f} s: is the streamer's marker output cabled to it? "
+                f"({self.before_marker} tags came meanwhile, on other channels)")
 
     def close(self) -> None:
         """Stops and releases the tagger."""
@@ -179,9 +298,12 @@ def link_instrument(config: NodeConfig, i: int, link: LinkConfig) -> InstrumentC
     """The instrument a link end drives (its frame streamer or time tagger), as configured, or
     the simulated bench's default for a link that names none.
 
+    A receiver's tagger must stream its link's marker channel (:func:`marker_channel`); the
+    simulated bench's default tagger streams the bench's detector channels and the marker's.
+
     Raises:
         ConfigError: the link names none of that role (and is not on the simulated bench), or
-            several.
+            several; a real tagger without a ``marker_channel``, or not streaming it.
     """
     role = _DEFAULT_ROLE[link.role]
     by_name = {inst.name: inst for inst in config.instruments}
@@ -191,14 +313,16 @@ def link_instrument(config: NodeConfig, i: int, link: LinkConfig) -> InstrumentC
                      f"names {len(named)} instruments of role {role} "
                      f"({', '.join(n.name for n in named)}); a {link.role} drives one")
     if named:
-        if not (named[0].resource or "").startswith("sim://"):
-            raise _error(config, f"links[{i}].instruments",
-                         f"{named[0].name!r} is a real {role.replace('_', ' ')}: the module runs "
-                         "on the simulated bench only for now. On real instruments the "
-                         "tagger's clock needs a common origin with the transmitter's slot 0 "
-                         "(a start marker from the frame streamer on a tagger channel), which "
-                         "is not built yet (README: One end per PC)")
-        return named[0]
+        inst = named[0]
+        if role == "time_tagger":
+            marker = marker_channel(config, i, link)
+            streamed = inst.settings.get("channels")
+            if streamed is not None and marker not in streamed:
+                raise _error(config, f"links[{i}].marker_channel",
+                             f"marker channel {marker} is not among the channels tagger "
+                             f"{inst.name!r} streams ({streamed}); add it to its settings' "
+                             "channels")
+        return inst
     # A link naming real instruments must name its streamer or tagger too; a random source
     # (``os.csprng`` has no resource) does not make a simulated link a real one.
     others = [n for n in link.instruments if n in by_name
@@ -209,9 +333,42 @@ def link_instrument(config: NodeConfig, i: int, link: LinkConfig) -> InstrumentC
                      f"a {link.role} needs an instrument of role {role} among its instruments "
                      f"(it names {', '.join(link.instruments)})")
     name = f"{link.name}-{_DEFAULT_SUFFIX[role]}"
+    settings: dict[str, Any] = {}
+    if role == "time_tagger":
+        marker = marker_channel(config, i, link)
+        settings["channels"] = sorted({*config.bench.tagger.channels, marker})
     return InstrumentConfig(name=name, role=role, driver=_DEFAULT_DRIVER[role],  # type: ignore[arg-type]
                             resource=f"sim://{config.bench.name}/{name}",
-                            timeout_s=SIM_TIMEOUT_S, settings={})
+                            timeout_s=SIM_TIMEOUT_S, settings=settings)
+
+
+def marker_channel(config: NodeConfig, i: int, link: LinkConfig) -> int:
+    """The tagger channel of the start marker of a receiver's link: its ``marker_channel``,
+    or on the simulated bench the bench's.
+
+    Raises:
+        ConfigError: a real tagger and no ``marker_channel``, or one that is a detector's.
+    """
+    by_name = {inst.name: inst for inst in config.instruments}
+    taggers = [by_name[n] for n in link.instruments
+               if n in by_name and by_name[n].role == "time_tagger"]
+    real = [t for t in taggers if not (t.resource or "").startswith("sim://")]
+    channel = link.marker_channel
+    if channel is None:
+        if real:
+            raise _error(config, f"links[{i}].marker_channel",
+                         f"tagger {real[0].name!r} is a real instrument: give the channel the "
+                         "frame streamer's marker output is cabled to (its pulse at the first "
+                         "slot of a run is the only time origin the two ends share; README: "
+                         "One end per PC)")
+        channel = config.bench.tagger.marker_channel
+    detectors = {int(k) for inst in config.instruments_with_role("receiver")
+                 for k in (inst.settings.get("channel_map") or {})} or set(_DEFAULT_DETECTORS)
+    if channel in detectors:
+        raise _error(config, f"links[{i}].marker_channel",
+                     f"channel {channel} is a detector's (channel_map: "
+                     f"{sorted(detectors)}); the marker needs a channel of its own")
+    return int(channel)
 
 
 def open_link_instrument(config: NodeConfig, i: int, link: LinkConfig
@@ -232,7 +389,8 @@ def open_link_instrument(config: NodeConfig, i: int, link: LinkConfig
     try:
         if inst.role == "frame_streamer":
             return StreamerFrames(driver, link.block_slots)
-        return TaggerSource(driver)
+        return TaggerSource(driver, marker_channel(config, i, link), inst.name,
+                            link.marker_timeout_s)
     except BaseException:
         driver.close()
         raise

@@ -16,6 +16,19 @@ Bob (:class:`BobModule`)
     (:data:`BLOCK_QUEUE`) for the Qdist dialogue: when distillation falls behind, reading stops,
     and with it the simulated transmitter.
 
+Start order (the instruments' common time origin)
+    Bob's tagger runs first: his module arms it (:meth:`.instruments.TaggerSource.arm`), then
+    announces "armed" (:meth:`~..protocol.qdist.QdistBob.announce_armed`, an authenticated
+    Qdist frame). Alice queues her first frame, switches the output on only then (the frame
+    streamer's start marker fires at the first slot of the run's first block ``F``) and
+    announces the start with ``F`` (:meth:`~..protocol.qdist.QdistAlice.announce_start`).
+    Bob numbers slots from the marker: slot ``k`` after it is slot ``F L + k`` of the link.
+    A Bob that arms anew (a restarted module: its tagger's origin is gone) makes Alice end the
+    run (blocks in flight abort, "instruments restarted" in both audit logs; the choices of
+    queued blocks are dropped) and start a new one at a block later than every block she
+    drew, so block numbers, and the key IDs derived from them, never repeat. A Bob that
+    reconnects before the start reached him repeats his arm; Alice announces the start again.
+
 Both ends
     Qdist runs over :class:`qkdnode.node.io.qdist.QdistConnection` (reconciliation decodes in a
     worker thread, so both cores work). A completed block's key goes to the key sink
@@ -44,6 +57,7 @@ from qkdnode.drivers.sim.link import TagBatch
 from qkdnode.dsp.qsync import SlotTracker
 from qkdnode.dsp.sifting import AliceChoices, BobDetections
 
+from ..errors import LocalProtocolError
 from ..io.qdist import QdistConnection
 from ..protocol.kq1 import StartRequested, StopRequested
 from ..protocol.qdist import (
@@ -55,6 +69,8 @@ from ..protocol.qdist import (
     FrameRejected,
     QdistAlice,
     QdistBob,
+    ReceiverArmed,
+    TransmitterStarted,
 )
 from .frames import FramePlan
 from .instruments import FrameMissed
@@ -70,6 +86,9 @@ TAG_QUEUE = 4
 # Blocks that did not play whose reason Alice keeps for their announcement: more than the
 # streamer's queue and Bob's open blocks together.
 MISSED_KEPT = 64
+# The reason of blocks whose run ended because the receiver armed anew.
+RESTARTED_RUN = "instruments restarted (the receiver armed anew)"
+RESTARTED_MODULE = "instruments restarted: the receiver's module restarted"
 # Closed blocks waiting for distillation: one waiting while one distils keeps both busy; more
 # would only hold detections (and Alice's choices for them) in memory.
 BLOCK_QUEUE = 1
@@ -125,6 +144,8 @@ class ModuleStatus:
         blocks_completed, blocks_aborted: block outcomes; last_abort: the last reason.
         qber: of the last block with one.
         secret_bits: key bits delivered; started: monotonic start time.
+        run: the start order's state (armed, started, the marker); first_block: the first
+            block of the output's run; restarts: runs ended by a new arm of Bob's (Alice).
     """
 
     role: str
@@ -140,6 +161,9 @@ class ModuleStatus:
     qber: float | None = None
     secret_bits: int = 0
     started: float = 0.0
+    run: str = "waiting for the receiver's arm"
+    first_block: int | None = None
+    restarts: int = 0
 
     def summary(self, now: float) -> dict[str, Any]:
         """The status with rates (per second since the start)."""
@@ -322,12 +346,98 @@ class AliceModule(_ModuleBase):
         self.underrun_blocks = 0
         # Set while the frames are paused by a Kq-2 stop (no frame being drawn or loaded).
         self.frames_paused = asyncio.Event()
+        # Bob's arms (epochs) as they arrive; the output's run (arm epoch, first block) once
+        # it is on; the first block number never drawn; the live connection.
+        self._arms: asyncio.Queue[int] = asyncio.Queue()
+        self.output_run: tuple[int, int] | None = None
+        self._next_free = 0
+        self._conn: QdistConnection | None = None
 
     async def _play(self) -> None:
-        block = 0
+        """Plays one run of the output per arm of Bob's (module docstring "Start order")."""
+        current: int | None = None  # the arm epoch the running output serves
+        streaming: asyncio.Task[None] | None = None
+        try:
+            while True:
+                getter = asyncio.ensure_future(self._arms.get())
+                waiting: list[asyncio.Future[Any]] = [getter]
+                if streaming is not None:
+                    waiting.append(streaming)
+                try:
+                    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if not getter.done():
+                        getter.cancel()
+                if streaming is not None and streaming.done():
+                    streaming.result()  # its error ends the module
+                epoch = getter.result()
+                if epoch == current:  # Bob reconnected before he saw the start
+                    if self.output_run is not None and self.output_run[0] == epoch:
+                        await self._announce_start()
+                    continue
+                if streaming is not None:
+                    streaming.cancel()
+                    await asyncio.gather(streaming, return_exceptions=True)
+                    self.status.restarts += 1
+                    log.warning("link %s: the receiver armed anew (arm %d): the run from block "
+                                "%s ends, a new one starts with a new marker", self.link, epoch,
+                                self.status.first_block)
+                first = await self._new_run()
+                current = epoch
+                self.status.run = f"receiver armed (arm {epoch}); starting at block {first}"
+                streaming = asyncio.ensure_future(self._stream(epoch, first))
+        finally:
+            if streaming is not None:
+                streaming.cancel()
+                await asyncio.gather(streaming, return_exceptions=True)
+
+    async def _new_run(self) -> int:
+        """Ends the output's run (if any): its queued blocks will not play. Returns the first
+        block of the next run: later than every block drawn or begun."""
+        self.output_run = None
+        first = self._next_free
+        next_block = getattr(self.frames, "next_block", None)
+        if next_block is not None:
+            first = max(first, await next_block())
+        restart = getattr(self.frames, "restart", None)
+        if restart is not None:
+            await restart(first)
+        for block in list(self._choices):
+            del self._choices[block]
+            self._missed[block] = f"{RESTARTED_RUN}: its run ended before it was distilled"
+        self._next_free = first
+        return first
+
+    async def _announce_start(self) -> None:
+        """Tells Bob the run's first block (if connected; he asks again after a reconnect)."""
+        conn, run = self._conn, self.output_run
+        if conn is None or run is None:
+            return
+        try:
+            await conn.call(self._start_run_announced, run[0], run[1], self.clock())
+        except (ConnectionError, OSError) as exc:
+            log.info("link %s: the start could not be announced (%s); the receiver asks "
+                     "again when he reconnects", self.link, exc)
+
+    def _start_run_announced(self, epoch: int, first: int, now: float) -> None:
+        """Announces the run's start (under the connection's lock) unless moot."""
+        qdist = self.qdist
+        assert isinstance(qdist, QdistAlice)
+        if qdist.armed_epoch != epoch or qdist.block is not None:
+            return  # a newer arm came (it restarts the run), or Bob runs a block already
+        try:
+            qdist.announce_start(epoch, first, now)
+        except LocalProtocolError as exc:
+            log.warning("link %s: the start could not be announced: %s", self.link, exc)
+
+    async def _stream(self, epoch: int, block: int) -> None:
+        """Draws and queues the frames of a run from ``block`` on; switches the output on
+        after the first and announces the start."""
+        first = block
         # A frame streamer says which block it can still take and which played as vacuum.
         next_block = getattr(self.frames, "next_block", None)
         underruns = getattr(self.frames, "underruns", None)
+        start = getattr(self.frames, "start", None)
         while True:
             if not self.running.is_set():  # Kq-2 stop: no new frames (so no new blocks)
                 self.frames_paused.set()
@@ -335,20 +445,22 @@ class AliceModule(_ModuleBase):
                 self.frames_paused.clear()
             # The streamer's answers (they may wait for the bench or the instrument) come
             # while the frame is drawn; a draw for a block it no longer takes is dropped.
+            self._next_free = max(self._next_free, block + 1)
             drawing = asyncio.ensure_future(
                 asyncio.to_thread(self.plan.alice_block, block, self.rng))
             try:
-                if next_block is not None:
-                    first = await next_block()
-                    for skipped in range(max(block, first - MISSED_KEPT), first):
+                if next_block is not None and self.output_run is not None:
+                    first_free = await next_block()
+                    for skipped in range(max(block, first_free - MISSED_KEPT), first_free):
                         self._missed_block(skipped, "its frame was never drawn (the "
                                                     "transmitter had moved on)")
-                    if first > block:
+                    if first_free > block:
                         await drawing  # the source is the worker's until then
-                        block = first
+                        block = first_free
+                        self._next_free = max(self._next_free, block + 1)
                         drawing = asyncio.ensure_future(
                             asyncio.to_thread(self.plan.alice_block, block, self.rng))
-                if underruns is not None:
+                if underruns is not None and self.output_run is not None:
                     for played_dark in await underruns():
                         self._missed_block(played_dark, "transmitter underrun: played as "
                                                         "vacuum")
@@ -360,6 +472,7 @@ class AliceModule(_ModuleBase):
             # block began meanwhile never played); an announcement that arrives while the
             # frame is being queued waits for the outcome (_dialogue).
             loading = self._loading[block] = asyncio.get_running_loop().create_future()
+            queued = False
             try:
                 await self.frames.load(block, choices.basis, choices.bit, choices.intensity)
             except FrameMissed:
@@ -367,9 +480,19 @@ class AliceModule(_ModuleBase):
                                           "first slot (played as vacuum)")
             else:
                 self._choices[block] = choices
+                queued = True
             finally:
                 del self._loading[block]
                 loading.set_result(None)
+            if queued and self.output_run is None:  # the run's first frame is queued: on
+                if start is not None:
+                    await start()
+                self.output_run = (epoch, first)
+                self.status.first_block = first
+                self.status.run = f"started at block {first} (arm {epoch})"
+                log.info("link %s: output on for the receiver's arm %d, first block %d (its "
+                         "first slot fires the start marker)", self.link, epoch, first)
+                await self._announce_start()
             block += 1
 
     def _missed_block(self, block: int, reason: str) -> None:
@@ -389,9 +512,12 @@ class AliceModule(_ModuleBase):
 
     async def _dialogue(self, conn: QdistConnection, tasks: list[asyncio.Task[Any]],
                         blocks: int | None) -> None:
+        self._conn = conn
         while blocks is None or len(self.results) < blocks:
             event = await _next_event(conn, tasks)
-            if isinstance(event, DetectionsReceived):
+            if isinstance(event, ReceiverArmed):
+                self._arms.put_nowait(event.epoch)
+            elif isinstance(event, DetectionsReceived):
                 loading = self._loading.get(event.block_id)
                 if loading is not None:  # its frame is being queued: played or not?
                     await _wait(asyncio.shield(loading), tasks)
@@ -464,16 +590,32 @@ class BobModule(_ModuleBase):
         self.tracker = tracker
         self.patterns = patterns
         self.rng = rng
-        self.status = ModuleStatus("bob", sync="acquiring", started=clock())
+        self.status = ModuleStatus("bob", sync="acquiring", started=clock(),
+                                   run="arming the tagger")
         self._queue: asyncio.Queue[tuple[int, BobDetections]] = asyncio.Queue(BLOCK_QUEUE)
         self._tags: asyncio.Queue[TagBatch] = asyncio.Queue(TAG_QUEUE)
         self.cutter = BlockCutter(plan, patterns, rng)
+        # Start order: the tagger armed (set by _read), this module's arm epoch once
+        # announced, and the run's first block once Alice announced it.
+        self._armed = asyncio.Event()
+        self.epoch: int | None = None
+        self.first_block: int | None = None
+        self._started = asyncio.Event()
 
     async def _read(self) -> None:
+        arm = getattr(self.source, "arm", None)
+        if arm is not None:
+            await arm()  # the tagger runs (and waits for the marker) before Bob says so
+        self._armed.set()
         while True:
             await self._tags.put(await self.source.read())
 
     async def _acquire(self) -> None:
+        await self._started.wait()
+        assert self.first_block is not None
+        # Qsync numbers slots from the marker, the first slot of the run's first block.
+        base = self.first_block * self.plan.block_slots
+        self.cutter.open = self.first_block
         while True:
             batch = await self._tags.get()
             out = await asyncio.to_thread(self.tracker.process, batch.timestamps_ps,
@@ -482,7 +624,10 @@ class BobModule(_ModuleBase):
             st = self.status
             st.sync, st.ppm, st.losses = ("locked" if ts.locked else "acquiring"), ts.ppm, \
                 ts.losses
-            detections, late, closable = self.cutter.add(out.slots, out.channels)
+            if st.run.startswith("started") and getattr(self.source, "marker_seen", True):
+                st.run = f"marker seen; run from block {self.first_block}"
+            slots = np.where(out.slots >= 0, out.slots + base, out.slots)
+            detections, late, closable = self.cutter.add(slots, out.channels)
             st.detections += detections
             st.late_detections += late
             for block in closable:
@@ -492,11 +637,82 @@ class BobModule(_ModuleBase):
     def _producers(self) -> list[Coroutine[Any, Any, None]]:
         return [self._read(), self._acquire()]
 
+    async def _arm(self, conn: QdistConnection, tasks: list[asyncio.Task[Any]]) -> None:
+        """Announces the arm once the tagger runs (a new epoch for this module's first, the
+        same again on a connection that came before the start did)."""
+        qdist = self.qdist
+        assert isinstance(qdist, QdistBob)
+        await _wait(self._armed.wait(), tasks)
+        if self.epoch is None:
+            self.epoch = await conn.call(self._first_arm, self.clock())
+            self.status.run = f"armed (arm {self.epoch}), waiting for the transmitter's start"
+            log.info("link %s: tagger armed; arm %d announced", self.link, self.epoch)
+        elif self.first_block is None:
+            await conn.call(lambda now: qdist.announce_armed(now, repeat=True), self.clock())
+
+    def _first_arm(self, now: float) -> int:
+        """This module's arm (under the connection's lock). A session an earlier module ran
+        (a restarted module) may hold that module's block in flight: it is aborted first."""
+        qdist = self.qdist
+        assert isinstance(qdist, QdistBob)
+        if qdist.block is not None:
+            qdist.abort_block(f"{RESTARTED_MODULE} with block {qdist.block} in flight")
+        return qdist.announce_armed(now)
+
+    async def run_connection(self, conn: QdistConnection, blocks: int | None = None) -> None:
+        if self.connections == 0 and self.qdist.arm_epoch > 0:  # type: ignore[union-attr]
+            self.qdist.reset_stream()  # an earlier module's partial frames go
+        await super().run_connection(conn, blocks)
+
+    async def _on_event(self, event: Any) -> None:
+        """An event outside the block dialogue's expectations (the start, a rejected frame,
+        an outcome of a block no longer awaited)."""
+        if isinstance(event, TransmitterStarted):
+            if event.epoch == self.epoch and self.first_block is None:
+                self.first_block = event.first_block
+                self.status.first_block = event.first_block
+                self.status.run = (f"started at block {event.first_block} (arm {event.epoch}); "
+                                   "waiting for the marker")
+                expect = getattr(self.source, "expect_marker", None)
+                if expect is not None:
+                    expect()
+                log.info("link %s: the transmitter started at block %d", self.link,
+                         event.first_block)
+                self._started.set()
+        elif isinstance(event, BlockCompleted | BlockAborted):
+            await self._outcome(event)
+        elif isinstance(event, FrameRejected):
+            log.info("link %s: frame rejected: %s", self.link, event.reason)
+
+    async def _next_block(self, conn: QdistConnection, tasks: list[asyncio.Task[Any]]
+                          ) -> tuple[int, BobDetections]:
+        """The next closed block; events that arrive meanwhile are handled."""
+        getter = asyncio.ensure_future(self._queue.get())
+        try:
+            while True:
+                event = asyncio.ensure_future(conn.events.get())
+                done, _ = await asyncio.wait([getter, event, *tasks],
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if event in done:
+                    await self._on_event(event.result())
+                else:
+                    event.cancel()
+                if getter in done:
+                    return getter.result()
+                for task in done:
+                    if task is not event:
+                        task.result()
+                        raise ConnectionError("Qdist connection closed by the peer")
+        finally:
+            if not getter.done():
+                getter.cancel()
+
     async def _dialogue(self, conn: QdistConnection, tasks: list[asyncio.Task[Any]],
                         blocks: int | None) -> None:
+        await self._arm(conn, tasks)
         while blocks is None or len(self.results) < blocks:
             await _wait(self.running.wait(), tasks)  # Kq-2 stop: no new block
-            block, det = await _wait(self._queue.get(), tasks)
+            block, det = await self._next_block(conn, tasks)
             if not self.running.is_set():
                 # Stopped while waiting for the block: it is held (not announced) until a start.
                 log.info("link %s: block %d closed while stopped; it waits for a start",
@@ -505,12 +721,9 @@ class BobModule(_ModuleBase):
             await conn.call(self.qdist.start_block, block, det, self.clock())
             while True:
                 event = await _next_event(conn, tasks)
-                if isinstance(event, BlockCompleted | BlockAborted):
-                    await self._outcome(event)
-                    if event.block_id == block:
-                        break
-                elif isinstance(event, FrameRejected):
-                    log.info("link %s: frame rejected: %s", self.link, event.reason)
+                await self._on_event(event)
+                if isinstance(event, BlockCompleted | BlockAborted) and event.block_id == block:
+                    break
 
 
 class BlockCutter:

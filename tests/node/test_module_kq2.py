@@ -85,6 +85,8 @@ async def alice_running(frames: Any) -> AsyncIterator[tuple[AliceModule, QdistBo
     conn_b = QdistConnection(bob, far_reader, far_writer)
     tasks = [asyncio.create_task(alice.run(conn)), asyncio.create_task(conn_b.run())]
     try:
+        # Bob's tagger is armed: Alice's frames and output may start.
+        await conn_b.call(bob.announce_armed, conn_b.clock())
         yield alice, bob, conn, conn_b
     finally:
         for task in tasks:
@@ -110,11 +112,14 @@ def test_bob_stopped_while_waiting_for_a_block_does_not_announce_it() -> None:
         conn = QdistConnection(bob.qdist, reader, writer)
         running = asyncio.create_task(bob.run(conn))
         try:
-            await asyncio.sleep(SETTLE_S)  # Bob waits for his first block
+            await asyncio.sleep(SETTLE_S)  # Bob armed, and waits for his first block
+            armed = conn.bytes_sent  # his arm: the one frame before any block
+            assert bob.qdist.arm_epoch == 1
+            await far_reader.readexactly(armed)
             await bob.control(StopRequested())
             await bob._queue.put((0, empty_detections(0)))
             await asyncio.sleep(SETTLE_S)
-            held = (conn.bytes_sent, bob.qdist.block)
+            held = (conn.bytes_sent - armed, bob.qdist.block)
             await bob.control(StartRequested())
             first = await asyncio.wait_for(far_reader.read(20), 10)  # the announcement
             return *held, len(first), bob.qdist.block
@@ -140,9 +145,11 @@ def test_alice_stopped_does_not_answer_an_announcement_until_released(release: s
         frames = OneFrame()
         async with alice_running(frames) as (alice, bob, conn, conn_b):
             for _ in range(600):  # Alice's frame of block 0 is drawn (in a thread) and loaded
-                if 0 in frames.choices:
-                    break
+                if 0 in frames.choices and bob.started is not None:
+                    break  # and her start announced
                 await asyncio.sleep(0.05)
+            assert bob.started == 0
+            started = conn.bytes_sent
             await alice.control(StopRequested())
             await conn_b.call(bob.start_block, 0, empty_detections(0), conn_b.clock())
             for _ in range(200):  # the announcement reached Alice's end
@@ -150,18 +157,18 @@ def test_alice_stopped_does_not_answer_an_announcement_until_released(release: s
                     break
                 await asyncio.sleep(0.01)
             await asyncio.sleep(SETTLE_S)
-            held = (conn.bytes_sent, alice.qdist.block)
+            held = (conn.bytes_sent - started, alice.qdist.block)
             if release == "start":
                 await alice.control(StartRequested())
             else:
                 alice.finish_announced()
                 await alice.control(StopRequested())  # a late stop does not hold it again
             for _ in range(200):
-                if conn.bytes_sent:
+                if conn.bytes_sent > started:
                     break
                 await asyncio.sleep(0.05)
             assert alice.running.is_set() == (release == "start")
-            return *held, conn.bytes_sent
+            return *held, conn.bytes_sent - started
 
     sent, block, sent_after = asyncio.run(scenario())
     assert (sent, block) == (0, None), "Alice answered an announcement after the stop"

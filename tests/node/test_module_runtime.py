@@ -30,7 +30,14 @@ from qkdnode.node.module.runtime import (
     BobModule,
 )
 from qkdnode.node.module.sim import BenchFrames
-from qkdnode.node.protocol.qdist import BlockCompleted, QdistAlice, QdistBob, QdistParams
+from qkdnode.node.protocol.qdist import (
+    NEED_DATA,
+    BlockCompleted,
+    QdistAlice,
+    QdistBob,
+    QdistParams,
+    ReceiverArmed,
+)
 
 MU = (0.485, 0.13, 2e-4)
 P = (0.0577, 0.5285, 1.0 - 0.0577 - 0.5285)
@@ -200,7 +207,14 @@ def test_stalled_distillation_stops_acquisition(tmp_path: Path) -> None:
                 block += 1
 
         async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.read()  # a peer that never answers
+            # A peer that announces its start (block 0) when Bob arms, then never answers.
+            alice = QdistAlice(PARAMS, SECRET)
+            while data := await reader.read(1 << 16):
+                alice.receive_data(data)
+                while (event := alice.next_event()) is not NEED_DATA:
+                    if isinstance(event, ReceiverArmed):
+                        alice.announce_start(event.epoch, 0, 0.0)
+                        writer.write(alice.data_to_send())
 
         server = await asyncio.start_server(silent, "127.0.0.1", 0)
         reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
@@ -262,6 +276,7 @@ def test_kq2_stop_pauses_the_frames_and_start_resumes_them(tmp_path: Path) -> No
                             KeyOutbox(Kq1Recorder(), "ab"), None,
                             SeededRandomSource("sim://bench/rng", 1))
         (play,) = [asyncio.create_task(c) for c in alice._producers()]
+        alice._arms.put_nowait(1)  # Bob's tagger is armed (the dialogue's ReceiverArmed)
         await asyncio.wait_for(frames.until(3), 60)
         await alice.control(StopRequested())
         # A frame being drawn (in a worker thread) may still be loaded: wait until the player

@@ -110,22 +110,44 @@ def test_the_one_end_per_pc_examples_name_their_instruments() -> None:
                      "receiver": ("time_tagger", "qutools.qutag")}
 
 
-def test_real_streamers_and_taggers_are_refused_until_slot_zero_is_shared(tmp_path: Path
-                                                                        ) -> None:
-    # Without a start marker the tagger's clock has no common origin with the transmitter's
-    # slot 0, so every block would abort: the module says so instead of running.
+def test_real_instruments_run_with_a_marker_channel_and_are_refused_without(tmp_path: Path
+                                                                            ) -> None:
+    # The tagger's clock shares no origin with the transmitter's: a real tagger needs the
+    # channel the streamer's marker output is cabled to (a real streamer is taken as it is).
     from qkdnode.node.errors import ConfigError
     from qkdnode.node.module.instruments import link_instrument
 
     where = Path(__file__).parents[2] / "examples" / "one-end-per-pc"
-    for name, real in (("alice", "visa://TCPIP0::192.168.10.30::5025::SOCKET"),
-                       ("bob", "lib:///opt/qutools/lib/libtdcbase.so?device=0")):
-        text = (where / f"{name}.toml").read_text()
-        sim = "sim://ab/tx" if name == "alice" else "sim://ab/tagger"
-        assert sim in text
-        path = tmp_path / f"{name}.toml"
-        path.write_text(text.replace(sim, real))
+    alice = (where / "alice.toml").read_text()
+    assert "sim://ab/tx" in alice
+    path = tmp_path / "alice.toml"
+    path.write_text(alice.replace("sim://ab/tx", "visa://TCPIP0::192.168.10.30::5025::SOCKET"))
+    config = load_config(path)
+    assert link_instrument(config, 0, config.links[0]).driver == "scpi.frame_streamer"
+
+    bob = (where / "bob.toml").read_text()
+    real = bob.replace("sim://ab/tagger", "lib:///opt/qutools/lib/libtdcbase.so?device=0")
+    for name, text, refused in (
+            ("with", real, None),
+            ("without", real.replace("marker_channel = 0", "# no marker"),
+             r"links\[0\]\.marker_channel: .*real instrument: give the channel the frame "
+             "streamer's marker output is cabled to"),
+            ("unstreamed", real.replace("marker_channel = 0", "marker_channel = 0").replace(
+                "channels = [0, 1, 2, 3, 4]", "channels = [1, 2, 3, 4]"),
+             r"links\[0\]\.marker_channel: .*marker channel 0 is not among the channels "
+             r"tagger 'tagger' streams \(\[1, 2, 3, 4\]\)"),
+            ("a detector's", real.replace("marker_channel = 0", "marker_channel = 3"),
+             r"links\[0\]\.marker_channel: .*channel 3 is a detector's")):
+        path = tmp_path / f"bob-{name}.toml"
+        path.write_text(text)
         config = load_config(path)
-        with pytest.raises(ConfigError, match="start marker") as refused:
-            link_instrument(config, 0, config.links[0])
-        assert "simulated bench only" in str(refused.value)
+        if refused is None:
+            assert link_instrument(config, 0, config.links[0]).name == "tagger"
+        else:
+            with pytest.raises(ConfigError, match=refused):
+                link_instrument(config, 0, config.links[0])
+    # A transmitter has no tagger: the marker channel is the receiver's key.
+    path = tmp_path / "alice-marker.toml"
+    path.write_text(alice.replace('qdist_listen', 'marker_channel = 0\nqdist_listen'))
+    with pytest.raises(ConfigError, match="marker_channel"):
+        load_config(path)

@@ -33,9 +33,25 @@ The interface (IEEE 488.2 / SCPI-99 conventions; every set command is followed b
     blocks that played as vacuum since the last query because their frame was not queued
     when their first slot came: ``<n>[,<block>]...`` listing at most :data:`UNDERRUN_LIST`
     (the next query lists the rest). The firmware must block the light for such a block.
+``FRAMe:FIRSt <block>`` / ``FRAMe:FIRSt?``
+    the block that plays first at the next ``OUTP ON`` (default 0 after ``*RST``); only while
+    the output is off (else -221), and later than every block begun since ``*RST`` (else
+    -221: a block number is never played twice). Frames queued for earlier blocks are
+    dropped. The query answers the first block of the current (or last) run.
+``MARKer:MODE START|BLOCK`` / ``MARKer:MODE?``
+    when the marker output fires: at the first slot of the first block after each
+    ``OUTP ON`` (``START``), or at the first slot of every block (``BLOCK``).
+``MARKer[:STATe] ON|OFF`` / ``MARKer[:STATe]?``
+    enables the marker output (off after ``*RST``). The marker is an electrical pulse (a
+    lab's firmware: a TTL/NIM edge at the slot clock's phase of the block's first slot)
+    cabled to a channel of the receiver's time tagger: the one time origin the two ends
+    share. Its delay (cable and electronics) is fixed, so the tagger's time of a block's
+    first slot is the marker's time plus a constant (the receiver's ``slot_delay_ps`` is the
+    optical path minus that delay).
 ``OUTPut[:STATe] ON|OFF`` / ``OUTPut[:STATe]?``
-    starts (block ``b`` plays over slots ``[b L, (b + 1) L)`` counted from the first ON
-    after ``*RST``) and stops playing.
+    starts playing (block ``F = FRAM:FIRS?`` over the ``L`` slots from ON, block ``F + k``
+    over ``[(F + k) L, ...)`` counted from there) and stops; ``OFF`` ends the run (the next
+    ON starts a new one at ``FRAM:FIRS``, which the host must move past the blocks begun).
 
 Frames, like the :class:`~qkdnode.drivers.roles.FrameStreamer` role's, are key material:
 this driver never logs them and puts only sizes and block numbers into messages.
@@ -55,14 +71,16 @@ from ...roles import Limits, check_frame
 from ...transport import Transport, write_block
 from ..base import ScpiInstrument, Setting, atomic, finite, positive_int
 
-__all__ = ["MIN_FRAME_SLOTS", "UNDERRUN_LIST", "FrameStreamerScpi", "pack_frame",
-           "unpack_frame"]
+__all__ = ["MARKER_MODES", "MIN_FRAME_SLOTS", "UNDERRUN_LIST", "FrameStreamerScpi",
+           "pack_frame", "unpack_frame"]
 
 # Shortest frame: below this, the query round trips per frame would dominate; Qsync's timing
 # pattern is at least 1024 slots too.
 MIN_FRAME_SLOTS = 1 << 10
 # Blocks one FRAME:UNDERRUN? reply lists at most (keeps the reply under ~1 kB).
 UNDERRUN_LIST = 32
+# Marker modes of the role (None: off) and their SCPI names.
+MARKER_MODES = {"start": "STAR", "block": "BLOC"}
 # Intensity classes: signal, decoy, vacuum-like (nibbles 12..15 are invalid).
 N_INTENSITIES = 3
 SYMBOLS = 4 * N_INTENSITIES
@@ -105,6 +123,14 @@ def _parse_underruns(reply: str) -> tuple[int, ...]:
     if count != len(blocks) or count > UNDERRUN_LIST or any(b < 0 for b in blocks):
         raise ValueError(f"{count} underruns announced, {len(blocks)} listed")
     return blocks
+
+
+def _marker_mode(reply: str) -> str:
+    word = reply.strip().upper()
+    for mode, short in MARKER_MODES.items():
+        if word.startswith(short):
+            return mode
+    raise ValueError("not START or BLOCK")
 
 
 def _count(reply: str) -> int:
@@ -210,6 +236,44 @@ class FrameStreamerScpi(ScpiInstrument):
             found.extend(listed)
             if len(listed) < UNDERRUN_LIST:
                 return tuple(found)
+
+    @atomic
+    def set_first_block(self, block: int) -> None:
+        """Sets the block that plays first at the next start (only while stopped).
+
+        Raises:
+            ValueError: not a non-negative integer (nothing sent).
+            InstrumentError: refused (running, or not after every block begun: -221).
+        """
+        if isinstance(block, bool) or not isinstance(block, int | np.integer) or block < 0:
+            raise ValueError(f"block must be a non-negative integer, got {block!r}")
+        self._set(f"FRAM:FIRS {int(block)}")
+
+    def first_block(self) -> int:
+        """The block that plays first after the last (or next) start."""
+        return self._query_parsed("FRAM:FIRS?", _count)
+
+    @atomic
+    def set_marker(self, mode: str | None) -> None:
+        """The marker output: ``"start"`` (first block after each start), ``"block"`` (every
+        block) or None (off)."""
+        if mode is None:
+            self._set("MARK OFF")
+            return
+        if mode not in MARKER_MODES:
+            raise ValueError(f"marker mode must be one of {sorted(MARKER_MODES)} or None, "
+                             f"got {mode!r}")
+        self._set(f"MARK:MODE {MARKER_MODES[mode]}")
+        self._set("MARK ON")
+
+    def marker(self) -> str | None:
+        """The marker mode, None while off."""
+        state = self._query_parsed("MARK?", _count)
+        if state not in (0, 1):
+            raise DeviceError(f"{self._where()}: MARK? answered {state}, not 0 or 1")
+        if not state:
+            return None
+        return self._query_parsed("MARK:MODE?", _marker_mode)
 
     def running(self) -> bool:
         """Whether the output plays."""

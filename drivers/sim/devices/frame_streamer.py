@@ -6,11 +6,16 @@ short forms, SCPI error queue. The device attaches itself to its bench
 the frame of block ``b`` from it exactly at slot ``b * L`` and waits while the frame is
 missing or the output is off (the bench's time is virtual: see the bench's "Streaming").
 
+Runs: ``OUTP ON`` starts a run at the bench's next slot (moved on to a frame boundary of the
+link's pattern); block ``FRAM:FIRS`` begins there, the next ones follow every ``L`` slots.
+The marker output (``MARK ON``) puts a tag on the bench tagger's ``marker_channel``
+``marker_delay_ps`` after the first slot of the run's first block (``MARK:MODE START``) or
+of every block (``BLOCK``): the bench's cable (:meth:`~qkdnode.drivers.sim.bench.Bench.run`).
+
 Memory: :data:`MEMORY_SLOTS` slots of 4 bits, at most :data:`QUEUE_FRAMES` frames queued
 besides the one playing; a frame must leave room for two (one playing, one queued), so
 ``L <= MEMORY_SLOTS / 2``. Frames are
-kept packed and unpacked when they begin. Block numbers count from the bench's slot 0
-(``OUTP OFF`` halts the virtual time; ``OUTP ON`` resumes the count).
+kept packed and unpacked when they begin. ``OUTP OFF`` halts the bench's virtual time.
 """
 
 from __future__ import annotations
@@ -66,6 +71,9 @@ class SimFrameStreamer(ScpiDevice):
         ("FRAMe:LOAD", "block_command"),
         ("FRAMe:QUEued?", "_queued_q"), ("FRAMe:FREE?", "_free_q"),
         ("FRAMe:NEXT?", "_next_q"), ("FRAMe:UNDerrun?", "_underrun_q"),
+        ("FRAMe:FIRSt", "_first"), ("FRAMe:FIRSt?", "_first_q"),
+        ("MARKer:MODE", "_mmode"), ("MARKer:MODE?", "_mmode_q"),
+        ("MARKer[:STATe]", "_mark"), ("MARKer[:STATe]?", "_mark_q"),
         ("OUTPut[:STATe]", "_outp"), ("OUTPut[:STATe]?", "_outp_q"),
     )
 
@@ -82,7 +90,14 @@ class SimFrameStreamer(ScpiDevice):
         self._begun = -1  # the last block that began (frame or vacuum)
         self._underruns: list[int] = []
         self._on = False
+        self._first_block = 0
+        self._floor = -1  # blocks up to this one are never queued (FRAM:FIRS)
+        self._marker_on = False
+        self._marker_block = False  # MARK:MODE BLOCK (else START)
         self.played: list[int] = []  # blocks that began with their frame (tests read it)
+        if getattr(self, "_was_on", False):
+            self.bench.output_switched(False)
+        self._was_on = False
 
     # -- what the bench asks (under its lock) -------------------------------------------------
 
@@ -96,6 +111,13 @@ class SimFrameStreamer(ScpiDevice):
         self._begun = block
         self.played.append(block)
         return unpack_frame(data)
+
+    def first_block(self) -> int:
+        return self._first_block
+
+    def marker_fires(self, block: int) -> bool:
+        """Whether the marker output fires at ``block``'s first slot."""
+        return self._marker_on and (self._marker_block or block == self._first_block)
 
     def played_vacuum(self, block: int) -> None:
         self._queue.pop(block, None)
@@ -146,7 +168,7 @@ class SimFrameStreamer(ScpiDevice):
             raise DeviceFault(BLOCK_DATA_ERROR, "Block data error") from None
         if rest.lstrip()[used:].strip() or 2 * len(data) != self._frame_slots:
             raise DeviceFault(BLOCK_DATA_ERROR, "Block data error; not one frame")
-        if block <= max(self._last_queued, self._begun):
+        if block <= max(self._last_queued, self._begun, self._floor):
             raise DeviceFault(SETTINGS_CONFLICT,
                               "Settings conflict; block begun or not after the last queued")
         if len(self._queue) >= self._capacity():
@@ -168,7 +190,7 @@ class SimFrameStreamer(ScpiDevice):
 
     def _next_q(self, groups: tuple[str, ...], args: str) -> str:
         no_args(args)
-        return str(max(self._last_queued, self._begun) + 1)
+        return str(max(self._last_queued, self._begun, self._floor) + 1)
 
     def _underrun_q(self, groups: tuple[str, ...], args: str) -> str:
         no_args(args)
@@ -176,8 +198,53 @@ class SimFrameStreamer(ScpiDevice):
         del self._underruns[:UNDERRUN_LIST]
         return ",".join(str(x) for x in (len(listed), *listed))
 
+    def _first(self, groups: tuple[str, ...], args: str) -> None:
+        block = integer(args)
+        if self._on:
+            raise DeviceFault(SETTINGS_CONFLICT, "Settings conflict; output is on")
+        if block < 0:
+            raise DeviceFault(ILLEGAL_PARAMETER, "Illegal parameter value; block")
+        if block <= self._begun:
+            raise DeviceFault(SETTINGS_CONFLICT, "Settings conflict; block begun already")
+        self._queue.clear()
+        self._last_queued = -1
+        self._floor = block - 1
+        self._first_block = block
+
+    def _first_q(self, groups: tuple[str, ...], args: str) -> str:
+        no_args(args)
+        return str(self._first_block)
+
+    def _mmode(self, groups: tuple[str, ...], args: str) -> None:
+        word = args.strip().upper()
+        if word in ("STAR", "START"):
+            self._marker_block = False
+        elif word in ("BLOC", "BLOCK"):
+            self._marker_block = True
+        else:
+            raise DeviceFault(ILLEGAL_PARAMETER, "Illegal parameter value; START or BLOCK")
+
+    def _mmode_q(self, groups: tuple[str, ...], args: str) -> str:
+        no_args(args)
+        return "BLOC" if self._marker_block else "STAR"
+
+    def _mark(self, groups: tuple[str, ...], args: str) -> None:
+        self._marker_on = on_off(args)
+
+    def _mark_q(self, groups: tuple[str, ...], args: str) -> str:
+        no_args(args)
+        return "1" if self._marker_on else "0"
+
     def _outp(self, groups: tuple[str, ...], args: str) -> None:
-        self._on = on_off(args)
+        on = on_off(args)
+        if on and not self._on and self._floor < self._begun:
+            # A new run after blocks began: its first block is the next one (the host moves
+            # FRAM:FIRS on; a run never numbers a block twice).
+            self._first_block = max(self._first_block, self._begun + 1)
+        switched = on != self._on
+        self._on = self._was_on = on
+        if switched:
+            self.bench.output_switched(on)
         self.bench.frames_changed()
 
     def _outp_q(self, groups: tuple[str, ...], args: str) -> str:

@@ -10,7 +10,10 @@ which is shortened by what the block used. See :mod:`.session` for the outcome o
 of bad frame, :mod:`.wire` for the frame format.
 
 Results: :class:`BlockCompleted` (key and :class:`BlockAudit`) or :class:`BlockAborted`
-(reason and audit); a wrong key is never an outcome.
+(reason and audit); a wrong key is never an outcome. Outside blocks, Bob announces that his
+tagger is armed (:meth:`QdistBob.announce_armed`, :class:`ReceiverArmed` at Alice) and Alice
+that her output started and at which block (:meth:`QdistAlice.announce_start`,
+:class:`TransmitterStarted` at Bob): the start order of the instruments.
 """
 
 from .alice import QdistAlice
@@ -23,6 +26,8 @@ from .events import (
     DetectionsReceived,
     FrameRejected,
     QdistParams,
+    ReceiverArmed,
+    TransmitterStarted,
 )
 from .session import MIN_SECRET_BYTES, QdistEnd
 from .wire import MAX_BODY, StreamError
@@ -40,5 +45,7 @@ __all__ = [
     "QdistBob",
     "QdistEnd",
     "QdistParams",
+    "ReceiverArmed",
     "StreamError",
+    "TransmitterStarted",
 ]

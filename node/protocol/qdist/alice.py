@@ -42,9 +42,10 @@ from qkdnode.dsp.verification import hash_points
 
 from ...errors import LocalProtocolError, RemoteProtocolError
 from .accounting import frame_starts, key_length, precheck
-from .events import DetectionsReceived, QdistParams
+from .events import DetectionsReceived, QdistParams, ReceiverArmed
 from .messages import (
     AmplificationAnnounced,
+    ArmedAnnounced,
     BlockAbandoned,
     CountsAnnounced,
     DetectionsAnnounced,
@@ -53,6 +54,7 @@ from .messages import (
     ReconciliationReplied,
     ReconciliationSent,
     SiftingAnswered,
+    StartAnnounced,
     ZBitsDisclosed,
 )
 from .session import PAD_BITS, QdistEnd
@@ -91,6 +93,8 @@ class QdistAlice(QdistEnd):
         self._rng = rng
         self._random_bytes = random_bytes
         self._announced: tuple[RawFrame, DetectionsAnnounced] | None = None
+        # Bob's last arm epoch (0: he has not armed in this session).
+        self.armed_epoch = 0
         # Per code: bits disclosed per payload bit when frames decoded, across blocks.
         self._successes: dict[str, list[float]] = {}
         self._reset_block()
@@ -160,6 +164,39 @@ class QdistAlice(QdistEnd):
         self._announced = None
         self._begin(block, now)
         self._abort(reason, notify=True)
+
+    def announce_start(self, epoch: int, first_block: int, now: float) -> None:
+        """Tells Bob that the output started for his arm ``epoch`` with its start marker at
+        the first slot of ``first_block`` (bytes in :meth:`data_to_send`).
+
+        Raises:
+            LocalProtocolError: a block is running, no pad is left, or ``epoch`` is not the
+                arm epoch Bob announced last.
+            ValueError: ``first_block`` not above the last completed block.
+        """
+        del now
+        if epoch != self.armed_epoch:
+            raise LocalProtocolError(f"Qdist: Bob's arm epoch is {self.armed_epoch}, not "
+                                     f"{epoch}")
+        if isinstance(first_block, bool) or not isinstance(first_block, int) or not \
+                self.completed < first_block < 2**63:
+            raise ValueError(f"first_block must be an int above the last completed block "
+                             f"{self.completed}, got {first_block!r}")
+        self._announced = None
+        self._send_control(StartAnnounced(epoch, first_block))
+
+    def _control(self, message: ArmedAnnounced | StartAnnounced) -> str | None:
+        if not isinstance(message, ArmedAnnounced):
+            return super()._control(message)
+        if message.epoch < self.armed_epoch:
+            return (f"arm epoch {message.epoch} is before the last one ({self.armed_epoch}): "
+                    "stale")
+        if message.epoch > self.armed_epoch:
+            self.armed_epoch = message.epoch
+            self._announced = None  # an announcement of the old run will not be started
+        # The same epoch again: Bob reconnected without the start (announce it again).
+        self._events.append(ReceiverArmed(message.epoch))
+        return None
 
     @property
     def announced(self) -> int | None:

@@ -25,11 +25,12 @@ from qkdnode.dsp.reconcile import BobFrame, DecodingReported, FrameVerified
 from qkdnode.dsp.sifting import BobDetections, SiftedBits, SiftReply, bob_sift
 from qkdnode.dsp.verification import hash_points
 
-from ...errors import RemoteProtocolError
+from ...errors import LocalProtocolError, RemoteProtocolError
 from .accounting import key_length, precheck
-from .events import QdistParams
+from .events import QdistParams, TransmitterStarted
 from .messages import (
     AmplificationAnnounced,
+    ArmedAnnounced,
     CountsAnnounced,
     DetectionsAnnounced,
     KeyConfirmed,
@@ -37,6 +38,7 @@ from .messages import (
     ReconciliationReplied,
     ReconciliationSent,
     SiftingAnswered,
+    StartAnnounced,
     ZBitsDisclosed,
 )
 from .session import PAD_BITS, QdistEnd
@@ -57,6 +59,10 @@ class QdistBob(QdistEnd):
 
     def __init__(self, params: QdistParams, secret: bytes | bytearray) -> None:
         super().__init__(params, secret)
+        # The last arm epoch announced (0: none yet), and the first block of the start that
+        # answered it (None: none yet).
+        self.arm_epoch = 0
+        self.started: int | None = None
         self._reset_block()
 
     def _reset_block(self) -> None:
@@ -89,6 +95,43 @@ class QdistBob(QdistEnd):
             self._end_block()
             raise
         self._state = "sift"
+
+    def announce_armed(self, now: float, *, repeat: bool = False) -> int:
+        """Tells Alice that the tagger runs and waits for the start marker; returns the arm
+        epoch: a new one (one more than the last in this session: Alice starts a new run), or
+        with ``repeat`` the current one again (a new connection that has not seen its start
+        yet: Alice announces it again). Bytes in :meth:`data_to_send`.
+
+        Raises:
+            LocalProtocolError: a block is running (abort it first), no pad is left, or a
+                repeat before any arm.
+        """
+        del now
+        if repeat:
+            if self.arm_epoch == 0:
+                raise LocalProtocolError("Qdist: no arm to repeat")
+            self._send_control(ArmedAnnounced(self.arm_epoch))
+            return self.arm_epoch
+        epoch = self.arm_epoch + 1
+        self._send_control(ArmedAnnounced(epoch))
+        self.arm_epoch = epoch
+        self.started = None
+        return epoch
+
+    def _control(self, message: ArmedAnnounced | StartAnnounced) -> str | None:
+        if not isinstance(message, StartAnnounced):
+            return super()._control(message)
+        if message.epoch != self.arm_epoch:
+            return (f"start of arm epoch {message.epoch}, not of the current one "
+                    f"({self.arm_epoch}): stale or out of order")
+        if self.started is not None:
+            return f"a second start for arm epoch {message.epoch}"
+        if message.first_block <= self.completed:
+            return (f"first block {message.first_block} is not after the last completed "
+                    f"block {self.completed}")
+        self.started = message.first_block
+        self._events.append(TransmitterStarted(message.epoch, message.first_block))
+        return None
 
     def _handle(self, message: Message) -> None:
         expected = {"sift": SiftingAnswered, "counts": CountsAnnounced,

@@ -20,6 +20,8 @@ __all__ = [
     "DetectionsReceived",
     "FrameRejected",
     "QdistParams",
+    "ReceiverArmed",
+    "TransmitterStarted",
 ]
 
 # Seconds a block may take from its start before it is aborted; a block of 10^6 sifted bits
@@ -169,6 +171,23 @@ class DetectionsReceived:
     """Alice: Bob announced a block she has not started; call ``start_block`` for it."""
 
     block_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverArmed:
+    """Alice: Bob's tagger waits for the start marker (arm ``epoch``); start the output (anew,
+    at a block later than every block played) and announce it (``announce_start``)."""
+
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransmitterStarted:
+    """Bob: Alice's output started for arm ``epoch``; the start marker is the first slot of
+    block ``first_block``."""
+
+    epoch: int
+    first_block: int
 
 
 class _NeedData:

@@ -3,8 +3,10 @@
 Bob (receiver) -> Alice (transmitter): :class:`DetectionsAnnounced`, :class:`ZBitsDisclosed`,
 :class:`ReconciliationReplied`, :class:`KeyConfirmed`. Alice -> Bob: :class:`SiftingAnswered`,
 :class:`CountsAnnounced`, :class:`ReconciliationSent`, :class:`AmplificationAnnounced`. Either:
-:class:`BlockAbandoned`. The reconciliation messages carry the dsp ends' own messages
-(:mod:`qkdnode.dsp.reconcile.messages`) for every frame of the block at once.
+:class:`BlockAbandoned`. Outside blocks (the start order of the instruments):
+:class:`ArmedAnnounced` (Bob) and :class:`StartAnnounced` (Alice). The reconciliation
+messages carry the dsp ends' own messages (:mod:`qkdnode.dsp.reconcile.messages`) for every
+frame of the block at once.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from ...errors import RemoteProtocolError
 from .wire import BodyReader, BodyWriter
 
 __all__ = [
+    "CONTROL_BLOCK",
     "MAX_FRAMES_PER_BLOCK",
     "AmplificationAnnounced",
+    "ArmedAnnounced",
     "BlockAbandoned",
     "CountsAnnounced",
     "DetectionsAnnounced",
@@ -38,6 +42,7 @@ __all__ = [
     "ReconciliationReplied",
     "ReconciliationSent",
     "SiftingAnswered",
+    "StartAnnounced",
     "ZBitsDisclosed",
     "decode_message",
 ]
@@ -47,6 +52,9 @@ MAX_FRAMES_PER_BLOCK = 4096
 # Reasons are for people; longer ones are cut.
 MAX_REASON = 500
 _STATUS = ("decoded", "need_more", "failed")
+# The block field of frames that belong to no block (:class:`ArmedAnnounced`,
+# :class:`StartAnnounced`): above every block number (block numbers are below 2^63).
+CONTROL_BLOCK = 2**64 - 1
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -287,13 +295,48 @@ class BlockAbandoned:
         return cls(r.text("reason")[:MAX_REASON])
 
 
+@dataclass(frozen=True, slots=True)
+class ArmedAnnounced:
+    """Bob: his time tagger runs and waits for the start marker (arm ``epoch``: larger than
+    any before in this session; a new one after every restart of his acquisition)."""
+
+    KIND: ClassVar[int] = 10
+    epoch: int
+
+    def body(self) -> bytes:
+        return BodyWriter().i64([self.epoch]).finish()
+
+    @classmethod
+    def read(cls, r: BodyReader) -> ArmedAnnounced:
+        return cls(r.scalar("epoch", 0))
+
+
+@dataclass(frozen=True, slots=True)
+class StartAnnounced:
+    """Alice: her frame streamer's output started for Bob's arm ``epoch``; its start marker
+    fired at the first slot of block ``first_block`` (later than every block she played)."""
+
+    KIND: ClassVar[int] = 11
+    epoch: int
+    first_block: int
+
+    def body(self) -> bytes:
+        return BodyWriter().i64([self.epoch, self.first_block]).finish()
+
+    @classmethod
+    def read(cls, r: BodyReader) -> StartAnnounced:
+        values = r.i64("epoch and first block", 2, 0)
+        return cls(int(values[0]), int(values[1]))
+
+
 Message = (DetectionsAnnounced | SiftingAnswered | ZBitsDisclosed | CountsAnnounced
            | ReconciliationSent | ReconciliationReplied | AmplificationAnnounced | KeyConfirmed
-           | BlockAbandoned)
+           | BlockAbandoned | ArmedAnnounced | StartAnnounced)
 _BY_KIND: dict[int, type[Message]] = {
     cls.KIND: cls for cls in (DetectionsAnnounced, SiftingAnswered, ZBitsDisclosed,
                               CountsAnnounced, ReconciliationSent, ReconciliationReplied,
-                              AmplificationAnnounced, KeyConfirmed, BlockAbandoned)
+                              AmplificationAnnounced, KeyConfirmed, BlockAbandoned,
+                              ArmedAnnounced, StartAnnounced)
 }
 
 

@@ -17,6 +17,14 @@ Outcomes of bad input (every one has a test):
 * an authentic frame of another block: rejected; of the current block but not expected in its
   state, or with a malformed body: the block is aborted (the peer is out of step or broken).
 
+Frames outside blocks (block field :data:`~.messages.CONTROL_BLOCK`): Bob's
+:class:`~.messages.ArmedAnnounced` and Alice's :class:`~.messages.StartAnnounced`, the start
+order of the instruments. They are authenticated and numbered like the others (a replay is
+rejected by its sequence number); a malformed one, one sent to the wrong role, or one of a
+stale arm epoch is **rejected**; one that arrives while a block runs **aborts** that block
+first (a restart of the instruments ends the blocks in flight, and the pads of the block
+could not be counted alike at both ends).
+
 Authentication key: the pre-shared secret holds the hash key of each direction (8 bytes each)
 then the pads, the first half for Alice -> Bob and the second for Bob -> Alice. A completed
 block takes the pads it used (both directions) off the front of its key and sets them aside;
@@ -46,9 +54,18 @@ from .events import (
     DetectionsReceived,
     FrameRejected,
     QdistParams,
+    ReceiverArmed,
+    TransmitterStarted,
     _NeedData,
 )
-from .messages import BlockAbandoned, Message, decode_message
+from .messages import (
+    CONTROL_BLOCK,
+    ArmedAnnounced,
+    BlockAbandoned,
+    Message,
+    StartAnnounced,
+    decode_message,
+)
 from .wire import PadStream, RawFrame, StreamError, WireReader, encode_frame
 
 __all__ = ["CONNECTION_LOST", "MIN_SECRET_BYTES", "PAD_BITS", "QdistEnd"]
@@ -62,7 +79,10 @@ MIN_PADS_PER_DIRECTION = 64
 MIN_SECRET_BYTES = 2 * HASH_KEY_BYTES + 2 * TAG_BYTES * MIN_PADS_PER_DIRECTION
 PAD_BITS = 8 * TAG_BYTES
 
-Event = BlockCompleted | BlockAborted | FrameRejected | DetectionsReceived
+Event = (BlockCompleted | BlockAborted | FrameRejected | DetectionsReceived | ReceiverArmed
+         | TransmitterStarted)
+# The reason of a block aborted by a control frame (a restart of the instruments).
+RESTARTED = "instruments restarted"
 
 
 class _Audit:
@@ -246,6 +266,25 @@ class QdistEnd(abc.ABC):
         self._outbox += frame
         self.audit.add("frames_sent", 1)
 
+    def _send_control(self, message: ArmedAnnounced | StartAnnounced) -> None:
+        """Sends a frame that belongs to no block.
+
+        Raises:
+            LocalProtocolError: a block is running (end it first), or no pad is left.
+        """
+        if self.block is not None:
+            raise LocalProtocolError(f"Qdist: block {self.block} is running; end it before "
+                                     f"sending {type(message).__name__}")
+        try:
+            frame = encode_frame(message.KIND, CONTROL_BLOCK, self._send_seq, message.body(),
+                                 self._out)
+        except ValueError as exc:
+            raise LocalProtocolError(f"Qdist: cannot send {type(message).__name__}: {exc}") \
+                from None
+        self._send_seq += 1
+        self._out.release(self._send_seq)
+        self._outbox += frame
+
     def _settle(self, peer_completed: int) -> None:
         """Appends the pending replenishment if both ends completed its block, else drops it."""
         if self._pending is None:
@@ -333,6 +372,20 @@ class QdistEnd(abc.ABC):
             else:
                 self._reject(raw, f"malformed frame: {exc}")
             return
+        if isinstance(message, ArmedAnnounced | StartAnnounced):
+            if raw.block != CONTROL_BLOCK:
+                self._reject(raw, f"{type(message).__name__} in a frame of block {raw.block}")
+                return
+            if self.block is not None:
+                self._abort(f"{RESTARTED}: the peer sent {type(message).__name__}",
+                            notify=True)
+            reason = self._control(message)
+            if reason is not None:
+                self._reject(raw, reason)
+            return
+        if raw.block == CONTROL_BLOCK:
+            self._reject(raw, f"{type(message).__name__} outside a block")
+            return
         if self.block is None or raw.block != self.block:
             if not self._new_block(raw, message):
                 self._reject(raw, f"frame of block {raw.block}, not of a running block")
@@ -353,6 +406,11 @@ class QdistEnd(abc.ABC):
                 self._abort(str(exc), notify=False)
 
     # ----------------------------------------------------------------------- role hooks
+
+    def _control(self, message: ArmedAnnounced | StartAnnounced) -> str | None:
+        """The role's step for an authentic control frame: None if taken (its event queued),
+        else why it is rejected."""
+        return f"{type(message).__name__} is not for the {self.role}"
 
     def _new_block(self, raw: RawFrame, message: Message) -> bool:
         """An authentic frame outside the current block: True if the role took it."""

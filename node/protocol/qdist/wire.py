@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 MAGIC = b"QD"
-VERSION = 1
+VERSION = 2  # 2: the control frames (ArmedAnnounced, StartAnnounced)
 HEADER = struct.Struct(">2sBBQII")
 # 64 MiB bounds the largest message, Bob's announcement: 9 bytes per detection (slot and basis),
 # so about 7 million detections per block, above the 10^6-10^7 sifted bits a block aims at.
