@@ -4,9 +4,9 @@ Each ``--config FILE`` is one node's configuration; its ``[[links]]`` (or those 
 ``--link``) are run: the transmitter listens at ``qdist_listen``, the receiver connects to
 ``qdist_connect``, keys go over Kq-1 to the node's key manager, one audit line per block. Each
 end drives its instruments (a frame streamer, a time tagger: :mod:`qkdnode.node.module.
-instruments`); on a simulated bench in this process give both nodes' files, on a bench hosted
-by ``qkdnode sim serve`` one end per process (real instruments are refused for now: no
-common slot 0 yet, :func:`qkdnode.node.module.instruments.link_instrument`). The status (sync state,
+instruments`): real ones, a simulated bench in this process (give both nodes' files), or a bench
+hosted by ``qkdnode sim serve`` (one end per process). The two ends share slot 0 through the
+frame streamer's start marker (:data:`WIRING`). The status (sync state,
 sifted rate, QBER, secret key rate, block outcomes) is printed every ``--status-interval``
 seconds.
 """
@@ -22,7 +22,23 @@ from typing import Any
 
 from .args import positive_float
 
-__all__ = ["register"]
+__all__ = ["WIRING", "register"]
+
+# What ``qkdnode module --help`` tells a lab about wiring and start order.
+WIRING = """\
+lab wiring and start order:
+  Cable the frame streamer's marker output to a free input of the receiver's time tagger and
+  name it in the receiver's [[links]] as marker_channel (the tagger's 'channels' setting must
+  stream it). The marker pulses at the first slot of the first block after the streamer's
+  output goes on; the receiver times every slot from it (the tagger's own clock shares no
+  origin with the transmitter's), so slot_delay_ps is the optical path minus the marker cable
+  (Qsync searches +-1 ms around it). Start the two ends in any order: the receiver arms its
+  tagger and says so over the authenticated Qdist channel, and only then does the transmitter
+  switch its output on. If the receiver arms anew (a restarted acquisition), the transmitter
+  ends its run and starts one at later block numbers (key IDs never repeat). No marker within
+  marker_timeout_s (default 30 s) of the start stops the receiver with an error naming the
+  channel. On the simulated bench the same happens: its taggers count from their own origin
+  and [bench.tagger] marker_channel / marker_delay_ps are the cable."""
 
 
 def _positive_int(text: str) -> int:
@@ -36,11 +52,11 @@ def register(subparsers: Any) -> None:
     """Adds ``module``."""
     parser = subparsers.add_parser(
         "module", help="run QKD modules: slot timing, distillation, keys to the key manager",
-        description="Runs the QKD modules of the configured links (both ends of a link on a "
-                    "simulated bench in this process: give both nodes' files; one end per "
-                    "process with a [bench] service; real instruments are refused for now) and "
-                    "prints their "
-                    "status.")
+        description="Runs the QKD modules of the configured links (real instruments; both "
+                    "ends of a link on a simulated bench in this process: give both nodes' "
+                    "files; one end per process with a [bench] service) and prints their "
+                    "status.",
+        epilog=WIRING, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, action="append", metavar="FILE",
                         help="node configuration (repeat for the other end on a "
                              "simulated bench in this process)")

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from qkdnode.drivers.errors import InstrumentError
+from qkdnode.drivers.errors import DeviceError, InstrumentError
 from qkdnode.drivers.registry import open_instrument
 from qkdnode.drivers.roles import FrameStreamer, TimeTagger
 from qkdnode.drivers.sim.link import TagBatch
@@ -164,8 +164,9 @@ class StreamerFrames:
             self.streamer.close()
 
 
-class MarkerMissing(RuntimeError):
-    """No start marker came on the tagger's marker channel in time."""
+class MarkerMissing(DeviceError):
+    """No start marker came on the tagger's marker channel in time (the wiring, or the
+    channel setting, is wrong: ``qkdnode`` commands report it as an instrument failure)."""
 
 
 class TaggerSource:

@@ -49,9 +49,10 @@ The interface (IEEE 488.2 / SCPI-99 conventions; every set command is followed b
     first slot is the marker's time plus a constant (the receiver's ``slot_delay_ps`` is the
     optical path minus that delay).
 ``OUTPut[:STATe] ON|OFF`` / ``OUTPut[:STATe]?``
-    starts playing (block ``F = FRAM:FIRS?`` over the ``L`` slots from ON, block ``F + k``
-    over ``[(F + k) L, ...)`` counted from there) and stops; ``OFF`` ends the run (the next
-    ON starts a new one at ``FRAM:FIRS``, which the host must move past the blocks begun).
+    starts a run (block ``F = FRAM:FIRS?`` over the ``L`` slots from ON, block ``F + k``
+    ``k L`` slots later) and ends it; the next ON starts a new run at ``FRAM:FIRS``, or at
+    the block after the last one begun if ``FRAM:FIRS`` was not moved past it (a block
+    number is never played twice).
 
 Frames, like the :class:`~qkdnode.drivers.roles.FrameStreamer` role's, are key material:
 this driver never logs them and puts only sizes and block numbers into messages.
