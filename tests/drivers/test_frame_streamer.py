@@ -184,3 +184,49 @@ def test_through_the_bench_service(bench: Bench) -> None:
                 assert len(batch) > 30
         finally:
             remove_bench("fs-remote")
+
+
+def test_the_marker_fires_at_a_runs_first_block_on_the_cabled_channel(bench: Bench,
+                                                                      tx) -> None:
+    tg = bench.link.params.tagger
+    assert tx.marker() is None  # off after *RST
+    tx.set_marker("start")
+    assert tx.marker() == "start"
+    tx.queue_frame(0, *const_frame(1, 0, 0))
+    tx.queue_frame(1, *const_frame(1, 0, 0))
+    tx.start()
+    batch, truth = bench.run_with_truth(2 * L)
+    marker = batch.channels == tg.marker_channel
+    assert int(marker.sum()) == 1  # START: the run's first block only
+    (at,) = np.flatnonzero(marker)
+    assert truth.origins[at] == Origin.MARKER
+    assert truth.slots[at] == 0
+    # On Bob's clock: the first slot's time plus the cable, no jitter, in time order.
+    assert batch.timestamps_ps[at] == bench.link.tagger_time_ps(0, tg.marker_delay_ps)
+    assert np.all(np.diff(batch.timestamps_ps) >= 0)
+    # A new run (after OFF) starts at a later block, set while the output is off, and fires
+    # the marker at its first slot again; BLOCK mode fires at every block.
+    tx.stop()
+    with pytest.raises(InstrumentError) as begun:
+        tx.set_first_block(1)  # block 1 began: never played twice
+    assert begun.value.code == -221
+    tx.set_first_block(5)
+    assert tx.first_block() == 5
+    assert tx.next_block() == 5
+    tx.set_marker("block")
+    for block in (5, 6):
+        tx.queue_frame(block, *const_frame(1, 0, 0))
+    slot = bench.link.slot
+    tx.start()
+    with pytest.raises(InstrumentError) as running:
+        tx.set_first_block(9)
+    assert running.value.code == -221
+    batch, truth = bench.run_with_truth(2 * L + (-slot % L))
+    marks = truth.slots[truth.origins == Origin.MARKER]
+    first = -(-slot // L) * L  # the run begins at the next frame boundary of the link
+    assert marks.tolist() == [first, first + L]
+    assert tx.first_block() == 5
+    tx.set_marker(None)
+    assert tx.marker() is None
+    with pytest.raises(ValueError, match="marker mode"):
+        tx.set_marker("sometimes")
