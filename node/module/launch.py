@@ -3,7 +3,10 @@
 One :class:`LinkEnd` per ``[[links]]`` table: its Qdist end (parameters from
 ``[links.decoy]`` and ``[links.distillation]``, the secret from ``auth_secret_file``), its key
 output (a :class:`~.keys_out.KeyOutbox` over Kq-1 to the node's key manager at
-``[key_manager] kq1_socket``), its audit log, and its instruments.
+``[key_manager] kq1_socket``), its audit log, and its instruments. :func:`build_ends` opens
+them (blocking up to the instruments' timeouts, so a running event loop calls
+:func:`open_ends`, which builds them in a worker thread); whatever it opened is closed again if
+a later step fails.
 
 Instruments (:mod:`.instruments`): the transmitter queues one frame per block into its frame
 streamer, the receiver reads its time tagger, both through the drivers and transports, on the
