@@ -49,6 +49,10 @@ QBERS = (0.005, 0.01, 0.02, 0.05, 0.08)
 # QBERs also run on the long family (192 000-bit frames, rates 0.85 and 0.90 only).
 LONG_N = 192000
 LONG_QBERS = (0.01, 0.02)
+# QBERs also run on the longest family (384 000-bit frames, rate 0.85 only; reconcile_local takes
+# it at 1.75-2 % when the bits fill three of its frames).
+LONGEST_N = 384000
+LONGEST_QBERS = (0.02,)
 DECODE_QBER = 0.02
 # Efficiency of the full syndrome in the decoding benchmark: where blind frames succeed.
 DECODE_EFFICIENCY = 1.12
@@ -248,9 +252,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=DEFAULT_N, help="frame length of the family")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="few frames (smoke run)")
-    parser.add_argument("--no-long", action="store_true", help=f"skip the n={LONG_N} rows")
+    parser.add_argument("--no-long", action="store_true",
+                        help=f"skip the n={LONG_N} and n={LONGEST_N} rows")
     parser.add_argument("--long-frames", type=int, default=None,
-                        help=f"frames per n={LONG_N} row (default: a third of --frames, >= 2)")
+                        help=f"frames per n={LONG_N} or n={LONGEST_N} row (default: a third, "
+                        "resp. a sixth, of --frames, >= 2)")
     args = parser.parse_args()
     frames = 4 if args.quick else args.frames
     decode_frames = 4 if args.quick else args.decode_frames
@@ -279,6 +285,13 @@ def main() -> None:
             long_frames = args.long_frames or max(2, frames // 3)
             rows.append(
                 bench_reconciliation(qber, qber, long_frames, LONG_N, args.seed + 50 + index)
+            )
+            log(json.dumps(rows[-1]))
+        for index, qber in enumerate(LONGEST_QBERS):
+            log(f"reconciliation at QBER {qber}, n = {LONGEST_N} ...")
+            long_frames = args.long_frames or max(2, frames // 6)
+            rows.append(
+                bench_reconciliation(qber, qber, long_frames, LONGEST_N, args.seed + 70 + index)
             )
             log(json.dumps(rows[-1]))
     log("reconciliation at QBER 0.03 without a prior estimate ...")

@@ -401,7 +401,9 @@ def test_shipped_codes_carry_their_qc_layout() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [b[0] for b in shipped_builds() if b[0].startswith("n192000")])
+@pytest.mark.parametrize(
+    "name", [b[0] for b in shipped_builds() if b[0].startswith(("n192000", "n384000"))]
+)
 def test_192000_bit_codes_decode(name: str) -> None:
     # Measured (2026-11-22, sum-product, no puncturing/shortening): n192000_r085 decodes 75 % of
     # frames at f = 1.10 at QBER 2 %; 1.2 leaves a wide margin.

@@ -289,10 +289,11 @@ def test_start_efficiency_follows_earlier_successes() -> None:
 
     h = binary_entropy(0.02)
     assert local._start_efficiency(CODE, [], 0.02) == plan.START_EFFICIENCY
-    # Frames that decoded at 1.10-1.20 x h: the next start is just below their low quantile.
+    # Frames whose last failed rounds were at 1.10-1.20 x h: the next start is just below their
+    # low quantile.
     successes = list(np.linspace(1.10, 1.20, 11) * h)
     start = local._start_efficiency(CODE, successes, 0.02)
-    assert start == pytest.approx(1.11 - plan.BLIND_STEP_EFFICIENCY)
+    assert start == pytest.approx(1.11 - local.START_MARGIN)
     # Never below the default start, however lucky the earlier frames were.
     assert local._start_efficiency(CODE, [0.5 * h], 0.02) == plan.START_EFFICIENCY
 
@@ -349,7 +350,7 @@ def test_batch_rounds_match_frames_decoded_one_by_one() -> None:
     starts = list(range(0, alice.size - full + 1, full))
     spans = [(start, start + full) for start in starts]
     batch = local._run_batch(
-        code, alice, bob, spans, 0.02, 1.05, 0, np.random.default_rng(1), 1e-12, 60, None
+        code, alice, bob, spans, 0.02, 1.05, None, 0, np.random.default_rng(1), 1e-12, 60, None
     )
     rounds = [outcome.rounds for outcome, _ in batch]
     assert len(set(rounds)) > 1  # frames finish at different rounds: rows do move
@@ -431,3 +432,13 @@ def test_seed_bytes_make_a_run_reproducible() -> None:
     assert seeds[0]
     for first, second in zip(*seeds, strict=True):
         np.testing.assert_array_equal(first, second)
+
+
+def test_longest_code_only_where_it_is_validated() -> None:
+    # n384000_r085 serves 1.75-2 % when the bits fill three of its frames; below its range (where
+    # its frames would start heavily shortened) and for fewer bits the 192 000-bit codes do.
+    assert choose_code(0.02, None, 4_000_000).name == "n384000_r085"
+    assert choose_code(0.0175, None, 4_000_000).name == "n384000_r085"
+    assert choose_code(0.02, None, 1_000_000).n == 192000
+    assert choose_code(0.01, None, 4_000_000).n == 192000
+    assert choose_code(0.025, None, 4_000_000).n < 384000
