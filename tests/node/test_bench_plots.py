@@ -93,7 +93,7 @@ def test_jitter_plot_marks_the_measured_fwhm(tmp_path, saved_figures):
     texts = _texts(fig)
     assert not any("SIMULATED" in s for s in texts)
     fwhm = 2.0 * math.sqrt(2.0 * math.log(2.0)) * fits[1].sigma_ps
-    assert f"measured FWHM {fwhm:.1f} ps" in texts
+    assert f"measured FWHM {fwhm:.1f} ps (arrow)" in texts
     (ax,) = [a for a in fig.axes if a.get_visible()]
     assert ax.get_xlabel() == "click time relative to the slot's peak (ps)"
     assert ax.get_title() == "channel 1: FWHM (tagger removed) 94 ps"
