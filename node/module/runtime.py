@@ -352,44 +352,47 @@ class AliceModule(_ModuleBase):
         self.output_run: tuple[int, int] | None = None
         self._next_free = 0
         self._conn: QdistConnection | None = None
+        # The arm epoch the run being prepared starts for (set when Bob's arm comes).
+        self._run_arm: asyncio.Future[int] | None = None
 
     async def _play(self) -> None:
-        """Plays one run of the output per arm of Bob's (module docstring "Start order")."""
+        """Plays one run of the output per arm of Bob's (module docstring "Start order"). The
+        first run's frames are drawn and queued while Bob arms (the output stays off)."""
         current: int | None = None  # the arm epoch the running output serves
-        streaming: asyncio.Task[None] | None = None
+        run_arm = self._run_arm = asyncio.get_running_loop().create_future()
+        streaming = asyncio.ensure_future(self._stream(await self._new_run()))
         try:
             while True:
                 getter = asyncio.ensure_future(self._arms.get())
-                waiting: list[asyncio.Future[Any]] = [getter]
-                if streaming is not None:
-                    waiting.append(streaming)
                 try:
-                    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait([getter, streaming], return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     if not getter.done():
                         getter.cancel()
-                if streaming is not None and streaming.done():
+                if streaming.done():
                     streaming.result()  # its error ends the module
                 epoch = getter.result()
                 if epoch == current:  # Bob reconnected before he saw the start
                     if self.output_run is not None and self.output_run[0] == epoch:
                         await self._announce_start()
                     continue
-                if streaming is not None:
-                    streaming.cancel()
-                    await asyncio.gather(streaming, return_exceptions=True)
-                    self.status.restarts += 1
-                    log.warning("link %s: the receiver armed anew (arm %d): the run from block "
-                                "%s ends, a new one starts with a new marker", self.link, epoch,
-                                self.status.first_block)
-                first = await self._new_run()
                 current = epoch
-                self.status.run = f"receiver armed (arm {epoch}); starting at block {first}"
-                streaming = asyncio.ensure_future(self._stream(epoch, first))
-        finally:
-            if streaming is not None:
+                if not run_arm.done():  # the prepared run starts for this arm
+                    run_arm.set_result(epoch)
+                    continue
                 streaming.cancel()
                 await asyncio.gather(streaming, return_exceptions=True)
+                self.status.restarts += 1
+                log.warning("link %s: the receiver armed anew (arm %d): the run from block %s "
+                            "ends, a new one starts with a new marker", self.link, epoch,
+                            self.status.first_block)
+                first = await self._new_run()
+                run_arm = self._run_arm = asyncio.get_running_loop().create_future()
+                run_arm.set_result(epoch)
+                streaming = asyncio.ensure_future(self._stream(first))
+        finally:
+            streaming.cancel()
+            await asyncio.gather(streaming, return_exceptions=True)
 
     async def _new_run(self) -> int:
         """Ends the output's run (if any): its queued blocks will not play. Returns the first
@@ -430,9 +433,9 @@ class AliceModule(_ModuleBase):
         except LocalProtocolError as exc:
             log.warning("link %s: the start could not be announced: %s", self.link, exc)
 
-    async def _stream(self, epoch: int, block: int) -> None:
-        """Draws and queues the frames of a run from ``block`` on; switches the output on
-        after the first and announces the start."""
+    async def _stream(self, block: int) -> None:
+        """Draws and queues the frames of a run from ``block`` on; once the first is queued
+        and Bob has armed, switches the output on and announces the start."""
         first = block
         # A frame streamer says which block it can still take and which played as vacuum.
         next_block = getattr(self.frames, "next_block", None)
@@ -485,6 +488,11 @@ class AliceModule(_ModuleBase):
                 del self._loading[block]
                 loading.set_result(None)
             if queued and self.output_run is None:  # the run's first frame is queued: on
+                assert self._run_arm is not None
+                if not self._run_arm.done():
+                    self.status.run = f"first frame queued (block {first}); waiting for the " \
+                                      "receiver's arm"
+                epoch = await self._run_arm
                 if start is not None:
                     await start()
                 self.output_run = (epoch, first)
