@@ -11,8 +11,8 @@ a later step fails.
 Instruments (:mod:`.instruments`): the transmitter queues one frame per block into its frame
 streamer, the receiver reads its time tagger, both through the drivers and transports, on the
 simulated bench (in this process, or hosted by a bench service for processes that each run one
-end: ``[bench] service``); real instruments are refused until a start marker gives the tagger
-a common slot 0 with the transmitter (:func:`.instruments.link_instrument`). A link on the
+end: ``[bench] service``) or real ones; the tagger times slots from the frame streamer's start
+marker (:func:`.instruments.marker_channel`, the start order in :mod:`.runtime`). A link on the
 simulated bench that names no instruments gets the bench's defaults. ``frames_of`` (tests and
 benchmarks only) runs both ends in this process on :class:`~.sim.BenchFrames` instead,
 bypassing the instruments.
