@@ -20,7 +20,14 @@ from qkdnode.node.module.instruments import FrameMissed
 from qkdnode.node.module.keys_out import KeyOutbox
 from qkdnode.node.module.runtime import AliceModule, BobModule
 from qkdnode.node.protocol.kq1 import StartRequested, StopRequested
-from qkdnode.node.protocol.qdist import BlockAborted, QdistAlice, QdistBob, QdistParams
+from qkdnode.node.protocol.qdist import (
+    BlockAborted,
+    FrameRejected,
+    QdistAlice,
+    QdistBob,
+    QdistParams,
+    TransmitterStarted,
+)
 
 MU = (0.485, 0.13, 2e-4)
 P = (0.0577, 0.5285, 1.0 - 0.0577 - 0.5285)
@@ -229,3 +236,54 @@ def test_an_announcement_during_the_frames_upload_waits_for_its_outcome(queued: 
     if not queued:
         assert aborted is not None
         assert "transmitter underrun" in aborted.reason
+
+
+def test_an_arm_repeated_on_a_new_connection_gets_the_start_without_a_restart() -> None:
+    # Bob armed, then his connection dropped before Alice's start reached him: on the new
+    # connection he repeats the same arm; Alice announces the run's start there, and does not
+    # end a run for it (no new marker, no block skipped).
+    async def scenario() -> tuple[AliceModule, QdistBob, list[object]]:
+        frames = HeldFrame()
+        alice = AliceModule(PLAN, QdistAlice(PARAMS, SECRET), frames,
+                            KeyOutbox(NoKeys(), "ab"), None,
+                            SeededRandomSource("sim://bench/rng", 3))
+        bob = QdistBob(PARAMS, SECRET)
+        got: list[object] = []
+        for attempt in range(2):
+            (reader, writer), (far_reader, far_writer), server = await pair()
+            conn = QdistConnection(alice.qdist, reader, writer)
+            if attempt:
+                bob.reset_stream()
+            conn_b = QdistConnection(bob, far_reader, far_writer)
+            tasks = [asyncio.create_task(alice.run_connection(conn)),
+                     asyncio.create_task(conn_b.run())]
+            try:
+                await conn_b.call(lambda now, again=bool(attempt): bob.announce_armed(
+                    now, repeat=again), conn_b.clock())
+                await asyncio.wait_for(frames.loading.wait(), 60)
+                for _ in range(200):  # the arm reached Alice
+                    if alice.qdist.armed_epoch == 1:
+                        break
+                    await asyncio.sleep(0.01)
+                if attempt:
+                    assert frames.outcome is not None
+                    frames.outcome.set_result(True)  # the first frame is queued: output on
+                    while not got:
+                        event = await asyncio.wait_for(conn_b.events.get(), 60)
+                        if not isinstance(event, FrameRejected):
+                            got.append(event)
+            finally:
+                far_writer.close()
+                writer.close()
+                server.close()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                if not attempt:
+                    await alice.connection_lost(conn, "cut by the test")
+        await alice.shutdown()
+        return alice, bob, got
+
+    alice, bob, got = asyncio.run(scenario())
+    assert got == [TransmitterStarted(1, 0)]
+    assert bob.started == 0
+    assert alice.output_run == (1, 0)
+    assert alice.status.restarts == 0
