@@ -145,7 +145,8 @@ class ModuleStatus:
         qber: of the last block with one.
         secret_bits: key bits delivered; started: monotonic start time.
         run: the start order's state (armed, started, the marker); first_block: the first
-            block of the output's run; restarts: runs ended by a new arm of Bob's (Alice).
+            block of the output's run; restarts: runs ended by a new arm of Bob's (Alice);
+            tags_before_marker: tags dropped because they came before the marker (Bob).
     """
 
     role: str
@@ -164,6 +165,7 @@ class ModuleStatus:
     run: str = "waiting for the receiver's arm"
     first_block: int | None = None
     restarts: int = 0
+    tags_before_marker: int = 0
 
     def summary(self, now: float) -> dict[str, Any]:
         """The status with rates (per second since the start)."""
@@ -634,6 +636,7 @@ class BobModule(_ModuleBase):
                 ts.losses
             if st.run.startswith("started") and getattr(self.source, "marker_seen", True):
                 st.run = f"marker seen; run from block {self.first_block}"
+            st.tags_before_marker = int(getattr(self.source, "before_marker", 0))
             slots = np.where(out.slots >= 0, out.slots + base, out.slots)
             detections, late, closable = self.cutter.add(slots, out.channels)
             st.detections += detections

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qkdnode.dsp.authentication import TAG_BYTES
 from qkdnode.dsp.sifting import AliceChoices, BobDetections
@@ -223,3 +225,10 @@ def test_control_frames_are_refused_locally_while_a_block_runs() -> None:
     alice, _ = ends()
     with pytest.raises(LocalProtocolError, match="arm epoch"):
         alice.announce_start(3, 0, 0.0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 2**63 - 1), st.integers(0, 2**63 - 1))
+def test_control_messages_round_trip(epoch: int, first_block: int) -> None:
+    for message in (ArmedAnnounced(epoch), StartAnnounced(epoch, first_block)):
+        assert decode_message(message.KIND, message.body()) == message
