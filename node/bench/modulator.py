@@ -41,6 +41,17 @@ def _model(v: NDArray[np.float64], log_peak: float, log_tmin: float, v_null: flo
     return np.asarray(log_peak + np.log(np.maximum(t, 1e-300)))
 
 
+def _half_period(v: NDArray[np.float64], p: NDArray[np.float64], i_min: int) -> float:
+    """Distance from the null at ``i_min`` to its nearest peak on a scan: the nearest reading
+    within 5 % of the largest, followed uphill to its local maximum."""
+    high = np.flatnonzero(p >= 0.95 * float(p.max()))
+    j = int(high[np.argmin(np.abs(high - i_min))])
+    step = 1 if j > i_min else -1
+    while 0 <= j + step < p.size and p[j + step] > p[j]:
+        j += step
+    return float(abs(v[j] - v[i_min]))
+
+
 def _scan(bc: Any, volts: NDArray[np.float64], label: str, recorder: Recorder,
           settle_s: float, planned: int) -> NDArray[np.float64]:
     import time
@@ -78,9 +89,10 @@ def extinction_ratio(lab: Any, recorder: Recorder, settings: Settings) -> Outcom
         planned = n + n // 2 + 1
         coarse_p = _scan(bc, coarse_v, "coarse", recorder, float(settings["settle_s"]), planned)
         # Start values: the peak reading, the null at the smallest reading, V_pi from the
-        # distance between the smallest and the largest (half a period).
-        i_min, i_max = int(np.argmin(coarse_p)), int(np.argmax(coarse_p))
-        v_pi0 = max(abs(coarse_v[i_max] - coarse_v[i_min]), 4.0 * span / n)
+        # distance between that null and its nearest peak (half a period; the largest reading
+        # can be a peak one or more periods further when the scan spans several).
+        i_min = int(np.argmin(coarse_p))
+        v_pi0 = max(_half_period(coarse_v, coarse_p, i_min), 4.0 * span / n)
         half = 2.0 * (coarse_v[1] - coarse_v[0])
         centre = float(np.clip(coarse_v[i_min], -span + half, span - half))
         fine_v = np.asarray(np.round(np.linspace(centre - half, centre + half, n // 2 + 1),

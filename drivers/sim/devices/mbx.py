@@ -9,7 +9,11 @@ voltage; the lock modes hold a point of the transfer curve ``T(V)`` as the null 
 null (2), the peak (1, null + V_pi), quadrature on the positive (3) or negative (4) slope
 (null +/- V_pi/2), or a held ratio ``T / T_peak`` on either slope (5, 6). A lock point is
 brought into the output range (+/-10 V) by whole periods (2 V_pi) of the curve. The monitor
-tap reads :data:`TAP_FRACTION` of :data:`LASER_POWER_MW` times ``T(V_bias)``. The built-in
+tap reads :data:`TAP_FRACTION` of :data:`LASER_POWER_MW` times ``T(V_bias)``, with a monitor
+photodiode's noise: :data:`TAP_RELATIVE_NOISE` of the reading plus :data:`TAP_DARK_NOISE_MW`
+(both rms, drawn from the bench's seeded noise generator), as a real tap's transimpedance
+amplifier gives; a noiseless tap would make a fitted extinction ratio's uncertainty (and any
+model mismatch) look a million times smaller than on a real bench. The built-in
 VOA sits after the modulator; its attenuation above its power-on value (1 dB, regulation off)
 lowers every mean photon number.
 """
@@ -31,6 +35,9 @@ __all__ = ["SimMBX"]
 # polarisation controller) and the monitor tap's share of the modulator's output (a 1 % tap).
 LASER_POWER_MW = 2.0
 TAP_FRACTION = 0.01
+# The monitor tap's reading noise (rms): relative (0.2 %), and the photodiode's dark noise, mW.
+TAP_RELATIVE_NOISE = 2e-3
+TAP_DARK_NOISE_MW = 1e-11
 # The bias output's span, V.
 OUTPUT_RANGE_V = (HOLD_VOLTAGE_RANGE_MV[0] / 1e3, HOLD_VOLTAGE_RANGE_MV[1] / 1e3)
 MANUAL = 7
@@ -64,6 +71,14 @@ class SimMBX(MessageDevice):
         self._ratio = 50
         self._voa_db = VOA_RANGE_DB[0]
         self._voa_on = False
+
+    def _tap_mw(self) -> float:
+        """One reading of the monitor tap, mW (module docstring: signal and noise)."""
+        power = LASER_POWER_MW * TAP_FRACTION * self.bench.modulator_transmission()
+        with self.bench.lock:
+            relative, dark = self.bench.rng.normal(0.0, 1.0, 2)
+        return (power * (1.0 + TAP_RELATIVE_NOISE * float(relative))
+                + TAP_DARK_NOISE_MW * float(dark))
 
     def _lock_target(self, null_v: float) -> float:
         src = self.bench.link.params.source
@@ -167,7 +182,7 @@ class SimMBX(MessageDevice):
         if upper == "MZM:VOLTAGE?":
             return f"{self.bench.refresh_bias():.3f}"
         if upper == "MZM:TAP:MW?":
-            return f"{LASER_POWER_MW * TAP_FRACTION * self.bench.modulator_transmission():.6g}"
+            return f"{self._tap_mw():.6g}"
         if upper == "VOA:ATTEN?":
             return f"{self._voa_db:.2f}"
         if upper == "VOA:POWER?":
