@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import math
 import secrets
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -87,18 +89,22 @@ PILOT_FRAMES = 2
 PILOT_STEP_FACTOR = 2
 
 # Adaptive start: once frames of a code have decoded, later frames start their first syndrome at
-# this quantile of the disclosure at which those succeeded less the last step each took (per
-# payload bit, over the last START_WINDOW successes: where each last failed, a lower bound of where
-# it would have decoded), less START_MARGIN; never below START_EFFICIENCY. Starting near the
-# success point saves most blind rounds (each a decoder run) and costs little: only the frames
-# that would have decoded below the start overpay, by less than the quantile's spread.
+# an estimate of the START_QUANTILE quantile of their thresholds, less START_MARGIN; never below
+# START_EFFICIENCY. Each verified success gives a lower bound of its frame's threshold: the
+# disclosure before its last step, per payload bit, in units of h(its own error rate) (over the last
+# START_WINDOW successes). A new frame's threshold in units of the planned h(q) then also moves
+# with its own error count, whose spread is known: see _start_efficiency. Starting near the
+# thresholds saves most blind rounds (each a decoder run) and costs little: only the frames that
+# would have decoded below the start overpay. Estimating the spread instead of taking the
+# successes' empirical quantile matters after the pilots: two frames whose error rates happen to
+# be above the plan put an empirical start above most frames' thresholds (n384000_r085 at 2 %,
+# 12 frames, seed 71: f 1.1027, 6 frames decoded at their first syndrome).
 START_QUANTILE = 0.1
 START_WINDOW = 64
-# After the pilots the quantile rests on two frames only, and frames decoding in their first round
-# overpay by up to the start's distance from their threshold. Same run, 12 frames per seed, the
-# sum-product-fast decoder: QBER 5 % (n64000_r070, seeds 55-58) f 1.0999 -> 1.0981 (0.01: 1.0977),
-# 2 % (n192000_r085, seeds 52-54) 1.0998 -> 1.0995 (1.0991); rounds per frame +0.4-0.8 (+0.9-1.6).
+# The start sits this much lower still: frames that decode at their first syndrome overpay by the
+# start's distance from their threshold, frames below it pay one round per blind step.
 START_MARGIN = 0.005
+_START_Z = statistics.NormalDist().inv_cdf(1.0 - START_QUANTILE)
 
 # First frames of a code with its own required efficiency start this much below it.
 START_BELOW_FULL = 0.15
@@ -397,9 +403,15 @@ def reconcile_local(
         )
         for outcome, bob_frame in batch:
             outcomes.append(outcome)
-            if outcome.decoded_disclosed:
+            if outcome.kept:
+                # Bob's error count is public (FrameVerified): the success in units of h(the
+                # frame's own error rate).
+                own = binary_entropy(
+                    max(outcome.errors / outcome.payload_length, MIN_PLANNING_QBER)
+                )
                 successes.setdefault(frame_code.name, []).append(
-                    (outcome.decoded_disclosed - bob_frame.plan.step) / outcome.payload_length
+                    (outcome.decoded_disclosed - bob_frame.plan.step)
+                    / (outcome.payload_length * own)
                 )
             if outcome.kept and bob_frame.corrected is not None:
                 span = slice(outcome.start, outcome.start + outcome.payload_length)
@@ -430,7 +442,7 @@ def reconcile_local(
 
 def _start_efficiency(code: LdpcCode, successes: Sequence[float], qber: float) -> float:
     """Efficiency of the next first syndrome, from earlier successes: their disclosure per payload
-    bit less the last step each took.
+    bit less the last step each took, in units of h(their own error rate) (see START_QUANTILE).
 
     Without any yet, ``START_EFFICIENCY``, or ``START_BELOW_FULL`` below what a code that needs
     more than the default (:func:`.plan.full_efficiency`) needs: its frames never decode lower,
@@ -441,9 +453,19 @@ def _start_efficiency(code: LdpcCode, successes: Sequence[float], qber: float) -
         if own > MIN_FULL_EFFICIENCY:
             return max(START_EFFICIENCY, own - START_BELOW_FULL)
         return START_EFFICIENCY
-    h = binary_entropy(max(qber, MIN_PLANNING_QBER))
+    q = max(qber, MIN_PLANNING_QBER)
+    h = binary_entropy(q)
     recent = np.asarray(successes[-START_WINDOW:], dtype=np.float64)
-    point = float(np.quantile(recent, START_QUANTILE)) / h
+    # A new frame's threshold in units of the planned h(q) is its threshold in units of its own
+    # h times h(own error rate) / h(q); the error rate's binomial spread over a full payload P,
+    # sqrt(q (1 - q) / P), moves it by h'(q) / h(q) times that (relative, first order). That
+    # dominates the long codes' spread (n192000_r085 at 2 %: +/-0.015 in f). The two spreads add
+    # (a bound on their combined standard deviation).
+    payload = plan_frame(code, code.n, q).payload_length
+    relative = math.log2((1.0 - q) / q) / h * math.sqrt(q * (1.0 - q) / payload)
+    mean = float(recent.mean())
+    spread = float(recent.std(ddof=1)) if recent.size >= 3 else 0.0
+    point = mean * (1.0 - _START_Z * relative) - _START_Z * spread
     return max(START_EFFICIENCY, point - START_MARGIN)
 
 

@@ -289,13 +289,21 @@ def test_start_efficiency_follows_earlier_successes() -> None:
 
     h = binary_entropy(0.02)
     assert local._start_efficiency(CODE, [], 0.02) == plan.START_EFFICIENCY
-    # Frames whose last failed rounds were at 1.10-1.20 x h: the next start is just below their
-    # low quantile.
-    successes = list(np.linspace(1.10, 1.20, 11) * h)
+    # Frames whose last failed rounds were at 1.10-1.20 x h(their own error rates): the next
+    # start is below their mean by the spread of theirs and of a frame's own error rate.
+    successes = list(np.linspace(1.10, 1.20, 11))
     start = local._start_efficiency(CODE, successes, 0.02)
-    assert start == pytest.approx(1.11 - local.START_MARGIN)
+    payload = plan_frame(CODE, CODE.n, 0.02).payload_length
+    relative = np.log2(0.98 / 0.02) / h * np.sqrt(0.02 * 0.98 / payload)
+    z = 1.2815515655446004
+    expected = 1.15 * (1 - z * relative) - z * np.std(successes, ddof=1) - local.START_MARGIN
+    assert start == pytest.approx(max(expected, plan.START_EFFICIENCY))
+    # One success: no spread of its own, the error-count spread only.
+    long_code = choose_code(0.02, 192000)
+    one = local._start_efficiency(long_code, [1.09], 0.02)
+    assert 1.09 - 0.03 < one < 1.09 - local.START_MARGIN
     # Never below the default start, however lucky the earlier frames were.
-    assert local._start_efficiency(CODE, [0.5 * h], 0.02) == plan.START_EFFICIENCY
+    assert local._start_efficiency(CODE, [0.5], 0.02) == plan.START_EFFICIENCY
 
 
 def test_codes_that_need_more_get_a_larger_syndrome() -> None:
@@ -318,8 +326,8 @@ def test_codes_that_need_more_get_a_larger_syndrome() -> None:
 def test_pilot_frames_go_first_and_the_rest_start_where_they_decoded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A code decoding well above START_EFFICIENCY: the pilots step up from the default start,
-    # the frames after them start just below where the pilots decoded (fewer punctured values).
+    # A code decoding well above START_EFFICIENCY: the pilots step up from the code's own start,
+    # the frames after them start where the pilots' successes put them.
     monkeypatch.setattr(reconcile.plan, "MIN_FULL_EFFICIENCY", 1.8)
     monkeypatch.setattr(reconcile.plan, "BLIND_STEP_EFFICIENCY", 0.03)
     code = random_code(4000, 600, 3, seed=2)
@@ -334,7 +342,16 @@ def test_pilot_frames_go_first_and_the_rest_start_where_they_decoded(
     assert full
     assert all(first[k].n_punctured == first[0].n_punctured for k in range(pilots))
     assert any(report.frames[k].rounds > 1 for k in range(pilots))
-    assert all(first[k].n_punctured < first[0].n_punctured for k in full)
+    # The frames after them start where the pilots' successes say (see _start_efficiency).
+    successes = [
+        (f.decoded_disclosed - first[f.frame].step)
+        / (f.payload_length * binary_entropy(max(f.errors / f.payload_length, 1e-3)))
+        for f in report.frames[:pilots]
+    ]
+    start = reconcile.local._start_efficiency(code, successes, 0.02)
+    for k in full:
+        planned = plan_frame(code, first[k].payload_length, 0.02, start)
+        assert first[k].n_punctured == planned.n_punctured
     np.testing.assert_array_equal(report.corrected[report.kept], alice[report.kept])
 
 
