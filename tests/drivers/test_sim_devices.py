@@ -124,17 +124,18 @@ def test_mbx_lock_modes_follow_the_transfer_curve(bench: Bench) -> None:
         assert mbx.lock_mode() is LockMode.NULL
         assert mbx.bias_v() == pytest.approx(src.bias_null_v, abs=1e-3)
         t_min = 10 ** (-src.extinction_ratio_db / 10)
+        # The tap reads with 0.2 % rms noise (+ 10 fW): 1 % is 5 standard deviations.
         assert mbx.tap_power_w() == pytest.approx(LASER_POWER_MW * TAP_FRACTION * t_min * 1e-3,
-                                                  rel=1e-3)
+                                                  rel=1e-2)
         mbx.set_lock_mode(LockMode.PEAK)
         assert mbx.bias_v() == pytest.approx(src.bias_null_v + src.v_pi, abs=1e-3)
-        assert mbx.tap_power_w() == pytest.approx(LASER_POWER_MW * TAP_FRACTION * 1e-3, rel=1e-6)
+        assert mbx.tap_power_w() == pytest.approx(LASER_POWER_MW * TAP_FRACTION * 1e-3, rel=1e-2)
         mbx.set_lock_mode(LockMode.QUADRATURE_NEGATIVE)
         # null - V_pi / 2 = -1 V, inside the +/-10 V output.
         assert mbx.bias_v() == pytest.approx(src.bias_null_v - src.v_pi / 2, abs=1e-3)
         mbx.hold_ratio(positive_slope=True, ratio=0.25)
         peak = LASER_POWER_MW * TAP_FRACTION * 1e-3
-        assert mbx.tap_power_w() == pytest.approx(0.25 * peak, rel=1e-6)
+        assert mbx.tap_power_w() == pytest.approx(0.25 * peak, rel=1e-2)
         assert mbx.bias_v() > src.bias_null_v
         mbx.set_manual_bias_v(-2.5)
         mbx.set_lock_mode(LockMode.MANUAL)

@@ -86,11 +86,12 @@ class QdistAlice(QdistEnd):
 
     def __init__(self, params: QdistParams, secret: bytes | bytearray,
                  rng: np.random.Generator | None = None,
-                 random_bytes: Callable[[int], bytes] = secrets.token_bytes) -> None:
+                 random_bytes: Callable[[int], bytes] | None = None) -> None:
         super().__init__(params, secret)
         if rng is not None and not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy Generator or None, got {type(rng).__name__}")
         self._rng = rng
+        # Looked up at each draw when not given, so the OS CSPRNG is the one ``secrets`` has then.
         self._random_bytes = random_bytes
         self._announced: tuple[RawFrame, DetectionsAnnounced] | None = None
         # Bob's last arm epoch (0: he has not armed in this session).
@@ -99,17 +100,23 @@ class QdistAlice(QdistEnd):
         self._successes: dict[str, list[float]] = {}
         self._reset_block()
 
+    def _draw(self, n: int) -> bytes:
+        """``n`` bytes from the given source, else from the OS CSPRNG."""
+        if self._random_bytes is not None:
+            return self._random_bytes(n)
+        return secrets.token_bytes(n)
+
     def _tag_source(self, n_bits: int) -> np.random.Generator | bytes:
         """The randomness of one verification seed (:func:`~qkdnode.dsp.verification.draw_seed`)."""
         if self._rng is not None:
             return self._rng
-        return self._random_bytes(8 * hash_points(n_bits, self._eps_frame))
+        return self._draw(8 * hash_points(n_bits, self._eps_frame))
 
     def _random_bits(self, n: int) -> NDArray[np.uint8]:
         """``n`` random bits (0/1), e.g. a privacy-amplification seed."""
         if self._rng is not None:
             return self._rng.integers(0, 2, size=n, dtype=np.uint8)
-        raw = np.frombuffer(self._random_bytes(-(-n // 8)), np.uint8)
+        raw = np.frombuffer(self._draw(-(-n // 8)), np.uint8)
         return np.unpackbits(raw, count=n)
 
     def _reset_block(self) -> None:
