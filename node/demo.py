@@ -235,7 +235,7 @@ async def run_demo(workdir: Path, duration_s: float | None, interval_s: float,
     timer = asyncio.create_task(stop_after())
     try:
         with sim_benches([config for _, config in configs]):
-            ends = await open_ends(configs, None)
+            ends = await open_ends(configs, None, claim=True)
             await run_hosted(daemons, ends, stop, show, interval_s, say=say)
     finally:
         for task in (first, timer):

@@ -91,7 +91,7 @@ def _run_modules(args: argparse.Namespace, configs: list[tuple[Path, Any]]) -> i
     from qkdnode.node.module.launch import LinkEnd, build_ends, run_ends, status_lines
 
     ends = build_ends(configs, set(args.link) if args.link else None,
-                      record=args.record)
+                      record=args.record, claim=True)
     if not ends:
         print("qkdnode module: no link to run")
         return 2

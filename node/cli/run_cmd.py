@@ -112,7 +112,7 @@ async def _run_modules(configs: list[tuple[Any, Any]], daemons: dict[str, Any],
 
     with_links = [(path, config) for path, config in configs if config.links]
     with sim_benches([config for _, config in with_links]):
-        ends = await open_ends(with_links, None)
+        ends = await open_ends(with_links, None, claim=True)
         print("qkdnode: QKD modules running: " + ", ".join(
             f"{end.config.node.name}/{end.link.name} ({end.link.role})" for end in ends),
             flush=True)

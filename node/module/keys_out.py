@@ -1,10 +1,14 @@
 """A QKD module's key output: final block keys cut into QKD-keys and pushed over Kq-1.
 
 Both modules of a link cut the same final key the same way and name each piece the same way:
-the ID of piece ``i`` of block ``b`` on link ``L`` is ``uuid5(QKD_KEY_NAMESPACE, "L/b/i")``, so
-the two key managers receive the same IDs and can match their pools without exchanging anything
-about the keys. Pieces are ``chunk_bytes`` long; the block's last bits that do not fill a whole
-piece are dropped (never padded), and the count dropped is reported.
+the ID of piece ``i`` of block ``b`` on link ``L`` in Qdist session ``S`` is
+``uuid5(QKD_KEY_NAMESPACE, "L/S/b/i")`` (``"L/b/i"`` without a session), so the two key managers
+receive the same IDs and can match their pools without exchanging anything about the keys. The
+module names the session after its pre-shared secret (:func:`session_name`): block numbers start
+at 0 again when both ends restart with a fresh secret, and the IDs still never repeat (a key
+manager takes a known ID as a retransmission, so a repeated one would be dropped or refused).
+Pieces are ``chunk_bytes`` long; the block's last bits that do not fill a whole piece are
+dropped (never padded), and the count dropped is reported.
 
 :class:`KeyOutbox` keeps every piece until the key manager has acknowledged its durable commit
 (:class:`~qkdnode.node.io.kq1.Kq1Client` reconnects and pushes again), so a key-manager restart
@@ -15,6 +19,7 @@ that many are unacknowledged (back-pressure on distillation, never unbounded mem
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -28,7 +33,7 @@ from numpy.typing import NDArray
 
 from ..km.records import LinkKey
 
-__all__ = ["QKD_KEY_NAMESPACE", "KeyOutbox", "cut_block", "qkd_key_id"]
+__all__ = ["QKD_KEY_NAMESPACE", "KeyOutbox", "cut_block", "qkd_key_id", "session_name"]
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +47,22 @@ DEFAULT_MAX_PENDING = 1 << 16
 PUSH_BATCH = 1024
 
 
-def qkd_key_id(link: str, block: int, index: int) -> uuid.UUID:
-    """The ID both ends give piece ``index`` of block ``block`` on ``link``."""
-    return uuid.uuid5(QKD_KEY_NAMESPACE, f"{link}/{block}/{index}")
+def session_name(secret: bytes) -> str:
+    """The name of the Qdist session that starts from ``secret`` (the link's pre-shared secret):
+    16 hex digits of a domain-separated SHA-256, the same at both ends; it reveals nothing
+    usable about the secret."""
+    return hashlib.sha256(b"qkdnode qdist session\0" + bytes(secret)).hexdigest()[:16]
+
+
+def qkd_key_id(link: str, block: int, index: int, session: str = "") -> uuid.UUID:
+    """The ID both ends give piece ``index`` of block ``block`` on ``link`` in ``session``."""
+    name = f"{link}/{session}/{block}/{index}" if session else f"{link}/{block}/{index}"
+    return uuid.uuid5(QKD_KEY_NAMESPACE, name)
 
 
 def cut_block(link: str, block: int, key_bits: NDArray[np.uint8], chunk_bytes: int,
-              qber: float | None = None, created_at: float | None = None
-              ) -> tuple[list[LinkKey], int]:
+              qber: float | None = None, created_at: float | None = None, *,
+              session: str = "") -> tuple[list[LinkKey], int]:
     """Cuts a block's final key (one bit per element) into QKD-keys.
 
     Returns:
@@ -67,8 +80,9 @@ def cut_block(link: str, block: int, key_bits: NDArray[np.uint8], chunk_bytes: i
     whole = bits.size // chunk_bits
     packed = np.packbits(bits[:whole * chunk_bits].astype(np.uint8)).tobytes()
     when = time.time() if created_at is None else created_at
-    keys = [LinkKey(qkd_key_id(link, block, i), packed[i * chunk_bytes:(i + 1) * chunk_bytes],
-                    link=link, block=block, index=i, qber=qber, created_at=when)
+    keys = [LinkKey(qkd_key_id(link, block, i, session),
+                    packed[i * chunk_bytes:(i + 1) * chunk_bytes], link=link, block=block,
+                    index=i, qber=qber, created_at=when)
             for i in range(whole)]
     return keys, bits.size - whole * chunk_bits
 
@@ -93,16 +107,19 @@ class KeyOutbox:
     Args:
         client: the Kq-1 client (anything with ``push(keys)``).
         link: the link name (part of every key ID).
+        session: the Qdist session's name (part of every key ID; :func:`session_name`).
         chunk_bytes: bytes per QKD-key.
         max_pending: unacknowledged pieces held before :meth:`put` waits.
     """
 
-    def __init__(self, client: _Pusher, link: str, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    def __init__(self, client: _Pusher, link: str, *, session: str = "",
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES,
                  max_pending: int = DEFAULT_MAX_PENDING) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending}")
         self.client = client
         self.link = link
+        self.session = session
         self.chunk_bytes = chunk_bytes
         self.max_pending = max_pending
         self.stats = OutboxStats()
@@ -117,7 +134,8 @@ class KeyOutbox:
     async def put(self, block: int, key_bits: NDArray[np.uint8], qber: float | None = None,
                   created_at: float | None = None) -> int:
         """Queues a block's final key; waits while the outbox is full. Returns the pieces."""
-        keys, dropped = cut_block(self.link, block, key_bits, self.chunk_bytes, qber, created_at)
+        keys, dropped = cut_block(self.link, block, key_bits, self.chunk_bytes, qber, created_at,
+                                  session=self.session)
         async with self._changed:
             await self._changed.wait_for(
                 lambda: len(self._queue) + len(keys) <= self.max_pending or not self._queue)

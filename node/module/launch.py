@@ -29,8 +29,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import math
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -59,12 +62,12 @@ from ..protocol.qdist import QdistAlice, QdistBob, QdistEnd, QdistParams, Stream
 from ..protocol.qdist.wire import WireReader
 from .frames import FramePlan, channel_patterns, drawn_probabilities
 from .instruments import StreamerFrames, TaggerSource, link_instrument, open_link_instrument
-from .keys_out import KeyOutbox
+from .keys_out import KeyOutbox, session_name
 from .recording import Recorder
 from .runtime import AliceModule, AuditLog, BobModule
 from .sim import BenchFrames
 
-__all__ = ["LinkEnd", "QdistListener", "build_ends", "open_ends", "random_source",
+__all__ = ["LinkEnd", "QdistListener", "build_ends", "claim_secrets", "open_ends", "random_source",
            "run_ends"]
 
 log = logging.getLogger(__name__)
@@ -129,6 +132,64 @@ class LinkEnd:
 
 def _error(config: NodeConfig, key: str, reason: str) -> ConfigError:
     return ConfigError(None, key, None, f"node {config.node.name!r}: {reason}")
+
+
+def claim_secrets(ends: list[LinkEnd]) -> list[Path]:
+    """Marks each end's pre-shared Qdist secret as used by its role, once per process start.
+
+    The Qdist session starts from the secret: its first authentication pads and the hash keys.
+    A module process started again from the same secret would use those pads a second time
+    (the tags' one-time pads repeat, and the earlier run's frames are valid again in the new
+    one), so ``qkdnode module``, ``run`` and ``demo`` claim the secret before running: the file
+    ``<auth_secret_file>.<role>.used`` is created exclusively (mode 0600, saying when, where and
+    by which node and link), and an end whose marker exists is refused. Two ends of one link in
+    one process share the file and claim it once per role. What a restart needs instead: a
+    fresh secret at both ends (its key IDs are new too: :func:`.keys_out.session_name`).
+
+    Returns:
+        The markers created (all removed again when one end is refused).
+
+    Raises:
+        ConfigError: a secret already used by that role, or a marker that cannot be created,
+            naming ``links[i].auth_secret_file``.
+    """
+    made: list[Path] = []
+    try:
+        for end in ends:
+            i = end.config.links.index(end.link)
+            key = f"links[{i}].auth_secret_file"
+            secret = Path(str(end.link.auth_secret_file))
+            marker = secret.with_name(f"{secret.name}.{end.link.role}.used")
+            if marker in made:
+                continue
+            try:
+                fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                try:
+                    before = marker.read_text()[:300]
+                except OSError:
+                    before = "unreadable"
+                raise _error(end.config, key,
+                             f"the pre-shared secret {secret} was already used by a "
+                             f"{end.link.role} module ({marker}: {before.strip()}); its "
+                             "authentication pads must never be used twice. Give both ends "
+                             "of the link a fresh secret (delete the marker only if no module "
+                             "ever ran with this one)") from None
+            except OSError as exc:
+                raise _error(end.config, key,
+                             f"cannot mark the secret {secret} as used ({marker}): "
+                             f"{exc.strerror}") from None
+            made.append(marker)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           "host": socket.gethostname(), "pid": os.getpid(),
+                           "node": end.config.node.name, "link": end.link.name,
+                           "role": end.link.role}, f)
+    except BaseException:
+        for marker in made:
+            marker.unlink(missing_ok=True)
+        raise
+    return made
 
 
 def _drawn(link: LinkConfig) -> tuple[tuple[float, float, float], float]:
@@ -276,7 +337,8 @@ def _recorders(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
 
 def build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
                frames_of: Callable[[Bench, LinkConfig], BenchFrames] | None = None,
-               rng_seed: int | None = None, record: Path | None = None) -> list[LinkEnd]:
+               rng_seed: int | None = None, record: Path | None = None, *,
+               claim: bool = False) -> list[LinkEnd]:
     """The link ends of the configurations (only the links named in ``links`` if given), with
     their instruments open (:func:`run_ends` closes them). It blocks while the instruments
     open (up to their timeouts): inside a running event loop, use :func:`open_ends`.
@@ -284,6 +346,8 @@ def build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
     Args:
         frames_of: tests and benchmarks only: both ends on BenchFrames (module docstring).
         record: record the run into this directory (:mod:`.recording`; one link, both ends).
+        claim: mark the ends' secrets as used (:func:`claim_secrets`; what a process that runs
+            the modules does), once everything else opened.
 
     Raises:
         ConfigError: a link the module cannot run (no instrument for its role, one that
@@ -302,6 +366,8 @@ def build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
                 if links is None or link.name in links:
                     ends.append(_build_end(path, config, i, link, frames_of, rng_seed,
                                            recorders.get(link.name)))
+        if claim:
+            claim_secrets(ends)
     except BaseException:
         for end in ends:
             _close_built(end)
@@ -312,14 +378,14 @@ def build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
 
 
 async def open_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
-                    rng_seed: int | None = None, record: Path | None = None
-                    ) -> list[LinkEnd]:
+                    rng_seed: int | None = None, record: Path | None = None, *,
+                    claim: bool = False) -> list[LinkEnd]:
     """:func:`build_ends` in a worker thread, so that the event loop (the key managers', a
     running demo's) goes on while the instruments open (a bench service or an instrument that
     does not answer takes up to its timeout). If the caller is cancelled meanwhile, the ends
     are closed once the thread has built them."""
     work = asyncio.ensure_future(asyncio.to_thread(build_ends, configs, links, None, rng_seed,
-                                                   record))
+                                                   record, claim=claim))
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
@@ -387,7 +453,7 @@ def _build_end(path: Path, config: NodeConfig, i: int, link: LinkConfig,
         opened.append(audit.close)
         client = Kq1Client(config.key_manager.kq1_socket,
                            f"{config.node.name}/{link.name}", link.name, link.peer)
-        outbox = KeyOutbox(client, link.name)
+        outbox = KeyOutbox(client, link.name, session=session_name(secret))
         try:
             module = _module(config, i, link, plan, params, secret, frames, outbox, audit,
                              randomness, rec)
