@@ -73,8 +73,8 @@ def register(subparsers: Any) -> None:
                         help="status as one JSON object per line")
     parser.add_argument("--record", metavar="DIR", type=Path,
                         help="record the run's raw data into DIR for 'qkdnode distill DIR' "
-                             "(one link, both ends; the files hold key material: Alice's "
-                             "choices; written mode 0600)")
+                             "(one link, both ends; the files hold raw key material: "
+                             "Alice's choices and Bob's squashing bits; written mode 0600)")
     parser.set_defaults(handler=_run)
 
 

@@ -748,8 +748,8 @@ class BlockCutter:
         plan: the link's frame plan.
         patterns: tagger channel -> detector mask.
         rng: the randomness of the squashing rule, one draw per block closed, in order: the
-            link's RandomSource (one byte per click, its low two bits used), or a numpy
-            Generator seeded from a recorded seed (recorded runs and their replay only).
+            link's RandomSource (one byte per click, its low two bits used; a recording's
+            replay gives back the bytes the run drew), or a numpy Generator (tests only).
 
     Raises:
         TypeError: ``rng`` is neither.
@@ -758,8 +758,8 @@ class BlockCutter:
     def __init__(self, plan: FramePlan, patterns: NDArray[np.uint8],
                  rng: RandomSource | np.random.Generator) -> None:
         if not isinstance(rng, RandomSource | np.random.Generator):
-            raise TypeError("the squashing bits need a RandomSource (or, for recordings, a "
-                            f"numpy Generator), got {type(rng).__name__}")
+            raise TypeError("the squashing bits need a RandomSource (or, in tests, a numpy "
+                            f"Generator), got {type(rng).__name__}")
         self.plan = plan
         self.patterns = patterns
         self.rng = rng
