@@ -140,6 +140,17 @@ class _RecordingAudit(AuditLog):
 
 
 class _RecordingSource:
+    """Bob's tag source with every read written to the recording: the tags as the module's
+    Qsync gets them (a tagger's: after the start marker, relative to it).
+
+    The start order's controls pass through to the source, so a recorded run arms, fences and
+    times out on the marker as an unrecorded one does: :meth:`arm`, :meth:`armed_announced`,
+    :meth:`expect_marker`, and the counters the module's status shows. A source without them
+    (a source with no start order) has none here either: the controls do nothing and the
+    counters are those of a source that needs no marker. The instrument is closed by its
+    owner (the link end), not through this wrapper.
+    """
+
     def __init__(self, source: TagSource, out: _RecordWriter) -> None:
         self._source = source
         self._out = out
@@ -152,9 +163,51 @@ class _RecordingSource:
                         ts.tobytes(), ch.tobytes())
         return batch
 
-    def __getattr__(self, name: str) -> Any:
-        # The tagger's other controls (arming, the start marker) pass through unrecorded.
-        return getattr(self._source, name)
+    async def arm(self) -> None:
+        """Arms the source's tagger (:meth:`.instruments.TaggerSource.arm`)."""
+        arm = getattr(self._source, "arm", None)
+        if arm is not None:
+            await arm()
+
+    def armed_announced(self) -> None:
+        """The arm is about to be announced (:meth:`.instruments.TaggerSource.armed_announced`)."""
+        announced = getattr(self._source, "armed_announced", None)
+        if announced is not None:
+            announced()
+
+    def expect_marker(self, now: float | None = None) -> None:
+        """The marker is due (:meth:`.instruments.TaggerSource.expect_marker`)."""
+        expect = getattr(self._source, "expect_marker", None)
+        if expect is not None:
+            expect(now)
+
+    @property
+    def marker_seen(self) -> bool:
+        return bool(getattr(self._source, "marker_seen", True))
+
+    @property
+    def arms(self) -> int:
+        return int(getattr(self._source, "arms", 0))
+
+    @property
+    def before_marker(self) -> int:
+        return int(getattr(self._source, "before_marker", 0))
+
+    @property
+    def markers(self) -> int:
+        return int(getattr(self._source, "markers", 0))
+
+    @property
+    def stale_markers(self) -> int:
+        return int(getattr(self._source, "stale_markers", 0))
+
+    @property
+    def markers_after_origin(self) -> int:
+        return int(getattr(self._source, "markers_after_origin", 0))
+
+    @property
+    def lost(self) -> int:
+        return int(getattr(self._source, "lost", 0))
 
 
 class _RecordingFrames:

@@ -5,7 +5,9 @@ Both modules run through their instruments on the simulated bench (``build_ends`
 vacuum and both ends abort it. The recording marks the block as not played and keeps no
 choices for it; the replay refuses it as the module did and gives the other blocks the same
 keys. Alice's public seeds and Bob's squashing bits were drawn from the OS CSPRNG (as an
-unrecorded run draws them) and kept, so the manifest holds no seed.
+unrecorded run draws them) and kept, so the manifest holds no seed. Bob's tagger counts from its
+own origin, seconds from the bench's slot 0: the recorded source arms it, and times the tags
+from the start marker, as an unrecorded one does.
 """
 
 from __future__ import annotations
@@ -80,6 +82,13 @@ def test_recorded_underrun_replays_to_the_same_outcomes_and_keys(
     assert isinstance(live["bob"][LATE], BlockAborted)
     assert "transmitter underrun" in live["bob"][LATE].reason
     assert any(isinstance(r, BlockCompleted) for r in bob.results)
+    # The recorded tag source took part in the start order as an unrecorded one does: the
+    # module armed the tagger (it did not start at its first read), the arm was announced
+    # before a marker was taken, and one marker timed the run.
+    assert bob.source.arms == 1  # type: ignore[attr-defined]
+    assert bob.source.marker_seen  # type: ignore[attr-defined]
+    assert bob.source.markers == 1  # type: ignore[attr-defined]
+    assert bob.status.stale_markers == 0
 
     manifest = json.loads((rec_dir / "manifest.json").read_text())
     assert "seeds" not in manifest
