@@ -22,6 +22,17 @@ another program on another PC), so the marker's pulse on ``marker_channel`` is s
 origin: tags before it are dropped (counted, logged), marker tags never reach Qsync, and
 every tag's time is given relative to the marker. Qsync then searches +-1 ms around the
 link's ``slot_delay_ps``, which is the optical path minus the marker's cable.
+
+A marker of an earlier run is never taken (a *stale* marker: Bob's module re-armed moments
+after an earlier arm, and the previous run's marker is still in the tagger or on its way).
+The transmitter starts the run of an arm only once Bob's arm was announced, so everything a
+tagger read returned before :meth:`TaggerSource.armed_announced` (called just before the
+announcement is sent) registered before this arm's run could start: a marker in it is a
+previous run's, and is dropped and counted (``stale_markers``). :meth:`TaggerSource.arm` also
+reads and drops whatever the tagger holds when it starts (a ring kept across a stop). A marker
+of the previous run that registers after the announcement was sent (the transmitter had not
+received it yet) cannot be told from this run's by Bob alone; a second marker after the origin
+(one per run in marker mode ``start``) is then logged and counted (``markers_after_origin``).
 """
 
 from __future__ import annotations
@@ -37,7 +48,7 @@ from numpy.typing import NDArray
 
 from qkdnode.drivers.errors import DeviceError, InstrumentError
 from qkdnode.drivers.registry import open_instrument
-from qkdnode.drivers.roles import FrameStreamer, TimeTagger
+from qkdnode.drivers.roles import FrameStreamer, TagRead, TimeTagger
 from qkdnode.drivers.sim.link import TagBatch
 
 from ..config.schema import InstrumentConfig, LinkConfig, NodeConfig
@@ -175,7 +186,10 @@ class TaggerSource:
 
     A read's lost events and overflows (an overflow: at least one tag lost) are counted in
     the batch's ``lost_events``; ``complete_until_ps`` is the last tag's time. Until the marker
-    has come, reads return no tags.
+    has come, reads return no tags. After :meth:`arm`, a marker is taken only from reads that
+    returned after :meth:`armed_announced` (earlier ones are a previous run's: module
+    docstring); a source read without arming first (no start order) takes the first marker
+    after the tagger started.
 
     Args:
         tagger: the opened tagger.
@@ -198,9 +212,13 @@ class TaggerSource:
         self.lost = 0
         self._origin: int | None = None
         self._expected_since: float | None = None
+        # When the current arm was announced (time.monotonic()); None: not yet.
+        self._announced: float | None = None
         self.arms = 0
         self.before_marker = 0  # tags dropped because they came before the marker (all arms)
-        self.markers = 0  # marker tags seen (removed from the stream)
+        self.markers = 0  # marker tags taken as the origin or after it (removed from the stream)
+        self.stale_markers = 0  # markers dropped: read before the arm was announced (all arms)
+        self.markers_after_origin = 0  # further markers after the origin (all arms)
 
     @property
     def marker_seen(self) -> bool:
@@ -208,18 +226,31 @@ class TaggerSource:
         return self._origin is not None
 
     async def arm(self) -> None:
-        """(Re)starts the tagger and waits for a new marker: the previous origin is gone."""
-        def restart() -> None:
+        """(Re)starts the tagger and waits for a new marker: the previous origin is gone.
+
+        What the tagger holds once started is read and dropped (a marker in it is counted as
+        stale); until :meth:`armed_announced`, so is every marker read."""
+        def restart() -> TagRead:
             if self._started:
                 self.tagger.stop()
                 self._started = False
             self.tagger.start()
             self._started = True
-        await asyncio.to_thread(restart)
+            return self.tagger.read()
         self._origin = None
         self._expected_since = None
+        self._announced = None
         self._until = 0
         self.arms += 1
+        times, channels, _ = self._unpack(await asyncio.to_thread(restart))
+        self._drop_stale(times.size, int((channels == self.marker_channel).sum()))
+
+    def armed_announced(self) -> None:
+        """The arm is about to be announced to the transmitter (call it just before the
+        announcement is sent): a marker in a read that returns from now on may be this arm's
+        run's."""
+        if self._announced is None:
+            self._announced = time.monotonic()
 
     def expect_marker(self, now: float | None = None) -> None:
         """The transmitter says its output started: the marker is due (the timeout runs)."""
@@ -235,15 +266,21 @@ class TaggerSource:
         """
         if not self._started:
             await self.arm()
-        got = await asyncio.to_thread(self.tagger.read)
-        lost = got.lost_events + got.overflows
-        if lost:
-            self.lost += lost
-            log.warning("time tagger %s lost %d tags (%d overflows)", self.name,
-                        got.lost_events, got.overflows)
-        times = np.asarray(got.timestamps_ps, np.int64)
-        channels = np.asarray(got.channels).astype(np.int16)
+            self.armed_announced()  # no start order: the first marker after the start counts
+
+        def read() -> tuple[TagRead, float]:
+            got = self.tagger.read()
+            return got, time.monotonic()  # when the read returned (the tags had registered)
+
+        got, returned = await asyncio.to_thread(read)
+        times, channels, lost = self._unpack(got)
         is_marker = channels == self.marker_channel
+        if self._origin is None and (self._announced is None or returned < self._announced):
+            # Registered before the transmitter could start this arm's run.
+            self._drop_stale(times.size, int(is_marker.sum()))
+            self._check_timeout()
+            await asyncio.sleep(self.empty_read_s)
+            return TagBatch(times[:0], channels[:0], lost, self._until)
         if self._origin is None:
             found = np.flatnonzero(is_marker)
             if found.size == 0:
@@ -258,14 +295,44 @@ class TaggerSource:
                      "since the tagger was armed)", self.name, self.marker_channel,
                      self.before_marker)
             times, channels, is_marker = times[first:], channels[first:], is_marker[first:]
-        self.markers += int(is_marker.sum())
-        keep = ~is_marker
+            self.markers += 1
+            is_marker[0] = False  # counted; removed from the stream below
+            keep = channels != self.marker_channel
+        else:
+            keep = ~is_marker
+        later = int(is_marker.sum())
+        if later:
+            self.markers += later
+            self.markers_after_origin += later
+            log.warning("time tagger %s: %d more start marker(s) on channel %d after the "
+                        "origin: a run starts with one, so the origin taken may be a previous "
+                        "run's (Bob re-armed while it started); re-arm if blocks fail",
+                        self.name, later, self.marker_channel)
         rel = times[keep] - self._origin
         if rel.size:
             self._until = int(rel[-1])
         else:
             await asyncio.sleep(self.empty_read_s)
         return TagBatch(rel, channels[keep], lost, self._until)
+
+    def _unpack(self, got: TagRead) -> tuple[NDArray[np.int64], NDArray[np.int16], int]:
+        """A read's times and channels, its losses counted and logged."""
+        lost = got.lost_events + got.overflows
+        if lost:
+            self.lost += lost
+            log.warning("time tagger %s lost %d tags (%d overflows)", self.name,
+                        got.lost_events, got.overflows)
+        return (np.asarray(got.timestamps_ps, np.int64),
+                np.asarray(got.channels).astype(np.int16), lost)
+
+    def _drop_stale(self, tags: int, markers: int) -> None:
+        """Drops a read from before the arm was announced (``markers`` of its ``tags``)."""
+        self._count_before(tags - markers)
+        if markers:
+            self.stale_markers += markers
+            log.warning("time tagger %s: %d start marker(s) on channel %d dropped: read "
+                        "before arm %d was announced, so a previous run's", self.name, markers,
+                        self.marker_channel, self.arms)
 
     def _count_before(self, n: int) -> None:
         if n:
@@ -280,7 +347,9 @@ class TaggerSource:
             raise MarkerMissing(
                 f"no start marker on channel {self.marker_channel} of tagger {self.name!r} "
                 f"after {waited:.0f} s: is the streamer's marker output cabled to it? "
-                f"({self.before_marker} tags came meanwhile, on other channels)")
+                f"({self.before_marker} tags came meanwhile, on other channels; "
+                f"{self.stale_markers} markers read before the arm was announced were "
+                "dropped as a previous run's)")
 
     def close(self) -> None:
         """Stops and releases the tagger."""

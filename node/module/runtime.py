@@ -146,7 +146,9 @@ class ModuleStatus:
         secret_bits: key bits delivered; started: monotonic start time.
         run: the start order's state (armed, started, the marker); first_block: the first
             block of the output's run; restarts: runs ended by a new arm of Bob's (Alice);
-            tags_before_marker: tags dropped because they came before the marker (Bob).
+            tags_before_marker: tags dropped because they came before the marker (Bob);
+            stale_markers: markers dropped as a previous run's (read before Bob's arm was
+            announced).
     """
 
     role: str
@@ -166,6 +168,7 @@ class ModuleStatus:
     first_block: int | None = None
     restarts: int = 0
     tags_before_marker: int = 0
+    stale_markers: int = 0
 
     def summary(self, now: float) -> dict[str, Any]:
         """The status with rates (per second since the start)."""
@@ -637,6 +640,7 @@ class BobModule(_ModuleBase):
             if st.run.startswith("started") and getattr(self.source, "marker_seen", True):
                 st.run = f"marker seen; run from block {self.first_block}"
             st.tags_before_marker = int(getattr(self.source, "before_marker", 0))
+            st.stale_markers = int(getattr(self.source, "stale_markers", 0))
             slots = np.where(out.slots >= 0, out.slots + base, out.slots)
             detections, late, closable = self.cutter.add(slots, out.channels)
             st.detections += detections
@@ -668,6 +672,11 @@ class BobModule(_ModuleBase):
         assert isinstance(qdist, QdistBob)
         if qdist.block is not None:
             qdist.abort_block(f"{RESTARTED_MODULE} with block {qdist.block} in flight")
+        # From here on a marker may be this arm's run's (the tagger's reads before it are
+        # of a previous run's: TaggerSource). Called before the announcement's bytes exist.
+        announced = getattr(self.source, "armed_announced", None)
+        if announced is not None:
+            announced()
         return qdist.announce_armed(now)
 
     async def run_connection(self, conn: QdistConnection, blocks: int | None = None) -> None:
