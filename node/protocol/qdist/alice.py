@@ -33,7 +33,6 @@ from qkdnode.dsp.reconcile import (
     plan_frame,
 )
 from qkdnode.dsp.reconcile.plan import (
-    BLIND_STEP_EFFICIENCY,
     MIN_PLANNING_QBER,
     START_EFFICIENCY,
 )
@@ -64,6 +63,11 @@ __all__ = ["QdistAlice"]
 
 # QBER assumed for planning when the block has no Z detections to estimate it from.
 FALLBACK_QBER = 0.05
+# Efficiency each blind round reveals. Over Qdist a round costs a round trip and two
+# authentication pads (2 x 64 bits off the key), so the module keeps the 0.01 step it was
+# measured with (bench_link, sessions 3-5) rather than reconcile_local's 0.005, which was
+# measured in one process only (at 50 km a 0.005 step on a 16 000-bit frame reveals ~5 bits).
+QDIST_STEP_EFFICIENCY = 0.01
 
 
 class QdistAlice(QdistEnd):
@@ -295,7 +299,8 @@ class QdistAlice(QdistEnd):
         self._eps_frame = self.params.eps_cor / len(self._spans)
         start = self._start_efficiency(code.name, qber)
         self._frames = [AliceFrame(code, k, np.ascontiguousarray(sifted.x_bits[a0:a1]), qber,
-                                   start) for k, (a0, a1) in enumerate(self._spans)]
+                                   start, QDIST_STEP_EFFICIENCY)
+                        for k, (a0, a1) in enumerate(self._spans)]
         syndromes = tuple(f.start() for f in self._frames)
         self._disclosed = [s.disclosed_bits for s in syndromes]
         self._waiting = {k: "report" for k in range(len(self._frames))}
@@ -352,7 +357,7 @@ class QdistAlice(QdistEnd):
             return START_EFFICIENCY
         h = binary_entropy(max(qber, MIN_PLANNING_QBER))
         point = float(np.quantile(np.asarray(recent), START_QUANTILE)) / h
-        return max(START_EFFICIENCY, point - BLIND_STEP_EFFICIENCY)
+        return max(START_EFFICIENCY, point - QDIST_STEP_EFFICIENCY)
 
     def _amplify(self) -> None:
         assert self._sifted is not None
