@@ -39,8 +39,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -121,26 +122,44 @@ class StreamerFrames:
             streamer.set_frame_slots(block_slots)
         self._started = False
         self.first_block = 0
+        # One exchange with the streamer at a time: a run's task cancelled while its worker
+        # thread uploads a frame (or switches the output on) leaves that thread running, and
+        # the next run's restart must not interleave its commands (and their error checks)
+        # with it; it waits for the thread's exchange to end.
+        self._lock = threading.Lock()
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        def locked() -> Any:
+            with self._lock:
+                return fn(*args)
+        return await asyncio.to_thread(locked)
 
     async def next_block(self) -> int:
         """The first block whose frame can still be queued."""
-        return await asyncio.to_thread(self.streamer.next_block)
+        return int(await self._call(self.streamer.next_block))
 
-    async def restart(self, first_block: int) -> None:
-        """Prepares a new run: the output off, the queue dropped, ``first_block`` to play
-        first (later than every block begun), the marker at the run's first block."""
-        def prepare() -> None:
-            if self._started:
-                self.streamer.stop()
-                self._started = False
-            self.streamer.set_first_block(first_block)
+    async def restart(self, first_block: int) -> int:
+        """Prepares a new run: the output off, the queue dropped, the marker at the run's first
+        block. Returns the run's first block: ``first_block``, or the streamer's first free
+        block if that is later (asked once the output is off: a block with no frame may have
+        begun, as vacuum, until then).
+        """
+        def prepare() -> int:
+            # Off whatever ``_started`` says: a start cancelled mid-way may have switched the
+            # output on (OUTP OFF on a stopped output is harmless).
+            self.streamer.stop()
+            self._started = False
+            first = max(first_block, int(self.streamer.next_block()))
+            self.streamer.set_first_block(first)
             self.streamer.set_marker("start")
-        await asyncio.to_thread(prepare)
-        self.first_block = first_block
+            return first
+        first = int(await self._call(prepare))
+        self.first_block = first
+        return first
 
     async def start(self) -> None:
         """Switches the output on: the run's first block begins, and the marker fires."""
-        await asyncio.to_thread(self.streamer.start)
+        await self._call(self.streamer.start)
         self._started = True
 
     async def load(self, block: int, basis: NDArray[np.uint8], bit: NDArray[np.uint8],
@@ -152,11 +171,11 @@ class StreamerFrames:
         """
         # The instrument only answers when asked: polling is its interface.
         wait_s = self.poll_s
-        while await asyncio.to_thread(self.streamer.frames_free) < 1:
+        while await self._call(self.streamer.frames_free) < 1:
             await asyncio.sleep(wait_s)
             wait_s = min(2 * wait_s, self.max_poll_s)
         try:
-            await asyncio.to_thread(self.streamer.queue_frame, block, basis, bit, intensity)
+            await self._call(self.streamer.queue_frame, block, basis, bit, intensity)
         except InstrumentError as exc:
             if exc.code == BLOCK_BEGUN:
                 raise FrameMissed(block) from None
@@ -164,7 +183,7 @@ class StreamerFrames:
 
     async def underruns(self) -> tuple[int, ...]:
         """Blocks the streamer played as vacuum since the previous call."""
-        return await asyncio.to_thread(self.streamer.underruns)
+        return tuple(await self._call(self.streamer.underruns))
 
     def close(self) -> None:
         """Stops the output and releases the streamer."""

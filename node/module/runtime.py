@@ -409,7 +409,8 @@ class AliceModule(_ModuleBase):
             first = max(first, await next_block())
         restart = getattr(self.frames, "restart", None)
         if restart is not None:
-            await restart(first)
+            # The streamer may name a later block once its output is off.
+            first = max(first, int(await restart(first)))
         for block in list(self._choices):
             del self._choices[block]
             self._missed[block] = f"{RESTARTED_RUN}: its run ended before it was distilled"
