@@ -110,7 +110,7 @@ class Replay:
 
     link: str
     blocks: list[BlockReplay]
-    keys: dict[str, dict[int, NDArray[np.uint8]]]
+    keys: dict[str, dict[int, NDArray[np.uint8]]] = field(repr=False)
     bytes_match: dict[str, bool]
     reads: int
     detections: int
