@@ -119,9 +119,12 @@ def test_bob_stopped_while_waiting_for_a_block_does_not_announce_it() -> None:
         conn = QdistConnection(bob.qdist, reader, writer)
         running = asyncio.create_task(bob.run(conn))
         try:
-            await asyncio.sleep(SETTLE_S)  # Bob armed, and waits for his first block
+            # Bob arms, and waits for his first block (polled: a loaded machine is slow).
+            deadline = asyncio.get_running_loop().time() + 30.0
+            while bob.qdist.arm_epoch != 1 or conn.bytes_sent == 0:
+                assert asyncio.get_running_loop().time() < deadline, "Bob never armed"
+                await asyncio.sleep(0.02)
             armed = conn.bytes_sent  # his arm: the one frame before any block
-            assert bob.qdist.arm_epoch == 1
             await far_reader.readexactly(armed)
             await bob.control(StopRequested())
             await bob._queue.put((0, empty_detections(0)))
