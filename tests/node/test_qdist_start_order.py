@@ -232,3 +232,28 @@ def test_control_frames_are_refused_locally_while_a_block_runs() -> None:
 def test_control_messages_round_trip(epoch: int, first_block: int) -> None:
     for message in (ArmedAnnounced(epoch), StartAnnounced(epoch, first_block)):
         assert decode_message(message.KIND, message.body()) == message
+
+
+def test_a_duplicate_start_during_a_block_leaves_it_running() -> None:
+    # Alice announced the start twice (Bob's repeated arm after a reconnect crossed her first
+    # announcement): the second reaches Bob while his first block runs. It is rejected, and
+    # his block goes on (it was aborted first, before the check, until the review).
+    alice, bob = ends()
+    bob.announce_armed(0.0)
+    alice.receive_data(bob.data_to_send())
+    events(alice)
+    alice.announce_start(1, 0, 0.0)
+    first_start = alice.data_to_send()
+    alice.announce_start(1, 0, 0.1)
+    second_start = alice.data_to_send()
+    bob.receive_data(first_start)
+    assert events(bob) == [TransmitterStarted(1, 0)]
+    detections = BobDetections(np.array([3, 9, 40], np.int64), np.zeros(3, np.uint8),
+                               np.zeros(3, np.uint8), np.zeros(3, np.bool_))
+    bob.start_block(0, detections, 0.0)
+    bob.data_to_send()
+    bob.receive_data(second_start)
+    got = events(bob)
+    assert [type(e).__name__ for e in got] == ["FrameRejected"]
+    assert "second start" in got[0].reason  # type: ignore[attr-defined]
+    assert bob.block == 0

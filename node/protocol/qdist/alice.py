@@ -203,6 +203,7 @@ class QdistAlice(QdistEnd):
             return (f"arm epoch {message.epoch} is before the last one ({self.armed_epoch}): "
                     "stale")
         if message.epoch > self.armed_epoch:
+            self._restart_block(message)
             self.armed_epoch = message.epoch
             self._announced = None  # an announcement of the old run will not be started
         # The same epoch again: Bob reconnected without the start (announce it again).

@@ -129,6 +129,7 @@ class QdistBob(QdistEnd):
         if message.first_block <= self.completed:
             return (f"first block {message.first_block} is not after the last completed "
                     f"block {self.completed}")
+        self._restart_block(message)
         self.started = message.first_block
         self._events.append(TransmitterStarted(message.epoch, message.first_block))
         return None

@@ -376,9 +376,8 @@ class QdistEnd(abc.ABC):
             if raw.block != CONTROL_BLOCK:
                 self._reject(raw, f"{type(message).__name__} in a frame of block {raw.block}")
                 return
-            if self.block is not None:
-                self._abort(f"{RESTARTED}: the peer sent {type(message).__name__}",
-                            notify=True)
+            # The role aborts a block in flight only for a control frame it takes as a
+            # restart (a stale or duplicate one is rejected and leaves the block alone).
             reason = self._control(message)
             if reason is not None:
                 self._reject(raw, reason)
@@ -411,6 +410,12 @@ class QdistEnd(abc.ABC):
         """The role's step for an authentic control frame: None if taken (its event queued),
         else why it is rejected."""
         return f"{type(message).__name__} is not for the {self.role}"
+
+    def _restart_block(self, message: ArmedAnnounced | StartAnnounced) -> None:
+        """Aborts the block in flight (if any) for a control frame taken as a restart of the
+        instruments: its detections belong to a run that ended."""
+        if self.block is not None:
+            self._abort(f"{RESTARTED}: the peer sent {type(message).__name__}", notify=True)
 
     def _new_block(self, raw: RawFrame, message: Message) -> bool:
         """An authentic frame outside the current block: True if the role took it."""
