@@ -47,6 +47,9 @@ the rest of the round's budget, and the next round continues from the same messa
 ``reconcile_local`` at QBER 2 % (n192000_r085) ``s = 3`` halved the iterations per frame
 (144 -> 63) for f 1.1289 -> 1.1307 and no lost frame. It is wrong for a last-chance decode: it gives
 up on frames that converge late (single decodes of n64000_r085 at f = 1.10: FER 0.31 -> 0.44).
+With ``stall_drop=r`` the rule asks for progress at a rate: it also stops when ``s`` iterations
+have not cut the unsatisfied checks by a fraction ``r`` of their count at the last mark (the
+mark moves only on such a cut), so a round whose count keeps creeping down stops too.
 
 LLR convention: ``llr[v] = log(P(x_v = 0) / P(x_v = 1))``; a negative posterior decides 1, zero
 or positive decides 0. A known (shortened) bit gets ``+/-`` a large value, an unknown (punctured)
@@ -179,11 +182,13 @@ def decode_syndrome_reference(
     algorithm: Algorithm = DEFAULT_ALGORITHM,
     messages: NDArray[np.float32] | None = None,
     stall_iterations: int = 0,
+    stall_drop: float = 0.0,
 ) -> tuple[NDArray[np.uint8], int, bool]:
     """Plain-numpy twin of the decoding kernels (see :func:`kernels.decode_reference`).
 
     ``messages`` (updated in place) are the starting check-to-variable messages, and
-    ``stall_iterations`` the stall rule (0: off), as for :func:`decode_syndrome`.
+    ``stall_iterations`` and ``stall_drop`` the stall rule (0: off), as for
+    :func:`decode_syndrome`.
 
     Returns:
         ``(bits, iterations, converged)``, bit for bit what the compiled kernels return.
@@ -192,7 +197,7 @@ def decode_syndrome_reference(
     msg = np.zeros(chk_var.shape[0], dtype=np.float32) if messages is None else messages
     return decode_reference(
         chk_ptr, chk_var, syndrome, post, max_iterations, stall_iterations,
-        _ALGORITHM_CODES[algorithm], scale, offset, msg,
+        _drop_permille(stall_drop), _ALGORITHM_CODES[algorithm], scale, offset, msg,
     )
 
 
@@ -240,6 +245,15 @@ def _check_parameters(
         raise ValueError(f"scale must be in (0, 1], got {scale}")
     if not (np.isfinite(offset) and offset >= 0.0):
         raise ValueError(f"offset must be finite and >= 0, got {offset}")
+
+
+def _drop_permille(stall_drop: float) -> int:
+    """The stall rule's required drop, a fraction in ``[0, 1)``, in the kernels' per mille."""
+    if isinstance(stall_drop, bool) or not isinstance(stall_drop, int | float | np.floating):
+        raise TypeError(f"stall_drop must be a float, got {type(stall_drop).__name__}")
+    if not 0.0 <= stall_drop < 1.0:
+        raise ValueError(f"stall_drop must be in [0, 1), got {stall_drop!r}")
+    return round(float(stall_drop) * 1000)
 
 
 def _check_llr(name: str, llr: NDArray[Any]) -> None:
@@ -294,6 +308,7 @@ def decode_syndrome(
     offset: float = DEFAULT_OFFSET,
     messages: NDArray[np.float32] | None = None,
     stall_iterations: int | None = None,
+    stall_drop: float = 0.0,
 ) -> DecodeResult:
     """Finds the word of syndrome ``syndrome`` most consistent with Bob's channel LLRs.
 
@@ -316,6 +331,10 @@ def decode_syndrome(
         stall_iterations: ``None`` (default) runs until convergence or ``max_iterations``; an
             int ``s >= 1`` also stops, unconverged, after ``s`` iterations in a row without a
             new low of unsatisfied checks (each check counted just after its update).
+        stall_drop: With ``stall_iterations = s``, a fraction ``r`` in ``[0, 1)`` (in steps of
+            0.001): the decode also gives up when the unsatisfied checks have not fallen by at
+            least ``r`` of their count at the last mark within ``s`` iterations (a count that
+            low becomes the new mark). ``0.0`` (default) is the plain stall rule above.
 
     Returns:
         A :class:`DecodeResult` with ``bits`` ``uint8[n]``, ``converged`` bool, ``iterations`` int.
@@ -327,8 +346,9 @@ def decode_syndrome(
     warm = messages is not None
     llr32, messages = _prepare(code, "syndrome", syndrome, "llr", llr, messages, (),
                                max_iterations, scale, offset, algorithm, stall_iterations)
+    stall = (int(stall_iterations or 0), _drop_permille(stall_drop))
     result = _run(code, syndrome[None, :], llr32[None, :], messages[None, :], max_iterations,
-                  stall_iterations, algorithm, scale, offset, parallel=False, warm=warm)
+                  stall, algorithm, scale, offset, parallel=False, warm=warm)
     return DecodeResult(
         bits=result.bits[0], converged=bool(result.converged[0]),
         iterations=int(result.iterations[0]),
@@ -346,6 +366,7 @@ def decode_syndromes(
     offset: float = DEFAULT_OFFSET,
     messages: NDArray[np.float32] | None = None,
     stall_iterations: int | None = None,
+    stall_drop: float = 0.0,
 ) -> DecodeResult:
     """Decodes ``k`` frames in parallel on all cores (numba ``prange`` over frames).
 
@@ -362,6 +383,7 @@ def decode_syndromes(
         messages: Optional ``float32[k, E]`` starting messages, updated in place (see
             :func:`decode_syndrome`).
         stall_iterations: Stall rule, as for :func:`decode_syndrome`.
+        stall_drop: Its required drop, as for :func:`decode_syndrome`.
 
     Returns:
         A :class:`DecodeResult` of arrays: ``bits`` ``uint8[k, n]``, ``converged`` ``bool[k]``,
@@ -377,7 +399,8 @@ def decode_syndromes(
     warm = messages is not None
     llrs32, messages = _prepare(code, "syndromes", syndromes, "llrs", llrs, messages, (k,),
                                 max_iterations, scale, offset, algorithm, stall_iterations)
-    return _run(code, syndromes, llrs32, messages, max_iterations, stall_iterations, algorithm,
+    stall = (int(stall_iterations or 0), _drop_permille(stall_drop))
+    return _run(code, syndromes, llrs32, messages, max_iterations, stall, algorithm,
                 scale, offset, parallel=True, warm=warm)
 
 
@@ -387,7 +410,7 @@ def _run(
     llrs: NDArray[np.float32],
     messages: NDArray[np.float32],
     max_iterations: int,
-    stall: int | None,
+    stall: tuple[int, int],
     algorithm: str,
     scale: float,
     offset: float,
@@ -404,15 +427,15 @@ def _run(
     iterations = np.zeros(k, dtype=np.int32)
     if k == 0:
         return DecodeResult(bits=bits, converged=converged, iterations=iterations)
-    common = (int(max_iterations), int(stall or 0), _ALGORITHM_CODES[algorithm], np.float32(scale),
-              np.float32(offset),
+    common = (int(max_iterations), stall[0], stall[1], _ALGORITHM_CODES[algorithm],
+              np.float32(scale), np.float32(offset),
               _FAST_PHI_CONSTANTS if algorithm == "sum-product-fast" else _PHI_CONSTANTS)
     synd = np.ascontiguousarray(syndromes)
     qc: QcLayout | None = getattr(code, "qc", None)
     if qc is not None and qc.z >= NARROW_QC_Z and algorithm == "sum-product-fast":
         # Its own wide QC kernel (fused multiply-adds), which takes no algorithm, scale or
         # offset; on narrow codes the narrow kernel runs it (bit for bit as the twin).
-        _run_fast(qc, synd, llrs, messages, common[:2], warm, bits, converged, iterations,
+        _run_fast(qc, synd, llrs, messages, common[:3], warm, bits, converged, iterations,
                   parallel)
         return DecodeResult(bits=bits, converged=converged, iterations=iterations)
     narrow = qc is not None and qc.z < NARROW_QC_Z
@@ -455,7 +478,7 @@ def _run_fast(
     synd: NDArray[np.uint8],
     llrs: NDArray[np.float32],
     messages: NDArray[np.float32],
-    budget: tuple[int, int],
+    budget: tuple[int, int, int],
     warm: bool,
     bits: NDArray[np.uint8],
     converged: NDArray[np.bool_],
@@ -464,13 +487,13 @@ def _run_fast(
 ) -> None:
     """``"sum-product-fast"`` on a wide QC code: :mod:`.kernels_qc_fast`, in parallel (one frame per
     thread at a time, as in :func:`_run`) or frame by frame on this thread."""
-    max_iterations, stall = budget
+    max_iterations, stall, drop = budget
     layout = (qc.z, qc.layer_ptr, qc.layer_col, qc.layer_shift, qc.csr_edge)
     if parallel:
         chunksize = numba.get_parallel_chunksize()
         numba.set_parallel_chunksize(1)
         try:
-            qc_fast_batch_kernel(*layout, synd, llrs, max_iterations, stall,
+            qc_fast_batch_kernel(*layout, synd, llrs, max_iterations, stall, drop,
                                  _FAST_PHI_CONSTANTS, messages, warm, bits, converged,
                                  iterations)
         finally:
@@ -478,6 +501,6 @@ def _run_fast(
         return
     for f in range(synd.shape[0]):
         iterations[f], converged[f] = qc_fast_kernel(
-            *layout, synd[f], llrs[f], max_iterations, stall, _FAST_PHI_CONSTANTS, messages[f],
-            warm, bits[f],
+            *layout, synd[f], llrs[f], max_iterations, stall, drop, _FAST_PHI_CONSTANTS,
+            messages[f], warm, bits[f],
         )

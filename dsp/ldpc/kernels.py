@@ -25,8 +25,11 @@ The sign of ``r_i`` is the parity of the syndrome bit and of the other inputs' s
 ``-0.0`` counts as negative there); a hard decision is 1 where the posterior is ``< 0``.
 Decoding stops as soon as the hard decisions match the syndrome (checked before the first
 iteration and after each), or, with the stall rule on (``stall > 0``), once ``stall`` iterations
-in a row have not lowered the fewest unsatisfied checks seen (a check counts as unsatisfied if
-the hard decisions of its posteriors, just after its own update, miss its syndrome bit).
+in a row have not lowered the unsatisfied checks below a *mark* by at least ``drop`` per mille of
+the mark (a check counts as unsatisfied if the hard decisions of its posteriors, just after its
+own update, miss its syndrome bit). The mark starts above any count and becomes each count that
+clears it (``count < mark`` and ``1000 count <= (1000 - drop) mark``, in integers); with
+``drop = 0`` it is the fewest unsatisfied checks seen.
 """
 
 from __future__ import annotations
@@ -199,6 +202,7 @@ def csr_kernel(
     llr: NDArray[np.float32],
     max_iterations: int,
     stall: int,
+    drop: int,
     algorithm: int,
     scale: np.float32,
     offset: np.float32,
@@ -251,7 +255,7 @@ def csr_kernel(
             unsatisfied += int(parity)
         iterations += 1
         converged = _csr_matches(chk_ptr, chk_var, syndrome, post)
-        if unsatisfied < fewest:
+        if unsatisfied < fewest and unsatisfied * 1000 <= fewest * (1000 - drop):
             fewest = unsatisfied
             since = 0
         else:
@@ -271,6 +275,7 @@ def csr_batch_kernel(
     llrs: NDArray[np.float32],
     max_iterations: int,
     stall: int,
+    drop: int,
     algorithm: int,
     scale: np.float32,
     offset: np.float32,
@@ -283,8 +288,8 @@ def csr_batch_kernel(
     """:func:`csr_kernel` on each row, the rows spread over all cores."""
     for f in numba.prange(syndromes.shape[0]):
         iterations, converged = csr_kernel(
-            chk_ptr, chk_var, syndromes[f], llrs[f], max_iterations, stall, algorithm, scale,
-            offset, k, msgs[f], bits_out[f],
+            chk_ptr, chk_var, syndromes[f], llrs[f], max_iterations, stall, drop, algorithm,
+            scale, offset, k, msgs[f], bits_out[f],
         )
         iterations_out[f] = iterations
         converged_out[f] = converged
@@ -297,6 +302,7 @@ def decode_reference(
     llr: NDArray[np.float32],
     max_iterations: int,
     stall: int,
+    drop: int,
     algorithm: int,
     scale: float,
     offset: float,
@@ -384,7 +390,8 @@ def decode_reference(
             unsatisfied += (s + int((post[vs] < 0).sum())) % 2
         iterations += 1
         converged = matches()
-        fewest, since = (unsatisfied, 0) if unsatisfied < fewest else (fewest, since + 1)
+        marked = unsatisfied < fewest and unsatisfied * 1000 <= fewest * (1000 - drop)
+        fewest, since = (unsatisfied, 0) if marked else (fewest, since + 1)
         if 0 < stall <= since:
             break
     return (post < 0).astype(np.uint8), iterations, converged

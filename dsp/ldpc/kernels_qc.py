@@ -253,14 +253,15 @@ def _matches(
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _stall_count(z: int, unsatisfied: NDArray[np.int64], fewest: int, since: int
+def _stall_count(z: int, unsatisfied: NDArray[np.int64], fewest: int, since: int, drop: int
                  ) -> tuple[int, int]:  # pragma: no cover - compiled
-    """The stall rule's bookkeeping after an iteration: (fewest unsatisfied checks so far,
-    iterations since that count last fell)."""
+    """The stall rule's bookkeeping after an iteration: (unsatisfied checks at the last mark,
+    iterations since that mark). A count below the mark by at least ``drop`` per mille of it
+    (any count below it for ``drop == 0``) becomes the new mark."""
     count = 0
     for u in range(z):
         count += unsatisfied[u]
-    if count < fewest:
+    if count < fewest and count * 1000 <= fewest * (1000 - drop):
         return count, 0
     return fewest, since + 1
 
@@ -323,6 +324,7 @@ def qc_kernel(
     llr: NDArray[np.float32],
     max_iterations: int,
     stall: int,
+    drop: int,
     algorithm: int,
     scale: np.float32,
     offset: np.float32,
@@ -368,7 +370,7 @@ def qc_kernel(
                     unsatisfied[u] += parity[u]
         iterations += 1
         converged = _matches(z, layer_ptr, layer_col, layer_shift, syndrome, post2, parity)
-        fewest, since = _stall_count(z, unsatisfied, fewest, since)
+        fewest, since = _stall_count(z, unsatisfied, fewest, since, drop)
         if stall > 0 and since >= stall:
             break
     _write_out(z, post2, bits_out, csr_edge, msg, messages)
@@ -386,6 +388,7 @@ def qc_batch_kernel(
     llrs: NDArray[np.float32],
     max_iterations: int,
     stall: int,
+    drop: int,
     algorithm: int,
     scale: np.float32,
     offset: np.float32,
@@ -399,7 +402,7 @@ def qc_batch_kernel(
     for f in numba.prange(syndromes.shape[0]):
         iterations, converged = qc_kernel(
             z, layer_ptr, layer_col, layer_shift, csr_edge, syndromes[f], llrs[f], max_iterations,
-            stall, algorithm, scale, offset, k, msgs[f], bits_out[f],
+            stall, drop, algorithm, scale, offset, k, msgs[f], bits_out[f],
         )
         iterations_out[f] = iterations
         converged_out[f] = converged

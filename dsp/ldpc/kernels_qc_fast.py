@@ -165,6 +165,7 @@ def qc_fast_kernel(
     llr: NDArray[np.float32],
     max_iterations: int,
     stall: int,
+    drop: int,
     k: PhiConstants,
     messages: NDArray[np.float32],
     warm: bool,
@@ -206,7 +207,7 @@ def qc_fast_kernel(
                     unsatisfied[u] += parity[u]
         iterations += 1
         converged = _matches(z, layer_ptr, layer_col, layer_shift, syndrome, post2, parity)
-        fewest, since = _stall_count(z, unsatisfied, fewest, since)
+        fewest, since = _stall_count(z, unsatisfied, fewest, since, drop)
         if stall > 0 and since >= stall:
             break
     if warm:
@@ -227,6 +228,7 @@ def qc_fast_batch_kernel(
     llrs: NDArray[np.float32],
     max_iterations: int,
     stall: int,
+    drop: int,
     k: PhiConstants,
     msgs: NDArray[np.float32],
     warm: bool,
@@ -238,7 +240,7 @@ def qc_fast_batch_kernel(
     for f in numba.prange(syndromes.shape[0]):
         iterations, converged = qc_fast_kernel(
             z, layer_ptr, layer_col, layer_shift, csr_edge, syndromes[f], llrs[f],
-            max_iterations, stall, k, msgs[f], warm, bits_out[f],
+            max_iterations, stall, drop, k, msgs[f], warm, bits_out[f],
         )
         iterations_out[f] = iterations
         converged_out[f] = converged

@@ -83,6 +83,7 @@ def qc_narrow_kernel(
     llr: NDArray[np.float32],
     max_iterations: int,
     stall: int,
+    drop: int,
     algorithm: int,
     scale: np.float32,
     offset: np.float32,
@@ -298,7 +299,7 @@ def qc_narrow_kernel(
                 unsatisfied[u] += parity[u]
         iterations += 1
         converged = _qc_matches(z, layer_ptr, layer_col, layer_shift, syndrome, post2, negative)
-        fewest, since = _stall_count(z, unsatisfied, fewest, since)
+        fewest, since = _stall_count(z, unsatisfied, fewest, since, drop)
         if stall > 0 and since >= stall:
             break
     _write_out(z, post2, bits_out, csr_edge, msg, messages)
@@ -316,6 +317,7 @@ def qc_narrow_batch_kernel(
     llrs: NDArray[np.float32],
     max_iterations: int,
     stall: int,
+    drop: int,
     algorithm: int,
     scale: np.float32,
     offset: np.float32,
@@ -329,7 +331,7 @@ def qc_narrow_batch_kernel(
     for f in numba.prange(syndromes.shape[0]):
         iterations, converged = qc_narrow_kernel(
             z, layer_ptr, layer_col, layer_shift, csr_edge, syndromes[f], llrs[f], max_iterations,
-            stall, algorithm, scale, offset, k, msgs[f], bits_out[f],
+            stall, drop, algorithm, scale, offset, k, msgs[f], bits_out[f],
         )
         iterations_out[f] = iterations
         converged_out[f] = converged

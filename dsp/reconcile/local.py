@@ -557,6 +557,7 @@ def _run_batch(
                 budget,
                 messages=store[top : top + len(members)],
                 stall_iterations=stall,
+                stall_drop=bobs[members[0]].round_stall_drop(),
             )
             top += len(members)
             for i, k in enumerate(members):

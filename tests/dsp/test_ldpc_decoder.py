@@ -139,6 +139,7 @@ def test_expansion_kernel_agrees_with_twin(values: list[float]) -> None:
     max_iterations=st.integers(0, 8),
     algorithm=st.sampled_from(["sum-product", "sum-product-taylor", "min-sum"]),
     stall=st.sampled_from([None, 1, 2, 3]),
+    drop=st.sampled_from([0.0, 0.05, 0.1, 0.5]),
 )
 def test_csr_kernel_agrees_with_twin(
     n: int,
@@ -151,6 +152,7 @@ def test_csr_kernel_agrees_with_twin(
     max_iterations: int,
     algorithm: Algorithm,
     stall: int | None,
+    drop: float,
 ) -> None:
     m = max(1, n * (10 - rate_tenths) // 10)
     code = random_code(n, m, var_degree, seed)
@@ -158,11 +160,11 @@ def test_csr_kernel_agrees_with_twin(
     llr = np.array(data.draw(st.lists(llr_values, min_size=n, max_size=n)), np.float32)
     result = decode_syndrome(
         code, synd, llr, max_iterations, algorithm=algorithm, scale=scale, offset=offset,
-        stall_iterations=stall,
+        stall_iterations=stall, stall_drop=drop,
     )
     bits, iterations, converged = decode_syndrome_reference(
         code.chk_ptr, code.chk_var, synd, llr, max_iterations, scale, offset, algorithm,
-        stall_iterations=stall or 0,
+        stall_iterations=stall or 0, stall_drop=drop,
     )
     np.testing.assert_array_equal(result.bits, bits)
     assert result.iterations == iterations
@@ -182,6 +184,7 @@ def test_csr_kernel_agrees_with_twin(
     max_iterations=st.integers(0, 8),
     algorithm=st.sampled_from(["sum-product", "sum-product-taylor", "min-sum"]),
     stall=st.sampled_from([None, 1, 2, 3]),
+    drop=st.sampled_from([0.0, 0.05, 0.1, 0.5]),
 )
 def test_qc_kernel_agrees_with_twin(
     z: int,
@@ -195,6 +198,7 @@ def test_qc_kernel_agrees_with_twin(
     max_iterations: int,
     algorithm: Algorithm,
     stall: int | None,
+    drop: float,
 ) -> None:
     code = random_qc_code(z, base_m, base_m + extra, var_degree, seed)
     synd = np.array(data.draw(st.lists(st.integers(0, 1), min_size=code.m, max_size=code.m)),
@@ -207,11 +211,11 @@ def test_qc_kernel_agrees_with_twin(
     twin_messages = messages.copy()
     result = decode_syndrome(
         code, synd, llr, max_iterations, algorithm=algorithm, scale=scale, offset=offset,
-        messages=messages, stall_iterations=stall,
+        messages=messages, stall_iterations=stall, stall_drop=drop,
     )
     bits, iterations, converged = decode_syndrome_reference(
         code.chk_ptr, code.chk_var, synd, llr, max_iterations, scale, offset, algorithm,
-        twin_messages, stall or 0,
+        twin_messages, stall or 0, drop,
     )
     np.testing.assert_array_equal(result.bits, bits)
     assert result.iterations == iterations
@@ -220,8 +224,8 @@ def test_qc_kernel_agrees_with_twin(
     # The decoder picks one QC kernel by z (here the narrow one): the other agrees as well.
     for kernel in (qc_kernel, qc_narrow_kernel):
         start = initial.copy()
-        out = _run_qc_kernel(kernel, code, synd, llr, max_iterations, stall, algorithm, scale,
-                             offset, start)
+        out = _run_qc_kernel(kernel, code, synd, llr, max_iterations, stall, drop, algorithm,
+                             scale, offset, start)
         np.testing.assert_array_equal(out[0], bits)
         assert out[1:] == (iterations, converged)
         np.testing.assert_array_equal(start.view(np.int32), twin_messages.view(np.int32))
@@ -229,7 +233,8 @@ def test_qc_kernel_agrees_with_twin(
 
 def _run_qc_kernel(
     kernel: Any, code: LdpcCode, synd: np.ndarray, llr: np.ndarray, max_iterations: int,
-    stall: int | None, algorithm: Algorithm, scale: float, offset: float, messages: np.ndarray,
+    stall: int | None, drop: float, algorithm: Algorithm, scale: float, offset: float,
+    messages: np.ndarray,
 ) -> tuple[np.ndarray, int, bool]:
     """One QC kernel run directly (not through the decoder's choice by z)."""
     qc = code.qc
@@ -238,16 +243,17 @@ def _run_qc_kernel(
     post = np.clip(llr, -LLR_LIMIT, LLR_LIMIT).astype(np.float32)
     iterations, converged = kernel(
         qc.z, qc.layer_ptr, qc.layer_col, qc.layer_shift, qc.csr_edge, synd, post,
-        max_iterations, stall or 0, _ALGORITHM_CODES[algorithm], np.float32(scale),
+        max_iterations, stall or 0, round(drop * 1000), _ALGORITHM_CODES[algorithm],
+        np.float32(scale),
         np.float32(offset), phi_constants(), messages, bits,
     )
     return bits, int(iterations), bool(converged)
 
 
 @pytest.mark.parametrize("algorithm", ["sum-product", "sum-product-taylor", "min-sum"])
-@pytest.mark.parametrize("stall", [None, 2])
+@pytest.mark.parametrize(("stall", "drop"), [(None, 0.0), (2, 0.0), (2, 0.1)])
 def test_qc_kernel_agrees_with_twin_at_shipped_width(
-    algorithm: Algorithm, stall: int | None
+    algorithm: Algorithm, stall: int | None, drop: float
 ) -> None:
     # z = 64 lanes and check degree ~30, as in the shipped codes (the hypothesis test above draws
     # z <= 9): the layer's long loops, vector bodies and shifted scatters all run.
@@ -259,9 +265,10 @@ def test_qc_kernel_agrees_with_twin_at_shipped_width(
     decode_syndrome(code, synd, llr, 2, algorithm=algorithm, messages=messages)
     twin_messages = messages.copy()
     result = decode_syndrome(code, synd, llr, 6, algorithm=algorithm, messages=messages,
-                             stall_iterations=stall)
+                             stall_iterations=stall, stall_drop=drop)
     bits, iterations, converged = decode_syndrome_reference(
-        code.chk_ptr, code.chk_var, synd, llr, 6, 0.78, 0.0, algorithm, twin_messages, stall or 0
+        code.chk_ptr, code.chk_var, synd, llr, 6, 0.78, 0.0, algorithm, twin_messages, stall or 0,
+        drop,
     )
     np.testing.assert_array_equal(result.bits, bits)
     assert (result.iterations, result.converged) == (iterations, converged)
@@ -396,6 +403,12 @@ class TestBadInput:
         for bad in (0, -1, True, 2.0):
             with pytest.raises(ValueError, match="stall_iterations"):
                 decode_syndrome(self.code, self.synd, self.llr, stall_iterations=bad)  # type: ignore[arg-type]
+        for drop in (-0.1, 1.0, float("nan")):
+            with pytest.raises(ValueError, match="stall_drop"):
+                decode_syndrome(self.code, self.synd, self.llr, stall_iterations=2,
+                                stall_drop=drop)
+        with pytest.raises(TypeError, match="stall_drop"):
+            decode_syndrome(self.code, self.synd, self.llr, stall_drop="0.1")  # type: ignore[arg-type]
 
     def test_batch_shapes(self) -> None:
         with pytest.raises(TypeError, match="syndromes"):
@@ -454,17 +467,19 @@ def test_warm_start_checks_messages() -> None:
         )
 
 
+@pytest.mark.parametrize("drop", [0.0, 0.1])
 @pytest.mark.parametrize("kind", ["csr", "qc"])
-def test_stall_rule_stops_hopeless_decodes_early(kind: str) -> None:
+def test_stall_rule_stops_hopeless_decodes_early(kind: str, drop: float) -> None:
     # Far above the code's threshold BP cannot converge; the stall rule gives up long before the
     # budget, and a decode that can converge still does (the rule only ends stuck decodes).
     code = either_code(kind, 200, 100, seed=7, z=20)
     rng = np.random.default_rng(12)
     alice, _, llr = channel(rng, code.n, 0.2)
-    hopeless = decode_syndrome(code, syndrome(code, alice), llr, 200, stall_iterations=3)
+    hopeless = decode_syndrome(code, syndrome(code, alice), llr, 200, stall_iterations=3,
+                               stall_drop=drop)
     assert not hopeless.converged
     assert 3 <= hopeless.iterations < 200
     alice, _, llr = channel(rng, code.n, 0.03)
-    easy = decode_syndrome(code, syndrome(code, alice), llr, stall_iterations=3)
+    easy = decode_syndrome(code, syndrome(code, alice), llr, stall_iterations=3, stall_drop=drop)
     assert easy.converged
     np.testing.assert_array_equal(easy.bits, alice)

@@ -76,10 +76,11 @@ llr_values = st.sampled_from(
     data=st.data(),
     max_iterations=st.integers(0, 8),
     stall=st.sampled_from([None, 1, 3]),
+    drop=st.sampled_from([0.0, 0.05, 0.5]),
 )
 def test_csr_kernel_agrees_with_twin_bit_for_bit(
     n: int, var_degree: int, seed: int, data: st.DataObject, max_iterations: int,
-    stall: int | None,
+    stall: int | None, drop: float,
 ) -> None:
     m = max(1, n // 3)
     code = random_code(n, m, var_degree, seed)
@@ -90,10 +91,10 @@ def test_csr_kernel_agrees_with_twin_bit_for_bit(
     )
     twin_messages = messages.copy()
     result = decode_syndrome(code, synd, llr, max_iterations, algorithm=FAST, messages=messages,
-                             stall_iterations=stall)
+                             stall_iterations=stall, stall_drop=drop)
     bits, iterations, converged = decode_syndrome_reference(
         code.chk_ptr, code.chk_var, synd, llr, max_iterations, 0.78, 0.0, FAST, twin_messages,
-        stall or 0,
+        stall or 0, drop,
     )
     np.testing.assert_array_equal(result.bits, bits)
     assert (result.iterations, result.converged) == (iterations, converged)
@@ -110,10 +111,11 @@ def test_csr_kernel_agrees_with_twin_bit_for_bit(
     data=st.data(),
     max_iterations=st.integers(0, 8),
     stall=st.sampled_from([None, 1, 3]),
+    drop=st.sampled_from([0.0, 0.05, 0.5]),
 )
 def test_narrow_qc_kernel_agrees_with_twin_bit_for_bit(
     z: int, base_m: int, extra: int, var_degree: int, seed: int, data: st.DataObject,
-    max_iterations: int, stall: int | None,
+    max_iterations: int, stall: int | None, drop: float,
 ) -> None:
     # The narrow kernel (unfused) runs sum-product-fast on codes of z < NARROW_QC_Z.
     code = random_qc_code(z, base_m, base_m + extra, var_degree, seed)
@@ -130,12 +132,12 @@ def test_narrow_qc_kernel_agrees_with_twin_bit_for_bit(
     iterations, converged = qc_narrow_kernel(
         qc.z, qc.layer_ptr, qc.layer_col, qc.layer_shift, qc.csr_edge, synd,
         np.clip(llr, -LLR_LIMIT, LLR_LIMIT).astype(np.float32), max_iterations, stall or 0,
-        ALGORITHM_SUM_PRODUCT_FAST, np.float32(0.78), np.float32(0.0),
+        round(drop * 1000), ALGORITHM_SUM_PRODUCT_FAST, np.float32(0.78), np.float32(0.0),
         phi_constants(PHI_FAST_X_MAX), messages, bits,
     )
     twin_bits, twin_iterations, twin_converged = decode_syndrome_reference(
         code.chk_ptr, code.chk_var, synd, llr, max_iterations, 0.78, 0.0, FAST, twin_messages,
-        stall or 0,
+        stall or 0, drop,
     )
     np.testing.assert_array_equal(bits, twin_bits)
     assert (iterations, converged) == (twin_iterations, twin_converged)
@@ -153,12 +155,13 @@ def test_narrow_qc_kernel_agrees_with_twin_bit_for_bit(
     var_degree=st.integers(1, 3),
     seed=st.integers(0, 2**32 - 1),
     qber=st.sampled_from([0.01, 0.04, 0.1]),
-    max_iterations=st.integers(0, 3),
+    max_iterations=st.integers(0, 5),
     warm=st.booleans(),
+    stall=st.sampled_from([(None, 0.0), (1, 0.0), (2, 0.1), (2, 0.5)]),
 )
 def test_fused_qc_kernel_agrees_with_twin(
     z: int, base_m: int, extra: int, var_degree: int, seed: int, qber: float,
-    max_iterations: int, warm: bool,
+    max_iterations: int, warm: bool, stall: tuple[int | None, float],
 ) -> None:
     code = random_qc_code(z, base_m, base_m + extra, var_degree, seed)
     rng = np.random.default_rng(seed)
@@ -171,9 +174,11 @@ def test_fused_qc_kernel_agrees_with_twin(
     if warm:  # start from messages of an earlier decode, as blind reconciliation does
         decode_syndrome(code, synd, llr, 1, algorithm="sum-product", messages=messages)
     twin_messages = messages.copy()
-    result = decode_syndrome(code, synd, llr, max_iterations, algorithm=FAST, messages=messages)
+    result = decode_syndrome(code, synd, llr, max_iterations, algorithm=FAST, messages=messages,
+                             stall_iterations=stall[0], stall_drop=stall[1])
     bits, iterations, converged = decode_syndrome_reference(
-        code.chk_ptr, code.chk_var, synd, llr, max_iterations, 0.78, 0.0, FAST, twin_messages
+        code.chk_ptr, code.chk_var, synd, llr, max_iterations, 0.78, 0.0, FAST, twin_messages,
+        stall[0] or 0, stall[1],
     )
     np.testing.assert_array_equal(result.bits, bits)
     assert (result.iterations, result.converged) == (iterations, converged)
