@@ -22,7 +22,8 @@ The interface (IEEE 488.2 / SCPI-99 conventions; every set command is followed b
     slots per byte, slot ``2k`` in the low nibble of byte ``k``, slot ``2k+1`` in its high
     nibble; a slot's nibble is ``4 * intensity + 2 * basis + bit`` (intensity class 0..2,
     basis 0 = X / 1 = Z, bit 0/1), so ``len = L / 2`` bytes: a 2^24-slot frame is 8 MiB on
-    the wire. Refused with -221 when the block has begun or is not later than the last one
+    the wire. Refused with -221 when the block has begun, is before ``FRAMe:FIRSt`` (a frame
+    of an ended run, uploaded late, must not hold a buffer), or is not later than the last one
     queued, -225 "Out of memory" when no frame buffer is free, -160 "Block data error" for a
     block of the wrong length, -224 for a nibble above 11. An error text never holds data.
 ``FRAMe:QUEued?``, ``FRAMe:FREE?``
