@@ -28,11 +28,13 @@ after an earlier arm, and the previous run's marker is still in the tagger or on
 The transmitter starts the run of an arm only once Bob's arm was announced, so everything a
 tagger read returned before :meth:`TaggerSource.armed_announced` (called just before the
 announcement is sent) registered before this arm's run could start: a marker in it is a
-previous run's, and is dropped and counted (``stale_markers``). :meth:`TaggerSource.arm` also
-reads and drops whatever the tagger holds when it starts (a ring kept across a stop). A marker
-of the previous run that registers after the announcement was sent (the transmitter had not
-received it yet) cannot be told from this run's by Bob alone; a second marker after the origin
-(one per run in marker mode ``start``) is then logged and counted (``markers_after_origin``).
+previous run's, and is dropped and counted (``stale_markers``); so is one the tagger kept
+across its stop and start (a ring a driver does not clear) when the first read after the arm
+returns before the announcement, as a real tagger's does. A marker of the previous run that
+registers after the announcement was sent (the transmitter had not received it yet), or one
+kept in the tagger and first returned by a read that ends after it, cannot be told from this
+run's by Bob alone; a second marker after the origin (one per run in marker mode ``start``) is
+then logged and counted (``markers_after_origin``).
 """
 
 from __future__ import annotations
@@ -247,22 +249,21 @@ class TaggerSource:
     async def arm(self) -> None:
         """(Re)starts the tagger and waits for a new marker: the previous origin is gone.
 
-        What the tagger holds once started is read and dropped (a marker in it is counted as
-        stale); until :meth:`armed_announced`, so is every marker read."""
-        def restart() -> TagRead:
+        Until :meth:`armed_announced`, a marker read is a previous run's (dropped, counted).
+        No read is made here: on the simulated bench a read can wait for the transmitter's
+        next frame, which may wait for this arm's announcement."""
+        def restart() -> None:
             if self._started:
                 self.tagger.stop()
                 self._started = False
             self.tagger.start()
             self._started = True
-            return self.tagger.read()
+        await asyncio.to_thread(restart)
         self._origin = None
         self._expected_since = None
         self._announced = None
         self._until = 0
         self.arms += 1
-        times, channels, _ = self._unpack(await asyncio.to_thread(restart))
-        self._drop_stale(times.size, int((channels == self.marker_channel).sum()))
 
     def armed_announced(self) -> None:
         """The arm is about to be announced to the transmitter (call it just before the
