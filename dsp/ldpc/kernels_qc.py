@@ -64,6 +64,56 @@ def _with_sign(mag: np.float32, sign: np.float32) -> np.float32:  # pragma: no c
     return -mag if np.float32(sign).view(np.int32) < np.int32(0) else mag
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _gather(
+    z: int, degree: int, first: int, layer_col: NDArray[np.int32],
+    layer_shift: NDArray[np.int32], post2: NDArray[np.float32], msg: NDArray[np.float32],
+    ext: NDArray[np.float32],
+) -> None:  # pragma: no cover - compiled
+    """A layer's extrinsic inputs t (posterior minus old message) into ``ext``: each base
+    edge's z posteriors are one contiguous run of the doubled block."""
+    for r in range(degree):
+        b = first + r
+        start = 2 * z * layer_col[b] + z - layer_shift[b]
+        src = post2[start : start + z]
+        mr = msg[b * z : b * z + z]
+        er = ext[r * z : r * z + z]
+        for u in range(z):
+            er[u] = src[u] - mr[u]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _scatter(
+    z: int, degree: int, first: int, layer_col: NDArray[np.int32],
+    layer_shift: NDArray[np.int32], syndrome: NDArray[np.uint8], newpost: NDArray[np.float32],
+    post2: NDArray[np.float32], parity: NDArray[np.int32], count: bool,
+) -> None:  # pragma: no cover - compiled
+    """The end of a layer: with ``count``, each check's parity (1: unsatisfied) from the new
+    posteriors; then the new posteriors (written twice per lane in ``newpost``) back into the
+    doubled blocks of ``post2``."""
+    zero = np.float32(0.0)
+    if count:
+        for u in range(z):
+            parity[u] = np.int32(syndrome[u] & np.uint8(1))
+        for r in range(degree):
+            nr = newpost[2 * r * z : 2 * r * z + z]
+            for u in range(z):
+                parity[u] ^= np.int32(1) if nr[u] < zero else np.int32(0)
+    # Lane u holds the variable at offset (u - s) mod z of its block, so block[t] is the
+    # doubled row's [t + s]: one loop of exactly z (no scalar remainders).
+    for r in range(degree):
+        b = first + r
+        s = layer_shift[b]
+        col = 2 * z * layer_col[b]
+        src = newpost[2 * r * z + s : 2 * r * z + s + z]
+        low = post2[col : col + z]
+        high = post2[col + z : col + 2 * z]
+        for u in range(z):
+            v = src[u]
+            low[u] = v
+            high[u] = v
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _layer(
     z: int, degree: int, first: int, layer_col: NDArray[np.int32],
@@ -82,16 +132,7 @@ def _layer(
     """
     zero = np.float32(0.0)
     n = degree * z
-    # Gather: extrinsic inputs t (posterior minus old message), each base edge's z posteriors
-    # one contiguous run of the doubled block.
-    for r in range(degree):
-        b = first + r
-        start = 2 * z * layer_col[b] + z - layer_shift[b]
-        src = post2[start : start + z]
-        mr = msg[b * z : b * z + z]
-        er = ext[r * z : r * z + z]
-        for u in range(z):
-            er[u] = src[u] - mr[u]
+    _gather(z, degree, first, layer_col, layer_shift, post2, msg, ext)
     # phi(|t|) (|t| for min-sum), one loop over the layer.
     if algorithm == 0:
         for j in range(n):
@@ -201,26 +242,7 @@ def _layer(
                 v = t + value
                 nr[u] = v
                 nr[z + u] = v
-    if count:
-        for u in range(z):
-            parity[u] = np.int32(syndrome[u] & np.uint8(1))
-        for r in range(degree):
-            nr = newpost[2 * r * z : 2 * r * z + z]
-            for u in range(z):
-                parity[u] ^= np.int32(1) if nr[u] < zero else np.int32(0)
-    # Scatter: lane u holds the variable at offset (u - s) mod z of its block, so block[t] is
-    # the doubled row's [t + s]: one loop of exactly z (no scalar remainders).
-    for r in range(degree):
-        b = first + r
-        s = layer_shift[b]
-        col = 2 * z * layer_col[b]
-        src = newpost[2 * r * z + s : 2 * r * z + s + z]
-        low = post2[col : col + z]
-        high = post2[col + z : col + 2 * z]
-        for u in range(z):
-            v = src[u]
-            low[u] = v
-            high[u] = v
+    _scatter(z, degree, first, layer_col, layer_shift, syndrome, newpost, post2, parity, count)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

@@ -26,7 +26,16 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from .kernels_qc import _matches, _stall_count, _start, _with_sign, _write_out, _xor_sign
+from .kernels_qc import (
+    _gather,
+    _matches,
+    _scatter,
+    _stall_count,
+    _start,
+    _with_sign,
+    _write_out,
+    _xor_sign,
+)
 from .phi import PhiConstants, expansion, phi
 
 __all__ = ["qc_fast_batch_kernel", "qc_fast_kernel"]
@@ -59,14 +68,7 @@ def _layer_fast(
     """One layered update of the ``z`` checks of a base check (see ``kernels_qc._layer``)."""
     zero = np.float32(0.0)
     n = degree * z
-    for r in range(degree):
-        b = first + r
-        start = 2 * z * layer_col[b] + z - layer_shift[b]
-        src = post2[start : start + z]
-        mr = msg[b * z : b * z + z]
-        er = ext[r * z : r * z + z]
-        for u in range(z):
-            er[u] = src[u] - mr[u]
+    _gather(z, degree, first, layer_col, layer_shift, post2, msg, ext)
     for j in range(n):
         mags[j] = phi(abs(ext[j]), k)
     cur = acc[0]
@@ -113,24 +115,7 @@ def _layer_fast(
             v = t + value
             nr[u] = v
             nr[z + u] = v
-    if count:
-        for u in range(z):
-            parity[u] = np.int32(syndrome[u] & np.uint8(1))
-        for r in range(degree):
-            nr = newpost[2 * r * z : 2 * r * z + z]
-            for u in range(z):
-                parity[u] ^= np.int32(1) if nr[u] < zero else np.int32(0)
-    for r in range(degree):
-        b = first + r
-        s = layer_shift[b]
-        col = 2 * z * layer_col[b]
-        src = newpost[2 * r * z + s : 2 * r * z + s + z]
-        low = post2[col : col + z]
-        high = post2[col + z : col + 2 * z]
-        for u in range(z):
-            v = src[u]
-            low[u] = v
-            high[u] = v
+    _scatter(z, degree, first, layer_col, layer_shift, syndrome, newpost, post2, parity, count)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
