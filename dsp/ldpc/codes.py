@@ -497,7 +497,7 @@ VALIDATED_QBER: dict[str, tuple[float, float]] = {
     # Below 1.75 % its frames would start above f 1.05 even with every modulated bit punctured.
     # FER at 2 % (2026-11-22, /tmp script: 24 runs of reconcile_local on 12 payloads each,
     # seeds 1000-1023, with the blind give-up rule): 336 frames, none discarded (FER < 0.9 % at
-    # 95 % confidence), f 1.0963 on average (runs 1.092-1.102), 242 CPU s.
+    # 95 % confidence), f 1.0963 on average (runs 1.093-1.102), 242 CPU s.
     "n384000_r085": (0.0175, 0.0200),
 }
 
