@@ -40,7 +40,8 @@ def test_a_secret_is_claimed_once_per_role_and_a_second_run_is_refused(tmp_path:
         claim_secrets([_end(secret, "receiver", index=1, node="B")])
     text = str(info.value)
     assert "links[1].auth_secret_file" in text
-    assert "already used by a receiver module" in text and "fresh secret" in text
+    assert "already used by a receiver module" in text
+    assert "fresh secret" in text
 
 
 def test_a_refused_claim_removes_the_markers_it_made(tmp_path: Path) -> None:
