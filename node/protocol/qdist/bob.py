@@ -274,7 +274,7 @@ class QdistBob(QdistEnd):
                 kept[a0:a1] = True
                 corrected[a0:a1] = fixed
                 errors += err
-        pads = self._auth_bits(1, 0)  # and Bob's confirmation
+        pads = self._auth_bits(1, 0)  # since the last settled block, and Bob's confirmation
         length, reason = key_length(self.audit, self._counts, self.params, kept, errors,
                                     self._eps_frame, PAD_BITS * sum(pads))
         if reason is not None:

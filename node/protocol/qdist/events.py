@@ -99,6 +99,11 @@ class BlockAudit:
         auth_epsilon: forgery bound of the tags this end verified in the block.
         final_length: key bits delivered (``ell - auth_bits``, 0 on abort).
         frames_sent, frames_received, frames_rejected, pads_skipped: frame accounting.
+        auth_pads_ab, auth_pads_ba: pads (64 bits each) the block paid back, per direction
+            (``auth_bits`` is 64 times their sum): every pad spent since the last block both
+            ends completed, up to this block's last frame; 0 unless completed.
+        auth_pads_outside: how many of them were spent outside this block's own frames
+            (control frames, aborted blocks, rejected, failed or skipped frames).
     """
 
     block_id: int
@@ -129,6 +134,9 @@ class BlockAudit:
     frames_received: int
     frames_rejected: int
     pads_skipped: int
+    auth_pads_ab: int = 0
+    auth_pads_ba: int = 0
+    auth_pads_outside: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (one line of the audit log)."""

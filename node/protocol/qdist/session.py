@@ -26,11 +26,28 @@ first (a restart of the instruments ends the blocks in flight, and the pads of t
 could not be counted alike at both ends).
 
 Authentication key: the pre-shared secret holds the hash key of each direction (8 bytes each)
-then the pads, the first half for Alice -> Bob and the second for Bob -> Alice. A completed
-block takes the pads it used (both directions) off the front of its key and sets them aside;
-they are appended to the pad streams once both ends know the other completed the block too
-(each end's first message of the next block names the last block it completed), so the streams
-never diverge even if the last message of a block is lost.
+then the pads, the first half for Alice -> Bob and the second for Bob -> Alice.
+
+Replenishment. Each end keeps, per direction, the *covered* position: the pad index up to which
+spent pads have been paid back by a *settled* block (0 at the start of the session). A block
+that completes pays back every pad from the covered position to its own end position (one past
+its last frame in that direction): its own frames' pads, and every pad spent since the last
+settled block, by control frames, aborted blocks, rejected or skipped frames. It takes those
+pads off the front of its key (so its key length is shorter by them; the audit shows both
+directions and how many were spent outside the block) and sets them aside; they are appended
+to the pad streams, and the covered positions move to the block's end, once both ends know the
+other completed the block too (each end's first message of the next block names the last
+block it completed: the *settle* point). If the peer did not complete it, the material is
+dropped and the covered positions stay, so the next completed block pays for those pads.
+
+Why both ends count alike: a block's end positions are the sequence numbers of its frames,
+which both ends saw (a block completes only if every one of its frames arrived in order), and
+the covered positions are end positions of settled blocks. Both ends decide whether to settle
+a block from the same two numbers (the last block each completed, carried in the block's
+first two messages, the announcement and the sifting answer), and a block completes only after
+both messages arrived, so by the time it computes its length both ends have settled the same
+blocks. Alice checks at the confirmation that the pads counted are the pads used; a mismatch
+aborts the block (no key), never a key of another length.
 """
 
 from __future__ import annotations
@@ -94,7 +111,8 @@ class _Audit:
             qber_z=None, qber=None, sifted_bits=0, kept_bits=0, frames_attempted=0,
             frames_discarded=0, rounds=0, disclosed_bits=0, leakage_bits=0, eps_cor=0.0,
             eps_sec=None, estimate=None, ell=0, auth_bits=0, auth_epsilon=0.0, final_length=0,
-            frames_sent=0, frames_received=0, frames_rejected=0, pads_skipped=0)
+            frames_sent=0, frames_received=0, frames_rejected=0, pads_skipped=0,
+            auth_pads_ab=0, auth_pads_ba=0, auth_pads_outside=0)
 
     def __setitem__(self, name: str, value: Any) -> None:
         if name not in self.values:
@@ -148,9 +166,12 @@ class QdistEnd(abc.ABC):
         self._deadline = 0.0
         self._first_out = 0
         self._first_in: int | None = None
-        # Replenishment of the last completed block, until both ends know it completed.
+        # Replenishment of the last completed block, until both ends know it completed:
+        # (block, Alice -> Bob material, Bob -> Alice material, its end positions out and in).
         self.completed = -1
-        self._pending: tuple[int, bytes, bytes] | None = None
+        self._pending: tuple[int, bytes, bytes, int, int] | None = None
+        # Pad positions (out, in) up to which spent pads are paid back by settled blocks.
+        self._covered = (0, 0)
 
     # ----------------------------------------------------------------------- public
 
@@ -289,28 +310,43 @@ class QdistEnd(abc.ABC):
         """Appends the pending replenishment if both ends completed its block, else drops it."""
         if self._pending is None:
             return
-        block, ab, ba = self._pending
+        block, ab, ba, end_out, end_in = self._pending
         if peer_completed == block == self.completed:
             out, into = (ab, ba) if self._SENDS_AB else (ba, ab)
             self._out.extend(out)
             self._in.extend(into)
+            self._covered = (end_out, end_in)
         self._pending = None
 
     def _auth_bits(self, extra_out: int, extra_in: int) -> tuple[int, int]:
-        """Pads of the block (out, in) counting ``extra`` frames still to come."""
+        """Pads (out, in) the block pays back, counting ``extra`` frames still to come: every
+        pad from the covered positions to the block's end (see the module docstring)."""
+        return (self._send_seq + extra_out - self._covered[0],
+                self._recv_seq + extra_in - self._covered[1])
+
+    def _count_pads(self, pads_out: int, pads_in: int) -> None:
+        """Puts the pads the block pays back in its audit (by direction, and how many of them
+        were spent outside the block's own frames); the same numbers at both ends."""
         assert self._first_in is not None
-        return (self._send_seq - self._first_out + extra_out,
-                self._recv_seq - self._first_in + extra_in)
+        own = (self._send_seq - self._first_out) + (self._recv_seq - self._first_in)
+        a = self.audit
+        a["auth_pads_ab"], a["auth_pads_ba"] = \
+            (pads_out, pads_in) if self._SENDS_AB else (pads_in, pads_out)
+        a["auth_pads_outside"] = pads_out + pads_in - own
 
     def _complete(self, hashed: NDArray[np.uint8], pads_out: int, pads_in: int) -> None:
         """Takes the authentication key off the front of ``hashed`` and reports the key."""
         assert self.block is not None
+        if (pads_out, pads_in) != self._auth_bits(0, 0):
+            raise LocalProtocolError("Qdist: block used other pads than counted")
         auth = PAD_BITS * (pads_out + pads_in)
         n_ab, n_ba = (pads_out, pads_in) if self._SENDS_AB else (pads_in, pads_out)
         material = np.packbits(hashed[:auth]).tobytes()
-        self._pending = (self.block, material[:TAG_BYTES * n_ab], material[TAG_BYTES * n_ab:])
+        self._pending = (self.block, material[:TAG_BYTES * n_ab], material[TAG_BYTES * n_ab:],
+                         self._send_seq, self._recv_seq)
         assert len(self._pending[2]) == TAG_BYTES * n_ba
         self.completed = self.block
+        self._count_pads(pads_out, pads_in)
         key = hashed[auth:].copy()
         key.flags.writeable = False
         self.audit["final_length"] = int(key.size)
