@@ -40,6 +40,7 @@ import asyncio
 import logging
 import secrets
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Protocol
@@ -72,6 +73,10 @@ COMPLETION_ATTEMPTS = 5
 # in time): the destination destroys its copies, so both ends agree.
 RELAY_ABANDONED = "relay_abandoned"
 COMPLETION_RETRY_S = 1.0
+# A finished relay hop is remembered this long, so a retransmitted hop (a Kx request is sent
+# at most kx.MAX_ATTEMPTS times, kx.RETRY_S apart) gets the same answer and is not relayed
+# twice; then it is forgotten, so a long-running node's memory does not grow with every relay.
+RELAY_MEMORY_S = 2 * RELAY_CONFIRM_S
 # A destination collects the completions of this long into one notification per origin: one
 # message along the route for many relays instead of one per relay (which, sent while the next
 # relay runs, cost every node on the route a third of its CPU time per relay and doubled the
@@ -131,6 +136,8 @@ class KxAgent:
         # are newer than the ones its peers remember from before the restart.
         self._lsa_seq = int(manager.clock() * 1000)
         self._relays: dict[uuid.UUID, asyncio.Future[Answered]] = {}
+        # Finished relay hops, oldest first: (clock when finished, relay ID), for pruning.
+        self._relays_done: deque[tuple[float, uuid.UUID]] = deque()
         self._background: set[asyncio.Task[None]] = set()
         # Completions not yet notified, per origin, and the task that will send them.
         self._completions: dict[str, list[uuid.UUID]] = {}
@@ -307,7 +314,9 @@ class KxAgent:
         raise PeerUnavailable(f"relay to {destination!r} failed: {last}")
 
     async def on_relay(self, from_node: str, event: RelayForwarded) -> Answered:
-        """One relay hop arriving from ``from_node`` (deduplicated by relay ID)."""
+        """One relay hop arriving from ``from_node`` (deduplicated by relay ID for
+        ``RELAY_MEMORY_S`` after it finished)."""
+        self._forget_relays()
         pending = self._relays.get(event.relay_id)
         if pending is not None:
             return replace(await asyncio.shield(pending), req=event.req)
@@ -321,7 +330,15 @@ class KxAgent:
             self._relays.pop(event.relay_id, None)
             raise
         fut.set_result(answer)
+        self._relays_done.append((self.manager.clock(), event.relay_id))
         return replace(answer, req=event.req)
+
+    def _forget_relays(self) -> None:
+        """Drops the relay hops that finished more than ``RELAY_MEMORY_S`` ago."""
+        horizon = self.manager.clock() - RELAY_MEMORY_S
+        done = self._relays_done
+        while done and done[0][0] < horizon:
+            self._relays.pop(done.popleft()[1], None)
 
     async def _relay_step(self, from_node: str, event: RelayForwarded) -> Answered:
         now = self.manager.clock()
@@ -501,6 +518,7 @@ class KxAgent:
         return Answered(event.req, True)
 
     def has_relay(self, relay_id: uuid.UUID) -> bool:
-        """True if a relay with this ID passed through (or ended at) this node since start."""
+        """True if a relay with this ID passed through (or ended at) this node and finished
+        less than ``RELAY_MEMORY_S`` ago (or is still running)."""
         return relay_id in self._relays
 

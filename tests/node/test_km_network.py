@@ -11,7 +11,7 @@ import pytest
 
 from qkdnode.node.errors import PeerUnavailable
 from qkdnode.node.km import KeyManager, KeyState, LinkKey, SqliteKeyStore, network
-from qkdnode.node.km.network import KxAgent
+from qkdnode.node.km.network import RELAY_MEMORY_S, KxAgent
 from qkdnode.node.km.routing import LinkStateDb, NoRoute
 from qkdnode.node.protocol.kx import PoolOffered, RelayCompleted, RelayForwarded, SupplyNotified
 
@@ -332,5 +332,26 @@ def test_a_key_used_at_the_origin_before_its_completion_stays_at_the_destination
     answer = asyncio.run(net.agents["A"].on_relay_completed(
         "B", RelayCompleted(3, live, "C", "A", True)))
     assert answer.ok
+    for s in stores.values():
+        s.close()
+
+
+def test_finished_relays_are_forgotten_after_the_retransmission_window(tmp_path):
+    net, stores, managers = build(tmp_path, [("A", "B"), ("B", "C")])
+
+    async def run():
+        await net.agents["A"].sync_pool("B")
+        await net.agents["B"].sync_pool("C")
+        flood(net)
+        first = await net.agents["A"].relay_key("C", 32)
+        assert net.agents["B"].has_relay(first)
+        real = managers["B"].clock
+        managers["B"].clock = lambda: real() + RELAY_MEMORY_S + 1.0
+        second = await net.agents["A"].relay_key("C", 32)
+        return first, second
+
+    first, second = asyncio.run(run())
+    assert not net.agents["B"].has_relay(first)   # forgotten: B's memory does not grow
+    assert net.agents["B"].has_relay(second)
     for s in stores.values():
         s.close()
