@@ -27,15 +27,17 @@ from .events import (
     FrameRejected,
     QdistParams,
     ReceiverArmed,
+    TransmitterRestarted,
     TransmitterStarted,
 )
-from .session import MIN_SECRET_BYTES, QdistEnd
+from .session import MIN_SECRET_BYTES, RESERVE_PADS, QdistEnd
 from .wire import MAX_BODY, StreamError
 
 __all__ = [
     "MAX_BODY",
     "MIN_SECRET_BYTES",
     "NEED_DATA",
+    "RESERVE_PADS",
     "BlockAborted",
     "BlockAudit",
     "BlockCompleted",
@@ -47,5 +49,6 @@ __all__ = [
     "QdistParams",
     "ReceiverArmed",
     "StreamError",
+    "TransmitterRestarted",
     "TransmitterStarted",
 ]

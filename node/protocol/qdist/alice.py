@@ -52,6 +52,7 @@ from .messages import (
     Message,
     ReconciliationReplied,
     ReconciliationSent,
+    ResumeAnnounced,
     SiftingAnswered,
     StartAnnounced,
     ZBitsDisclosed,
@@ -100,6 +101,10 @@ class QdistAlice(QdistEnd):
         self._announced: tuple[RawFrame, DetectionsAnnounced] | None = None
         # Bob's last arm epoch (0: he has not armed in this session).
         self.armed_epoch = 0
+        # After a restart from saved state: the arm epoch Bob was last told to arm anew
+        # after (None: not yet), and whether he has (a later arm came).
+        self._resume_told: int | None = None
+        self._resume_done = False
         # Per code: bits disclosed per payload bit when frames decoded, across blocks.
         self._successes: dict[str, list[float]] = {}
         self._reset_block()
@@ -196,12 +201,34 @@ class QdistAlice(QdistEnd):
         self._announced = None
         self._send_control(StartAnnounced(epoch, first_block))
 
-    def _control(self, message: ArmedAnnounced | StartAnnounced) -> str | None:
+    @property
+    def _epoch(self) -> int:
+        return self.armed_epoch
+
+    @_epoch.setter
+    def _epoch(self, value: int) -> None:
+        self.armed_epoch = value
+
+    def _control(self, message: ArmedAnnounced | StartAnnounced | ResumeAnnounced
+                 ) -> str | None:
         if not isinstance(message, ArmedAnnounced):
             return super()._control(message)
         if message.epoch < self.armed_epoch:
             return (f"arm epoch {message.epoch} is before the last one ({self.armed_epoch}): "
                     "stale")
+        if self.restored and not self._resume_done:
+            if self._resume_told is None or message.epoch <= self._resume_told:
+                # This end restarted: the output's run Bob's tagger was timed by is gone.
+                # Every arm until a new one (his answer) is told so.
+                self.armed_epoch = message.epoch
+                self._announced = None
+                try:
+                    self._send_control(ResumeAnnounced(message.epoch))
+                except LocalProtocolError as exc:
+                    return f"cannot answer with ResumeAnnounced: {exc}"
+                self._resume_told = message.epoch
+                return None
+            self._resume_done = True
         if message.epoch > self.armed_epoch:
             self._restart_block(message)
             self.armed_epoch = message.epoch

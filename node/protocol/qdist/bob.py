@@ -27,7 +27,7 @@ from qkdnode.dsp.verification import hash_points
 
 from ...errors import LocalProtocolError, RemoteProtocolError
 from .accounting import key_length, precheck
-from .events import QdistParams, TransmitterStarted
+from .events import QdistParams, TransmitterRestarted, TransmitterStarted
 from .messages import (
     AmplificationAnnounced,
     ArmedAnnounced,
@@ -37,6 +37,7 @@ from .messages import (
     Message,
     ReconciliationReplied,
     ReconciliationSent,
+    ResumeAnnounced,
     SiftingAnswered,
     StartAnnounced,
     ZBitsDisclosed,
@@ -113,12 +114,35 @@ class QdistBob(QdistEnd):
             self._send_control(ArmedAnnounced(self.arm_epoch))
             return self.arm_epoch
         epoch = self.arm_epoch + 1
-        self._send_control(ArmedAnnounced(epoch))
-        self.arm_epoch = epoch
-        self.started = None
+        before = self.arm_epoch, self.started
+        self.arm_epoch, self.started = epoch, None
+        try:
+            # Saved before it is announced: a restarted Bob must never announce it again.
+            self._save()
+            self._send_control(ArmedAnnounced(epoch))
+        except LocalProtocolError:
+            self.arm_epoch, self.started = before
+            raise
         return epoch
 
-    def _control(self, message: ArmedAnnounced | StartAnnounced) -> str | None:
+    @property
+    def _epoch(self) -> int:
+        return self.arm_epoch
+
+    @_epoch.setter
+    def _epoch(self, value: int) -> None:
+        self.arm_epoch = value
+
+    def _control(self, message: ArmedAnnounced | StartAnnounced | ResumeAnnounced
+                 ) -> str | None:
+        if isinstance(message, ResumeAnnounced):
+            if message.epoch != self.arm_epoch:
+                return (f"resume for arm epoch {message.epoch}, not the current one "
+                        f"({self.arm_epoch}): stale")
+            self._restart_block(message)
+            self.started = None
+            self._events.append(TransmitterRestarted(message.epoch))
+            return None
         if not isinstance(message, StartAnnounced):
             return super()._control(message)
         if message.epoch != self.arm_epoch:

@@ -21,6 +21,7 @@ __all__ = [
     "FrameRejected",
     "QdistParams",
     "ReceiverArmed",
+    "TransmitterRestarted",
     "TransmitterStarted",
 ]
 
@@ -196,6 +197,14 @@ class TransmitterStarted:
 
     epoch: int
     first_block: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransmitterRestarted:
+    """Bob: Alice's end restarted from its saved session state (arm ``epoch`` was the last she
+    knew): her output's run is gone; re-arm the tagger and announce a new arm."""
+
+    epoch: int
 
 
 class _NeedData:

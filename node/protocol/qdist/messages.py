@@ -4,9 +4,9 @@ Bob (receiver) -> Alice (transmitter): :class:`DetectionsAnnounced`, :class:`ZBi
 :class:`ReconciliationReplied`, :class:`KeyConfirmed`. Alice -> Bob: :class:`SiftingAnswered`,
 :class:`CountsAnnounced`, :class:`ReconciliationSent`, :class:`AmplificationAnnounced`. Either:
 :class:`BlockAbandoned`. Outside blocks (the start order of the instruments):
-:class:`ArmedAnnounced` (Bob) and :class:`StartAnnounced` (Alice). The reconciliation
-messages carry the dsp ends' own messages (:mod:`qkdnode.dsp.reconcile.messages`) for every
-frame of the block at once.
+:class:`ArmedAnnounced` (Bob), :class:`StartAnnounced` and :class:`ResumeAnnounced`
+(Alice). The reconciliation messages carry the dsp ends' own messages
+(:mod:`qkdnode.dsp.reconcile.messages`) for every frame of the block at once.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ __all__ = [
     "Message",
     "ReconciliationReplied",
     "ReconciliationSent",
+    "ResumeAnnounced",
     "SiftingAnswered",
     "StartAnnounced",
     "ZBitsDisclosed",
@@ -329,14 +330,30 @@ class StartAnnounced:
         return cls(int(values[0]), int(values[1]))
 
 
+@dataclass(frozen=True, slots=True)
+class ResumeAnnounced:
+    """Alice: her end restarted from its saved session state while Bob's arm ``epoch`` was the
+    last she knew; her output's run is gone, so Bob must arm anew (a new epoch)."""
+
+    KIND: ClassVar[int] = 12
+    epoch: int
+
+    def body(self) -> bytes:
+        return BodyWriter().i64([self.epoch]).finish()
+
+    @classmethod
+    def read(cls, r: BodyReader) -> ResumeAnnounced:
+        return cls(r.scalar("epoch", 0))
+
+
 Message = (DetectionsAnnounced | SiftingAnswered | ZBitsDisclosed | CountsAnnounced
            | ReconciliationSent | ReconciliationReplied | AmplificationAnnounced | KeyConfirmed
-           | BlockAbandoned | ArmedAnnounced | StartAnnounced)
+           | BlockAbandoned | ArmedAnnounced | StartAnnounced | ResumeAnnounced)
 _BY_KIND: dict[int, type[Message]] = {
     cls.KIND: cls for cls in (DetectionsAnnounced, SiftingAnswered, ZBitsDisclosed,
                               CountsAnnounced, ReconciliationSent, ReconciliationReplied,
                               AmplificationAnnounced, KeyConfirmed, BlockAbandoned,
-                              ArmedAnnounced, StartAnnounced)
+                              ArmedAnnounced, StartAnnounced, ResumeAnnounced)
 }
 
 

@@ -48,13 +48,31 @@ first two messages, the announcement and the sifting answer), and a block comple
 both messages arrived, so by the time it computes its length both ends have settled the same
 blocks. Alice checks at the confirmation that the pads counted are the pads used; a mismatch
 aborts the block (no key), never a key of another length.
+
+Restarts (:meth:`QdistEnd.persist_to`, :meth:`QdistEnd.restore`). An end that persists saves
+its state (hash keys, held pads, positions, covered positions, the pending replenishment, the
+completed block, a floor above every block begun, the arm epoch) before it sends with a pad at
+or beyond its last *reservation* (then reserving :data:`RESERVE_PADS` more), when a block
+begins or completes, and when Bob's arm epoch changes. A restored end sends from the saved
+reservation on, so no pad is used twice; its peer skips the unused pads in between as it
+skips lost frames (they are counted as spent, and paid back by the next completed block).
+The agreement needs no extra exchange: the settle decision is made from the two completed
+numbers the block's first messages carry, and a completion is saved before this end can
+announce it, so a restarted end settles exactly what its peer settles (a completion it lost
+is not announced, and the peer drops that block's replenishment as after any lost
+confirmation). A restarted Alice answers Bob's next arm with
+:class:`~.messages.ResumeAnnounced` (her output's run is gone); Bob re-arms
+(:class:`~.events.TransmitterRestarted`).
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import hashlib
+import json
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -72,6 +90,7 @@ from .events import (
     FrameRejected,
     QdistParams,
     ReceiverArmed,
+    TransmitterRestarted,
     TransmitterStarted,
     _NeedData,
 )
@@ -80,12 +99,13 @@ from .messages import (
     ArmedAnnounced,
     BlockAbandoned,
     Message,
+    ResumeAnnounced,
     StartAnnounced,
     decode_message,
 )
 from .wire import PadStream, RawFrame, StreamError, WireReader, encode_frame
 
-__all__ = ["CONNECTION_LOST", "MIN_SECRET_BYTES", "PAD_BITS", "QdistEnd"]
+__all__ = ["CONNECTION_LOST", "MIN_SECRET_BYTES", "PAD_BITS", "RESERVE_PADS", "QdistEnd"]
 
 # The reason of a block aborted by :meth:`QdistEnd.connection_lost` starts with this.
 CONNECTION_LOST = "connection lost"
@@ -96,8 +116,15 @@ MIN_PADS_PER_DIRECTION = 64
 MIN_SECRET_BYTES = 2 * HASH_KEY_BYTES + 2 * TAG_BYTES * MIN_PADS_PER_DIRECTION
 PAD_BITS = 8 * TAG_BYTES
 
+# Pads reserved per save of the session state: a frame beyond the last reservation first
+# saves a new one this far ahead, so a busy link saves about once a block (ten frames each
+# way), and a restart skips at most this many unused pads (well inside the 64-pad minimum).
+RESERVE_PADS = 8
+STATE_FORMAT = "qkdnode qdist session state"
+STATE_VERSION = 1
+
 Event = (BlockCompleted | BlockAborted | FrameRejected | DetectionsReceived | ReceiverArmed
-         | TransmitterStarted)
+         | TransmitterStarted | TransmitterRestarted)
 # The reason of a block aborted by a control frame (a restart of the instruments).
 RESTARTED = "instruments restarted"
 
@@ -172,6 +199,13 @@ class QdistEnd(abc.ABC):
         self._pending: tuple[int, bytes, bytes, int, int] | None = None
         # Pad positions (out, in) up to which spent pads are paid back by settled blocks.
         self._covered = (0, 0)
+        # Persistence (see :meth:`persist_to`): the saver, the first send position not yet
+        # reserved, one past the highest block begun, and whether this end was restored.
+        self._session = hashlib.sha256(b"qkdnode qdist state\0" + bytes(secret)).hexdigest()
+        self._store: Callable[[bytes], None] | None = None
+        self._reserved = 0
+        self._block_floor = 0
+        self.restored = False
 
     # ----------------------------------------------------------------------- public
 
@@ -253,6 +287,138 @@ class QdistEnd(abc.ABC):
         """Pads held for (sending, receiving)."""
         return self._out.pads_left, self._in.pads_left
 
+    @property
+    def next_block(self) -> int:
+        """The lowest block number above every block this session completed or began (also
+        across restarts from saved state): new blocks are numbered from here on."""
+        return max(self.completed + 1, self._block_floor)
+
+    # ----------------------------------------------------------------------- persistence
+
+    def persist_to(self, store: Callable[[bytes], None]) -> None:
+        """Keeps the session across restarts of this end's process: ``store(state)`` must make
+        ``state`` durable before it returns (an atomic replace of a file, say); it is called
+        now, before a pad beyond the last reservation is used (reserving
+        :data:`RESERVE_PADS` more), when a block begins or completes, and when Bob's arm
+        epoch changes (a few saves per block).
+        The state holds key material (hash keys, pads): keep it secret. A new end restored
+        from it (:meth:`restore`) never reuses a pad and numbers blocks on.
+
+        Raises:
+            LocalProtocolError: the first save failed (the message says why).
+        """
+        self._store = store
+        self._reserved = max(self._reserved, self._send_seq)
+        self._save()
+
+    def snapshot(self) -> bytes:
+        """The session state (see :meth:`persist_to`); JSON with a checksum."""
+        pending = None
+        if self._pending is not None:
+            block, ab, ba, end_out, end_in = self._pending
+            pending = {"block": block, "ab": ab.hex(), "ba": ba.hex(), "end_out": end_out,
+                       "end_in": end_in}
+        body = {"format": STATE_FORMAT, "version": STATE_VERSION, "role": self.role,
+                "session": self._session, "send_next": max(self._reserved, self._send_seq),
+                "recv_next": self._recv_seq, "completed": self.completed,
+                "block_floor": self.next_block, "covered": list(self._covered),
+                "pending": pending, "epoch": self._epoch, "out": self._out.export(),
+                "in": self._in.export()}
+        text = json.dumps(body, sort_keys=True)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        return json.dumps({"body": body, "sha256": digest}, sort_keys=True).encode()
+
+    def restore(self, state: bytes) -> None:
+        """Takes up the session a process of this end saved (:meth:`persist_to`): sending
+        resumes at the saved reservation (the pads before it may have been used and are never
+        used again), receiving where it was saved (the peer's frames resync it), block numbers
+        and the arm epoch carry on, and a completed block's replenishment still waits for its
+        settle point. A block that was in flight is gone (its pads are paid back by the next
+        completed block, as those of any abort). Only on a new end, before anything else.
+
+        Raises:
+            ValueError: not a state of this end's role and secret, truncated, corrupt (the
+                checksum does not match) or malformed; the message never quotes a value.
+            LocalProtocolError: the end has already sent or received frames.
+        """
+        if self._send_seq or self._recv_seq or self.block is not None or self._store:
+            raise LocalProtocolError("Qdist: restore only a new end")
+        try:
+            outer = json.loads(state)
+            body = outer["body"]
+            text = json.dumps(body, sort_keys=True)
+            ok = hashlib.sha256(text.encode()).hexdigest() == outer["sha256"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            raise ValueError("not a Qdist session state (truncated or not JSON)") from None
+        if not ok:
+            raise ValueError("the checksum does not match: the state is corrupt")
+        if body.get("format") != STATE_FORMAT or body.get("version") != STATE_VERSION:
+            raise ValueError(f"not a Qdist session state of version {STATE_VERSION}")
+        if body.get("role") != self.role:
+            raise ValueError(f"a state of the {body.get('role')!r} end, not the {self.role}'s")
+        if body.get("session") != self._session:
+            raise ValueError("a state of another pre-shared secret (another session)")
+        try:
+            ints = {name: body[name] for name in ("send_next", "recv_next", "completed",
+                                                  "block_floor", "epoch")}
+            covered = body["covered"]
+            pending = body["pending"]
+            out, into = PadStream.load(body["out"]), PadStream.load(body["in"])
+            if pending is not None:
+                pend = (pending["block"], bytes.fromhex(pending["ab"]),
+                        bytes.fromhex(pending["ba"]), pending["end_out"], pending["end_in"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"a field is missing or malformed ({exc.__class__.__name__}: "
+                             f"{exc if isinstance(exc, KeyError) else ''})") from None
+        numbers = [*ints.values(), *covered] + ([pend[0], pend[3], pend[4]] if pending else [])
+        if len(covered) != 2 or any(isinstance(v, bool) or not isinstance(v, int)
+                                    for v in numbers) or ints["completed"] < -1 or \
+                min(ints["send_next"], ints["recv_next"], ints["epoch"]) < 0:
+            raise ValueError("a number is missing or out of range")
+        self._out, self._in = out, into
+        self._send_seq = self._reserved = ints["send_next"]
+        self._out.release(self._send_seq)
+        self._recv_seq = ints["recv_next"]
+        self.completed = ints["completed"]
+        self._block_floor = ints["block_floor"]
+        self._covered = (covered[0], covered[1])
+        self._pending = pend if pending is not None else None
+        self._epoch = ints["epoch"]
+        self.restored = True
+
+    @property
+    def _epoch(self) -> int:
+        """The role's arm epoch (kept across restarts)."""
+        return 0
+
+    @_epoch.setter
+    def _epoch(self, value: int) -> None:
+        del value
+
+    def _save(self) -> None:
+        """Saves the state if persisting.
+
+        Raises:
+            LocalProtocolError: the save failed (this end must not go on as if it had).
+        """
+        if self._store is None:
+            return
+        try:
+            self._store(self.snapshot())
+        except OSError as exc:
+            raise LocalProtocolError(f"Qdist: cannot save the session state: {exc}") from None
+
+    def _reserve(self) -> None:
+        """Saves a reservation before the pad of the next send is used beyond the last one."""
+        if self._store is not None and self._send_seq >= self._reserved:
+            before = self._reserved
+            self._reserved = self._send_seq + RESERVE_PADS
+            try:
+                self._save()
+            except LocalProtocolError:
+                self._reserved = before
+                raise
+
     # ----------------------------------------------------------------------- for the roles
 
     def _begin(self, block_id: int, now: float) -> None:
@@ -262,6 +428,15 @@ class QdistEnd(abc.ABC):
                 0 <= block_id < 2**63 or block_id <= self.completed:
             raise ValueError(f"block_id must be an int in [0, 2**63) above the last completed "
                              f"block {self.completed}, got {block_id!r}")
+        # Saved before the block's first frame: a restarted end numbers its blocks above
+        # every block it began, so above every block the peer may have completed.
+        floor = self._block_floor
+        self._block_floor = max(floor, block_id + 1)
+        try:
+            self._save()
+        except LocalProtocolError:
+            self._block_floor = floor
+            raise
         self.block = block_id
         self._audit = _Audit(block_id, self.role)
         self._deadline = now + self.params.block_timeout_s
@@ -276,6 +451,7 @@ class QdistEnd(abc.ABC):
 
     def _send(self, message: Message) -> None:
         assert self.block is not None
+        self._reserve()
         try:
             frame = encode_frame(message.KIND, self.block, self._send_seq, message.body(),
                                  self._out)
@@ -287,7 +463,8 @@ class QdistEnd(abc.ABC):
         self._outbox += frame
         self.audit.add("frames_sent", 1)
 
-    def _send_control(self, message: ArmedAnnounced | StartAnnounced) -> None:
+    def _send_control(self, message: ArmedAnnounced | StartAnnounced | ResumeAnnounced
+                      ) -> None:
         """Sends a frame that belongs to no block.
 
         Raises:
@@ -296,6 +473,7 @@ class QdistEnd(abc.ABC):
         if self.block is not None:
             raise LocalProtocolError(f"Qdist: block {self.block} is running; end it before "
                                      f"sending {type(message).__name__}")
+        self._reserve()
         try:
             frame = encode_frame(message.KIND, CONTROL_BLOCK, self._send_seq, message.body(),
                                  self._out)
@@ -342,10 +520,18 @@ class QdistEnd(abc.ABC):
         auth = PAD_BITS * (pads_out + pads_in)
         n_ab, n_ba = (pads_out, pads_in) if self._SENDS_AB else (pads_in, pads_out)
         material = np.packbits(hashed[:auth]).tobytes()
+        before = self._pending, self.completed
         self._pending = (self.block, material[:TAG_BYTES * n_ab], material[TAG_BYTES * n_ab:],
                          self._send_seq, self._recv_seq)
         assert len(self._pending[2]) == TAG_BYTES * n_ba
         self.completed = self.block
+        try:
+            # Before this end tells the peer (its next block's first message) that it completed
+            # the block: a restart must not forget a completion the peer settles on.
+            self._save()
+        except LocalProtocolError:
+            self._pending, self.completed = before
+            raise
         self._count_pads(pads_out, pads_in)
         key = hashed[auth:].copy()
         key.flags.writeable = False
@@ -408,7 +594,7 @@ class QdistEnd(abc.ABC):
             else:
                 self._reject(raw, f"malformed frame: {exc}")
             return
-        if isinstance(message, ArmedAnnounced | StartAnnounced):
+        if isinstance(message, ArmedAnnounced | StartAnnounced | ResumeAnnounced):
             if raw.block != CONTROL_BLOCK:
                 self._reject(raw, f"{type(message).__name__} in a frame of block {raw.block}")
                 return
@@ -442,12 +628,14 @@ class QdistEnd(abc.ABC):
 
     # ----------------------------------------------------------------------- role hooks
 
-    def _control(self, message: ArmedAnnounced | StartAnnounced) -> str | None:
+    def _control(self, message: ArmedAnnounced | StartAnnounced | ResumeAnnounced
+                 ) -> str | None:
         """The role's step for an authentic control frame: None if taken (its event queued),
         else why it is rejected."""
         return f"{type(message).__name__} is not for the {self.role}"
 
-    def _restart_block(self, message: ArmedAnnounced | StartAnnounced) -> None:
+    def _restart_block(self, message: ArmedAnnounced | StartAnnounced | ResumeAnnounced
+                       ) -> None:
         """Aborts the block in flight (if any) for a control frame taken as a restart of the
         instruments: its detections belong to a run that ended."""
         if self.block is not None:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from qkdnode.dsp.authentication import TAG_BYTES, epsilon, tag, verify
+from qkdnode.dsp.authentication import HASH_KEY_BYTES, TAG_BYTES, epsilon, tag, verify
 
 from ...errors import RemoteProtocolError
 
@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 MAGIC = b"QD"
-VERSION = 2  # 2: the control frames (ArmedAnnounced, StartAnnounced)
+VERSION = 3  # 2: the control frames (ArmedAnnounced, StartAnnounced); 3: ResumeAnnounced
 HEADER = struct.Struct(">2sBBQII")
 # 64 MiB bounds the largest message, Bob's announcement: 9 bytes per detection (slot and basis),
 # so about 7 million detections per block, above the 10^6-10^7 sifted bits a block aims at.
@@ -270,6 +270,38 @@ class PadStream:
         if len(material) % TAG_BYTES:
             raise ValueError("material must be a whole number of pads")
         self._buf += material
+
+    def export(self) -> dict[str, Any]:
+        """The stream's state (key material: the caller keeps it secret), for :meth:`load`."""
+        return {"hash_key": self._hash_key.hex(), "base": self._base,
+                "pads": bytes(self._buf).hex(), "verifications": self.verifications,
+                "epsilon_spent": self.epsilon_spent}
+
+    @classmethod
+    def load(cls, state: dict[str, Any]) -> PadStream:
+        """A stream from :meth:`export`'s output.
+
+        Raises:
+            ValueError: a field is missing or malformed (the message names it, never a value).
+        """
+        try:
+            hash_key = bytes.fromhex(state["hash_key"])
+            pads = bytes.fromhex(state["pads"])
+            base, verifications = state["base"], state["verifications"]
+            epsilon_spent = float(state["epsilon_spent"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"pad stream: missing or malformed field ({type(exc).__name__})") \
+                from None
+        if len(hash_key) != HASH_KEY_BYTES or len(pads) % TAG_BYTES:
+            raise ValueError("pad stream: hash key or pads of the wrong length")
+        for name, value in (("base", base), ("verifications", verifications)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"pad stream: {name} must be an int >= 0")
+        stream = cls(hash_key, pads)
+        stream._base = base
+        stream.verifications = verifications
+        stream.epsilon_spent = epsilon_spent
+        return stream
 
     @property
     def pads_left(self) -> int:
