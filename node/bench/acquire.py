@@ -61,6 +61,10 @@ class Recorder:
     # Set by the runner's Ctrl-C handler: the procedure stops at its next safe point (after a
     # tagger read or a completed row, never inside an instrument exchange).
     stop_requested: bool = False
+    # Set by the same handler at a second Ctrl-C, which raises KeyboardInterrupt wherever the
+    # procedure is; a vendor library's callback may swallow it and report an error instead,
+    # which the runner then takes as the interruption it was.
+    stop_now: bool = False
     _rows_shown_at: float = field(default=-math.inf, repr=False)
     _rows_line_open: bool = field(default=False, repr=False)
 

@@ -207,6 +207,11 @@ def _run_and_write(procedure: Procedure, lab: Lab, recorder: Recorder, settings:
         record["status"] = "interrupted"
         raise
     except BaseException as exc:
+        if recorder.stop_now:
+            # The second Ctrl-C came back as this error (swallowed by a vendor library's
+            # callback, which then reported lost data): an interruption, not a failure.
+            record["status"] = "interrupted"
+            raise KeyboardInterrupt from exc
         record["error"] = f"{type(exc).__name__}: {exc}"
         raise
     finally:
@@ -279,6 +284,7 @@ def _ctrl_c_at_safe_points(recorder: Recorder) -> Iterator[None]:
     def on_sigint(signum: int, frame: Any) -> None:
         del signum, frame
         if recorder.stop_requested:
+            recorder.stop_now = True
             raise KeyboardInterrupt
         recorder.stop_requested = True
         sys.stderr.write(f"\n{recorder.label}: Ctrl-C, stopping at the next safe point "

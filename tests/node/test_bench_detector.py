@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
 
 import numpy as np
 import pytest
 
+from qkdnode.drivers.errors import DeviceError
 from qkdnode.node.bench import open_lab, run_procedure, simulated_lab_config
 from qkdnode.node.bench.gaps import cutoff_on_slot_grid, fit_gaps
 from qkdnode.node.bench.runner import PROCEDURES
@@ -145,6 +147,35 @@ def test_interruption_keeps_partial_data_and_leaves_the_lab_safe(tmp_path):
         bench = get_bench("bench")
         assert bench.attenuation_db() >= 100.0  # the shutter is closed
         assert bench.count_rate_hz(0) < 1e-6  # bias below breakdown: no clicks
+    finally:
+        lab.close()
+
+
+class _SwallowingSecondCtrlC(_Interrupting):
+    """Ctrl-C twice during a read whose vendor library swallows the KeyboardInterrupt in its
+    callback and reports lost data instead (as the simulated tagger library's does)."""
+
+    def read(self):
+        if self._left == 0:
+            signal.raise_signal(signal.SIGINT)  # first: stop at the next safe point
+            try:
+                signal.raise_signal(signal.SIGINT)  # second: KeyboardInterrupt here
+            except KeyboardInterrupt:
+                raise DeviceError("tagger: transfer error, data lost") from None
+        return super().read()
+
+
+def test_second_ctrl_c_swallowed_by_a_vendor_callback_is_an_interruption(tmp_path):
+    lab = open_lab(simulated_lab_config({"seed": 5}), PROCEDURES["afterpulsing"].roles)
+    try:
+        lab.instruments["time_tagger"] = _SwallowingSecondCtrlC(lab.instruments["time_tagger"], 3)
+        with pytest.raises(KeyboardInterrupt) as caught:
+            run_procedure("afterpulsing", lab, tmp_path)
+        assert isinstance(caught.value.__cause__, DeviceError)
+        data = json.loads((tmp_path / "result.json").read_text())
+        assert data["status"] == "interrupted"
+        assert "error" not in data
+        assert lab.role("detector").bias_v() == 0.0  # the safe state ran
     finally:
         lab.close()
 
