@@ -39,13 +39,16 @@ def mean_of_channels(per: Mapping[int, tuple[float, float]]) -> tuple[float, flo
 
 
 def channel_values(per: Mapping[int, tuple[float, float]],
-                   n_gaps: Mapping[int, int] | None = None) -> dict[str, dict[str, float]]:
-    """Per-channel values as JSON: ``{"1": {"value": v, "uncertainty": u, "n_gaps": n}}``."""
+                   counts: Mapping[int, int] | None = None,
+                   count_name: str = "n_gaps") -> dict[str, dict[str, float]]:
+    """Per-channel values as JSON: ``{"1": {"value": v, "uncertainty": u, count_name: n}}``,
+    where ``counts`` are what each channel's value was fitted on: gaps between clicks
+    (``n_gaps``, the default) or clicks in a timing peak (``n_clicks``)."""
     out: dict[str, dict[str, float]] = {}
     for ch, (v, u) in sorted(per.items()):
         entry: dict[str, float] = {"value": float(v), "uncertainty": float(u)}
-        if n_gaps is not None and ch in n_gaps:
-            entry["n_gaps"] = int(n_gaps[ch])
+        if counts is not None and ch in counts:
+            entry[count_name] = int(counts[ch])
         out[str(ch)] = entry
     return out
 

@@ -306,7 +306,8 @@ def summary_table(record: Mapping[str, Any]) -> str:
     for ch, entry in record.get("channels", {}).items():
         v, u = entry["value"], entry["uncertainty"]
         rel = 100 * u / abs(v) if v else math.inf
-        lines.append(f"{ch:>8} {v:14.6g} {u:12.3g} {rel:7.2f}  {entry.get('n_gaps', ''):>7}")
+        n = entry.get("n_gaps", entry.get("n_clicks", ""))
+        lines.append(f"{ch:>8} {v:14.6g} {u:12.3g} {rel:7.2f}  {n:>7}")
     if "value" in record:
         v, u = record["value"], record["uncertainty"]
         rel = 100 * u / abs(v) if v else math.inf

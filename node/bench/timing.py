@@ -213,7 +213,7 @@ def jitter(lab: Any, recorder: Recorder, settings: Settings) -> Outcome:
                    "Gaussian on a flat floor, u(sigma) from the observed information; tagger "
                    "(click and sync) and sync jitter removed in quadrature; FWHM = 2.3548 sigma; "
                    "mean over channels"),
-        channels=channel_values(per, {ch: f.n for ch, f in fits.items()}),
+        channels=channel_values(per, {ch: f.n for ch, f in fits.items()}, "n_clicks"),
         also={"measured_sigma_ps": channel_values(
                   {ch: (f.sigma_ps, f.u_sigma_ps) for ch, f in fits.items()}),
               "removed_rms_ps": math.sqrt(removed2), "slots_per_sync": k,
@@ -343,7 +343,8 @@ def delay_alignment(lab: Any, recorder: Recorder, settings: Settings) -> Outcome
         estimator=("peak centre of each channel's clicks folded on the sync-derived slot "
                    "period (wrapped Gaussian on a floor, u from the observed information); "
                    "delay = reference centre - centre, within half a period"),
-        channels=channel_values(delays, {ch: f.n for ch, f in fits.items()}),
+        channels=channel_values(delays, {ch: f.n for ch, f in fits.items()},
+                                "n_clicks"),
         also={"reference_channel": ref, "slot_period_ps": period, "applied": applied,
               "centres_ps": channel_values({ch: (f.centre_ps, f.u_centre_ps)
                                             for ch, f in fits.items()})},

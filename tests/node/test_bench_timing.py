@@ -36,6 +36,9 @@ def test_jitter_recovers_the_configured_fwhm(params, tmp_path):
     assert record["uncertainty"] <= 0.05 * record["value"]
     assert abs(record["value"] - truth) <= 3 * record["uncertainty"]
     assert (tmp_path / "jitter.png").stat().st_size > 20_000
+    for entry in record["channels"].values():  # fitted on clicks in the peak, not on gaps
+        assert entry["n_clicks"] > 1000
+        assert "n_gaps" not in entry
 
 
 def test_jitter_without_sync_tags_names_the_setting(tmp_path):
@@ -72,6 +75,7 @@ def test_delay_alignment_recovers_the_latency_differences(latencies, tmp_path):
     for (ch, entry), lat in zip(sorted(record["channels"].items()), latencies, strict=True):
         want = latencies[0] - lat
         assert abs(entry["value"] - want) <= max(3 * entry["uncertainty"], 1e-9), (ch, entry)
+        assert entry["n_clicks"] > 0
     spread = max(latencies) - min(latencies)
     assert abs(record["value"] - spread) <= 3 * record["uncertainty"]
     assert (tmp_path / "delay-alignment.png").exists()
