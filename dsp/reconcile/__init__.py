@@ -35,8 +35,13 @@ because its frame would leak far more than it yields. ``reconcile_local`` spread
 equally over the frames they need (each a little shortened) rather than filling full frames and
 a heavily shortened tail, whose first syndrome cannot start low (too few modulated positions).
 
+The first syndrome of a frame starts near where earlier frames of its code decoded
+(:class:`ReconcileHistory`, shared by the blocks of a link), so few blind rounds are spent
+below the frames' thresholds.
+
 The package: :mod:`.plan` (untainted puncturing, frame plans), :mod:`.messages`, :mod:`.ends`
-(:class:`AliceFrame`, :class:`BobFrame`) and :mod:`.local` (:func:`reconcile_local`).
+(:class:`AliceFrame`, :class:`BobFrame`), :mod:`.history` (:class:`ReconcileHistory`, the start
+rule) and :mod:`.local` (:func:`reconcile_local`).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from ..estimation import binary_entropy
 from ..ldpc.codes import get_code
 from ..ldpc.decoder import DecodeResult, decode_syndrome, decode_syndromes
 from .ends import AliceFrame, BobFrame
+from .history import ReconcileHistory
 from .local import (
     ABORT_QBER,
     MIN_TAIL_FRACTION,
@@ -79,6 +85,7 @@ __all__ = [
     "FramePlan",
     "FrameVerified",
     "Message",
+    "ReconcileHistory",
     "ReconcileReport",
     "SyndromeComputed",
     "TagComputed",

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import math
 import secrets
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -27,14 +25,9 @@ from ..ldpc.decoder import DEFAULT_MAX_ITERATIONS, decode_syndromes
 from ..verification import DEFAULT_EPS_COR, hash_points
 from . import plan as frame_plan
 from .ends import AliceFrame, BobFrame
+from .history import START_QUANTILE, START_WINDOW, ReconcileHistory, _check_quantile
 from .messages import Message
-from .plan import (
-    MIN_FULL_EFFICIENCY,
-    MIN_PLANNING_QBER,
-    START_EFFICIENCY,
-    full_efficiency,
-    plan_frame,
-)
+from .plan import MIN_PLANNING_QBER, START_EFFICIENCY, plan_frame
 
 __all__ = [
     "ABORT_QBER",
@@ -87,28 +80,6 @@ PILOT_FRAMES = 2
 # whole batch; twice the step of later frames (BLIND_STEP_EFFICIENCY) halves those rounds, and the
 # overshoot (half a step) is paid by two frames only.
 PILOT_STEP_FACTOR = 2
-
-# Adaptive start: once frames of a code have decoded, later frames start their first syndrome at
-# an estimate of the START_QUANTILE quantile of their thresholds, less START_MARGIN; never below
-# START_EFFICIENCY. Each verified success gives a lower bound of its frame's threshold: the
-# disclosure before its last step, per payload bit, in units of h(its own error rate) (over the last
-# START_WINDOW successes). A new frame's threshold in units of the planned h(q) then also moves
-# with its own error count, whose spread is known: see _start_efficiency. Starting near the
-# thresholds saves most blind rounds (each a decoder run) and costs little: only the frames that
-# would have decoded below the start overpay. Estimating the spread instead of taking the
-# successes' empirical quantile matters after the pilots: two frames whose error rates happen to
-# be above the plan put an empirical start above most frames' thresholds (n384000_r085 at 2 %,
-# 12 frames, seed 71: f 1.1027, 6 frames decoded at their first syndrome).
-START_QUANTILE = 0.1
-START_WINDOW = 64
-# The start sits this much lower still: frames that decode at their first syndrome overpay by the
-# start's distance from their threshold, frames below it pay one round per blind step.
-START_MARGIN = 0.005
-_START_Z = statistics.NormalDist().inv_cdf(1.0 - START_QUANTILE)
-
-# First frames of a code with its own required efficiency start this much below it.
-START_BELOW_FULL = 0.15
-
 
 FrameStatus = Literal["verified", "tag_mismatch", "decoding_failed"]
 
@@ -306,6 +277,8 @@ def reconcile_local(
     n: int | None = None,
     max_iterations: int = DEFAULT_MAX_ITERATIONS,
     keep_messages: bool = False,
+    history: ReconcileHistory | None = None,
+    start_quantile: float = START_QUANTILE,
 ) -> ReconcileReport:
     """Reconciles Bob's bits with Alice's, running both ends against each other in one process.
 
@@ -327,6 +300,15 @@ def reconcile_local(
             still to reconcile, see :func:`choose_code`).
         max_iterations: Decoder budget per round.
         keep_messages: Keep every message in the report (for audits and tests).
+        history: What earlier blocks of the link learnt (:class:`ReconcileHistory`): read to
+            plan the first syndromes, and every verified frame of this call is recorded in it.
+            With successes of the chosen code in it, no pilot frames go first: every frame
+            starts near the code's thresholds. ``None``: a fresh history for this call only.
+            Without ``qber_estimate``, its :attr:`~ReconcileHistory.qber` is the prior.
+        start_quantile: Speed/efficiency knob: the quantile of the frames' decoding thresholds
+            the first syndrome aims at (:meth:`ReconcileHistory.start_efficiency`). The
+            default, ``START_QUANTILE``, puts efficiency first; a higher one starts most frames
+            above their thresholds: fewer blind rounds, a higher f.
 
     Returns:
         The :class:`ReconcileReport`.
@@ -350,35 +332,39 @@ def reconcile_local(
             return _aborted(bob, f"QBER estimate {float(qber_estimate):.4f} above {ABORT_QBER}")
     if code is not None and not isinstance(code, LdpcCode):
         raise TypeError(f"code must be an LdpcCode or None, got {type(code).__name__}")
+    if history is None:
+        history = ReconcileHistory()
+    elif not isinstance(history, ReconcileHistory):
+        raise TypeError(
+            f"history must be a ReconcileHistory or None, got {type(history).__name__}"
+        )
+    _check_quantile(start_quantile)
     source = _rng(rng)
 
     corrected = bob.copy()
     kept = np.zeros(bob.size, dtype=np.bool_)
     outcomes: list[FrameOutcome] = []
     transcript: list[Message] = []
-    qber = INITIAL_QBER_GUESS if qber_estimate is None else float(qber_estimate)
+    if qber_estimate is not None:
+        qber = float(qber_estimate)
+    else:
+        qber = history.qber if history.qber is not None else INITIAL_QBER_GUESS
+        qber = max(qber, MIN_PLANNING_QBER)
     measured_errors = measured_bits = 0
-    # Per code: disclosure per payload bit at which frames decoded (for the adaptive start).
-    successes: dict[str, list[float]] = {}
     offset = 0
     aborted_reason: str | None = None
-    # The code of a pilot batch, kept for the frames after it: it was chosen for all the bits
-    # left (choosing again for the fewer bits after the pilots could pick shorter frames).
-    pilot_code: LdpcCode | None = None
     while offset < alice.size:
-        if pilot_code is not None and qber_estimate is not None:
-            frame_code = pilot_code
-        else:
-            frame_code = code if code is not None else choose_code(qber, n, alice.size - offset)
-        pilot_code = None
+        # With an estimate, one code and one plan for the whole input (spread over equal
+        # frames); without, the first frame alone at the guess, then batches planned with the
+        # error rate measured so far.
+        frame_code = code if code is not None else choose_code(qber, n, alice.size - offset)
         full_payload = plan_frame(frame_code, frame_code.n, qber).payload_length
-        if qber_estimate is None and not outcomes:
+        if qber_estimate is not None:
+            batch_size = alice.size
+        elif not outcomes:
             batch_size = 1
-        elif successes.get(frame_code.name):
-            batch_size = FRAMES_PER_BATCH
         else:
-            batch_size = PILOT_FRAMES
-            pilot_code = frame_code
+            batch_size = FRAMES_PER_BATCH
         spans: list[tuple[int, int]] = []
         while len(spans) < batch_size and offset < alice.size:
             length = _frame_length(alice.size - offset, full_payload)
@@ -389,33 +375,15 @@ def reconcile_local(
             offset += length
         if not spans:
             break
-        start_efficiency = _start_efficiency(
-            frame_code, successes.get(frame_code.name, []), qber
-        )
-        step_efficiency = (
-            None
-            if successes.get(frame_code.name)
-            else PILOT_STEP_FACTOR * frame_plan.BLIND_STEP_EFFICIENCY
-        )
-        batch = _run_batch(
-            frame_code, alice, bob, spans, qber, start_efficiency, step_efficiency, len(outcomes),
+        batch = _run_frames(
+            frame_code, alice, bob, spans, qber, history, start_quantile, len(outcomes),
             source, eps_cor, max_iterations, transcript if keep_messages else None,
         )
-        for outcome, bob_frame in batch:
+        for outcome, bob_corrected in batch:
             outcomes.append(outcome)
-            if outcome.kept:
-                # Bob's error count is public (FrameVerified): the success in units of h(the
-                # frame's own error rate).
-                own = binary_entropy(
-                    max(outcome.errors / outcome.payload_length, MIN_PLANNING_QBER)
-                )
-                successes.setdefault(frame_code.name, []).append(
-                    (outcome.decoded_disclosed - bob_frame.plan.step)
-                    / (outcome.payload_length * own)
-                )
-            if outcome.kept and bob_frame.corrected is not None:
+            if outcome.kept and bob_corrected is not None:
                 span = slice(outcome.start, outcome.start + outcome.payload_length)
-                corrected[span] = bob_frame.corrected
+                corrected[span] = bob_corrected
                 kept[span] = True
                 measured_errors += outcome.errors
                 measured_bits += outcome.payload_length
@@ -440,35 +408,6 @@ def reconcile_local(
     )
 
 
-def _start_efficiency(code: LdpcCode, successes: Sequence[float], qber: float) -> float:
-    """Efficiency of the next first syndrome, from earlier successes: their disclosure per payload
-    bit less the last step each took, in units of h(their own error rate) (see START_QUANTILE).
-
-    Without any yet, ``START_EFFICIENCY``, or ``START_BELOW_FULL`` below what a code that needs
-    more than the default (:func:`.plan.full_efficiency`) needs: its frames never decode lower,
-    and each blind step below costs a decoding round.
-    """
-    if not successes:
-        own = full_efficiency(code)
-        if own > MIN_FULL_EFFICIENCY:
-            return max(START_EFFICIENCY, own - START_BELOW_FULL)
-        return START_EFFICIENCY
-    q = max(qber, MIN_PLANNING_QBER)
-    h = binary_entropy(q)
-    recent = np.asarray(successes[-START_WINDOW:], dtype=np.float64)
-    # A new frame's threshold in units of the planned h(q) is its threshold in units of its own
-    # h times h(own error rate) / h(q); the error rate's binomial spread over a full payload P,
-    # sqrt(q (1 - q) / P), moves it by h'(q) / h(q) times that (relative, first order). That
-    # dominates the long codes' spread (n192000_r085 at 2 %: +/-0.015 in f). The two spreads add
-    # (a bound on their combined standard deviation).
-    payload = plan_frame(code, code.n, q).payload_length
-    relative = math.log2((1.0 - q) / q) / h * math.sqrt(q * (1.0 - q) / payload)
-    mean = float(recent.mean())
-    spread = float(recent.std(ddof=1)) if recent.size >= 3 else 0.0
-    point = mean * (1.0 - _START_Z * relative) - _START_Z * spread
-    return max(START_EFFICIENCY, point - START_MARGIN)
-
-
 def _frame_length(remaining: int, full_payload: int) -> int:
     """Payload of the next frame when ``remaining`` bits are left: the frames the rest needs
     (full payloads, and one more for a tail of at least ``MIN_TAIL_FRACTION`` of one) share the
@@ -485,69 +424,89 @@ def _frame_length(remaining: int, full_payload: int) -> int:
     return min(full_payload, -(-remaining // frames))
 
 
-def _run_batch(
+def _run_frames(
     code: LdpcCode,
     alice: NDArray[np.uint8],
     bob: NDArray[np.uint8],
     spans: Sequence[tuple[int, int]],
     qber: float,
-    start_efficiency: float,
-    step_efficiency: float | None,
+    history: ReconcileHistory,
+    start_quantile: float,
     first_frame: int,
     source: np.random.Generator | None,
     eps_cor: float,
     max_iterations: int,
     transcript: list[Message] | None,
-) -> list[tuple[FrameOutcome, BobFrame]]:
-    """Runs a batch of frames to completion, every decoding round as one parallel call.
+) -> list[tuple[FrameOutcome, NDArray[np.uint8] | None]]:
+    """Runs the frames of ``spans`` to completion, every decoding round as one parallel call.
 
-    Every frame's decoder messages live in
-    one row of one ``k x E`` array for the whole batch; before each round the rows of the frames
-    still active are gathered at the top of it, in groups, so each group is decoded in place
-    from a slice (a row is copied only when a frame before it has finished).
+    A rolling pool: up to ``FRAMES_PER_BATCH`` frames are in flight (``PILOT_FRAMES`` while
+    ``history`` holds no success of the code); as frames finish, the next ones start, each
+    planned from the history as it stands (verified frames are recorded at once). So every
+    round decodes a full pool while frames are left, not a batch's last straggler alone.
+
+    The frames' decoder messages live in the rows of one ``FRAMES_PER_BATCH x E`` array;
+    before each round the rows of the frames in flight are gathered at its top, in the order
+    of the round's decoder calls (a row is copied only when it has to move).
+
+    Returns:
+        Per frame, in span order: its outcome and Bob's corrected payload (``None`` unless
+        decoded).
     """
-    store = np.empty((len(spans), code.n_edges), dtype=np.float32)
-    row = list(range(len(spans)))
-    alices: list[AliceFrame] = []
-    bobs: list[BobFrame] = []
+    store = np.empty((min(FRAMES_PER_BATCH, len(spans)), code.n_edges), dtype=np.float32)
+    row: dict[int, int] = {}
+    alices: dict[int, AliceFrame] = {}
+    bobs: dict[int, BobFrame] = {}
     disclosed = [0] * len(spans)
     decoded_disclosed = [0] * len(spans)
     rounds = [0] * len(spans)
+    status: list[FrameStatus | None] = [None] * len(spans)
+    errors = [0] * len(spans)
+    corrected: list[NDArray[np.uint8] | None] = [None] * len(spans)
 
     def send(k: int, message: Message) -> None:
         disclosed[k] += message.disclosed_bits
         if transcript is not None:
             transcript.append(message)
 
-    for k, (start, stop) in enumerate(spans):
-        alice_frame = AliceFrame(
-            code, first_frame + k, alice[start:stop], qber, start_efficiency, step_efficiency
-        )
-        first = alice_frame.start()
-        send(k, first)
-        # Bob's end is built from Bob's bits and Alice's message only.
-        alices.append(alice_frame)
-        bobs.append(BobFrame(code, first, bob[start:stop], messages=store[k]))
-    status: list[FrameStatus | None] = [None] * len(spans)
-    errors = [0] * len(spans)
-    active = list(range(len(spans)))
-    while active:
+    pending = 0
+    active: list[int] = []
+    while active or pending < len(spans):
+        learnt = bool(history.successes(code.name))
+        width = FRAMES_PER_BATCH if learnt else PILOT_FRAMES
+        if pending < len(spans) and len(active) < width:
+            # Frames of a code with no success yet (pilots) take double steps.
+            start = history.start_efficiency(code, qber, start_quantile)
+            step = None if learnt else PILOT_STEP_FACTOR * frame_plan.BLIND_STEP_EFFICIENCY
+            while pending < len(spans) and len(active) < width:
+                k = pending
+                pending += 1
+                a0, a1 = spans[k]
+                alices[k] = AliceFrame(code, first_frame + k, alice[a0:a1], qber, start, step)
+                first = alices[k].start()
+                send(k, first)
+                # Bob's end is built from Bob's bits and Alice's message only; it takes a row
+                # of the store as its messages buffer below.
+                bobs[k] = BobFrame(code, first, bob[a0:a1])
+                active.append(k)
         # One parallel call per (budget, stall rule): a frame's last chance runs without it.
         groups: dict[tuple[int, int | None], list[int]] = {}
         for k in active:
             key = (bobs[k].round_budget(max_iterations), bobs[k].round_stall())
             groups.setdefault(key, []).append(k)
         order = [k for members in groups.values() for k in members]
-        moved = [i for i, k in enumerate(order) if row[k] != i]
+        moved = [i for i, k in enumerate(order) if k in row and row[k] != i]
         if moved:
             # The right side is gathered first, so overlapping moves are safe; rows of finished
             # frames are free to be overwritten.
             store[moved] = store[[row[order[i]] for i in moved]]
-            for i in moved:
-                row[order[i]] = i
-                bobs[order[i]].messages = store[i]
-        decoded: dict[int, tuple[NDArray[np.uint8], bool]] = {}
+        for i, k in enumerate(order):
+            if k not in row:
+                store[i] = 0.0  # a new frame starts cold
+            row[k] = i
+            bobs[k].messages = store[i]
         top = 0
+        decoded: dict[int, tuple[NDArray[np.uint8], bool]] = {}
         for (budget, stall), members in groups.items():
             inputs = [bobs[k].decode_input() for k in members]
             result = decode_syndromes(
@@ -567,7 +526,17 @@ def _run_batch(
             rounds[k] += 1
             report = bobs[k].absorb(*decoded[k])
             send(k, report)
-            if report.status == "decoded":
+            if report.status == "need_more":
+                reveal = alices[k].on_report(report)
+                if reveal is not None:
+                    send(k, reveal)
+                    bobs[k].on_reveal(reveal)
+                    still_active.append(k)
+                    continue
+                status[k] = "decoding_failed"  # cannot happen: Bob says "failed" when none left
+            elif report.status == "failed":
+                status[k] = "decoding_failed"
+            else:
                 decoded_disclosed[k] = disclosed[k]
                 tag = alices[k].tag(
                     _seed_source(source, alices[k].payload.size, eps_cor), eps_cor
@@ -576,20 +545,16 @@ def _run_batch(
                 verdict = bobs[k].on_tag(tag)
                 send(k, verdict)
                 status[k] = "verified" if verdict.accepted else "tag_mismatch"
-                errors[k] = verdict.errors
-            elif report.status == "failed":
-                status[k] = "decoding_failed"
-            else:
-                reveal = alices[k].on_report(report)
-                if reveal is None:  # cannot happen: Bob reports "failed" when none are left
-                    status[k] = "decoding_failed"
-                    continue
-                send(k, reveal)
-                bobs[k].on_reveal(reveal)
-                still_active.append(k)
+                if verdict.accepted:
+                    errors[k] = verdict.errors
+                    corrected[k] = bobs[k].corrected
+                    history.record(code.name, alices[k].payload.size, decoded_disclosed[k],
+                                   alices[k].plan.step, verdict.errors)
+            # Finished: its ends and its row are released.
+            del alices[k], bobs[k], row[k]
         active = still_active
     outcomes = []
-    for k, (start, _) in enumerate(spans):
+    for k, (start, stop) in enumerate(spans):
         final = status[k]
         assert final is not None
         outcomes.append(
@@ -598,15 +563,14 @@ def _run_batch(
                     frame=first_frame + k,
                     code_name=code.name,
                     start=start,
-                    payload_length=alices[k].payload.size,
+                    payload_length=stop - start,
                     status=final,
                     rounds=rounds[k],
                     disclosed_bits=disclosed[k],
-                    errors=errors[k] if final == "verified" else 0,
+                    errors=errors[k],
                     decoded_disclosed=decoded_disclosed[k],
                 ),
-                bobs[k],
+                corrected[k],
             )
         )
     return outcomes
-

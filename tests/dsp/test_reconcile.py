@@ -284,31 +284,9 @@ class TestBadInput:
             bob_end.on_tag(alice_end.tag(np.random.default_rng(0), 1e-15))
 
 
-def test_start_efficiency_follows_earlier_successes() -> None:
-    from qkdnode.dsp.reconcile import local, plan
-
-    h = binary_entropy(0.02)
-    assert local._start_efficiency(CODE, [], 0.02) == plan.START_EFFICIENCY
-    # Frames whose last failed rounds were at 1.10-1.20 x h(their own error rates): the next
-    # start is below their mean by the spread of theirs and of a frame's own error rate.
-    successes = list(np.linspace(1.10, 1.20, 11))
-    start = local._start_efficiency(CODE, successes, 0.02)
-    payload = plan_frame(CODE, CODE.n, 0.02).payload_length
-    relative = np.log2(0.98 / 0.02) / h * np.sqrt(0.02 * 0.98 / payload)
-    z = 1.2815515655446004
-    expected = 1.15 * (1 - z * relative) - z * np.std(successes, ddof=1) - local.START_MARGIN
-    assert start == pytest.approx(max(expected, plan.START_EFFICIENCY))
-    # One success: no spread of its own, the error-count spread only.
-    long_code = choose_code(0.02, 192000)
-    one = local._start_efficiency(long_code, [1.09], 0.02)
-    assert 1.09 - 0.03 < one < 1.09 - local.START_MARGIN
-    # Never below the default start, however lucky the earlier frames were.
-    assert local._start_efficiency(CODE, [0.5], 0.02) == plan.START_EFFICIENCY
-
-
 def test_codes_that_need_more_get_a_larger_syndrome() -> None:
     from qkdnode.dsp.ldpc.codes import REQUIRED_EFFICIENCY, load_code
-    from qkdnode.dsp.reconcile import local, plan
+    from qkdnode.dsp.reconcile import plan
 
     name, needed = max(REQUIRED_EFFICIENCY.items(), key=lambda item: item[1])
     code = load_code(name)
@@ -319,76 +297,70 @@ def test_codes_that_need_more_get_a_larger_syndrome() -> None:
     frame = plan_frame(code, code.n, qber)
     assert code.m / (frame.payload_length * binary_entropy(qber)) == pytest.approx(needed, rel=1e-3)
     # And its first frames start closer to where they decode.
-    start = local._start_efficiency(code, [], qber)
-    assert start == pytest.approx(needed - local.START_BELOW_FULL)
+    start = reconcile.ReconcileHistory().start_efficiency(code, qber)
+    assert start == pytest.approx(needed - reconcile.history.START_BELOW_FULL)
 
 
-def test_pilot_frames_go_first_and_the_rest_start_where_they_decoded(
+def test_pilot_frames_go_first_and_every_later_frame_starts_from_the_history_of_its_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A code decoding well above START_EFFICIENCY: the pilots step up from the code's own start,
-    # the frames after them start where the pilots' successes put them.
+    # A code decoding well above START_EFFICIENCY: the pilots step up (double steps) from the
+    # code's own start; every later frame starts where the frames verified before it say.
     monkeypatch.setattr(reconcile.plan, "MIN_FULL_EFFICIENCY", 1.8)
     monkeypatch.setattr(reconcile.plan, "BLIND_STEP_EFFICIENCY", 0.03)
     code = random_code(4000, 600, 3, seed=2)
-    alice, bob = bsc(3, 16_000, 0.02)
+    alice, bob = bsc(3, 40_000, 0.02)
     report = reconcile_local(
         alice, bob, 0.02, rng=np.random.default_rng(1), code=code, keep_messages=True
     )
-    first = {m.frame: m.plan for m in report.messages if isinstance(m, SyndromeComputed)}
+    assert report.frames_attempted > reconcile.local.FRAMES_PER_BATCH  # the pool refills
     pilots = reconcile.local.PILOT_FRAMES
-    full = [k for k in range(pilots, report.frames_attempted)
-            if first[k].payload_length == first[0].payload_length]
-    assert full
-    assert all(first[k].n_punctured == first[0].n_punctured for k in range(pilots))
+    outcome = {f.frame: f for f in report.frames}
+    history = reconcile.ReconcileHistory()
+    plans = {}
+    for message in report.messages:
+        if isinstance(message, SyndromeComputed):
+            k = message.frame
+            plans[k] = message.plan
+            start = history.start_efficiency(code, 0.02)
+            step = 0.06 if k < pilots else None
+            assert bool(history.successes(code.name)) == (k >= pilots)
+            assert plans[k] == plan_frame(code, plans[k].payload_length, 0.02, start, step)
+        elif isinstance(message, reconcile.FrameVerified) and message.accepted:
+            f = outcome[message.frame]
+            history.record(code.name, f.payload_length, f.decoded_disclosed,
+                           plans[f.frame].step, f.errors)
     assert any(report.frames[k].rounds > 1 for k in range(pilots))
-    # The frames after them start where the pilots' successes say (see _start_efficiency).
-    successes = [
-        (f.decoded_disclosed - first[f.frame].step)
-        / (f.payload_length * binary_entropy(max(f.errors / f.payload_length, 1e-3)))
-        for f in report.frames[:pilots]
-    ]
-    start = reconcile.local._start_efficiency(code, successes, 0.02)
-    for k in full:
-        planned = plan_frame(code, first[k].payload_length, 0.02, start)
-        assert first[k].n_punctured == planned.n_punctured
     np.testing.assert_array_equal(report.corrected[report.kept], alice[report.kept])
 
 
-def test_batch_rounds_match_frames_decoded_one_by_one() -> None:
-    # The batch keeps every frame's messages in one array whose rows move as frames finish;
-    # each frame must still see exactly its own warm start: same rounds, disclosure and bits as
-    # the same frames run alone through BobFrame.decode.
-    from qkdnode.dsp.reconcile import local
-
+def test_pooled_rounds_match_frames_decoded_one_by_one() -> None:
+    # The pool keeps the frames' messages in the rows of one array that move as frames finish
+    # and new ones join; each frame must still see exactly its own warm start: Bob's end alone,
+    # fed the same messages from Alice, takes the same rounds and gives the same bits.
     code = random_code(4000, 600, 3, seed=2)
-    alice, bob = bsc(5, 6 * 2600, 0.012)
-    full = plan_frame(code, code.n, 0.02).payload_length
-    starts = list(range(0, alice.size - full + 1, full))
-    spans = [(start, start + full) for start in starts]
-    batch = local._run_batch(
-        code, alice, bob, spans, 0.02, 1.05, None, 0, np.random.default_rng(1), 1e-12, 60, None
-    )
-    rounds = [outcome.rounds for outcome, _ in batch]
-    assert len(set(rounds)) > 1  # frames finish at different rounds: rows do move
-    for (outcome, bob_end), start in zip(batch, starts, strict=True):
-        a = AliceFrame(code, outcome.frame, alice[start : start + full], 0.02, 1.05)
-        first = a.start()
-        b = BobFrame(code, first, bob[start : start + full])
-        disclosed = first.disclosed_bits
-        report = b.decode(60)
-        while report.status == "need_more":
-            reveal = a.on_report(report)
-            assert reveal is not None
-            disclosed += reveal.disclosed_bits
-            b.on_reveal(reveal)
-            report = b.decode(60)
+    alice, bob = bsc(5, 12 * 2600, 0.012)
+    report = reconcile_local(alice, bob, 0.02, rng=np.random.default_rng(1), code=code,
+                             keep_messages=True)
+    assert report.frames_attempted > reconcile.local.FRAMES_PER_BATCH
+    assert len({f.rounds for f in report.frames}) > 1  # frames finish at different rounds
+    for outcome in report.frames:
+        mine = [m for m in report.messages if m.frame == outcome.frame]
+        first = mine[0]
+        assert isinstance(first, SyndromeComputed)
+        span = slice(outcome.start, outcome.start + outcome.payload_length)
+        b = BobFrame(code, first, bob[span])
+        reveals = iter(m for m in mine if isinstance(m, BitsRevealed))
+        report_ = b.decode()
+        while report_.status == "need_more":
+            b.on_reveal(next(reveals))
+            report_ = b.decode()
         assert b.rounds == outcome.rounds
-        assert outcome.decoded_disclosed in (0, disclosed)
-        if report.status == "decoded":
+        assert (report_.status == "decoded") == (outcome.decoded_disclosed > 0)
+        if outcome.kept:
             assert b.corrected is not None
-            assert bob_end.corrected is not None
-            np.testing.assert_array_equal(b.corrected, bob_end.corrected)
+            np.testing.assert_array_equal(b.corrected, alice[span])
+            np.testing.assert_array_equal(report.corrected[span], alice[span])
 
 
 def test_bob_messages_buffer_is_checked() -> None:

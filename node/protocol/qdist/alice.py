@@ -21,20 +21,15 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import NDArray
 
-from qkdnode.dsp.estimation import DecoyCounts, binary_entropy
+from qkdnode.dsp.estimation import DecoyCounts
 from qkdnode.dsp.privacy import toeplitz_hash
 from qkdnode.dsp.reconcile import (
-    START_QUANTILE,
-    START_WINDOW,
     AliceFrame,
     BitsRevealed,
+    ReconcileHistory,
     TagComputed,
     choose_code,
     plan_frame,
-)
-from qkdnode.dsp.reconcile.plan import (
-    MIN_PLANNING_QBER,
-    START_EFFICIENCY,
 )
 from qkdnode.dsp.sifting import AliceChoices, BasisAnnouncement, SiftedBits, alice_sift, z_errors
 from qkdnode.dsp.verification import hash_points
@@ -105,8 +100,8 @@ class QdistAlice(QdistEnd):
         # after (None: not yet), and whether he has (a later arm came).
         self._resume_told: int | None = None
         self._resume_done = False
-        # Per code: bits disclosed per payload bit when frames decoded, across blocks.
-        self._successes: dict[str, list[float]] = {}
+        # Where frames of each code decoded, across blocks: the start rule of reconcile_local.
+        self.history = ReconcileHistory()
         self._reset_block()
 
     def _draw(self, n: int) -> bytes:
@@ -325,7 +320,7 @@ class QdistAlice(QdistEnd):
             self._abort("too few sifted X bits for one reconciliation frame", notify=True)
             return
         self._eps_frame = self.params.eps_cor / len(self._spans)
-        start = self._start_efficiency(code.name, qber)
+        start = self.history.start_efficiency(code, qber)
         self._frames = [AliceFrame(code, k, np.ascontiguousarray(sifted.x_bits[a0:a1]), qber,
                                    start, QDIST_STEP_EFFICIENCY)
                         for k, (a0, a1) in enumerate(self._spans)]
@@ -350,13 +345,15 @@ class QdistAlice(QdistEnd):
                 raise RemoteProtocolError(f"Qdist: verdict for frame {v.frame} before its tag")
             del self._waiting[v.frame]
             self._status[v.frame] = (v.accepted, v.errors)
+            if v.accepted:
+                frame = self._frames[v.frame]
+                self.history.record(frame.code.name, frame.payload.size,
+                                    self._disclosed[v.frame], frame.plan.step, v.errors)
         for r in m.reports:
             if self._waiting[r.frame] != "report":
                 raise RemoteProtocolError(f"Qdist: report for frame {r.frame} after its tag")
             frame = self._frames[r.frame]
             if r.status == "decoded":
-                self._successes.setdefault(frame.code.name, []).append(
-                    self._disclosed[r.frame] / frame.payload.size)
                 tags.append(frame.tag(self._tag_source(frame.payload.size), self._eps_frame))
                 self._waiting[r.frame] = "verdict"
             elif r.status == "need_more" and (reveal := frame.on_report(r)) is not None:
@@ -371,21 +368,6 @@ class QdistAlice(QdistEnd):
             self._send(ReconciliationSent(reveals=tuple(reveals), tags=tuple(tags)))
         if not self._waiting:
             self._amplify()
-
-    def _start_efficiency(self, code: str, qber: float) -> float:
-        """Efficiency of the first syndromes, from where earlier frames of the code decoded.
-
-        As ``reconcile_local`` does within a block, across blocks here: a low quantile of
-        the recent successes, less one blind step, never below ``START_EFFICIENCY``. Starting
-        near the success point saves most blind rounds (each a round trip and two pads).
-        """
-        recent = self._successes.get(code, [])[-START_WINDOW:]
-        self._successes[code] = recent
-        if not recent:
-            return START_EFFICIENCY
-        h = binary_entropy(max(qber, MIN_PLANNING_QBER))
-        point = float(np.quantile(np.asarray(recent), START_QUANTILE)) / h
-        return max(START_EFFICIENCY, point - QDIST_STEP_EFFICIENCY)
 
     def _amplify(self) -> None:
         assert self._sifted is not None

@@ -1,0 +1,196 @@
+"""Tests of the start statistics carried across blocks (ReconcileHistory) and their one rule."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qkdnode.dsp.ldpc.codes import LdpcCode, code_from_matrix
+from qkdnode.dsp.reconcile import (
+    ReconcileHistory,
+    SyndromeComputed,
+    binary_entropy,
+    choose_code,
+    plan,
+    plan_frame,
+    reconcile_local,
+)
+from qkdnode.dsp.reconcile import history as hist
+
+
+def random_code(n: int, m: int, var_degree: int, seed: int) -> LdpcCode:
+    rng = np.random.default_rng(seed)
+    rows = np.concatenate([rng.choice(m, size=var_degree, replace=False) for _ in range(n)])
+    cols = np.repeat(np.arange(n), var_degree)
+    H = sp.csr_matrix((np.ones(rows.size, dtype=np.uint8), (rows, cols)), shape=(m, n))
+    return code_from_matrix(H, name=f"random{n}x{m}s{seed}")
+
+
+CODE = random_code(2000, 1000, 3, seed=1)
+
+
+def bsc(seed: int, size: int, qber: float) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    alice = rng.integers(0, 2, size, dtype=np.uint8)
+    bob = alice ^ (rng.random(size) < qber).astype(np.uint8)
+    return alice, bob
+
+
+def test_record_stores_the_success_in_units_of_the_frames_own_error_rate() -> None:
+    h = ReconcileHistory()
+    value = h.record("c", 10_000, 1_650, 50, 200)
+    assert value == pytest.approx((1_650 - 50) / (10_000 * binary_entropy(0.02)))
+    assert h.successes("c") == (value,)
+    assert h.successes("other") == ()
+    assert h.codes == ("c",)
+    assert h.qber == pytest.approx(0.02)
+    h.record("d", 30_000, 5_000, 60, 300)
+    assert h.qber == pytest.approx(500 / 40_000)
+    # An error-free frame is counted at the planning floor of the QBER, not h(0) = 0.
+    assert h.record("c", 1_000, 20, 0, 0) == pytest.approx(20 / (1_000 * binary_entropy(1e-3)))
+
+
+def test_the_window_keeps_the_most_recent() -> None:
+    h = ReconcileHistory(window=3)
+    for k in range(5):
+        h.record("c", 1_000, 100 + k, 0, 10)
+    assert len(h.successes("c")) == 3
+    assert h.successes("c")[-1] == pytest.approx(104 / (1_000 * binary_entropy(0.01)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    window=st.integers(1, 8),
+    frames=st.lists(
+        st.tuples(st.sampled_from(["a", "b"]), st.integers(1, 10**6), st.integers(0, 10**6),
+                  st.integers(0, 10**3), st.floats(0, 0.5)),
+        max_size=12,
+    ),
+)
+def test_round_trip_through_json(
+    window: int, frames: list[tuple[str, int, int, int, float]]
+) -> None:
+    h = ReconcileHistory(window)
+    for name, payload, disclosed, step, rate in frames:
+        h.record(name, payload, disclosed + step, step, int(rate * payload))
+    again = ReconcileHistory.from_dict(json.loads(json.dumps(h.to_dict())))
+    assert again == h
+    assert again.qber == h.qber
+    before = h.to_dict()
+    copy = h.copy()
+    copy.record("a", 10, 5, 0, 1)
+    assert copy != h
+    assert h.to_dict() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "match"),
+    [
+        (("", 10, 5, 1, 0), TypeError, "code_name"),
+        (("c", 0, 5, 1, 0), ValueError, "payload_length"),
+        (("c", 10, -1, 1, 0), ValueError, "decoded_disclosed"),
+        (("c", 10, 5, -1, 0), ValueError, "last_step"),
+        (("c", 10, 5, 1, 11), ValueError, "errors"),
+        (("c", 10.0, 5, 1, 0), TypeError, "payload_length"),
+        (("c", 10, 5, True, 0), TypeError, "last_step"),
+    ],
+)
+def test_record_rejects_bad_input(args: tuple, error: type, match: str) -> None:
+    h = ReconcileHistory()
+    with pytest.raises(error, match=match):
+        h.record(*args)
+    assert h.codes == ()
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "match"),
+    [
+        ([], TypeError, "mapping"),
+        ({"window": 4, "successes": {}}, ValueError, "frames"),
+        ({"window": 0, "successes": {}, "frames": []}, ValueError, "window"),
+        ({"window": 4, "successes": [], "frames": []}, TypeError, "successes"),
+        ({"window": 4, "successes": {"c": [1.1, "x"]}, "frames": []}, ValueError, "successes"),
+        ({"window": 4, "successes": {"c": [float("nan")]}, "frames": []}, ValueError, "nan"),
+        ({"window": 4, "successes": {}, "frames": [{"errors": 3}]}, ValueError, "frames"),
+        ({"window": 4, "successes": {}, "frames": [{"errors": 3, "bits": 2}]}, ValueError,
+         "more errors"),
+    ],
+)
+def test_from_dict_rejects_bad_data(data: object, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        ReconcileHistory.from_dict(data)  # type: ignore[arg-type]
+
+
+def test_start_quantile_is_checked() -> None:
+    h = ReconcileHistory()
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="start_quantile"):
+            h.start_efficiency(CODE, 0.02, bad)
+    with pytest.raises(TypeError, match="start_quantile"):
+        h.start_efficiency(CODE, 0.02, "0.1")  # type: ignore[arg-type]
+    alice, bob = bsc(1, 1_000, 0.02)
+    with pytest.raises(ValueError, match="start_quantile"):
+        reconcile_local(alice, bob, 0.02, start_quantile=1.5)
+    with pytest.raises(TypeError, match="history"):
+        reconcile_local(alice, bob, 0.02, history={})  # type: ignore[arg-type]
+
+
+def test_start_efficiency_follows_earlier_successes() -> None:
+    h = ReconcileHistory()
+    assert h.start_efficiency(CODE, 0.02) == plan.START_EFFICIENCY
+    # Frames whose last failed rounds were at 1.10-1.20 x h(their own error rates): the next
+    # start is below their mean by the spread of theirs and of a frame's own error rate.
+    successes = list(np.linspace(1.10, 1.20, 11))
+    h = ReconcileHistory.from_dict(
+        {"window": 64, "successes": {CODE.name: successes}, "frames": []}
+    )
+    payload = plan_frame(CODE, CODE.n, 0.02).payload_length
+    relative = np.log2(0.98 / 0.02) / binary_entropy(0.02) * np.sqrt(0.02 * 0.98 / payload)
+    for quantile in (hist.START_QUANTILE, 0.3):
+        z = statistics.NormalDist().inv_cdf(1 - quantile)
+        expected = 1.15 * (1 - z * relative) - z * np.std(successes, ddof=1) - hist.START_MARGIN
+        start = h.start_efficiency(CODE, 0.02, quantile)
+        assert start == pytest.approx(max(expected, plan.START_EFFICIENCY))
+    # A higher quantile starts higher.
+    assert h.start_efficiency(CODE, 0.02, 0.5) > h.start_efficiency(CODE, 0.02)
+    # One success: no spread of its own, the error-count spread only.
+    long_code = choose_code(0.02, 192000)
+    one = ReconcileHistory()
+    one.record(long_code.name, 100_000, round(1.09 * 100_000 * binary_entropy(0.02)), 0, 2_000)
+    assert 1.09 - 0.03 < one.start_efficiency(long_code, 0.02) < 1.09 - hist.START_MARGIN
+    # Never below the default start, however lucky the earlier frames were.
+    low = ReconcileHistory.from_dict({"window": 8, "successes": {CODE.name: [0.5]}, "frames": []})
+    assert low.start_efficiency(CODE, 0.02) == plan.START_EFFICIENCY
+
+
+def test_codes_that_need_more_start_closer_to_it() -> None:
+    from qkdnode.dsp.ldpc.codes import REQUIRED_EFFICIENCY, load_code
+
+    name, needed = max(REQUIRED_EFFICIENCY.items(), key=lambda item: item[1])
+    code = load_code(name)
+    assert plan.full_efficiency(code) == needed
+    start = ReconcileHistory().start_efficiency(code, 0.006)
+    assert start == pytest.approx(needed - hist.START_BELOW_FULL)
+
+
+def _first_plans(report) -> dict[int, SyndromeComputed]:  # type: ignore[no-untyped-def]
+    return {m.frame: m for m in report.messages if isinstance(m, SyndromeComputed)}
+
+
+def test_the_history_gives_the_qber_prior_without_an_estimate() -> None:
+    alice, bob = bsc(4, 12_000, 0.03)
+    history = ReconcileHistory()
+    reconcile_local(alice, bob, 0.03, rng=np.random.default_rng(1), code=CODE, history=history)
+    prior = history.qber
+    assert prior == pytest.approx(0.03, abs=0.006)
+    report = reconcile_local(alice, bob, None, rng=np.random.default_rng(1), code=CODE,
+                             history=history, keep_messages=True)
+    # The first frame is planned at the history's error rate, not at the blind guess.
+    assert _first_plans(report)[0].plan.qber == pytest.approx(prior)
+    np.testing.assert_array_equal(report.corrected[report.kept], alice[report.kept])
