@@ -1,8 +1,9 @@
 """Runs a procedure on a lab: settings, safe state on the way out, and the files it writes.
 
 :func:`run_procedure` is what ``qkdnode bench`` and the tests call. Whatever happens (normal
-end, an error, Ctrl-C) the lab is put in its safe state and ``result.json`` and ``tags.csv``
-are written with what was acquired; the exception then propagates. Rows of readings or scan
+end, an error, Ctrl-C) the lab is put in its safe state and ``result.json`` and (for a
+procedure that uses the time tagger) ``tags.csv`` are written with what was acquired; the
+exception then propagates. Rows of readings or scan
 points reach ``readings.csv`` as each completes, with a partial ``result.json``
 (``"complete": false``, the points done) beside them, so a run cut short keeps them.
 """
@@ -225,12 +226,14 @@ def _run_and_write(procedure: Procedure, lab: Lab, recorder: Recorder, settings:
             "wall_s": time.perf_counter() - t0,
             "cpu_s": (usage.ru_utime + usage.ru_stime) - (c0.ru_utime + c0.ru_stime),
             "load_average": list(os.getloadavg()),
-            "tags": {"count": sum(p.shape[0] for p in recorder.parts_t),
-                     "reads": recorder.reads, "lost_events": recorder.lost_events,
-                     "overflows": recorder.overflows, "file": "tags.csv"},
         })
         t, c = recorder.tags()
-        write_tags_csv(out / "tags.csv", t, c)
+        if "time_tagger" in procedure.roles:
+            # Procedures without a time tagger (power-meter readings only) write no tags.csv.
+            record["tags"] = {"count": int(t.shape[0]), "reads": recorder.reads,
+                              "lost_events": recorder.lost_events,
+                              "overflows": recorder.overflows, "file": "tags.csv"}
+            write_tags_csv(out / "tags.csv", t, c)
         if recorder.header:
             write_rows_csv(out / "readings.csv", recorder.header, recorder.rows)
             record["readings"] = {"count": len(recorder.rows), "file": "readings.csv"}

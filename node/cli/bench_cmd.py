@@ -2,9 +2,9 @@
 
 With ``--config FILE`` the procedure opens the instruments the node configuration names; without
 it, it builds a simulated lab (every role on the simulated bench) whose physics
-``--sim-param NAME=VALUE`` overrides. It writes ``result.json``, ``tags.csv`` and PNG plots
-into ``--out DIR``, prints a summary table (``--json``: the result JSON instead) and shows
-progress on stderr.
+``--sim-param NAME=VALUE`` overrides. It writes ``result.json``, ``tags.csv`` (procedures
+that use the time tagger) and PNG plots into ``--out DIR``, prints a summary table
+(``--json``: the result JSON instead) and shows progress on stderr.
 """
 
 from __future__ import annotations
@@ -96,8 +96,8 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(json.loads((_out(args) / "result.json").read_text()), indent=2))
     else:
         print(summary_table(record))
-        files = ["result.json", "tags.csv", *(["readings.csv"] if "readings" in record else []),
-                 *record["plots"]]
+        files = ["result.json", *(["tags.csv"] if "tags" in record else []),
+                 *(["readings.csv"] if "readings" in record else []), *record["plots"]]
         print(f"files in {_out(args)}: {', '.join(files)}")
     return 0
 

@@ -100,6 +100,10 @@ def test_bench_mean_photon_number_files(tmp_path, capsys):
     assert captured.err.endswith("\rmean-photon-number: 80 of 80 points done\n")
     data = json.loads((tmp_path / "result.json").read_text())
     assert abs(data["value"] - 0.6) <= 3 * data["uncertainty"]
+    # No time tagger in this procedure: no (empty) tags.csv, and the listing does not name one.
+    assert not (tmp_path / "tags.csv").exists()
+    assert "tags" not in data
+    assert "tags.csv" not in captured.out
 
 
 def test_bench_scan_shows_its_points_on_stderr(tmp_path, capsys):
