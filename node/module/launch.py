@@ -49,7 +49,7 @@ from qkdnode.dsp.ldpc.codes import available_codes, validated_qber
 from qkdnode.dsp.qsync import SlotTracker
 
 from ..config.schema import MAX_QBER_ABORT, LinkConfig, NodeConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, LocalProtocolError
 from ..io.kq1 import Kq1Client
 from ..io.qdist import (
     READ_BYTES,
@@ -65,6 +65,7 @@ from .instruments import StreamerFrames, TaggerSource, link_instrument, open_lin
 from .keys_out import KeyOutbox, session_name
 from .recording import Recorder
 from .runtime import AliceModule, AuditLog, BobModule
+from .session_state import StateFile, state_path
 from .sim import BenchFrames
 
 __all__ = ["LinkEnd", "QdistListener", "build_ends", "claim_secrets", "open_ends", "random_source",
@@ -135,61 +136,94 @@ def _error(config: NodeConfig, key: str, reason: str) -> ConfigError:
 
 
 def claim_secrets(ends: list[LinkEnd]) -> list[Path]:
-    """Marks each end's pre-shared Qdist secret as used by its role, once per process start.
+    """Claims each end's pre-shared Qdist secret for its role, or resumes the role's saved
+    session, once per process start; from then on the end saves its session state.
 
     The Qdist session starts from the secret: its first authentication pads and the hash keys.
-    A module process started again from the same secret would use those pads a second time
-    (the tags' one-time pads repeat, and the earlier run's frames are valid again in the new
-    one), so ``qkdnode module``, ``run`` and ``demo`` claim the secret before running: the file
-    ``<auth_secret_file>.<role>.used`` is created exclusively (mode 0600, saying when, where and
-    by which node and link), and an end whose marker exists is refused. Two ends of one link in
-    one process share the file and claim it once per role. What a restart needs instead: a
-    fresh secret at both ends (its key IDs are new too: :func:`.keys_out.session_name`).
+    A module process must never use a pad twice (the tags' one-time pads would repeat, and
+    an earlier run's frames would be valid again), so ``qkdnode module``, ``run`` and ``demo``
+    claim the secret before running, per role:
+
+    * the role's session state ``<auth_secret_file>.<role>.state`` exists (a restarted
+      module): the session resumes from it (:mod:`.session_state`): sending resumes after
+      every pad the previous process may have used, and block numbers, so key IDs, go on;
+    * no state, and no marker ``<auth_secret_file>.<role>.used``: a fresh secret; the marker
+      is created exclusively (mode 0600, saying when, where and by which node and link);
+    * no state but a marker: refused (the secret was used and its session state is lost:
+      only a fresh secret at both ends can go on).
+
+    Two ends of one link in one process share the secret and claim it once per role. An end
+    with a Qdist end (a built :class:`LinkEnd`) then saves its state to the state file (first
+    right away).
 
     Returns:
         The markers created (all removed again when one end is refused).
 
     Raises:
-        ConfigError: a secret already used by that role, or a marker that cannot be created,
-            naming ``links[i].auth_secret_file``.
+        ConfigError: a secret already used by that role whose state is missing, an unusable
+            state file (named), or a marker or state that cannot be written, naming
+            ``links[i].auth_secret_file``.
     """
     made: list[Path] = []
+    claimed: set[Path] = set()
     try:
         for end in ends:
             i = end.config.links.index(end.link)
             key = f"links[{i}].auth_secret_file"
             secret = Path(str(end.link.auth_secret_file))
             marker = secret.with_name(f"{secret.name}.{end.link.role}.used")
-            if marker in made:
+            state = StateFile(state_path(secret, end.link.role), key)
+            qdist = getattr(getattr(end, "module", None), "qdist", None)
+            if marker in claimed:
                 continue
-            try:
-                fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
+            claimed.add(marker)
+            if state.exists():
+                if qdist is not None:
+                    state.restore(qdist)
+                    log.info("link %s: the Qdist session resumes from %s (blocks from %d)",
+                             end.link.name, state.path, qdist.next_block)
+            else:
+                _mark(end, key, secret, marker)
+                made.append(marker)
+            if qdist is not None:
                 try:
-                    before = marker.read_text()[:300]
-                except OSError:
-                    before = "unreadable"
-                raise _error(end.config, key,
-                             f"the pre-shared secret {secret} was already used by a "
-                             f"{end.link.role} module ({marker}: {before.strip()}); its "
-                             "authentication pads must never be used twice. Give both ends "
-                             "of the link a fresh secret (delete the marker only if no module "
-                             "ever ran with this one)") from None
-            except OSError as exc:
-                raise _error(end.config, key,
-                             f"cannot mark the secret {secret} as used ({marker}): "
-                             f"{exc.strerror}") from None
-            made.append(marker)
-            with os.fdopen(fd, "w") as f:
-                json.dump({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                           "host": socket.gethostname(), "pid": os.getpid(),
-                           "node": end.config.node.name, "link": end.link.name,
-                           "role": end.link.role}, f)
+                    qdist.persist_to(state.save)
+                except LocalProtocolError as exc:
+                    raise _error(end.config, key, f"cannot save the Qdist session state "
+                                                  f"{state.path}: {exc}") from None
     except BaseException:
         for marker in made:
             marker.unlink(missing_ok=True)
         raise
     return made
+
+
+def _mark(end: LinkEnd, key: str, secret: Path, marker: Path) -> None:
+    """Creates the marker of a fresh secret (refused if the secret was used)."""
+    try:
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        try:
+            before = marker.read_text()[:300]
+        except OSError:
+            before = "unreadable"
+        state = state_path(secret, end.link.role)
+        raise _error(end.config, key,
+                     f"the pre-shared secret {secret} was already used by a "
+                     f"{end.link.role} module ({marker}: {before.strip()}), and its session "
+                     f"state {state} is missing, so the session cannot resume; its "
+                     "authentication pads must never be used twice. Give both ends of the "
+                     "link a fresh secret (delete the marker only if no module ever ran "
+                     "with this one)") from None
+    except OSError as exc:
+        raise _error(end.config, key,
+                     f"cannot mark the secret {secret} as used ({marker}): "
+                     f"{exc.strerror}") from None
+    with os.fdopen(fd, "w") as f:
+        json.dump({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                   "host": socket.gethostname(), "pid": os.getpid(),
+                   "node": end.config.node.name, "link": end.link.name,
+                   "role": end.link.role}, f)
 
 
 def _drawn(link: LinkConfig) -> tuple[tuple[float, float, float], float]:

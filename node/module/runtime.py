@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import copy
 import json
 import logging
 import math
@@ -70,6 +71,7 @@ from ..protocol.qdist import (
     QdistAlice,
     QdistBob,
     ReceiverArmed,
+    TransmitterRestarted,
     TransmitterStarted,
 )
 from .frames import FramePlan
@@ -403,7 +405,8 @@ class AliceModule(_ModuleBase):
         """Ends the output's run (if any): its queued blocks will not play. Returns the first
         block of the next run: later than every block drawn or begun."""
         self.output_run = None
-        first = self._next_free
+        # Above every block the Qdist session began, also before a restart of this process.
+        first = max(self._next_free, self.qdist.next_block)
         next_block = getattr(self.frames, "next_block", None)
         if next_block is not None:
             first = max(first, await next_block())
@@ -432,8 +435,10 @@ class AliceModule(_ModuleBase):
         """Announces the run's start (under the connection's lock) unless moot."""
         qdist = self.qdist
         assert isinstance(qdist, QdistAlice)
-        if qdist.armed_epoch != epoch or qdist.block is not None:
-            return  # a newer arm came (it restarts the run), or Bob runs a block already
+        if qdist.armed_epoch != epoch or qdist.block is not None or first <= qdist.completed:
+            # A newer arm came (it restarts the run), or Bob runs a block already, or a block
+            # of the run completed (Bob has the start; he repeats his arm on a new connection).
+            return
         try:
             qdist.announce_start(epoch, first, now)
         except LocalProtocolError as exc:
@@ -615,14 +620,44 @@ class BobModule(_ModuleBase):
         self.epoch: int | None = None
         self.first_block: int | None = None
         self._started = asyncio.Event()
+        self._fresh_tracker = copy.deepcopy(tracker)  # Qsync anew after a re-arm
 
     async def _read(self) -> None:
         arm = getattr(self.source, "arm", None)
-        if arm is not None:
-            await arm()  # the tagger runs (and waits for the marker) before Bob says so
-        self._armed.set()
         while True:
-            await self._tags.put(await self.source.read())
+            if not self._armed.is_set():  # at the start, and after the transmitter restarted
+                if arm is not None:
+                    await arm()  # the tagger runs (and waits for the marker) before Bob says so
+                self._armed.set()
+            batch = await self.source.read()
+            if self._armed.is_set():  # else read before a re-arm: the old run's
+                await self._tags.put(batch)
+
+    async def _rearm(self, epoch: int) -> None:
+        """Alice's module restarted (its Qdist session resumed from saved state): her output's
+        run, which timed this tagger, is gone. Acquisition starts anew (the tagger re-armed by
+        the reader between two reads, Qsync and the block cutter fresh, closed blocks of the
+        old run dropped), and the connection is dropped: the next one announces a new arm."""
+        log.warning("link %s: the transmitter restarted (it knew arm %d); re-arming the tagger",
+                    self.link, epoch)
+        self._armed.clear()
+        self._started.clear()
+        self.epoch = self.first_block = None
+        if len(self._background) == 2:  # the reader goes on; acquisition starts anew
+            acquire = self._background[1]
+            acquire.cancel()
+            await asyncio.gather(acquire, return_exceptions=True)
+        while not self._tags.empty():  # frees a reader waiting to put an old batch
+            self._tags.get_nowait()
+        self._tags = asyncio.Queue(TAG_QUEUE)
+        self._queue = asyncio.Queue(BLOCK_QUEUE)
+        self.tracker = copy.deepcopy(self._fresh_tracker)
+        self.cutter = BlockCutter(self.plan, self.patterns, self.rng)
+        if len(self._background) == 2:
+            self._background[1] = asyncio.create_task(self._acquire())
+        self.status.run = "re-arming the tagger (the transmitter restarted)"
+        self.status.sync = "acquiring"
+        raise ConnectionError("the transmitter restarted; re-arming")
 
     async def _acquire(self) -> None:
         await self._started.wait()
@@ -663,7 +698,9 @@ class BobModule(_ModuleBase):
             self.epoch = await conn.call(self._first_arm, self.clock())
             self.status.run = f"armed (arm {self.epoch}), waiting for the transmitter's start"
             log.info("link %s: tagger armed; arm %d announced", self.link, self.epoch)
-        elif self.first_block is None:
+        else:
+            # A new connection: the arm again (Alice announces the start again if it has not
+            # reached Bob; a restarted Alice answers that Bob must arm anew).
             await conn.call(lambda now: qdist.announce_armed(now, repeat=True), self.clock())
 
     def _first_arm(self, now: float) -> int:
@@ -700,6 +737,9 @@ class BobModule(_ModuleBase):
                 log.info("link %s: the transmitter started at block %d", self.link,
                          event.first_block)
                 self._started.set()
+        elif isinstance(event, TransmitterRestarted):
+            if event.epoch == self.epoch:
+                await self._rearm(event.epoch)
         elif isinstance(event, BlockCompleted | BlockAborted):
             await self._outcome(event)
         elif isinstance(event, FrameRejected):
