@@ -36,6 +36,8 @@ from .estimation import DEFAULT_QBER_ABORT, DecoyCounts, KeyLengthResult, finite
 from .privacy_pair import toeplitz_hash_pair
 from .reconcile import (
     ABORT_QBER,
+    START_QUANTILE,
+    ReconcileHistory,
     ReconcileReport,
     choose_code,
     plan_frame,
@@ -105,6 +107,8 @@ def distill_local(
     qber_estimate: float | None = None,
     qber_abort: float = DEFAULT_QBER_ABORT,
     rng: np.random.Generator | None = None,
+    history: ReconcileHistory | None = None,
+    start_quantile: float = START_QUANTILE,
 ) -> DistillResult:
     """Distils one block: reconciliation, finite-key length, privacy amplification.
 
@@ -124,6 +128,11 @@ def distill_local(
             draws every seed from the OS CSPRNG (``secrets.token_bytes``); a numpy generator
             (reproducible, for tests) is used as given. The seeds are published, and a numpy
             generator's state can be recovered from its outputs: production passes ``None``.
+        history: The link's :class:`~qkdnode.dsp.reconcile.ReconcileHistory`, shared by its
+            blocks: reconciliation starts its frames where earlier blocks' frames decoded and
+            records this block's (see :func:`~qkdnode.dsp.reconcile.reconcile_local`).
+        start_quantile: Reconciliation's speed/efficiency knob (see
+            :func:`~qkdnode.dsp.reconcile.reconcile_local`).
 
     Returns:
         The :class:`DistillResult`; an abort is a result with ``length == 0`` and a reason.
@@ -149,7 +158,8 @@ def distill_local(
 
     prior = qber_estimate if qber_estimate is not None else 0.05
     eps_frame = eps_cor / _frame_budget(n_bits, max(prior, 1e-3))
-    report = reconcile_local(alice_bits, bob_bits, qber_estimate, rng=source, eps_cor=eps_frame)
+    report = reconcile_local(alice_bits, bob_bits, qber_estimate, rng=source, eps_cor=eps_frame,
+                             history=history, start_quantile=start_quantile)
     achieved_eps_cor = min(1.0, eps_frame * max(1, report.frames_attempted))
     kept = report.kept
     kept_bits = int(kept.sum())

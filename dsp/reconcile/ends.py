@@ -16,8 +16,8 @@ from .messages import BitsRevealed, DecodingReported, FrameVerified, SyndromeCom
 from .plan import START_EFFICIENCY, _layout, plan_frame
 
 __all__ = [
-    "BLIND_ROUND_ITERATIONS", "BLIND_STALL_DROP", "BLIND_STALL_ITERATIONS", "AliceFrame",
-    "BobFrame",
+    "BLIND_ROUND_ITERATIONS", "BLIND_STALL_DROP", "BLIND_STALL_ITERATIONS", "FAR_UNSAT_FRACTION",
+    "AliceFrame", "BobFrame",
 ]
 
 # Iteration budget of each blind round after the first. Rounds continue from the messages the
@@ -47,6 +47,16 @@ BLIND_STALL_ITERATIONS = 4
 # save more CPU but cost f: 3 and 0.05: CPU -33 % / -38 %, f +0.0043 / +0.0034; 3 and 0.1: f
 # +0.008 / +0.010; 3 and 0.01: f +0.0022 / +0.0013.
 BLIND_STALL_DROP = 0.02
+
+# A failed round that leaves more than this fraction of the checks unsatisfied ended far from
+# convergence: no waterfall started, and such a round is at least two blind steps below the
+# frame's threshold. Measured per round (single frames, warm rounds of 0.005 steps, QBER 1.96 %):
+# rounds one step below the threshold left 0.2-9 % of the checks unsatisfied on n384000_r085
+# (16 frames) and 0-9 % on n192000_r085 (16 frames, one exception at 30 %); rounds two or more
+# steps below, 6-31 % and 3-33 %, most of them 26-33 % (the level of a decoder that has not
+# started). So Bob may ask for FAR_STEPS steps at once after such a round: the frame skips a
+# decoding round, and overshoots only in the rare exception.
+FAR_UNSAT_FRACTION = 0.2
 
 
 class AliceFrame:
@@ -97,7 +107,11 @@ class AliceFrame:
         """Reveals more punctured values if Bob needs them; ``None`` when none are left."""
         if report.frame != self.frame or report.status != "need_more":
             raise ValueError("report: not a request for more bits of this frame")
-        stop = min(self._revealed + self.plan.step, self._layout.reveal_order.size)
+        if isinstance(report.steps, bool) or not isinstance(report.steps, int) or report.steps < 1:
+            raise ValueError(f"report: steps must be an integer >= 1, got {report.steps!r}")
+        stop = min(
+            self._revealed + report.steps * self.plan.step, self._layout.reveal_order.size
+        )
         if stop == self._revealed:
             return None
         values = self._word[self._layout.reveal_order[self._revealed : stop]].copy()
@@ -119,6 +133,7 @@ class BobFrame:
         message: SyndromeComputed,
         bob_payload: NDArray[np.uint8],
         messages: NDArray[np.float32] | None = None,
+        far_steps: int = 1,
     ):
         """Prepares decoding from Alice's first message.
 
@@ -128,6 +143,9 @@ class BobFrame:
             bob_payload: Bob's payload bits for this frame, ``uint8`` 0/1.
             messages: Buffer of the decoder's messages between rounds, ``float32[E]``,
                 C-contiguous, zeroed here (e.g. a row of a batch's array; ``None``: its own).
+            far_steps: Blind steps to ask for after a round that ended far from convergence
+                (``FAR_UNSAT_FRACTION``); 1 (default): always one, as a peer whose messages
+                carry no step count (the module's Qdist wire) needs.
         """
         if message.plan.code_name != code.name:
             raise ValueError("message: names a different code")
@@ -162,6 +180,9 @@ class BobFrame:
             messages[:] = 0.0
         self.messages = messages
         self.corrected: NDArray[np.uint8] | None = None
+        if isinstance(far_steps, bool) or not isinstance(far_steps, int) or far_steps < 1:
+            raise ValueError(f"far_steps must be an integer >= 1, got {far_steps!r}")
+        self.far_steps = far_steps
 
     def decode_input(self) -> tuple[NDArray[np.uint8], NDArray[np.float32], NDArray[np.float32]]:
         """The decoder's inputs for the current round: (full syndrome, LLRs, messages).
@@ -178,6 +199,10 @@ class BobFrame:
             return DecodingReported(self.frame, "decoded")
         if self._revealed >= self._layout.reveal_order.size:
             return DecodingReported(self.frame, "failed")
+        if self.far_steps > 1:
+            unsatisfied = int(np.count_nonzero(syndrome(self.code, bits) != self._syndrome))
+            if unsatisfied > FAR_UNSAT_FRACTION * self.code.m:
+                return DecodingReported(self.frame, "need_more", self.far_steps)
         return DecodingReported(self.frame, "need_more")
 
     def round_budget(self, max_iterations: int = DEFAULT_MAX_ITERATIONS) -> int:

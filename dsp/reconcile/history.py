@@ -202,12 +202,13 @@ class ReconcileHistory:
         # own h times h(own error rate) / h(q); the error rate's binomial spread over a full
         # payload P, sqrt(q (1 - q) / P), moves it by h'(q) / h(q) times that (relative, first
         # order). That dominates the long codes' spread (n192000_r085 at 2 %: +/-0.015 in f).
-        # The two spreads add (a bound on their combined standard deviation).
+        # The two are independent (a frame's error count, and where a code decodes given it),
+        # so their variances add.
         payload = plan_frame(code, code.n, q).payload_length
         relative = math.log2((1.0 - q) / q) / h * math.sqrt(q * (1.0 - q) / payload)
         mean = float(recent.mean())
         spread = float(recent.std(ddof=1)) if recent.size >= 3 else 0.0
-        point = mean * (1.0 - z * relative) - z * spread
+        point = mean - z * math.hypot(mean * relative, spread)
         return max(START_EFFICIENCY, point - START_MARGIN)
 
     def copy(self) -> ReconcileHistory:

@@ -81,6 +81,11 @@ PILOT_FRAMES = 2
 # overshoot (half a step) is paid by two frames only.
 PILOT_STEP_FACTOR = 2
 
+# Blind steps Bob asks for after a round that ended far from convergence (ends.py,
+# FAR_UNSAT_FRACTION): such a round is at least two steps below the frame's threshold, so two
+# steps at once skip a decoding round and rarely overshoot. See the commit for the measurement.
+FAR_STEPS = 2
+
 FrameStatus = Literal["verified", "tag_mismatch", "decoding_failed"]
 
 
@@ -487,7 +492,7 @@ def _run_frames(
                 send(k, first)
                 # Bob's end is built from Bob's bits and Alice's message only; it takes a row
                 # of the store as its messages buffer below.
-                bobs[k] = BobFrame(code, first, bob[a0:a1])
+                bobs[k] = BobFrame(code, first, bob[a0:a1], far_steps=FAR_STEPS)
                 active.append(k)
         # One parallel call per (budget, stall rule): a frame's last chance runs without it.
         groups: dict[tuple[int, int | None], list[int]] = {}

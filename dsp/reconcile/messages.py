@@ -43,10 +43,17 @@ class SyndromeComputed:
 
 @dataclass(frozen=True, slots=True)
 class DecodingReported:
-    """Bob -> Alice: outcome of a decoding round (``need_more`` asks for a blind reveal)."""
+    """Bob -> Alice: outcome of a decoding round (``need_more`` asks for a blind reveal).
+
+    ``steps`` is how many blind steps Bob asks for (``need_more`` only): more than one when his
+    decoder ended the round far from convergence (:data:`.ends.FAR_UNSAT_FRACTION`). Like the
+    verdict, it depends on the channel errors only (the decoder's trajectory on a syndrome and
+    Bob's word is that of the error pattern), so it discloses nothing about the key.
+    """
 
     frame: int
     status: ReportStatus
+    steps: int = 1
 
     @property
     def disclosed_bits(self) -> int:

@@ -162,9 +162,10 @@ def test_wrong_convergence_is_caught_by_verification() -> None:
 
 def test_bob_never_sees_alice_bits() -> None:
     # Bob's constructor and handlers take only public data, Bob's bits and Alice's messages
-    # (and, optionally, the buffer his own decoder keeps its messages in between rounds).
+    # (and, optionally, the buffer his own decoder keeps its messages in between rounds and
+    # how many blind steps he asks for after a round that ended far from convergence).
     assert list(inspect.signature(BobFrame.__init__).parameters) == [
-        "self", "code", "message", "bob_payload", "messages",
+        "self", "code", "message", "bob_payload", "messages", "far_steps",
     ]
     alice, bob = bsc(6, 1700, 0.02)
     plan = plan_frame(CODE, alice.size, 0.02)

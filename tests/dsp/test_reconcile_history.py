@@ -145,7 +145,8 @@ def test_start_efficiency_follows_earlier_successes() -> None:
     h = ReconcileHistory()
     assert h.start_efficiency(CODE, 0.02) == plan.START_EFFICIENCY
     # Frames whose last failed rounds were at 1.10-1.20 x h(their own error rates): the next
-    # start is below their mean by the spread of theirs and of a frame's own error rate.
+    # start is below their mean by the spread of theirs and of a frame's own error rate (their
+    # variances add).
     successes = list(np.linspace(1.10, 1.20, 11))
     h = ReconcileHistory.from_dict(
         {"window": 64, "successes": {CODE.name: successes}, "frames": []}
@@ -154,7 +155,8 @@ def test_start_efficiency_follows_earlier_successes() -> None:
     relative = np.log2(0.98 / 0.02) / binary_entropy(0.02) * np.sqrt(0.02 * 0.98 / payload)
     for quantile in (hist.START_QUANTILE, 0.3):
         z = statistics.NormalDist().inv_cdf(1 - quantile)
-        expected = 1.15 * (1 - z * relative) - z * np.std(successes, ddof=1) - hist.START_MARGIN
+        spread = np.hypot(1.15 * relative, np.std(successes, ddof=1))
+        expected = 1.15 - z * spread - hist.START_MARGIN
         start = h.start_efficiency(CODE, 0.02, quantile)
         assert start == pytest.approx(max(expected, plan.START_EFFICIENCY))
     # A higher quantile starts higher.
@@ -194,3 +196,68 @@ def test_the_history_gives_the_qber_prior_without_an_estimate() -> None:
     # The first frame is planned at the history's error rate, not at the blind guess.
     assert _first_plans(report)[0].plan.qber == pytest.approx(prior)
     np.testing.assert_array_equal(report.corrected[report.kept], alice[report.kept])
+
+
+def test_far_rounds_ask_for_more_steps_and_alice_checks_the_count() -> None:
+    from qkdnode.dsp.reconcile import AliceFrame, BobFrame, DecodingReported
+
+    code = random_code(4000, 600, 3, seed=2)
+    alice, bob = bsc(7, 3_000, 0.02)
+    a = AliceFrame(code, 0, alice[: plan_frame(code, 3_000, 0.02).payload_length], 0.02)
+    first = a.start()
+    with pytest.raises(ValueError, match="far_steps"):
+        BobFrame(code, first, bob[: a.payload.size], far_steps=0)
+    b = BobFrame(code, first, bob[: a.payload.size], far_steps=3)
+    # A word far from the syndrome (about half the checks unsatisfied): Bob asks for 3 steps.
+    word = np.zeros(code.n, np.uint8)
+    word[::2] = 1
+    unsatisfied = np.count_nonzero(((code.H @ word.astype(np.int64)) % 2) != b.decode_input()[0])
+    assert unsatisfied > hist_far() * code.m
+    assert b.absorb(word, False).steps == 3
+    # A word satisfying every check (Alice's own) but reported unconverged: one step.
+    assert b.absorb(a._word.copy(), False).steps == 1
+    assert BobFrame(code, first, bob[: a.payload.size]).absorb(word, False).steps == 1
+    reveal = a.on_report(DecodingReported(0, "need_more", 3))
+    assert reveal is not None
+    assert reveal.values.size == min(3 * a.plan.step, a._layout.reveal_order.size)
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(ValueError, match="steps"):
+            a.on_report(DecodingReported(0, "need_more", bad))  # type: ignore[arg-type]
+    # Far steps or not, the pool keeps only frames equal to Alice's.
+    alice, bob = bsc(8, 30_000, 0.02)
+    report = reconcile_local(alice, bob, 0.02, rng=np.random.default_rng(1), code=code)
+    np.testing.assert_array_equal(report.corrected[report.kept], alice[report.kept])
+
+
+def hist_far() -> float:
+    from qkdnode.dsp.reconcile import ends
+
+    return ends.FAR_UNSAT_FRACTION
+
+
+def test_a_second_block_with_the_history_needs_fewer_rounds() -> None:
+    # Deterministic: the same bits and seeds twice, on a long shipped code at QBER 2 % (where the
+    # thresholds sit well above START_EFFICIENCY). The first block's pilots step up from there;
+    # the second block, given the history, starts every frame near the thresholds.
+    code = choose_code(0.02, 192000)
+    payload = plan_frame(code, code.n, 0.02).payload_length
+    alice, bob = bsc(3, 3 * payload, 0.02)
+    history = ReconcileHistory()
+    first = reconcile_local(alice, bob, 0.02, rng=np.random.default_rng(1), code=code,
+                            history=history, keep_messages=True)
+    assert len(history.successes(code.name)) == first.frames_attempted - first.frames_discarded
+    learnt = history.copy()
+    second = reconcile_local(alice, bob, 0.02, rng=np.random.default_rng(1), code=code,
+                             history=history, keep_messages=True)
+    rounds = [sum(f.rounds for f in r.frames) for r in (first, second)]
+    assert rounds[1] < rounds[0]
+    assert second.frames_discarded == 0
+    np.testing.assert_array_equal(second.corrected[second.kept], alice[second.kept])
+    # The first frame of the second block: no pilot (ordinary step), started by the history.
+    plan0 = _first_plans(second)[0].plan
+    expected = plan_frame(code, plan0.payload_length, 0.02, learnt.start_efficiency(code, 0.02))
+    assert plan0 == expected
+    # The first block's: a pilot, from START_EFFICIENCY with a double step.
+    assert _first_plans(first)[0].plan == plan_frame(
+        code, plan0.payload_length, 0.02, plan.START_EFFICIENCY, 2 * plan.BLIND_STEP_EFFICIENCY
+    )
