@@ -231,3 +231,17 @@ def test_the_pads_counted_must_be_the_pads_used(role):
     mine = a if role == "alice" else b
     assert isinstance(mine, BlockAborted)
     assert "other pads than counted" in mine.reason
+
+
+def test_ends_that_count_different_pads_give_no_key():
+    """Should the two ends ever count different pads to pay back (each takes its own count
+    off the key), Bob sees it in Alice's announcement and the block ends without a key at
+    both ends, never with different keys."""
+    link = Link()
+    link.rearm(0)
+    link.bob._covered = (link.bob._covered[0], link.bob._covered[1] + 1)  # a diverged count
+    a, b = link.run(0, 1)
+    assert isinstance(b, BlockAborted)
+    assert "authentication accounting differs" in b.reason
+    assert isinstance(a, BlockAborted)
+    assert a.reason.startswith("peer aborted")

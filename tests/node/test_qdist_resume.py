@@ -303,3 +303,37 @@ def test_a_state_of_another_secret_or_role_is_refused():
     used.persist_to(Disk())
     with pytest.raises(LocalProtocolError, match="new end"):
         used.restore(state)
+
+
+def test_alice_crashing_after_bob_completed_keeps_the_replenishment_in_step(monkeypatch):
+    """Alice settles block M's replenishment at the start of block N, Bob completes N, and
+    Alice dies before his confirmation arrives. She must come back with M settled (saved at
+    the settle), else the two ends would count different pads from then on and every later
+    block would end without a key. (Reservations far apart, so that no other save hides it.)"""
+    monkeypatch.setattr("qkdnode.node.protocol.qdist.session.RESERVE_PADS", 20)
+    link = Link()
+    first = link.start_run()
+    assert_same_key(*link.run(first, 1))
+    choices, detections = block(2)
+    link.choices[first + 1] = choices
+    link.bob.start_block(first + 1, detections, link.now)
+    # Deliver everything but Bob's confirmation.
+    link.budget = 10**6
+
+    def lose_confirmation() -> None:
+        if link.bob.completed == first + 1:
+            link.budget = 0
+    original = link.bob._complete
+
+    def completing(*args):
+        original(*args)
+        lose_confirmation()
+    link.bob._complete = completing  # type: ignore[method-assign]
+    link.pump()
+    assert link.bob.completed == first + 1
+    assert link.alice.completed == first
+    link.crash("alice")
+    start = link.resume("alice")
+    for k in range(2):
+        assert_same_key(*link.run(start + k, 1 + k % 2))
+    assert_no_pad_reused(link)

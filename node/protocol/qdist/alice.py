@@ -390,7 +390,7 @@ class QdistAlice(QdistEnd):
             return
         seed = self._random_bits(int(kept.sum()) + length - 1)
         self._key = toeplitz_hash(np.ascontiguousarray(self._sifted.x_bits[kept]), seed, length)
-        self._send(AmplificationAnnounced(length, seed))
+        self._send(AmplificationAnnounced(length, seed, self._pads))
         self._state = "confirm"
 
     def _on_confirmed(self, m: KeyConfirmed) -> None:

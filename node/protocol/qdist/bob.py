@@ -307,6 +307,11 @@ class QdistBob(QdistEnd):
         if m.length != length:
             raise RemoteProtocolError(f"Qdist: Alice announced {m.length} bits, Bob computes "
                                       f"{length}")
+        if m.auth_pads != (pads[1], pads[0]):
+            # Each end takes its own count off the key: different counts, different keys.
+            raise RemoteProtocolError(f"Qdist: Alice pays back {m.auth_pads} pads (Alice -> "
+                                      f"Bob, Bob -> Alice), Bob counts {(pads[1], pads[0])}: "
+                                      "the ends' authentication accounting differs")
         kept_bits = int(np.count_nonzero(kept))
         if m.seed.size != kept_bits + length - 1:
             raise RemoteProtocolError(f"Qdist: Toeplitz seed of {m.seed.size} bits, expected "

@@ -251,19 +251,22 @@ class ReconciliationReplied:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class AmplificationAnnounced:
-    """Alice: the final length (before the authentication key is taken off) and the Toeplitz
-    seed (``kept bits + length - 1`` bits; empty when the length is 0)."""
+    """Alice: the final length (before the authentication key is taken off), the Toeplitz
+    seed (``kept bits + length - 1`` bits; empty when the length is 0), and the pads the block
+    pays back (Alice -> Bob, Bob -> Alice), which Bob checks against his own count."""
 
     KIND: ClassVar[int] = 7
     length: int
     seed: NDArray[np.uint8]
+    auth_pads: tuple[int, int] = (0, 0)
 
     def body(self) -> bytes:
-        return BodyWriter().i64([self.length]).bits(self.seed).finish()
+        return BodyWriter().i64([self.length, *self.auth_pads]).bits(self.seed).finish()
 
     @classmethod
     def read(cls, r: BodyReader) -> AmplificationAnnounced:
-        return cls(r.scalar("length", 0), r.bits("seed"))
+        values = r.i64("length and pads", 3, 0)
+        return cls(int(values[0]), r.bits("seed"), (int(values[1]), int(values[2])))
 
 
 @dataclass(frozen=True, slots=True)

@@ -494,6 +494,10 @@ class QdistEnd(abc.ABC):
             self._out.extend(out)
             self._in.extend(into)
             self._covered = (end_out, end_in)
+            self._pending = None
+            # Saved before this end's next frame (the peer may settle on it, and complete a
+            # block on the new count): a restart must come back with the block settled.
+            self._save()
         self._pending = None
 
     def _auth_bits(self, extra_out: int, extra_in: int) -> tuple[int, int]:
