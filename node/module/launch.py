@@ -380,8 +380,9 @@ def build_ends(configs: list[tuple[Path, NodeConfig]], links: set[str] | None,
     Args:
         frames_of: tests and benchmarks only: both ends on BenchFrames (module docstring).
         record: record the run into this directory (:mod:`.recording`; one link, both ends).
-        claim: mark the ends' secrets as used (:func:`claim_secrets`; what a process that runs
-            the modules does), once everything else opened.
+        claim: claim the ends' secrets or resume their saved Qdist sessions, and save the
+            sessions from then on (:func:`claim_secrets`; what a process that runs the
+            modules does), once everything else opened.
 
     Raises:
         ConfigError: a link the module cannot run (no instrument for its role, one that
@@ -531,7 +532,8 @@ def _module(config: NodeConfig, i: int, link: LinkConfig, plan: FramePlan,
     return BobModule(plan, QdistBob(params, secret),
                      frames if rec is None else rec.source(frames), tracker,
                      channel_patterns(_channel_map(config)), outbox, audit,
-                     randomness if rec is None else rec.squash(randomness))
+                     randomness if rec is None else rec.squash(randomness),
+                     lock_timeout_s=link.lock_timeout_s or None)
 
 
 def _describe(rec: Recorder, config: NodeConfig, link: LinkConfig, plan: FramePlan,

@@ -7,7 +7,13 @@ number (so no key ID) is given twice, and the state files are private."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import signal
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +23,7 @@ import pytest
 from qkdnode.dsp.authentication import TAG_BYTES
 from qkdnode.node.config import load_config
 from qkdnode.node.errors import ConfigError
-from qkdnode.node.module.host import sim_benches
+from qkdnode.node.module.host import node_daemons, sim_benches
 from qkdnode.node.module.launch import LinkEnd, build_ends, claim_secrets, run_ends
 from qkdnode.node.module.runtime import AliceModule, BobModule
 from qkdnode.node.protocol.qdist import BlockCompleted, QdistEnd
@@ -165,3 +171,115 @@ def test_a_damaged_or_missing_state_is_refused_naming_the_file(
         assert "is missing" in text
     # Claims without a built end (no Qdist end) only mark.
     assert claim_secrets([]) == []
+
+
+def serve_bench(config: Path) -> tuple[subprocess.Popen[str], str]:
+    """``qkdnode sim serve`` of the bench in ``config``: the process and its address."""
+    proc = subprocess.Popen([sys.executable, "-m", "qkdnode", "sim", "serve", "--config",
+                             str(config), "--listen", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert "served at 127.0.0.1:" in line, line
+    return proc, line.rsplit(" ", 1)[1].strip()
+
+
+def _audit(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    out = []
+    for line in lines:
+        with contextlib.suppress(json.JSONDecodeError):  # a line being written
+            out.append(json.loads(line))
+    return out
+
+
+def _completed(path: Path) -> list[int]:
+    return [r["block_id"] for r in _audit(path) if r["outcome"] == "completed"]
+
+
+@pytest.mark.slow
+def test_kill_9_of_either_module_process_resumes_the_session(tmp_path: Path,
+                                                             node_pair: Any) -> None:
+    """Three processes (the bench service, Alice's and Bob's ``qkdnode module``): Bob's
+    module is killed with SIGKILL after a completed block (the next in flight) and started
+    again with the same command, then Alice's. Blocks go on at later numbers, no block is
+    completed twice, and both key managers hold the same keys."""
+    plain = node_pair(tmp_path, bench="resume-kill", seed=11)
+    bench, address = serve_bench(plain["A"])
+    files = node_pair(tmp_path, bench="resume-kill", seed=11, service=address)
+    configs = [(p, load_config(p)) for p in files.values()]
+    audits = {"A": tmp_path / "audit-A.jsonl", "B": tmp_path / "audit-B.jsonl"}
+
+    async def start(who: str) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "qkdnode", "module", "--config", str(files[who]),
+            "--status-interval", "600", "--drain-timeout", "30",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+
+    async def wait_for(condition: Any, what: str) -> None:
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.2)
+
+    async def scenario() -> tuple[bytes, bytes, dict[str, int]]:
+        daemons = node_daemons(configs)
+        for daemon in daemons.values():
+            await daemon.start()
+        procs: dict[str, asyncio.subprocess.Process] = {}
+        cuts: dict[str, int] = {}
+        try:
+            procs = {who: await start(who) for who in ("A", "B")}
+            await wait_for(lambda: _completed(audits["B"]), "Bob's first block")
+            procs["B"].kill()
+            await procs["B"].wait()
+            cuts["B"] = max(_completed(audits["B"]))
+            procs["B"] = await start("B")
+            await wait_for(lambda: max(_completed(audits["B"])) > cuts["B"],
+                           "a block after Bob's restart")
+            await wait_for(lambda: max(_completed(audits["A"]), default=-1) > cuts["B"],
+                           "Alice's block after Bob's restart")
+            procs["A"].kill()
+            await procs["A"].wait()
+            cuts["A"] = max(_completed(audits["A"]))
+            procs["A"] = await start("A")
+            await wait_for(lambda: sum(b > cuts["A"] for b in _completed(audits["A"])) >= 2,
+                           "two blocks after Alice's restart")
+            for proc in procs.values():
+                proc.send_signal(signal.SIGINT)
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs.values())), 120)
+            deadline = time.monotonic() + 120.0
+            while not all(lv.available_keys for d in daemons.values()
+                          for lv in d.store.levels().values()):
+                assert time.monotonic() < deadline, "no keys at the key managers"
+                await asyncio.sleep(0.5)
+            a, b = daemons["A"].store, daemons["B"].store
+            plan, pad_a = a.take_pad("B", 256, time.time())
+            pad_b = b.take_pad_as("A", plan, time.time())
+            return pad_a, pad_b, cuts
+        finally:
+            for proc in procs.values():
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+            for daemon in daemons.values():
+                await daemon.stop()
+
+    try:
+        pad_a, pad_b, cuts = asyncio.run(scenario())
+    finally:
+        bench.terminate()
+        bench.wait(timeout=30)
+    assert len(pad_a) == 256
+    assert pad_a == pad_b
+    for who in ("A", "B"):
+        done = _completed(audits[who])
+        assert len(done) == len(set(done)), f"{who} completed a block twice"
+    # Where both completed a block, they kept the same number of key bits.
+    lengths = {who: {r["block_id"]: r["final_length"] for r in _audit(audits[who])
+                     if r["outcome"] == "completed"} for who in ("A", "B")}
+    for block_id in set(lengths["A"]) & set(lengths["B"]):
+        assert lengths["A"][block_id] == lengths["B"][block_id]
+    assert max(lengths["A"]) > cuts["A"] > cuts["B"]

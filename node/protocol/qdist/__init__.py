@@ -14,6 +14,12 @@ Results: :class:`BlockCompleted` (key and :class:`BlockAudit`) or :class:`BlockA
 tagger is armed (:meth:`QdistBob.announce_armed`, :class:`ReceiverArmed` at Alice) and Alice
 that her output started and at which block (:meth:`QdistAlice.announce_start`,
 :class:`TransmitterStarted` at Bob): the start order of the instruments.
+
+A session can outlive the process of either end: :meth:`QdistEnd.persist_to` saves its state
+at the points a restart needs, :meth:`QdistEnd.restore` takes it up in a new end (no pad is
+ever used twice; block numbers go on); a restarted Alice tells Bob to arm anew
+(:class:`TransmitterRestarted`). Every pad spent is paid back by the next block both ends
+complete (see :mod:`.session`).
 """
 
 from .alice import QdistAlice
