@@ -6,6 +6,7 @@ numbers blocks on, and the two ends agree on keys and accounting afterwards."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 
 import numpy as np
@@ -337,3 +338,22 @@ def test_alice_crashing_after_bob_completed_keeps_the_replenishment_in_step(monk
     for k in range(2):
         assert_same_key(*link.run(start + k, 1 + k % 2))
     assert_no_pad_reused(link)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("covered", 5), ("covered", [1]), ("covered", [1, -2]), ("pending", "x"),
+    ("pending", {"block": 1}), ("send_next", -1), ("completed", True), ("epoch", "1"),
+    ("out", None), ("in", {"hash_key": "00"}), ("version", 99),
+])
+def test_a_malformed_state_with_a_valid_checksum_is_refused(field, value):
+    """A state written by something else (its checksum recomputed) is checked field by
+    field: a ValueError naming what is wrong, never another exception."""
+    link = Link()
+    link.start_run()
+    outer = json.loads(link.disks["bob"].state)
+    body = outer["body"]
+    body[field] = value
+    outer["sha256"] = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    with pytest.raises(ValueError, match=r"field|version|pad stream") as info:
+        QdistBob(PARAMS, SECRET).restore(json.dumps(outer).encode())
+    assert "00" not in str(info.value).replace("version", "")

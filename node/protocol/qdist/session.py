@@ -69,8 +69,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import hashlib
-import json
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -103,6 +101,7 @@ from .messages import (
     StartAnnounced,
     decode_message,
 )
+from .state import SessionState, decode_state, encode_state, session_id
 from .wire import PadStream, RawFrame, StreamError, WireReader, encode_frame
 
 __all__ = ["CONNECTION_LOST", "MIN_SECRET_BYTES", "PAD_BITS", "RESERVE_PADS", "QdistEnd"]
@@ -120,8 +119,6 @@ PAD_BITS = 8 * TAG_BYTES
 # saves a new one this far ahead, so a busy link saves about once a block (ten frames each
 # way), and a restart skips at most this many unused pads (well inside the 64-pad minimum).
 RESERVE_PADS = 8
-STATE_FORMAT = "qkdnode qdist session state"
-STATE_VERSION = 1
 
 Event = (BlockCompleted | BlockAborted | FrameRejected | DetectionsReceived | ReceiverArmed
          | TransmitterStarted | TransmitterRestarted)
@@ -201,7 +198,7 @@ class QdistEnd(abc.ABC):
         self._covered = (0, 0)
         # Persistence (see :meth:`persist_to`): the saver, the first send position not yet
         # reserved, one past the highest block begun, and whether this end was restored.
-        self._session = hashlib.sha256(b"qkdnode qdist state\0" + bytes(secret)).hexdigest()
+        self._session = session_id(secret)
         self._store: Callable[[bytes], None] | None = None
         self._reserved = 0
         self._block_floor = 0
@@ -312,21 +309,12 @@ class QdistEnd(abc.ABC):
         self._save()
 
     def snapshot(self) -> bytes:
-        """The session state (see :meth:`persist_to`); JSON with a checksum."""
-        pending = None
-        if self._pending is not None:
-            block, ab, ba, end_out, end_in = self._pending
-            pending = {"block": block, "ab": ab.hex(), "ba": ba.hex(), "end_out": end_out,
-                       "end_in": end_in}
-        body = {"format": STATE_FORMAT, "version": STATE_VERSION, "role": self.role,
-                "session": self._session, "send_next": max(self._reserved, self._send_seq),
-                "recv_next": self._recv_seq, "completed": self.completed,
-                "block_floor": self.next_block, "covered": list(self._covered),
-                "pending": pending, "epoch": self._epoch, "out": self._out.export(),
-                "in": self._in.export()}
-        text = json.dumps(body, sort_keys=True)
-        digest = hashlib.sha256(text.encode()).hexdigest()
-        return json.dumps({"body": body, "sha256": digest}, sort_keys=True).encode()
+        """The session state (see :meth:`persist_to` and :mod:`.state`)."""
+        return encode_state(SessionState(
+            role=self.role, session=self._session,
+            send_next=max(self._reserved, self._send_seq), recv_next=self._recv_seq,
+            completed=self.completed, block_floor=self.next_block, covered=self._covered,
+            pending=self._pending, epoch=self._epoch, out=self._out, into=self._in))
 
     def restore(self, state: bytes) -> None:
         """Takes up the session a process of this end saved (:meth:`persist_to`): sending
@@ -343,47 +331,16 @@ class QdistEnd(abc.ABC):
         """
         if self._send_seq or self._recv_seq or self.block is not None or self._store:
             raise LocalProtocolError("Qdist: restore only a new end")
-        try:
-            outer = json.loads(state)
-            body = outer["body"]
-            text = json.dumps(body, sort_keys=True)
-            ok = hashlib.sha256(text.encode()).hexdigest() == outer["sha256"]
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            raise ValueError("not a Qdist session state (truncated or not JSON)") from None
-        if not ok:
-            raise ValueError("the checksum does not match: the state is corrupt")
-        if body.get("format") != STATE_FORMAT or body.get("version") != STATE_VERSION:
-            raise ValueError(f"not a Qdist session state of version {STATE_VERSION}")
-        if body.get("role") != self.role:
-            raise ValueError(f"a state of the {body.get('role')!r} end, not the {self.role}'s")
-        if body.get("session") != self._session:
-            raise ValueError("a state of another pre-shared secret (another session)")
-        try:
-            ints = {name: body[name] for name in ("send_next", "recv_next", "completed",
-                                                  "block_floor", "epoch")}
-            covered = body["covered"]
-            pending = body["pending"]
-            out, into = PadStream.load(body["out"]), PadStream.load(body["in"])
-            if pending is not None:
-                pend = (pending["block"], bytes.fromhex(pending["ab"]),
-                        bytes.fromhex(pending["ba"]), pending["end_out"], pending["end_in"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"a field is missing or malformed ({exc.__class__.__name__}: "
-                             f"{exc if isinstance(exc, KeyError) else ''})") from None
-        numbers = [*ints.values(), *covered] + ([pend[0], pend[3], pend[4]] if pending else [])
-        if len(covered) != 2 or any(isinstance(v, bool) or not isinstance(v, int)
-                                    for v in numbers) or ints["completed"] < -1 or \
-                min(ints["send_next"], ints["recv_next"], ints["epoch"]) < 0:
-            raise ValueError("a number is missing or out of range")
-        self._out, self._in = out, into
-        self._send_seq = self._reserved = ints["send_next"]
+        saved = decode_state(state, self.role, self._session)
+        self._out, self._in = saved.out, saved.into
+        self._send_seq = self._reserved = saved.send_next
         self._out.release(self._send_seq)
-        self._recv_seq = ints["recv_next"]
-        self.completed = ints["completed"]
-        self._block_floor = ints["block_floor"]
-        self._covered = (covered[0], covered[1])
-        self._pending = pend if pending is not None else None
-        self._epoch = ints["epoch"]
+        self._recv_seq = saved.recv_next
+        self.completed = saved.completed
+        self._block_floor = saved.block_floor
+        self._covered = saved.covered
+        self._pending = saved.pending
+        self._epoch = saved.epoch
         self.restored = True
 
     @property
