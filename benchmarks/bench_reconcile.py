@@ -20,6 +20,8 @@ records the load average before and after: the machine is shared, so wall time a
 Usage::
 
     python benchmarks/bench_reconcile.py [--frames 100] [--decode-frames 32] [--quick]
+    python benchmarks/bench_reconcile.py --only-longest --long-frames 12 --blocks 3
+        # QBER 2 % on n384000_r085 only, as 3 blocks of 12 frames sharing a ReconcileHistory
 """
 
 from __future__ import annotations
@@ -43,7 +45,13 @@ from qkdnode.dsp.ldpc.decoder import (
     decode_syndrome,
     decode_syndromes,
 )
-from qkdnode.dsp.reconcile import binary_entropy, choose_code, plan_frame, reconcile_local
+from qkdnode.dsp.reconcile import (
+    ReconcileHistory,
+    binary_entropy,
+    choose_code,
+    plan_frame,
+    reconcile_local,
+)
 
 # 0.5 % and 1 %: the QBER of the simulated link (bench_link: 0.65-0.8 %) and of good links.
 QBERS = (0.005, 0.01, 0.02, 0.05, 0.08)
@@ -70,7 +78,37 @@ def bsc(rng: np.random.Generator, size: int, qber: float) -> tuple[np.ndarray, n
 
 
 def bench_reconciliation(
-    qber: float | None, true_qber: float, frames: int, n: int, seed: int
+    qber: float | None, true_qber: float, frames: int, n: int, seed: int, blocks: int = 1
+) -> dict[str, Any]:
+    """One row; with ``blocks > 1`` the row is that many blocks of ``frames`` frames each
+    (fresh bits) sharing one ReconcileHistory, as a link's blocks do: the row gives the first
+    block and the blocks after it (steady state) apart, and every block."""
+    if blocks > 1:
+        history = ReconcileHistory()
+        runs = [bench_reconciliation_block(qber, true_qber, frames, n, seed + 1000 * k, history)
+                for k in range(blocks)]
+        steady = runs[1:]
+        kept_f = [r["efficiency_f"] for r in steady]
+        return {
+            "qber": true_qber, "frame_length": runs[0]["frame_length"], "blocks": blocks,
+            "first_block": runs[0],
+            "steady_state": {
+                "frames": sum(r["frames"] for r in steady),
+                "frames_discarded": sum(r["frames_discarded"] for r in steady),
+                "mean_efficiency_f": float(np.mean(kept_f)),
+                "max_efficiency_f": float(np.max(kept_f)),
+                "mean_rounds": float(np.mean([r["mean_rounds"] for r in steady])),
+                "cpu_seconds_per_block": float(np.mean([r["cpu_seconds"] for r in steady])),
+                "kept_bits_equal_alice": all(r["kept_bits_equal_alice"] for r in steady),
+            },
+            "block_runs": runs,
+        }
+    return bench_reconciliation_block(qber, true_qber, frames, n, seed, None)
+
+
+def bench_reconciliation_block(
+    qber: float | None, true_qber: float, frames: int, n: int, seed: int,
+    history: ReconcileHistory | None,
 ) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     code = choose_code(true_qber if qber is None else qber, n)
@@ -78,7 +116,7 @@ def bench_reconciliation(
     alice, bob = bsc(rng, frames * payload, true_qber)
     start = time.perf_counter()
     cpu = time.process_time()
-    report = reconcile_local(alice, bob, qber, rng=rng, n=n)
+    report = reconcile_local(alice, bob, qber, rng=rng, n=n, history=history)
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu
     kept = report.kept
@@ -260,7 +298,14 @@ def main() -> None:
     parser.add_argument("--long-frames", type=int, default=None,
                         help=f"frames per n={LONG_N} or n={LONGEST_N} row (default: a third, "
                         "resp. a sixth, of --frames, >= 2)")
+    parser.add_argument("--blocks", type=int, default=1,
+                        help="blocks per reconciliation row sharing one ReconcileHistory "
+                        "(> 1: first block and steady state apart)")
+    parser.add_argument("--only-longest", action="store_true",
+                        help=f"only the n={LONGEST_N} reconciliation rows (no decoding part)")
     args = parser.parse_args()
+    if args.blocks < 1:
+        parser.error("--blocks must be >= 1")
     frames = 4 if args.quick else args.frames
     decode_frames = 4 if args.quick else args.decode_frames
     peer_frames = 2 if args.quick else args.peer_frames
@@ -271,6 +316,19 @@ def main() -> None:
         "numpy": np.__version__,
         "load_average_before": os.getloadavg(),
     }
+    if args.only_longest:
+        rows = []
+        for index, qber in enumerate(LONGEST_QBERS):
+            log(f"reconciliation at QBER {qber}, n = {LONGEST_N} ...")
+            long_frames = args.long_frames or max(2, frames // 6)
+            rows.append(bench_reconciliation(qber, qber, long_frames, LONGEST_N,
+                                             args.seed + 70 + index, args.blocks))
+            log(json.dumps(rows[-1]))
+        document["reconciliation"] = rows
+        document["load_average_after"] = os.getloadavg()
+        json.dump(document, sys.stdout, indent=2)
+        print()
+        return
     log("decoding throughput ...")
     document["decoding"] = bench_decoding(decode_frames, peer_frames, args.n, args.seed)
     if not args.no_long:
@@ -279,7 +337,9 @@ def main() -> None:
     rows = []
     for index, qber in enumerate(QBERS):
         log(f"reconciliation at QBER {qber} ...")
-        rows.append(bench_reconciliation(qber, qber, frames, args.n, args.seed + index))
+        rows.append(
+            bench_reconciliation(qber, qber, frames, args.n, args.seed + index, args.blocks)
+        )
         log(json.dumps(rows[-1]))
     if not args.no_long:
         for index, qber in enumerate(LONG_QBERS):
@@ -287,14 +347,16 @@ def main() -> None:
             # By default about the same number of bits as the rows above.
             long_frames = args.long_frames or max(2, frames // 3)
             rows.append(
-                bench_reconciliation(qber, qber, long_frames, LONG_N, args.seed + 50 + index)
+                bench_reconciliation(qber, qber, long_frames, LONG_N, args.seed + 50 + index,
+                                     args.blocks)
             )
             log(json.dumps(rows[-1]))
         for index, qber in enumerate(LONGEST_QBERS):
             log(f"reconciliation at QBER {qber}, n = {LONGEST_N} ...")
             long_frames = args.long_frames or max(2, frames // 6)
             rows.append(
-                bench_reconciliation(qber, qber, long_frames, LONGEST_N, args.seed + 70 + index)
+                bench_reconciliation(qber, qber, long_frames, LONGEST_N, args.seed + 70 + index,
+                                     args.blocks)
             )
             log(json.dumps(rows[-1]))
     log("reconciliation at QBER 0.03 without a prior estimate ...")

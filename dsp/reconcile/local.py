@@ -311,9 +311,14 @@ def reconcile_local(
             starts near the code's thresholds. ``None``: a fresh history for this call only.
             Without ``qber_estimate``, its :attr:`~ReconcileHistory.qber` is the prior.
         start_quantile: Speed/efficiency knob: the quantile of the frames' decoding thresholds
-            the first syndrome aims at (:meth:`ReconcileHistory.start_efficiency`). The
-            default, ``START_QUANTILE``, puts efficiency first; a higher one starts most frames
-            above their thresholds: fewer blind rounds, a higher f.
+            the first syndrome aims at (:meth:`ReconcileHistory.start_efficiency`), in (0, 1).
+            The default, ``START_QUANTILE`` = 0.1, puts efficiency first; a higher one starts
+            more frames at or above their thresholds: fewer blind rounds (decoder runs), a
+            higher f. Measured at QBER 1.96 % on n384000_r085, 4 Mbit blocks, mean of the 3
+            blocks after a link's first (shared history; 33 frames, none lost), decoder CPU
+            per block on a loaded 2-core machine: 0.1: f 1.0943, 4.6 rounds and 77
+            iterations per frame, 8.3 s; 0.3: f 1.0946, 3.5 rounds, 67 iterations, 6.7 s;
+            0.5: f 1.0954, 2.6 rounds, 59 iterations, 5.9 s (-29 %).
 
     Returns:
         The :class:`ReconcileReport`.
