@@ -251,6 +251,12 @@ class LinkConfig:
         "Receiver: how long the start marker may take once the transmitter said its output "
         "started; then the module stops with an error naming the channel.", default=30.0,
         check=between(0.1, 3600.0), unit="s")
+    lock_timeout_s: float = setting(
+        "Receiver: how long Qsync may hold no lock after the start marker (or after a loss of "
+        "lock) while detections keep coming (32768 without a slot) before the receiver arms "
+        "anew, so that the transmitter starts a new run with a new marker (a marker that was "
+        "not this run's, or a clock step beyond Qsync's window, is not recovered otherwise); "
+        "0: never.", default=60.0, check=between(0.0, 86400.0), unit="s")
 
     def validate(self) -> Iterator[tuple[str, str]]:
         if self.block_slots % self.timing_slots:

@@ -26,8 +26,12 @@ Start order (the instruments' common time origin)
     A Bob that arms anew (a restarted module: its tagger's origin is gone) makes Alice end the
     run (blocks in flight abort, "instruments restarted" in both audit logs; the choices of
     queued blocks are dropped) and start a new one at a block later than every block she
-    drew, so block numbers, and the key IDs derived from them, never repeat. A Bob that
-    reconnects before the start reached him repeats his arm; Alice announces the start again.
+    drew, so block numbers, and the key IDs derived from them, never repeat. Bob repeats his
+    arm on every new connection; Alice announces the start again if no block of the run has
+    completed. An Alice whose process restarted (its Qdist session resumed from the saved
+    state) answers that arm with "resumed": Bob re-arms his tagger (Qsync and the block
+    cutter start afresh) and announces a new arm, and Alice starts a new run above every block
+    the session began.
 
 Both ends
     Qdist runs over :class:`qkdnode.node.io.qdist.QdistConnection` (reconciliation decodes in a
@@ -55,7 +59,7 @@ from numpy.typing import NDArray
 
 from qkdnode.drivers.roles import RandomSource
 from qkdnode.drivers.sim.link import TagBatch
-from qkdnode.dsp.qsync import SlotTracker
+from qkdnode.dsp.qsync import DEFAULT_ACQUIRE_TAGS, SlotTracker
 from qkdnode.dsp.sifting import AliceChoices, BobDetections
 
 from ..errors import LocalProtocolError
@@ -91,6 +95,24 @@ MISSED_KEPT = 64
 # The reason of blocks whose run ended because the receiver armed anew.
 RESTARTED_RUN = "instruments restarted (the receiver armed anew)"
 RESTARTED_MODULE = "instruments restarted: the receiver's module restarted"
+# Bob re-arms (a new arm: Alice starts a new run, with a new marker) when Qsync has held no
+# lock for this long since the marker or since its last loss of lock, while detections kept
+# coming (LOCK_TIMEOUT_TAGS of them without a slot): a marker that was not this run's (a
+# previous run's, or a glitch on the marker cable) puts slot 0 outside Qsync's +-1 ms window
+# for good, and so does a clock step beyond it; a new run is the way back. Qsync locks within
+# its first acquisition window (2048 detections) on a working link. Each further re-arm with
+# no completed block in between doubles the time (at most 16x).
+DEFAULT_LOCK_TIMEOUT_S = 60.0
+LOCK_TIMEOUT_TAGS = 16 * DEFAULT_ACQUIRE_TAGS
+# Qsync can also lock on the wrong slots: its timing pattern repeats every timing_slots, so an
+# origin off by about a whole repetition aliases into its window. The blocks' bits then do not
+# correlate (QBER near 0.5). Bob re-arms after this many blocks in a row whose Z-basis QBER is
+# at least UNCORRELATED_QBER (no physical link gets there; misnumbered slots do), and after
+# twice as many for each further re-arm with no completed block in between (at most 16x), so a
+# link that is broken for another reason does not re-arm in a tight loop.
+MISNUMBERED_BLOCKS = 3
+UNCORRELATED_QBER = 0.25
+
 # Closed blocks waiting for distillation: one waiting while one distils keeps both busy; more
 # would only hold detections (and Alice's choices for them) in memory.
 BLOCK_QUEUE = 1
@@ -150,7 +172,8 @@ class ModuleStatus:
             block of the output's run; restarts: runs ended by a new arm of Bob's (Alice);
             tags_before_marker: tags dropped because they came before the marker (Bob);
             stale_markers: markers dropped as a previous run's (read before Bob's arm was
-            announced).
+            announced); relocks: re-arms after Qsync held no lock for ``lock_timeout_s``
+            (Bob); last_relock: the reason of the last one.
     """
 
     role: str
@@ -171,6 +194,8 @@ class ModuleStatus:
     restarts: int = 0
     tags_before_marker: int = 0
     stale_markers: int = 0
+    relocks: int = 0
+    last_relock: str | None = None
 
     def summary(self, now: float) -> dict[str, Any]:
         """The status with rates (per second since the start)."""
@@ -596,16 +621,29 @@ class BobModule(_ModuleBase):
         patterns: tagger channel -> detector mask (:func:`.frames.channel_patterns`).
         keys, audit: as for :class:`AliceModule`.
         rng: the randomness of the squashing rule (:class:`BlockCutter`).
+        lock_timeout_s: re-arm after this long without a Qsync lock since the marker or the
+            last loss of lock, once ``lock_timeout_tags`` detections went without a slot
+            meanwhile (see :data:`DEFAULT_LOCK_TIMEOUT_S`); None: never.
+        lock_timeout_tags: see ``lock_timeout_s``.
     """
 
     def __init__(self, plan: FramePlan, qdist: QdistBob, source: TagSource,
                  tracker: SlotTracker, patterns: NDArray[np.uint8], keys: KeySink,
                  audit: AuditLog | None, rng: RandomSource | np.random.Generator,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 lock_timeout_s: float | None = DEFAULT_LOCK_TIMEOUT_S,
+                 lock_timeout_tags: int = LOCK_TIMEOUT_TAGS) -> None:
         super().__init__(plan.link, keys, audit, clock)
         self.plan = plan
         self.qdist = qdist
         self.source = source
+        self.lock_timeout_s = lock_timeout_s
+        self.lock_timeout_tags = lock_timeout_tags
+        # Set when the slot timing is lost for good (no Qsync lock for lock_timeout_s, or
+        # blocks whose bits do not correlate): the dialogue re-arms.
+        self._resync = asyncio.Event()
+        self._uncorrelated = 0  # blocks in a row with a Z-basis QBER >= UNCORRELATED_QBER
+        self._fruitless = 0  # re-arms for lost timing since the last completed block
         self.tracker = tracker
         self.patterns = patterns
         self.rng = rng
@@ -640,6 +678,42 @@ class BobModule(_ModuleBase):
         old run dropped), and the connection is dropped: the next one announces a new arm."""
         log.warning("link %s: the transmitter restarted (it knew arm %d); re-arming the tagger",
                     self.link, epoch)
+        await self._restart_acquisition("re-arming the tagger (the transmitter restarted)")
+
+    def _lost_timing(self, reason: str) -> None:
+        """The run's slot timing is lost for good: the dialogue re-arms (:meth:`_relock`)."""
+        if not self._resync.is_set():
+            self.status.last_relock = reason
+            self._resync.set()
+
+    async def _relock(self) -> None:
+        """The slot timing was lost for good (``_resync``): a new arm, so that Alice starts a
+        new run with a new marker (as :meth:`_rearm`)."""
+        reason = self.status.last_relock
+        log.warning("link %s: %s; re-arming the tagger for a new run", self.link, reason)
+        self.status.relocks += 1
+        self._fruitless += 1
+        await self._restart_acquisition(f"re-arming the tagger ({reason})")
+
+    async def _outcome(self, event: BlockCompleted | BlockAborted) -> None:
+        await super()._outcome(event)
+        qber = event.audit.qber_z
+        if isinstance(event, BlockCompleted):
+            self._fruitless = 0
+        if qber is None or qber < UNCORRELATED_QBER or isinstance(event, BlockCompleted):
+            self._uncorrelated = 0
+            return
+        self._uncorrelated += 1
+        needed = MISNUMBERED_BLOCKS << min(self._fruitless, 4)
+        if self._uncorrelated >= needed:
+            self._lost_timing(f"{self._uncorrelated} blocks in a row with QBER >= "
+                              f"{UNCORRELATED_QBER} (last {qber:.3f}): the slots are "
+                              "misnumbered")
+
+    async def _restart_acquisition(self, run: str) -> None:
+        """Acquisition anew from a new arm (see :meth:`_rearm`); raises ConnectionError."""
+        self._resync.clear()
+        self._uncorrelated = 0
         self._armed.clear()
         self._started.clear()
         self.epoch = self.first_block = None
@@ -655,9 +729,9 @@ class BobModule(_ModuleBase):
         self.cutter = BlockCutter(self.plan, self.patterns, self.rng)
         if len(self._background) == 2:
             self._background[1] = asyncio.create_task(self._acquire())
-        self.status.run = "re-arming the tagger (the transmitter restarted)"
+        self.status.run = run
         self.status.sync = "acquiring"
-        raise ConnectionError("the transmitter restarted; re-arming")
+        raise ConnectionError(run)
 
     async def _acquire(self) -> None:
         await self._started.wait()
@@ -665,6 +739,7 @@ class BobModule(_ModuleBase):
         # Qsync numbers slots from the marker, the first slot of the run's first block.
         base = self.first_block * self.plan.block_slots
         self.cutter.open = self.first_block
+        unlocked: tuple[float, int] | None = None  # (since when, unassigned detections then)
         while True:
             batch = await self._tags.get()
             out = await asyncio.to_thread(self.tracker.process, batch.timestamps_ps,
@@ -673,6 +748,18 @@ class BobModule(_ModuleBase):
             st = self.status
             st.sync, st.ppm, st.losses = ("locked" if ts.locked else "acquiring"), ts.ppm, \
                 ts.losses
+            now = self.clock()
+            if ts.locked or not getattr(self.source, "marker_seen", True):
+                unlocked = None
+            elif unlocked is None:
+                unlocked = (now, ts.unassigned)
+            elif (self.lock_timeout_s is not None
+                  and now - unlocked[0] >= self.lock_timeout_s * (1 << min(self._fruitless, 4))
+                  and ts.unassigned - unlocked[1] >= self.lock_timeout_tags):
+                since = "the marker" if ts.acquisitions == 0 else "the last loss of lock"
+                # The dialogue re-arms (and cancels this task).
+                self._lost_timing(f"no Qsync lock {now - unlocked[0]:.0f} s after {since} "
+                                  f"({ts.unassigned - unlocked[1]} detections without a slot)")
             if st.run.startswith("started") and getattr(self.source, "marker_seen", True):
                 st.run = f"marker seen; run from block {self.first_block}"
             st.tags_before_marker = int(getattr(self.source, "before_marker", 0))
@@ -749,15 +836,19 @@ class BobModule(_ModuleBase):
                           ) -> tuple[int, BobDetections]:
         """The next closed block; events that arrive meanwhile are handled."""
         getter = asyncio.ensure_future(self._queue.get())
+        no_lock = asyncio.ensure_future(self._resync.wait())
         try:
             while True:
                 event = asyncio.ensure_future(conn.events.get())
-                done, _ = await asyncio.wait([getter, event, *tasks],
+                done, _ = await asyncio.wait([getter, event, no_lock, *tasks],
                                              return_when=asyncio.FIRST_COMPLETED)
                 if event in done:
                     await self._on_event(event.result())
                 else:
                     event.cancel()
+                if no_lock in done:
+                    await self._relock()  # raises ConnectionError: a new arm (a block the
+                    # getter took is of the lost run, dropped with it)
                 if getter in done:
                     return getter.result()
                 for task in done:
@@ -765,8 +856,9 @@ class BobModule(_ModuleBase):
                         task.result()
                         raise ConnectionError("Qdist connection closed by the peer")
         finally:
-            if not getter.done():
-                getter.cancel()
+            for waiter in (getter, no_lock):
+                if not waiter.done():
+                    waiter.cancel()
 
     async def _dialogue(self, conn: QdistConnection, tasks: list[asyncio.Task[Any]],
                         blocks: int | None) -> None:
