@@ -1,36 +1,43 @@
-"""The whole chain on one block: sifted bits to final key (dsp.distill.distill_local).
+"""The whole chain on one link: sifted bits to final key (dsp.distill.distill_local).
 
-Prints one JSON document: for each block size, the sifted-input throughput of the whole chain
-at QBER about 2 % (target: >= 5 Mbit/s on the 2-core machine), the final key length and its
-ratio to what the Lim et al. model predicts for the same counts with f_EC = 1.16, and the time
-of every stage, wall and CPU (process time, all threads): the machine is shared, so CPU time is
-the steadier figure; the load average is printed beside them.
+Prints one JSON document: for each block size, a link of ``--blocks`` consecutive blocks (fresh
+bits each, QBER about 2 %) that share one :class:`~qkdnode.dsp.reconcile.ReconcileHistory`:
 
-Stages, each measured on its own with the block's inputs:
-  sifting          dsp.sifting.sift on the detections that give the block's sifted X bits
-                   (before the chain proper, which starts at sifted bits; reported for scale)
-  reconciliation   reconcile_local, split by a CPU-time profile into the LDPC decoder's
-                   numba kernels (ldpc/kernels*.py), the rest of decode_syndromes (its Python
-                   and numpy wrapper) and everything else (frame planning, syndromes, messages,
-                   verification tags)
-  verification     the share of reconciliation spent in dsp.verification
+* ``first_block``: the link's first block (no history: pilot frames find the code's
+  thresholds);
+* ``steady_state``: the blocks after it (each starts its frames where earlier blocks' frames
+  decoded), their mean and every block.
+
+For each block: the sifted-input throughput of the whole chain (target: >= 5 Mbit/s on the
+2-core machine), wall and CPU time (process time, all threads; the machine is shared, so CPU
+time is the steadier figure; the load average is printed beside them), the time of every stage
+measured inside that very run, the reconciliation efficiency f (disclosed bits / (kept bits x
+h(their QBER))), rounds and decoder iterations per frame, and the final key length with its
+ratio to what the Lim et al. model predicts for the same counts with f_EC = 1.16.
+
+Stages (timed by wrapping the functions distill_local calls):
+  reconciliation   reconcile_local; within it, decoder = the parallel decoder calls
+                   (decode_syndromes: numba kernels and their wrapper), the rest is frame
+                   planning, syndromes, messages and verification
   estimation       finite_key_length with the leakage reconciliation caused
   privacy          toeplitz_hash_pair: both ends' kept bits in one FFT product
+  sifting          dsp.sifting.sift on the detections that give a block's sifted X bits, once
+                   per size (before the chain proper, which starts at sifted bits; for scale)
 
 The block's counts are the expected counts of a 25 km Fig. 1 link whose afterpulse probability
-is lowered to 3 % so the X-basis error rate is about 2 %.
+is lowered to 3 % so the X-basis error rate is about 2 %. ``--start-quantile`` is
+reconcile_local's speed/efficiency knob (default: the library's, efficiency first).
 
-    python benchmarks/bench_chain.py [--bits 1000000 4000000] [--repeat 2]
+    python benchmarks/bench_chain.py [--bits 1000000 4000000] [--blocks 4] [--start-quantile Q]
 """
 
 from __future__ import annotations
 
 import argparse
-import cProfile
+import functools
 import json
 import os
 import platform
-import pstats
 import sys
 import time
 from collections.abc import Callable
@@ -38,14 +45,17 @@ from typing import Any
 
 import numpy as np
 
+import qkdnode.dsp.distill as distill_module
+import qkdnode.dsp.reconcile.local as reconcile_module
 from qkdnode.dsp.distill import distill_local
-from qkdnode.dsp.estimation import DecoyCounts, LinkModel, finite_key_length, optimize_decoy
-from qkdnode.dsp.privacy_pair import toeplitz_hash_pair
-from qkdnode.dsp.reconcile import reconcile_local
+from qkdnode.dsp.estimation import DecoyCounts, LinkModel, binary_entropy, optimize_decoy
+from qkdnode.dsp.reconcile import START_QUANTILE, ReconcileHistory
 from qkdnode.dsp.sifting import AliceChoices, pattern_of, sift
 
 
-def _block(n_bits: int, seed: int) -> tuple[Any, ...]:
+@functools.lru_cache(maxsize=4)
+def _link(n_bits: int) -> tuple[Any, ...]:
+    """The link's counts and decoy parameters for blocks of ``n_bits`` (its expected counts)."""
     link = LinkModel(25.0, afterpulse_probability=0.03)
     best = optimize_decoy(link, n_bits)
     expected = link.expected_counts_per_pulse(best.params).scaled(
@@ -54,11 +64,17 @@ def _block(n_bits: int, seed: int) -> tuple[Any, ...]:
     counts = DecoyCounts(
         *(tuple(float(round(x)) for x in t) for t in (expected.n_x, expected.n_z, expected.m_z))
     )
+    mu = (best.mu1, best.mu2, link.mu3)
+    p = (best.p_mu1, best.p_mu2, 1.0 - best.p_mu1 - best.p_mu2)
+    return counts, mu, p, best
+
+
+def _block(n_bits: int, seed: int) -> tuple[Any, ...]:
+    """One block: fresh bits (seeded) with the link's QBER, and the link's counts."""
+    counts, mu, p, best = _link(n_bits)
     rng = np.random.default_rng(seed)
     alice = rng.integers(0, 2, n_bits, dtype=np.uint8)
     bob = alice ^ (rng.random(n_bits) < best.key.qber_x).astype(np.uint8)
-    mu = (best.mu1, best.mu2, link.mu3)
-    p = (best.p_mu1, best.p_mu2, 1.0 - best.p_mu1 - best.p_mu2)
     return alice, bob, counts, mu, p, best
 
 
@@ -84,101 +100,153 @@ def _sifting_inputs(n_bits: int, q_x: float, seed: int) -> tuple[Any, ...]:
     return choices, slots, patterns, rng.integers(0, 4, n_det, dtype=np.uint8)
 
 
-def _stages(alice: Any, bob: Any, counts: Any, mu: Any, p: Any, best: Any, length: int) -> dict:
-    stage: dict[str, Any] = {}
-    choices, slots, patterns, rand = _sifting_inputs(alice.size, best.q_x, 5)
+def _sifting(n_bits: int) -> dict[str, Any]:
+    """Sifting of the detections behind a block of ``n_bits`` sifted X bits, timed."""
+    choices, slots, patterns, rand = _sifting_inputs(n_bits, _link(n_bits)[3].q_x, 5)
     sifted, wall, cpu = _timed(lambda: sift(choices, slots, patterns, random_bits=rand))
-    stage["sifting"] = {"wall_s": wall, "cpu_s": cpu, "detections": int(slots.size),
-                        "sifted_x_bits": int(sifted.x_alice.size)}
+    return {"wall_s": wall, "cpu_s": cpu, "detections": int(slots.size),
+            "sifted_x_bits": int(sifted.x_alice.size)}
 
-    profile = cProfile.Profile(time.process_time)
+
+class _Stages:
+    """Wall and CPU time of every call of the wrapped functions (and decoder iterations)."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, list[float]] = {}
+        self.iterations = 0
+        self.calls = 0
+
+    def clear(self) -> None:
+        self.times = {}
+        self.iterations = 0
+        self.calls = 0
+
+    def wrap(self, module: Any, name: str, stage: str) -> None:
+        inner = getattr(module, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            c0, t0 = time.process_time(), time.perf_counter()
+            out = inner(*args, **kwargs)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            total = self.times.setdefault(stage, [0.0, 0.0])
+            total[0] += wall
+            total[1] += cpu
+            if stage == "decoder":
+                self.iterations += int(out.iterations.sum())
+                self.calls += 1
+            return out
+
+        setattr(module, name, timed)
+
+
+def _run_block(stages: _Stages, data: tuple[Any, ...], history: ReconcileHistory,
+               quantile: float, seed: int) -> dict[str, Any]:
+    alice, bob, counts, mu, p, best = data
+    stages.clear()
     c0, t0 = time.process_time(), time.perf_counter()
-    profile.enable()
-    report = reconcile_local(alice, bob, counts.qber_z, rng=np.random.default_rng(9))
-    profile.disable()
+    result = distill_local(alice, bob, counts, mu, p, kappa=1e-15,
+                           rng=np.random.default_rng(seed), history=history,
+                           start_quantile=quantile)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
-    decoder = sum(v[3] for k, v in stats.items() if k[2] == "decode_syndromes")
-    # The decoder's numba kernels: ldpc/kernels.py and its siblings (kernels_qc.py, ...).
-    kernels = sum(
-        v[2] for k, v in stats.items()
-        if os.path.basename(os.path.dirname(k[0])) == "ldpc"
-        and os.path.basename(k[0]).startswith("kernels")
+    report = result.reconciliation
+    kept = report.kept
+    kept_bits = int(kept.sum())
+    qber = float(np.count_nonzero(alice[kept] != bob[kept]) / max(kept_bits, 1))
+    f = report.disclosed_bits / (kept_bits * binary_entropy(qber)) if kept_bits else None
+    frames = report.frames_attempted
+    times = stages.times
+    rec = times.get("reconciliation", [0.0, 0.0])
+    dec = times.get("decoder", [0.0, 0.0])
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "throughput_mbit_s": alice.size / wall / 1e6,
+        "throughput_mbit_per_cpu_s": alice.size / cpu / 1e6,
+        "qber": result.qber,
+        "f": f,
+        "frames": frames,
+        "frames_discarded": report.frames_discarded,
+        "code": report.frames[0].code_name if report.frames else None,
+        "rounds_per_frame": sum(o.rounds for o in report.frames) / max(frames, 1),
+        "iterations_per_frame": stages.iterations / max(frames, 1),
+        "decoder_calls": stages.calls,
+        "final_key_bits": result.length,
+        "key_ratio_to_model": result.length / best.key.ell if best.key.ell else None,
+        "keys_identical": bool(np.array_equal(result.key_alice, result.key_bob)),
+        "stages": {
+            "reconciliation": {"wall_s": rec[0], "cpu_s": rec[1]},
+            "decoder": {"wall_s": dec[0], "cpu_s": dec[1]},
+            "reconciliation_outside_decoder": {"wall_s": rec[0] - dec[0],
+                                               "cpu_s": rec[1] - dec[1]},
+            **{name: {"wall_s": t[0], "cpu_s": t[1]} for name, t in times.items()
+               if name not in ("reconciliation", "decoder")},
+        },
+    }
+
+
+_MEANS = ("wall_s", "cpu_s", "f", "rounds_per_frame", "iterations_per_frame",
+          "key_ratio_to_model")
+
+
+def _steady(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    if not blocks:
+        return {}
+    n_bits = blocks[0]["sifted_bits"]
+    out: dict[str, Any] = {
+        f"mean_{k}": float(np.mean([b[k] for b in blocks if b[k] is not None])) for k in _MEANS
+    }
+    out["throughput_mbit_s"] = n_bits * len(blocks) / sum(b["wall_s"] for b in blocks) / 1e6
+    out["throughput_mbit_per_cpu_s"] = (
+        n_bits * len(blocks) / sum(b["cpu_s"] for b in blocks) / 1e6
     )
-    verification = sum(
-        v[2] for k, v in stats.items() if k[0].endswith(os.path.join("dsp", "verification.py"))
-    )
-    stage["reconciliation"] = {"wall_s": wall, "cpu_s": cpu, "decoder_cpu_s": decoder,
-                               "decoder_kernel_cpu_s": kernels,
-                               "decoder_wrapper_cpu_s": decoder - kernels,
-                               "other_cpu_s": cpu - decoder,
-                               "verification_cpu_s": verification}
-
-    kept_bits = int(report.kept.sum())
-    alice_kept = np.ascontiguousarray(alice[report.kept])
-    bob_kept = np.ascontiguousarray(report.corrected[report.kept])
-    qber = float(np.count_nonzero(bob[report.kept] != alice_kept) / max(kept_bits, 1))
-    leak = float(report.disclosed_bits + alice.size - kept_bits)
-    _, wall, cpu = _timed(lambda: finite_key_length(
-        counts, mu, p, eps_cor=1e-15, kappa=1e-15, ec_leak=leak, qber=qber))
-    stage["estimation"] = {"wall_s": wall, "cpu_s": cpu}
-
-    m = max(min(length, kept_bits), 1)
-    seed = np.random.default_rng(9).integers(0, 2, kept_bits + m - 1, dtype=np.uint8)
-
-    _, wall, cpu = _timed(lambda: toeplitz_hash_pair(alice_kept, bob_kept, seed, m))
-    stage["privacy_amplification"] = {"wall_s": wall, "cpu_s": cpu, "n": kept_bits, "m": m}
-    return stage
+    out["frames_discarded"] = sum(b["frames_discarded"] for b in blocks)
+    out["mean_stage_cpu_s"] = {
+        name: float(np.mean([b["stages"][name]["cpu_s"] for b in blocks]))
+        for name in blocks[0]["stages"]
+    }
+    out["blocks"] = blocks
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--bits", type=int, nargs="+", default=[1_000_000, 4_000_000])
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--blocks", type=int, default=4,
+                        help="blocks per link: the first, then the steady state")
+    parser.add_argument("--start-quantile", type=float, default=START_QUANTILE)
     args = parser.parse_args()
+    if args.blocks < 2:
+        parser.error("--blocks must be at least 2 (the first block and one more)")
 
     # Warm the numba caches so compilation is not timed (also the four-step FFT's kernels).
     warm = _block(300_000, 0)
     distill_local(*warm[:5], kappa=1e-15, rng=np.random.default_rng(0))
 
+    stages = _Stages()
+    stages.wrap(distill_module, "reconcile_local", "reconciliation")
+    stages.wrap(reconcile_module, "decode_syndromes", "decoder")
+    stages.wrap(distill_module, "finite_key_length", "estimation")
+    stages.wrap(distill_module, "toeplitz_hash_pair", "privacy_amplification")
+
     load_start = os.getloadavg()
     results = []
     for n_bits in args.bits:
-        alice, bob, counts, mu, p, best = _block(n_bits, 1)
-        walls, cpus = [], []
-        for r in range(args.repeat):
-            print(f"chain: {n_bits} bits, run {r + 1}", file=sys.stderr, flush=True)
-            c0, t0 = time.process_time(), time.perf_counter()
-            result = distill_local(alice, bob, counts, mu, p, kappa=1e-15,
-                                   rng=np.random.default_rng(r))
-            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-            walls.append(wall)
-            cpus.append(cpu)
-        print(f"chain: {n_bits} bits, stages", file=sys.stderr, flush=True)
-        stage = _stages(alice, bob, counts, mu, p, best, result.length)
-        outside_decoder = sum(
-            s["cpu_s"] for k, s in stage.items() if k not in ("reconciliation", "sifting")
-        ) + stage["reconciliation"]["other_cpu_s"]
+        history = ReconcileHistory()
+        blocks = []
+        for k in range(args.blocks):
+            print(f"chain: {n_bits} bits, block {k + 1}", file=sys.stderr, flush=True)
+            data = _block(n_bits, 1 + k)
+            block = {"sifted_bits": n_bits, "block": k,
+                     **_run_block(stages, data, history, args.start_quantile, k)}
+            block["model_key_bits_f_1_16"] = data[5].key.ell
+            blocks.append(block)
         results.append({
             "sifted_bits": n_bits,
-            "qber": result.qber,
-            "final_key_bits": result.length,
-            "model_key_bits_f_1_16": best.key.ell,
-            "key_ratio_to_model": result.length / best.key.ell if best.key.ell else None,
-            "kept_bits": result.kept_bits,
-            "frames": result.reconciliation.frames_attempted,
-            "frames_discarded": result.reconciliation.frames_discarded,
-            "leakage_bits": result.leakage_bits,
-            "eps_cor": result.eps_cor,
-            "wall_s": walls,
-            "cpu_s": cpus,
-            "throughput_mbit_s": n_bits / min(walls) / 1e6,
-            "throughput_mbit_per_cpu_s": n_bits / min(cpus) / 1e6,
+            "start_quantile": args.start_quantile,
             "target_mbit_s": 5.0,
-            "stages": stage,
-            "chain_cpu_outside_decoder_s": outside_decoder,
-            "chain_cpu_outside_decoder_per_mbit_s": outside_decoder / (n_bits / 1e6),
-            "keys_identical": bool(np.array_equal(result.key_alice, result.key_bob)),
+            "first_block": blocks[0],
+            "steady_state": _steady(blocks[1:]),
+            "sifting_once": _sifting(n_bits),
         })
     print(json.dumps({
         "benchmark": "dsp.distill chain",
