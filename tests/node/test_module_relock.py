@@ -67,6 +67,7 @@ def shift_first_arm(source: TaggerSource, shift_ps: int) -> None:
 
 @pytest.mark.parametrize(("shift_ps", "reason"), [
     (HALF_PATTERN_PS, "no Qsync lock"),
+    (ALIASED_PS, "3 blocks in a row with QBER >= 0.25"),
 ])
 def test_lost_slot_timing_rearms_and_the_new_run_gives_keys(
         shift_ps: int, reason: str, tmp_path: Path, link_ends: Any, port: int) -> None:

@@ -304,8 +304,10 @@ def test_high_qber_aborts_with_a_reason():
     assert isinstance(a, BlockAborted)
     assert isinstance(b, BlockAborted)
     assert a.reason.startswith("abort: QBER estimate")
-    assert b.reason == f"peer aborted: {a.reason}"
+    assert b.reason == a.reason  # both ends decide alike on the counts Alice announced
     assert a.audit.qber_z > 0.11
+    assert b.audit.qber_z == a.audit.qber_z  # Bob's audit log has the counts too
+    assert b.audit.m_z == a.audit.m_z
     assert a.audit.final_length == 0
     assert a.audit.frames_attempted == 0
 

@@ -4,8 +4,9 @@ Her block, once Bob's :class:`~.messages.DetectionsAnnounced` arrives and her ch
 (:meth:`QdistAlice.start_block`, before or after it):
 
 1. sift (:func:`qkdnode.dsp.sifting.alice_sift`) and answer (:class:`~.messages.SiftingAnswered`);
-2. with Bob's Z bits, count Z errors per intensity; abort above the QBER limit, else announce
-   the counts (:class:`~.messages.CountsAnnounced`) and every frame's first syndrome;
+2. with Bob's Z bits, count Z errors per intensity and announce them
+   (:class:`~.messages.CountsAnnounced`); above the QBER limit both ends abort alike, else
+   every frame's first syndrome follows;
 3. answer each :class:`~.messages.ReconciliationReplied` with reveals and verification tags
    (:class:`qkdnode.dsp.reconcile.AliceFrame`) until every frame is verified or discarded;
 4. the finite-key length (:func:`qkdnode.dsp.estimation.finite_key_length`, leakage as in
@@ -15,6 +16,7 @@ Her block, once Bob's :class:`~.messages.DetectionsAnnounced` arrives and her ch
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Callable
 
@@ -303,7 +305,12 @@ class QdistAlice(QdistEnd):
         a["sifted_bits"] = int(sifted.x_bits.size)
         reason = precheck(self._counts, self.params)
         if reason is not None:
-            self._abort(reason, notify=True)
+            # Bob gets the counts and aborts alike (precheck), so both audit logs hold the
+            # block's counts and QBER (his module watches it for misnumbered slots). Without a
+            # pad left he cannot be told; his block times out instead.
+            with contextlib.suppress(LocalProtocolError):
+                self._send(counts)
+            self._abort(reason, notify=False)
             return
         qber = self._counts.qber_z if self._counts.qber_z is not None else FALLBACK_QBER
         try:

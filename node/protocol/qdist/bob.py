@@ -195,7 +195,8 @@ class QdistBob(QdistEnd):
         a["sifted_bits"] = int(sifted.x_bits.size)
         reason = precheck(self._counts, self.params)
         if reason is not None:
-            raise RemoteProtocolError(f"Qdist: Alice went on where the block aborts ({reason})")
+            self._abort(reason, notify=False)  # Alice aborted alike on sending the counts
+            return
         self._state = "reconcile"
 
     def _on_reconciliation(self, m: ReconciliationSent) -> None:
