@@ -39,8 +39,9 @@ lab wiring and start order:
   marker_timeout_s (default 30 s) of the start stops the receiver with an error naming the
   channel. Lost slot timing (no Qsync lock for lock_timeout_s, default 60 s, or three blocks
   in a row at QBER >= 0.25: a marker that was not the run's) makes the receiver arm anew, and
-  the transmitter starts a new run. On the simulated bench the same happens: its taggers count from their own origin
-  and [bench.tagger] marker_channel / marker_delay_ps are the cable."""
+  the transmitter starts a new run. On the simulated bench the same happens: its taggers
+  count from their own origin and [bench.tagger] marker_channel / marker_delay_ps are the
+  cable."""
 
 
 def _positive_int(text: str) -> int:
