@@ -1,8 +1,9 @@
 """What blind reconciliation learns about a link's codes, carried from block to block.
 
-Each verified frame tells where its code decoded: the bits disclosed before its last blind step,
-per payload bit, in units of h(the frame's own error rate). That is a lower bound of the frame's
-decoding threshold, and it depends on the code and the decoder far more than on the link. A
+Each verified frame tells where its code decoded: its decoding threshold lies between the bits
+disclosed before its last blind step and those at its success; the middle of that step, per
+payload bit, in units of h(the frame's own error rate), is its success value. It depends on the
+code and the decoder far more than on the link. A
 :class:`ReconcileHistory` keeps the last ``window`` of these per code, and the error rates of the
 frames, so that the first frames of the next block start their first syndrome near the
 thresholds (:meth:`ReconcileHistory.start_efficiency`) instead of stepping up, one decoding round
@@ -118,8 +119,8 @@ class ReconcileHistory:
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def successes(self, code_name: str) -> tuple[float, ...]:
-        """The recent successes of a code (oldest first): disclosure per payload bit before each
-        verified frame's last blind step, in units of h(that frame's own error rate)."""
+        """The recent successes of a code (oldest first): disclosure per payload bit half a blind
+        step below each verified frame's success, in units of h(that frame's own error rate)."""
         return tuple(self._successes.get(code_name, ()))
 
     @property
@@ -147,8 +148,10 @@ class ReconcileHistory:
             code_name: Code of the frame.
             payload_length: Its payload bits.
             decoded_disclosed: Bits disclosed until it decoded (syndrome and reveals, no tag).
-            last_step: Bits its last blind step revealed (the plan's ``step``); the success is
-                counted before that step: the frame failed there, so its threshold is above.
+            last_step: Bits of the frame's blind step (the plan's ``step``); the success is
+                counted half a step below ``decoded_disclosed``: the frame failed a step below
+                it, so its threshold lies in that step (the middle, not the lower end, so that
+                the start's quantile is the thresholds' and not one step lower).
             errors: Errors Bob corrected in it (public: ``FrameVerified.errors``).
 
         Raises:
@@ -163,7 +166,7 @@ class ReconcileHistory:
         if wrong > payload:
             raise ValueError(f"errors ({wrong}) exceed payload_length ({payload})")
         own = binary_entropy(max(wrong / payload, MIN_PLANNING_QBER))
-        value = (disclosed - step) / (payload * own)
+        value = (disclosed - step / 2) / (payload * own)
         self._successes.setdefault(code_name, deque(maxlen=self.window)).append(value)
         self._errors.append((wrong, payload))
         return value

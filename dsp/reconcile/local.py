@@ -316,9 +316,10 @@ def reconcile_local(
             more frames at or above their thresholds: fewer blind rounds (decoder runs), a
             higher f. Measured at QBER 1.96 % on n384000_r085, 4 Mbit blocks, mean of the 3
             blocks after a link's first (shared history; 33 frames, none lost), decoder CPU
-            per block on a loaded 2-core machine: 0.1: f 1.0943, 4.6 rounds and 77
-            iterations per frame, 8.3 s; 0.3: f 1.0946, 3.5 rounds, 67 iterations, 6.7 s;
-            0.5: f 1.0954, 2.6 rounds, 59 iterations, 5.9 s (-29 %).
+            per block on a loaded 2-core machine: 0.1: f 1.0951, 4.2 rounds and 73
+            iterations per frame, 7.9 s; 0.3: f 1.0952, 2.9 rounds, 59 iterations, 6.7 s;
+            0.5: f 1.0966, 2.2 rounds, 52 iterations, 5.2 s (-34 %). (f of 33 frames is
+            known to about +/-0.001.)
 
     Returns:
         The :class:`ReconcileReport`.

@@ -45,7 +45,7 @@ def bsc(seed: int, size: int, qber: float) -> tuple[np.ndarray, np.ndarray]:
 def test_record_stores_the_success_in_units_of_the_frames_own_error_rate() -> None:
     h = ReconcileHistory()
     value = h.record("c", 10_000, 1_650, 50, 200)
-    assert value == pytest.approx((1_650 - 50) / (10_000 * binary_entropy(0.02)))
+    assert value == pytest.approx((1_650 - 25) / (10_000 * binary_entropy(0.02)))  # mid-step
     assert h.successes("c") == (value,)
     assert h.successes("other") == ()
     assert h.codes == ("c",)
