@@ -41,6 +41,7 @@ from .plan import (
 __all__ = [
     "START_BELOW_FULL",
     "START_MARGIN",
+    "START_PRIOR_SPREAD",
     "START_QUANTILE",
     "START_WINDOW",
     "ReconcileHistory",
@@ -64,6 +65,13 @@ START_WINDOW = 64
 # The start sits this much lower still: frames that decode at their first syndrome overpay by the
 # start's distance from their threshold, frames below it pay one round per blind step.
 START_MARGIN = 0.005
+
+# Spread of a code's successes assumed while fewer than 3 are known (their own spread is not yet
+# measurable): about what the long codes show at 2 % (n384000_r085: 0.007-0.01 in units of
+# h(own error rate)). Without it, one or two pilots whose thresholds happened to be high put
+# the next frames' start above most thresholds (n384000_r085 at 2 %, 12 frames, seed 71:
+# f 1.1007 with 6 frames started from one pilot's success).
+START_PRIOR_SPREAD = 0.01
 
 # First frames of a code with its own required efficiency start this much below it.
 START_BELOW_FULL = 0.15
@@ -179,11 +187,12 @@ class ReconcileHistory:
         From the recent successes: an estimate of their ``quantile`` quantile, less
         ``START_MARGIN``, never below ``START_EFFICIENCY``. The estimate is the mean less
         ``z(quantile)`` standard deviations, where the deviation adds the successes' own spread
-        and the binomial spread of a new frame's error rate over a full payload (its threshold
-        in units of the planned h(q) moves with it). Without successes: ``START_EFFICIENCY``,
-        or ``START_BELOW_FULL`` below what a code that needs more than the default
-        (:func:`.plan.full_efficiency`) needs: its frames never decode lower, and each blind
-        step below costs a decoding round.
+        (``START_PRIOR_SPREAD`` while fewer than 3 are known; times sqrt(1 + 1/k) for the
+        uncertainty of the mean of k) and the binomial spread of a new frame's error rate over
+        a full payload (its threshold in units of the planned h(q) moves with it). Without
+        successes: ``START_EFFICIENCY``, or ``START_BELOW_FULL`` below what a code that
+        needs more than the default (:func:`.plan.full_efficiency`) needs: its frames never
+        decode lower, and each blind step below costs a decoding round.
 
         Args:
             code: The code the frames use.
@@ -209,8 +218,11 @@ class ReconcileHistory:
         # so their variances add.
         payload = plan_frame(code, code.n, q).payload_length
         relative = math.log2((1.0 - q) / q) / h * math.sqrt(q * (1.0 - q) / payload)
+        # A new frame's own threshold varies about the code's mean by the successes' spread,
+        # and the mean of k of them is known to that spread / sqrt(k): predictive spread.
         mean = float(recent.mean())
-        spread = float(recent.std(ddof=1)) if recent.size >= 3 else 0.0
+        spread = float(recent.std(ddof=1)) if recent.size >= 3 else START_PRIOR_SPREAD
+        spread *= math.sqrt(1.0 + 1.0 / recent.size)
         point = mean - z * math.hypot(mean * relative, spread)
         return max(START_EFFICIENCY, point - START_MARGIN)
 

@@ -82,8 +82,10 @@ PILOT_FRAMES = 2
 PILOT_STEP_FACTOR = 2
 
 # Blind steps Bob asks for after a round that ended far from convergence (ends.py,
-# FAR_UNSAT_FRACTION): such a round is at least two steps below the frame's threshold, so two
-# steps at once skip a decoding round and rarely overshoot. See the commit for the measurement.
+# FAR_UNSAT_FRACTION): such a round is at least two (ordinary) steps below the frame's
+# threshold, so two steps at once skip a decoding round and rarely overshoot. QBER 1.96 %, 4 Mbit
+# blocks of n384000_r085, steady state: rounds per frame 6.5 -> 4.6, iterations 90 -> 77, f
+# +0.0008. Pilots, whose step is PILOT_STEP_FACTOR ordinary ones, ask for one.
 FAR_STEPS = 2
 
 FrameStatus = Literal["verified", "tag_mismatch", "decoding_failed"]
@@ -498,7 +500,10 @@ def _run_frames(
                 send(k, first)
                 # Bob's end is built from Bob's bits and Alice's message only; it takes a row
                 # of the store as its messages buffer below.
-                bobs[k] = BobFrame(code, first, bob[a0:a1], far_steps=FAR_STEPS)
+                # A pilot's step is already FAR_STEPS ordinary ones (what a far round is known
+                # to be below its threshold): it asks for one.
+                far = FAR_STEPS if learnt else 1
+                bobs[k] = BobFrame(code, first, bob[a0:a1], far_steps=far)
                 active.append(k)
         # One parallel call per (budget, stall rule): a frame's last chance runs without it.
         groups: dict[tuple[int, int | None], list[int]] = {}

@@ -155,17 +155,22 @@ def test_start_efficiency_follows_earlier_successes() -> None:
     relative = np.log2(0.98 / 0.02) / binary_entropy(0.02) * np.sqrt(0.02 * 0.98 / payload)
     for quantile in (hist.START_QUANTILE, 0.3):
         z = statistics.NormalDist().inv_cdf(1 - quantile)
-        spread = np.hypot(1.15 * relative, np.std(successes, ddof=1))
+        spread = np.hypot(1.15 * relative, np.std(successes, ddof=1) * np.sqrt(1 + 1 / 11))
         expected = 1.15 - z * spread - hist.START_MARGIN
         start = h.start_efficiency(CODE, 0.02, quantile)
         assert start == pytest.approx(max(expected, plan.START_EFFICIENCY))
     # A higher quantile starts higher.
     assert h.start_efficiency(CODE, 0.02, 0.5) > h.start_efficiency(CODE, 0.02)
-    # One success: no spread of its own, the error-count spread only.
+    # One success: no spread of its own yet, the prior spread (for a mean of one) and the
+    # error-count spread.
     long_code = choose_code(0.02, 192000)
     one = ReconcileHistory()
     one.record(long_code.name, 100_000, round(1.09 * 100_000 * binary_entropy(0.02)), 0, 2_000)
-    assert 1.09 - 0.03 < one.start_efficiency(long_code, 0.02) < 1.09 - hist.START_MARGIN
+    payload = plan_frame(long_code, long_code.n, 0.02).payload_length
+    relative = np.log2(0.98 / 0.02) / binary_entropy(0.02) * np.sqrt(0.02 * 0.98 / payload)
+    spread = np.hypot(1.09 * relative, hist.START_PRIOR_SPREAD * np.sqrt(2))
+    expected = 1.09 - statistics.NormalDist().inv_cdf(0.9) * spread - hist.START_MARGIN
+    assert one.start_efficiency(long_code, 0.02) == pytest.approx(expected, rel=1e-4)
     # Never below the default start, however lucky the earlier frames were.
     low = ReconcileHistory.from_dict({"window": 8, "successes": {CODE.name: [0.5]}, "frames": []})
     assert low.start_efficiency(CODE, 0.02) == plan.START_EFFICIENCY
