@@ -749,7 +749,9 @@ class BobModule(_ModuleBase):
             st.sync, st.ppm, st.losses = ("locked" if ts.locked else "acquiring"), ts.ppm, \
                 ts.losses
             now = self.clock()
-            if ts.locked or not getattr(self.source, "marker_seen", True):
+            if (ts.locked or not getattr(self.source, "marker_seen", True)
+                    or not self.running.is_set()):
+                # (A Kq-2 stop may leave the transmitter dark: no re-arms while stopped.)
                 unlocked = None
             elif unlocked is None:
                 unlocked = (now, ts.unassigned)

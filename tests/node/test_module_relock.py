@@ -25,6 +25,7 @@ from qkdnode.node.module.host import sim_benches
 from qkdnode.node.module.instruments import TaggerSource
 from qkdnode.node.module.launch import LinkEnd, build_ends, run_ends
 from qkdnode.node.module.runtime import AliceModule, BobModule
+from qkdnode.node.protocol.kq1 import StartRequested, StopRequested
 from qkdnode.node.protocol.qdist import BlockCompleted
 
 ENDS = {"seed": 13, "block_slots": 16_777_216, "link_extra": "timing_slots = 4_194_304\n"}
@@ -65,12 +66,16 @@ def shift_first_arm(source: TaggerSource, shift_ps: int) -> None:
     source.read = shifted  # type: ignore[method-assign]
 
 
-@pytest.mark.parametrize(("shift_ps", "reason"), [
-    (HALF_PATTERN_PS, "no Qsync lock"),
-    (ALIASED_PS, "3 blocks in a row with QBER >= 0.25"),
+@pytest.mark.parametrize(("shift_ps", "reason", "stopped_s"), [
+    (HALF_PATTERN_PS, "no Qsync lock", 0.0),
+    (ALIASED_PS, "3 blocks in a row with QBER >= 0.25", 0.0),
+    # Stopped over Kq-2 once the run started (the transmitter may go dark then): no re-arm
+    # until started again.
+    (HALF_PATTERN_PS, "no Qsync lock", 8.0),
 ])
 def test_lost_slot_timing_rearms_and_the_new_run_gives_keys(
-        shift_ps: int, reason: str, tmp_path: Path, link_ends: Any, port: int) -> None:
+        shift_ps: int, reason: str, stopped_s: float, tmp_path: Path, link_ends: Any,
+        port: int) -> None:
     files = link_ends(tmp_path, port=port, bench=f"relock-{shift_ps}", **ENDS)
     bob_file = files[1]
     bob_file.write_text(bob_file.read_text().replace(
@@ -92,6 +97,20 @@ def test_lost_slot_timing_rearms_and_the_new_run_gives_keys(
             running = asyncio.create_task(run_ends([alice_end, bob_end], None, quiet,
                                                    3600.0, 0.2))
             try:
+                if stopped_s:
+                    # The run started (acquisition runs, without a lock); then a Kq-2 stop.
+                    await until(lambda: bob.first_block is not None, "the first run's start")
+                    await bob.control(StopRequested())
+                    # Long enough, and enough detections without a slot, to re-arm twice over.
+                    loop = asyncio.get_running_loop()
+                    stopped = loop.time()
+                    await until(lambda: loop.time() - stopped > stopped_s
+                                and bob.tracker.status.unassigned > 2 * bob.lock_timeout_tags,
+                                "detections without a lock while stopped")
+                    assert bob.status.relocks == 0
+                    assert bob.status.last_relock is None  # not even due
+                    assert bob.status.sync == "acquiring"
+                    await bob.control(StartRequested())
                 await until(lambda: sum(isinstance(r, BlockCompleted) for r in bob.results)
                             >= 1 or running.done(), "a block after the re-arm")
                 if running.done():
