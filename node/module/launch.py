@@ -178,6 +178,13 @@ def claim_secrets(ends: list[LinkEnd]) -> list[Path]:
                 continue
             claimed.add(marker)
             if state.exists():
+                if getattr(end, "recorder", None) is not None:
+                    # A replay starts both Qdist ends from the secret.
+                    raise _error(end.config, key,
+                                 f"the Qdist session resumes from {state.path}, and a "
+                                 "recording must start its session from the pre-shared "
+                                 "secret (its replay does): record with a fresh secret at "
+                                 "both ends")
                 if qdist is not None:
                     state.restore(qdist)
                     log.info("link %s: the Qdist session resumes from %s (blocks from %d)",

@@ -139,6 +139,18 @@ def test_a_crashed_module_resumes_the_session_from_its_state(
     # Bob re-armed for the restarted Alice (her ResumeAnnounced): a later arm epoch.
     assert bob2.epoch is not None
     assert bob2.epoch > bob1.epoch + 1
+    # The audit lines of blocks both completed show the same pads paid back; the first
+    # block after each restart pays for what the restart skipped and the cut block used.
+    logs = {who: {r["block_id"]: r for r in _audit(tmp_path / f"audit-{who}.jsonl")
+                  if r["outcome"] == "completed"} for who in ("alice", "bob")}
+    both = sorted(set(logs["alice"]) & set(logs["bob"]))
+    assert both
+    for block_id in both:
+        for name in ("auth_pads_ab", "auth_pads_ba", "auth_pads_outside", "final_length"):
+            assert logs["alice"][block_id][name] == logs["bob"][block_id][name], name
+    for cut in (bob_cut, alice_cut):
+        after = min(b for b in both if b > cut)
+        assert logs["alice"][after]["auth_pads_outside"] > 0
     for role in ("transmitter", "receiver"):
         state = tmp_path / f"secret.bin.{role}.state"
         assert stat.S_IMODE(state.stat().st_mode) == 0o600
@@ -154,6 +166,9 @@ def test_a_damaged_or_missing_state_is_refused_naming_the_file(
         for end in ends:
             end.close_instruments()
             end.module.audit.close()
+        # A recording must start from the secret (its replay does), not resume.
+        with pytest.raises(ConfigError, match="a recording must start its session"):
+            build_ends(configs, None, record=tmp_path / "rec", claim=True)
         state = tmp_path / "secret.bin.receiver.state"
         state.write_bytes(state.read_bytes()[:100])  # truncated
         with pytest.raises(ConfigError) as info:
