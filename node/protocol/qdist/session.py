@@ -46,8 +46,10 @@ the covered positions are end positions of settled blocks. Both ends decide whet
 a block from the same two numbers (the last block each completed, carried in the block's
 first two messages, the announcement and the sifting answer), and a block completes only after
 both messages arrived, so by the time it computes its length both ends have settled the same
-blocks. Alice checks at the confirmation that the pads counted are the pads used; a mismatch
-aborts the block (no key), never a key of another length.
+blocks. Each end checks at its completion that the pads counted are the pads used, and
+Alice's :class:`~.messages.AmplificationAnnounced` carries her count, which Bob compares with
+his before he takes any key: a mismatch aborts the block at both ends (no key), never keys of
+different lengths.
 
 Restarts (:meth:`QdistEnd.persist_to`, :meth:`QdistEnd.restore`). An end that persists saves
 its state (hash keys, held pads, positions, covered positions, the pending replenishment, the
@@ -57,11 +59,15 @@ begins or completes, and when Bob's arm epoch changes. A restored end sends from
 reservation on, so no pad is used twice; its peer skips the unused pads in between as it
 skips lost frames (they are counted as spent, and paid back by the next completed block).
 The agreement needs no extra exchange: the settle decision is made from the two completed
-numbers the block's first messages carry, and a completion is saved before this end can
-announce it, so a restarted end settles exactly what its peer settles (a completion it lost
+numbers the block's first messages carry, a completion is saved before this end can
+announce it, and a settle before this end's next frame, so a restarted end settles exactly
+what its peer settles (a completion it lost
 is not announced, and the peer drops that block's replenishment as after any lost
-confirmation). A restarted Alice answers Bob's next arm with
-:class:`~.messages.ResumeAnnounced` (her output's run is gone); Bob re-arms
+confirmation). The receive position is saved with every save, not per frame: a restarted
+end may take once more an authentic frame it had received since its last save (a replay by
+an eavesdropper); such a frame belongs to the block that was in flight, which no longer
+runs, so it is rejected or refused (a pad or two, never a key). A restarted Alice answers
+Bob's next arm with :class:`~.messages.ResumeAnnounced` (her output's run is gone); Bob re-arms
 (:class:`~.events.TransmitterRestarted`).
 """
 
