@@ -22,6 +22,7 @@ from qkdnode.node.protocol.qdist import (
     BlockAborted,
     BlockCompleted,
     DetectionsReceived,
+    FrameRejected,
     QdistAlice,
     QdistBob,
     QdistParams,
@@ -86,6 +87,7 @@ class Link:
         self.completions: dict[str, list[int]] = {"alice": [], "bob": []}
         # Every frame put on the wire, per direction: (sequence number, tag).
         self.wire: dict[str, list[tuple[int, bytes]]] = {"ab": [], "ba": []}
+        self.frames: dict[str, list[bytes]] = {"ab": [], "ba": []}
         self.budget: int | None = None  # flights still delivered (None: all)
         self.now = 0.0
 
@@ -108,6 +110,7 @@ class Link:
             *_, seq, length = HEADER.unpack_from(data)
             end = HEADER.size + length + TAG_BYTES
             self.wire[direction].append((seq, data[end - TAG_BYTES:end]))
+            self.frames[direction].append(data[:end])
             data = data[end:]
 
     def pump(self) -> None:
@@ -357,3 +360,31 @@ def test_a_malformed_state_with_a_valid_checksum_is_refused(field, value):
     with pytest.raises(ValueError, match=r"field|version|pad stream") as info:
         QdistBob(PARAMS, SECRET).restore(json.dumps(outer).encode())
     assert "00" not in str(info.value).replace("version", "")
+
+
+@pytest.mark.parametrize("flights", [5, 7])
+def test_frames_replayed_to_a_restarted_end_give_no_key(flights):
+    """A restarted Alice's receive position is that of her last save: an eavesdropper may
+    replay Bob's frames sent since then. They belong to the block that was in flight, which
+    she no longer runs: rejected, no key, and the session goes on."""
+    link = Link()
+    first = link.start_run()
+    assert_same_key(*link.run(first, 1))
+    link.budget = flights
+    link.run(first + 1, 2)
+    link.crash("alice")
+    window = [f for f in link.frames["ba"]
+              if HEADER.unpack_from(f)[4] >= link.alice._recv_seq]
+    assert window  # frames Bob sent after her last save
+    before = len(link.other)
+    for frame in window:
+        link.alice.receive_data(frame)
+    events = []
+    while (event := link.alice.next_event()) is not NEED_DATA:
+        events.append(event)
+    assert events
+    assert all(isinstance(e, FrameRejected) for e in events), events
+    assert len(link.other) == before
+    link.alice.data_to_send()  # nothing of consequence (no block runs)
+    start = link.resume("alice")
+    assert_same_key(*link.run(start, 1))
