@@ -96,6 +96,10 @@ _DEFAULT_DRIVER = {"frame_streamer": "scpi.frame_streamer", "time_tagger": "quto
 _DEFAULT_SUFFIX = {"frame_streamer": "tx", "time_tagger": "tagger"}
 
 
+# How long closing the streamer waits for a worker thread's exchange with it to end.
+CLOSE_WAIT_S = 10.0
+
+
 class FrameMissed(Exception):
     """The block began before its frame could be queued (it plays as vacuum)."""
 
@@ -188,12 +192,22 @@ class StreamerFrames:
         return tuple(await self._call(self.streamer.underruns))
 
     def close(self) -> None:
-        """Stops the output and releases the streamer."""
+        """Stops the output and releases the streamer, once a worker thread's exchange (a
+        cancelled run's upload) has ended, or after ``CLOSE_WAIT_S`` (then anyway, logged).
+        The output is switched off whatever ``_started`` says: a start cancelled mid-way may
+        have switched it on."""
+        locked = self._lock.acquire(timeout=CLOSE_WAIT_S)
+        if not locked:
+            log.warning("frame streamer: an exchange still runs after %g s; closing anyway",
+                        CLOSE_WAIT_S)
         try:
-            if self._started:
-                self.streamer.stop()
+            self.streamer.stop()
         finally:
-            self.streamer.close()
+            try:
+                self.streamer.close()
+            finally:
+                if locked:
+                    self._lock.release()
 
 
 class MarkerMissing(DeviceError):

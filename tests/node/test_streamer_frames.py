@@ -125,3 +125,24 @@ def test_restart_waits_for_the_upload_of_a_cancelled_run() -> None:
 
     assert asyncio.run(scenario()) == 8
     assert streamer.calls.index("stop") > streamer.calls.index("queue_frame")
+
+
+def test_close_waits_for_the_upload_of_a_cancelled_run_and_switches_the_output_off() -> None:
+    streamer = FakeStreamer(upload_s=0.5)
+    closed: list[bool] = []
+    streamer.close = lambda: closed.append(True)  # type: ignore[attr-defined]
+    frames = StreamerFrames(streamer, BLOCK_SLOTS)  # type: ignore[arg-type]
+    zeros = np.zeros(BLOCK_SLOTS, np.uint8)
+    streamer.output = True  # on, though no start completed (_started is false)
+
+    async def scenario() -> None:
+        upload = asyncio.ensure_future(frames.load(7, zeros, zeros, zeros))
+        await asyncio.to_thread(streamer.uploading.wait, 10.0)
+        upload.cancel()  # the module stops; its worker thread still uploads
+        await asyncio.gather(upload, return_exceptions=True)
+        frames.close()  # the fake asserts if it overlaps the upload
+
+    asyncio.run(scenario())
+    assert streamer.calls[-2:] == ["queue_frame", "stop"]
+    assert not streamer.output
+    assert closed == [True]
