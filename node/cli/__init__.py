@@ -15,7 +15,13 @@ import sys
 from collections.abc import Sequence
 
 from qkdnode import __version__
-from qkdnode.node.errors import ConfigError, DeviceError, DistillationError, KeyManagerError
+from qkdnode.node.errors import (
+    ConfigError,
+    DeviceError,
+    DistillationError,
+    KeyManagerError,
+    ProtocolError,
+)
 from qkdnode.node.logs import LOG_FORMATS, setup_logging
 
 from . import (
@@ -74,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"qkdnode: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (DeviceError, DistillationError, KeyManagerError) as exc:
+    except (DeviceError, DistillationError, KeyManagerError, ProtocolError) as exc:
         log.debug("command failed", exc_info=True)
         print(f"qkdnode: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -186,3 +186,21 @@ def test_positive_number_options_name_the_bad_value(argv, message, capsys):
         main(argv)
     assert exc.value.code == EXIT_USAGE
     assert message in capsys.readouterr().err
+
+
+def test_a_protocol_error_ends_with_a_message_not_a_traceback(capsys, monkeypatch):
+    from qkdnode.node import cli
+    from qkdnode.node.errors import LocalProtocolError
+
+    def failing(args):
+        raise LocalProtocolError("Qdist: cannot send X: authentication key exhausted (...)")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    args = parser.parse_args(["config", "schema"])
+    args.handler = failing  # the command fails with a protocol error
+    monkeypatch.setattr(parser, "parse_args", lambda argv=None: args)
+    assert cli.main(["config", "schema"]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("qkdnode: LocalProtocolError: Qdist: cannot send X")
+    assert "Traceback" not in err

@@ -242,7 +242,10 @@ class PadStream:
         """The tag of an outgoing frame (the caller releases the pad after sending)."""
         pad = self._pad(seq)
         if pad is None:
-            raise ValueError(f"authentication key exhausted (no pad for sequence number {seq})")
+            raise ValueError(f"authentication key exhausted (no pad for sequence number {seq}): "
+                             "no completed block replenished the pads that frames since the "
+                             "last one used; the link needs a new pre-shared secret at both "
+                             "ends")
         return tag(signed, self._hash_key, pad)
 
     def verify(self, signed: bytes, received: bytes, seq: int) -> bool:
