@@ -134,6 +134,7 @@ class BobFrame:
         bob_payload: NDArray[np.uint8],
         messages: NDArray[np.float32] | None = None,
         far_steps: int = 1,
+        warm_iterations: int = BLIND_ROUND_ITERATIONS,
     ):
         """Prepares decoding from Alice's first message.
 
@@ -146,6 +147,8 @@ class BobFrame:
             far_steps: Blind steps to ask for after a round that ended far from convergence
                 (``FAR_UNSAT_FRACTION``); 1 (default): always one, as a peer whose messages
                 carry no step count (the module's Qdist wire) needs.
+            warm_iterations: Iteration budget of every round after the first (capped by the
+                ``max_iterations`` a round is given; see ``BLIND_ROUND_ITERATIONS``).
         """
         if message.plan.code_name != code.name:
             raise ValueError("message: names a different code")
@@ -183,6 +186,11 @@ class BobFrame:
         if isinstance(far_steps, bool) or not isinstance(far_steps, int) or far_steps < 1:
             raise ValueError(f"far_steps must be an integer >= 1, got {far_steps!r}")
         self.far_steps = far_steps
+        if isinstance(warm_iterations, bool) or not isinstance(warm_iterations, int) or (
+            warm_iterations < 1
+        ):
+            raise ValueError(f"warm_iterations must be an integer >= 1, got {warm_iterations!r}")
+        self.warm_iterations = warm_iterations
 
     def decode_input(self) -> tuple[NDArray[np.uint8], NDArray[np.float32], NDArray[np.float32]]:
         """The decoder's inputs for the current round: (full syndrome, LLRs, messages).
@@ -207,7 +215,7 @@ class BobFrame:
 
     def round_budget(self, max_iterations: int = DEFAULT_MAX_ITERATIONS) -> int:
         """Iteration budget of the next round: full for the first, short for warm rounds."""
-        return max_iterations if self.rounds == 0 else min(max_iterations, BLIND_ROUND_ITERATIONS)
+        return max_iterations if self.rounds == 0 else min(max_iterations, self.warm_iterations)
 
     def round_stall(self) -> int | None:
         """Stall rule of the next round: ``BLIND_STALL_ITERATIONS`` unless it is the last chance."""

@@ -165,7 +165,7 @@ def test_bob_never_sees_alice_bits() -> None:
     # (and, optionally, the buffer his own decoder keeps its messages in between rounds and
     # how many blind steps he asks for after a round that ended far from convergence).
     assert list(inspect.signature(BobFrame.__init__).parameters) == [
-        "self", "code", "message", "bob_payload", "messages", "far_steps",
+        "self", "code", "message", "bob_payload", "messages", "far_steps", "warm_iterations",
     ]
     alice, bob = bsc(6, 1700, 0.02)
     plan = plan_frame(CODE, alice.size, 0.02)
@@ -350,7 +350,8 @@ def test_pooled_rounds_match_frames_decoded_one_by_one() -> None:
         first = mine[0]
         assert isinstance(first, SyndromeComputed)
         span = slice(outcome.start, outcome.start + outcome.payload_length)
-        b = BobFrame(code, first, bob[span])
+        b = BobFrame(code, first, bob[span],
+                     warm_iterations=reconcile.local.WARM_ROUND_ITERATIONS)
         reveals = iter(m for m in mine if isinstance(m, BitsRevealed))
         report_ = b.decode()
         while report_.status == "need_more":

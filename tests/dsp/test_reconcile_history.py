@@ -169,7 +169,8 @@ def test_start_efficiency_follows_earlier_successes() -> None:
     payload = plan_frame(long_code, long_code.n, 0.02).payload_length
     relative = np.log2(0.98 / 0.02) / binary_entropy(0.02) * np.sqrt(0.02 * 0.98 / payload)
     spread = np.hypot(1.09 * relative, hist.START_PRIOR_SPREAD * np.sqrt(2))
-    expected = 1.09 - statistics.NormalDist().inv_cdf(0.9) * spread - hist.START_MARGIN
+    z = statistics.NormalDist().inv_cdf(1 - hist.START_QUANTILE)
+    expected = 1.09 - z * spread - hist.START_MARGIN
     assert one.start_efficiency(long_code, 0.02) == pytest.approx(expected, rel=1e-4)
     # Never below the default start, however lucky the earlier frames were.
     low = ReconcileHistory.from_dict({"window": 8, "successes": {CODE.name: [0.5]}, "frames": []})
