@@ -323,14 +323,23 @@ def reconcile_local(
             Without ``qber_estimate``, its :attr:`~ReconcileHistory.qber` is the prior.
         start_quantile: Speed/efficiency knob: the quantile of the frames' decoding thresholds
             the first syndrome aims at (:meth:`ReconcileHistory.start_efficiency`), in (0, 1).
-            The default, ``START_QUANTILE`` = 0.1, puts efficiency first; a higher one starts
+            The default, ``START_QUANTILE`` = 0.2, puts efficiency first; a higher one starts
             more frames at or above their thresholds: fewer blind rounds (decoder runs), a
             higher f. Measured at QBER 1.96 % on n384000_r085, 4 Mbit blocks, mean of the 3
-            blocks after a link's first (shared history; 33 frames, none lost), decoder CPU
-            per block on a loaded 2-core machine: 0.1: f 1.0951, 4.2 rounds and 73
-            iterations per frame, 7.9 s; 0.3: f 1.0952, 2.9 rounds, 59 iterations, 6.7 s;
-            0.5: f 1.0966, 2.2 rounds, 52 iterations, 5.2 s (-34 %). (f of 33 frames is
-            known to about +/-0.001.)
+            blocks after a link's first (shared history; 33 frames, none lost; the same data
+            for every row), decoder CPU per block on the shared 2-core machine:
+
+            ========  ========  ======  ================  ==============
+            quantile  f         rounds  iterations/frame  decoder CPU s
+            ========  ========  ======  ================  ==============
+            0.1       1.0925    4.0     77                7.6
+            0.2       1.0919    3.3     74                7.6
+            0.3       1.0928    2.9     66                6.7
+            0.5       1.0950    2.2     56                6.0
+            0.8       1.1049    1.2     35                3.6
+            ========  ========  ======  ================  ==============
+
+            (f of 33 frames is known to about +/-0.001.)
 
     Returns:
         The :class:`ReconcileReport`.
