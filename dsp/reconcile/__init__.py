@@ -14,10 +14,12 @@ Protocol, per frame of ``n`` bits (one LDPC codeword):
    bits, 0 on punctured ones. If decoding fails he asks for more (:class:`DecodingReported`), and
    Alice reveals the values of the next punctured positions (:class:`BitsRevealed`): blind
    reconciliation (Martinez-Mateo, Elkouss, Martin, 2012), so the rate falls only as far as the
-   frame needs and a rough prior QBER suffices. Once every punctured value is revealed (the
-   full ``m``-bit syndrome is then known), rounds reveal payload bits, spread over the frame, up
-   to ``PAYLOAD_REVEAL_EFFICIENCY``; if decoding still fails, the frame is discarded. Rounds
-   continue from the decoder messages of the previous round (warm start).
+   frame needs and a rough prior QBER suffices. After a round that ended far from convergence
+   (most checks still unsatisfied) Bob may ask for several steps at once
+   (``DecodingReported.steps``; channel data, like the verdict). Once every punctured value is
+   revealed (the full ``m``-bit syndrome is then known), rounds reveal payload bits, spread over
+   the frame, up to ``PAYLOAD_REVEAL_EFFICIENCY``; if decoding still fails, the frame is
+   discarded. Rounds continue from the decoder messages of the previous round (warm start).
 4. After a converged decode, Alice sends a verification tag of her payload under a fresh seed
    (:class:`TagComputed`, :mod:`qkdnode.dsp.verification`); Bob keeps the frame only if his tag
    matches (:class:`FrameVerified`).
