@@ -66,6 +66,17 @@ CODE_CHOICE_SLACK = 0.05
 # of their payloads (see choose_code).
 LENGTH_CHOICE_FRAMES = 3
 
+# With the frame length free, the bits fill full frames of the longest code and the rest goes to
+# shorter frames when spreading them over equal frames would shorten each by more than this
+# (see _packed_frames). QBER 1.95 %, 1 Mbit blocks (6 blocks, shared histories): 3 frames of
+# n384000_r085 shortened by 8.5 % (n192000_r085: 6 frames, 11 %) -> 2 full n384000 frames and
+# 5 of n64000_r085: f 1.1059-1.1180 -> 1.1028-1.1078 (0.006 lower on average), CPU 10-50 %
+# lower. At 4 Mbit the 11 frames are shortened by 0.2 %: unchanged.
+PACK_SHORTENING = 0.04
+# ... and the longest code that fills at least this many full frames takes them (one would
+# leave most of the bits to the rest's code).
+PACK_MIN_FRAMES = 2
+
 # Frames decoded together (one decoder call over all cores) before plans are revised.
 FRAMES_PER_BATCH = 8
 
@@ -386,18 +397,28 @@ def reconcile_local(
     aborted_reason: str | None = None
     while offset < alice.size:
         # With an estimate, one code and one plan for the whole input (spread over equal
-        # frames); without, the first frame alone at the guess, then batches planned with the
-        # error rate measured so far.
+        # frames), or full frames of it and the rest on shorter frames (_packed_frames);
+        # without, the first frame alone at the guess, then batches planned with the error
+        # rate measured so far.
         frame_code = code if code is not None else choose_code(qber, n, alice.size - offset)
         full_payload = plan_frame(frame_code, frame_code.n, qber).payload_length
+        packed = 0
         if qber_estimate is not None:
             batch_size = alice.size
+            if code is None and n is None and offset == 0:
+                pack = _packed_frames(alice.size, full_payload, qber)
+                if pack is not None:
+                    frame_code, packed = pack
+                    full_payload = plan_frame(frame_code, frame_code.n, qber).payload_length
         elif not outcomes:
             batch_size = 1
         else:
             batch_size = FRAMES_PER_BATCH
         spans: list[tuple[int, int]] = []
-        while len(spans) < batch_size and offset < alice.size:
+        for _ in range(packed):
+            spans.append((offset, offset + full_payload))
+            offset += full_payload
+        while not packed and len(spans) < batch_size and offset < alice.size:
             length = _frame_length(alice.size - offset, full_payload)
             if length == 0:
                 offset = alice.size  # tail left unkept (see module docstring)
@@ -437,6 +458,31 @@ def reconcile_local(
         frames=tuple(outcomes),
         messages=tuple(transcript),
     )
+
+
+def _packed_frames(remaining: int, full_payload: int, qber: float) -> tuple[LdpcCode, int] | None:
+    """Full frames of the longest code to take first when the frame length is free, the rest
+    going to the code :func:`choose_code` picks for it (spread equally); ``None``: spread all
+    the bits over equal frames of the code chosen for them (``full_payload`` each at most).
+
+    Full frames when spreading would shorten every frame by more than ``PACK_SHORTENING``:
+    shortening costs efficiency on every frame (n192000_r085 at 2 %, 16 frames: f +0.005 at
+    4 %, +0.012 at 8 %), the rest's shorter code only on the rest. The longest code that
+    fills at least ``PACK_MIN_FRAMES`` full frames takes them.
+    """
+    whole, rest = divmod(remaining, full_payload)
+    if whole == 0 or rest < MIN_TAIL_FRACTION * full_payload:
+        return None
+    if 1.0 - remaining / ((whole + 1) * full_payload) <= PACK_SHORTENING:
+        return None
+    for length in sorted({info.n for info in available_codes()}, reverse=True):
+        code = _best_of_length(qber, length)
+        if code is None:
+            continue
+        payload = plan_frame(code, code.n, qber).payload_length
+        if remaining // payload >= PACK_MIN_FRAMES and remaining % payload:
+            return code, remaining // payload
+    return None
 
 
 def _frame_length(remaining: int, full_payload: int) -> int:

@@ -377,11 +377,37 @@ def test_bob_messages_buffer_is_checked() -> None:
 
 
 def test_frames_after_the_pilots_keep_the_pilots_code() -> None:
-    # 200 000 bits at 2 % fill three 64 000-bit frames; after the two pilots the 85 000 bits
-    # left alone would pick 16 000-bit frames. The code chosen for all the bits stays.
-    alice, bob = bsc(12, 200_000, 0.02)
-    assert choose_code(0.02, None, alice.size).n == 64000
+    # Three and a half full 64 000-bit payloads at 2 %: spread over four frames each would be
+    # 12.5 % shortened, so the three full frames go first (pilots and the frame after them keep
+    # that code) and the rest takes the code chosen for it.
+    from qkdnode.dsp.reconcile import local
+
+    code = choose_code(0.02, 64000)
+    full = plan_frame(code, code.n, 0.02).payload_length
+    alice, bob = bsc(12, 3 * full + full // 2, 0.02)
+    assert choose_code(0.02, None, alice.size) == code
+    assert local._packed_frames(alice.size, full, 0.02) == (code, 3)
+    rest = choose_code(0.02, None, full // 2)
+    assert rest.n < code.n
     report = reconcile_local(alice, bob, 0.02, rng=np.random.default_rng(6))
+    names = [f.code_name for f in report.frames]
+    assert names[:3] == [code.name] * 3
+    assert set(names[3:]) == {rest.name}
+    assert [f.payload_length for f in report.frames[:3]] == [full] * 3
+    assert sum(f.payload_length for f in report.frames) == alice.size
+    np.testing.assert_array_equal(report.corrected[report.kept], alice[report.kept])
+
+
+def test_a_block_with_little_shortening_keeps_one_code() -> None:
+    # Four 64 000-bit frames 2.5 % shortened: below PACK_SHORTENING, all the bits are spread
+    # over frames of the one code chosen for them.
+    from qkdnode.dsp.reconcile import local
+
+    code = choose_code(0.02, 64000)
+    full = plan_frame(code, code.n, 0.02).payload_length
+    alice, bob = bsc(13, 4 * full - full // 40, 0.02)  # 4 frames 2.5 % shortened
+    assert local._packed_frames(alice.size, full, 0.02) is None
+    report = reconcile_local(alice, bob, 0.02, rng=np.random.default_rng(6), n=None)
     assert report.frames_attempted == 4
     assert {f.code_name for f in report.frames} == {choose_code(0.02, None, alice.size).name}
     np.testing.assert_array_equal(report.corrected[report.kept], alice[report.kept])
