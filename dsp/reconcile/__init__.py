@@ -35,7 +35,9 @@ The input's tail (fewer bits than a frame's payload) is reconciled, unless it is
 ``MIN_TAIL_FRACTION`` of a full payload: such a short tail is left unkept (not attempted),
 because its frame would leak far more than it yields. ``reconcile_local`` spreads the bits
 equally over the frames they need (each a little shortened) rather than filling full frames and
-a heavily shortened tail, whose first syndrome cannot start low (too few modulated positions).
+a heavily shortened tail, whose first syndrome cannot start low (too few modulated positions);
+when that would shorten every frame by more than ``PACK_SHORTENING`` (shortening costs
+efficiency), full frames of a long code go first and the rest goes to shorter frames.
 
 The first syndrome of a frame starts near where earlier frames of its code decoded
 (:class:`ReconcileHistory`, shared by the blocks of a link), so few blind rounds are spent
