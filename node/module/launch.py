@@ -245,7 +245,8 @@ def _params(link: LinkConfig) -> QdistParams:
     p, _ = _drawn(link)
     return QdistParams((d.mu1, d.mu2, d.mu3), p, eps_cor=s.eps_cor,
                        eps_sec=s.eps_sec, kappa=s.kappa, qber_abort=s.qber_abort,
-                       code_length=s.code_length, block_timeout_s=s.block_timeout_s)
+                       code_length=s.code_length, block_timeout_s=s.block_timeout_s,
+                       start_quantile=s.start_quantile)
 
 
 def _secret(config: NodeConfig, i: int, link: LinkConfig) -> bytes:

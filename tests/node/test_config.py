@@ -270,3 +270,16 @@ def test_simulated_bench_parameters_load_through_the_config_loader():
 
     params = load_toml(BenchParams, "", "bench.toml")
     assert params == BenchParams()
+
+
+def test_start_quantile_reaches_qdist_and_defaults_to_reconciliations():
+    from qkdnode.dsp.reconcile.history import START_QUANTILE
+    from qkdnode.node.config.schema import DEFAULT_START_QUANTILE
+    from qkdnode.node.module.launch import _params
+
+    assert DEFAULT_START_QUANTILE == START_QUANTILE
+    link = load_config(EXAMPLE).links[0]
+    assert link.distillation.start_quantile == START_QUANTILE
+    eager = dataclasses.replace(link, distillation=dataclasses.replace(
+        link.distillation, start_quantile=0.6))
+    assert _params(eager).start_quantile == 0.6

@@ -106,3 +106,38 @@ def test_qdist_alice_starts_where_reconcile_local_would(monkeypatch: pytest.Monk
     first = next(m for m in report.messages if isinstance(m, SyndromeComputed))
     planned = AliceFrame(code, 0, bits[: first.plan.payload_length], qber, start).plan
     assert first.plan.n_punctured == planned.n_punctured
+
+
+def test_a_higher_start_quantile_starts_higher(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from qkdnode.dsp.ldpc.codes import load_code
+
+    eager = dataclasses.replace(PARAMS, start_quantile=0.8)
+    assert eager.digest() == PARAMS.digest()  # Alice's own policy: Bob need not agree
+    alice = QdistAlice(eager, SECRET, rng=np.random.default_rng(1))
+    bob = QdistBob(PARAMS, SECRET)
+    run_block(alice, bob, 0, 1)
+    learnt = alice.history.copy()
+    starts: list[tuple[float, float]] = []
+
+    class Recording(AliceFrame):
+        def __init__(self, code, frame, payload_bits, qber, start_efficiency=1.05,  # type: ignore[no-untyped-def]
+                     step_efficiency=None):
+            starts.append((qber, start_efficiency))
+            super().__init__(code, frame, payload_bits, qber, start_efficiency, step_efficiency)
+
+    monkeypatch.setattr(alice_module, "AliceFrame", Recording)
+    run_block(alice, bob, 1, 2)
+    (code_name,) = learnt.codes
+    code = load_code(code_name)
+    qber, start = starts[0]
+    assert start == learnt.start_efficiency(code, qber, 0.8)
+    assert start > learnt.start_efficiency(code, qber, 0.2)
+
+
+def test_start_quantile_out_of_range_is_refused() -> None:
+    import dataclasses
+
+    with pytest.raises(ValueError, match="start_quantile must lie in"):
+        dataclasses.replace(PARAMS, start_quantile=1.0)

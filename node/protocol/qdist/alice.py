@@ -327,7 +327,7 @@ class QdistAlice(QdistEnd):
             self._abort("too few sifted X bits for one reconciliation frame", notify=True)
             return
         self._eps_frame = self.params.eps_cor / len(self._spans)
-        start = self.history.start_efficiency(code, qber)
+        start = self.history.start_efficiency(code, qber, self.params.start_quantile)
         self._frames = [AliceFrame(code, k, np.ascontiguousarray(sifted.x_bits[a0:a1]), qber,
                                    start, QDIST_STEP_EFFICIENCY)
                         for k, (a0, a1) in enumerate(self._spans)]

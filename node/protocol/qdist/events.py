@@ -11,6 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from qkdnode.dsp.estimation import DEFAULT_QBER_ABORT, KeyLengthResult
+from qkdnode.dsp.reconcile.history import START_QUANTILE
 
 __all__ = [
     "NEED_DATA",
@@ -46,6 +47,9 @@ class QdistParams:
         code_length: LDPC frame length of the shipped family (None: the default family).
         block_timeout_s: seconds from a block's start before it is aborted (local policy:
             not part of :meth:`digest`, so the two ends may differ).
+        start_quantile: where Alice starts each frame's blind reconciliation
+            (:meth:`qkdnode.dsp.reconcile.ReconcileHistory.start_efficiency`): higher trades a
+            little key for fewer decoding rounds (Alice's own policy, not in :meth:`digest`).
     """
 
     mu: tuple[float, float, float]
@@ -56,6 +60,7 @@ class QdistParams:
     qber_abort: float = DEFAULT_QBER_ABORT
     code_length: int | None = None
     block_timeout_s: float = DEFAULT_BLOCK_TIMEOUT_S
+    start_quantile: float = START_QUANTILE
 
     def __post_init__(self) -> None:
         if self.eps_sec is not None and self.kappa is not None:
@@ -64,6 +69,8 @@ class QdistParams:
             raise ValueError(f"eps_cor must lie in (0, 1), got {self.eps_cor}")
         if not self.block_timeout_s > 0.0:
             raise ValueError(f"block_timeout_s must be > 0, got {self.block_timeout_s}")
+        if not 0.0 < self.start_quantile < 1.0:
+            raise ValueError(f"start_quantile must lie in (0, 1), got {self.start_quantile}")
 
     @property
     def secrecy(self) -> tuple[float | None, float | None]:
@@ -74,8 +81,9 @@ class QdistParams:
 
     def digest(self) -> str:
         """A short digest of every field that both ends must share (they compare them); the
-        block timeout is each end's own and left out."""
-        shared = dataclasses.replace(self, block_timeout_s=DEFAULT_BLOCK_TIMEOUT_S)
+        block timeout and the start quantile are each end's own and left out."""
+        shared = dataclasses.replace(self, block_timeout_s=DEFAULT_BLOCK_TIMEOUT_S,
+                                     start_quantile=START_QUANTILE)
         return hashlib.sha256(repr(dataclasses.astuple(shared)).encode()).hexdigest()[:32]
 
 
