@@ -141,3 +141,23 @@ def test_start_quantile_out_of_range_is_refused() -> None:
 
     with pytest.raises(ValueError, match="start_quantile must lie in"):
         dataclasses.replace(PARAMS, start_quantile=1.0)
+
+
+def test_an_authentic_verdict_with_impossible_errors_aborts_the_block(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A broken (or hostile but authenticated) Bob: the block aborts at both ends; Alice's
+    # module does not die on the history's ValueError.
+    import dataclasses
+
+    from qkdnode.dsp.reconcile import ends
+
+    honest = ends.BobFrame.on_tag
+
+    def broken(self, t):  # type: ignore[no-untyped-def]
+        return dataclasses.replace(honest(self, t), errors=10**9)
+
+    monkeypatch.setattr(ends.BobFrame, "on_tag", broken)
+    alice = QdistAlice(PARAMS, SECRET, rng=np.random.default_rng(1))
+    bob = QdistBob(PARAMS, SECRET)
+    with pytest.raises(AssertionError, match="counts 1000000000 errors"):
+        run_block(alice, bob, 0, 1)  # its assertion: Alice's outcome is an abort

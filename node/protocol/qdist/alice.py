@@ -350,6 +350,10 @@ class QdistAlice(QdistEnd):
         for v in m.verdicts:
             if self._waiting[v.frame] != "verdict":
                 raise RemoteProtocolError(f"Qdist: verdict for frame {v.frame} before its tag")
+            if not 0 <= v.errors <= self._frames[v.frame].payload.size:
+                raise RemoteProtocolError(f"Qdist: verdict for frame {v.frame} counts "
+                                          f"{v.errors} errors in "
+                                          f"{self._frames[v.frame].payload.size} bits")
             del self._waiting[v.frame]
             self._status[v.frame] = (v.accepted, v.errors)
             if v.accepted:
