@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -177,6 +178,7 @@ def claim_secrets(ends: list[LinkEnd]) -> list[Path]:
             if marker in claimed:
                 continue
             claimed.add(marker)
+            _lock_session(end, key, secret)
             if state.exists():
                 if getattr(end, "recorder", None) is not None:
                     # A replay starts both Qdist ends from the secret.
@@ -203,6 +205,42 @@ def claim_secrets(ends: list[LinkEnd]) -> list[Path]:
             marker.unlink(missing_ok=True)
         raise
     return made
+
+
+# The sessions this process holds: lock file -> its open descriptor (held, with an exclusive
+# flock, until the process ends).
+_SESSION_LOCKS: dict[Path, int] = {}
+
+
+def _lock_session(end: LinkEnd, key: str, secret: Path) -> None:
+    """Takes the exclusive lock ``<auth_secret_file>.<role>.lock`` for this process's life:
+    two processes on one Qdist session (a second start of the same module, which would
+    restore the same state) would send with the same authentication pads. A module started
+    again in the same process (its tasks ended) takes it again.
+
+    Raises:
+        ConfigError: another process holds the session (its pid named).
+    """
+    path = secret.with_name(f"{secret.name}.{end.link.role}.lock").resolve()
+    if path in _SESSION_LOCKS:
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        return  # no file there at all: marking or saving the session fails next, naming it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 100).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise _error(end.config, key,
+                     f"the Qdist session of {secret} ({end.link.role}) is in use by another "
+                     f"process (pid {holder}, lock {path}): two processes on one session "
+                     "would use the same authentication pads; stop the other one first") \
+            from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    _SESSION_LOCKS[path] = fd
 
 
 def _mark(end: LinkEnd, key: str, secret: Path, marker: Path) -> None:

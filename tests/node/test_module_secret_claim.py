@@ -74,3 +74,34 @@ def test_key_ids_name_the_session_of_the_secret() -> None:
     # Block 0 of a run from a fresh secret names its keys anew.
     assert not {k.key_id for k in first} & {k.key_id for k in fresh}
     assert first[1].key_id == qkd_key_id("ab", 0, 1, session_name(a)) != qkd_key_id("ab", 0, 1)
+
+
+def test_a_session_another_process_holds_is_refused(tmp_path: Path) -> None:
+    # A second start of the same module while the first runs would restore the same state and
+    # send with the same authentication pads.
+    import subprocess
+    import sys
+
+    secret = tmp_path / "secret-ab.bin"
+    secret.write_bytes(os.urandom(4096))
+    lock = tmp_path / "secret-ab.bin.receiver.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys, time\n"
+         f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT, 0o600)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+         "os.write(fd, str(os.getpid()).encode())\n"
+         "print('locked', flush=True)\n"
+         "sys.stdin.read()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ConfigError) as info:
+            claim_secrets([_end(secret, "receiver")])
+        text = str(info.value)
+        assert f"in use by another process (pid {holder.pid}" in text
+        assert not (tmp_path / "secret-ab.bin.receiver.used").exists()
+    finally:
+        holder.communicate("", timeout=60)
+    assert claim_secrets([_end(secret, "receiver")])  # free once the other process ended
