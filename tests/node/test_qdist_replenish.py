@@ -25,6 +25,8 @@ from qkdnode.node.protocol.qdist import (
     ReceiverArmed,
     TransmitterStarted,
 )
+from qkdnode.node.protocol.qdist.accounting import PAYBACK_SHARE
+from qkdnode.node.protocol.qdist.session import PAD_BITS
 from qkdnode.node.protocol.qdist.wire import PadStream, encode_frame
 
 # A 5 km Fig. 1 link (Lim et al. 2014), as in test_protocol_qdist: ~3e4 sifted X bits a block.
@@ -230,7 +232,7 @@ def test_the_pads_counted_must_be_the_pads_used(role):
     a, b = link.run(0, 1)
     mine = a if role == "alice" else b
     assert isinstance(mine, BlockAborted)
-    assert "other pads than counted" in mine.reason
+    assert "pays back other pads than it owes" in mine.reason
 
 
 def test_ends_that_count_different_pads_give_no_key():
@@ -245,3 +247,30 @@ def test_ends_that_count_different_pads_give_no_key():
     assert "authentication accounting differs" in b.reason
     assert isinstance(a, BlockAborted)
     assert a.reason.startswith("peer aborted")
+
+
+def test_a_debt_beyond_one_blocks_key_is_paid_over_several_blocks():
+    """More pads owed than a quarter of a block's key per direction (many re-arms in a row):
+    each block pays what its key allows, oldest first, and carries the rest; blocks keep
+    completing with identical keys (they used to abort, "key does not cover", until the pads
+    ran out) and the debt falls to nothing."""
+    link = Link()
+    for _ in range(45):  # 45 pads each way, beyond one block's payback
+        link.rearm(0)
+    owed = []
+    for block_id in range(6):
+        a, b = link.run(block_id, block_id + 1)
+        assert isinstance(a, BlockCompleted), getattr(a, "reason", None)
+        assert isinstance(b, BlockCompleted), getattr(b, "reason", None)
+        assert np.array_equal(a.key, b.key)
+        cap = int(a.audit.ell * PAYBACK_SHARE) // PAD_BITS
+        assert a.audit.auth_pads_ab <= cap
+        assert a.audit.auth_pads_ba <= cap
+        assert a.audit.auth_pads_owed == b.audit.auth_pads_owed
+        assert a.audit.final_length >= a.audit.ell // 2
+        owed.append(a.audit.auth_pads_owed)
+        if a.audit.auth_pads_owed == 0:
+            break
+    assert owed[0] > 0  # the first block could not pay it all
+    assert owed[-1] == 0
+    assert owed == sorted(owed, reverse=True)

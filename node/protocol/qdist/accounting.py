@@ -12,7 +12,7 @@ from qkdnode.dsp.reconcile.local import MIN_TAIL_FRACTION
 from .events import QdistParams
 from .session import _Audit
 
-__all__ = ["frame_starts", "key_length", "precheck"]
+__all__ = ["PAYBACK_SHARE", "frame_starts", "key_length", "payable", "precheck"]
 
 
 def frame_starts(n_bits: int, full_payload: int) -> list[tuple[int, int]]:
@@ -48,6 +48,20 @@ def precheck(counts: DecoyCounts, params: QdistParams) -> str | None:
     if counts.n_x_total < 1:
         return "no X-basis detections"
     return None
+
+
+# A completed block pays back at most this share of its key per direction in authentication
+# pads (oldest first); the rest of what is owed carries over to the next block. Without the
+# cap, a debt larger than one block's key (many aborted blocks or re-arms in a row on a link
+# with short blocks) made every later block abort, and the pads ran out.
+PAYBACK_SHARE = 0.25
+
+
+def payable(owed: tuple[int, int], length: int, pad_bits: int) -> tuple[int, int]:
+    """Pads (out, in) a block of final ``length`` bits pays back of the ``owed`` ones: at most
+    ``PAYBACK_SHARE`` of its key per direction (both ends compute it from numbers both hold)."""
+    cap = int(length * PAYBACK_SHARE) // pad_bits
+    return min(owed[0], cap), min(owed[1], cap)
 
 
 def key_length(audit: _Audit, counts: DecoyCounts, params: QdistParams,

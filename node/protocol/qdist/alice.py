@@ -37,7 +37,7 @@ from qkdnode.dsp.sifting import AliceChoices, BasisAnnouncement, SiftedBits, ali
 from qkdnode.dsp.verification import hash_points
 
 from ...errors import LocalProtocolError, RemoteProtocolError
-from .accounting import frame_starts, key_length, precheck
+from .accounting import frame_starts, key_length, payable, precheck
 from .events import DetectionsReceived, QdistParams, ReceiverArmed
 from .messages import (
     AmplificationAnnounced,
@@ -391,14 +391,16 @@ class QdistAlice(QdistEnd):
             if accepted:
                 kept[a0:a1] = True
                 errors += err
-        # Pads the block pays back: those spent since the last settled block, this block's
-        # announcement, and Bob's confirmation.
-        self._pads = self._auth_bits(1, 1)
+        # Pads owed: those spent since the last settled block, this block's announcement, and
+        # Bob's confirmation; the block pays back what its key allows (payable).
+        owed = self._auth_bits(1, 1)
         length, reason = key_length(self.audit, self._counts, self.params, kept, errors,
-                                    self._eps_frame, PAD_BITS * sum(self._pads))
+                                    self._eps_frame, 0)
         if reason is not None:
             self._abort(reason, notify=True)
             return
+        self._pads = payable(owed, length, PAD_BITS)
+        self.audit["auth_bits"] = PAD_BITS * sum(self._pads)
         seed = self._random_bits(int(kept.sum()) + length - 1)
         self._key = toeplitz_hash(np.ascontiguousarray(self._sifted.x_bits[kept]), seed, length)
         self._send(AmplificationAnnounced(length, seed, self._pads))

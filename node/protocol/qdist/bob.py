@@ -26,7 +26,7 @@ from qkdnode.dsp.sifting import BobDetections, SiftedBits, SiftReply, bob_sift
 from qkdnode.dsp.verification import hash_points
 
 from ...errors import LocalProtocolError, RemoteProtocolError
-from .accounting import key_length, precheck
+from .accounting import key_length, payable, precheck
 from .events import QdistParams, TransmitterRestarted, TransmitterStarted
 from .messages import (
     AmplificationAnnounced,
@@ -299,15 +299,17 @@ class QdistBob(QdistEnd):
                 kept[a0:a1] = True
                 corrected[a0:a1] = fixed
                 errors += err
-        pads = self._auth_bits(1, 0)  # since the last settled block, and Bob's confirmation
+        owed = self._auth_bits(1, 0)  # since the last settled block, and Bob's confirmation
         length, reason = key_length(self.audit, self._counts, self.params, kept, errors,
-                                    self._eps_frame, PAD_BITS * sum(pads))
+                                    self._eps_frame, 0)
         if reason is not None:
             raise RemoteProtocolError(f"Qdist: Alice announced a key where Bob computes none "
                                       f"({reason})")
         if m.length != length:
             raise RemoteProtocolError(f"Qdist: Alice announced {m.length} bits, Bob computes "
                                       f"{length}")
+        pads = payable(owed, length, PAD_BITS)
+        self.audit["auth_bits"] = PAD_BITS * sum(pads)
         if m.auth_pads != (pads[1], pads[0]):
             # Each end takes its own count off the key: different counts, different keys.
             raise RemoteProtocolError(f"Qdist: Alice pays back {m.auth_pads} pads (Alice -> "

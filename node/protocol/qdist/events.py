@@ -109,10 +109,13 @@ class BlockAudit:
         final_length: key bits delivered (``ell - auth_bits``, 0 on abort).
         frames_sent, frames_received, frames_rejected, pads_skipped: frame accounting.
         auth_pads_ab, auth_pads_ba: pads (64 bits each) the block paid back, per direction
-            (``auth_bits`` is 64 times their sum): every pad spent since the last block both
-            ends completed, up to this block's last frame; 0 unless completed.
-        auth_pads_outside: how many of them were spent outside this block's own frames
-            (control frames, aborted blocks, rejected, failed or skipped frames).
+            (``auth_bits`` is 64 times their sum): the pads spent since the last block both
+            ends completed, up to this block's last frame, oldest first, at most
+            ``accounting.PAYBACK_SHARE`` of the key per direction; 0 unless completed.
+        auth_pads_outside: how many pads since the last settled block were spent outside
+            this block's own frames (control frames, aborted blocks, rejected, failed or
+            skipped frames).
+        auth_pads_owed: pads spent and not yet paid back (carried to the next block).
     """
 
     block_id: int
@@ -146,6 +149,7 @@ class BlockAudit:
     auth_pads_ab: int = 0
     auth_pads_ba: int = 0
     auth_pads_outside: int = 0
+    auth_pads_owed: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (one line of the audit log)."""

@@ -142,7 +142,7 @@ class _Audit:
             frames_discarded=0, rounds=0, disclosed_bits=0, leakage_bits=0, eps_cor=0.0,
             eps_sec=None, estimate=None, ell=0, auth_bits=0, auth_epsilon=0.0, final_length=0,
             frames_sent=0, frames_received=0, frames_rejected=0, pads_skipped=0,
-            auth_pads_ab=0, auth_pads_ba=0, auth_pads_outside=0)
+            auth_pads_ab=0, auth_pads_ba=0, auth_pads_outside=0, auth_pads_owed=0)
 
     def __setitem__(self, name: str, value: Any) -> None:
         if name not in self.values:
@@ -470,26 +470,31 @@ class QdistEnd(abc.ABC):
                 self._recv_seq + extra_in - self._covered[1])
 
     def _count_pads(self, pads_out: int, pads_in: int) -> None:
-        """Puts the pads the block pays back in its audit (by direction, and how many of them
-        were spent outside the block's own frames); the same numbers at both ends."""
+        """Puts the pads the block pays back in its audit (by direction), how many pads were
+        spent outside the block's own frames since the last settled block, and how many are
+        still owed (carried to the next block); the same numbers at both ends."""
         assert self._first_in is not None
         own = (self._send_seq - self._first_out) + (self._recv_seq - self._first_in)
+        owed = sum(self._auth_bits(0, 0))
         a = self.audit
         a["auth_pads_ab"], a["auth_pads_ba"] = \
             (pads_out, pads_in) if self._SENDS_AB else (pads_in, pads_out)
-        a["auth_pads_outside"] = pads_out + pads_in - own
+        a["auth_pads_outside"] = owed - own
+        a["auth_pads_owed"] = owed - pads_out - pads_in
 
     def _complete(self, hashed: NDArray[np.uint8], pads_out: int, pads_in: int) -> None:
         """Takes the authentication key off the front of ``hashed`` and reports the key."""
         assert self.block is not None
-        if (pads_out, pads_in) != self._auth_bits(0, 0):
-            raise LocalProtocolError("Qdist: block used other pads than counted")
+        owed = self._auth_bits(0, 0)
+        if not (0 <= pads_out <= owed[0] and 0 <= pads_in <= owed[1]):
+            raise LocalProtocolError("Qdist: block pays back other pads than it owes")
         auth = PAD_BITS * (pads_out + pads_in)
         n_ab, n_ba = (pads_out, pads_in) if self._SENDS_AB else (pads_in, pads_out)
         material = np.packbits(hashed[:auth]).tobytes()
         before = self._pending, self.completed
+        # The oldest pads owed are paid first: the covered positions move by what was paid.
         self._pending = (self.block, material[:TAG_BYTES * n_ab], material[TAG_BYTES * n_ab:],
-                         self._send_seq, self._recv_seq)
+                         self._covered[0] + pads_out, self._covered[1] + pads_in)
         assert len(self._pending[2]) == TAG_BYTES * n_ba
         self.completed = self.block
         try:
