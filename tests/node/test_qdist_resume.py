@@ -388,3 +388,18 @@ def test_frames_replayed_to_a_restarted_end_give_no_key(flights):
     link.alice.data_to_send()  # nothing of consequence (no block runs)
     start = link.resume("alice")
     assert_same_key(*link.run(start, 1))
+
+
+def test_the_reservation_never_passes_the_pads_held():
+    """With fewer than RESERVE_PADS pads left, the saved reservation stops at the last pad
+    held: a restart resumes sending there and still has pads (it used to resume past them)."""
+    alice = QdistAlice(PARAMS, SECRET)
+    disk = Disk()
+    alice.persist_to(disk)
+    end_seq = alice._out.end_seq
+    alice._send_seq = end_seq - 3  # as if all but 3 pads had been used
+    alice._reserve()
+    assert alice._reserved == end_seq
+    restarted = QdistAlice(PARAMS, SECRET)
+    restarted.restore(disk.state)
+    assert restarted._send_seq <= restarted._out.end_seq

@@ -375,7 +375,10 @@ class QdistEnd(abc.ABC):
         """Saves a reservation before the pad of the next send is used beyond the last one."""
         if self._store is not None and self._send_seq >= self._reserved:
             before = self._reserved
-            self._reserved = self._send_seq + RESERVE_PADS
+            # Never beyond the pads held (a restart resumes sending at the reservation: past
+            # the end it would find no pad, though some were left); at least this send's.
+            self._reserved = max(self._send_seq + 1,
+                                 min(self._send_seq + RESERVE_PADS, self._out.end_seq))
             try:
                 self._save()
             except LocalProtocolError:
