@@ -403,3 +403,25 @@ def test_the_reservation_never_passes_the_pads_held():
     restarted = QdistAlice(PARAMS, SECRET)
     restarted.restore(disk.state)
     assert restarted._send_seq <= restarted._out.end_seq
+
+
+def test_a_completion_bob_cannot_save_leaves_no_key_at_alice_either():
+    link = Link()
+    first = link.start_run()
+    disk = link.disks["bob"]
+
+    def full_disk(state: bytes) -> None:  # the disk fills up just before the completion
+        if json.loads(state)["body"]["completed"] >= 0:
+            raise OSError(28, "No space left on device")
+        disk(state)
+    link.bob._store = full_disk
+    a, b = link.run(first, 1)
+    assert isinstance(b, BlockAborted)
+    assert "cannot save the session state" in b.reason
+    assert a is None  # the confirmation never left: Alice waits for it...
+    assert link.alice.block == first
+    link.now += PARAMS.block_timeout_s
+    link.alice.handle_timer(link.now)  # ...until her block times out
+    link.pump()
+    assert isinstance(link.ended["alice", first], BlockAborted)
+    assert link.alice.completed == link.bob.completed == -1

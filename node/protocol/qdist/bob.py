@@ -320,5 +320,12 @@ class QdistBob(QdistEnd):
             raise RemoteProtocolError(f"Qdist: Toeplitz seed of {m.seed.size} bits, expected "
                                       f"{kept_bits + length - 1}")
         key = toeplitz_hash(np.ascontiguousarray(corrected[kept]), m.seed, length)
+        mark = len(self._outbox)
         self._send(KeyConfirmed(length))
-        self._complete(key, *pads)
+        try:
+            self._complete(key, *pads)
+        except LocalProtocolError:
+            # A completion that cannot be saved is no completion: the confirmation does not
+            # leave (its pad is skipped and paid back later), and Alice's block times out.
+            del self._outbox[mark:]
+            raise
