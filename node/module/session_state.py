@@ -71,7 +71,12 @@ class StateFile:
             OSError: the state could not be written (the old file is left as it was).
         """
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # A temp file of a process killed mid-save (key material) goes first; a symlink
+        # planted there is refused (O_EXCL | O_NOFOLLOW), never followed.
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(state)

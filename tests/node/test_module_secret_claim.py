@@ -105,3 +105,15 @@ def test_a_session_another_process_holds_is_refused(tmp_path: Path) -> None:
     finally:
         holder.communicate("", timeout=60)
     assert claim_secrets([_end(secret, "receiver")])  # free once the other process ended
+
+
+def test_a_save_removes_a_temp_file_left_by_a_killed_save(tmp_path: Path) -> None:
+    from qkdnode.node.module.session_state import StateFile
+
+    state = StateFile(tmp_path / "secret.bin.receiver.state", "links[0].auth_secret_file")
+    stale = tmp_path / ".secret.bin.receiver.state.99999.tmp"
+    stale.write_bytes(b"pads of a save killed mid-way")
+    state.save(b"{}")
+    assert not stale.exists()
+    assert (tmp_path / "secret.bin.receiver.state").read_bytes() == b"{}"
+    assert stat.S_IMODE((tmp_path / "secret.bin.receiver.state").stat().st_mode) == 0o600
