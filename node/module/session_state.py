@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..protocol.qdist import QdistEnd
+from ..protocol.qdist.state import ForeignState
 
 __all__ = ["StateFile", "state_path"]
 
@@ -57,6 +58,13 @@ class StateFile:
                               f"{exc.strerror}") from None
         try:
             end.restore(data)
+        except ForeignState:
+            used = self.path.with_suffix(".used")
+            raise ConfigError(None, self.key, None,
+                              f"the Qdist session state {self.path} belongs to another "
+                              "pre-shared secret than the one configured now. If this secret "
+                              f"is new at both ends, remove {self.path} and {used} (and the "
+                              "same two files at the other end) and start again") from None
         except ValueError as exc:
             raise ConfigError(None, self.key, None,
                               f"the Qdist session state {self.path} is unusable: {exc}. The "

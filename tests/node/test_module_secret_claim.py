@@ -117,3 +117,19 @@ def test_a_save_removes_a_temp_file_left_by_a_killed_save(tmp_path: Path) -> Non
     assert not stale.exists()
     assert (tmp_path / "secret.bin.receiver.state").read_bytes() == b"{}"
     assert stat.S_IMODE((tmp_path / "secret.bin.receiver.state").stat().st_mode) == 0o600
+
+
+def test_a_state_of_a_replaced_secret_says_which_files_to_remove(tmp_path: Path) -> None:
+    from qkdnode.node.module.session_state import StateFile
+    from qkdnode.node.protocol.qdist import QdistBob, QdistParams
+
+    params = QdistParams((0.5, 0.1, 2e-4), (0.2, 0.5, 0.3))
+    old, new = os.urandom(4096), os.urandom(4096)
+    path = tmp_path / "secret.bin.receiver.state"
+    state = StateFile(path, "links[0].auth_secret_file")
+    QdistBob(params, old).persist_to(state.save)
+    with pytest.raises(ConfigError) as info:
+        state.restore(QdistBob(params, new))
+    text = str(info.value)
+    assert "belongs to another pre-shared secret" in text
+    assert "secret.bin.receiver.used" in text

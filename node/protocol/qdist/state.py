@@ -15,8 +15,8 @@ from typing import Any
 
 from .wire import PadStream
 
-__all__ = ["STATE_FORMAT", "STATE_VERSION", "SessionState", "decode_state", "encode_state",
-           "session_id"]
+__all__ = ["STATE_FORMAT", "STATE_VERSION", "ForeignState", "SessionState", "decode_state",
+           "encode_state", "session_id"]
 
 STATE_FORMAT = "qkdnode qdist session state"
 STATE_VERSION = 1
@@ -24,6 +24,10 @@ STATE_VERSION = 1
 # A replenishment set aside until its settle point: (block, Alice -> Bob material,
 # Bob -> Alice material, the block's end positions out and in).
 Pending = tuple[int, bytes, bytes, int, int]
+
+
+class ForeignState(ValueError):
+    """A state saved for another pre-shared secret (a session that has ended)."""
 
 
 def session_id(secret: bytes | bytearray) -> str:
@@ -111,7 +115,7 @@ def decode_state(data: bytes, role: str, session: str) -> SessionState:
     if body.get("role") != role:
         raise ValueError(f"a state of the {body.get('role')!r} end, not the {role}'s")
     if body.get("session") != session:
-        raise ValueError("a state of another pre-shared secret (another session)")
+        raise ForeignState("a state of another pre-shared secret (another session)")
     covered = body.get("covered")
     if not isinstance(covered, list) or len(covered) != 2:
         raise ValueError("field 'covered' is missing or malformed")
