@@ -112,6 +112,8 @@ LOCK_TIMEOUT_TAGS = 16 * DEFAULT_ACQUIRE_TAGS
 # link that is broken for another reason does not re-arm in a tight loop.
 MISNUMBERED_BLOCKS = 3
 UNCORRELATED_QBER = 0.25
+# Doublings of both waits above after re-arms with no completed block in between (16x).
+MAX_BACKOFF_DOUBLINGS = 4
 
 # Closed blocks waiting for distillation: one waiting while one distils keeps both busy; more
 # would only hold detections (and Alice's choices for them) in memory.
@@ -172,8 +174,9 @@ class ModuleStatus:
             block of the output's run; restarts: runs ended by a new arm of Bob's (Alice);
             tags_before_marker: tags dropped because they came before the marker (Bob);
             stale_markers: markers dropped as a previous run's (read before Bob's arm was
-            announced); relocks: re-arms after Qsync held no lock for ``lock_timeout_s``
-            (Bob); last_relock: the reason of the last one.
+            announced); relocks: re-arms for lost slot timing (no Qsync lock for
+            ``lock_timeout_s``, or blocks in a row at QBER >= ``UNCORRELATED_QBER``) (Bob);
+            last_relock: the reason of the last one.
     """
 
     role: str
@@ -695,6 +698,11 @@ class BobModule(_ModuleBase):
         self._fruitless += 1
         await self._restart_acquisition(f"re-arming the tagger ({reason})")
 
+    @property
+    def _backoff(self) -> int:
+        """Factor on the waits before a re-arm for lost timing: doubled per fruitless one."""
+        return 1 << min(self._fruitless, MAX_BACKOFF_DOUBLINGS)
+
     async def _outcome(self, event: BlockCompleted | BlockAborted) -> None:
         await super()._outcome(event)
         qber = event.audit.qber_z
@@ -704,7 +712,7 @@ class BobModule(_ModuleBase):
             self._uncorrelated = 0
             return
         self._uncorrelated += 1
-        needed = MISNUMBERED_BLOCKS << min(self._fruitless, 4)
+        needed = MISNUMBERED_BLOCKS * self._backoff
         if self._uncorrelated >= needed:
             self._lost_timing(f"{self._uncorrelated} blocks in a row with QBER >= "
                               f"{UNCORRELATED_QBER} (last {qber:.3f}): the slots are "
@@ -756,7 +764,7 @@ class BobModule(_ModuleBase):
             elif unlocked is None:
                 unlocked = (now, ts.unassigned)
             elif (self.lock_timeout_s is not None
-                  and now - unlocked[0] >= self.lock_timeout_s * (1 << min(self._fruitless, 4))
+                  and now - unlocked[0] >= self.lock_timeout_s * self._backoff
                   and ts.unassigned - unlocked[1] >= self.lock_timeout_tags):
                 since = "the marker" if ts.acquisitions == 0 else "the last loss of lock"
                 # The dialogue re-arms (and cancels this task).
