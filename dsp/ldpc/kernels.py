@@ -18,8 +18,9 @@ edge whose ``p`` equals the largest or the second largest ``p`` of the check (ti
 their exact value), so the kernels track two values and no edge indices; its QC kernel
 (:mod:`.kernels_qc_fast`) fuses multiplies and adds, so it agrees with the twin to float32
 rounding rather than bit for bit; its phi clamps at ``PHI_FAST_X_MAX`` (the kernels are passed
-``phi_constants(PHI_FAST_X_MAX)``). Normalised/offset min-sum (0): ``|r_i| = min(max(scale *
-min_{j != i} |t_j| - offset, 0), MESSAGE_LIMIT)``.
+``phi_constants(PHI_FAST_X_MAX)``), and the ``p_j`` of its inputs are read from a table
+(:mod:`.phi_table`, 7 mantissa bits of ``|t_j|``) rather than computed. Normalised/offset
+min-sum (0): ``|r_i| = min(max(scale * min_{j != i} |t_j| - offset, 0), MESSAGE_LIMIT)``.
 
 The sign of ``r_i`` is the parity of the syndrome bit and of the other inputs' sign bits (so
 ``-0.0`` counts as negative there); a hard decision is 1 where the posterior is ``< 0``.
@@ -49,6 +50,7 @@ from .phi import (
     phi_constants,
     phi_reference,
 )
+from .phi_table import phi_table, phi_table_reference
 
 __all__ = [
     "ALGORITHM_MIN_SUM",
@@ -110,7 +112,7 @@ def _magnitudes(
             max1 = minus
             max2 = minus
             for r in range(degree):
-                p = phi(abs(ext[r * width + u]), k)
+                p = phi_table(ext[r * width + u])
                 mags[r * width + u] = p
                 t += p
                 max2 = max(max2, min(max1, p))
@@ -362,7 +364,7 @@ def decode_reference(
                 mags = (base + phis * (c1 + phis * c2)).astype(np.float32)
                 mags[weakest] = exact
             elif algorithm == ALGORITHM_SUM_PRODUCT_FAST:
-                phis = phi_reference(a, fast)
+                phis = phi_table_reference(a)
                 total = np.cumsum(phis, dtype=np.float32)[-1]
                 top = np.sort(phis)[::-1]  # the largest phi and the runner-up (equal on ties)
                 x1, x2 = top[0], (top[1] if top.size > 1 else f32(-1.0))

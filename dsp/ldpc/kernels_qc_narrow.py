@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from .kernels_qc import _stall_count, _write_out
 from .phi import PhiConstants, expansion, phi
+from .phi_table import phi_table
 
 __all__ = ["qc_narrow_batch_kernel", "qc_narrow_kernel"]
 
@@ -207,7 +208,7 @@ def qc_narrow_kernel(
                     for u in range(z):
                         t = src[u] - mr[u]
                         negative[u] ^= _sign(t)
-                        p = phi(abs(t), k)
+                        p = phi_table(t)
                         mg[u] = p
                         total[u] += p
                         m1 = min1[u]

@@ -26,6 +26,7 @@ from qkdnode.dsp.ldpc.phi import (
     phi_many,
     phi_reference,
 )
+from qkdnode.dsp.ldpc.phi_table import phi_table_reference
 
 FAST = "sum-product-fast"
 
@@ -256,7 +257,8 @@ def test_batch_equals_single(z: int) -> None:
 
 def test_exact_messages_reach_tied_weakest_inputs() -> None:
     # One check of degree 4 whose inputs all have the same magnitude: every edge's phi ties for
-    # the largest, so every edge gets the exact sum-product message (as exact sum-product does).
+    # the largest, so every edge gets the exact message phi(T - p) of its (table) input, as
+    # exact sum-product does, to the table's precision.
     H = sp.csr_matrix(np.ones((1, 4), np.uint8))
     code = code_from_matrix(H)
     llr = np.full(4, 1.3, np.float32)
@@ -266,7 +268,11 @@ def test_exact_messages_reach_tied_weakest_inputs() -> None:
     decode_syndrome_reference(code.chk_ptr, code.chk_var, synd, llr, 1, 0.78, 0.0, FAST, fast)
     decode_syndrome_reference(code.chk_ptr, code.chk_var, synd, llr, 1, 0.78, 0.0,
                               "sum-product", exact)
-    np.testing.assert_array_equal(fast, exact)
+    p = phi_table_reference(np.array([1.3], np.float32))[0]
+    total = np.float32(np.float32(np.float32(p + p) + p) + p)
+    expected = phi_reference(np.array([total - p], np.float32), phi_constants(PHI_FAST_X_MAX))
+    np.testing.assert_array_equal(fast, -np.repeat(expected, 4))
+    np.testing.assert_allclose(fast, exact, rtol=3e-3)
 
 
 @settings(deadline=None, max_examples=30)

@@ -1,0 +1,61 @@
+"""Tests of the table phi of sum-product-fast's check inputs: the vector-gather kernel against
+its plain twin (bit for bit), the table against phi itself, and its clamp."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qkdnode.dsp.ldpc.phi import PHI_FAST_X_MAX
+from qkdnode.dsp.ldpc.phi_table import (
+    PHI_TABLE,
+    PHI_TABLE_HI,
+    PHI_TABLE_LO,
+    PHI_TABLE_SHIFT,
+    phi_table_many,
+    phi_table_reference,
+)
+
+
+def exact_phi(x: np.ndarray) -> np.ndarray:
+    return np.log1p(2.0 / np.expm1(np.asarray(x, np.float64)))
+
+
+@settings(deadline=None, max_examples=60)
+@given(values=st.lists(st.floats(width=32, allow_nan=True, allow_infinity=True), max_size=41))
+def test_vector_gather_agrees_with_twin_bit_for_bit(values: list[float]) -> None:
+    # Any length (vector body of 8 and a scalar tail), any float32 including NaN and infinities.
+    x = np.array(values, np.float32)
+    compiled = phi_table_many(x)
+    twin = phi_table_reference(x)
+    np.testing.assert_array_equal(compiled.view(np.int32), twin.view(np.int32))
+    assert np.isfinite(compiled).all()
+
+
+def test_table_is_phi_within_its_bucket() -> None:
+    # Every value between the clamps lies in a bucket 2^-7 of x wide; the entry is phi's mean
+    # over it, so it lies between phi at the bucket's ends (phi falls).
+    rng = np.random.default_rng(3)
+    x = np.exp(rng.uniform(np.log(PHI_TABLE_LO), np.log(PHI_TABLE_HI), 200_000)).astype(np.float32)
+    bits = x.view(np.int32).astype(np.int64)
+    low = ((bits >> PHI_TABLE_SHIFT) << PHI_TABLE_SHIFT).astype(np.int32).view(np.float32)
+    high = (((bits >> PHI_TABLE_SHIFT) + 1) << PHI_TABLE_SHIFT).astype(np.int32).view(np.float32)
+    got = phi_table_reference(x).astype(np.float64)
+    assert (got <= exact_phi(low) * (1 + 1e-6)).all()
+    assert (got >= exact_phi(high) * (1 - 1e-6)).all()
+    # Relative to x the buckets are 2^-7 wide: where phi is large (small x) the table is close
+    # in absolute terms, where it is small (large x) in relative terms only to x's bucket.
+    small = x < 2.0
+    assert np.max(np.abs(got[small] - exact_phi(x[small]))) < 8e-3
+    assert np.max(np.abs(got - exact_phi(x)) / exact_phi(x)) < 0.25
+
+
+def test_clamps() -> None:
+    x = np.array([0.0, -0.0, 1e-30, -1e-9, PHI_TABLE_LO, np.nan], np.float32)
+    np.testing.assert_array_equal(phi_table_reference(x), np.full(x.size, PHI_TABLE[0]))
+    big = np.array([PHI_FAST_X_MAX, 31.0, -1e6, 1e6, np.inf, -np.inf], np.float32)
+    expected = phi_table_reference(np.array([PHI_TABLE_HI], np.float32))[0]
+    np.testing.assert_array_equal(phi_table_many(big), np.full(big.size, expected))
+    assert PHI_TABLE.flags.writeable is False
+    assert abs(PHI_TABLE[0] - exact_phi(PHI_TABLE_LO)) < 1e-2
