@@ -425,3 +425,52 @@ def test_a_completion_bob_cannot_save_leaves_no_key_at_alice_either():
     link.pump()
     assert isinstance(link.ended["alice", first], BlockAborted)
     assert link.alice.completed == link.bob.completed == -1
+
+
+def _resealed(state: bytes, edit) -> bytes:
+    """``state`` with its body edited by ``edit(body)`` and the checksum recomputed."""
+    outer = json.loads(state)
+    edit(outer["body"])
+    outer["sha256"] = hashlib.sha256(
+        json.dumps(outer["body"], sort_keys=True).encode()).hexdigest()
+    return json.dumps(outer).encode()
+
+
+def test_alice_keeps_her_reconcile_history_across_a_restart():
+    """A restarted Alice starts frames where they decoded before (her ReconcileHistory is
+    saved with the session), not with pilot frames from the bottom of the code."""
+    link = Link()
+    first = link.start_run()
+    assert_same_key(*link.run(first, 1))
+    learnt = link.alice.history.to_dict()
+    assert any(learnt["successes"].values())  # frames of block 1 were recorded
+    link.crash("alice")
+    assert link.alice.history.to_dict() == learnt
+    code = next(name for name, values in learnt["successes"].items() if values)
+    assert link.alice.history.successes(code)
+    start = link.resume("alice")
+    assert_same_key(*link.run(start, 2))
+    assert len(link.alice.history.successes(code)) > len(learnt["successes"][code])
+    assert_no_pad_reused(link)
+
+
+def test_a_state_saved_before_the_history_was_kept_restores_with_a_fresh_one():
+    link = Link()
+    first = link.start_run()
+    assert_same_key(*link.run(first, 1))
+    old = _resealed(link.disks["alice"].state, lambda body: body.pop("history"))
+    alice = QdistAlice(PARAMS, SECRET)
+    alice.restore(old)
+    assert alice.restored
+    assert not any(alice.history.to_dict()["successes"].values())
+
+
+@pytest.mark.parametrize("history", ["x", {"window": 4}, {"window": 4, "successes": {},
+                                                         "frames": [{"errors": 9, "bits": 1}]}])
+def test_a_malformed_history_is_refused_by_alice(history):
+    link = Link()
+    link.start_run()
+    state = _resealed(link.disks["alice"].state,
+                      lambda body: body.__setitem__("history", history))
+    with pytest.raises(ValueError, match="field 'history'"):
+        QdistAlice(PARAMS, SECRET).restore(state)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -105,6 +106,20 @@ class QdistAlice(QdistEnd):
         # Where frames of each code decoded, across blocks: the start rule of reconcile_local.
         self.history = ReconcileHistory()
         self._reset_block()
+
+    def _history_state(self) -> dict[str, Any]:
+        """The reconciliation history, saved with the session: a restarted Alice starts
+        frames where they decoded before the restart (no pilot frames, no blind rounds from
+        the bottom)."""
+        return self.history.to_dict()
+
+    def _restore_history(self, data: dict[str, Any] | None) -> None:
+        if data is None:  # a state saved before the history was kept: start afresh
+            return
+        try:
+            self.history = ReconcileHistory.from_dict(data)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"field 'history' is malformed ({exc})") from None
 
     def _draw(self, n: int) -> bytes:
         """``n`` bytes from the given source, else from the OS CSPRNG."""

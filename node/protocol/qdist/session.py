@@ -320,7 +320,8 @@ class QdistEnd(abc.ABC):
             role=self.role, session=self._session,
             send_next=max(self._reserved, self._send_seq), recv_next=self._recv_seq,
             completed=self.completed, block_floor=self.next_block, covered=self._covered,
-            pending=self._pending, epoch=self._epoch, out=self._out, into=self._in))
+            pending=self._pending, epoch=self._epoch, out=self._out, into=self._in,
+            history=self._history_state()))
 
     def restore(self, state: bytes) -> None:
         """Takes up the session a process of this end saved (:meth:`persist_to`): sending
@@ -347,6 +348,7 @@ class QdistEnd(abc.ABC):
         self._covered = saved.covered
         self._pending = saved.pending
         self._epoch = saved.epoch
+        self._restore_history(saved.history)
         self.restored = True
 
     @property
@@ -357,6 +359,14 @@ class QdistEnd(abc.ABC):
     @_epoch.setter
     def _epoch(self, value: int) -> None:
         del value
+
+    def _history_state(self) -> dict[str, Any] | None:
+        """What the role keeps of its reconciliation history across restarts (Alice's)."""
+        return None
+
+    def _restore_history(self, data: dict[str, Any] | None) -> None:
+        """Takes up the saved history (Alice's; see :meth:`_history_state`)."""
+        del data
 
     def _save(self) -> None:
         """Saves the state if persisting.

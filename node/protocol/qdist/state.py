@@ -51,6 +51,11 @@ class SessionState:
         pending: the replenishment of the last completed block, until it settles.
         epoch: the role's arm epoch.
         out, into: the pad streams (sending, receiving).
+        history: Alice's reconciliation history
+            (:meth:`qkdnode.dsp.reconcile.ReconcileHistory.to_dict`: where frames of each code
+            decoded, and their error rates), so that a restarted Alice starts frames where
+            they decode instead of with pilot frames; None for Bob, and in states saved before
+            it was kept (they restore with a fresh history).
     """
 
     role: str
@@ -64,6 +69,7 @@ class SessionState:
     epoch: int
     out: PadStream
     into: PadStream
+    history: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return (f"SessionState(role={self.role!r}, send_next={self.send_next}, "
@@ -82,7 +88,7 @@ def encode_state(state: SessionState) -> bytes:
             "recv_next": state.recv_next, "completed": state.completed,
             "block_floor": state.block_floor, "covered": list(state.covered),
             "pending": pending, "epoch": state.epoch, "out": state.out.export(),
-            "in": state.into.export()}
+            "in": state.into.export(), "history": state.history}
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     return json.dumps({"body": body, "sha256": digest}, sort_keys=True).encode()
 
@@ -131,6 +137,9 @@ def decode_state(data: bytes, role: str, session: str) -> SessionState:
             raise ValueError("field 'pending' is missing its material") from None
         pending = (_int(raw, "block", 0), ab, ba, _int(raw, "end_out", 0),
                    _int(raw, "end_in", 0))
+    history = body.get("history")
+    if history is not None and not isinstance(history, dict):
+        raise ValueError("field 'history' is malformed")
     streams = []
     for name in ("out", "in"):
         if not isinstance(body.get(name), dict):
@@ -141,4 +150,4 @@ def decode_state(data: bytes, role: str, session: str) -> SessionState:
         recv_next=_int(body, "recv_next", 0), completed=_int(body, "completed", -1),
         block_floor=_int(body, "block_floor", 0),
         covered=(_int(covered_at, "out", 0), _int(covered_at, "in", 0)), pending=pending,
-        epoch=_int(body, "epoch", 0), out=streams[0], into=streams[1])
+        epoch=_int(body, "epoch", 0), out=streams[0], into=streams[1], history=history)
