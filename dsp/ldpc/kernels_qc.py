@@ -310,12 +310,23 @@ def _start(
 ) -> tuple[NDArray[np.float32], NDArray[np.float32], int]:  # pragma: no cover - compiled
     """The starting state of a decode: (messages in the layer order, doubled posteriors
     ``llr`` plus the messages, largest base check degree)."""
-    mb = layer_ptr.shape[0] - 1
-    nb = llr.shape[0] // z
     edges = csr_edge.shape[0]
     msg = np.empty(edges, dtype=np.float32)
     for e in range(edges):
         msg[e] = messages[csr_edge[e]]
+    post2, max_degree = _posteriors(z, layer_ptr, layer_col, layer_shift, llr, msg)
+    return msg, post2, max_degree
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _posteriors(
+    z: int, layer_ptr: NDArray[np.int64], layer_col: NDArray[np.int32],
+    layer_shift: NDArray[np.int32], llr: NDArray[np.float32], msg: NDArray[np.float32],
+) -> tuple[NDArray[np.float32], int]:  # pragma: no cover - compiled
+    """(doubled posteriors ``llr`` plus the messages ``msg`` in layer order, largest base
+    check degree)."""
+    mb = layer_ptr.shape[0] - 1
+    nb = llr.shape[0] // z
     post = llr.copy()
     max_degree = 1
     for i in range(mb):
@@ -332,7 +343,7 @@ def _start(
         for t in range(z):
             post2[2 * z * j + t] = post[j * z + t]
             post2[2 * z * j + z + t] = post[j * z + t]
-    return msg, post2, max_degree
+    return post2, max_degree
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from .kernels_qc import (
     _gather,
     _matches,
+    _posteriors,
     _scatter,
     _stall_count,
     _start,
@@ -158,14 +159,20 @@ def qc_fast_kernel(
     messages: NDArray[np.float32],
     warm: bool,
     bits_out: NDArray[np.uint8],
+    in_place: bool = False,
 ) -> tuple[int, bool]:  # pragma: no cover - compiled
     """Layered sum-product-fast on a QC code; arguments and layout as
     :func:`.kernels_qc.qc_kernel` (no algorithm, scale or offset). With ``warm`` false the
     decode starts from zero messages and ``messages`` is neither read nor written (a cold
     start whose messages nobody reads back: no permutation either way). Returns
-    ``(iterations, converged)``."""
+    ``(iterations, converged)``. With ``in_place`` (and ``warm``) the messages are already
+    in layer order (the caller's buffer is the kernel's own: ``kernel_order``), and the
+    kernel updates them where they are: no copy in or out."""
     mb = layer_ptr.shape[0] - 1
-    if warm:
+    if warm and in_place:
+        msg = messages
+        post2, max_degree = _posteriors(z, layer_ptr, layer_col, layer_shift, llr, msg)
+    elif warm:
         msg, post2, max_degree = _start(z, layer_ptr, layer_col, layer_shift, csr_edge, llr,
                                         messages)
     else:
@@ -198,7 +205,7 @@ def qc_fast_kernel(
         fewest, since = _stall_count(z, unsatisfied, fewest, since, drop)
         if stall > 0 and since >= stall:
             break
-    if warm:
+    if warm and not in_place:
         _write_out(z, post2, bits_out, csr_edge, msg, messages)
     else:
         _write_out(z, post2, bits_out, csr_edge[:0], msg, messages)
@@ -223,12 +230,13 @@ def qc_fast_batch_kernel(
     bits_out: NDArray[np.uint8],
     converged_out: NDArray[np.bool_],
     iterations_out: NDArray[np.int32],
+    in_place: bool = False,
 ) -> None:  # pragma: no cover - compiled
     """:func:`qc_fast_kernel` on each row, the rows spread over all cores."""
     for f in numba.prange(syndromes.shape[0]):
         iterations, converged = qc_fast_kernel(
             z, layer_ptr, layer_col, layer_shift, csr_edge, syndromes[f], llrs[f],
-            max_iterations, stall, drop, k, msgs[f], warm, bits_out[f],
+            max_iterations, stall, drop, k, msgs[f], warm, bits_out[f], in_place,
         )
         iterations_out[f] = iterations
         converged_out[f] = converged

@@ -144,6 +144,8 @@ class BobFrame:
             bob_payload: Bob's payload bits for this frame, ``uint8`` 0/1.
             messages: Buffer of the decoder's messages between rounds, ``float32[E]``,
                 C-contiguous, zeroed here (e.g. a row of a batch's array; ``None``: its own).
+                They are in the decoding kernel's own edge order: pass them to the decoder
+                with ``kernel_order=True`` (as :meth:`decode` does).
             far_steps: Blind steps to ask for after a round that ended far from convergence
                 (``FAR_UNSAT_FRACTION``); 1 (default): always one, as a peer whose messages
                 carry no step count (the module's Qdist wire) needs.
@@ -233,6 +235,7 @@ class BobFrame:
         result = decode_syndrome(
             self.code, synd, llr, self.round_budget(max_iterations), messages=messages,
             stall_iterations=self.round_stall(), stall_drop=self.round_stall_drop(),
+            kernel_order=True,
         )
         return self.absorb(result.bits, result.converged)
 

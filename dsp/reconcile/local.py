@@ -598,6 +598,7 @@ def _run_frames(
                 messages=store[top : top + len(members)],
                 stall_iterations=stall,
                 stall_drop=bobs[members[0]].round_stall_drop(),
+                kernel_order=True,
             )
             top += len(members)
             for i, k in enumerate(members):

@@ -448,6 +448,50 @@ def test_warm_start_agrees_with_twin(
     np.testing.assert_array_equal(messages, twin_messages)
 
 
+@settings(deadline=None, max_examples=15)
+@given(
+    kind=st.sampled_from(["csr", "narrow", "wide"]),
+    seed=st.integers(0, 2**32 - 1),
+    rounds=st.lists(st.integers(0, 4), min_size=1, max_size=3),
+    algorithm=st.sampled_from(["sum-product-fast", "sum-product", "min-sum"]),
+    batch=st.booleans(),
+)
+def test_messages_in_kernel_order_decode_alike(
+    kind: str, seed: int, rounds: list[int], algorithm: Algorithm, batch: bool
+) -> None:
+    # Warm rounds with the messages kept in the kernel's own order give the same bits,
+    # iterations and messages (reordered) as rounds in check-major order.
+    if kind == "csr":
+        code = random_code(96, 48, 3, seed % 1000)
+    else:
+        code = random_qc_code(8 if kind == "narrow" else 32, 6, 12, 3, seed % 1000)
+    rng = np.random.default_rng(seed)
+    alice, _, llr = channel(rng, code.n, 0.08)
+    synd = syndrome(code, alice)
+    check_major = np.zeros(code.n_edges, np.float32)
+    kernel = np.zeros(code.n_edges, np.float32)
+    for k, budget in enumerate(rounds):
+        llr[: 3 * k] = np.where(alice[: 3 * k] == 0, LLR_LIMIT, -LLR_LIMIT)  # a blind reveal
+        if batch:
+            a = decode_syndromes(code, synd[None, :], llr[None, :], budget, algorithm=algorithm,
+                                 messages=check_major[None, :])
+            b = decode_syndromes(code, synd[None, :], llr[None, :], budget, algorithm=algorithm,
+                                 messages=kernel[None, :], kernel_order=True)
+            np.testing.assert_array_equal(a.bits, b.bits)
+            np.testing.assert_array_equal(a.iterations, b.iterations)
+        else:
+            a1 = decode_syndrome(code, synd, llr, budget, algorithm=algorithm,
+                                 messages=check_major)
+            b1 = decode_syndrome(code, synd, llr, budget, algorithm=algorithm, messages=kernel,
+                                 kernel_order=True)
+            np.testing.assert_array_equal(a1.bits, b1.bits)
+            assert (a1.iterations, a1.converged) == (b1.iterations, b1.converged)
+        if code.qc is None:
+            np.testing.assert_array_equal(kernel, check_major)
+        else:
+            np.testing.assert_array_equal(kernel, check_major[code.qc.csr_edge])
+
+
 def test_warm_start_checks_messages() -> None:
     code = random_code(50, 20, 3, seed=0)
     synd = np.zeros(20, np.uint8)

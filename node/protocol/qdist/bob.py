@@ -270,7 +270,8 @@ class QdistBob(QdistEnd):
                                       np.stack([s for s, _, _ in inputs]),
                                       np.stack([llr for _, llr, _ in inputs]), budget,
                                       messages=messages, stall_iterations=stall,
-                                      stall_drop=self._frames[members[0]].round_stall_drop())
+                                      stall_drop=self._frames[members[0]].round_stall_drop(),
+                                      kernel_order=True)
             for row, k in enumerate(members):
                 frame = self._frames[k]
                 frame.messages[:] = messages[row]
