@@ -81,7 +81,10 @@ def _build_table() -> NDArray[np.float32]:
 
 
 # Global, so numba freezes it into the compiled kernels as a constant (no argument to thread
-# through every kernel signature).
+# through every kernel signature). numba's on-disk cache checks only the file a kernel is
+# defined in: after editing this module (the table, its clamps or shift), delete
+# dsp/ldpc/__pycache__/*.nbi and *.nbc, or kernels cached from unedited files keep the old table
+# (a fresh install or clone has no cache; the twin tests would catch the mismatch).
 PHI_TABLE: Final = _build_table()
 
 
