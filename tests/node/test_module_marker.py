@@ -32,6 +32,11 @@ ENDS = {"seed": 11, "block_slots": 16_777_216, "link_extra": "timing_slots = 4_1
 RUN_TIMEOUT_S = 600
 
 
+def completed(module: Any) -> set[int]:
+    """The blocks ``module`` completed (its recorded outcomes)."""
+    return {r.block_id for r in module.results if isinstance(r, BlockCompleted)}
+
+
 def quiet(_: object) -> None:
     """run_ends' status display, unused."""
 
@@ -94,7 +99,11 @@ def test_bob_restart_starts_a_new_run_at_later_blocks_with_the_same_keys(
                 await until(lambda: sum(isinstance(r, BlockCompleted) for r in bob2.results)
                             >= 2, "two blocks after the restart")
                 second_origin = origin_ps(bob_end2)
-                await until(lambda: alice.idle, "Alice's block in flight to end", 120)
+                # Alice's Qdist end is idle before her module has recorded the block's outcome
+                # (the key goes to her key manager first): wait for the outcomes themselves.
+                await until(lambda: alice.idle and completed(bob1) | completed(bob2)
+                            <= completed(alice), "Alice's outcome of every block Bob completed",
+                            120)
                 return {"alice": alice, "bob1": bob1, "bob2": bob2, "in_flight": in_flight,
                         "origins": (first_origin, second_origin),
                         "sources": (first_source, bob_end2.instrument)}

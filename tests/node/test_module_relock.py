@@ -35,6 +35,11 @@ HALF_PATTERN_PS = 2_097_152_000  # never within +-1 ms of a repetition: no lock
 ALIASED_PS = 5 * 10**9  # 0.81 ms past a repetition: a lock on the wrong slots
 
 
+def completed(module: Any) -> set[int]:
+    """The blocks ``module`` completed (its recorded outcomes)."""
+    return {r.block_id for r in module.results if isinstance(r, BlockCompleted)}
+
+
 def quiet(_: object) -> None:
     """run_ends' status display, unused."""
 
@@ -115,7 +120,10 @@ def test_lost_slot_timing_rearms_and_the_new_run_gives_keys(
                             >= 1 or running.done(), "a block after the re-arm")
                 if running.done():
                     running.result()  # the module's error, if it stopped
-                await until(lambda: alice.idle, "Alice's block to end", 120)
+                # Alice's Qdist end is idle before her module has recorded the block's outcome
+                # (the key goes to her key manager first): wait for the outcomes themselves.
+                await until(lambda: alice.idle and completed(bob) <= completed(alice),
+                            "Alice's outcome of every block Bob completed", 120)
                 return alice, bob
             finally:
                 running.cancel()
