@@ -195,7 +195,8 @@ class Kq1Server:
                        timeout_s: float = CONTROL_TIMEOUT_S) -> _ModuleSession:
         session = self._session(module)
         session.send(event)
-        await asyncio.wait_for(session.writer.drain(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await session.writer.drain()
         return session
 
     async def start_module(self, module: str, timeout_s: float = CONTROL_TIMEOUT_S) -> bool:
@@ -238,7 +239,8 @@ class Kq1Server:
             self.held.add(module)
         try:
             session.send(StopRequested())
-            await asyncio.wait_for(session.writer.drain(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await session.writer.drain()
         except OSError:
             if not was_held:
                 self.held.discard(module)
@@ -401,7 +403,8 @@ class Kq1Client:
                     if self._conn is None:
                         self._connected.clear()
                         await self.connect(left)
-                    answer = await asyncio.wait_for(self._push_once(keys), left)
+                    async with asyncio.timeout(left):
+                        answer = await self._push_once(keys)
                 except (ConnectionError, OSError) as exc:
                     log.info("Kq-1: push interrupted (%s); reconnecting", exc)
                     self._conn = None

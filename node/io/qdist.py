@@ -140,8 +140,12 @@ class QdistConnection:
                 return
             timer = self.end.get_timer()
             timeout = None if timer is None else max(0.0, timer - self.clock())
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for loses a cancellation that
+            # arrives as the wait completes (a byte just read sets _wake), and the pump then
+            # ran on, so cancelling the connection (a module stopping) could hang for good.
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             except TimeoutError:
                 async with self._lock:
                     self.end.handle_timer(self.clock())

@@ -254,7 +254,8 @@ class NodeDaemon:
         then everything else, and closes the key store."""
         await self.stop_modules()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.agent.flush_completions(), COMPLETION_FLUSH_S)
+            async with asyncio.timeout(COMPLETION_FLUSH_S):
+                await self.agent.flush_completions()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

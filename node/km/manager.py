@@ -272,7 +272,8 @@ class KeyManager:
     async def _confirm(self, peer: PeerLink, pool: str, plans: list[SupplyPlan]) -> None:
         """Sends the plans to the slaves' node; returns once it committed them."""
         try:
-            await asyncio.wait_for(peer.notify_supply(plans), self.peer_timeout_s)
+            async with asyncio.timeout(self.peer_timeout_s):
+                await peer.notify_supply(plans)
         except TimeoutError:
             # The keys are already destroyed here and never handed out; the peer's copies, if
             # it stored them, expire unclaimed. No byte returns to the pool.

@@ -195,8 +195,8 @@ async def run_hosted(daemons: dict[str, NodeDaemon], ends: list[LinkEnd],
         if not await _blocks_ended(ends, grace_s, hurry):
             say(f"blocks still in flight after {grace_s:g} s are abandoned (no key from them)")
         try:
-            await asyncio.wait_for(asyncio.gather(*(end.outbox.drain() for end in ends)),
-                                   DRAIN_AT_STOP_S)
+            async with asyncio.timeout(DRAIN_AT_STOP_S):
+                await asyncio.gather(*(end.outbox.drain() for end in ends))
         except TimeoutError:
             say("some keys were not acknowledged by the key manager in time: dropped")
     finally:

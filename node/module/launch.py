@@ -643,7 +643,8 @@ class QdistListener:
             return
         self.candidates += 1
         try:
-            first = await asyncio.wait_for(self._first_frame(reader), self.auth_wait_s)
+            async with asyncio.timeout(self.auth_wait_s):
+                first = await self._first_frame(reader)
         except asyncio.CancelledError:  # the server is closing
             writer.close()
             raise
@@ -759,7 +760,8 @@ async def _run_end(end: LinkEnd, blocks: int | None, drain_s: float,
                     listener.current = None
                 await conn.close()
         try:
-            await asyncio.wait_for(end.outbox.drain(), drain_s)
+            async with asyncio.timeout(drain_s):
+                await end.outbox.drain()
         except TimeoutError:
             log.warning("link %s: the key manager did not acknowledge %d QKD-keys within %g s; "
                         "they are dropped at exit", link.name, end.outbox.pending, drain_s)
