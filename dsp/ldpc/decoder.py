@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -85,6 +86,7 @@ from .kernels_qc import qc_batch_kernel, qc_kernel
 from .kernels_qc_fast import qc_fast_batch_kernel, qc_fast_kernel
 from .kernels_qc_narrow import qc_narrow_batch_kernel, qc_narrow_kernel
 from .phi import PHI_FAST_X_MAX, phi_constants
+from .phi_table import PHI_TABLE
 
 __all__ = [
     "DEFAULT_MAX_ITERATIONS",
@@ -457,7 +459,8 @@ def _run(
         return DecodeResult(bits=bits, converged=converged, iterations=iterations)
     common = (int(max_iterations), stall[0], stall[1], _ALGORITHM_CODES[algorithm],
               np.float32(scale), np.float32(offset),
-              _FAST_PHI_CONSTANTS if algorithm == "sum-product-fast" else _PHI_CONSTANTS)
+              _FAST_PHI_CONSTANTS if algorithm == "sum-product-fast" else _PHI_CONSTANTS,
+              PHI_TABLE)
     synd = np.ascontiguousarray(syndromes)
     qc: QcLayout | None = getattr(code, "qc", None)
     if qc is not None and qc.z >= NARROW_QC_Z and algorithm == "sum-product-fast":
@@ -470,8 +473,11 @@ def _run(
     if qc is not None and kernel_order:
         qc = dataclasses.replace(qc, csr_edge=_identity_edges(qc.csr_edge.shape[0]))
     narrow = qc is not None and qc.z < NARROW_QC_Z
-    single = qc_narrow_kernel if narrow else qc_kernel
-    batch = qc_narrow_batch_kernel if narrow else qc_batch_kernel
+    # (Typed loosely: the narrow kernels take one argument more, the phi table.)
+    single: Callable[..., Any] = qc_narrow_kernel if narrow else qc_kernel
+    batch: Callable[..., Any] = qc_narrow_batch_kernel if narrow else qc_batch_kernel
+    # The wide QC kernel runs no sum-product-fast (that is _run_fast): no phi table argument.
+    qc_common: tuple[Any, ...] = common if narrow else common[:-1]
     if parallel:
         # Frames take from a few to max_iterations iterations: threads take one frame at a time
         # (chunk size 1) rather than equal shares fixed in advance, which leave a core idle
@@ -485,7 +491,7 @@ def _run(
                                  converged, iterations)
             else:
                 batch(qc.z, qc.layer_ptr, qc.layer_col, qc.layer_shift, qc.csr_edge, synd, llrs,
-                      *common, messages, bits, converged, iterations)
+                      *qc_common, messages, bits, converged, iterations)
         finally:
             numba.set_parallel_chunksize(chunksize)
         return DecodeResult(bits=bits, converged=converged, iterations=iterations)
@@ -499,7 +505,7 @@ def _run(
         else:
             iterations[f], converged[f] = single(
                 qc.z, qc.layer_ptr, qc.layer_col, qc.layer_shift, qc.csr_edge, synd[f], llrs[f],
-                *common, messages[f], bits[f],
+                *qc_common, messages[f], bits[f],
             )
     return DecodeResult(bits=bits, converged=converged, iterations=iterations)
 
@@ -526,7 +532,7 @@ def _run_fast(
         numba.set_parallel_chunksize(1)
         try:
             qc_fast_batch_kernel(*layout, synd, llrs, max_iterations, stall, drop,
-                                 _FAST_PHI_CONSTANTS, messages, warm, bits, converged,
+                                 _FAST_PHI_CONSTANTS, PHI_TABLE, messages, warm, bits, converged,
                                  iterations, in_place)
         finally:
             numba.set_parallel_chunksize(chunksize)
@@ -534,5 +540,5 @@ def _run_fast(
     for f in range(synd.shape[0]):
         iterations[f], converged[f] = qc_fast_kernel(
             *layout, synd[f], llrs[f], max_iterations, stall, drop, _FAST_PHI_CONSTANTS,
-            messages[f], warm, bits[f], in_place,
+            PHI_TABLE, messages[f], warm, bits[f], in_place,
         )

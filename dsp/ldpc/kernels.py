@@ -78,6 +78,7 @@ def _magnitudes(
     scale: np.float32,
     offset: np.float32,
     k: PhiConstants,
+    table: NDArray[np.float32],
     total: NDArray[np.float32],
     min1: NDArray[np.float32],
     min2: NDArray[np.float32],
@@ -112,7 +113,7 @@ def _magnitudes(
             max1 = minus
             max2 = minus
             for r in range(degree):
-                p = phi_table(ext[r * width + u])
+                p = phi_table(ext[r * width + u], table)
                 mags[r * width + u] = p
                 t += p
                 max2 = max(max2, min(max1, p))
@@ -209,6 +210,7 @@ def csr_kernel(
     scale: np.float32,
     offset: np.float32,
     k: PhiConstants,
+    table: NDArray[np.float32],
     msg: NDArray[np.float32],
     bits_out: NDArray[np.uint8],
 ) -> tuple[int, bool]:  # pragma: no cover - compiled
@@ -244,7 +246,8 @@ def csr_kernel(
                 t = post[chk_var[start + i]] - msg[start + i]
                 ext[i] = t
                 negative ^= _sign(t)
-            _magnitudes(ext, mags, degree, 1, algorithm, scale, offset, k, total, min1, min2, arg1)
+            _magnitudes(ext, mags, degree, 1, algorithm, scale, offset, k, table, total, min1, min2,
+                        arg1)
             parity = np.int32(syndrome[c] & np.uint8(1))
             for i in range(degree):
                 t = ext[i]
@@ -282,6 +285,7 @@ def csr_batch_kernel(
     scale: np.float32,
     offset: np.float32,
     k: PhiConstants,
+    table: NDArray[np.float32],
     msgs: NDArray[np.float32],
     bits_out: NDArray[np.uint8],
     converged_out: NDArray[np.bool_],
@@ -291,7 +295,7 @@ def csr_batch_kernel(
     for f in numba.prange(syndromes.shape[0]):
         iterations, converged = csr_kernel(
             chk_ptr, chk_var, syndromes[f], llrs[f], max_iterations, stall, drop, algorithm,
-            scale, offset, k, msgs[f], bits_out[f],
+            scale, offset, k, table, msgs[f], bits_out[f],
         )
         iterations_out[f] = iterations
         converged_out[f] = converged

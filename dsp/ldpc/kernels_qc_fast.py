@@ -67,14 +67,15 @@ def _layer_fast(
     z: int, degree: int, first: int, layer_col: NDArray[np.int32],
     layer_shift: NDArray[np.int32], syndrome: NDArray[np.uint8], post2: NDArray[np.float32],
     msg: NDArray[np.float32], ext: NDArray[np.float32], mags: NDArray[np.float32],
-    newpost: NDArray[np.float32], k: PhiConstants, acc: NDArray[np.float32],
+    newpost: NDArray[np.float32], k: PhiConstants, table: NDArray[np.float32],
+    acc: NDArray[np.float32],
     lane: NDArray[np.float32], parity: NDArray[np.int32], count: bool,
 ) -> None:  # pragma: no cover - compiled
     """One layered update of the ``z`` checks of a base check (see ``kernels_qc._layer``)."""
     zero = np.float32(0.0)
     n = degree * z
     _gather(z, degree, first, layer_col, layer_shift, post2, msg, ext)
-    phi_table_into(ext, mags, n)
+    phi_table_into(ext, mags, n, table)
     cur = acc[0]
     minus_zero = np.float32(-0.0)
     minus = np.float32(-1.0)  # below any phi
@@ -156,6 +157,7 @@ def qc_fast_kernel(
     stall: int,
     drop: int,
     k: PhiConstants,
+    table: NDArray[np.float32],
     messages: NDArray[np.float32],
     warm: bool,
     bits_out: NDArray[np.uint8],
@@ -196,7 +198,7 @@ def qc_fast_kernel(
             first = layer_ptr[i]
             degree = layer_ptr[i + 1] - first
             _layer_fast(z, degree, first, layer_col, layer_shift, syndrome[i * z : i * z + z],
-                        post2, msg, ext, mags, newpost, k, acc, lane, parity, counting)
+                        post2, msg, ext, mags, newpost, k, table, acc, lane, parity, counting)
             if counting:
                 for u in range(z):
                     unsatisfied[u] += parity[u]
@@ -225,6 +227,7 @@ def qc_fast_batch_kernel(
     stall: int,
     drop: int,
     k: PhiConstants,
+    table: NDArray[np.float32],
     msgs: NDArray[np.float32],
     warm: bool,
     bits_out: NDArray[np.uint8],
@@ -236,7 +239,7 @@ def qc_fast_batch_kernel(
     for f in numba.prange(syndromes.shape[0]):
         iterations, converged = qc_fast_kernel(
             z, layer_ptr, layer_col, layer_shift, csr_edge, syndromes[f], llrs[f],
-            max_iterations, stall, drop, k, msgs[f], warm, bits_out[f], in_place,
+            max_iterations, stall, drop, k, table, msgs[f], warm, bits_out[f], in_place,
         )
         iterations_out[f] = iterations
         converged_out[f] = converged

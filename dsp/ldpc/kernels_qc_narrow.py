@@ -89,6 +89,7 @@ def qc_narrow_kernel(
     scale: np.float32,
     offset: np.float32,
     k: PhiConstants,
+    table: NDArray[np.float32],
     messages: NDArray[np.float32],
     bits_out: NDArray[np.uint8],
 ) -> tuple[int, bool]:  # pragma: no cover - compiled
@@ -208,7 +209,7 @@ def qc_narrow_kernel(
                     for u in range(z):
                         t = src[u] - mr[u]
                         negative[u] ^= _sign(t)
-                        p = phi_table(t)
+                        p = phi_table(t, table)
                         mg[u] = p
                         total[u] += p
                         m1 = min1[u]
@@ -323,6 +324,7 @@ def qc_narrow_batch_kernel(
     scale: np.float32,
     offset: np.float32,
     k: PhiConstants,
+    table: NDArray[np.float32],
     msgs: NDArray[np.float32],
     bits_out: NDArray[np.uint8],
     converged_out: NDArray[np.bool_],
@@ -332,7 +334,7 @@ def qc_narrow_batch_kernel(
     for f in numba.prange(syndromes.shape[0]):
         iterations, converged = qc_narrow_kernel(
             z, layer_ptr, layer_col, layer_shift, csr_edge, syndromes[f], llrs[f], max_iterations,
-            stall, drop, algorithm, scale, offset, k, msgs[f], bits_out[f],
+            stall, drop, algorithm, scale, offset, k, table, msgs[f], bits_out[f],
         )
         iterations_out[f] = iterations
         converged_out[f] = converged

@@ -7,9 +7,14 @@ edge-iteration). Sum-product-fast takes the phi of each check input from this ta
 * the index is the float32's bits shifted right by ``PHI_TABLE_SHIFT`` (16): its exponent and
   top 7 mantissa bits, so the buckets are 2^-7 wide relative to ``x`` (a log-spaced table);
 * each entry is the mean of phi over its bucket (16-point Gauss-Legendre in float64);
-* ``x`` is clamped to ``[PHI_TABLE_LO, PHI_TABLE_HI]`` first (``phi(2^-16) = 11.8``, the message
-  of an erased input; ``PHI_TABLE_HI`` is sum-product-fast's clamp, ``PHI_FAST_X_MAX``). A NaN
-  falls to ``PHI_TABLE_LO`` (the comparisons are ordered), so no index is ever out of range.
+* ``|x|`` is clamped to ``[PHI_TABLE_LO, PHI_TABLE_HI]`` first (``phi(2^-16) = 11.8``, the
+  message of an erased input; ``PHI_TABLE_HI`` is sum-product-fast's clamp, ``PHI_FAST_X_MAX``),
+  on its bits as an integer (the same order for non-negative floats), so no fastmath flag of a
+  caller can change it; a NaN's bits lie above infinity's and go to the upper clamp, so no
+  index is ever out of range.
+* the table describes itself (a header of ``PHI_TABLE_HEADER`` slots: the clamps' bits, the
+  shift, the first bucket) and the kernels take it as an argument: nothing about it is frozen
+  into compiled code, which numba caches on disk per defining file.
 
 2 673 entries (10.4 KiB) stay in L1. Decoding is unchanged to the iteration on the shipped codes
 (n384000_r085 at QBER 2 %, f 1.10-1.16: the same frames converge after the same mean number of
@@ -20,8 +25,9 @@ the clamp, the index, and ``llvm.masked.gather`` (LLVM emits ``vgatherdps`` or s
 whichever the target does faster; on this machine's Zen 3 both beat the polynomial by ~2.5x,
 and a plain numba loop over ``table[index]`` is slower than either, as it checks each index for
 wrap-around). :func:`phi_table` is the scalar form (the tails, the CSR and narrow kernels);
-:func:`phi_table_reference` is the plain-numpy twin, equal bit for bit (the same float32 clamp
-and index, then the same table entry).
+:func:`phi_table_reference` is the plain-numpy twin, equal bit for bit (the same clamp and
+index, then the same table entry). The intrinsic accepts only 1-D C-contiguous float32 arrays
+(its pointer arithmetic assumes them); :func:`phi_table_many` takes any layout.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from .phi import PHI_FAST_X_MAX
 
 __all__ = [
     "PHI_TABLE",
+    "PHI_TABLE_HEADER",
     "PHI_TABLE_HI",
     "PHI_TABLE_LO",
     "PHI_TABLE_SHIFT",
@@ -53,12 +60,15 @@ PHI_TABLE_SHIFT: Final = 16
 PHI_TABLE_LO: Final = 2.0**-16
 PHI_TABLE_HI: Final = PHI_FAST_X_MAX
 
-_LO32: Final = np.float32(PHI_TABLE_LO)
-_HI32: Final = np.float32(PHI_TABLE_HI)
-_SHIFT32: Final = np.int32(PHI_TABLE_SHIFT)
-# Index of the bucket of PHI_TABLE_LO (subtracted from every index) and of PHI_TABLE_HI.
-_FIRST: Final = np.int32(int(np.array([_LO32]).view(np.int32)[0]) >> PHI_TABLE_SHIFT)
-_LAST: Final = int(np.array([_HI32]).view(np.int32)[0]) >> PHI_TABLE_SHIFT
+# The table describes itself: its first PHI_TABLE_HEADER float32 slots hold, as int32 bit
+# patterns, the clamps' bits, the shift and the first bucket's index, then come the entries. The
+# kernels take it as an argument and read all of it at run time, so nothing about it is frozen
+# into compiled (and disk-cached) code: numba's cache follows only a kernel's own file.
+PHI_TABLE_HEADER: Final = 4
+_LO_BITS: Final = int(np.array([PHI_TABLE_LO], np.float32).view(np.int32)[0])
+_HI_BITS: Final = int(np.array([PHI_TABLE_HI], np.float32).view(np.int32)[0])
+_FIRST: Final = _LO_BITS >> PHI_TABLE_SHIFT
+_LAST: Final = _HI_BITS >> PHI_TABLE_SHIFT
 _LANES: Final = 8
 
 
@@ -69,41 +79,46 @@ def _exact_phi(x: NDArray[np.float64]) -> NDArray[np.float64]:
 
 
 def _build_table() -> NDArray[np.float32]:
-    """The mean of phi over each bucket ``[a, b)`` of float32s sharing their top 16 bits."""
-    index = np.arange(int(_FIRST), _LAST + 1, dtype=np.int64)
+    """The header, then the mean of phi over each bucket ``[a, b)`` of float32s sharing their
+    top 16 bits."""
+    index = np.arange(_FIRST, _LAST + 1, dtype=np.int64)
     a = (index << PHI_TABLE_SHIFT).astype(np.int32).view(np.float32).astype(np.float64)
     b = ((index + 1) << PHI_TABLE_SHIFT).astype(np.int32).view(np.float32).astype(np.float64)
     nodes, weights = np.polynomial.legendre.leggauss(16)
     x = (a + b)[:, None] / 2 + (b - a)[:, None] / 2 * nodes[None, :]
-    table = (_exact_phi(x) @ weights / 2).astype(np.float32)
+    header = np.array([_LO_BITS, _HI_BITS, PHI_TABLE_SHIFT, _FIRST - PHI_TABLE_HEADER],
+                      np.int32).view(np.float32)
+    table = np.concatenate([header, (_exact_phi(x) @ weights / 2).astype(np.float32)])
     table.setflags(write=False)
     return table
 
 
-# Global, so numba freezes it into the compiled kernels as a constant (no argument to thread
-# through every kernel signature). numba's on-disk cache checks only the file a kernel is
-# defined in: after editing this module (the table, its clamps or shift), delete
-# dsp/ldpc/__pycache__/*.nbi and *.nbc, or kernels cached from unedited files keep the old table
-# (a fresh install or clone has no cache; the twin tests would catch the mismatch).
+# The table the decoder passes to its kernels.
 PHI_TABLE: Final = _build_table()
 
 
-def phi_table_reference(x: NDArray[np.float32]) -> NDArray[np.float32]:
+def phi_table_reference(
+    x: NDArray[np.float32], table: NDArray[np.float32] = PHI_TABLE
+) -> NDArray[np.float32]:
     """Plain-numpy twin of :func:`phi_table`: the table phi of ``|x|``, elementwise, float32."""
-    v = np.abs(np.asarray(x, dtype=np.float32))
-    v = np.where(v > _LO32, v, _LO32)
-    v = np.where(v < _HI32, v, _HI32).astype(np.float32)
-    result: NDArray[np.float32] = PHI_TABLE[(v.view(np.int32) >> _SHIFT32) - _FIRST]
+    lo, hi, shift, base = (int(v) for v in table[:PHI_TABLE_HEADER].view(np.int32))
+    bits = np.abs(np.asarray(x, dtype=np.float32)).view(np.int32)
+    bits = np.minimum(np.maximum(bits, lo), hi)  # NaN (bits above inf) -> hi
+    result: NDArray[np.float32] = table[(bits >> shift) - base]
     return result
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def phi_table(x: np.float32) -> np.float32:  # pragma: no cover - compiled
-    """The table phi of ``|x|`` (scalar; see the module doc)."""
-    v = abs(x)
-    v = v if v > _LO32 else _LO32
-    v = v if v < _HI32 else _HI32
-    return np.float32(PHI_TABLE[np.int32(np.float32(v).view(np.int32) >> _SHIFT32) - _FIRST])
+def phi_table(x: np.float32, table: NDArray[np.float32]) -> np.float32:  # pragma: no cover
+    """The table phi of ``|x|`` (scalar; see the module doc). The clamp is on the bits of
+    ``|x|`` (integer order is float order for non-negative floats), so no floating-point flag
+    of the caller (fastmath) can change it; a NaN goes to the upper clamp."""
+    bits = np.float32(abs(x)).view(np.int32)
+    bits = max(bits, np.float32(table[0]).view(np.int32))
+    bits = min(bits, np.float32(table[1]).view(np.int32))
+    shift = np.float32(table[2]).view(np.int32)
+    base = np.float32(table[3]).view(np.int32)
+    return np.float32(table[np.int32(bits >> shift) - base])
 
 
 def _splat(builder: llvm_ir.IRBuilder, value: llvm_ir.Value, vector: llvm_ir.VectorType
@@ -119,13 +134,20 @@ def _splat(builder: llvm_ir.IRBuilder, value: llvm_ir.Value, vector: llvm_ir.Vec
 _declare: Callable[..., Any] = cgutils.get_or_insert_function
 
 
+def _is_vector(array: Any, writable: bool = False) -> bool:
+    """A 1-D C-contiguous float32 array (and writable, if asked): what the intrinsic's plain
+    pointer arithmetic is valid for."""
+    return (isinstance(array, types.Array) and array.dtype == types.float32
+            and array.ndim == 1 and array.layout == "C"
+            and (not writable or array.mutable))
+
+
 def _phi_table8_typing(typingctx: Any, src: Any, dst: Any, start: Any, table: Any) -> Any:
     """``dst[start:start + 8] = table phi of |src[start:start + 8]|``, as one vector operation.
 
-    The caller guarantees ``start + 8 <= len(src), len(dst)`` (no bounds checks here)."""
-    if not (isinstance(src, types.Array) and src.dtype == types.float32
-            and isinstance(dst, types.Array) and dst.dtype == types.float32
-            and isinstance(table, types.Array) and table.dtype == types.float32
+    Only for 1-D C-contiguous float32 arrays (``dst`` writable); the caller guarantees
+    ``start + 8 <= len(src), len(dst)`` (no bounds checks here)."""
+    if not (_is_vector(src) and _is_vector(dst, writable=True) and _is_vector(table)
             and isinstance(start, types.Integer)):
         return None
     sig = types.void(src, dst, start, table)
@@ -144,27 +166,24 @@ def _phi_table8_typing(typingctx: Any, src: Any, dst: Any, start: Any, table: An
         src_a = context.make_array(signature.args[0])(context, builder, src_v)
         dst_a = context.make_array(signature.args[1])(context, builder, dst_v)
         table_a = context.make_array(signature.args[3])(context, builder, table_v)
+        header = builder.bitcast(table_a.data, i32.as_pointer())
+        lo, hi, shift, base = (
+            _splat(builder, builder.load(builder.gep(header, [llvm_ir.Constant(i32, k)])), vi)
+            for k in range(PHI_TABLE_HEADER))
         offset = builder.sext(start_v, i64) if start_v.type.width < 64 else start_v
         source = builder.bitcast(builder.gep(src_a.data, [offset]), vf.as_pointer())
-        x = builder.load(source, align=4)
-        fabs = _declare(module, llvm_ir.FunctionType(vf, [vf]),
-                                              "llvm.fabs.v8f32")
-        x = builder.call(fabs, [x])
-        lo = _splat(builder, llvm_ir.Constant(f32, float(_LO32)), vf)
-        hi = _splat(builder, llvm_ir.Constant(f32, float(_HI32)), vf)
-        x = builder.select(builder.fcmp_ordered(">", x, lo), x, lo)  # NaN -> lo
-        x = builder.select(builder.fcmp_ordered("<", x, hi), x, hi)
-        shift = _splat(builder, llvm_ir.Constant(i32, PHI_TABLE_SHIFT), vi)
-        first = _splat(builder, llvm_ir.Constant(i32, int(_FIRST)), vi)
-        index = builder.sub(builder.lshr(builder.bitcast(x, vi), shift), first)
+        fabs = _declare(module, llvm_ir.FunctionType(vf, [vf]), "llvm.fabs.v8f32")
+        bits = builder.bitcast(builder.call(fabs, [builder.load(source, align=4)]), vi)
+        bits = builder.select(builder.icmp_signed(">", bits, lo), bits, lo)
+        bits = builder.select(builder.icmp_signed("<", bits, hi), bits, hi)  # NaN -> hi
+        index = builder.sub(builder.lshr(bits, shift), base)
         # Addresses as integers (typed vector GEPs are awkward in llvmlite): base + 4 * index.
-        base = _splat(builder, builder.ptrtoint(table_a.data, i64), vl)
+        start = _splat(builder, builder.ptrtoint(table_a.data, i64), vl)
         four = _splat(builder, llvm_ir.Constant(i64, 4), vl)
-        pointers = builder.inttoptr(builder.add(base, builder.mul(builder.zext(index, vl), four)),
+        pointers = builder.inttoptr(builder.add(start, builder.mul(builder.zext(index, vl), four)),
                                     vp)
-        gather = _declare(
-            module, llvm_ir.FunctionType(vf, [vp, i32, vb, vf]), "llvm.masked.gather.v8f32.v8p0"
-        )
+        gather = _declare(module, llvm_ir.FunctionType(vf, [vp, i32, vb, vf]),
+                          "llvm.masked.gather.v8f32.v8p0")
         values = builder.call(gather, [pointers, llvm_ir.Constant(i32, 4),
                                        llvm_ir.Constant(vb, [1] * _LANES),
                                        llvm_ir.Constant(vf, llvm_ir.Undefined)])
@@ -180,21 +199,30 @@ _phi_table8: Any = intrinsic(_phi_table8_typing)
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def phi_table_into(
-    src: NDArray[np.float32], dst: NDArray[np.float32], n: int
+    src: NDArray[np.float32], dst: NDArray[np.float32], n: int, table: NDArray[np.float32]
 ) -> None:  # pragma: no cover - compiled
-    """``dst[j] = phi_table(src[j])`` for ``j < n`` (``n`` at most either length, which the
-    caller guarantees): 8 at a time by vector gather, the rest one by one."""
+    """``dst[j] = phi_table(src[j], table)`` for ``j < n`` (``n`` at most either length, which
+    the caller guarantees; 1-D C-contiguous arrays): 8 at a time by vector gather, the rest one
+    by one."""
     body = n - n % _LANES
     for j in range(0, body, _LANES):
-        _phi_table8(src, dst, j, PHI_TABLE)
+        _phi_table8(src, dst, j, table)
     for j in range(body, n):
-        dst[j] = phi_table(src[j])
+        dst[j] = phi_table(src[j], table)
 
 
 @numba.njit(cache=True, nogil=True)
-def phi_table_many(x: NDArray[np.float32]) -> NDArray[np.float32]:  # pragma: no cover
-    """Compiled table phi of ``|x|`` over an array (vector body and scalar tail), what the
-    tests compare with :func:`phi_table_reference`."""
+def _phi_table_many(x: NDArray[np.float32], table: NDArray[np.float32]
+                    ) -> NDArray[np.float32]:  # pragma: no cover - compiled
     out = np.empty_like(x)
-    phi_table_into(x, out, x.shape[0])
+    phi_table_into(x, out, x.shape[0], table)
     return out
+
+
+def phi_table_many(x: NDArray[np.float32], table: NDArray[np.float32] = PHI_TABLE
+                   ) -> NDArray[np.float32]:
+    """Compiled table phi of ``|x|`` over an array of any layout (vector body and scalar
+    tail), what the tests compare with :func:`phi_table_reference`."""
+    flat = np.ascontiguousarray(np.asarray(x, dtype=np.float32).ravel())
+    result: NDArray[np.float32] = _phi_table_many(flat, table).reshape(np.shape(x))
+    return result

@@ -29,6 +29,7 @@ from qkdnode.dsp.ldpc.phi import (
     phi_many,
     phi_reference,
 )
+from qkdnode.dsp.ldpc.phi_table import PHI_TABLE
 
 
 def random_code(n: int, m: int, var_degree: int, seed: int) -> LdpcCode:
@@ -241,11 +242,13 @@ def _run_qc_kernel(
     assert qc is not None
     bits = np.empty(code.n, np.uint8)
     post = np.clip(llr, -LLR_LIMIT, LLR_LIMIT).astype(np.float32)
+    # The narrow kernel also takes the phi table (sum-product-fast); the wide one does not.
+    table = (PHI_TABLE,) if kernel is qc_narrow_kernel else ()
     iterations, converged = kernel(
         qc.z, qc.layer_ptr, qc.layer_col, qc.layer_shift, qc.csr_edge, synd, post,
         max_iterations, stall or 0, round(drop * 1000), _ALGORITHM_CODES[algorithm],
         np.float32(scale),
-        np.float32(offset), phi_constants(), messages, bits,
+        np.float32(offset), phi_constants(), *table, messages, bits,
     )
     return bits, int(iterations), bool(converged)
 

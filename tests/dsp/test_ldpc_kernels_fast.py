@@ -26,7 +26,7 @@ from qkdnode.dsp.ldpc.phi import (
     phi_many,
     phi_reference,
 )
-from qkdnode.dsp.ldpc.phi_table import phi_table_reference
+from qkdnode.dsp.ldpc.phi_table import PHI_TABLE, phi_table_reference
 
 FAST = "sum-product-fast"
 
@@ -134,7 +134,7 @@ def test_narrow_qc_kernel_agrees_with_twin_bit_for_bit(
         qc.z, qc.layer_ptr, qc.layer_col, qc.layer_shift, qc.csr_edge, synd,
         np.clip(llr, -LLR_LIMIT, LLR_LIMIT).astype(np.float32), max_iterations, stall or 0,
         round(drop * 1000), ALGORITHM_SUM_PRODUCT_FAST, np.float32(0.78), np.float32(0.0),
-        phi_constants(PHI_FAST_X_MAX), messages, bits,
+        phi_constants(PHI_FAST_X_MAX), PHI_TABLE, messages, bits,
     )
     twin_bits, twin_iterations, twin_converged = decode_syndrome_reference(
         code.chk_ptr, code.chk_var, synd, llr, max_iterations, 0.78, 0.0, FAST, twin_messages,

@@ -4,15 +4,19 @@ its plain twin (bit for bit), the table against phi itself, and its clamp."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numba.core.errors import TypingError
 
 from qkdnode.dsp.ldpc.phi import PHI_FAST_X_MAX
 from qkdnode.dsp.ldpc.phi_table import (
     PHI_TABLE,
+    PHI_TABLE_HEADER,
     PHI_TABLE_HI,
     PHI_TABLE_LO,
     PHI_TABLE_SHIFT,
+    _phi_table_many,
     phi_table_many,
     phi_table_reference,
 )
@@ -52,10 +56,26 @@ def test_table_is_phi_within_its_bucket() -> None:
 
 
 def test_clamps() -> None:
-    x = np.array([0.0, -0.0, 1e-30, -1e-9, PHI_TABLE_LO, np.nan], np.float32)
-    np.testing.assert_array_equal(phi_table_reference(x), np.full(x.size, PHI_TABLE[0]))
-    big = np.array([PHI_FAST_X_MAX, 31.0, -1e6, 1e6, np.inf, -np.inf], np.float32)
+    low = PHI_TABLE[PHI_TABLE_HEADER]  # the first entry after the header
+    x = np.array([0.0, -0.0, 1e-30, -1e-9, PHI_TABLE_LO], np.float32)
+    np.testing.assert_array_equal(phi_table_reference(x), np.full(x.size, low))
+    np.testing.assert_array_equal(phi_table_many(x), np.full(x.size, low))
+    # NaN's bits lie above infinity's: it takes the upper clamp, as large inputs do.
+    big = np.array([PHI_FAST_X_MAX, 31.0, -1e6, 1e6, np.inf, -np.inf, np.nan, -np.nan],
+                   np.float32)
     expected = phi_table_reference(np.array([PHI_TABLE_HI], np.float32))[0]
     np.testing.assert_array_equal(phi_table_many(big), np.full(big.size, expected))
     assert PHI_TABLE.flags.writeable is False
-    assert abs(PHI_TABLE[0] - exact_phi(PHI_TABLE_LO)) < 1e-2
+    assert abs(low - exact_phi(PHI_TABLE_LO)) < 1e-2
+
+
+def test_any_layout_is_taken_and_the_intrinsic_refuses_what_it_cannot_address() -> None:
+    # phi_table_many copies any layout to a contiguous row first; the vector intrinsic itself
+    # types only 1-D C-contiguous float32 arrays (its pointer arithmetic assumes them).
+    x = np.random.default_rng(4).normal(0, 5, 203).astype(np.float32)
+    for view in (x[::2], x[::-1], x.reshape(7, 29)[:, 3]):
+        np.testing.assert_array_equal(phi_table_many(view), phi_table_reference(view))
+    with pytest.raises(TypingError):
+        _phi_table_many(x[::2], PHI_TABLE)
+    with pytest.raises(TypingError):
+        _phi_table_many(x.reshape(7, 29), PHI_TABLE)
