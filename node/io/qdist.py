@@ -140,6 +140,11 @@ class QdistConnection:
                 return
             timer = self.end.get_timer()
             timeout = None if timer is None else max(0.0, timer - self.clock())
+            if timeout == 0.0:  # due now: fire it (a wait would return at once if woken)
+                async with self._lock:
+                    self.end.handle_timer(self.clock())
+                    await self._flush()
+                continue
             # asyncio.timeout, not wait_for: on Python 3.11, wait_for loses a cancellation that
             # arrives as the wait completes (a byte just read sets _wake), and the pump then
             # ran on, so cancelling the connection (a module stopping) could hang for good.

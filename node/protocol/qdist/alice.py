@@ -105,21 +105,27 @@ class QdistAlice(QdistEnd):
         self._resume_done = False
         # Where frames of each code decoded, across blocks: the start rule of reconcile_local.
         self.history = ReconcileHistory()
+        # Why a restored session's saved history was not taken up (None: it was, or none).
+        self.history_dropped: str | None = None
         self._reset_block()
 
     def _history_state(self) -> dict[str, Any]:
         """The reconciliation history, saved with the session: a restarted Alice starts
-        frames where they decoded before the restart (no pilot frames, no blind rounds from
-        the bottom)."""
+        frames where they decoded before the restart, not at the default start efficiency
+        (fewer blind rounds)."""
         return self.history.to_dict()
 
     def _restore_history(self, data: dict[str, Any] | None) -> None:
-        if data is None:  # a state saved before the history was kept: start afresh
+        """Takes up the saved history; one it cannot read (public statistics only, never
+        worth the session) is replaced by a fresh one, the reason in
+        :attr:`history_dropped`. A state saved before the history was kept has none."""
+        if data is None:
             return
         try:
             self.history = ReconcileHistory.from_dict(data)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"field 'history' is malformed ({exc})") from None
+            self.history = ReconcileHistory()
+            self.history_dropped = f"the saved reconciliation history is unusable ({exc})"
 
     def _draw(self, n: int) -> bytes:
         """``n`` bytes from the given source, else from the OS CSPRNG."""

@@ -54,8 +54,8 @@ class SessionState:
         history: Alice's reconciliation history
             (:meth:`qkdnode.dsp.reconcile.ReconcileHistory.to_dict`: where frames of each code
             decoded, and their error rates), so that a restarted Alice starts frames where
-            they decode instead of with pilot frames; None for Bob, and in states saved before
-            it was kept (they restore with a fresh history).
+            they decode instead of at the default start efficiency; None for Bob, and in
+            states saved before it was kept (they restore with a fresh history).
     """
 
     role: str
