@@ -342,8 +342,8 @@ def decode_syndrome(
             an opaque buffer that only ever goes back to this decoder with the same code and
             ``kernel_order=True``, as between the rounds of blind reconciliation. The
             decode and its results are the same; it saves reordering the messages on the way
-            in and out (about 10 ms per call on a 384 000-bit frame here, the cost of two
-            iterations).
+            in and out (about 8 ms CPU per frame and call on a 384 000-bit frame here, 17.4 ->
+            9.3 ms before the first iteration, the cost of one and a half iterations).
         stall_iterations: ``None`` (default) runs until convergence or ``max_iterations``; an
             int ``s >= 1`` also stops, unconverged, after ``s`` iterations in a row without a
             new low of unsatisfied checks (each check counted just after its update).
