@@ -264,17 +264,21 @@ def test_saves_are_batched_and_the_restart_skips_the_reservation():
     assert restarted.next_block == first_block + 1
 
 
-def test_a_completion_that_cannot_be_saved_is_no_completion():
-    link = Link()
-    first = link.start_run()
+def fill_disk_before_completion(link: Link, role: str) -> None:
+    """``role``'s disk fills up just before its first completion would be saved."""
+    disk = link.disks[role]
 
-    disk = link.disks["alice"]
-
-    def full_disk(state: bytes) -> None:  # the disk fills up just before the completion
+    def full_disk(state: bytes) -> None:
         if json.loads(state)["body"]["completed"] >= 0:
             raise OSError(28, "No space left on device")
         disk(state)
-    link.alice._store = full_disk
+    getattr(link, role)._store = full_disk
+
+
+def test_a_completion_that_cannot_be_saved_is_no_completion():
+    link = Link()
+    first = link.start_run()
+    fill_disk_before_completion(link, "alice")
     a, _ = link.run(first, 1)
     assert isinstance(a, BlockAborted)
     assert "cannot save the session state" in a.reason
@@ -408,13 +412,7 @@ def test_the_reservation_never_passes_the_pads_held():
 def test_a_completion_bob_cannot_save_leaves_no_key_at_alice_either():
     link = Link()
     first = link.start_run()
-    disk = link.disks["bob"]
-
-    def full_disk(state: bytes) -> None:  # the disk fills up just before the completion
-        if json.loads(state)["body"]["completed"] >= 0:
-            raise OSError(28, "No space left on device")
-        disk(state)
-    link.bob._store = full_disk
+    fill_disk_before_completion(link, "bob")
     a, b = link.run(first, 1)
     assert isinstance(b, BlockAborted)
     assert "cannot save the session state" in b.reason
