@@ -328,6 +328,38 @@ def _syndrome_kernel(
     return out
 
 
+@numba.njit(cache=True, nogil=True)
+def _qc_syndrome_kernel(
+    z: int, layer_ptr: NDArray[np.int64], layer_col: NDArray[np.int32],
+    layer_shift: NDArray[np.int32], bits: NDArray[np.uint8],
+) -> NDArray[np.uint8]:  # pragma: no cover - compiled
+    """:func:`_syndrome_kernel` on a QC code, a layer of ``z`` checks at a time: each base
+    edge adds one contiguous window of a copy of ``bits`` stored twice per block (the
+    decoder's doubled layout), so the XORs run on ``z`` neighbouring bytes (vector
+    instructions) instead of one random byte per edge."""
+    nb = bits.shape[0] // z
+    doubled = np.empty(2 * nb * z, dtype=np.uint8)
+    for j in range(nb):
+        row = bits[j * z : j * z + z]
+        low = doubled[2 * z * j : 2 * z * j + z]
+        high = doubled[2 * z * j + z : 2 * z * j + 2 * z]
+        for t in range(z):
+            low[t] = row[t]
+            high[t] = row[t]
+    mb = layer_ptr.shape[0] - 1
+    out = np.zeros(mb * z, dtype=np.uint8)
+    for i in range(mb):
+        acc = out[i * z : i * z + z]
+        for b in range(layer_ptr[i], layer_ptr[i + 1]):
+            start = 2 * z * layer_col[b] + z - layer_shift[b]
+            window = doubled[start : start + z]
+            for u in range(z):
+                acc[u] ^= window[u]
+        for u in range(z):
+            acc[u] &= np.uint8(1)
+    return out
+
+
 def _check_bits(code: LdpcCode, bits: NDArray[np.uint8]) -> NDArray[np.uint8]:
     if not isinstance(bits, np.ndarray):
         raise TypeError(f"bits must be a numpy array, got {type(bits).__name__}")
@@ -352,9 +384,13 @@ def syndrome(code: LdpcCode, bits: NDArray[np.uint8]) -> NDArray[np.uint8]:
         TypeError: ``bits`` is not a uint8 numpy array.
         ValueError: ``bits`` does not have length ``code.n``.
     """
-    result: NDArray[np.uint8] = _syndrome_kernel(
-        code.chk_ptr, code.chk_var, _check_bits(code, bits)
-    )
+    checked = _check_bits(code, bits)
+    qc = code.qc
+    result: NDArray[np.uint8]
+    if qc is not None:
+        result = _qc_syndrome_kernel(qc.z, qc.layer_ptr, qc.layer_col, qc.layer_shift, checked)
+    else:
+        result = _syndrome_kernel(code.chk_ptr, code.chk_var, checked)
     return result
 
 

@@ -15,6 +15,7 @@ from qkdnode.dsp.ldpc.codes import (
     LdpcCode,
     available_codes,
     code_from_matrix,
+    code_from_qc,
     expand_qc,
     get_code,
     load_code,
@@ -97,6 +98,41 @@ def test_syndrome_kernel_matches_twin(seed: int, m: int, extra: int) -> None:
     assert result.dtype == np.uint8
     assert np.array_equal(result, syndrome_reference(code, bits))
     assert np.array_equal(result, (H.astype(np.int64) @ bits) % 2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), z=st.integers(1, 40), base_m=st.integers(1, 5),
+       extra=st.integers(1, 6), density=st.floats(0.0, 1.0))
+def test_qc_syndrome_kernel_matches_twin(
+    seed: int, z: int, base_m: int, extra: int, density: float
+) -> None:
+    # QC codes take the layer kernel (windows of doubled bits); any bits, including base checks
+    # with no edge and ones that meet a base variable twice (those codes keep the CSR kernel).
+    rng = np.random.default_rng(seed)
+    base_n = base_m + extra
+    mask = rng.random((base_m, base_n)) < density
+    rows, cols = np.nonzero(mask)
+    shifts = rng.integers(0, z, rows.size)
+    if rows.size and rng.random() < 0.3:  # a second edge between the same base nodes
+        k = int(rng.integers(0, rows.size))
+        if z > 1:
+            rows = np.append(rows, rows[k])
+            cols = np.append(cols, cols[k])
+            shifts = np.append(shifts, (shifts[k] + 1) % z)
+    code = code_from_qc(z, base_m, base_n, rows, cols, shifts)
+    bits = rng.integers(0, 2, code.n).astype(np.uint8)
+    result = syndrome(code, bits)
+    assert result.dtype == np.uint8
+    assert result.shape == (code.m,)
+    assert np.array_equal(result, syndrome_reference(code, bits))
+
+
+def test_qc_syndrome_on_a_shipped_code() -> None:
+    code = load_code("n16000_r085")
+    assert code.qc is not None
+    bits = np.random.default_rng(3).integers(0, 2, code.n).astype(np.uint8)
+    assert np.array_equal(syndrome(code, bits), syndrome_reference(code, bits))
+    assert not syndrome(code, np.zeros(code.n, np.uint8)).any()
 
 
 def test_syndrome_rejects_bad_bits() -> None:
