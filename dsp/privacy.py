@@ -411,13 +411,15 @@ def _plan_operand(n: int, m: int, seed: NDArray[np.uint8], max_weight: int) -> t
 
 
 def _prepare_seed(
-    seed: NDArray[np.uint8], n: int, m: int, max_weight: int, plans: dict[int, FourStepFFT]
+    seed: NDArray[np.uint8], n: int, m: int, max_weight: int, plans: dict[int, FourStepFFT],
+    pool: Executor | None = None,
 ) -> _SeedOperand | None:
     """Transform a tile's seed (any ``m``, also ``m > n``) into a new spectrum array.
 
     ``max_weight`` bounds the number of ones of every input this operand will meet (packing is
     chosen by the error bound for that weight). ``plans`` shares four-step plans between tiles of
-    one length. Returns ``None`` for an all-zero seed.
+    one length. With ``pool``, four-step lengths split the transform's passes in halves.
+    Returns ``None`` for an all-zero seed.
     """
     if not seed.any():
         return None
@@ -428,7 +430,8 @@ def _prepare_seed(
         if plan is None:
             plan = plans[fft_len] = FourStepFFT(fft_len)
     op = _SeedOperand(_new_spectrum(fft_len, plan), plan, fft_len, n, m, m_top, shift)
-    _transform_seed(seed, op, np.empty(fft_len, dtype=np.float64))
+    _transform_seed(seed, op, np.empty(fft_len, dtype=np.float64),
+                    pool if plan is not None else None)
     return op
 
 

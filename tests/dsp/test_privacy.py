@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pytest
@@ -424,21 +426,48 @@ def test_pair_packs_at_four_step_sizes_and_falls_back(monkeypatch: pytest.Monkey
     x1, seed = random_bits(rng, n), random_bits(rng, n + m - 1)
     x2 = x1 ^ (rng.random(n) < 0.02).astype(np.uint8)
     expected = (bitsliced_reference(x1, seed, m), bitsliced_reference(x2, seed, m))
-    calls: list[int] = []
+    seeds: list[int] = []
+    applied: list[str] = []
+    real_prepare, real_apply = privacy_pair._prepare_seed, privacy_pair._apply
+
+    def counting_prepare(*args: Any, **kwargs: Any) -> Any:
+        seeds.append(1)
+        return real_prepare(*args, **kwargs)
+
+    def counting_apply(*args: Any, **kwargs: Any) -> Any:
+        applied.append(threading.current_thread().name)
+        return real_apply(*args, **kwargs)
+
+    monkeypatch.setattr(privacy_pair, "_prepare_seed", counting_prepare)
+    monkeypatch.setattr(privacy_pair, "_apply", counting_apply)
+    for got, want in zip(privacy_pair.toeplitz_hash_pair(x1, x2, seed, m), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert seeds == []  # one packed product, no fallback
+    assert applied == []
+    # The bound rejects every packed tile: one seed transform, two products on two threads.
+    monkeypatch.setattr(privacy_pair, "ROUNDING_BUDGET", 0.0)
+    for got, want in zip(privacy_pair.toeplitz_hash_pair(x1, x2, seed, m), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert len(seeds) == 1
+    assert len(applied) == 2
+    assert len(set(applied)) == 2
+    # Above PAIR_PARALLEL_MAX_FFT_LEN each input is hashed alone (toeplitz_hash's memory).
+    seeds.clear()
+    applied.clear()
+    hashes: list[int] = []
     real_hash = privacy_pair.toeplitz_hash
 
-    def counting_hash(*args: object, **kwargs: object) -> NDArray[np.uint8]:
-        calls.append(1)
-        return real_hash(*args, **kwargs)  # type: ignore[arg-type]
+    def counting_hash(*args: Any, **kwargs: Any) -> Any:
+        hashes.append(1)
+        return real_hash(*args, **kwargs)
 
     monkeypatch.setattr(privacy_pair, "toeplitz_hash", counting_hash)
+    monkeypatch.setattr(privacy_pair, "PAIR_PARALLEL_MAX_FFT_LEN", 1024)
     for got, want in zip(privacy_pair.toeplitz_hash_pair(x1, x2, seed, m), expected, strict=True):
         np.testing.assert_array_equal(got, want)
-    assert calls == []  # one packed product, no fallback
-    monkeypatch.setattr(privacy_pair, "ROUNDING_BUDGET", 0.0)  # the bound rejects every tile
-    for got, want in zip(privacy_pair.toeplitz_hash_pair(x1, x2, seed, m), expected, strict=True):
-        np.testing.assert_array_equal(got, want)
-    assert len(calls) == 2
+    assert seeds == []
+    assert applied == []
+    assert len(hashes) == 2
 
 
 def test_pair_argument_errors() -> None:
