@@ -8,6 +8,7 @@ puncturing from an assumed QBER; ``_layout`` turns a plan into the positions bot
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -181,7 +182,17 @@ class _Layout:
     reveal_order: NDArray[np.int64]
 
 
+@functools.lru_cache(maxsize=4)
 def _layout(code: LdpcCode, plan: FramePlan) -> _Layout:
+    """The positions of a plan (read-only arrays). Cached: both ends of a frame in one process
+    (reconcile_local) and frames with equal plans share it (~4 ms on a 384 000-bit frame)."""
+    layout = _build_layout(code, plan)
+    for field in dataclasses.fields(layout):
+        getattr(layout, field.name).setflags(write=False)
+    return layout
+
+
+def _build_layout(code: LdpcCode, plan: FramePlan) -> _Layout:
     positions, checks = modulated_positions(code)
     d = positions.size
     if (
