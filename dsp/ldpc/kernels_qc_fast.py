@@ -127,8 +127,11 @@ def _layer_fast(
 def _doubled_llr(
     z: int, layer_ptr: NDArray[np.int64], llr: NDArray[np.float32]
 ) -> tuple[NDArray[np.float32], int]:  # pragma: no cover - compiled
-    """:func:`.kernels_qc._posteriors` for zero messages: (doubled ``llr``, largest base check
-    degree)."""
+    """:func:`.kernels_qc._posteriors` for ``+0.0`` messages: (doubled ``llr + 0.0``, largest
+    base check degree). The ``+ 0.0`` turns a ``-0.0`` LLR into ``+0.0``, as adding the zero
+    messages does (and the twin): the check update reads sign bits, so a ``-0.0`` input
+    would flip the signs of its check's messages."""
+    zero = np.float32(0.0)
     nb = llr.shape[0] // z
     max_degree = 1
     for i in range(layer_ptr.shape[0] - 1):
@@ -139,23 +142,25 @@ def _doubled_llr(
         low = post2[2 * z * j : 2 * z * j + z]
         high = post2[2 * z * j + z : 2 * z * j + 2 * z]
         for t in range(z):
-            low[t] = row[t]
-            high[t] = row[t]
+            v = row[t] + zero
+            low[t] = v
+            high[t] = v
     return post2, max_degree
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _all_zero(values: NDArray[np.float32]) -> bool:  # pragma: no cover - compiled
-    """Whether every value is zero (+0 or -0), in blocks of 256 (stops at the first block
-    with another value; a warm round's messages fail in the first block)."""
-    zero = np.float32(0.0)
+    """Whether every value is ``+0.0`` (all bits clear, as in a zeroed buffer: adding a
+    ``-0.0`` message keeps a ``-0.0`` LLR negative, so it is not one), in blocks of 256
+    (stops at the first block with another value; a warm round's messages fail in the
+    first block)."""
     n = values.shape[0]
     for start in range(0, n, 256):
         block = values[start : min(start + 256, n)]
-        other = False
+        bits = np.int32(0)
         for v in block:
-            other |= v != zero
-        if other:
+            bits |= np.float32(v).view(np.int32)
+        if bits != np.int32(0):
             return False
     return True
 
