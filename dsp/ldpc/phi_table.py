@@ -29,7 +29,10 @@ Zen 3, built 64-bit pointers in vector registers first (about 10 more instructio
 values) and reloaded the header every 8 values; the per-lane loads and the hoisted header cut
 the sum-product-fast layer by 7-15 % (single thread, n384000_r085, interleaved runs). A plain
 numba loop over ``table[index]`` is slower than either, as it checks each index for
-wrap-around. :func:`phi_table` is the scalar form (the tails, the CSR and narrow kernels);
+wrap-around. :func:`sub_phi_table_into` does the same after a vector subtraction, writing the
+difference too: sum-product-fast's gather (posterior minus old message) and its phi in one
+pass, with :func:`sub_phi_table_reference` as its twin. :func:`phi_table` is the scalar form
+(the tails, the CSR and narrow kernels);
 :func:`phi_table_reference` is the plain-numpy twin, equal bit for bit (the same clamp and
 index, then the same table entry). The intrinsic accepts only 1-D C-contiguous float32 arrays
 (its pointer arithmetic assumes them); :func:`phi_table_many` takes any layout.
@@ -59,6 +62,9 @@ __all__ = [
     "phi_table_into",
     "phi_table_many",
     "phi_table_reference",
+    "sub_phi_table_into",
+    "sub_phi_table_many",
+    "sub_phi_table_reference",
 ]
 
 PHI_TABLE_SHIFT: Final = 16
@@ -147,6 +153,43 @@ def _is_vector(array: Any, writable: bool = False) -> bool:
             and (not writable or array.mutable))
 
 
+def _emit_phi8(builder: llvm_ir.IRBuilder, x: llvm_ir.Value, table_data: llvm_ir.Value,
+               header: list[llvm_ir.Value]) -> llvm_ir.Value:
+    """LLVM IR of the table phi of the 8 floats of vector ``x``: ``fabs``, the clamp on the
+    bits, the index, and one scalar load per lane at ``table + index`` (x86 addressing scales
+    the index; the clamp keeps every index inside the table)."""
+    f32 = llvm_ir.FloatType()
+    i32 = llvm_ir.IntType(32)
+    i64 = llvm_ir.IntType(64)
+    vf = llvm_ir.VectorType(f32, _LANES)
+    vi = llvm_ir.VectorType(i32, _LANES)
+    lo, hi, shift, base = (_splat(builder, value, vi) for value in header)
+    fabs = _declare(builder.module, llvm_ir.FunctionType(vf, [vf]), "llvm.fabs.v8f32")
+    bits = builder.bitcast(builder.call(fabs, [x]), vi)
+    bits = builder.select(builder.icmp_signed(">", bits, lo), bits, lo)
+    bits = builder.select(builder.icmp_signed("<", bits, hi), bits, hi)  # NaN -> hi
+    index = builder.sub(builder.lshr(bits, shift), base)
+    values = llvm_ir.Constant(vf, llvm_ir.Undefined)
+    for lane in range(_LANES):
+        at = llvm_ir.Constant(i32, lane)
+        entry = builder.gep(table_data, [builder.zext(builder.extract_element(index, at), i64)])
+        values = builder.insert_element(values, builder.load(entry, align=4), at)
+    return values
+
+
+def _header_types(*values: Any) -> bool:
+    return all(v == types.int32 for v in values)
+
+
+def _vector_at(builder: llvm_ir.IRBuilder, data: llvm_ir.Value, offset: llvm_ir.Value
+               ) -> llvm_ir.Value:
+    """Pointer to the 8 floats at ``data + offset``."""
+    i64 = llvm_ir.IntType(64)
+    at = builder.sext(offset, i64) if offset.type.width < 64 else offset
+    vf = llvm_ir.VectorType(llvm_ir.FloatType(), _LANES)
+    return builder.bitcast(builder.gep(data, [at]), vf.as_pointer())
+
+
 def _phi_table8_typing(
     typingctx: Any, src: Any, dst: Any, start: Any, table: Any, lo: Any, hi: Any, shift: Any,
     base: Any,
@@ -157,45 +200,54 @@ def _phi_table8_typing(
     Only for 1-D C-contiguous float32 arrays (``dst`` writable); the caller guarantees
     ``start + 8 <= len(src), len(dst)`` (no bounds checks here)."""
     if not (_is_vector(src) and _is_vector(dst, writable=True) and _is_vector(table)
-            and isinstance(start, types.Integer)
-            and all(v == types.int32 for v in (lo, hi, shift, base))):
+            and isinstance(start, types.Integer) and _header_types(lo, hi, shift, base)):
         return None
     sig = types.void(src, dst, start, table, lo, hi, shift, base)
 
     def codegen(context: Any, builder: llvm_ir.IRBuilder, signature: Any, args: Any) -> Any:
         src_v, dst_v, start_v, table_v, *header = args
-        f32 = llvm_ir.FloatType()
-        i32 = llvm_ir.IntType(32)
-        i64 = llvm_ir.IntType(64)
-        vf = llvm_ir.VectorType(f32, _LANES)
-        vi = llvm_ir.VectorType(i32, _LANES)
-        module = builder.module
         src_a = context.make_array(signature.args[0])(context, builder, src_v)
         dst_a = context.make_array(signature.args[1])(context, builder, dst_v)
         table_a = context.make_array(signature.args[3])(context, builder, table_v)
-        lo, hi, shift, base = (_splat(builder, value, vi) for value in header)
-        offset = builder.sext(start_v, i64) if start_v.type.width < 64 else start_v
-        source = builder.bitcast(builder.gep(src_a.data, [offset]), vf.as_pointer())
-        fabs = _declare(module, llvm_ir.FunctionType(vf, [vf]), "llvm.fabs.v8f32")
-        bits = builder.bitcast(builder.call(fabs, [builder.load(source, align=4)]), vi)
-        bits = builder.select(builder.icmp_signed(">", bits, lo), bits, lo)
-        bits = builder.select(builder.icmp_signed("<", bits, hi), bits, hi)  # NaN -> hi
-        index = builder.sub(builder.lshr(bits, shift), base)
-        # One scalar load per lane at table + index (x86 addressing does the scaling); the
-        # clamp keeps every index inside the table.
-        values = llvm_ir.Constant(vf, llvm_ir.Undefined)
-        for lane in range(_LANES):
-            at = llvm_ir.Constant(i32, lane)
-            entry = builder.gep(table_a.data, [builder.zext(builder.extract_element(index, at),
-                                                            i64)])
-            values = builder.insert_element(values, builder.load(entry, align=4), at)
-        target = builder.bitcast(builder.gep(dst_a.data, [offset]), vf.as_pointer())
-        builder.store(values, target, align=4)
+        x = builder.load(_vector_at(builder, src_a.data, start_v), align=4)
+        values = _emit_phi8(builder, x, table_a.data, header)
+        builder.store(values, _vector_at(builder, dst_a.data, start_v), align=4)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
+def _sub_phi_table8_typing(
+    typingctx: Any, a: Any, b: Any, diff: Any, dst: Any, start: Any, table: Any, lo: Any,
+    hi: Any, shift: Any, base: Any,
+) -> Any:
+    """``diff[j] = a[j] - b[j]`` and ``dst[j] = table phi of |diff[j]|`` for the 8 ``j`` from
+    ``start``, as one vector operation (header as for :func:`_phi_table8_typing`).
+
+    Only for 1-D C-contiguous float32 arrays (``diff`` and ``dst`` writable); the caller
+    guarantees ``start + 8`` fits all four (no bounds checks here)."""
+    if not (_is_vector(a) and _is_vector(b) and _is_vector(diff, writable=True)
+            and _is_vector(dst, writable=True) and _is_vector(table)
+            and isinstance(start, types.Integer) and _header_types(lo, hi, shift, base)):
+        return None
+    sig = types.void(a, b, diff, dst, start, table, lo, hi, shift, base)
+
+    def codegen(context: Any, builder: llvm_ir.IRBuilder, signature: Any, args: Any) -> Any:
+        a_v, b_v, diff_v, dst_v, start_v, table_v, *header = args
+        arrays = [context.make_array(signature.args[k])(context, builder, v)
+                  for k, v in ((0, a_v), (1, b_v), (2, diff_v), (3, dst_v), (5, table_v))]
+        a_a, b_a, diff_a, dst_a, table_a = arrays
+        x = builder.fsub(builder.load(_vector_at(builder, a_a.data, start_v), align=4),
+                         builder.load(_vector_at(builder, b_a.data, start_v), align=4))
+        builder.store(x, _vector_at(builder, diff_a.data, start_v), align=4)
+        values = _emit_phi8(builder, x, table_a.data, header)
+        builder.store(values, _vector_at(builder, dst_a.data, start_v), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+_sub_phi_table8: Any = intrinsic(_sub_phi_table8_typing)
 _phi_table8: Any = intrinsic(_phi_table8_typing)
 
 
@@ -217,6 +269,60 @@ def phi_table_into(
         _phi_table8(src, dst, j, table, lo, hi, shift, base)
     for j in range(body, n):
         dst[j] = phi_table(src[j], table)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def sub_phi_table_into(
+    a: NDArray[np.float32], b: NDArray[np.float32], diff: NDArray[np.float32],
+    dst: NDArray[np.float32], n: int, table: NDArray[np.float32],
+) -> None:  # pragma: no cover - compiled
+    """``diff[j] = a[j] - b[j]`` and ``dst[j] = phi_table(diff[j], table)`` for ``j < n`` (``n``
+    at most every length, which the caller guarantees; 1-D C-contiguous arrays): the
+    sum-product-fast gather (posterior minus old message) and its table phi in one pass, 8 at
+    a time, the rest one by one."""
+    lo = np.float32(table[0]).view(np.int32)
+    hi = np.float32(table[1]).view(np.int32)
+    shift = np.float32(table[2]).view(np.int32)
+    base = np.float32(table[3]).view(np.int32)
+    body = n - n % _LANES
+    for j in range(0, body, _LANES):
+        _sub_phi_table8(a, b, diff, dst, j, table, lo, hi, shift, base)
+    for j in range(body, n):
+        t = a[j] - b[j]
+        diff[j] = t
+        dst[j] = phi_table(t, table)
+
+
+@numba.njit(cache=True, nogil=True)
+def _sub_phi_table_many(a: NDArray[np.float32], b: NDArray[np.float32],
+                        table: NDArray[np.float32]
+                        ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:  # pragma: no cover
+    diff = np.empty_like(a)
+    out = np.empty_like(a)
+    sub_phi_table_into(a, b, diff, out, a.shape[0], table)
+    return diff, out
+
+
+def sub_phi_table_many(
+    a: NDArray[np.float32], b: NDArray[np.float32], table: NDArray[np.float32] = PHI_TABLE
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Compiled ``(a - b, table phi of |a - b|)`` over 1-D arrays of equal length and any
+    layout (what the tests compare with :func:`sub_phi_table_reference`)."""
+    flat_a = np.ascontiguousarray(np.asarray(a, dtype=np.float32).ravel())
+    flat_b = np.ascontiguousarray(np.asarray(b, dtype=np.float32).ravel())
+    if flat_a.shape != flat_b.shape:
+        raise ValueError(f"a and b must have the same size, got {flat_a.size} and {flat_b.size}")
+    diff, out = _sub_phi_table_many(flat_a, flat_b, table)
+    return diff, out
+
+
+def sub_phi_table_reference(
+    a: NDArray[np.float32], b: NDArray[np.float32], table: NDArray[np.float32] = PHI_TABLE
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Plain-numpy twin of :func:`sub_phi_table_into`: ``(a - b, phi_table_reference(a - b))``
+    in float32."""
+    diff = (np.asarray(a, dtype=np.float32) - np.asarray(b, dtype=np.float32)).astype(np.float32)
+    return diff, phi_table_reference(diff, table)
 
 
 @numba.njit(cache=True, nogil=True)

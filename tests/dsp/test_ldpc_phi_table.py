@@ -17,8 +17,11 @@ from qkdnode.dsp.ldpc.phi_table import (
     PHI_TABLE_LO,
     PHI_TABLE_SHIFT,
     _phi_table_many,
+    _sub_phi_table_many,
     phi_table_many,
     phi_table_reference,
+    sub_phi_table_many,
+    sub_phi_table_reference,
 )
 
 
@@ -79,3 +82,34 @@ def test_any_layout_is_taken_and_the_intrinsic_refuses_what_it_cannot_address() 
         _phi_table_many(x[::2], PHI_TABLE)
     with pytest.raises(TypingError):
         _phi_table_many(x.reshape(7, 29), PHI_TABLE)
+
+
+@settings(deadline=None, max_examples=60)
+@given(pairs=st.lists(st.tuples(st.floats(width=32, allow_nan=True, allow_infinity=True),
+                                st.floats(width=32, allow_nan=True, allow_infinity=True)),
+                      max_size=41))
+def test_fused_difference_and_phi_agree_with_twin_bit_for_bit(
+    pairs: list[tuple[float, float]]
+) -> None:
+    # The decoder's gather (posterior minus old message) and the table phi in one pass: the
+    # same differences and the same table entries as the twin, for any length and any float32.
+    a = np.array([p for p, _ in pairs], np.float32)
+    b = np.array([q for _, q in pairs], np.float32)
+    diff, out = sub_phi_table_many(a, b)
+    twin_diff, twin_out = sub_phi_table_reference(a, b)
+    np.testing.assert_array_equal(diff.view(np.int32), twin_diff.view(np.int32))
+    np.testing.assert_array_equal(out.view(np.int32), twin_out.view(np.int32))
+    np.testing.assert_array_equal(out, phi_table_many(diff))
+
+
+def test_fused_difference_takes_any_layout_and_checks_sizes() -> None:
+    x = np.random.default_rng(5).normal(0, 5, 203).astype(np.float32)
+    y = np.random.default_rng(6).normal(0, 5, 203).astype(np.float32)
+    for u, v in ((x[::2], y[::-2]), (x[::-1], y)):
+        for got, want in zip(sub_phi_table_many(u, v), sub_phi_table_reference(u, v),
+                             strict=True):
+            np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="same size"):
+        sub_phi_table_many(x, y[:7])
+    with pytest.raises(TypingError):
+        _sub_phi_table_many(x[::2], y[::2], PHI_TABLE)
