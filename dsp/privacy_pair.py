@@ -53,9 +53,13 @@ from .privacy import (
 __all__ = ["PAIR_PARALLEL_MAX_FFT_LEN", "toeplitz_hash_pair"]
 
 # Longest tile whose two products share the seed's transform and run on two threads: the seed's
-# spectrum (16 bytes per point) and one workspace per thread (24 each), 64 bytes per point, 1 GiB
-# at this length. Longer tiles are hashed one input after the other by toeplitz_hash (24 bytes
-# per point, its memory bound); tiles shorter than a four-step transform too (no gain).
+# half spectrum (8 bytes per point), one workspace per thread (a float64 row and a half spectrum,
+# 16 each; 24 for the first if packed tiles of that length left their seed spectrum in it) and
+# the seed's row while it is transformed (8): 40-56 bytes per point, at most 0.9 GiB at this
+# length (measured 40.5: 633 MiB above the inputs at n = 1.25e7, m = 0.29 n, 1.6e7 points,
+# against 24.4 for two toeplitz_hash calls). Longer tiles are hashed one input after the other
+# by toeplitz_hash (24 bytes per point, its memory bound); tiles shorter than a four-step
+# transform too (no gain).
 PAIR_PARALLEL_MAX_FFT_LEN = 2**24
 
 
@@ -74,7 +78,8 @@ def toeplitz_hash_pair(
         x2: Second input, the same length.
         seed: Seed bits, uint8 0/1, length ``n + m - 1``.
         m: Output length, ``1 <= m <= n``.
-        max_fft_len: Longest FFT per tile (about 24 bytes per point).
+        max_fft_len: Longest FFT per tile (about 24 bytes per point; 40-56 for tiles that
+            share the seed's transform on two threads, see ``PAIR_PARALLEL_MAX_FFT_LEN``).
 
     Returns:
         The two ``m``-bit outputs; each equals ``toeplitz_hash(x, seed, m)`` of its input.
