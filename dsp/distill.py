@@ -9,8 +9,9 @@ secret keys (or an abort with its reason) come out:
    (2014) finite-key length, charged with the leakage reconciliation actually caused;
 3. privacy amplification of the kept bits with a fresh random Toeplitz seed
    (:func:`qkdnode.dsp.privacy_pair.toeplitz_hash_pair`: both ends in one FFT product where
-   the rounding bound allows, else one seed transform and both ends' products on two threads;
-   each output exactly :func:`qkdnode.dsp.privacy.toeplitz_hash` of that end's bits).
+   the rounding bound allows; else, at four-step lengths up to 2^24 points, one seed transform
+   and both ends' products on two threads; else two hashes; each output exactly
+   :func:`qkdnode.dsp.privacy.toeplitz_hash` of that end's bits).
 
 Frames that fail decoding or verification are dropped. Their bits are charged as if Alice had
 announced them: the leakage is everything the messages disclosed plus one bit per dropped key
@@ -183,8 +184,9 @@ def distill_local(
         return DistillResult(empty, empty, 0, reason, n_bits, kept_bits, qber, leakage,
                              achieved_eps_cor, estimate, report)
     seed = _toeplitz_seed(source, kept_bits + length - 1)
-    # Both ends' hashes in one FFT product where the rounding bound allows, else sharing the
-    # seed's transform (privacy_pair); each output is exactly toeplitz_hash of that end's bits.
+    # Both ends' hashes in one FFT product where the rounding bound allows, else mostly
+    # sharing the seed's transform (privacy_pair); each output is exactly toeplitz_hash of
+    # that end's bits.
     key_alice, key_bob = toeplitz_hash_pair(alice_kept, bob_kept, seed, length)
     return DistillResult(key_alice, key_bob, length, None, n_bits, kept_bits, qber, leakage,
                          achieved_eps_cor, estimate, report)

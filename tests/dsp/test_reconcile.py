@@ -77,6 +77,21 @@ def test_punctured_values_zero_their_checks() -> None:
     np.testing.assert_array_equal(full[frame._layout.sent_rows], message.syndrome)
 
 
+def test_both_ends_share_one_read_only_layout() -> None:
+    # The layout of a plan is built once (cached) and cannot be changed by either end.
+    alice, bob = bsc(2, 5000, 0.05)
+    payload = plan_frame(CODE, 5000, 0.05).payload_length
+    a = AliceFrame(CODE, 0, alice[:payload], 0.05)
+    b = BobFrame(CODE, a.start(), bob[:payload])
+    assert a._layout is b._layout
+    for array in (a._layout.payload, a._layout.shortened, a._layout.punctured,
+                  a._layout.punctured_checks, a._layout.sent_rows, a._layout.reveal_order):
+        with pytest.raises(ValueError, match="read-only"):
+            array[:1] = 0
+    other = AliceFrame(CODE, 1, alice[: payload - 7], 0.05)
+    assert other._layout is not a._layout
+
+
 def test_reconciles_and_corrects() -> None:
     alice, bob = bsc(2, 12_000, 0.03)
     report = reconcile_local(alice, bob, 0.03, rng=np.random.default_rng(0), code=CODE)
