@@ -252,18 +252,22 @@ _phi_table8: Any = intrinsic(_phi_table8_typing)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _header(table: NDArray[np.float32]) -> tuple[np.int32, np.int32, np.int32, np.int32]:
+    """The table's header (lower and upper clamp bits, shift, first bucket), read once before
+    a loop of intrinsic calls (inside the intrinsic LLVM reloaded it for every 8 values: the
+    destination might alias the table, for all it knows)."""
+    return (np.float32(table[0]).view(np.int32), np.float32(table[1]).view(np.int32),
+            np.float32(table[2]).view(np.int32), np.float32(table[3]).view(np.int32))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def phi_table_into(
     src: NDArray[np.float32], dst: NDArray[np.float32], n: int, table: NDArray[np.float32]
 ) -> None:  # pragma: no cover - compiled
     """``dst[j] = phi_table(src[j], table)`` for ``j < n`` (``n`` at most either length, which
     the caller guarantees; 1-D C-contiguous arrays): 8 at a time by the intrinsic, the rest one
     by one."""
-    # The header once, before the loop (inside the intrinsic LLVM reloaded it for every 8
-    # values: dst might alias the table, for all it knows).
-    lo = np.float32(table[0]).view(np.int32)
-    hi = np.float32(table[1]).view(np.int32)
-    shift = np.float32(table[2]).view(np.int32)
-    base = np.float32(table[3]).view(np.int32)
+    lo, hi, shift, base = _header(table)
     body = n - n % _LANES
     for j in range(0, body, _LANES):
         _phi_table8(src, dst, j, table, lo, hi, shift, base)
@@ -280,10 +284,7 @@ def sub_phi_table_into(
     at most every length, which the caller guarantees; 1-D C-contiguous arrays): the
     sum-product-fast gather (posterior minus old message) and its table phi in one pass, 8 at
     a time, the rest one by one."""
-    lo = np.float32(table[0]).view(np.int32)
-    hi = np.float32(table[1]).view(np.int32)
-    shift = np.float32(table[2]).view(np.int32)
-    base = np.float32(table[3]).view(np.int32)
+    lo, hi, shift, base = _header(table)
     body = n - n % _LANES
     for j in range(0, body, _LANES):
         _sub_phi_table8(a, b, diff, dst, j, table, lo, hi, shift, base)
