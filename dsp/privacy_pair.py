@@ -106,14 +106,10 @@ def toeplitz_hash_pair(
     cache: dict[int, _Workspace] = {}
     other_cache: dict[int, _Workspace] = {}
     plans: dict[int, FourStepFFT] = {}
-    pool: ThreadPoolExecutor | None = None
-    try:
+    # The pool starts its thread only when a tile first submits work to it.
+    with ThreadPoolExecutor(max_workers=1) as pool:
         for tile in plan_tiles(n, m, max_fft_len):
-            pool = _pair_tile(a, b, sb, tile, y1, y2, cache, other_cache, plans, pool,
-                              max_fft_len)
-    finally:
-        if pool is not None:
-            pool.shutdown()
+            _pair_tile(a, b, sb, tile, y1, y2, cache, other_cache, plans, pool, max_fft_len)
     return y1, y2
 
 
@@ -127,17 +123,17 @@ def _pair_tile(
     cache: dict[int, _Workspace],
     other_cache: dict[int, _Workspace],
     plans: dict[int, FourStepFFT],
-    pool: ThreadPoolExecutor | None,
+    pool: ThreadPoolExecutor,
     max_fft_len: int,
-) -> ThreadPoolExecutor | None:
-    """XORs one tile's products into ``y1`` and ``y2``; returns the (lazily made) pool."""
+) -> None:
+    """XORs one tile's products into ``y1`` and ``y2``."""
     at = a[tile.x_start : tile.x_start + tile.n]
     bt = b[tile.x_start : tile.x_start + tile.n]
     st = sb[tile.seed_start : tile.seed_start + tile.n + tile.m - 1]
     rows = slice(tile.y_start, tile.y_start + tile.m)
     w1, w2, w_seed = (int(np.count_nonzero(v)) for v in (at, bt, st))
     if w_seed == 0 or w1 + w2 == 0:
-        return pool
+        return
     fft_len = fft_length(tile.n + tile.m - 1)
     # 2**shift > w1 >= every entry of T' at1, and shift >= 1 so that bit 0 is c1's alone.
     shift = max(1, w1.bit_length())
@@ -148,17 +144,15 @@ def _pair_tile(
             # Short tiles gain nothing from threads; long ones keep toeplitz_hash's memory.
             y1[rows] ^= toeplitz_hash(at, st, tile.m, max_fft_len=max_fft_len)
             y2[rows] ^= toeplitz_hash(bt, st, tile.m, max_fft_len=max_fft_len)
-            return pool
+            return
         # One seed transform for both inputs, then their products at once.
-        if pool is None:
-            pool = ThreadPoolExecutor(max_workers=1)
         op = _prepare_seed(st, tile.n, tile.m, max(w1, w2), plans, pool)
         if op is None:
-            return pool
+            return
         other = pool.submit(_apply, bt, op, other_cache)
         y1[rows] ^= _apply(at, op, cache)
         y2[rows] ^= other.result()
-        return pool
+        return
     ws = _workspace(cache, fft_len, with_seed=True)
     assert ws.spec_b is not None
     op = _SeedOperand(ws.spec_b, ws.plan, fft_len, tile.n, tile.m, tile.m, 0)
@@ -175,4 +169,3 @@ def _pair_tile(
     _check_residual(round_split_kernel(conv, tile.n - 1, shift, lo, hi))
     y1[rows] ^= lo
     y2[rows] ^= hi
-    return pool
