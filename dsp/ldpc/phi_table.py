@@ -21,21 +21,21 @@ on the shipped codes (n384000_r085 at QBER 2 %, f 1.10-1.16: the same frames con
 same mean number of iterations as with the polynomial), while the layer update gets about 30 %
 cheaper.
 
-:func:`phi_table_into` reads the header once and runs 8 values at a time through one
-intrinsic: a vector load, ``fabs``, the clamp, the index, and one scalar load per lane at
+:func:`sub_phi_table_into` is sum-product-fast's gather and phi in one pass: it reads the
+header once and runs 8 values at a time through one intrinsic, a vector subtraction (posterior
+minus old message, stored too), ``fabs``, the clamp, the index, and one scalar load per lane at
 ``table + index`` (x86 scales the index in the address). ``llvm.masked.gather`` of the same
 8 addresses measured no faster as ``vgatherdps`` and, scalarised by LLVM on this machine's
 Zen 3, built 64-bit pointers in vector registers first (about 10 more instructions per 8
 values) and reloaded the header every 8 values; the per-lane loads and the hoisted header cut
 the sum-product-fast layer by 7-15 % (single thread, n384000_r085, interleaved runs). A plain
 numba loop over ``table[index]`` is slower than either, as it checks each index for
-wrap-around. :func:`sub_phi_table_into` does the same after a vector subtraction, writing the
-difference too: sum-product-fast's gather (posterior minus old message) and its phi in one
-pass, with :func:`sub_phi_table_reference` as its twin. :func:`phi_table` is the scalar form
-(the tails, the CSR and narrow kernels);
-:func:`phi_table_reference` is the plain-numpy twin, equal bit for bit (the same clamp and
-index, then the same table entry). The intrinsic accepts only 1-D C-contiguous float32 arrays
-(its pointer arithmetic assumes them); :func:`phi_table_many` takes any layout.
+wrap-around. :func:`phi_table` is the scalar form (the tails, the CSR and narrow kernels);
+:func:`phi_table_reference` and :func:`sub_phi_table_reference` are the plain-numpy twins,
+equal bit for bit (the same clamp and index, then the same table entry). The intrinsic
+accepts only 1-D C-contiguous float32 arrays (its pointer arithmetic assumes them);
+:func:`phi_table_many` (the same pass with nothing subtracted) and
+:func:`sub_phi_table_many` take any layout.
 """
 
 from __future__ import annotations
@@ -59,7 +59,6 @@ __all__ = [
     "PHI_TABLE_LO",
     "PHI_TABLE_SHIFT",
     "phi_table",
-    "phi_table_into",
     "phi_table_many",
     "phi_table_reference",
     "sub_phi_table_into",
@@ -190,39 +189,13 @@ def _vector_at(builder: llvm_ir.IRBuilder, data: llvm_ir.Value, offset: llvm_ir.
     return builder.bitcast(builder.gep(data, [at]), vf.as_pointer())
 
 
-def _phi_table8_typing(
-    typingctx: Any, src: Any, dst: Any, start: Any, table: Any, lo: Any, hi: Any, shift: Any,
-    base: Any,
-) -> Any:
-    """``dst[start:start + 8] = table phi of |src[start:start + 8]|``, as one vector operation;
-    ``lo, hi, shift, base`` are the table's header, read once by the caller (int32).
-
-    Only for 1-D C-contiguous float32 arrays (``dst`` writable); the caller guarantees
-    ``start + 8 <= len(src), len(dst)`` (no bounds checks here)."""
-    if not (_is_vector(src) and _is_vector(dst, writable=True) and _is_vector(table)
-            and isinstance(start, types.Integer) and _header_types(lo, hi, shift, base)):
-        return None
-    sig = types.void(src, dst, start, table, lo, hi, shift, base)
-
-    def codegen(context: Any, builder: llvm_ir.IRBuilder, signature: Any, args: Any) -> Any:
-        src_v, dst_v, start_v, table_v, *header = args
-        src_a = context.make_array(signature.args[0])(context, builder, src_v)
-        dst_a = context.make_array(signature.args[1])(context, builder, dst_v)
-        table_a = context.make_array(signature.args[3])(context, builder, table_v)
-        x = builder.load(_vector_at(builder, src_a.data, start_v), align=4)
-        values = _emit_phi8(builder, x, table_a.data, header)
-        builder.store(values, _vector_at(builder, dst_a.data, start_v), align=4)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
 def _sub_phi_table8_typing(
     typingctx: Any, a: Any, b: Any, diff: Any, dst: Any, start: Any, table: Any, lo: Any,
     hi: Any, shift: Any, base: Any,
 ) -> Any:
     """``diff[j] = a[j] - b[j]`` and ``dst[j] = table phi of |diff[j]|`` for the 8 ``j`` from
-    ``start``, as one vector operation (header as for :func:`_phi_table8_typing`).
+    ``start``, as one vector operation; ``lo, hi, shift, base`` are the table's header, read
+    once by the caller (int32).
 
     Only for 1-D C-contiguous float32 arrays (``diff`` and ``dst`` writable); the caller
     guarantees ``start + 8`` fits all four (no bounds checks here)."""
@@ -248,7 +221,6 @@ def _sub_phi_table8_typing(
 
 
 _sub_phi_table8: Any = intrinsic(_sub_phi_table8_typing)
-_phi_table8: Any = intrinsic(_phi_table8_typing)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -258,21 +230,6 @@ def _header(table: NDArray[np.float32]) -> tuple[np.int32, np.int32, np.int32, n
     destination might alias the table, for all it knows)."""
     return (np.float32(table[0]).view(np.int32), np.float32(table[1]).view(np.int32),
             np.float32(table[2]).view(np.int32), np.float32(table[3]).view(np.int32))
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def phi_table_into(
-    src: NDArray[np.float32], dst: NDArray[np.float32], n: int, table: NDArray[np.float32]
-) -> None:  # pragma: no cover - compiled
-    """``dst[j] = phi_table(src[j], table)`` for ``j < n`` (``n`` at most either length, which
-    the caller guarantees; 1-D C-contiguous arrays): 8 at a time by the intrinsic, the rest one
-    by one."""
-    lo, hi, shift, base = _header(table)
-    body = n - n % _LANES
-    for j in range(0, body, _LANES):
-        _phi_table8(src, dst, j, table, lo, hi, shift, base)
-    for j in range(body, n):
-        dst[j] = phi_table(src[j], table)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -329,8 +286,11 @@ def sub_phi_table_reference(
 @numba.njit(cache=True, nogil=True)
 def _phi_table_many(x: NDArray[np.float32], table: NDArray[np.float32]
                     ) -> NDArray[np.float32]:  # pragma: no cover - compiled
+    # The decoder's own pass with nothing subtracted: x - (+0.0) is x, bit for bit (-0.0
+    # stays -0.0, a NaN stays a NaN and takes the upper clamp either way).
+    scratch = np.empty_like(x)
     out = np.empty_like(x)
-    phi_table_into(x, out, x.shape[0], table)
+    sub_phi_table_into(x, np.zeros_like(x), scratch, out, x.shape[0], table)
     return out
 
 
