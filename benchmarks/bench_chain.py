@@ -20,7 +20,8 @@ Stages (timed by wrapping the functions distill_local calls):
                    (decode_syndromes: numba kernels and their wrapper), the rest is frame
                    planning, syndromes, messages and verification
   estimation       finite_key_length with the leakage reconciliation caused
-  privacy          toeplitz_hash_pair: both ends' kept bits in one FFT product
+  privacy          toeplitz_hash_pair: both ends' kept bits (equal after verification, so
+                   hashed once on two threads, as one node hashes its own)
   sifting          dsp.sifting.sift on the detections that give a block's sifted X bits, once
                    per size (before the chain proper, which starts at sifted bits; for scale)
 

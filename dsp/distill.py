@@ -184,9 +184,9 @@ def distill_local(
         return DistillResult(empty, empty, 0, reason, n_bits, kept_bits, qber, leakage,
                              achieved_eps_cor, estimate, report)
     seed = _toeplitz_seed(source, kept_bits + length - 1)
-    # Both ends' hashes in one FFT product where the rounding bound allows, else mostly
-    # sharing the seed's transform (privacy_pair); each output is exactly toeplitz_hash of
-    # that end's bits.
+    # Both ends' hashes (privacy_pair): once when their bits are equal (the usual case after
+    # verification), else in one FFT product where the rounding bound allows, else sharing
+    # the seed's transform; each output is exactly toeplitz_hash of that end's bits.
     key_alice, key_bob = toeplitz_hash_pair(alice_kept, bob_kept, seed, length)
     return DistillResult(key_alice, key_bob, length, None, n_bits, kept_bits, qber, leakage,
                          achieved_eps_cor, estimate, report)

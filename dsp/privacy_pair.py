@@ -17,6 +17,12 @@ threads (numpy.fft and the rounding kernel release the GIL), at four-step length
 :func:`~qkdnode.dsp.privacy.toeplitz_hash`. 3.9 Mbit, m = 0.29 n (a 4 Mbit block of the chain at
 QBER 2 %), wall (CPU): 0.376 s (0.37) as two separate hashes, 0.175-0.19 s (0.31-0.36) so.
 
+Equal inputs, which both ends' reconciled bits are whenever verification passed, are hashed
+once by :func:`~qkdnode.dsp.privacy.toeplitz_hash` with ``workers=2`` (32 bytes per point) and
+the result copied: the same outputs, about 60 % of the CPU. 3.9 Mbit, m = 0.29 n (load 0.5,
+three runs): 0.17-0.29 s wall, 0.31-0.49 s CPU as a shared-seed pair; 0.105-0.146 s wall,
+0.19-0.24 s CPU so.
+
 A node hashes only its own bits; this is for :func:`qkdnode.dsp.distill.distill_local`, which
 runs both ends in one process.
 """
@@ -101,6 +107,11 @@ def toeplitz_hash_pair(
     if sb.size != n + m - 1:
         raise ValueError(f"seed must have n + m - 1 = {n + m - 1} bits, got {sb.size}")
 
+    if np.array_equal(a, b):
+        # Equal inputs (both ends of a frame set whose reconciliation succeeded: the usual
+        # case) have equal hashes: one product, on two threads.
+        y = toeplitz_hash(a, sb, m, max_fft_len=max_fft_len, workers=2)
+        return y, y.copy()
     y1 = np.zeros(m, dtype=np.uint8)
     y2 = np.zeros(m, dtype=np.uint8)
     cache: dict[int, _Workspace] = {}

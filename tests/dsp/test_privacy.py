@@ -470,6 +470,34 @@ def test_pair_packs_at_four_step_sizes_and_falls_back(monkeypatch: pytest.Monkey
     assert len(hashes) == 2
 
 
+def test_pair_of_equal_inputs_is_hashed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Both ends' bits after a successful reconciliation: one toeplitz_hash on two threads, the
+    # result returned twice as separate arrays; one differing bit takes the pair's own path.
+    rng = np.random.default_rng(8)
+    n, m = 300_000, 90_000
+    x, seed = random_bits(rng, n), random_bits(rng, n + m - 1)
+    calls: list[int] = []
+    real_hash = privacy_pair.toeplitz_hash
+
+    def counting_hash(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("workers", 1))
+        return real_hash(*args, **kwargs)
+
+    monkeypatch.setattr(privacy_pair, "toeplitz_hash", counting_hash)
+    expected = bitsliced_reference(x, seed, m)
+    y1, y2 = privacy_pair.toeplitz_hash_pair(x, x.copy(), seed, m)
+    assert calls == [2]
+    assert y1 is not y2
+    np.testing.assert_array_equal(y1, expected)
+    np.testing.assert_array_equal(y2, expected)
+    other = x.copy()
+    other[n // 2] ^= 1
+    z1, z2 = privacy_pair.toeplitz_hash_pair(x, other, seed, m)
+    assert calls == [2]
+    np.testing.assert_array_equal(z1, expected)
+    np.testing.assert_array_equal(z2, bitsliced_reference(other, seed, m))
+
+
 def test_pair_argument_errors() -> None:
     x = np.zeros(10, np.uint8)
     with pytest.raises(ValueError, match="x2 must have the length of x1"):
