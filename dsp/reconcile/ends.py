@@ -168,9 +168,12 @@ class BobFrame:
         self._syndrome = np.zeros(code.m, dtype=np.uint8)
         self._syndrome[self._layout.sent_rows] = message.syndrome
         q = self.plan.qber
-        magnitude = math.log((1.0 - q) / q)
+        magnitude = np.float32(math.log((1.0 - q) / q))
         self._llr = np.zeros(code.n, dtype=np.float32)
-        self._llr[self._layout.payload] = np.where(bob_payload == 0, magnitude, -magnitude)
+        # +magnitude for a 0, -magnitude for a 1, exactly (2 * magnitude is exact), in float32
+        # arithmetic: 0.35 instead of 2.7 ms on a 351 000-bit payload (np.where in float64).
+        self._llr[self._layout.payload] = magnitude - (2 * magnitude) * bob_payload.astype(
+            np.float32)
         self._llr[self._layout.shortened] = LLR_LIMIT
         self._revealed = 0
         self.rounds = 0
