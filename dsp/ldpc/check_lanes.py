@@ -21,9 +21,9 @@ chunks), and the per-lane values are loaded once and stored once per chunk.
 
 Each is one intrinsic (LLVM IR) per chunk of 8 lanes, the rest lanes one by one in plain
 compiled code doing the same operations in the same order, so the results are bit for bit those
-of the edge-major loops they replace (the tests decode with both). Measured on n384000_r085 (see
-:mod:`.kernels_qc_fast` for the figures). The plain-numpy twins are :func:`check_sums_reference`
-and :func:`check_messages_reference`.
+of the edge-major loops they replace (the tests decode with both). Measured on the 64 000-bit
+codes and n384000_r085 (see :mod:`.kernels_qc_fast` for the figures). The plain-numpy twins
+are :func:`check_sums_reference` and :func:`check_messages_reference`.
 
 The intrinsics accept only 1-D C-contiguous float32 arrays (plain pointer arithmetic, no
 bounds checks: the callers pass rows they sized themselves).
@@ -271,8 +271,11 @@ def check_sums_into(
             total = total + p
             negative = np.int32(np.float32(negative).view(np.int32)
                                 ^ np.float32(t).view(np.int32)).view(np.float32)
-            x2 = max(x2, min(x1, p))
-            x1 = max(x1, p)
+            # The vector lanes' compare-and-select (and the twin's), not min/max, whose
+            # results differ from it on NaN and on +-0.0 ties.
+            least = x1 if x1 < p else p
+            x2 = x2 if x2 > least else least
+            x1 = x1 if x1 > p else p
         ends[_TOTAL * z + u] = total
         ends[_NEGATIVE * z + u] = negative
         ends[_X1 * z + u] = x1
@@ -393,10 +396,17 @@ def _fma32(a: NDArray[np.float32], b: NDArray[np.float32], c: NDArray[np.float32
     total = product + c64
     virtual = total - product
     error = (product - (total - virtual)) + (c64 - virtual)
-    rounded = total.astype(f32)
-    low = np.where(rounded.astype(f64) <= total, rounded, np.nextafter(rounded, f32(-np.inf)))
-    high = np.nextafter(low, f32(np.inf))
-    halfway = (low.astype(f64) + high.astype(f64)) / 2 == total
+    with np.errstate(over="ignore"):  # beyond float32's range: inf, as the fma gives
+        rounded = total.astype(f32)
+        low = np.where(rounded.astype(f64) <= total, rounded,
+                       np.nextafter(rounded, f32(-np.inf)))
+        high = np.nextafter(low, f32(np.inf))
+    # Rounding treats the float32 after the largest finite one as 2^128: a sum halfway
+    # between them goes to the largest finite value or to inf by its error, as any tie.
+    edge = np.float64(2.0**128)
+    low64 = np.where(np.isinf(low), np.copysign(edge, low), low.astype(f64))
+    high64 = np.where(np.isinf(high), np.copysign(edge, high), high.astype(f64))
+    halfway = (low64 + high64) / 2 == total
     nudged = np.where(error > 0, high, low)
     result: NDArray[np.float32] = np.where(halfway & (error != 0), nudged, rounded)
     return result

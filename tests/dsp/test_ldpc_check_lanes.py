@@ -126,6 +126,40 @@ def test_twin_fma_at_a_double_rounding_tie() -> None:
     assert got == np.nextafter(f32(1.0 + 2.0**-11), f32(2.0))
 
 
+def test_twin_fma_at_the_overflow_threshold() -> None:
+    # a * b is exactly halfway between the largest float32 and 2^128 (where rounding overflows
+    # to inf); a tiny c puts the exact value on one side: a fused operation gives the largest
+    # float32 below the midpoint and inf above it (and the same with signs flipped).
+    f32 = np.float32
+    a, b = f32(18631.0 * 2.0**60), f32(1801.0 * 2.0**43)  # 18631 * 1801 = 2^25 - 1
+    assert float(a) * float(b) == 2.0**128 - 2.0**103
+    largest, tiny = np.finfo(f32).max, f32(2.0**-149)
+    for sign in (f32(1.0), f32(-1.0)):
+        low, high = _fma32(np.array([sign * a] * 3), np.array([b] * 3),
+                           np.array([-sign * tiny, f32(0.0), sign * tiny]))[0:3:2]
+        assert low == sign * largest
+        assert high == sign * f32(np.inf)
+
+
+def test_scalar_tail_agrees_with_vector_lanes_and_twin_off_the_table() -> None:
+    # Inputs no phi table holds (NaN, -0.0 against +0.0): lane 8 (the scalar tail of z = 9)
+    # gets lane 0's (a vector lane's) values and both give the twin's bits.
+    f32 = np.float32
+    nan = f32(np.nan)
+    cases = [([0.0, -0.0], [-1.0, -1.0]), ([-0.0, 0.0], [0.0, 0.0]), ([nan, 1.0], [-1.0, -1.0]),
+             ([1.0, nan, 2.0], [-1.0, -1.0]), ([1.0, 2.0], [nan, nan])]
+    for column, extremes in cases:
+        mags = np.full((len(column), 9), f32(0.5))
+        mags[:, 0] = mags[:, 8] = column
+        ext = np.ones_like(mags)
+        ends = np.zeros((ENDS_ROWS, 9), np.float32)
+        ends[2:, 0] = ends[2:, 8] = extremes
+        compiled = check_sums_many(mags, ext, ends).view(np.int32)
+        np.testing.assert_array_equal(compiled[:, 8], compiled[:, 0])
+        np.testing.assert_array_equal(compiled,
+                                      check_sums_reference(mags, ext, ends).view(np.int32))
+
+
 def test_sizes_are_checked() -> None:
     mags = np.ones((3, 5), np.float32)
     with pytest.raises(ValueError, match="ends must hold 4 rows of z = 5"):
