@@ -85,7 +85,9 @@ def toeplitz_hash_pair(
         seed: Seed bits, uint8 0/1, length ``n + m - 1``.
         m: Output length, ``1 <= m <= n``.
         max_fft_len: Longest FFT per tile (about 24 bytes per point; 40-56 for tiles that
-            share the seed's transform on two threads, see ``PAIR_PARALLEL_MAX_FFT_LEN``).
+            share the seed's transform on two threads, see ``PAIR_PARALLEL_MAX_FFT_LEN``;
+            equal inputs: 32 for tiles up to ``privacy.PARALLEL_MAX_FFT_LEN``, as
+            ``toeplitz_hash`` with ``workers=2``).
 
     Returns:
         The two ``m``-bit outputs; each equals ``toeplitz_hash(x, seed, m)`` of its input.
