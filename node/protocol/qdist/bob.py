@@ -72,6 +72,10 @@ class QdistBob(QdistEnd):
         self._sifted: SiftedBits | None = None
         self._counts: DecoyCounts | None = None
         self._frames: list[BobFrame] = []
+        # The frames' decoder messages: one array per code, a row per frame (``self._row``),
+        # so that a round of consecutive rows decodes in place, with no copies.
+        self._stores: dict[str, NDArray[np.float32]] = {}
+        self._row: list[int] = []
         self._spans: list[tuple[int, int]] = []
         self._waiting: dict[int, str] = {}  # frame -> "reveal" or "tag"
         self._status: dict[int, tuple[bool, int]] = {}
@@ -241,18 +245,34 @@ class QdistBob(QdistEnd):
 
     def _start_frames(self, m: ReconciliationSent, x_bits: NDArray[np.uint8]) -> None:
         offset = 0
+        spans: list[tuple[int, int]] = []
+        codes = []
         for k, s in enumerate(m.syndromes):
             stop = offset + s.plan.payload_length
             if s.frame != k or stop > x_bits.size:
                 raise RemoteProtocolError("Qdist: frames are not consecutive spans of the "
                                           "sifted bits")
             try:
-                code = load_code(s.plan.code_name)
-                self._frames.append(BobFrame(code, s, np.ascontiguousarray(x_bits[offset:stop])))
+                codes.append(load_code(s.plan.code_name))
             except ValueError as exc:
                 raise RemoteProtocolError(f"Qdist: frame {k} is malformed: {exc}") from None
-            self._spans.append((offset, stop))
+            spans.append((offset, stop))
             offset = stop
+        counts: dict[str, int] = {}
+        for code in codes:
+            self._row.append(counts.get(code.name, 0))
+            counts[code.name] = self._row[-1] + 1
+        for code in codes:
+            if code.name not in self._stores:
+                self._stores[code.name] = np.zeros((counts[code.name], code.n_edges),
+                                                   dtype=np.float32)
+        for k, (s, code, (a0, a1)) in enumerate(zip(m.syndromes, codes, spans, strict=True)):
+            try:
+                self._frames.append(BobFrame(code, s, np.ascontiguousarray(x_bits[a0:a1]),
+                                             messages=self._stores[code.name][self._row[k]]))
+            except ValueError as exc:
+                raise RemoteProtocolError(f"Qdist: frame {k} is malformed: {exc}") from None
+            self._spans.append((a0, a1))
         self._eps_frame = self.params.eps_cor / len(self._frames)
         self.audit["frames_attempted"] = len(self._frames)
 
@@ -265,16 +285,19 @@ class QdistBob(QdistEnd):
         reports: list[DecodingReported] = []
         for (_, budget, stall), members in groups.items():
             inputs = [self._frames[k].decode_input() for k in members]
-            messages = np.stack([msg for _, _, msg in inputs])
-            result = decode_syndromes(self._frames[members[0]].code,
-                                      np.stack([s for s, _, _ in inputs]),
+            code = self._frames[members[0]].code
+            store = self._stores[code.name]
+            rows = [self._row[k] for k in members]
+            messages, in_place = _message_rows(store, rows)
+            result = decode_syndromes(code, np.stack([s for s, _, _ in inputs]),
                                       np.stack([llr for _, llr, _ in inputs]), budget,
                                       messages=messages, stall_iterations=stall,
                                       stall_drop=self._frames[members[0]].round_stall_drop(),
                                       kernel_order=True)
+            if not in_place:
+                store[rows] = messages
             for row, k in enumerate(members):
                 frame = self._frames[k]
-                frame.messages[:] = messages[row]
                 report = frame.absorb(result.bits[row], bool(result.converged[row]))
                 reports.append(report)
                 if report.status == "decoded":
@@ -330,3 +353,13 @@ class QdistBob(QdistEnd):
             # leave (its pad is skipped and paid back later), and Alice's block times out.
             del self._outbox[mark:]
             raise
+
+
+def _message_rows(store: NDArray[np.float32], rows: list[int]
+                  ) -> tuple[NDArray[np.float32], bool]:
+    """The decoder messages of ``rows`` of ``store`` for one decoding call, and whether they
+    are ``store``'s own: consecutive rows (every frame of a code in the first round) are a
+    view, decoded in place; others are gathered into a copy, which the caller writes back."""
+    if rows == list(range(rows[0], rows[0] + len(rows))):
+        return store[rows[0] : rows[0] + len(rows)], True
+    return store[rows], False
