@@ -258,21 +258,24 @@ class QdistBob(QdistEnd):
                 raise RemoteProtocolError(f"Qdist: frame {k} is malformed: {exc}") from None
             spans.append((offset, stop))
             offset = stop
-        counts: dict[str, int] = {}
-        for code in codes:
-            self._row.append(counts.get(code.name, 0))
-            counts[code.name] = self._row[-1] + 1
-        for code in codes:
-            if code.name not in self._stores:
-                self._stores[code.name] = np.zeros((counts[code.name], code.n_edges),
-                                                   dtype=np.float32)
+        frames = []
         for k, (s, code, (a0, a1)) in enumerate(zip(m.syndromes, codes, spans, strict=True)):
             try:
-                self._frames.append(BobFrame(code, s, np.ascontiguousarray(x_bits[a0:a1]),
-                                             messages=self._stores[code.name][self._row[k]]))
+                frames.append(BobFrame(code, s, np.ascontiguousarray(x_bits[a0:a1])))
             except ValueError as exc:
                 raise RemoteProtocolError(f"Qdist: frame {k} is malformed: {exc}") from None
-            self._spans.append((a0, a1))
+        # Every frame is valid: now the message stores (zeros, as each frame's own buffer,
+        # which is dropped here untouched).
+        rows: list[int] = []
+        counts: dict[str, int] = {}
+        for code in codes:
+            rows.append(counts.get(code.name, 0))
+            counts[code.name] = rows[-1] + 1
+        stores = {name: np.zeros((count, load_code(name).n_edges), dtype=np.float32)
+                  for name, count in counts.items()}
+        for frame, code, row in zip(frames, codes, rows, strict=True):
+            frame.messages = stores[code.name][row]
+        self._frames, self._spans, self._stores, self._row = frames, spans, stores, rows
         self._eps_frame = self.params.eps_cor / len(self._frames)
         self.audit["frames_attempted"] = len(self._frames)
 
