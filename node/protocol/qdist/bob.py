@@ -271,7 +271,8 @@ class QdistBob(QdistEnd):
         for code in codes:
             rows.append(counts.get(code.name, 0))
             counts[code.name] = rows[-1] + 1
-        stores = {name: np.zeros((count, load_code(name).n_edges), dtype=np.float32)
+        edges = {code.name: code.n_edges for code in codes}
+        stores = {name: np.zeros((count, edges[name]), dtype=np.float32)
                   for name, count in counts.items()}
         for frame, code, row in zip(frames, codes, rows, strict=True):
             frame.messages = stores[code.name][row]
