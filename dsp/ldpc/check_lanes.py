@@ -40,7 +40,7 @@ from numba.core import types
 from numba.extending import intrinsic
 from numpy.typing import NDArray
 
-from .phi_table import _declare, _is_vector, _vector_at
+from .phi_table import _declare, _i64, _is_vector, _vector_at
 
 __all__ = [
     "ENDS_ROWS",
@@ -112,11 +112,6 @@ def _edge_loop(builder: llvm_ir.IRBuilder, count: llvm_ir.Value,
     builder.branch(head)
     builder.position_at_end(done)
     return carried
-
-
-def _i64(builder: llvm_ir.IRBuilder, value: llvm_ir.Value) -> llvm_ir.Value:
-    i64 = llvm_ir.IntType(64)
-    return builder.sext(value, i64) if value.type.width < 64 else value
 
 
 def _row(builder: llvm_ir.IRBuilder, data: llvm_ir.Value, row: Any, width: llvm_ir.Value,

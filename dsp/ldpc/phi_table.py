@@ -180,13 +180,17 @@ def _header_types(*values: Any) -> bool:
     return all(v == types.int32 for v in values)
 
 
+def _i64(builder: llvm_ir.IRBuilder, value: llvm_ir.Value) -> llvm_ir.Value:
+    """An integer ``value`` sign-extended to i64 (as it is if already 64 bits)."""
+    i64 = llvm_ir.IntType(64)
+    return builder.sext(value, i64) if value.type.width < 64 else value
+
+
 def _vector_at(builder: llvm_ir.IRBuilder, data: llvm_ir.Value, offset: llvm_ir.Value
                ) -> llvm_ir.Value:
     """Pointer to the 8 floats at ``data + offset``."""
-    i64 = llvm_ir.IntType(64)
-    at = builder.sext(offset, i64) if offset.type.width < 64 else offset
     vf = llvm_ir.VectorType(llvm_ir.FloatType(), _LANES)
-    return builder.bitcast(builder.gep(data, [at]), vf.as_pointer())
+    return builder.bitcast(builder.gep(data, [_i64(builder, offset)]), vf.as_pointer())
 
 
 def _sub_phi_table8_typing(
